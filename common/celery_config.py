@@ -1,0 +1,48 @@
+"""The Celery configuration producers and workers share (producers send tasks by name)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue  # type: ignore[attr-defined]
+
+from common.settings import Settings
+
+GENERATE_TASK = "genq.generate"
+QUEUES = ("cpu", "gpu")
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        # JSON only: a pickle from the broker would be code execution.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # A job is acked when it ends; a worker process lost mid-job gives the message back.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Flower needs task events.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+        },
+        "broker_connection_retry_on_startup": True,
+        "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        "task_default_queue": "cpu",
+        "task_create_missing_queues": False,
+    }
+
+
+def make_celery(settings: Settings, main: str = "genq") -> Any:
+    """A Celery app with genq's configuration; producers use it only to send tasks by name."""
+    from celery import Celery
+
+    app = Celery(main, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

@@ -1,0 +1,82 @@
+"""genq's exceptions, one hierarchy. Foreign errors are translated at the boundary.
+
+GenqError
+├── InvalidJob            bad input; permanent; nothing was queued
+│   ├── UnknownModel
+│   └── PromptTooLong
+├── RegistryError         the model registry file is wrong
+├── RedisUnavailable      Redis cannot be reached (retryable)
+├── JobFailed             the job ended with an error frame
+├── StreamTimeout         no terminal frame within the timeout
+└── WorkerError           raised while a worker runs a job
+    ├── ModelLoadError    the model file cannot be loaded (permanent)
+    └── GenerationError   the backend failed mid-job
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_JOB = "invalid_job"
+    UNKNOWN_MODEL = "unknown_model"
+    PROMPT_TOO_LONG = "prompt_too_long"
+    MODEL_LOAD_FAILED = "model_load_failed"
+    GENERATION_FAILED = "generation_failed"
+    INTERNAL = "internal"
+
+
+class GenqError(Exception):
+    """Base of every genq error. `code` names it on the wire; `retryable` says whether the
+    same request could succeed later."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+    retryable: bool = False
+
+
+class InvalidJob(GenqError, ValueError):
+    code = ErrorCode.INVALID_JOB
+
+
+class UnknownModel(InvalidJob):
+    code = ErrorCode.UNKNOWN_MODEL
+
+
+class PromptTooLong(InvalidJob):
+    code = ErrorCode.PROMPT_TOO_LONG
+
+
+class RegistryError(GenqError):
+    """The model registry file cannot be used; the message names the file and the entry."""
+
+
+class RedisUnavailable(GenqError, ConnectionError):
+    retryable = True
+
+
+class JobFailed(GenqError):
+    """A job ended with an `error` frame; carries the worker's code and message."""
+
+    def __init__(self, job_id: str, code: str, message: str, retryable: bool) -> None:
+        super().__init__(f"job {job_id} failed ({code}): {message}")
+        self.job_id = job_id
+        self.error_code = code
+        self.error_message = message
+        self.retryable = retryable
+
+
+class StreamTimeout(GenqError, TimeoutError):
+    retryable = True
+
+
+class WorkerError(GenqError):
+    code = ErrorCode.GENERATION_FAILED
+
+
+class ModelLoadError(WorkerError):
+    code = ErrorCode.MODEL_LOAD_FAILED
+
+
+class GenerationError(WorkerError):
+    code = ErrorCode.GENERATION_FAILED

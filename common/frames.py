@@ -1,0 +1,113 @@
+"""Frame protocol v1: every message on a job's token channel is one of these, as JSON.
+
+See ../shared/design.md ("Frames"). `seq` increases strictly within an epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from common.schemas import JobResult
+
+PROTOCOL_VERSION: Literal[1] = 1
+
+
+class FrameType(StrEnum):
+    TOKEN = "token"
+    CONTINUATION = "continuation"
+    WINDOW = "window"
+    RESUME = "resume"
+    DONE = "done"
+    ERROR = "error"
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenData(_Data):
+    """A chunk: tokens sampled since the last chunk, and the text that became final with them
+    (text is held back while it may still complete a UTF-8 character or a stop sequence)."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float] | None = None
+
+
+class ContinuationData(_Data):
+    window: int = Field(ge=0)
+
+
+class WindowData(_Data):
+    window: int = Field(ge=0)
+    token_ids: list[int]
+    text: str
+    tokens_total: int = Field(ge=0)
+
+
+class ResumeData(_Data):
+    from_window: int = Field(ge=0)
+    committed_tokens: int = Field(ge=0)
+    committed_chars: int = Field(ge=0)
+
+
+class ErrorData(_Data):
+    code: str
+    message: str
+    retryable: bool
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = PROTOCOL_VERSION
+    job_id: str
+    epoch: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    ts_ms: int = Field(default_factory=lambda: time.time_ns() // 1_000_000)
+
+
+class TokenFrame(_Frame):
+    type: Literal[FrameType.TOKEN] = FrameType.TOKEN
+    data: TokenData
+
+
+class ContinuationFrame(_Frame):
+    type: Literal[FrameType.CONTINUATION] = FrameType.CONTINUATION
+    data: ContinuationData
+
+
+class WindowFrame(_Frame):
+    type: Literal[FrameType.WINDOW] = FrameType.WINDOW
+    data: WindowData
+
+
+class ResumeFrame(_Frame):
+    type: Literal[FrameType.RESUME] = FrameType.RESUME
+    data: ResumeData
+
+
+class DoneFrame(_Frame):
+    type: Literal[FrameType.DONE] = FrameType.DONE
+    data: JobResult
+
+
+class ErrorFrame(_Frame):
+    type: Literal[FrameType.ERROR] = FrameType.ERROR
+    data: ErrorData
+
+
+Frame = Annotated[
+    TokenFrame | ContinuationFrame | WindowFrame | ResumeFrame | DoneFrame | ErrorFrame,
+    Field(discriminator="type"),
+]
+TerminalFrame = DoneFrame | ErrorFrame
+_FRAME = TypeAdapter[Frame](Frame)
+
+
+def parse_frame(raw: str | bytes) -> Frame:
+    return _FRAME.validate_json(raw)

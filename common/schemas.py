@@ -1,0 +1,159 @@
+"""The messages that cross Redis or Celery, as versioned pydantic models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+SEED_MAX = 2**32 - 1
+ModelName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in {JobState.QUEUED, JobState.RUNNING}
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"  # end-of-sequence token or a stop sequence
+    LENGTH = "length"  # max_tokens, or the model's context is full
+    CANCELLED = "cancelled"
+
+
+class ChatMessage(_Model):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = Field(max_length=10_000_000)
+
+
+class JobSpec(_Model):
+    """What a producer asks for. Exactly one of `prompt` and `messages`."""
+
+    v: Literal[1] = 1
+    model: ModelName = "tiny"
+    prompt: str | None = Field(None, description="Plain-text prompt.")
+    messages: list[ChatMessage] | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="Chat messages, rendered with the model's chat template.",
+    )
+    max_tokens: int = Field(256, ge=1, le=1_000_000, description="Tokens to generate at most.")
+    temperature: float = Field(0.8, ge=0.0, le=2.0, description="0 samples greedily.")
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int = Field(40, ge=0, le=100_000, description="0 disables top-k.")
+    min_p: float = Field(0.05, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(1.0, ge=0.0, le=10.0, description="1.0 disables it.")
+    seed: int | None = Field(
+        None, ge=0, le=SEED_MAX, description="Sampler seed; assigned at submit when absent."
+    )
+    stop: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=16, description="Text ends before the first of these."
+    )
+    logit_bias: dict[int, Annotated[float, Field(ge=-100.0, le=100.0)]] = Field(
+        default_factory=dict, max_length=1024, description="Token id to additive logit bias."
+    )
+    ignore_eos: bool = Field(False, description="Keep generating past end-of-sequence.")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> Self:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` and `messages`")
+        return self
+
+    @property
+    def prompt_chars(self) -> int:
+        if self.prompt is not None:
+            return len(self.prompt)
+        return sum(len(m.content) for m in self.messages or [])
+
+
+class GenerateRequest(_Model):
+    """The Celery task message: the job lives in Redis, so prompts stay out of the broker."""
+
+    v: Literal[1] = 1
+    job_id: str
+    epoch: int = Field(0, ge=0)
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.job_id}-{self.epoch}"
+
+
+class Usage(_Model):
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Timings(_Model):
+    """Milliseconds are wall-clock, measured across machines from the job's timestamps."""
+
+    queue_wait_ms: float = Field(description="Submitted until a worker started the job.")
+    first_token_ms: float = Field(description="Submitted until the first token was published.")
+    generation_ms: float = Field(description="Worker start until the last token.")
+    tokens_per_s: float = Field(description="Completion tokens over generation time.")
+
+
+class JobResult(_Model):
+    job_id: str
+    model: str
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+
+
+class JobRecord(_Model):
+    """The job hash `genq:{id}:job`, one field per attribute (JSON for nested values)."""
+
+    spec: JobSpec
+    state: JobState
+    epoch: int = Field(0, ge=0)
+    attempts: int = Field(0, ge=0)
+    queue: str
+    worker: str = ""
+    submitted_ms: int
+    started_ms: int = 0
+    finished_ms: int = 0
+    result: JobResult | None = None
+    error: str = ""
+
+    def to_hash(self) -> Mapping[Any, Any]:
+        """Redis-ready field map (typed loosely: redis-py's mapping type is invariant)."""
+        out = {
+            name: str(value)
+            for name, value in self.model_dump(mode="json").items()
+            if name not in {"spec", "result"}
+        }
+        out["spec"] = self.spec.model_dump_json()
+        out["result"] = self.result.model_dump_json() if self.result else ""
+        return out
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> JobRecord:
+        fields: dict[str, object] = dict(raw)
+        fields["spec"] = JobSpec.model_validate_json(raw["spec"])
+        fields["result"] = (
+            JobResult.model_validate_json(raw["result"]) if raw.get("result") else None
+        )
+        return cls.model_validate(fields)

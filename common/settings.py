@@ -1,0 +1,92 @@
+"""genq's one settings object: every knob, with its unit, bounds and a description.
+
+Built once at each entry point (CLI command, worker process, test session) and passed down.
+Every field reads from the environment with the ``GENQ_`` prefix, e.g. ``GENQ_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "genq"
+
+
+class Settings(BaseSettings):
+    """Configuration shared by producers, workers and the relay."""
+
+    model_config = SettingsConfigDict(env_prefix="GENQ_", extra="ignore", frozen=True)
+
+    redis_url: str = Field(
+        DEFAULT_REDIS_URL,
+        repr=False,  # may carry a password: shown only through `redacted_redis_url`
+        description="Redis URL for broker, results and streams (redis://, rediss:// or unix://).",
+    )
+    key_prefix: str = Field(
+        "genq",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Prefix of every Redis key and channel genq uses.",
+    )
+    models_file: Path | None = Field(
+        None, description="TOML model registry; the built-in `tiny` model is always present."
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="Where generated files (the tiny model) are cached.",
+    )
+    tiny_seed: int = Field(0, ge=0, le=2**32 - 1, description="Weights seed of the tiny model.")
+    chunk_tokens: int = Field(
+        16, ge=1, le=4096, description="Flush a token chunk after this many tokens."
+    )
+    chunk_interval_ms: float = Field(
+        20.0, ge=0.0, le=10_000.0, description="Flush a token chunk after this many milliseconds."
+    )
+    job_ttl_s: int = Field(
+        86_400,
+        ge=60,
+        le=90 * 86_400,
+        description="How long a job's record and result are kept after it is submitted or ends.",
+    )
+    max_prompt_chars: int = Field(
+        1_000_000, ge=1, le=100_000_000, description="Largest prompt accepted, in characters."
+    )
+    broker_visibility_timeout_s: int = Field(
+        43_200,
+        ge=60,
+        description="Broker redelivery timeout for unacked tasks; long, since leases recover jobs.",
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(
+                f"redis_url must start with redis://, rediss:// or unix:// (got {scheme!r}:)"
+            )
+        return url
+
+    @property
+    def redacted_redis_url(self) -> str:
+        return redact_url(self.redis_url)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{user}:***@{host}{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,1 @@
+"""Scripts and helpers to run genq without containers (not part of the installed package)."""

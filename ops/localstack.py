@@ -1,0 +1,157 @@
+"""Run genq's parts as local processes: a private redis-server and `genq worker`s.
+
+Used by `make demo` (ops/demo.py) and by the integration tests' session fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+READY_TIMEOUT_S = 60.0
+
+
+class StackError(RuntimeError):
+    """A local process would not start; the message says why and where its log is."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `condition` until true; StackError naming `what` when `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise StackError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, its data in a temporary directory."""
+
+    port: int = field(default_factory=free_port)
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="genq-redis-")))
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise StackError(
+                "redis-server not found. Install it (Debian/Ubuntu: apt-get install redis-server; "
+                "macOS: brew install redis) or set GENQ_REDIS_URL to a running Redis."
+            )
+        log = self.workdir / "redis.log"
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(log),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._ready, READY_TIMEOUT_S, f"redis-server on port {self.port} (log: {log})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise StackError(f"redis-server exited with {self.proc.returncode}; see {self.workdir}")
+        try:
+            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.5).ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass
+class Worker:
+    """`genq worker` as a subprocess in its own process group (so the whole worker, main
+    process and pool children, can be signalled together)."""
+
+    env: Mapping[str, str]
+    log: Path
+    args: tuple[str, ...] = ()
+    name: str = "genq"
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        genq = Path(sys.executable).with_name("genq")
+        cmd = [str(genq), "worker", "-n", f"{self.name}@%h", *self.args]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(self._ready, READY_TIMEOUT_S, f"worker {self.name} (log: {self.log})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise StackError(f"worker exited with {self.proc.returncode}; see {self.log}")
+        return " ready." in self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, group=True)
+            self.proc = None
+
+
+def stop_process(proc: subprocess.Popen[bytes], group: bool = False, grace_s: float = 10.0) -> None:
+    """SIGTERM (Celery's warm shutdown), then SIGKILL after `grace_s`."""
+    if proc.poll() is not None:
+        return
+    _signal(proc, signal.SIGTERM, group)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        _signal(proc, signal.SIGKILL, group)
+        proc.wait()
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+    except ProcessLookupError:
+        pass

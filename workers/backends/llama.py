@@ -1,0 +1,96 @@
+"""The llama backend: a local GGUF model run by llama-cpp-python.
+
+The token loop is driven through `Llama.generate()`, one token at a time; llama-cpp-python's
+`create_completion(stream=True)` is avoided because it slows quadratically with output length.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from llama_cpp import Llama, LogitsProcessorList, llama_vocab_is_eog
+
+from common.errors import InvalidJob, ModelLoadError
+from common.prompts import check_context, prompt_tokens
+from common.registry import LlamaModelConfig
+from common.schemas import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+class LlamaBackend:
+    """One loaded model. Not thread-safe: a worker process runs one job at a time."""
+
+    def __init__(self, name: str, config: LlamaModelConfig, path: Path) -> None:
+        self.name = name
+        self.config = config
+        started = time.monotonic()
+        try:
+            self._llm = Llama(
+                model_path=str(path),
+                n_ctx=config.n_ctx,
+                n_threads=config.n_threads,
+                n_gpu_layers=config.n_gpu_layers,
+                n_batch=config.n_batch,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(f"model {name!r}: cannot load {path}: {exc}") from exc
+        self.n_ctx: int = self._llm.n_ctx()
+        self._pieces: dict[int, bytes] = {}
+        log.info("loaded model %s from %s in %.2fs", name, path, time.monotonic() - started)
+
+    def prompt_tokens(self, spec: JobSpec) -> list[int]:
+        tokens = prompt_tokens(self._llm, spec, self.config.chat_template)
+        check_context(len(tokens), self.n_ctx, self.name)
+        return tokens
+
+    def tokens(self, prompt: list[int], spec: JobSpec) -> Iterator[int]:
+        """Sampled token ids, endlessly; the caller decides when to stop."""
+        self._llm.set_seed(spec.seed if spec.seed is not None else 0)
+        return self._llm.generate(
+            prompt,
+            top_k=spec.top_k,
+            top_p=spec.top_p,
+            min_p=spec.min_p,
+            temp=spec.temperature,
+            repeat_penalty=spec.repeat_penalty,
+            reset=True,
+            logits_processor=self._logits_processor(spec),
+        )
+
+    def is_end(self, token: int) -> bool:
+        """End of generation: EOS, and also EOT/EOM tokens of chat models."""
+        return bool(llama_vocab_is_eog(self._llm._model.vocab, token))
+
+    def piece(self, token: int) -> bytes:
+        """The token's bytes (a byte token may be part of a UTF-8 character)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self._llm.detokenize([token])
+        return piece
+
+    def _logits_processor(self, spec: JobSpec) -> LogitsProcessorList | None:
+        bias = dict(spec.logit_bias)
+        if spec.ignore_eos:
+            bias[self._llm.token_eos()] = -np.inf
+        if not bias:
+            return None
+        ids = np.fromiter(bias.keys(), dtype=np.intc)
+        values = np.fromiter(bias.values(), dtype=np.single)
+        if ids.size and (ids.min() < 0 or ids.max() >= self._llm.n_vocab()):
+            raise InvalidJob(
+                f"logit_bias names a token id outside model {self.name!r}'s vocabulary"
+            )
+
+        def apply(_input_ids: Any, scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
+            scores[ids] += values
+            return scores
+
+        return LogitsProcessorList([apply])

@@ -1,0 +1,48 @@
+"""Coalescing tokens into chunks, so per-token Redis round trips do not cap throughput.
+
+The first token of a job goes out at once (first-token latency); after that a chunk is
+flushed when it holds `max_tokens` tokens or `interval_s` has passed since the last flush.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from common.frames import TokenData
+
+
+@dataclass
+class Chunker:
+    max_tokens: int
+    interval_s: float
+    clock: Callable[[], float] = time.monotonic
+    _token_ids: list[int] = field(default_factory=list)
+    _text: list[str] = field(default_factory=list)
+    _last_flush: float | None = None
+
+    def add(self, token_id: int, text: str) -> None:
+        self._token_ids.append(token_id)
+        if text:
+            self._text.append(text)
+
+    def add_text(self, text: str) -> None:
+        if text:
+            self._text.append(text)
+
+    def due(self) -> bool:
+        if self._last_flush is None:
+            return bool(self._token_ids)
+        if len(self._token_ids) >= self.max_tokens:
+            return True
+        return bool(self._token_ids) and self.clock() - self._last_flush >= self.interval_s
+
+    def pending(self) -> bool:
+        return bool(self._token_ids or self._text)
+
+    def take(self) -> TokenData:
+        data = TokenData(text="".join(self._text), token_ids=self._token_ids)
+        self._token_ids, self._text = [], []
+        self._last_flush = self.clock()
+        return data
