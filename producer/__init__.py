@@ -1,9 +1,9 @@
 """genq's client side: submit generation jobs and stream their tokens.
 
-    from producer import Client
-    with Client() as client:
-        job = client.submit("Once upon a time", max_tokens=64)
-        print(job.result().text)
+from producer import Client
+with Client() as client:
+    job = client.submit("Once upon a time", max_tokens=64)
+    print(job.result().text)
 """
 
 from common.errors import (

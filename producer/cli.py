@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import click
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from common.errors import GenqError, InvalidJob
@@ -22,6 +23,9 @@ from common.tinymodel import write_tiny_model
 from producer.client import Client, JobHandle
 from producer.core import describe_validation
 
+# Control characters (an ESC from a random model can drive the terminal) shown as U+FFFD on a
+# terminal; newline and tab pass. Piped output is left exactly as generated.
+_CONTROL = {c: "\ufffd" for c in [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F]}
 EXIT_FAILED = 1  # the job or the service failed
 EXIT_USAGE = 2  # bad input: nothing was queued
 stderr = Console(stderr=True, highlight=False)
@@ -42,7 +46,7 @@ class _Cli(click.Group):
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    stderr.print(f"[bold red]genq: error:[/] {message}", markup=True, soft_wrap=True)
+    stderr.print(f"[bold red]genq: error:[/] {escape(message)}", soft_wrap=True)
     sys.exit(code)
 
 
@@ -116,13 +120,18 @@ def run(
         _print_stream(job, as_json, timeout)
 
 
+def terminal_safe(text: str) -> str:
+    return text.translate(_CONTROL)
+
+
 def _print_stream(job: JobHandle, as_json: bool, timeout: float | None) -> None:
     out = sys.stdout
+    show = terminal_safe if out.isatty() else str
     for frame in job.stream(timeout=timeout):
         if as_json:
             out.write(frame.model_dump_json() + "\n")
         elif isinstance(frame, TokenFrame):
-            out.write(frame.data.text)
+            out.write(show(frame.data.text))
         out.flush()
     result = job.result()
     stats = job.stats

@@ -1,0 +1,60 @@
+# The commands the README and CI use. Everything runs from a virtual environment in .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# llama-cpp-python compiles llama.cpp from source on install (minutes on a small machine).
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: install install-test demo test lint bench smoke redis-server clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	@echo "Installing genq into $(VENV) (the first install compiles llama.cpp: several minutes)"
+	$(PIP) install --progress-bar off -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(PIP) install --progress-bar off -e ".[test]"
+	@touch $@
+
+install: $(VENV)/.installed  ## genq and its runtime dependencies
+
+install-test: $(VENV)/.installed-test  ## plus pytest, ruff, mypy
+
+# A private redis-server is started by the demo and the tests; install one if it is missing.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "redis-server is missing: installing it with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	  elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then \
+	    echo "redis-server is missing: installing it with sudo apt-get"; \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	  else \
+	    echo "redis-server is missing. Install it (Debian/Ubuntu: apt-get install redis-server;" \
+	         "macOS: brew install redis), or point GENQ_REDIS_URL at a running Redis." >&2; \
+	    exit 1; \
+	  fi; }
+
+demo: install  ## a private redis-server, a worker, a few jobs streamed on the tiny model
+	@if [ -z "$$GENQ_REDIS_URL" ]; then $(MAKE) --no-print-directory redis-server; fi
+	$(PY) -m ops.demo
+
+test: install-test redis-server  ## the whole suite: unit, then integration (real redis, real worker)
+	$(PY) -m pytest
+
+lint: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: install redis-server  ## ops/bench: figures and ratios against baselines from the same run
+	$(PIP) install --quiet --progress-bar off -e ".[bench]"
+	$(PY) -m ops.bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

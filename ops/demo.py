@@ -1,0 +1,108 @@
+"""`make demo`: the main job on a laptop. Starts a private redis-server (unless GENQ_REDIS_URL
+names one) and a worker, streams a few jobs on the tiny model, then shuts everything down,
+also on Ctrl-C. The tiny model has random weights: its text is nonsense, its streaming real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType as StackFrame
+
+from rich.console import Console
+
+from common.frames import TokenFrame
+from common.settings import Settings
+from ops.localstack import RedisServer, StackError, Worker
+from producer import AsyncClient, Client, GenqError, JobHandle
+from producer.cli import terminal_safe
+
+console = Console(highlight=False)
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    run_dir = Path(tempfile.mkdtemp(prefix="genq-demo-"))
+    try:
+        with ExitStack() as stack:
+            settings = _start_stack(stack, run_dir)
+            _run_jobs(settings)
+    except KeyboardInterrupt:
+        console.print("\n[yellow]interrupted: stopped the worker and redis-server[/]")
+        return 130
+    except (StackError, GenqError) as exc:
+        console.print(f"[red]demo failed:[/] {exc}")
+        return 1
+    console.print(f"\n[green]demo finished[/]; logs in {run_dir}")
+    return 0
+
+
+def _interrupt(signum: int, frame: StackFrame | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _start_stack(stack: ExitStack, run_dir: Path) -> Settings:
+    env = {"GENQ_CACHE_DIR": os.environ.get("GENQ_CACHE_DIR", str(run_dir / "cache"))}
+    if os.environ.get("GENQ_REDIS_URL"):
+        console.print("using Redis from GENQ_REDIS_URL")
+    else:
+        redis = RedisServer().start()
+        stack.callback(redis.stop)
+        env["GENQ_REDIS_URL"] = redis.url
+        console.print(f"[dim]started redis-server on port {redis.port}[/]")
+    settings = Settings(**{k.removeprefix("GENQ_").lower(): v for k, v in env.items()})
+    console.print("[dim]starting a worker (genq worker) ...[/]")
+    worker = Worker(env=env, log=run_dir / "worker.log").start()
+    stack.callback(worker.stop)
+    return settings
+
+
+def _run_jobs(settings: Settings) -> None:
+    with Client(settings) as client:
+        _show("a plain prompt", client.submit("Once upon a time", max_tokens=120, seed=7))
+        _show(
+            "a chat, rendered with the model's chat template",
+            client.submit(
+                messages=[{"role": "user", "content": "Tell me a story."}], max_tokens=80
+            ),
+        )
+        _show(
+            "a stop sequence ('e') ends the text before it",
+            client.submit("Stop at the first e", max_tokens=200, stop=["e"], ignore_eos=True),
+        )
+    asyncio.run(_parallel(settings))
+
+
+def _show(title: str, job: JobHandle) -> None:
+    console.rule(f"[bold]{title}")
+    for frame in job.stream(timeout=60):
+        if isinstance(frame, TokenFrame):
+            sys.stdout.write(terminal_safe(frame.data.text))
+            sys.stdout.flush()
+    result, stats = job.result(), job.stats
+    first = f"{stats.first_token_s * 1000:.1f} ms" if stats.first_token_s is not None else "-"
+    console.print(
+        f"\n[dim]{result.usage.completion_tokens} tokens · first token {first} · "
+        f"{stats.chunks} chunks · finish {result.finish_reason}[/]"
+    )
+
+
+async def _parallel(settings: Settings) -> None:
+    console.rule("[bold]three streams at once (AsyncClient + asyncio.gather)")
+    async with AsyncClient(settings) as client:
+        jobs = [await client.submit(f"Stream {n}", max_tokens=60, seed=n) for n in range(3)]
+        results = await asyncio.gather(*(job.result(timeout=60) for job in jobs))
+    for job, result in zip(jobs, results, strict=True):
+        console.print(
+            f"job {job.job_id[:8]}…  {result.usage.completion_tokens:3d} tokens  "
+            f"finish {result.finish_reason:6s}  {terminal_safe(result.text[:40])!r}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

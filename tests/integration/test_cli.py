@@ -1,0 +1,91 @@
+"""The `genq` command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops.localstack import Worker
+
+from .support import GENQ, run_genq
+
+COMMANDS = ["run", "worker", "models", "make-tiny-model"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_explains_itself_in_help(command: str) -> None:
+    proc = subprocess.run(
+        [str(GENQ), command, "--help"], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.startswith("Usage: genq")
+    assert len(proc.stdout.splitlines()) > 4
+
+
+def test_run_prints_tokens_then_a_summary(genq_env: dict[str, str], worker: Worker) -> None:
+    proc = run_genq(genq_env, "run", "Hello", "-n", "30", "--seed", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.endswith("\n") and len(proc.stdout) > 1
+    assert "30 tokens" in proc.stderr and "first token" in proc.stderr and "tok/s" in proc.stderr
+
+
+def test_run_json_prints_one_frame_per_line_ending_with_done(
+    genq_env: dict[str, str], worker: Worker
+) -> None:
+    proc = run_genq(genq_env, "run", "Hello", "-n", "25", "--seed", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    frames = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert frames[-1]["type"] == "done"
+    assert {f["type"] for f in frames[:-1]} == {"token"}
+    text = "".join(f["data"]["text"] for f in frames[:-1])
+    assert text == frames[-1]["data"]["text"]
+
+
+def test_run_as_chat_uses_messages(genq_env: dict[str, str], worker: Worker) -> None:
+    plain = run_genq(genq_env, "run", "Hi", "-n", "3", "--json")
+    chat = run_genq(genq_env, "run", "Hi", "-n", "3", "--json", "--chat", "--system", "terse")
+
+    def prompt_tokens(proc: subprocess.CompletedProcess[str]) -> int:
+        return int(json.loads(proc.stdout.splitlines()[-1])["data"]["usage"]["prompt_tokens"])
+
+    assert prompt_tokens(chat) > prompt_tokens(plain)
+
+
+def test_models_lists_tiny_and_registry_entries(genq_env: dict[str, str]) -> None:
+    proc = run_genq(genq_env, "models", "--json")
+    assert proc.returncode == 0, proc.stderr
+    names = {row["name"]: row for row in json.loads(proc.stdout)}
+    assert set(names) == {"tiny", "broken"}
+    assert names["tiny"]["n_ctx"] == 256 and names["tiny"]["device"] == "cpu"
+
+
+def test_models_names_the_file_and_entry_of_a_bad_registry(
+    genq_env: dict[str, str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "models.toml"
+    bad.write_text('[models.big]\nbackend = "vllm"\npath = "/x.gguf"\n')
+    proc = run_genq({**genq_env, "GENQ_MODELS_FILE": str(bad)}, "models")
+    assert proc.returncode == 1
+    assert str(bad) in proc.stderr and "[models.big]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_make_tiny_model_writes_the_same_bytes_for_the_same_seed(tmp_path: Path) -> None:
+    for name in ("a.gguf", "b.gguf"):
+        proc = run_genq({}, "make-tiny-model", str(tmp_path / name), "--seed", "3")
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()
+    assert (tmp_path / "a.gguf").read_bytes()[:4] == b"GGUF"
+
+
+def test_plain_celery_command_loads_the_app() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "inspect", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
