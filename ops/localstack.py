@@ -13,9 +13,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import redis
 
@@ -81,7 +83,8 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(self._ready, READY_TIMEOUT_S, f"redis-server on port {self.port} (log: {log})")
+        with _stop_on_failure(self):
+            wait_for(self._ready, READY_TIMEOUT_S, f"redis-server on port {self.port} (log: {log})")
         return self
 
     def _ready(self) -> bool:
@@ -121,7 +124,8 @@ class Worker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_for(self._ready, READY_TIMEOUT_S, f"worker {self.name} (log: {self.log})")
+        with _stop_on_failure(self):
+            wait_for(self._ready, READY_TIMEOUT_S, f"worker {self.name} (log: {self.log})")
         return self
 
     def _ready(self) -> bool:
@@ -133,6 +137,20 @@ class Worker:
         if self.proc is not None:
             stop_process(self.proc, group=True)
             self.proc = None
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+@contextmanager
+def _stop_on_failure(process: _Stoppable) -> Iterator[None]:
+    """A start that fails or is interrupted (Ctrl-C) stops what it spawned."""
+    try:
+        yield
+    except BaseException:
+        process.stop()
+        raise
 
 
 def stop_process(proc: subprocess.Popen[bytes], group: bool = False, grace_s: float = 10.0) -> None:
