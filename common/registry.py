@@ -95,7 +95,8 @@ def _read_file(path: Path) -> dict[str, LlamaModelConfig]:
         raise RegistryError(f"model registry {path}: cannot read it: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RegistryError(f"model registry {path}: not valid TOML: {exc}") from exc
-    if TINY in raw.get("models", {}):
+    models = raw.get("models", {})
+    if isinstance(models, dict) and TINY in models:
         raise RegistryError(
             f"model registry {path}: [models.{TINY}] is built in; pick another name"
         )

@@ -6,6 +6,7 @@ Every field reads from the environment with the ``GENQ_`` prefix, e.g. ``GENQ_RE
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,7 +23,10 @@ def default_cache_dir() -> Path:
 class Settings(BaseSettings):
     """Configuration shared by producers, workers and the relay."""
 
-    model_config = SettingsConfigDict(env_prefix="GENQ_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a rejected redis_url would otherwise be echoed with its password.
+    model_config = SettingsConfigDict(
+        env_prefix="GENQ_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     redis_url: str = Field(
         DEFAULT_REDIS_URL,
@@ -80,13 +84,16 @@ class Settings(BaseSettings):
         return redact_url(self.redis_url)
 
 
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe for logs and error messages."""
-    parts = urlsplit(url)
+    """The URL with any password (in the user part or as `?password=`) replaced by ***,
+    safe for logs and error messages."""
+    redacted = _QUERY_PASSWORD.sub(r"\1***", url)
+    parts = urlsplit(redacted)
     if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:***@{host}{port}"
+        return redacted
+    host = parts.netloc.rpartition("@")[2]  # keeps IPv6 brackets and the port as written
+    netloc = f"{parts.username or ''}:***@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

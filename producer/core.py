@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from common.errors import InvalidJob, JobFailed, PromptTooLong
-from common.frames import DoneFrame, ErrorFrame, Frame, TokenFrame
+from common.frames import DoneFrame, ErrorFrame, Frame, ResumeFrame, TokenFrame
 from common.keys import new_job_id
 from common.prompts import PromptCounter
 from common.registry import ModelRegistry
@@ -22,12 +22,14 @@ from common.settings import Settings
 
 def parse_spec(prompt: str | JobSpec | None, fields: Mapping[str, Any]) -> JobSpec:
     """Build a JobSpec from a prompt and keyword fields, with a readable error when invalid."""
-    if isinstance(prompt, JobSpec):
-        return prompt.model_copy(update=dict(fields)) if fields else prompt
+    if isinstance(prompt, JobSpec) and not fields:
+        return prompt  # already validated, and frozen
+    if isinstance(prompt, JobSpec):  # fields on top of a spec are validated like any others
+        raw = {**prompt.model_dump(exclude_unset=True), **fields}
+    else:
+        raw = {"prompt": prompt, **fields} if prompt is not None else dict(fields)
     try:
-        return JobSpec.model_validate(
-            {"prompt": prompt, **fields} if prompt is not None else fields
-        )
+        return JobSpec.model_validate(raw)
     except ValidationError as exc:
         raise InvalidJob(f"invalid job: {describe_validation(exc)}") from None
 
@@ -116,6 +118,10 @@ class StreamState:
             self._parts.append(frame.data.text)
             if self.first_token_at is None:
                 self.first_token_at = now
+        elif isinstance(frame, ResumeFrame):
+            # A new attempt continues from the last checkpoint: later text is regenerated.
+            self._parts = [self.text[: frame.data.committed_chars]]
+            self.tokens = frame.data.committed_tokens
         elif isinstance(frame, DoneFrame | ErrorFrame):
             self.terminal = frame
 

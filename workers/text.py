@@ -58,8 +58,10 @@ class TextAssembler:
 
 
 def _first_stop(buf: str, stops: Sequence[str]) -> int | None:
-    hits = [i for i in (buf.find(s) for s in stops) if i >= 0]
-    return min(hits) if hits else None
+    """Where the text ends: at the stop sequence that completes first (the longest, on a tie).
+    Completion order is what a streaming loop can honour whatever the token boundaries."""
+    hits = [(i + len(s), i) for s in stops if (i := buf.find(s)) >= 0]
+    return min(hits)[1] if hits else None
 
 
 def _partial_stop_len(buf: str, stops: Sequence[str]) -> int:

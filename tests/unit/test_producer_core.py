@@ -1,0 +1,184 @@
+"""producer.core: user input to a JobSpec, and a job's frames folded into what a reader sees."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from common.errors import InvalidJob, JobFailed
+from common.frames import (
+    ContinuationData,
+    ContinuationFrame,
+    DoneFrame,
+    ErrorData,
+    ErrorFrame,
+    ResumeData,
+    ResumeFrame,
+    TokenData,
+    TokenFrame,
+)
+from common.schemas import JobResult, JobSpec
+from producer import core
+from producer.core import StreamState, parse_spec
+
+JOB = "ab" * 16
+MakeResult = Callable[..., JobResult]
+
+
+def test_parse_spec_takes_a_prompt_and_fields() -> None:
+    spec = parse_spec("Once upon a time", {"max_tokens": 8, "stop": ["\n"]})
+    assert (spec.prompt, spec.max_tokens, spec.stop) == ("Once upon a time", 8, ["\n"])
+
+
+def test_parse_spec_takes_messages_without_a_prompt() -> None:
+    spec = parse_spec(None, {"messages": [{"role": "user", "content": "hi"}]})
+    assert spec.prompt is None
+    assert spec.messages is not None
+
+
+def test_parse_spec_passes_a_spec_through() -> None:
+    spec = JobSpec(prompt="x", max_tokens=3)
+    assert parse_spec(spec, {}) is spec
+
+
+def test_parse_spec_applies_fields_to_a_spec() -> None:
+    spec = parse_spec(JobSpec(prompt="x", max_tokens=3), {"max_tokens": 9})
+    assert (spec.prompt, spec.max_tokens) == ("x", 9)
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"max_tokens": 0}, "max_tokens: Input should be greater than or equal to 1"),
+        ({"temperature": 9}, "temperature: Input should be less than or equal to 2"),
+        ({"seed": -1}, "seed: "),
+        ({"stop": ["a", ""]}, "stop.1: "),
+        ({"max_tokns": 5}, "max_tokns: Extra inputs are not permitted"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "`prompt` and `messages`"),
+    ],
+    ids=["max_tokens", "temperature", "seed", "stop-item", "unknown-field", "both-inputs"],
+)
+def test_parse_spec_error_names_the_bad_field(fields: dict[str, Any], named: str) -> None:
+    with pytest.raises(InvalidJob) as caught:
+        parse_spec("hi", fields)
+    assert str(caught.value).startswith("invalid job: ")
+    assert named in str(caught.value)
+
+
+def test_parse_spec_without_prompt_or_messages_is_invalid() -> None:
+    with pytest.raises(InvalidJob, match="exactly one of `prompt` and `messages`"):
+        parse_spec(None, {"max_tokens": 5})
+
+
+def test_parse_spec_reports_every_bad_field() -> None:
+    with pytest.raises(InvalidJob) as caught:
+        parse_spec("hi", {"max_tokens": 0, "top_p": 0})
+    assert "max_tokens: " in str(caught.value)
+    assert "top_p: " in str(caught.value)
+
+
+@pytest.mark.parametrize("fields", [{"max_tokens": 0}, {"max_tokns": 5}], ids=["range", "unknown"])
+def test_parse_spec_validates_fields_applied_to_a_spec(fields: dict[str, Any]) -> None:
+    with pytest.raises(InvalidJob, match=next(iter(fields))):
+        parse_spec(JobSpec(prompt="x"), fields)
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeMonotonic:
+    """Replace the clock producer.core reads (only there, not the time module itself)."""
+    fake = FakeMonotonic()
+    monkeypatch.setattr(core, "time", SimpleNamespace(monotonic=fake, time_ns=time.time_ns))
+    return fake
+
+
+def token(seq: int, text: str, token_ids: list[int]) -> TokenFrame:
+    return TokenFrame(job_id=JOB, epoch=0, seq=seq, data=TokenData(text=text, token_ids=token_ids))
+
+
+def test_stream_state_concatenates_token_text_and_counts(clock: FakeMonotonic) -> None:
+    state = StreamState(JOB, started=clock.now)
+    for frame in [token(0, "Once", [1]), token(1, " upon a", [2, 3]), token(2, "", [4])]:
+        state.apply(frame)
+    assert state.text == "Once upon a"
+    assert (state.chunks, state.tokens) == (3, 4)
+    assert not state.done
+
+
+def test_stream_state_times_the_first_token_frame_not_earlier_frames(
+    clock: FakeMonotonic,
+) -> None:
+    state = StreamState(JOB, started=clock.now)
+    clock.now += 1.0
+    state.apply(ContinuationFrame(job_id=JOB, epoch=0, seq=0, data=ContinuationData(window=0)))
+    clock.now += 1.5
+    state.apply(token(1, "a", [1]))
+    clock.now += 2.0
+    state.apply(token(2, "bcd", [2, 3, 4, 5]))
+    stats = state.stats()
+    assert stats.first_token_s == 2.5
+    assert stats.elapsed_s == 4.5
+    assert (stats.chunks, stats.tokens) == (2, 5)
+    assert stats.tokens_per_s == 4 / 2.0
+
+
+def test_stream_stats_without_tokens_have_no_first_token_or_rate(clock: FakeMonotonic) -> None:
+    state = StreamState(JOB, started=clock.now)
+    clock.now += 3.0
+    stats = state.stats()
+    assert stats.first_token_s is None
+    assert stats.elapsed_s == 3.0
+    assert stats.tokens_per_s == 0.0
+
+
+def test_outcome_before_the_terminal_frame_is_an_error() -> None:
+    state = StreamState(JOB)
+    state.apply(token(0, "a", [1]))
+    with pytest.raises(RuntimeError, match="terminal frame"):
+        state.outcome()
+
+
+def test_done_frame_ends_the_stream_with_its_result(make_result: MakeResult) -> None:
+    result = make_result(job_id=JOB)
+    state = StreamState(JOB)
+    state.apply(token(0, "a", [1]))
+    state.apply(DoneFrame(job_id=JOB, epoch=0, seq=1, data=result))
+    assert state.done
+    assert state.outcome() == result
+
+
+def test_error_frame_makes_outcome_raise_job_failed() -> None:
+    state = StreamState(JOB)
+    error = ErrorData(code="model_load_failed", message="bad magic", retryable=False)
+    state.apply(ErrorFrame(job_id=JOB, epoch=0, seq=0, data=error))
+    assert state.done
+    with pytest.raises(JobFailed) as caught:
+        state.outcome()
+    failed = caught.value
+    assert (failed.job_id, failed.error_code, failed.error_message) == (
+        JOB,
+        "model_load_failed",
+        "bad magic",
+    )
+    assert failed.retryable is False
+    assert str(failed) == f"job {JOB} failed (model_load_failed): bad magic"
+
+
+def test_resume_frame_drops_text_beyond_the_committed_chars() -> None:
+    state = StreamState(JOB)
+    state.apply(token(0, "Once upon", [1, 2]))
+    resume = ResumeData(from_window=0, committed_tokens=1, committed_chars=4)
+    state.apply(ResumeFrame(job_id=JOB, epoch=1, seq=0, data=resume))
+    state.apply(token(1, " upon", [2]))
+    assert state.text == "Once upon"

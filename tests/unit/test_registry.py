@@ -1,0 +1,157 @@
+"""common.registry: the built-in `tiny` model plus the models of a TOML file."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from common.errors import RegistryError, UnknownModel
+from common.registry import ModelRegistry
+from common.settings import Settings
+from common.tinymodel import TINY_N_CTX, tiny_model_path
+
+MISTRAL = """
+[models.mistral-7b]
+backend = "llama"
+path = "/models/mistral-7b-instruct.Q4_K_M.gguf"
+n_ctx = 8192
+n_gpu_layers = -1
+device = "gpu"
+"""
+
+LoadRegistry = Callable[[str | bytes], ModelRegistry]
+
+
+@pytest.fixture
+def registry_file(tmp_path: Path) -> Path:
+    return tmp_path / "models.toml"
+
+
+@pytest.fixture
+def load(tmp_path: Path, registry_file: Path) -> LoadRegistry:
+    """Write a registry file and build a registry from it."""
+
+    def load(content: str | bytes) -> ModelRegistry:
+        if isinstance(content, str):
+            content = content.encode()
+        registry_file.write_bytes(content)
+        settings = Settings(models_file=registry_file, cache_dir=tmp_path / "cache")
+        return ModelRegistry.from_settings(settings)
+
+    return load
+
+
+def test_without_a_file_only_tiny_exists(tmp_path: Path) -> None:
+    registry = ModelRegistry.from_settings(Settings(cache_dir=tmp_path, tiny_seed=3))
+    assert registry.names() == ["tiny"]
+    tiny = registry.get("tiny")
+    assert tiny.n_ctx == TINY_N_CTX
+    assert tiny.path == tiny_model_path(tmp_path, 3)
+    assert tiny.device == "cpu"
+
+
+def test_file_models_are_added_next_to_tiny(load: LoadRegistry) -> None:
+    registry = load(MISTRAL + '\n[models.phi]\npath = "phi.gguf"\nbackend = "llama"\n')
+    assert registry.names() == ["mistral-7b", "phi", "tiny"]
+    mistral = registry.get("mistral-7b")
+    assert mistral.path == Path("/models/mistral-7b-instruct.Q4_K_M.gguf")
+    assert (mistral.n_ctx, mistral.n_gpu_layers, mistral.device) == (8192, -1, "gpu")
+
+
+def test_file_model_options_default(load: LoadRegistry) -> None:
+    phi = load('[models.phi]\nbackend = "llama"\npath = "phi.gguf"\n').get("phi")
+    assert (phi.n_ctx, phi.n_gpu_layers, phi.device, phi.n_threads) == (4096, 0, "cpu", None)
+
+
+def test_empty_file_keeps_only_tiny(load: LoadRegistry) -> None:
+    assert load("").names() == ["tiny"]
+
+
+@pytest.mark.parametrize(
+    ("content", "entry", "problem"),
+    [
+        ('[models.x]\nbackend = "onnx"\npath = "x.gguf"\n', "[models.x]", "'onnx'"),
+        ('[models.x]\nbackend = "llama"\n', "[models.x] path", "Field required"),
+        ('[models.x]\nbackend = "llama"\npath = "x"\nn_ctx = 8\n', "[models.x] n_ctx",
+         "greater than or equal to 16"),
+        ('[models.x]\nbackend = "llama"\npath = "x"\nn_ctx = 2097152\n', "[models.x] n_ctx",
+         "less than or equal to 1048576"),
+        ('[models.x]\nbackend = "llama"\npath = "x"\ndevice = "tpu"\n', "[models.x] device",
+         "'cpu' or 'gpu'"),
+        ('[models.x]\nbackend = "llama"\npath = "x"\nn_layers = 3\n', "[models.x] n_layers",
+         "Extra inputs are not permitted"),
+        ('[modles.x]\nbackend = "llama"\npath = "x"\n', "modles", "Extra inputs are not permitted"),
+        ("[models.tiny]\npath = 'mine.gguf'\n", "[models.tiny]", "built in"),
+    ],
+    ids=["unknown-backend", "missing-path", "n_ctx-too-small", "n_ctx-too-large",
+         "unknown-device", "unknown-key", "unknown-table", "tiny-redefined"],
+)  # fmt: skip
+def test_bad_entry_raises_registry_error_naming_file_and_entry(
+    load: LoadRegistry, registry_file: Path, content: str, entry: str, problem: str
+) -> None:
+    with pytest.raises(RegistryError) as caught:
+        load(MISTRAL + content)
+    message = str(caught.value)
+    assert message.startswith(f"model registry {registry_file}: ")
+    assert entry in message
+    assert problem in message
+    assert "mistral" not in message  # the valid entry is not blamed
+
+
+def test_invalid_toml_raises_registry_error_naming_the_file(
+    load: LoadRegistry, registry_file: Path
+) -> None:
+    with pytest.raises(RegistryError, match=r"not valid TOML.*line 2") as caught:
+        load('[models.x]\npath = "unterminated\n')
+    assert str(registry_file) in str(caught.value)
+
+
+def test_file_that_is_not_utf8_raises_registry_error(
+    load: LoadRegistry, registry_file: Path
+) -> None:
+    with pytest.raises(RegistryError, match=re.escape(f"{registry_file}: not valid TOML")):
+        load(b'[models.x]\npath = "\xff.gguf"\n')
+
+
+def test_missing_file_raises_registry_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.toml"
+    settings = Settings(models_file=missing, cache_dir=tmp_path)
+    with pytest.raises(RegistryError, match="cannot read it: No such file") as caught:
+        ModelRegistry.from_settings(settings)
+    assert str(missing) in str(caught.value)
+
+
+def test_unreadable_file_raises_registry_error_naming_it(tmp_path: Path) -> None:
+    # A directory cannot be read as a file, whoever runs the tests (root ignores modes).
+    settings = Settings(models_file=tmp_path, cache_dir=tmp_path)
+    with pytest.raises(RegistryError, match=re.escape(f"{tmp_path}: cannot read it")):
+        ModelRegistry.from_settings(settings)
+
+
+def test_unknown_model_lists_the_known_ones(load: LoadRegistry) -> None:
+    registry = load(MISTRAL)
+    with pytest.raises(UnknownModel, match=r"unknown model 'nope'; known models: mistral-7b, tiny"):
+        registry.get("nope")
+
+
+def test_local_path_of_tiny_writes_the_model_into_the_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    registry = ModelRegistry.from_settings(Settings(cache_dir=cache, tiny_seed=1))
+    path = registry.local_path("tiny")
+    assert path == tiny_model_path(cache, 1) == registry.get("tiny").path
+    assert path.is_file()
+    assert path.stat().st_size > 0
+
+
+def test_local_path_of_a_file_model_is_its_configured_path(load: LoadRegistry) -> None:
+    registry = load(MISTRAL)
+    assert registry.local_path("mistral-7b") == Path("/models/mistral-7b-instruct.Q4_K_M.gguf")
+    assert not registry.cache_dir.exists()  # nothing written for it
+
+
+def test_models_that_is_not_a_table_raises_registry_error(load: LoadRegistry) -> None:
+    with pytest.raises(RegistryError, match="models"):
+        load("models = 3\n")

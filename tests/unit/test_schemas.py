@@ -1,0 +1,206 @@
+"""common.schemas: the versioned models that cross Redis and Celery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from common.schemas import (
+    SEED_MAX,
+    ChatMessage,
+    FinishReason,
+    GenerateRequest,
+    JobRecord,
+    JobResult,
+    JobSpec,
+    JobState,
+    Usage,
+)
+
+MakeResult = Callable[..., JobResult]
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def test_job_spec_defaults() -> None:
+    spec = JobSpec(prompt="Once")
+    assert spec.model_dump() == {
+        "v": 1,
+        "model": "tiny",
+        "prompt": "Once",
+        "messages": None,
+        "max_tokens": 256,
+        "temperature": 0.8,
+        "top_p": 0.95,
+        "top_k": 40,
+        "min_p": 0.05,
+        "repeat_penalty": 1.0,
+        "seed": None,
+        "stop": [],
+        "logit_bias": {},
+        "ignore_eos": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_tokens", 0, "greater than or equal to 1"),
+        ("max_tokens", 1_000_001, "less than or equal to 1000000"),
+        ("temperature", -0.01, "greater than or equal to 0"),
+        ("temperature", 2.01, "less than or equal to 2"),
+        ("top_p", 0.0, "greater than 0"),
+        ("top_p", 1.01, "less than or equal to 1"),
+        ("top_k", -1, "greater than or equal to 0"),
+        ("top_k", 100_001, "less than or equal to 100000"),
+        ("min_p", -0.01, "greater than or equal to 0"),
+        ("min_p", 1.01, "less than or equal to 1"),
+        ("repeat_penalty", -0.01, "greater than or equal to 0"),
+        ("repeat_penalty", 10.01, "less than or equal to 10"),
+        ("seed", -1, "greater than or equal to 0"),
+        ("seed", SEED_MAX + 1, "less than or equal to 4294967295"),
+        ("stop", [""], "at least 1 character"),
+        ("stop", ["x" * 257], "at most 256 characters"),
+        ("stop", ["s"] * 17, "at most 16 items"),
+        ("logit_bias", {5: 100.5}, "less than or equal to 100"),
+        ("logit_bias", {5: -100.5}, "greater than or equal to -100"),
+        ("model", "", "at least 1 character"),
+        ("model", "my model", "should match pattern"),
+        ("model", "m" * 129, "at most 128 characters"),
+        ("messages", [], "at least 1 item"),
+        ("messages", [{"role": "robot", "content": "hi"}], "'system', 'user', 'assistant'"),
+        ("v", 2, "Input should be 1"),
+    ],
+)
+def test_job_spec_rejects_out_of_range_field_naming_it(
+    field: str, value: Any, message: str
+) -> None:
+    fields: dict[str, Any] = {"prompt": "x"} if field != "messages" else {}
+    with pytest.raises(ValidationError) as caught:
+        JobSpec.model_validate({**fields, field: value})
+    errors = caught.value.errors()
+    assert len(errors) == 1
+    assert errors[0]["loc"][0] == field
+    assert message in errors[0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_tokens", 1),
+        ("max_tokens", 1_000_000),
+        ("temperature", 0.0),
+        ("temperature", 2.0),
+        ("top_p", 1.0),
+        ("top_k", 0),
+        ("min_p", 0.0),
+        ("repeat_penalty", 10.0),
+        ("seed", 0),
+        ("seed", SEED_MAX),
+        ("stop", ["x" * 256] * 16),
+        ("logit_bias", {0: -100.0, 1: 100.0}),
+        ("model", "org/model-7b:Q4_K.M"),
+    ],
+)
+def test_job_spec_accepts_values_on_the_bounds(field: str, value: Any) -> None:
+    spec = JobSpec.model_validate({"prompt": "x", field: value})
+    assert getattr(spec, field) == value
+
+
+@pytest.mark.parametrize(
+    "fields", [{}, {"prompt": "x", "messages": HELLO}], ids=["neither", "both"]
+)
+def test_job_spec_needs_exactly_one_of_prompt_and_messages(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="exactly one of `prompt` and `messages`"):
+        JobSpec.model_validate(fields)
+
+
+def test_job_spec_accepts_messages_alone() -> None:
+    spec = JobSpec.model_validate({"messages": HELLO})
+    assert spec.messages == [ChatMessage(role="user", content="hello")]
+    assert spec.prompt is None
+
+
+def test_job_spec_rejects_unknown_fields() -> None:
+    with pytest.raises(ValidationError, match="max_token\n  Extra inputs are not permitted"):
+        JobSpec.model_validate({"prompt": "x", "max_token": 5})
+
+
+def test_job_spec_is_immutable() -> None:
+    spec = JobSpec(prompt="x")
+    with pytest.raises(ValidationError, match="frozen"):
+        spec.max_tokens = 5  # type: ignore[misc]
+
+
+def test_prompt_chars_counts_the_prompt_or_every_message() -> None:
+    assert JobSpec(prompt="héllo").prompt_chars == 5
+    chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert JobSpec.model_validate({"messages": chat}).prompt_chars == 10
+
+
+@pytest.mark.parametrize("with_result", [False, True], ids=["queued", "finished"])
+def test_job_record_round_trips_through_a_redis_hash(
+    make_result: MakeResult, with_result: bool
+) -> None:
+    spec = JobSpec.model_validate(
+        {"messages": HELLO, "stop": ["\n\n"], "logit_bias": {2: -100.0}, "seed": 42}
+    )
+    record = JobRecord(
+        spec=spec,
+        state=JobState.SUCCEEDED if with_result else JobState.QUEUED,
+        epoch=2,
+        attempts=3,
+        queue="gpu",
+        worker="w1@host",
+        submitted_ms=1_700_000_000_000,
+        started_ms=1_700_000_000_500 if with_result else 0,
+        finished_ms=1_700_000_001_000 if with_result else 0,
+        result=make_result(text="línea\n😀", finish_reason=FinishReason.STOP)
+        if with_result
+        else None,
+        error="",
+    )
+    raw = record.to_hash()
+    assert all(isinstance(key, str) and isinstance(value, str) for key, value in raw.items())
+    assert JobRecord.from_hash(raw) == record
+
+
+def test_job_record_hash_stores_state_as_its_value() -> None:
+    record = JobRecord(
+        spec=JobSpec(prompt="x"), state=JobState.RUNNING, queue="cpu", submitted_ms=1
+    )
+    raw = record.to_hash()
+    assert raw["state"] == "running"
+    assert raw["result"] == ""
+
+
+def test_generate_request_task_id_is_job_and_epoch() -> None:
+    job_id = "ab" * 16
+    assert GenerateRequest(job_id=job_id).task_id == f"{job_id}-0"
+    assert GenerateRequest(job_id=job_id, epoch=3).task_id == f"{job_id}-3"
+
+
+def test_generate_request_rejects_a_negative_epoch() -> None:
+    with pytest.raises(ValidationError, match="epoch"):
+        GenerateRequest(job_id="x", epoch=-1)
+
+
+@pytest.mark.parametrize(
+    ("state", "terminal"),
+    [
+        (JobState.QUEUED, False),
+        (JobState.RUNNING, False),
+        (JobState.SUCCEEDED, True),
+        (JobState.FAILED, True),
+        (JobState.CANCELLED, True),
+        (JobState.EXPIRED, True),
+    ],
+)
+def test_job_state_terminal(state: JobState, terminal: bool) -> None:
+    assert state.terminal is terminal
+
+
+def test_usage_total_is_prompt_plus_completion() -> None:
+    assert Usage(prompt_tokens=5, completion_tokens=7).total_tokens == 12
