@@ -18,7 +18,7 @@ from rich.console import Console
 
 from common.frames import TokenFrame
 from common.settings import Settings
-from ops.localstack import RedisServer, StackError, Worker
+from ops.localstack import RedisServer, StackError, Worker, settings_for
 from producer import AsyncClient, Client, GenqError, JobHandle
 from producer.cli import terminal_safe
 
@@ -55,7 +55,7 @@ def _start_stack(stack: ExitStack, run_dir: Path) -> Settings:
         stack.callback(redis.stop)
         env["GENQ_REDIS_URL"] = redis.url
         console.print(f"[dim]started redis-server on port {redis.port}[/]")
-    settings = Settings(**{k.removeprefix("GENQ_").lower(): v for k, v in env.items()})
+    settings = settings_for(env)
     console.print("[dim]starting a worker (genq worker) ...[/]")
     worker = Worker(env=env, log=run_dir / "worker.log").start()
     stack.callback(worker.stop)

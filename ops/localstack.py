@@ -17,15 +17,23 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
+
+from common.settings import Settings
 
 READY_TIMEOUT_S = 60.0
 
 
 class StackError(RuntimeError):
     """A local process would not start; the message says why and where its log is."""
+
+
+def settings_for(env: Mapping[str, str]) -> Settings:
+    """This process's Settings from the GENQ_* variables a subprocess is given."""
+    fields: dict[str, Any] = {k.removeprefix("GENQ_").lower(): v for k, v in env.items()}
+    return Settings(**fields)
 
 
 def free_port() -> int:

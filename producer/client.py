@@ -67,11 +67,15 @@ class _BaseClient:
 class JobHandle:
     """A submitted job: iterate `stream()` for frames, or call `result()`."""
 
-    def __init__(self, job_id: str, pubsub: PubSub, settings: Settings) -> None:
+    def __init__(
+        self, job_id: str, pubsub: PubSub, settings: Settings, submitted: float | None = None
+    ) -> None:
         self.job_id = job_id
         self._pubsub = pubsub
         self._settings = settings
-        self._state = StreamState(job_id)
+        self._state = StreamState(
+            job_id, started=time.monotonic() if submitted is None else submitted
+        )
 
     @property
     def text(self) -> str:
@@ -121,6 +125,7 @@ class Client(_BaseClient):
 
     def submit(self, prompt: str | JobSpec | None = None, /, **fields: Any) -> JobHandle:
         """Validate and queue a job. Raises InvalidJob (nothing queued) or RedisUnavailable."""
+        submitted = time.monotonic()
         job = self._prepare(prompt, fields)
         with redis_errors(self.settings):
             pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
@@ -137,7 +142,7 @@ class Client(_BaseClient):
                 self._redis.delete(self.keys.job(job.job_id))
                 pubsub.close()
             raise
-        return JobHandle(job.job_id, pubsub, self.settings)
+        return JobHandle(job.job_id, pubsub, self.settings, submitted)
 
     def close(self) -> None:
         self._redis.close()
@@ -152,11 +157,15 @@ class Client(_BaseClient):
 class AsyncJobHandle:
     """The async face of JobHandle: `async for frame in job.stream()`, `await job.result()`."""
 
-    def __init__(self, job_id: str, pubsub: AsyncPubSub, settings: Settings) -> None:
+    def __init__(
+        self, job_id: str, pubsub: AsyncPubSub, settings: Settings, submitted: float | None = None
+    ) -> None:
         self.job_id = job_id
         self._pubsub = pubsub
         self._settings = settings
-        self._state = StreamState(job_id)
+        self._state = StreamState(
+            job_id, started=time.monotonic() if submitted is None else submitted
+        )
 
     @property
     def text(self) -> str:
@@ -200,6 +209,7 @@ class AsyncClient(_BaseClient):
         self._redis: redis.asyncio.Redis = connect_async(self.settings)
 
     async def submit(self, prompt: str | JobSpec | None = None, /, **fields: Any) -> AsyncJobHandle:
+        submitted = time.monotonic()
         job = self._prepare(prompt, fields)
         with redis_errors(self.settings):
             pubsub = self._redis.pubsub()
@@ -217,7 +227,7 @@ class AsyncClient(_BaseClient):
                 await self._redis.delete(self.keys.job(job.job_id))
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             raise
-        return AsyncJobHandle(job.job_id, pubsub, self.settings)
+        return AsyncJobHandle(job.job_id, pubsub, self.settings, submitted)
 
     async def aclose(self) -> None:
         await self._redis.aclose()

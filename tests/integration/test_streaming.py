@@ -143,6 +143,9 @@ def test_result_reports_timings_and_subscriber_stats(client: Client) -> None:
     stats = job.stats
     assert stats.tokens == 50
     assert stats.first_token_s is not None and 0 < stats.first_token_s <= stats.elapsed_s
+    # The subscriber's clock starts when submit() starts: it receives the first token after
+    # the worker stamped it, so it cannot report less (2 ms: both wall stamps are truncated).
+    assert stats.first_token_s * 1000 >= result.timings.first_token_ms - 2
 
 
 def test_async_client_streams_the_same_text_as_the_sync_client(

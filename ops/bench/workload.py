@@ -1,0 +1,73 @@
+"""The one job every path runs: prompt, size and sampling parameters, from a single JobSpec."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common.errors import PromptTooLong
+from common.schemas import JobSpec
+
+REQUESTED_TOKENS = 2000
+# The tiny model's weights with a context that holds the whole job in one window; the model
+# was trained at 256 tokens, which random weights do not mind.
+BENCH_MODEL = "tiny-long"
+BENCH_N_CTX = 2304
+BAN_BIAS = -100.0  # the lowest logit bias a JobSpec takes; far below the tiny model's logits
+DEFAULT_PROMPT = "Once upon a time"
+DEFAULT_SEED = 1234
+
+
+@dataclass(frozen=True)
+class Workload:
+    """`spec` is what genq is sent; the other paths read their parameters from it."""
+
+    spec: JobSpec
+    requested_tokens: int
+    prompt_tokens: int
+    n_ctx: int
+
+    @property
+    def tokens(self) -> int:
+        return self.spec.max_tokens
+
+    def describe(self) -> str:
+        sampling = (
+            f"temperature {self.spec.temperature}, top_k {self.spec.top_k}, "
+            f"top_p {self.spec.top_p}, min_p {self.spec.min_p}, "
+            f"repeat_penalty {self.spec.repeat_penalty}, seed {self.spec.seed}, EOS banned"
+        )
+        if self.spec.logit_bias:
+            sampling += f", {len(self.spec.logit_bias)} non-UTF-8 byte tokens banned"
+        size = f"job: {self.tokens} tokens after a {self.prompt_tokens}-token prompt"
+        if self.tokens == self.requested_tokens:
+            return f"{size}; {sampling}"
+        return (
+            f"{size} (requested {self.requested_tokens}; model {self.spec.model!r} has "
+            f"n_ctx {self.n_ctx}, so at most n_ctx - prompt = {self.tokens} fit one context, "
+            "and genq has no continuation windows yet; every path runs this size)\n"
+            f"sampling: {sampling}"
+        )
+
+
+def base_spec(prompt: str, seed: int, max_tokens: int, banned: Sequence[int] = ()) -> JobSpec:
+    """`banned`: token ids every path bans with the same logit bias, besides EOS."""
+    return JobSpec(
+        model=BENCH_MODEL,
+        prompt=prompt,
+        seed=seed,
+        max_tokens=max_tokens,
+        ignore_eos=True,
+        logit_bias=dict.fromkeys(banned, BAN_BIAS),
+    )
+
+
+def fit(spec: JobSpec, prompt_tokens: int, n_ctx: int) -> Workload:
+    """The largest job of at most `spec.max_tokens` tokens that fits one context window."""
+    size = min(spec.max_tokens, n_ctx - prompt_tokens)
+    if size < 2:
+        raise PromptTooLong(
+            f"a {prompt_tokens}-token prompt leaves under 2 tokens of the {n_ctx}-token context"
+        )
+    fitted = spec.model_copy(update={"max_tokens": size})
+    return Workload(fitted, spec.max_tokens, prompt_tokens, n_ctx)
