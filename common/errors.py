@@ -8,6 +8,7 @@ GenqError
 ├── RedisUnavailable      Redis cannot be reached (retryable)
 ├── JobFailed             the job ended with an error frame
 ├── StreamTimeout         no terminal frame within the timeout
+├── ResultNotReady        a stream's result read before the stream was consumed
 └── WorkerError           raised while a worker runs a job
     ├── ModelLoadError    the model file cannot be loaded (permanent)
     └── GenerationError   the backend failed mid-job
@@ -24,6 +25,7 @@ class ErrorCode(StrEnum):
     PROMPT_TOO_LONG = "prompt_too_long"
     MODEL_LOAD_FAILED = "model_load_failed"
     GENERATION_FAILED = "generation_failed"
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
     INTERNAL = "internal"
 
 
@@ -68,6 +70,10 @@ class JobFailed(GenqError):
 
 class StreamTimeout(GenqError, TimeoutError):
     retryable = True
+
+
+class ResultNotReady(GenqError):
+    """A stream's result was read before the stream reached its terminal frame."""
 
 
 class WorkerError(GenqError):

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from common.schemas import JobResult
+from common.schemas import FinishReason, JobResult
 
 PROTOCOL_VERSION: Literal[1] = 1
 
@@ -43,10 +43,14 @@ class ContinuationData(_Data):
 
 
 class WindowData(_Data):
+    """A finished window: its tokens and the text released during it, everything a resume
+    needs. `finish_reason` is set when the job ended in this window."""
+
     window: int = Field(ge=0)
     token_ids: list[int]
     text: str
     tokens_total: int = Field(ge=0)
+    finish_reason: FinishReason | None = None
 
 
 class ResumeData(_Data):

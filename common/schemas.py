@@ -6,7 +6,14 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 SEED_MAX = 2**32 - 1
 ModelName = Annotated[
@@ -33,7 +40,7 @@ class JobState(StrEnum):
 
 class FinishReason(StrEnum):
     STOP = "stop"  # end-of-sequence token or a stop sequence
-    LENGTH = "length"  # max_tokens, or the model's context is full
+    LENGTH = "length"  # max_tokens or max_windows
     CANCELLED = "cancelled"
 
 
@@ -70,6 +77,20 @@ class JobSpec(_Model):
         default_factory=dict, max_length=1024, description="Token id to additive logit bias."
     )
     ignore_eos: bool = Field(False, description="Keep generating past end-of-sequence.")
+    window_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Tokens per continuation window (a checkpoint after each); default: half "
+        "the context left after the prompt. Capped at that room.",
+    )
+    max_windows: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        validation_alias=AliasChoices("max_windows", "max_continuations"),
+        description="Windows at most (alias max_continuations); default: what max_tokens needs.",
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> Self:

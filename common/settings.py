@@ -60,6 +60,24 @@ class Settings(BaseSettings):
         le=90 * 86_400,
         description="How long a job's record and result are kept after it is submitted or ends.",
     )
+    lease_ttl_s: float = Field(
+        30.0,
+        ge=0.5,
+        le=3600.0,
+        description="A running job's lease; when it lapses (worker gone) the job is resumed "
+        "elsewhere. Renewed every third of it while the job runs.",
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="Starts a job may have before a lapsed lease fails it."
+    )
+    requeue_grace_s: float = Field(
+        300.0,
+        ge=1.0,
+        description="A resumed job not started by a worker within this is requeued again.",
+    )
+    reap_interval_s: float = Field(
+        0.5, gt=0.0, le=60.0, description="How often the relay looks for lapsed leases."
+    )
     max_prompt_chars: int = Field(
         1_000_000, ge=1, le=100_000_000, description="Largest prompt accepted, in characters."
     )

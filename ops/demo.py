@@ -18,7 +18,7 @@ from rich.console import Console
 
 from common.frames import TokenFrame
 from common.settings import Settings
-from ops.localstack import RedisServer, StackError, Worker, settings_for
+from ops.localstack import RedisServer, Relay, StackError, Worker, settings_for
 from producer import AsyncClient, Client, GenqError, JobHandle
 from producer.cli import terminal_safe
 
@@ -56,7 +56,9 @@ def _start_stack(stack: ExitStack, run_dir: Path) -> Settings:
         env["GENQ_REDIS_URL"] = redis.url
         console.print(f"[dim]started redis-server on port {redis.port}[/]")
     settings = settings_for(env)
-    console.print("[dim]starting a worker (genq worker) ...[/]")
+    console.print("[dim]starting a relay (genq relay) and a worker (genq worker) ...[/]")
+    relay = Relay(env=env, log=run_dir / "relay.log").start()
+    stack.callback(relay.stop)
     worker = Worker(env=env, log=run_dir / "worker.log").start()
     stack.callback(worker.stop)
     return settings

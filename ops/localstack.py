@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 import redis
 
@@ -111,40 +111,75 @@ class RedisServer:
 
 
 @dataclass
-class Worker:
-    """`genq worker` as a subprocess in its own process group (so the whole worker, main
-    process and pool children, can be signalled together)."""
+class GenqProcess:
+    """A `genq` command as a subprocess in its own process group, so that the whole of it
+    (a worker's main process and pool children) can be signalled together."""
 
     env: Mapping[str, str]
     log: Path
-    args: tuple[str, ...] = ()
-    name: str = "genq"
     proc: subprocess.Popen[bytes] | None = None
+    _log_start: int = 0
+    ready_marker: ClassVar[str] = ""
 
-    def start(self) -> Worker:
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
         genq = Path(sys.executable).with_name("genq")
-        cmd = [str(genq), "worker", "-n", f"{self.name}@%h", *self.args]
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                cmd,
+                [str(genq), *self.command()],
                 env={**os.environ, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         with _stop_on_failure(self):
-            wait_for(self._ready, READY_TIMEOUT_S, f"worker {self.name} (log: {self.log})")
+            wait_for(self._ready, READY_TIMEOUT_S, f"genq {self.command()[0]} (log: {self.log})")
         return self
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise StackError(f"worker exited with {self.proc.returncode}; see {self.log}")
-        return " ready." in self.log.read_text(errors="replace")
+            raise StackError(
+                f"genq {self.command()[0]} exited with {self.proc.returncode}; see {self.log}"
+            )
+        with self.log.open("rb") as log:
+            log.seek(self._log_start)
+            return self.ready_marker.encode() in log.read()
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Signal every process of it (tests: SIGKILL a worker mid-job, SIGSTOP one)."""
+        if self.proc is not None:
+            _signal(self.proc, sig, group=True)
 
     def stop(self) -> None:
         if self.proc is not None:
+            _signal(self.proc, signal.SIGCONT, group=True)  # a stopped process cannot exit
             stop_process(self.proc, group=True)
             self.proc = None
+
+
+@dataclass
+class Worker(GenqProcess):
+    """`genq worker`."""
+
+    args: tuple[str, ...] = ()
+    name: str = "genq"
+    ready_marker: ClassVar[str] = " ready."
+
+    def command(self) -> list[str]:
+        return ["worker", "-n", f"{self.name}@%h", *self.args]
+
+
+@dataclass
+class Relay(GenqProcess):
+    """`genq relay`."""
+
+    ready_marker: ClassVar[str] = "relay: moving frames"
+
+    def command(self) -> list[str]:
+        return ["relay"]
 
 
 class _Stoppable(Protocol):

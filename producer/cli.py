@@ -193,6 +193,16 @@ def worker(
 
 
 @cli.command()
+def relay() -> NoReturn:
+    """Start a relay: turns every job's live frames into a replayable Redis Stream,
+    checkpoints continuation windows, and resumes jobs whose worker died (lease reaper).
+
+    Run one or two per deployment; two relays never duplicate or double-act.
+    """
+    os.execv(sys.executable, [sys.executable, "-m", "workers.relay"])
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_obj
 def models(settings: Settings, /, as_json: bool) -> None:

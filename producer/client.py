@@ -2,40 +2,50 @@
 
     with Client() as client:
         job = client.submit("Once upon a time", model="tiny", max_tokens=64)
-        for frame in job.stream():
-            if frame.type == "token":
-                print(frame.data.text, end="", flush=True)
-        print(job.result().usage)
+        with job.stream() as stream:
+            for frame in stream:
+                if frame.type == "token":
+                    print(frame.data.text, end="", flush=True)
+        print(stream.result.usage)
 
-Each handle subscribes to its job's channel before the job is dispatched, so no frame is lost
-between submit and the first read.
+A stream reads the job's durable Redis Stream (written by the relay): it replays from the
+start, or from a given entry, then follows until the terminal frame, so it can be opened at any
+time while the job's stream is retained, before or after the job ended. Resumed attempts and
+frames the relay missed are handled, so `text` always ends as the job's final text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections import deque
 from typing import Any, Self
 
 import redis
 import redis.asyncio
-from redis.asyncio.client import PubSub as AsyncPubSub
-from redis.client import PubSub
 
 from common.celery_config import GENERATE_TASK, make_celery
 from common.connection import connect, connect_async, redis_errors, unavailable
-from common.errors import StreamTimeout
+from common.errors import InvalidJob, StreamTimeout
 from common.frames import Frame, parse_frame
-from common.keys import Keys
+from common.keys import Keys, check_job_id
 from common.prompts import PromptCounter
 from common.registry import ModelRegistry
-from common.schemas import JobResult, JobSpec
+from common.schemas import JobRecord, JobResult, JobSpec
 from common.settings import Settings
-from producer.core import PreparedJob, StreamState, StreamStats, parse_spec, prepare_job
+from producer.core import (
+    PreparedJob,
+    StreamState,
+    StreamStats,
+    parse_spec,
+    prepare_job,
+    terminal_from_record,
+)
 
-SUBSCRIBE_CONFIRM_S = 10.0
-POLL_S = 1.0  # longest single wait for a frame; a stream without a deadline waits in these
+POLL_S = 1.0  # longest single wait for stream entries; then the job's record is consulted
+TERMINAL_GRACE_S = 2.0  # record says ended, stream has no terminal frame yet: wait this long
+READ_COUNT = 512  # stream entries per read
 
 
 class _BaseClient:
@@ -64,52 +74,245 @@ class _BaseClient:
             raise unavailable(self.settings, exc) from exc
 
 
-class JobHandle:
-    """A submitted job: iterate `stream()` for frames, or call `result()`."""
+class _StreamCore:
+    """What JobStream and AsyncJobStream share, with no I/O: position, deadline, buffered
+    frames, and the fallback to the job's record when its stream lacks a terminal frame."""
 
     def __init__(
-        self, job_id: str, pubsub: PubSub, settings: Settings, submitted: float | None = None
+        self, job_id: str, keys: Keys, started: float, from_id: str | None, timeout: float | None
     ) -> None:
-        self.job_id = job_id
-        self._pubsub = pubsub
-        self._settings = settings
-        self._state = StreamState(
-            job_id, started=time.monotonic() if submitted is None else submitted
-        )
+        self.state = StreamState(job_id, started=started)
+        self.stream_key = keys.stream(job_id)
+        self.checkpoint_key = keys.checkpoint(job_id)
+        self.job_key = keys.job(job_id)
+        self.last_id = from_id or "0-0"
+        if from_id:  # a reader that starts mid-stream has not missed what it skipped
+            epoch, _, seq = from_id.partition("-")
+            self.state.epoch, self.state.seq = int(epoch), max(int(seq or 1) - 1, 0)
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.buffer: deque[Frame] = deque()
+        self.ended_seen_at: float | None = None
+        self.closed = False
+
+    def wait_ms(self) -> int:
+        if self.deadline is None:
+            return int(POLL_S * 1000)
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise StreamTimeout(f"job {self.state.job_id}: no terminal frame within the timeout")
+        return max(1, int(min(left, POLL_S) * 1000))
+
+    def take(self, response: Any) -> bool:
+        for _key, entries in response or []:
+            for entry_id, fields in entries:
+                self.last_id = entry_id
+                self.buffer.append(parse_frame(fields["f"]))
+        return bool(self.buffer)
+
+    def pop(self) -> Frame | None:
+        if not self.buffer:
+            return None
+        frame = self.buffer.popleft()
+        self.state.apply(frame)
+        return frame
+
+    def after_idle(self, raw_record: dict[str, str]) -> None:
+        """No entries for a while: if the record says the job ended and its terminal frame
+        still has not come, end with a frame made from the record."""
+        if not raw_record:
+            return
+        record = JobRecord.from_hash(raw_record)
+        if not record.state.terminal:
+            self.ended_seen_at = None
+            return
+        now = time.monotonic()
+        if self.ended_seen_at is None:
+            self.ended_seen_at = now
+        elif now - self.ended_seen_at >= TERMINAL_GRACE_S:
+            self.buffer.append(terminal_from_record(record, self.state.job_id))
+
+
+class JobStream:
+    """One reading of a job's frames: iterate it; `.text` grows as frames arrive; `.result`
+    once it is exhausted (ResultNotReady before); `close()` when leaving early."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, core: _StreamCore) -> None:
+        self._redis, self._settings, self._core = client, settings, core
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Frame:
+        core = self._core
+        while not core.closed:
+            frame = core.pop()
+            if frame is not None:
+                self._mend()
+                return frame
+            if core.state.done:
+                break
+            self._fill()
+        self.close()
+        raise StopIteration
+
+    def _fill(self) -> None:
+        core = self._core
+        with redis_errors(self._settings):
+            response = self._redis.xread(
+                {core.stream_key: core.last_id}, count=READ_COUNT, block=core.wait_ms()
+            )
+            if not core.take(response):
+                core.after_idle(self._redis.hgetall(core.job_key))  # type: ignore[arg-type]
+
+    def _mend(self) -> None:
+        """After a hole in the frames, the checkpointed windows restore the text."""
+        windows = self._core.state.repair_through
+        if windows:
+            with redis_errors(self._settings):
+                texts = self._redis.lrange(self._core.checkpoint_key, 0, windows - 1)
+            if len(texts) == windows:
+                self._core.state.repair("".join(parse_window_text(t) for t in texts))
 
     @property
     def text(self) -> str:
-        """Text received so far."""
-        return self._state.text
+        return self._core.state.text
+
+    @property
+    def result(self) -> JobResult:
+        return self._core.state.outcome()
 
     @property
     def stats(self) -> StreamStats:
-        return self._state.stats()
+        return self._core.state.stats()
 
-    def stream(self, timeout: float | None = None) -> Iterator[Frame]:
-        """Yield frames until `done` or `error` (inclusive). `timeout`: seconds for the whole
-        stream; StreamTimeout when it passes first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with redis_errors(self._settings):
-            while not self._state.done:
-                msg = self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=_remaining(deadline, self.job_id)
-                )
-                if msg is not None and msg["type"] == "message":
-                    frame = parse_frame(msg["data"])
-                    self._state.apply(frame)
-                    yield frame
-        self.close()
+    @property
+    def done(self) -> bool:
+        return self._core.state.done
 
-    def result(self, timeout: float | None = None) -> JobResult:
-        """Consume the rest of the stream and return the result; JobFailed if the job failed."""
-        for _ in self.stream(timeout):
-            pass
-        return self._state.outcome()
+    def set_timeout(self, timeout: float | None) -> None:
+        self._core.deadline = None if timeout is None else time.monotonic() + timeout
 
     def close(self) -> None:
-        """Stop listening (a client that leaves early); the job itself goes on."""
-        self._pubsub.close()
+        """Stop reading (a client that leaves early); the job itself goes on."""
+        self._core.closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncJobStream:
+    """The async face of JobStream: `async for frame in stream`, `await stream.aclose()`."""
+
+    def __init__(self, client: redis.asyncio.Redis, settings: Settings, core: _StreamCore) -> None:
+        self._redis, self._settings, self._core = client, settings, core
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Frame:
+        core = self._core
+        while not core.closed:
+            frame = core.pop()
+            if frame is not None:
+                await self._mend()
+                return frame
+            if core.state.done:
+                break
+            await self._fill()
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def _fill(self) -> None:
+        core = self._core
+        with redis_errors(self._settings):
+            response = await self._redis.xread(
+                {core.stream_key: core.last_id}, count=READ_COUNT, block=core.wait_ms()
+            )
+            if not core.take(response):
+                core.after_idle(await self._redis.hgetall(core.job_key))  # type: ignore[arg-type]
+
+    async def _mend(self) -> None:
+        windows = self._core.state.repair_through
+        if windows:
+            with redis_errors(self._settings):
+                texts = await self._redis.lrange(self._core.checkpoint_key, 0, windows - 1)
+            if len(texts) == windows:
+                self._core.state.repair("".join(parse_window_text(t) for t in texts))
+
+    @property
+    def text(self) -> str:
+        return self._core.state.text
+
+    @property
+    def result(self) -> JobResult:
+        return self._core.state.outcome()
+
+    @property
+    def stats(self) -> StreamStats:
+        return self._core.state.stats()
+
+    @property
+    def done(self) -> bool:
+        return self._core.state.done
+
+    def set_timeout(self, timeout: float | None) -> None:
+        self._core.deadline = None if timeout is None else time.monotonic() + timeout
+
+    async def aclose(self) -> None:
+        self._core.closed = True
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def parse_window_text(entry: str | bytes) -> str:
+    """The text of one checkpointed window."""
+    text: str = json.loads(entry)["text"]
+    return text
+
+
+class JobHandle:
+    """A job: `stream()` reads its frames (from the start, or from an entry id such as
+    "0-12"), `result()` waits for its result. `text` and `stats` are the latest stream's."""
+
+    def __init__(self, client: Client, job_id: str, submitted: float | None = None) -> None:
+        self.job_id = job_id
+        self._client = client
+        self._submitted = time.monotonic() if submitted is None else submitted
+        self._stream: JobStream | None = None
+
+    def stream(self, from_id: str | None = None, timeout: float | None = None) -> JobStream:
+        core = _StreamCore(self.job_id, self._client.keys, self._submitted, from_id, timeout)
+        self._stream = JobStream(self._client.redis, self._client.settings, core)
+        return self._stream
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """Read the job's stream to its end and return the result; JobFailed if it failed."""
+        stream = self._stream if self._stream is not None and self._stream.done else None
+        if stream is None:
+            stream = self._stream or self.stream()
+            stream.set_timeout(timeout)
+            for _ in stream:
+                pass
+        return stream.result
+
+    @property
+    def text(self) -> str:
+        return self._stream.text if self._stream is not None else ""
+
+    @property
+    def stats(self) -> StreamStats:
+        return self._stream.stats if self._stream is not None else StreamState(self.job_id).stats()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
 
     def __enter__(self) -> Self:
         return self
@@ -121,17 +324,14 @@ class JobHandle:
 class Client(_BaseClient):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__(settings)
-        self._redis: redis.Redis = connect(self.settings)
+        self.redis: redis.Redis = connect(self.settings)
 
     def submit(self, prompt: str | JobSpec | None = None, /, **fields: Any) -> JobHandle:
         """Validate and queue a job. Raises InvalidJob (nothing queued) or RedisUnavailable."""
         submitted = time.monotonic()
         job = self._prepare(prompt, fields)
         with redis_errors(self.settings):
-            pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
-            pubsub.subscribe(self.keys.tokens(job.job_id))
-            _confirm_subscribed(pubsub)
-            pipe = self._redis.pipeline()
+            pipe = self.redis.pipeline()
             pipe.hset(self.keys.job(job.job_id), mapping=job.record.to_hash())
             pipe.expire(self.keys.job(job.job_id), self.settings.job_ttl_s)
             pipe.execute()
@@ -139,13 +339,20 @@ class Client(_BaseClient):
             self._dispatch(job)
         except Exception:
             with redis_errors(self.settings):  # not queued: leave no record behind
-                self._redis.delete(self.keys.job(job.job_id))
-                pubsub.close()
+                self.redis.delete(self.keys.job(job.job_id))
             raise
-        return JobHandle(job.job_id, pubsub, self.settings, submitted)
+        return JobHandle(self, job.job_id, submitted)
+
+    def job(self, job_id: str) -> JobHandle:
+        """A handle on a job submitted earlier (by any process), while its record is kept."""
+        with redis_errors(self.settings):
+            exists = self.redis.exists(self.keys.job(check_job_id(job_id)))
+        if not exists:
+            raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
+        return JobHandle(self, job_id)
 
     def close(self) -> None:
-        self._redis.close()
+        self.redis.close()
 
     def __enter__(self) -> Self:
         return self
@@ -157,44 +364,37 @@ class Client(_BaseClient):
 class AsyncJobHandle:
     """The async face of JobHandle: `async for frame in job.stream()`, `await job.result()`."""
 
-    def __init__(
-        self, job_id: str, pubsub: AsyncPubSub, settings: Settings, submitted: float | None = None
-    ) -> None:
+    def __init__(self, client: AsyncClient, job_id: str, submitted: float | None = None) -> None:
         self.job_id = job_id
-        self._pubsub = pubsub
-        self._settings = settings
-        self._state = StreamState(
-            job_id, started=time.monotonic() if submitted is None else submitted
-        )
+        self._client = client
+        self._submitted = time.monotonic() if submitted is None else submitted
+        self._stream: AsyncJobStream | None = None
+
+    def stream(self, from_id: str | None = None, timeout: float | None = None) -> AsyncJobStream:
+        core = _StreamCore(self.job_id, self._client.keys, self._submitted, from_id, timeout)
+        self._stream = AsyncJobStream(self._client.redis, self._client.settings, core)
+        return self._stream
+
+    async def result(self, timeout: float | None = None) -> JobResult:
+        stream = self._stream if self._stream is not None and self._stream.done else None
+        if stream is None:
+            stream = self._stream or self.stream()
+            stream.set_timeout(timeout)
+            async for _ in stream:
+                pass
+        return stream.result
 
     @property
     def text(self) -> str:
-        return self._state.text
+        return self._stream.text if self._stream is not None else ""
 
     @property
     def stats(self) -> StreamStats:
-        return self._state.stats()
-
-    async def stream(self, timeout: float | None = None) -> AsyncIterator[Frame]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with redis_errors(self._settings):
-            while not self._state.done:
-                msg = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=_remaining(deadline, self.job_id)
-                )
-                if msg is not None and msg["type"] == "message":
-                    frame = parse_frame(msg["data"])
-                    self._state.apply(frame)
-                    yield frame
-        await self.aclose()
-
-    async def result(self, timeout: float | None = None) -> JobResult:
-        async for _ in self.stream(timeout):
-            pass
-        return self._state.outcome()
+        return self._stream.stats if self._stream is not None else StreamState(self.job_id).stats()
 
     async def aclose(self) -> None:
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        if self._stream is not None:
+            await self._stream.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -206,16 +406,13 @@ class AsyncJobHandle:
 class AsyncClient(_BaseClient):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__(settings)
-        self._redis: redis.asyncio.Redis = connect_async(self.settings)
+        self.redis: redis.asyncio.Redis = connect_async(self.settings)
 
     async def submit(self, prompt: str | JobSpec | None = None, /, **fields: Any) -> AsyncJobHandle:
         submitted = time.monotonic()
         job = self._prepare(prompt, fields)
         with redis_errors(self.settings):
-            pubsub = self._redis.pubsub()
-            await pubsub.subscribe(self.keys.tokens(job.job_id))
-            await _aconfirm_subscribed(pubsub)
-            pipe = self._redis.pipeline()
+            pipe = self.redis.pipeline()
             pipe.hset(self.keys.job(job.job_id), mapping=job.record.to_hash())
             pipe.expire(self.keys.job(job.job_id), self.settings.job_ttl_s)
             await pipe.execute()
@@ -224,38 +421,22 @@ class AsyncClient(_BaseClient):
             await asyncio.to_thread(self._dispatch, job)
         except Exception:
             with redis_errors(self.settings):  # not queued: leave no record behind
-                await self._redis.delete(self.keys.job(job.job_id))
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self.redis.delete(self.keys.job(job.job_id))
             raise
-        return AsyncJobHandle(job.job_id, pubsub, self.settings, submitted)
+        return AsyncJobHandle(self, job.job_id, submitted)
+
+    async def job(self, job_id: str) -> AsyncJobHandle:
+        with redis_errors(self.settings):
+            exists = await self.redis.exists(self.keys.job(check_job_id(job_id)))
+        if not exists:
+            raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
+        return AsyncJobHandle(self, job_id)
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        await self.redis.aclose()
 
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _remaining(deadline: float | None, job_id: str) -> float:
-    if deadline is None:
-        return POLL_S
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise StreamTimeout(f"job {job_id}: no terminal frame within the timeout")
-    return min(left, POLL_S)
-
-
-def _confirm_subscribed(pubsub: PubSub) -> None:
-    """Wait for Redis to acknowledge SUBSCRIBE, so a frame published right after is ours."""
-    msg = pubsub.get_message(timeout=SUBSCRIBE_CONFIRM_S)
-    if msg is None or msg["type"] != "subscribe":
-        raise redis.ConnectionError("no confirmation of SUBSCRIBE from Redis")
-
-
-async def _aconfirm_subscribed(pubsub: AsyncPubSub) -> None:
-    msg = await pubsub.get_message(timeout=SUBSCRIBE_CONFIRM_S)
-    if msg is None or msg["type"] != "subscribe":
-        raise redis.ConnectionError("no confirmation of SUBSCRIBE from Redis")

@@ -11,8 +11,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from common.errors import InvalidJob, JobFailed, PromptTooLong
-from common.frames import DoneFrame, ErrorFrame, Frame, ResumeFrame, TokenFrame
+from common.errors import InvalidJob, JobFailed, PromptTooLong, ResultNotReady
+from common.frames import (
+    DoneFrame,
+    ErrorData,
+    ErrorFrame,
+    Frame,
+    ResumeFrame,
+    TokenFrame,
+    WindowFrame,
+)
 from common.keys import new_job_id
 from common.prompts import PromptCounter
 from common.registry import ModelRegistry
@@ -90,15 +98,24 @@ class StreamStats:
 
 @dataclass
 class StreamState:
-    """Folds frames into the text so far, statistics, and the terminal outcome."""
+    """Folds a job's frames into the text so far, statistics and the terminal outcome.
+
+    Frames come numbered (`epoch`, `seq`). A hole in the numbering (frames published while no
+    relay ran) marks the text as needing repair: `repair_through` then names how many
+    checkpointed windows would restore it, and the terminal `done` frame always does.
+    """
 
     job_id: str
     started: float = field(default_factory=time.monotonic)
+    epoch: int = 0
+    seq: int = 0  # last frame seen; 0 before the first
     chunks: int = 0
     tokens: int = 0
     first_token_at: float | None = None
     last_frame_at: float | None = None
     terminal: DoneFrame | ErrorFrame | None = None
+    gap: bool = False
+    repair_through: int | None = None  # windows whose checkpointed text would mend the gap
     _parts: list[str] = field(default_factory=list)
 
     @property
@@ -112,6 +129,7 @@ class StreamState:
     def apply(self, frame: Frame) -> None:
         now = time.monotonic()
         self.last_frame_at = now
+        self._check_order(frame)
         if isinstance(frame, TokenFrame):
             self.chunks += 1
             self.tokens += len(frame.data.token_ids)
@@ -122,8 +140,30 @@ class StreamState:
             # A new attempt continues from the last checkpoint: later text is regenerated.
             self._parts = [self.text[: frame.data.committed_chars]]
             self.tokens = frame.data.committed_tokens
-        elif isinstance(frame, DoneFrame | ErrorFrame):
+            self._want_repair(frame.data.from_window)
+        elif isinstance(frame, WindowFrame):
+            self._want_repair(frame.data.window + 1)
+        elif isinstance(frame, DoneFrame):
             self.terminal = frame
+            if self.gap:
+                self.repair(frame.data.text)
+        elif isinstance(frame, ErrorFrame):
+            self.terminal = frame
+
+    def repair(self, text: str) -> None:
+        """The text as checkpointed (or finished): the hole is mended."""
+        self._parts, self.gap, self.repair_through = [text], False, None
+
+    def _check_order(self, frame: Frame) -> None:
+        if frame.epoch == self.epoch:
+            in_order = frame.seq == self.seq + 1
+        else:  # a new attempt numbers its frames from 1
+            in_order = frame.epoch > self.epoch and frame.seq == 1
+        self.gap = self.gap or not in_order
+        self.epoch, self.seq = frame.epoch, frame.seq
+
+    def _want_repair(self, windows: int) -> None:
+        self.repair_through = windows if self.gap else None
 
     def stats(self) -> StreamStats:
         first = None if self.first_token_at is None else self.first_token_at - self.started
@@ -136,5 +176,15 @@ class StreamState:
             err = self.terminal.data
             raise JobFailed(self.job_id, err.code, err.message, err.retryable)
         if self.terminal is None:
-            raise RuntimeError("the stream has not reached its terminal frame")
+            raise ResultNotReady(
+                f"job {self.job_id}: the result can be read once the stream is consumed"
+            )
         return self.terminal.data
+
+
+def terminal_from_record(record: JobRecord, job_id: str) -> DoneFrame | ErrorFrame:
+    """A terminal frame for a job that ended while no relay wrote its stream's last frames."""
+    if record.result is not None:
+        return DoneFrame(job_id=job_id, epoch=record.epoch, seq=0, data=record.result)
+    data = ErrorData(code="failed", message=record.error or "the job failed", retryable=False)
+    return ErrorFrame(job_id=job_id, epoch=record.epoch, seq=0, data=data)

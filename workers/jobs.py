@@ -1,10 +1,11 @@
-"""Running one job attempt: read its record, mark it running, generate, and end it with a
-`done` or `error` frame published together with the job's final record."""
+"""Running one job attempt: claim it (an epoch, a lease), resume from its checkpoint when it
+is not the first attempt, generate, and end it with a `done` or `error` frame published
+together with the job's final record, unless a newer attempt has taken the job over."""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,12 +13,15 @@ import redis
 
 from common.connection import connect
 from common.errors import GenerationError, GenqError
+from common.frames import ResumeData
 from common.keys import Keys
 from common.registry import ModelRegistry
 from common.schemas import GenerateRequest, JobRecord, JobResult, JobState, Timings, Usage
+from common.scripts import CLAIM, FINISH
 from common.settings import Settings
 from workers.chunks import Chunker
-from workers.generation import Generated, generate
+from workers.generation import Committed, Generated, generate
+from workers.lease import Lease, LeaseLost
 from workers.models import ModelCache
 from workers.publisher import FramePublisher, now_ms
 
@@ -47,40 +51,62 @@ def run_job(ctx: WorkerContext, request: GenerateRequest, worker: str) -> None:
     record = _claim(ctx, request, worker)
     if record is None:
         return
-    pub = FramePublisher(ctx.redis, ctx.keys, request.job_id, request.epoch)
-    try:
-        backend = ctx.models.get(record.spec.model)
-        log.info("job %s epoch %d: model %s", request.job_id, request.epoch, record.spec.model)
-        out = generate(backend, record.spec, pub.token, ctx.chunker())
-    except GenqError as exc:
-        _fail(ctx, pub, exc)
-        raise
-    except Exception as exc:
-        _fail(ctx, pub, GenerationError(f"{type(exc).__name__}: {exc}"))
-        raise
+    lease = Lease(ctx.redis, ctx.keys, request.job_id, request.epoch, ctx.settings.lease_ttl_s)
+    with lease:
+        pub = FramePublisher(ctx.redis, ctx.keys, request.job_id, request.epoch, lease)
+        try:
+            _run(ctx, record, pub)
+        except LeaseLost as exc:
+            log.warning("%s; its newer attempt carries on", exc)
+        except GenqError as exc:
+            _fail(ctx, pub, exc)
+            raise
+        except Exception as exc:
+            _fail(ctx, pub, GenerationError(f"{type(exc).__name__}: {exc}"))
+            raise
+
+
+def _run(ctx: WorkerContext, record: JobRecord, pub: FramePublisher) -> None:
+    backend = ctx.models.get(record.spec.model)
+    committed = _resume_point(ctx, pub) if pub.epoch > 0 else Committed()
+    log.info(
+        "job %s epoch %d: model %s, from window %d",
+        pub.job_id,
+        pub.epoch,
+        record.spec.model,
+        committed.windows,
+    )
+    out = generate(backend, record.spec, pub, ctx.chunker(), committed)
     _succeed(ctx, pub, record, out)
 
 
 def _claim(ctx: WorkerContext, request: GenerateRequest, worker: str) -> JobRecord | None:
-    """The job's record, now marked running; None when there is nothing to run (expired,
-    already finished, or a message for another epoch delivered again)."""
+    """The job's record, now running under this attempt's lease; None when there is nothing
+    to run: expired, finished, a message of another epoch, or held by a live attempt (Celery
+    may deliver a message twice)."""
     key = ctx.keys.job(request.job_id)
-    raw = ctx.redis.hgetall(key)
-    if not raw:
-        log.warning("job %s: no record (expired or never submitted); skipped", request.job_id)
-        return None
-    record = JobRecord.from_hash(raw)
-    if record.state.terminal or record.epoch != request.epoch:
-        log.info(
-            "job %s epoch %d: already %s; skipped", request.job_id, request.epoch, record.state
-        )
-        return None
     started = now_ms()
-    pipe = ctx.redis.pipeline()
-    pipe.hset(key, mapping={"state": JobState.RUNNING, "worker": worker, "started_ms": started})
-    pipe.hincrby(key, "attempts", 1)
-    pipe.execute()
+    lease_ms = int(ctx.settings.lease_ttl_s * 1000)
+    args: list[str | int] = [request.job_id, request.epoch, started, lease_ms, worker]
+    outcome = ctx.redis.eval(CLAIM, 2, key, ctx.keys.leases, *args)
+    if outcome != "claimed":
+        log.info("job %s epoch %d: %s; skipped", request.job_id, request.epoch, outcome)
+        return None
+    record = JobRecord.from_hash(ctx.redis.hgetall(key))
     return record.model_copy(update={"state": JobState.RUNNING, "started_ms": started})
+
+
+def _resume_point(ctx: WorkerContext, pub: FramePublisher) -> Committed:
+    """The checkpointed windows, announced with a `resume` frame: readers drop any text of
+    the lost attempt beyond `committed_chars`."""
+    entries = [json.loads(e) for e in ctx.redis.lrange(ctx.keys.checkpoint(pub.job_id), 0, -1)]
+    token_ids = [t for entry in entries for t in entry["token_ids"]]
+    chars = sum(len(entry["text"]) for entry in entries)
+    finish = entries[-1]["finish_reason"] if entries else None
+    pub.resume(
+        ResumeData(from_window=len(entries), committed_tokens=len(token_ids), committed_chars=chars)
+    )
+    return Committed(len(entries), token_ids, finish)
 
 
 def _succeed(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, out: Generated) -> None:
@@ -98,28 +124,32 @@ def _succeed(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, out: Ge
         "finished_ms": finished,
         "result": result.model_dump_json(),
     }
-    _end(ctx, pub.job_id, fields, pub.channel, pub.done(result))
+    _end(ctx, pub, fields, pub.done(result))
 
 
 def _fail(ctx: WorkerContext, pub: FramePublisher, exc: GenqError) -> None:
     log.warning("job %s epoch %d failed: %s", pub.job_id, pub.epoch, exc)
-    frame = pub.error(exc.code, str(exc), exc.retryable)
-    fields = {"state": JobState.FAILED, "finished_ms": now_ms(), "error": str(exc)}
-    _end(ctx, pub.job_id, fields, pub.channel, frame)
+    try:
+        frame = pub.error(exc.code, str(exc), exc.retryable)
+    except LeaseLost:
+        return  # a newer attempt owns the job's outcome
+    _end(ctx, pub, {"state": JobState.FAILED, "finished_ms": now_ms(), "error": str(exc)}, frame)
 
 
-def _end(
-    ctx: WorkerContext, job_id: str, fields: dict[str, object], channel: str, frame: str
-) -> None:
-    """Final record and terminal frame in one transaction: whoever sees the frame can read
-    the final record."""
-    key = ctx.keys.job(job_id)
-    mapping: Mapping[Any, Any] = {name: str(value) for name, value in fields.items()}
-    pipe = ctx.redis.pipeline()
-    pipe.hset(key, mapping=mapping)
-    pipe.expire(key, ctx.settings.job_ttl_s)
-    pipe.publish(channel, frame)
-    pipe.execute()
+def _end(ctx: WorkerContext, pub: FramePublisher, fields: dict[str, Any], frame: str) -> None:
+    """Final record and terminal frame in one script, for the current epoch only: whoever sees
+    the frame can read the final record, and a superseded attempt writes neither."""
+    pairs = [str(part) for name, value in fields.items() for part in (name, value)]
+    args: list[str | int] = [
+        pub.job_id,
+        pub.epoch,
+        ctx.settings.job_ttl_s,
+        pub.channel,
+        frame,
+        *pairs,
+    ]
+    if not ctx.redis.eval(FINISH, 2, ctx.keys.job(pub.job_id), ctx.keys.leases, *args):
+        log.warning("job %s epoch %d: superseded before it ended", pub.job_id, pub.epoch)
 
 
 def _timings(record: JobRecord, first_ms: int | None, finished_ms: int, tokens: int) -> Timings:

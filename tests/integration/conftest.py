@@ -6,18 +6,24 @@ tests (flushing would also drop the broker's queue bindings under a running work
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
 
 from common.registry import ModelRegistry
+from common.schemas import JobRecord
 from common.settings import Settings
-from ops.localstack import RedisServer, Worker
+from ops.localstack import GenqProcess, RedisServer, Relay, Worker, settings_for
 from producer import Client
 
 from .support import BROKEN_MODEL
+
+P = TypeVar("P", bound=GenqProcess)
 
 
 @pytest.fixture(scope="session")
@@ -41,28 +47,38 @@ def genq_env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
         "GENQ_REDIS_URL": redis_server.url,
         "GENQ_CACHE_DIR": str(root / "cache"),
         "GENQ_MODELS_FILE": str(models),
+        # Short leases, so that a killed worker's job resumes within seconds.
+        "GENQ_LEASE_TTL_S": "2",
+        "GENQ_REAP_INTERVAL_S": "0.2",
     }
 
 
 @pytest.fixture(scope="session")
 def settings(genq_env: dict[str, str]) -> Settings:
-    return Settings(
-        redis_url=genq_env["GENQ_REDIS_URL"],
-        cache_dir=Path(genq_env["GENQ_CACHE_DIR"]),
-        models_file=Path(genq_env["GENQ_MODELS_FILE"]),
-    )
+    return settings_for(genq_env)
 
 
 @pytest.fixture(scope="session")
-def worker(genq_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+def worker(
+    genq_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, relay: Relay
+) -> Iterator[Worker]:
+    """The session's worker; the relay runs beside it, as in any genq stack."""
     log = tmp_path_factory.mktemp("logs") / "worker.log"
     proc = Worker(env=genq_env, log=log).start()
     yield proc
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def relay(genq_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    log = tmp_path_factory.mktemp("logs") / "relay.log"
+    proc = Relay(env=genq_env, log=log).start()
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture
-def client(settings: Settings, worker: Worker) -> Iterator[Client]:
+def client(settings: Settings, worker: Worker, relay: Relay) -> Iterator[Client]:
     with Client(settings) as c:
         yield c
 
@@ -81,3 +97,58 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     yield r
     r.close()
+
+
+@dataclass
+class Stack:
+    """A stack of its own for a test that kills things: its own Redis database (so its own
+    broker queues), relays and workers; all stopped at the end of the test."""
+
+    env: dict[str, str]
+    logs: Path
+    procs: list[GenqProcess] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return settings_for(self.env)
+
+    def worker(self, name: str) -> Worker:
+        return self._start(Worker(env=self.env, log=self.logs / f"{name}.log", name=name))
+
+    def relay(self, name: str = "relay", **env: str) -> Relay:
+        return self._start(Relay(env={**self.env, **env}, log=self.logs / f"{name}.log"))
+
+    def _start(self, proc: P) -> P:
+        self.procs.append(proc)
+        return proc.start()
+
+    def holder(self, client: Client, job_id: str) -> Worker:
+        """The worker running the job now, from the job's record."""
+        record = JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
+        name = record.worker.partition("@")[0]
+        return next(p for p in self.procs if isinstance(p, Worker) and p.name == name)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def databases() -> Iterator[int]:
+    return itertools.count(1)
+
+
+@pytest.fixture
+def make_stack(
+    genq_env: dict[str, str], tmp_path: Path, databases: Iterator[int]
+) -> Iterator[Callable[[], Stack]]:
+    stacks: list[Stack] = []
+
+    def make() -> Stack:
+        url = genq_env["GENQ_REDIS_URL"].rsplit("/", 1)[0] + f"/{next(databases)}"
+        stacks.append(Stack({**genq_env, "GENQ_REDIS_URL": url}, tmp_path))
+        return stacks[-1]
+
+    yield make
+    for stack in stacks:
+        stack.stop()

@@ -39,8 +39,8 @@ def test_run_json_prints_one_frame_per_line_ending_with_done(
     assert proc.returncode == 0, proc.stderr
     frames = [json.loads(line) for line in proc.stdout.splitlines()]
     assert frames[-1]["type"] == "done"
-    assert {f["type"] for f in frames[:-1]} == {"token"}
-    text = "".join(f["data"]["text"] for f in frames[:-1])
+    assert {f["type"] for f in frames[:-1]} == {"token", "continuation", "window"}
+    text = "".join(f["data"]["text"] for f in frames[:-1] if f["type"] == "token")
     assert text == frames[-1]["data"]["text"]
 
 

@@ -75,7 +75,7 @@ def test_streamed_chunks_concatenate_to_the_result_text_across_split_utf8(
 def test_frames_carry_the_v1_envelope_with_increasing_seq(client: Client) -> None:
     job = client.submit("seq", max_tokens=40, seed=3, ignore_eos=True)
     frames = list(job.stream(timeout=60))
-    assert [f.seq for f in frames] == list(range(len(frames)))
+    assert [f.seq for f in frames] == list(range(1, len(frames) + 1))
     assert {(f.v, f.job_id, f.epoch) for f in frames} == {(1, job.job_id, 0)}
     assert all(f.ts_ms > 0 for f in frames)
 
@@ -156,7 +156,9 @@ def test_async_client_streams_the_same_text_as_the_sync_client(
     async def main() -> tuple[str, str]:
         async with AsyncClient(settings) as aclient:
             job = await aclient.submit("async", max_tokens=40, seed=8, ignore_eos=True)
-            streamed = [f.data.text async for f in job.stream(60) if isinstance(f, TokenFrame)]
+            streamed = [
+                f.data.text async for f in job.stream(timeout=60) if isinstance(f, TokenFrame)
+            ]
             return "".join(streamed), (await job.result(60)).text
 
     streamed, result_text = asyncio.run(main())

@@ -1,20 +1,28 @@
-"""workers.generation.generate: the token loop, its finish reasons and the chunks it emits."""
+"""workers.generation.generate: the token loop, its windows and finish reasons, the frames it
+emits, and resuming a job after its committed windows."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from collections.abc import Iterable, Iterator
+import math
+import random
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from common.frames import TokenData
-from common.schemas import FinishReason, JobSpec
+from common.frames import ContinuationData, TokenData, WindowData
+from common.schemas import SEED_MAX, FinishReason, JobSpec
 from workers.chunks import Chunker
-from workers.generation import Generated, generate
+from workers.generation import Committed, Generated, TokenBackend, generate, window_seed
 
-EOS = 0  # every other token id is one byte: id 104 is b"h"
+# Token ids: EOS is 0, ids 1..255 are that one byte (id 104 is b"h"), ids from 256 up are
+# pieces of several bytes. The prompt's ids are never decoded.
+EOS = 0
+MULTI_BYTE = {256: b"ab", 257: b"\xe2\x82"}  # b"\xe2\x82" is the first two bytes of "€"
 PROMPT = [1, 72, 105]
 
 
@@ -22,39 +30,119 @@ def ids(text: str) -> list[int]:
     return list(text.encode())
 
 
-@dataclass
-class ScriptedBackend:
-    """A TokenBackend that samples a fixed script and records what was drawn from it."""
+def piece(token: int) -> bytes:
+    if token == EOS:
+        return b""
+    return MULTI_BYTE.get(token) or bytes([token])
 
-    script: Iterable[int]
+
+@dataclass
+class Call:
+    """One `tokens()` call: one window's context and seed, and the tokens drawn for it."""
+
+    context: list[int]
+    seed: int
+    drawn: list[int] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class Backend:
+    """What the scripted backends share: a fixed prompt, byte pieces, and a record of calls."""
+
     n_ctx: int = 4096
     prompt: list[int] = field(default_factory=lambda: list(PROMPT))
-    drawn: list[int] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
 
     def prompt_tokens(self, spec: JobSpec) -> list[int]:
         return list(self.prompt)
-
-    def tokens(self, prompt: list[int], spec: JobSpec) -> Iterator[int]:
-        assert prompt == self.prompt
-        for token in self.script:
-            self.drawn.append(token)
-            yield token
 
     def is_end(self, token: int) -> bool:
         return token == EOS
 
     def piece(self, token: int) -> bytes:
-        return b"" if token == EOS else bytes([token])
+        return piece(token)
+
+    @property
+    def drawn(self) -> list[int]:
+        return [token for call in self.calls for token in call.drawn]
+
+    def _record(self, context: list[int], seed: int) -> Call:
+        self.calls.append(Call(list(context), seed))
+        return self.calls[-1]
 
 
-def endless(text: str) -> Iterator[int]:
-    return itertools.cycle(ids(text))
+@dataclass
+class ScriptBackend(Backend):
+    """Samples a fixed script whatever the context: each window goes on where the last one
+    stopped drawing."""
+
+    script: Iterable[int]
+    _source: Iterator[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._source = iter(self.script)
+
+    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
+        call = self._record(context, seed)
+        for token in self._source:
+            call.drawn.append(token)
+            yield token
+
+
+# What SeededBackend samples: ASCII, UTF-8 lead and continuation bytes (characters split
+# across tokens, and across windows), a piece that is never valid UTF-8, multi-byte pieces.
+VOCAB = [EOS, *ids("ab "), 0xC3, 0xE2, 0xA9, 0xAC, 0xFF, *MULTI_BYTE]
+WEIGHTS = [1] + [4] * (len(VOCAB) - 1)
+
+
+@dataclass
+class SeededBackend(Backend):
+    """A stand-in model: a window's tokens are a pure function of (context, seed), so a
+    wrong context or a wrong seed gives other tokens."""
+
+    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
+        call = self._record(context, seed)
+        key = hashlib.blake2b(repr((tuple(context), seed)).encode(), digest_size=8).digest()
+        rng = random.Random(int.from_bytes(key, "big"))
+        while True:
+            token = rng.choices(VOCAB, WEIGHTS)[0]
+            call.drawn.append(token)
+            yield token
+
+
+Event = ContinuationData | TokenData | WindowData
+
+
+@dataclass
+class Frames:
+    """A FrameSink that records every frame, in order."""
+
+    events: list[Event] = field(default_factory=list)
+
+    def token(self, data: TokenData) -> None:
+        self.events.append(data)
+
+    def continuation(self, window: int) -> None:
+        self.events.append(ContinuationData(window=window))
+
+    def window(self, data: WindowData) -> None:
+        self.events.append(data)
 
 
 @dataclass
 class Run:
+    """A job attempt's result, and the frames it emitted."""
+
     result: Generated
-    chunks: list[TokenData]
+    events: list[Event]
+
+    @property
+    def chunks(self) -> list[TokenData]:
+        return [event for event in self.events if isinstance(event, TokenData)]
+
+    @property
+    def windows(self) -> list[WindowData]:
+        return [event for event in self.events if isinstance(event, WindowData)]
 
     @property
     def chunk_text(self) -> str:
@@ -64,83 +152,126 @@ class Run:
     def chunk_token_ids(self) -> list[int]:
         return [token for chunk in self.chunks for token in chunk.token_ids]
 
+    def committed(self, windows: int) -> Committed:
+        """What a checkpoint holds after this run's first `windows` window frames."""
+        frames = self.windows[:windows]
+        return Committed(
+            windows=windows,
+            token_ids=[token for frame in frames for token in frame.token_ids],
+            finish_reason=frames[-1].finish_reason if frames else None,
+        )
 
-def run(backend: ScriptedBackend, chunk_tokens: int = 4, **spec: object) -> Run:
-    """Generate with a clock that never moves, so chunks are cut by token count alone."""
-    chunks: list[TokenData] = []
+    def text_of(self, windows: int) -> str:
+        """The text of this run's first `windows` window frames: what a reader keeps on a
+        `resume` frame from that point."""
+        return "".join(frame.text for frame in self.windows[:windows])
+
+
+def run(
+    backend: TokenBackend,
+    fields: Mapping[str, object] | None = None,
+    *,
+    chunk_tokens: int = 4,
+    committed: Committed | None = None,
+    **spec: object,
+) -> Run:
+    """Generate a job of `fields` and `spec`, with a clock that never moves, so chunks are
+    cut by token count alone."""
     chunker = Chunker(max_tokens=chunk_tokens, interval_s=3600.0, clock=lambda: 0.0)
-    job = JobSpec.model_validate({"prompt": "hi", **spec})
-    return Run(generate(backend, job, chunks.append, chunker), chunks)
+    job = JobSpec.model_validate({"prompt": "hi", **(fields or {}), **spec})
+    frames = Frames()
+    result = generate(backend, job, frames, chunker, committed or Committed())
+    return Run(result, frames.events)
+
+
+def chunks_by_window(out: Run, first: int = 0) -> list[list[TokenData]]:
+    """The token chunks of each window, checking the framing: windows first, first + 1, ...
+    each as `continuation(k)`, its chunks, `window(k)`, and no chunk outside a window."""
+    groups: list[list[TokenData]] = []
+    open_window: int | None = None
+    for event in out.events:
+        if isinstance(event, ContinuationData):
+            assert open_window is None
+            assert event.window == first + len(groups)
+            open_window = event.window
+            groups.append([])
+        elif isinstance(event, TokenData):
+            assert open_window is not None, "a chunk outside any window"
+            groups[-1].append(event)
+        else:
+            assert event.window == open_window
+            open_window = None
+    assert open_window is None, "a window without its window frame"
+    return groups
+
+
+def endless(text: str) -> Iterator[int]:
+    return itertools.cycle(ids(text))
+
+
+# The token loop (one window unless a test asks for more).
 
 
 def test_end_of_sequence_finishes_with_stop_and_is_not_counted() -> None:
-    backend = ScriptedBackend([*ids("hello"), EOS, *ids("junk")])
+    backend = ScriptBackend([*ids("hello"), EOS, *ids("junk")])
     out = run(backend)
-    assert out.result == Generated("hello", FinishReason.STOP, len(PROMPT), 5)
+    assert out.result == Generated("hello", FinishReason.STOP, len(PROMPT), 5, 1)
     assert out.chunk_token_ids == ids("hello")
     assert backend.drawn == [*ids("hello"), EOS]
 
 
-def test_end_of_sequence_first_finishes_with_stop_and_emits_nothing() -> None:
-    out = run(ScriptedBackend([EOS, *ids("junk")]))
-    assert out.result == Generated("", FinishReason.STOP, len(PROMPT), 0)
+def test_end_of_sequence_first_finishes_with_stop_and_emits_no_chunks() -> None:
+    out = run(ScriptBackend([EOS, *ids("junk")]))
+    assert out.result == Generated("", FinishReason.STOP, len(PROMPT), 0, 1)
     assert out.chunks == []
 
 
 def test_ignore_eos_generates_past_end_of_sequence() -> None:
-    out = run(ScriptedBackend([*ids("hi"), EOS, *ids("more")]), ignore_eos=True, max_tokens=5)
-    assert out.result == Generated("himo", FinishReason.LENGTH, len(PROMPT), 5)
+    out = run(ScriptBackend([*ids("hi"), EOS, *ids("more")]), ignore_eos=True, max_tokens=5)
+    assert out.result == Generated("himo", FinishReason.LENGTH, len(PROMPT), 5, 1)
     assert out.chunk_token_ids == [*ids("hi"), EOS, *ids("mo")]
 
 
 def test_max_tokens_finishes_with_length_after_exactly_max_tokens() -> None:
-    backend = ScriptedBackend(endless("ab"))
+    backend = ScriptBackend(endless("ab"))
     out = run(backend, max_tokens=7)
-    assert out.result == Generated("abababa", FinishReason.LENGTH, len(PROMPT), 7)
+    assert out.result == Generated("abababa", FinishReason.LENGTH, len(PROMPT), 7, 1)
     assert len(backend.drawn) == 7  # no token is sampled past the budget
 
 
-def test_full_context_finishes_with_length() -> None:
-    backend = ScriptedBackend(endless("ab"), n_ctx=len(PROMPT) + 4)
-    out = run(backend, max_tokens=100)
-    assert out.result.finish_reason == FinishReason.LENGTH
-    assert out.result.completion_tokens == 4
-    assert len(out.chunk_token_ids) == 4
-
-
 def test_stop_sequence_finishes_with_stop_and_cuts_the_text_before_it() -> None:
-    backend = ScriptedBackend(endless("hello world "))
+    backend = ScriptBackend(endless("hello world "))
     out = run(backend, stop=["wor"])
-    assert out.result == Generated("hello ", FinishReason.STOP, len(PROMPT), len("hello wor"))
+    assert out.result == Generated("hello ", FinishReason.STOP, len(PROMPT), len("hello wor"), 1)
     assert out.chunk_text == "hello "
     assert out.chunk_token_ids == ids("hello wor")
 
 
 def test_stop_sequence_on_the_last_allowed_token_finishes_with_stop() -> None:
-    out = run(ScriptedBackend(endless("abc")), max_tokens=3, stop=["bc"])
-    assert out.result == Generated("a", FinishReason.STOP, len(PROMPT), 3)
+    out = run(ScriptBackend(endless("abc")), max_tokens=3, stop=["bc"])
+    assert out.result == Generated("a", FinishReason.STOP, len(PROMPT), 3, 1)
 
 
 def test_first_chunk_holds_one_token_then_chunks_fill_to_chunk_size() -> None:
-    out = run(ScriptedBackend(endless("abcdefghij")), chunk_tokens=3, max_tokens=10)
+    out = run(ScriptBackend(endless("abcdefghij")), chunk_tokens=3, max_tokens=10)
     assert [len(chunk.token_ids) for chunk in out.chunks] == [1, 3, 3, 3]
     assert [chunk.text for chunk in out.chunks] == ["a", "bcd", "efg", "hij"]
 
 
 def test_single_token_job_emits_one_chunk_with_that_token() -> None:
-    out = run(ScriptedBackend(endless("x")), max_tokens=1)
+    out = run(ScriptBackend(endless("x")), max_tokens=1)
     assert out.chunks == [TokenData(text="x", token_ids=ids("x"))]
 
 
 def test_text_held_back_for_a_possible_stop_goes_out_in_the_last_chunk() -> None:
-    out = run(ScriptedBackend([*ids("ok</en"), EOS]), chunk_tokens=1, stop=["</end>"])
+    out = run(ScriptBackend([*ids("ok</en"), EOS]), chunk_tokens=1, stop=["</end>"])
     assert out.result.text == "ok</en"
     assert out.chunks[-1].text.endswith("</en")
     assert out.chunk_text == "ok</en"
 
 
 def test_a_character_split_across_tokens_is_never_split_across_chunks() -> None:
-    out = run(ScriptedBackend([*ids("é€😀"), EOS]), chunk_tokens=1)
+    out = run(ScriptBackend([*ids("é€😀"), EOS]), chunk_tokens=1)
     assert out.chunk_text == out.result.text == "é€😀"
     assert all("\ufffd" not in chunk.text for chunk in out.chunks)
     assert len(out.chunks) == len(ids("é€😀"))
@@ -156,25 +287,36 @@ FILLER = ids("z")  # what the backend samples after its script: no stop contains
     script=st.lists(st.sampled_from(TOKENS), max_size=30),
     max_tokens=st.integers(1, 24),
     room=st.integers(1, 24),
+    window_tokens=st.none() | st.integers(1, 30),
     chunk_tokens=st.integers(1, 5),
     ignore_eos=st.booleans(),
     stops=st.lists(
         st.text(alphabet="abé€", min_size=1, max_size=3), max_size=3, unique=True
     ).filter(lambda stops: not any(a != b and a in b for a in stops for b in stops)),
 )
-def test_chunks_concatenate_to_the_result_for_any_script(
+def test_chunks_and_windows_concatenate_to_the_result_for_any_script(
     script: list[int],
     max_tokens: int,
     room: int,
+    window_tokens: int | None,
     chunk_tokens: int,
     ignore_eos: bool,
     stops: list[str],
 ) -> None:
-    backend = ScriptedBackend(itertools.chain(script, itertools.cycle(FILLER)))
-    backend.n_ctx = len(PROMPT) + room
-    out = run(backend, chunk_tokens, max_tokens=max_tokens, ignore_eos=ignore_eos, stop=stops)
+    backend = ScriptBackend(
+        itertools.chain(script, itertools.cycle(FILLER)), n_ctx=len(PROMPT) + room
+    )
+    out = run(
+        backend,
+        chunk_tokens=chunk_tokens,
+        max_tokens=max_tokens,
+        window_tokens=window_tokens,
+        ignore_eos=ignore_eos,
+        stop=stops,
+    )
 
-    # What the specification says was sampled: up to EOS, a stop sequence, or the budget.
+    # What the specification says was sampled: up to EOS, a stop sequence, or the budget
+    # (windows slide over the context, so a full context does not end the job).
     sampled: list[int] = []
     ended = False
     for token in itertools.chain(script, itertools.cycle(FILLER)):
@@ -182,17 +324,243 @@ def test_chunks_concatenate_to_the_result_for_any_script(
             ended = True
             break
         sampled.append(token)
-        decoded = b"".join(backend.piece(t) for t in sampled).decode("utf-8", "replace")
-        if any(stop in decoded for stop in stops) or len(sampled) == min(max_tokens, room):
+        decoded = b"".join(piece(t) for t in sampled).decode("utf-8", "replace")
+        if any(stop in decoded for stop in stops) or len(sampled) == max_tokens:
             break
-    decoded = b"".join(backend.piece(t) for t in sampled).decode("utf-8", "replace")
+    decoded = b"".join(piece(t) for t in sampled).decode("utf-8", "replace")
     hits = [i for i in (decoded.find(stop) for stop in stops) if i >= 0]
 
     assert out.chunk_token_ids == sampled
+    assert [token for frame in out.windows for token in frame.token_ids] == sampled
     assert out.result.completion_tokens == len(sampled)
     assert out.result.text == out.chunk_text == (decoded[: min(hits)] if hits else decoded)
+    assert "".join(frame.text for frame in out.windows) == out.result.text
     assert out.result.finish_reason == (FinishReason.STOP if ended or hits else FinishReason.LENGTH)
+    assert len(chunks_by_window(out)) == out.result.windows
     if out.chunks:
         assert len(out.chunks[0].token_ids) == 1
         assert all(len(chunk.token_ids) <= chunk_tokens for chunk in out.chunks)
         assert all(chunk.text or chunk.token_ids for chunk in out.chunks)
+
+
+# Continuation windows.
+
+
+# (room, window_tokens, max_tokens): windows that fit the room, a job longer than the room.
+LONGER_THAN_THE_CONTEXT = st.integers(1, 12).flatmap(
+    lambda room: st.tuples(st.just(room), st.integers(1, room), st.integers(room + 1, 60))
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, SEED_MAX), sizes=LONGER_THAN_THE_CONTEXT)
+@example(seed=7, sizes=(4, 2, 5))  # 3 windows: 2 + 2 + 1 tokens
+def test_a_job_longer_than_the_context_runs_in_windows_framed_in_order(
+    seed: int, sizes: tuple[int, int, int]
+) -> None:
+    room, window_tokens, max_tokens = sizes
+    backend = SeededBackend(n_ctx=len(PROMPT) + room)
+    out = run(
+        backend, seed=seed, window_tokens=window_tokens, max_tokens=max_tokens, ignore_eos=True
+    )
+
+    windows = math.ceil(max_tokens / window_tokens)
+    assert out.result.windows == len(out.windows) == windows
+    assert out.result.finish_reason == FinishReason.LENGTH
+    assert out.result.completion_tokens == max_tokens
+    assert [frame.window for frame in out.windows] == list(range(windows))
+    groups = chunks_by_window(out)
+    for frame, chunks in zip(out.windows, groups, strict=True):
+        assert [token for chunk in chunks for token in chunk.token_ids] == frame.token_ids
+        assert "".join(chunk.text for chunk in chunks) == frame.text
+    assert [token for frame in out.windows for token in frame.token_ids] == backend.drawn
+    assert "".join(frame.text for frame in out.windows) == out.result.text == out.chunk_text
+    totals = itertools.accumulate(len(frame.token_ids) for frame in out.windows)
+    assert [frame.tokens_total for frame in out.windows] == list(totals)
+    assert [frame.finish_reason for frame in out.windows] == [None] * (windows - 1) + [
+        FinishReason.LENGTH
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, SEED_MAX),
+    room=st.integers(1, 12),
+    window_tokens=st.none() | st.integers(1, 14),
+    max_tokens=st.integers(1, 40),
+)
+def test_each_window_sees_the_prompt_and_the_latest_output_that_fits_and_its_own_seed(
+    seed: int, room: int, window_tokens: int | None, max_tokens: int
+) -> None:
+    n_ctx = len(PROMPT) + room
+    backend = SeededBackend(n_ctx=n_ctx)
+    out = run(
+        backend, seed=seed, window_tokens=window_tokens, max_tokens=max_tokens, ignore_eos=True
+    )
+
+    assert len(backend.calls) == len(out.windows)
+    output: list[int] = []
+    for k, (call, frame) in enumerate(zip(backend.calls, out.windows, strict=True)):
+        size = len(frame.token_ids)  # every window is full: no EOS, no stop
+        assert call.seed == window_seed(seed, k)
+        assert call.context[: len(PROMPT)] == PROMPT
+        assert len(call.context) <= n_ctx - size
+        kept = min(len(output), n_ctx - size - len(PROMPT))  # as much as fits
+        assert call.context[len(PROMPT) :] == output[len(output) - kept :]
+        assert call.drawn == frame.token_ids  # nothing sampled past the window
+        output += frame.token_ids
+
+
+def test_default_window_is_half_the_room_after_the_prompt() -> None:
+    backend = SeededBackend(n_ctx=len(PROMPT) + 10)
+    out = run(backend, seed=1, max_tokens=12, ignore_eos=True)
+    assert [len(frame.token_ids) for frame in out.windows] == [5, 5, 2]
+    output = backend.drawn
+    assert [call.context for call in backend.calls] == [
+        PROMPT,
+        PROMPT + output[:5],
+        PROMPT + output[2:10],  # a window of 2 leaves room for the latest 8 tokens
+    ]
+
+
+def test_window_tokens_larger_than_the_room_are_capped_at_the_room() -> None:
+    backend = SeededBackend(n_ctx=len(PROMPT) + 6)
+    out = run(backend, seed=1, window_tokens=100, max_tokens=20, ignore_eos=True)
+    assert [len(frame.token_ids) for frame in out.windows] == [6, 6, 6, 2]
+    assert [call.context for call in backend.calls[:3]] == [PROMPT] * 3  # no room to keep any
+    assert backend.calls[3].context == PROMPT + backend.drawn[14:18]
+    assert out.result.completion_tokens == 20
+
+
+@pytest.mark.parametrize("name", ["max_windows", "max_continuations"])
+def test_max_windows_finishes_with_length_after_that_many_windows(name: str) -> None:
+    backend = SeededBackend()
+    out = run(backend, {name: 2}, seed=1, window_tokens=3, max_tokens=100, ignore_eos=True)
+    assert out.result.finish_reason == FinishReason.LENGTH
+    assert (out.result.windows, out.result.completion_tokens) == (2, 6)
+    assert [frame.finish_reason for frame in out.windows] == [None, FinishReason.LENGTH]
+    assert len(backend.drawn) == 6
+
+
+def test_a_character_split_across_windows_goes_out_in_the_window_that_completes_it() -> None:
+    a, e1, e2 = ids("aé")
+    out = run(ScriptBackend(endless("aé")), window_tokens=2, max_tokens=6)
+    assert [frame.token_ids for frame in out.windows] == [[a, e1], [e2, a], [e1, e2]]
+    assert [frame.text for frame in out.windows] == ["a", "éa", "é"]
+    assert out.result == Generated("aéaé", FinishReason.LENGTH, len(PROMPT), 6, 3)
+
+
+def test_text_held_back_for_a_stop_at_a_window_end_goes_out_in_a_later_window() -> None:
+    out = run(ScriptBackend(endless("hello world ")), window_tokens=4, max_tokens=12, stop=["lo!"])
+    assert [frame.text for frame in out.windows] == ["hel", "lo wo", "rld "]
+    assert out.result.text == out.chunk_text == "hello world "
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, SEED_MAX),
+    room=st.integers(1, 12),
+    window_tokens=st.none() | st.integers(1, 14),
+    max_tokens=st.integers(1, 40),
+    max_windows=st.none() | st.integers(1, 8),
+    stops=st.lists(st.text(alphabet="ab é€", min_size=1, max_size=3), max_size=2),
+    ignore_eos=st.booleans(),
+    chunk_tokens=st.integers(1, 4),
+    data=st.data(),
+)
+def test_a_resumed_job_computes_what_the_uninterrupted_run_would_have(
+    seed: int,
+    room: int,
+    window_tokens: int | None,
+    max_tokens: int,
+    max_windows: int | None,
+    stops: list[str],
+    ignore_eos: bool,
+    chunk_tokens: int,
+    data: st.DataObject,
+) -> None:
+    spec: dict[str, object] = {
+        "seed": seed,
+        "window_tokens": window_tokens,
+        "max_tokens": max_tokens,
+        "max_windows": max_windows,
+        "stop": stops,
+        "ignore_eos": ignore_eos,
+    }
+    first_backend = SeededBackend(n_ctx=len(PROMPT) + room)
+    first = run(first_backend, spec, chunk_tokens=chunk_tokens)
+    k = data.draw(st.integers(0, first.result.windows - 1), "resume after windows")
+
+    backend = SeededBackend(n_ctx=len(PROMPT) + room)
+    resumed = run(backend, spec, chunk_tokens=chunk_tokens, committed=first.committed(k))
+
+    assert resumed.result == first.result
+    assert resumed.windows == first.windows[k:]
+    assert backend.calls == first_backend.calls[k:]  # the same contexts and seeds
+    assert len(chunks_by_window(resumed, first=k)) == first.result.windows - k
+    assert first.text_of(k) + resumed.chunk_text == first.result.text
+
+
+def test_a_stop_sequence_spanning_the_resume_point_still_ends_the_text() -> None:
+    script = ids("hello world ")
+    spec: dict[str, object] = {"window_tokens": 4, "stop": ["lo w"]}
+    first = run(ScriptBackend(script), spec)
+    assert [frame.text for frame in first.windows] == ["hel", ""]  # "l" held back at the end
+
+    committed = first.committed(1)
+    resumed = run(ScriptBackend(script[len(committed.token_ids) :]), spec, committed=committed)
+    assert resumed.result == first.result == Generated("hel", FinishReason.STOP, 3, 7, 2)
+    assert first.text_of(1) + resumed.chunk_text == "hel"
+
+
+@pytest.mark.parametrize(
+    ("script", "spec"),
+    [
+        pytest.param([*ids("xyzxy"), EOS], {}, id="end-of-sequence"),
+        pytest.param(ids("xyzxyab"), {"stop": ["ab"]}, id="stop-sequence"),
+        pytest.param(ids("xyzxy"), {"max_tokens": 5}, id="max-tokens"),
+    ],
+)
+def test_resuming_after_the_last_window_generates_nothing_and_returns_the_result(
+    script: list[int], spec: dict[str, object]
+) -> None:
+    first = run(ScriptBackend(script), spec, window_tokens=3)
+    windows = first.result.windows
+    assert first.windows[-1].finish_reason is not None
+
+    backend = ScriptBackend(endless("junk"))
+    resumed = run(backend, spec, committed=first.committed(windows), window_tokens=3)
+    assert resumed.result == first.result
+    assert backend.calls == []
+    assert resumed.events == []
+
+
+@pytest.mark.parametrize(
+    ("script", "spec"),
+    [
+        pytest.param([*ids("ok</en"), EOS], {"stop": ["</end>"]}, id="stop-prefix-then-eos"),
+        pytest.param([*ids("ok"), 0xC3], {"max_tokens": 3}, id="half-a-character-then-length"),
+    ],
+)
+def test_resuming_after_the_last_window_emits_nothing_that_window_carried(
+    script: list[int], spec: dict[str, object]
+) -> None:
+    first = run(ScriptBackend(script), spec, window_tokens=2)
+    windows = first.result.windows
+    assert first.windows[-1].finish_reason is not None
+
+    resumed = run(ScriptBackend([]), spec, committed=first.committed(windows), window_tokens=2)
+    assert resumed.result == first.result
+    assert first.text_of(windows) + resumed.chunk_text == first.result.text
+    assert resumed.chunks == []
+
+
+def test_window_seeds_are_the_job_seed_then_a_fixed_hash_of_seed_and_window() -> None:
+    # Fixed values: a window resumed on another worker, process or release draws the same.
+    assert [window_seed(7, k) for k in range(4)] == [7, 1207947808, 3697423975, 442239123]
+    assert len({window_seed(7, k) for k in range(1000)}) == 1000
+
+
+@given(seed=st.integers(0, SEED_MAX), window=st.integers(0, 1_000_000))
+def test_window_seeds_are_valid_sampler_seeds(seed: int, window: int) -> None:
+    assert 0 <= window_seed(seed, window) <= SEED_MAX

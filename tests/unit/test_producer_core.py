@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from common.errors import InvalidJob, JobFailed
+from common.errors import InvalidJob, JobFailed, ResultNotReady
 from common.frames import (
     ContinuationData,
     ContinuationFrame,
@@ -142,10 +142,10 @@ def test_stream_stats_without_tokens_have_no_first_token_or_rate(clock: FakeMono
     assert stats.tokens_per_s == 0.0
 
 
-def test_outcome_before_the_terminal_frame_is_an_error() -> None:
+def test_result_before_the_terminal_frame_raises_result_not_ready() -> None:
     state = StreamState(JOB)
-    state.apply(token(0, "a", [1]))
-    with pytest.raises(RuntimeError, match="terminal frame"):
+    state.apply(token(1, "a", [1]))
+    with pytest.raises(ResultNotReady, match="once the stream is consumed"):
         state.outcome()
 
 

@@ -41,6 +41,8 @@ def test_job_spec_defaults() -> None:
         "stop": [],
         "logit_bias": {},
         "ignore_eos": False,
+        "window_tokens": None,
+        "max_windows": None,
     }
 
 

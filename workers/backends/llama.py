@@ -51,17 +51,20 @@ class LlamaBackend:
         check_context(len(tokens), self.n_ctx, self.name)
         return tokens
 
-    def tokens(self, prompt: list[int], spec: JobSpec) -> Iterator[int]:
-        """Sampled token ids, endlessly; the caller decides when to stop."""
-        self._llm.set_seed(spec.seed if spec.seed is not None else 0)
+    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
+        """Sampled token ids after `context`, endlessly; the caller decides when to stop.
+        The context is evaluated afresh (no KV-cache reuse): a window must compute the same
+        whether it follows the previous window here or resumes on another worker."""
+        self._llm.reset()  # type: ignore[no-untyped-call]
+        self._llm.set_seed(seed)
         return self._llm.generate(
-            prompt,
+            context,
             top_k=spec.top_k,
             top_p=spec.top_p,
             min_p=spec.min_p,
             temp=spec.temperature,
             repeat_penalty=spec.repeat_penalty,
-            reset=True,
+            reset=False,
             logits_processor=self._logits_processor(spec),
         )
 

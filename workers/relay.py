@@ -1,0 +1,195 @@
+"""The relay: live frames become replayable streams, windows become checkpoints, and jobs
+whose worker died are resumed elsewhere. Run it with `genq relay` (or `python -m workers.relay`).
+
+- It pattern-subscribes to every job's token channel and writes each frame to the job's stream
+  with entry id `<epoch>-<seq>`, pipelined. Redis refuses an id not above the stream's last one,
+  so a second relay or a redelivered frame adds nothing, and a frame from an older epoch than
+  the stream has seen is fenced out.
+- A `window` frame is appended to the job's checkpoint (window k only as entry k, only from the
+  current epoch) before the frame enters the stream: whoever reads window k in the stream finds
+  it checkpointed.
+- After a terminal frame the job's stream and checkpoint get the retention TTL.
+- The reaper finds lapsed leases, bumps the job's epoch and requeues it, or fails it when its
+  attempts are spent. Two relays never both act on one lease (one script decides).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType as StackFrame
+from typing import Any
+
+import redis
+from redis.client import PubSub
+
+from common.celery_config import GENERATE_TASK, make_celery
+from common.connection import connect
+from common.errors import ErrorCode
+from common.frames import ErrorData, ErrorFrame, FrameType
+from common.keys import Keys
+from common.schemas import GenerateRequest
+from common.scripts import CHECKPOINT, REAP
+from common.settings import Settings
+
+log = logging.getLogger("genq.relay")
+
+BATCH_FRAMES = 1000  # frames written per pipeline at most
+WAIT_S = 0.1  # longest wait for a first frame before the reaper gets a turn
+REAP_BATCH = 100
+# Frames are written by pydantic in field order, so the header parses without decoding JSON.
+_HEADER = re.compile(
+    rb'^\{"v":1,"job_id":"(?P<job>[0-9a-f]{32})","epoch":(?P<epoch>\d+),"seq":(?P<seq>\d+),'
+    rb'"ts_ms":\d+,"type":"(?P<type>[a-z]+)"'
+)
+_TERMINAL = {FrameType.DONE.value, FrameType.ERROR.value}
+_FENCED = ("equal or smaller", "smaller than the target stream top item")
+
+
+@dataclass(frozen=True)
+class Header:
+    job_id: str
+    epoch: int
+    seq: int
+    type: str
+
+
+def parse_header(raw: bytes) -> Header | None:
+    match = _HEADER.match(raw)
+    if match is not None:
+        return Header(
+            match["job"].decode(), int(match["epoch"]), int(match["seq"]), match["type"].decode()
+        )
+    try:  # a frame written by something other than pydantic: slower, same meaning
+        frame = json.loads(raw)
+        return Header(frame["job_id"], int(frame["epoch"]), int(frame["seq"]), frame["type"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class Relay:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        # Frames are moved as bytes: no decoding on the way through.
+        self.redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        self._text = connect(settings)
+        self._checkpoint = self.redis.register_script(CHECKPOINT)
+        self._reap = self._text.register_script(REAP)
+        self._celery = make_celery(settings, main="genq-relay")
+        self.moved = 0
+
+    def run(self, stop: threading.Event) -> None:
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub.psubscribe(self.keys.tokens_pattern())
+        log.info("relay: moving frames of %s, reaping leases", self.keys.tokens_pattern())
+        next_reap = 0.0
+        try:
+            while not stop.is_set():
+                batch = self._read(pubsub)
+                if batch:
+                    self.write(batch)
+                if time.monotonic() >= next_reap:
+                    self.reap()
+                    next_reap = time.monotonic() + self.settings.reap_interval_s
+        finally:
+            pubsub.close()
+
+    def _read(self, pubsub: PubSub) -> list[bytes]:
+        msg = pubsub.get_message(timeout=WAIT_S)
+        batch: list[bytes] = []
+        while msg is not None:
+            if msg["type"] == "pmessage":
+                batch.append(msg["data"])
+            if len(batch) >= BATCH_FRAMES:
+                break
+            msg = pubsub.get_message(timeout=0.0)
+        return batch
+
+    def write(self, frames: Sequence[bytes]) -> None:
+        """One pipeline for the batch; refused ids (duplicates, fenced epochs) are expected."""
+        pipe = self.redis.pipeline(transaction=False)
+        for raw in frames:
+            header = parse_header(raw)
+            if header is None:
+                log.warning("relay: dropped a message that is not a genq frame")
+                continue
+            self._queue(pipe, header, raw)
+        for result in pipe.execute(raise_on_error=False):
+            if isinstance(result, redis.ResponseError) and not any(
+                text in str(result) for text in _FENCED
+            ):
+                log.error("relay: write failed: %s", result)
+        self.moved += len(frames)
+
+    def _queue(self, pipe: Any, header: Header, raw: bytes) -> None:
+        stream = self.keys.stream(header.job_id)
+        if header.type == FrameType.WINDOW.value:
+            data = json.loads(raw)["data"]
+            entry = json.dumps({k: data[k] for k in ("token_ids", "text", "finish_reason")})
+            keys = [self.keys.checkpoint(header.job_id), self.keys.job(header.job_id)]
+            self._checkpoint(keys=keys, args=[header.epoch, data["window"], entry], client=pipe)
+        pipe.xadd(stream, {"f": raw}, id=f"{header.epoch}-{header.seq}")
+        if header.type in _TERMINAL:
+            pipe.expire(stream, self.settings.job_ttl_s)
+            pipe.expire(self.keys.checkpoint(header.job_id), self.settings.job_ttl_s)
+
+    def reap(self) -> None:
+        now = time.time_ns() // 1_000_000
+        due = self._text.zrangebyscore(self.keys.leases, "-inf", now, start=0, num=REAP_BATCH)
+        for job_id in map(str, due):
+            keys = [self.keys.leases, self.keys.job(job_id), self.keys.stream(job_id)]
+            args: list[str | int] = [
+                job_id,
+                now,
+                self.settings.max_attempts,
+                int(self.settings.requeue_grace_s * 1000),
+                self.settings.job_ttl_s,
+            ]
+            action, epoch, queue, attempts = self._reap(keys=keys, args=args)
+            if action == "requeue":
+                self._requeue(job_id, int(epoch), queue)
+            elif action == "failed":
+                self._fail(job_id, int(epoch), int(attempts))
+
+    def _requeue(self, job_id: str, epoch: int, queue: str) -> None:
+        request = GenerateRequest(job_id=job_id, epoch=epoch)
+        log.warning("relay: job %s lost its worker; resuming it as epoch %d", job_id, epoch)
+        self._celery.send_task(
+            GENERATE_TASK,
+            args=[request.model_dump(mode="json")],
+            queue=queue,
+            task_id=request.task_id,
+        )
+
+    def _fail(self, job_id: str, epoch: int, attempts: int) -> None:
+        message = f"the job ran out of attempts: its worker died {attempts} times"
+        log.error("relay: job %s failed: %s", job_id, message)
+        data = ErrorData(code=ErrorCode.ATTEMPTS_EXHAUSTED, message=message, retryable=True)
+        frame = ErrorFrame(job_id=job_id, epoch=epoch, seq=1, data=data)
+        self._text.publish(self.keys.tokens(job_id), frame.model_dump_json())
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = Settings()
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: StackFrame | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("relay: Redis at %s", settings.redacted_redis_url)
+    Relay(settings).run(stop)
+    log.info("relay: stopped")
+
+
+if __name__ == "__main__":
+    main()
