@@ -124,10 +124,12 @@ def terminal_safe(text: str) -> str:
     return text.translate(_CONTROL)
 
 
-def _print_stream(job: JobHandle, as_json: bool, timeout: float | None) -> None:
+def _print_stream(
+    job: JobHandle, as_json: bool, timeout: float | None, from_id: str | None = None
+) -> None:
     out = sys.stdout
     show = terminal_safe if out.isatty() else str
-    for frame in job.stream(timeout=timeout):
+    for frame in job.stream(from_id=from_id, timeout=timeout):
         if as_json:
             out.write(frame.model_dump_json() + "\n")
         elif isinstance(frame, TokenFrame):
@@ -143,6 +145,28 @@ def _print_stream(job: JobHandle, as_json: bool, timeout: float | None) -> None:
         f"{stats.tokens_per_s:,.0f} tok/s · finish {result.finish_reason} · job {job.job_id}[/]",
         soft_wrap=True,
     )
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option(
+    "--from-seq",
+    metavar="[EPOCH-]SEQ",
+    help="Start at this frame (e.g. 12, or 1-3 for the second attempt); default: the start.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print every frame as a JSON line.")
+@click.option("--timeout", type=float, help="Give up after this many seconds.")
+@click.pass_obj
+def tail(
+    settings: Settings, /, job_id: str, from_seq: str | None, as_json: bool, timeout: float | None
+) -> None:
+    """Stream JOB_ID's tokens: replay what it has produced, then follow it to the end.
+
+    Works from any process, while the job runs or after it finished, for as long as its
+    stream is retained (GENQ_JOB_TTL_S). Attempts resumed on another worker are followed.
+    """
+    with Client(settings) as client:
+        _print_stream(client.job(job_id), as_json, timeout, from_seq)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -85,10 +85,11 @@ class _StreamCore:
         self.stream_key = keys.stream(job_id)
         self.checkpoint_key = keys.checkpoint(job_id)
         self.job_key = keys.job(job_id)
-        self.last_id = from_id or "0-0"
-        if from_id:  # a reader that starts mid-stream has not missed what it skipped
-            epoch, _, seq = from_id.partition("-")
-            self.state.epoch, self.state.seq = int(epoch), max(int(seq or 1) - 1, 0)
+        epoch, seq = _entry_id(from_id or "0-1")
+        # Reading starts at `from_id` inclusive (XREAD returns what follows `last_id`), and a
+        # reader that starts mid-stream has not missed what it skipped.
+        self.last_id = f"{epoch}-{max(seq - 1, 0)}"
+        self.state.epoch, self.state.seq = epoch, max(seq - 1, 0)
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.buffer: deque[Frame] = deque()
         self.ended_seen_at: float | None = None
@@ -269,6 +270,14 @@ class AsyncJobStream:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _entry_id(text: str) -> tuple[int, int]:
+    """`EPOCH-SEQ` (or `SEQ`, of the first attempt) as numbers; InvalidJob when malformed."""
+    epoch, _, seq = text.partition("-") if "-" in text else ("0", "-", text)
+    if not (epoch.isdigit() and seq.isdigit()):
+        raise InvalidJob(f"not a stream position: {text!r} (expected EPOCH-SEQ, e.g. 0-12)")
+    return int(epoch), int(seq)
 
 
 def parse_window_text(entry: str | bytes) -> str:

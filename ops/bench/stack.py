@@ -1,5 +1,8 @@
-"""A private genq stack for one benchmark run: redis-server, one `genq worker`, and a temporary
-GENQ_CACHE_DIR, all stopped and removed on the way out (Ctrl-C included)."""
+"""A private genq stack for one benchmark section: redis-server, a relay, `genq worker`s and a
+temporary GENQ_CACHE_DIR, all stopped and removed on the way out (Ctrl-C included).
+
+Readers read the job's Redis Stream, which only a relay writes, so the relay starts first.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +10,57 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.settings import Settings
 from common.tinymodel import ensure_tiny_model
 from ops.bench.workload import BENCH_MODEL, BENCH_N_CTX
-from ops.localstack import RedisServer, Worker, settings_for
+from ops.localstack import GenqProcess, RedisServer, Relay, Worker, settings_for
 
 LOG_TAIL_LINES = 30
 
 
-@dataclass(frozen=True)
+@dataclass
 class Stack:
-    settings: Settings
-    worker_log: Path
+    """What one section runs against; `env` is what every genq process of it is given."""
+
+    env: dict[str, str]
+    cache: Path
+    redis: RedisServer
+    relay: Relay | None = None
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return settings_for(self.env)
+
+    def start_relay(self) -> Relay:
+        self.relay = Relay(env=self.env, log=self.cache / "relay.log")
+        return self.relay.start()
+
+    def start_worker(self, name: str = "bench") -> Worker:
+        """A worker named `name` (its Celery node is `name@host`); replaces a stopped one."""
+        self.workers = [w for w in self.workers if w.name != name]
+        worker = Worker(env=self.env, log=self.cache / f"worker-{name}.log", name=name)
+        self.workers.append(worker)
+        return worker.start()
+
+    def worker(self, name: str) -> Worker:
+        return next(w for w in self.workers if w.name == name)
+
+    def processes(self) -> list[GenqProcess]:
+        relay: list[GenqProcess] = [self.relay] if self.relay is not None else []
+        return [*self.workers, *relay]
+
+    def stop(self) -> None:
+        for proc in self.processes():
+            proc.stop()
+        self.redis.stop()
+
+    def print_logs(self) -> None:
+        for proc in self.processes():
+            print_tail(proc.log)
 
 
 @contextmanager
@@ -31,27 +70,31 @@ def cache_dir() -> Iterator[Path]:
 
 
 @contextmanager
-def local_stack(cache: Path, overrides: Mapping[str, str]) -> Iterator[Stack]:
-    """`overrides`: extra GENQ_* variables for the worker (and this process's Settings)."""
-    redis = RedisServer()  # its port is picked here, its process started below
+def local_stack(
+    cache: Path, overrides: Mapping[str, str], workers: int = 1, relay: bool = True
+) -> Iterator[Stack]:
+    """redis-server, then the relay, then `workers` workers named bench, bench2, ...
+    `overrides`: extra GENQ_* variables for every process (and this process's Settings)."""
+    server = RedisServer()  # its port is picked here, its process started below
     env = {
-        "GENQ_REDIS_URL": redis.url,
+        "GENQ_REDIS_URL": server.url,
         "GENQ_CACHE_DIR": str(cache),
         "GENQ_MODELS_FILE": str(_registry(cache)),
         **overrides,
     }
-    log = cache / "worker.log"
-    worker = Worker(env=env, log=log, name="bench")
+    stack = Stack(env, cache, server)
     try:
-        redis.start()
-        worker.start()
-        yield Stack(settings_for(env), log)
+        server.start()
+        if relay:
+            stack.start_relay()
+        for n in range(workers):
+            stack.start_worker("bench" if n == 0 else f"bench{n + 1}")
+        yield stack
     except Exception:
-        print_tail(log)
+        stack.print_logs()
         raise
     finally:
-        worker.stop()
-        redis.stop()
+        stack.stop()
 
 
 def _registry(cache: Path) -> Path:
