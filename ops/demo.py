@@ -16,7 +16,7 @@ from types import FrameType as StackFrame
 
 from rich.console import Console
 
-from common.frames import TokenFrame
+from common.frames import TokenFrame, WindowFrame
 from common.settings import Settings
 from ops.localstack import RedisServer, Relay, StackError, Worker, settings_for
 from producer import AsyncClient, Client, GenqError, JobHandle
@@ -74,6 +74,10 @@ def _run_jobs(settings: Settings) -> None:
             ),
         )
         _show(
+            "1,000 tokens, four times the tiny model's context, in continuation windows",
+            client.submit("Go on", max_tokens=1000, window_tokens=200, ignore_eos=True),
+        )
+        _show(
             "a stop sequence ('e') ends the text before it",
             client.submit("Stop at the first e", max_tokens=200, stop=["e"], ignore_eos=True),
         )
@@ -82,15 +86,18 @@ def _run_jobs(settings: Settings) -> None:
 
 def _show(title: str, job: JobHandle) -> None:
     console.rule(f"[bold]{title}")
+    windows = 0
     for frame in job.stream(timeout=60):
         if isinstance(frame, TokenFrame):
             sys.stdout.write(terminal_safe(frame.data.text))
             sys.stdout.flush()
+        windows += isinstance(frame, WindowFrame)
     result, stats = job.result(), job.stats
     first = f"{stats.first_token_s * 1000:.1f} ms" if stats.first_token_s is not None else "-"
     console.print(
         f"\n[dim]{result.usage.completion_tokens} tokens · first token {first} · "
-        f"{stats.chunks} chunks · finish {result.finish_reason}[/]"
+        f"{stats.chunks} chunks · {windows} window{'s' * (windows != 1)} · "
+        f"finish {result.finish_reason}[/]"
     )
 
 
