@@ -133,7 +133,35 @@ class _StreamCore:
             self.buffer.append(terminal_from_record(record, self.state.job_id))
 
 
-class JobStream:
+class _StreamView:
+    """What a reader sees of a stream, the same for the sync and async faces."""
+
+    _core: _StreamCore
+
+    @property
+    def text(self) -> str:
+        """Text so far; once the stream is exhausted, the job's final text."""
+        return self._core.state.text
+
+    @property
+    def result(self) -> JobResult:
+        """The result, once the stream is exhausted: ResultNotReady before, JobFailed if the
+        job failed."""
+        return self._core.state.outcome()
+
+    @property
+    def stats(self) -> StreamStats:
+        return self._core.state.stats()
+
+    @property
+    def done(self) -> bool:
+        return self._core.state.done
+
+    def set_timeout(self, timeout: float | None) -> None:
+        self._core.deadline = None if timeout is None else time.monotonic() + timeout
+
+
+class JobStream(_StreamView):
     """One reading of a job's frames: iterate it; `.text` grows as frames arrive; `.result`
     once it is exhausted (ResultNotReady before); `close()` when leaving early."""
 
@@ -174,25 +202,6 @@ class JobStream:
             if len(texts) == windows:
                 self._core.state.repair("".join(parse_window_text(t) for t in texts))
 
-    @property
-    def text(self) -> str:
-        return self._core.state.text
-
-    @property
-    def result(self) -> JobResult:
-        return self._core.state.outcome()
-
-    @property
-    def stats(self) -> StreamStats:
-        return self._core.state.stats()
-
-    @property
-    def done(self) -> bool:
-        return self._core.state.done
-
-    def set_timeout(self, timeout: float | None) -> None:
-        self._core.deadline = None if timeout is None else time.monotonic() + timeout
-
     def close(self) -> None:
         """Stop reading (a client that leaves early); the job itself goes on."""
         self._core.closed = True
@@ -204,7 +213,7 @@ class JobStream:
         self.close()
 
 
-class AsyncJobStream:
+class AsyncJobStream(_StreamView):
     """The async face of JobStream: `async for frame in stream`, `await stream.aclose()`."""
 
     def __init__(self, client: redis.asyncio.Redis, settings: Settings, core: _StreamCore) -> None:
@@ -242,25 +251,6 @@ class AsyncJobStream:
                 texts = await self._redis.lrange(self._core.checkpoint_key, 0, windows - 1)
             if len(texts) == windows:
                 self._core.state.repair("".join(parse_window_text(t) for t in texts))
-
-    @property
-    def text(self) -> str:
-        return self._core.state.text
-
-    @property
-    def result(self) -> JobResult:
-        return self._core.state.outcome()
-
-    @property
-    def stats(self) -> StreamStats:
-        return self._core.state.stats()
-
-    @property
-    def done(self) -> bool:
-        return self._core.state.done
-
-    def set_timeout(self, timeout: float | None) -> None:
-        self._core.deadline = None if timeout is None else time.monotonic() + timeout
 
     async def aclose(self) -> None:
         self._core.closed = True
