@@ -99,7 +99,7 @@ def test_unknown_job_id_is_a_clear_error(client: Client) -> None:
         client.job("genq:*")
 
 
-def test_tail_replays_a_finished_job_and_follows_a_running_one(
+def test_tail_prints_the_text_of_a_finished_or_a_just_submitted_job(
     client: Client, genq_env: dict[str, str]
 ) -> None:
     done = client.submit("tail", max_tokens=40, seed=1, ignore_eos=True)
