@@ -55,6 +55,20 @@ redis.call('RPUSH', KEYS[1], ARGV[3])
 return n + 1
 """
 
+# KEYS: one stream per frame. ARGV: entry id, frame, entry id, frame, ...
+# Appends a batch of frames in one call; an id at or below the stream's last one (a duplicate,
+# or an older epoch fenced out) is skipped. -> the other errors, as strings
+APPEND = """
+local errors = {}
+for i = 1, #KEYS do
+  local ok = redis.pcall('XADD', KEYS[i], ARGV[2 * i - 1], 'f', ARGV[2 * i])
+  if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller', 1, true) then
+    errors[#errors + 1] = ok.err
+  end
+end
+return errors
+"""
+
 # KEYS: leases, job hash, stream. ARGV: job_id, now_ms, max_attempts, requeue_grace_ms, ttl_s.
 # A lapsed lease: bump the epoch (fencing the stream at <epoch>-0) and requeue, or fail the job
 # once its attempts are spent. The requeued job keeps a grace lease, so that a requeue lost

@@ -21,7 +21,8 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType as StackFrame
 from typing import Any
@@ -35,13 +36,14 @@ from common.errors import ErrorCode
 from common.frames import ErrorData, ErrorFrame, FrameType
 from common.keys import Keys
 from common.schemas import GenerateRequest
-from common.scripts import CHECKPOINT, REAP
+from common.scripts import APPEND, CHECKPOINT, REAP
 from common.settings import Settings
 
 log = logging.getLogger("genq.relay")
 
 BATCH_FRAMES = 1000  # frames written per pipeline at most
 WAIT_S = 0.1  # longest wait for a first frame before the reaper gets a turn
+RECONNECT_S = 1.0
 REAP_BATCH = 100
 # Frames are written by pydantic in field order, so the header parses without decoding JSON.
 _HEADER = re.compile(
@@ -49,7 +51,6 @@ _HEADER = re.compile(
     rb'"ts_ms":\d+,"type":"(?P<type>[a-z]+)"'
 )
 _TERMINAL = {FrameType.DONE.value, FrameType.ERROR.value}
-_FENCED = ("equal or smaller", "smaller than the target stream top item")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,55 @@ def parse_header(raw: bytes) -> Header | None:
         return None
 
 
+class FrameReader:
+    """The frames arriving on the relay's subscription, in batches.
+
+    redis-py's PubSub wraps each message in several Python calls (and redis-py 8 formats each
+    into a debug-log string even when debug logging is off), which caps a relay near 20k
+    frames/s. With the hiredis parser (a genq dependency) replies are taken straight off its
+    reader instead; with any other parser, through PubSub.parse_response."""
+
+    def __init__(self, pubsub: PubSub) -> None:
+        self._pubsub = pubsub
+        parser = getattr(pubsub.connection, "_parser", None)
+        self._reader = getattr(parser, "_reader", None)
+        self._parser = parser if hasattr(parser, "read_from_socket") and self._reader else None
+
+    def read(self, wait_s: float, limit: int) -> list[bytes]:
+        if self._parser is None:
+            return self._read_replies(wait_s, limit)
+        batch: list[bytes] = []
+        self._drain(batch, limit)
+        if not batch and self._parser.read_from_socket(timeout=wait_s, raise_on_timeout=False):
+            self._drain(batch, limit)
+        while len(batch) < limit and self._parser.read_from_socket(
+            timeout=0, raise_on_timeout=False
+        ):
+            self._drain(batch, limit)
+        return batch
+
+    def _drain(self, batch: list[bytes], limit: int) -> None:
+        reader = self._reader
+        while len(batch) < limit:
+            reply = reader.gets()  # type: ignore[union-attr]
+            if not isinstance(reply, list):  # redis-py's "not enough data" sentinel, or an error
+                if isinstance(reply, Exception):
+                    raise redis.ConnectionError(str(reply))
+                return
+            if reply[0] == b"pmessage":  # [pmessage, pattern, channel, frame]
+                batch.append(reply[3])
+
+    def _read_replies(self, wait_s: float, limit: int) -> list[bytes]:
+        parse = self._pubsub.parse_response
+        reply = parse(block=False, timeout=wait_s)  # type: ignore[no-untyped-call]
+        batch: list[bytes] = []
+        while reply is not None and len(batch) < limit:
+            if reply[0] == b"pmessage":
+                batch.append(reply[3])
+            reply = parse(block=False, timeout=0.0)  # type: ignore[no-untyped-call]
+        return batch
+
+
 class Relay:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -81,64 +131,87 @@ class Relay:
         self.redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
         self._text = connect(settings)
         self._checkpoint = self.redis.register_script(CHECKPOINT)
+        self._append_script = self.redis.register_script(APPEND)
         self._reap = self._text.register_script(REAP)
         self._celery = make_celery(settings, main="genq-relay")
         self.moved = 0
 
     def run(self, stop: threading.Event) -> None:
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        pubsub.psubscribe(self.keys.tokens_pattern())
-        log.info("relay: moving frames of %s, reaping leases", self.keys.tokens_pattern())
+        """Move frames and reap leases until `stop`; a lost connection is re-established
+        (frames published meanwhile are missing from the streams: readers mend such holes)."""
         next_reap = 0.0
+        while not stop.is_set():
+            try:
+                with self._subscription() as frames:
+                    while not stop.is_set():
+                        batch = frames.read(WAIT_S, BATCH_FRAMES)
+                        if batch:
+                            self.write(batch)
+                        if time.monotonic() >= next_reap:
+                            self.reap()
+                            next_reap = time.monotonic() + self.settings.reap_interval_s
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.error("relay: lost Redis (%s); reconnecting", exc)
+                stop.wait(RECONNECT_S)
+
+    @contextmanager
+    def _subscription(self) -> Iterator[FrameReader]:
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
-            while not stop.is_set():
-                batch = self._read(pubsub)
-                if batch:
-                    self.write(batch)
-                if time.monotonic() >= next_reap:
-                    self.reap()
-                    next_reap = time.monotonic() + self.settings.reap_interval_s
+            pubsub.psubscribe(self.keys.tokens_pattern())
+            log.info("relay: moving frames of %s, reaping leases", self.keys.tokens_pattern())
+            yield FrameReader(pubsub)
         finally:
             pubsub.close()
 
-    def _read(self, pubsub: PubSub) -> list[bytes]:
-        msg = pubsub.get_message(timeout=WAIT_S)
-        batch: list[bytes] = []
-        while msg is not None:
-            if msg["type"] == "pmessage":
-                batch.append(msg["data"])
-            if len(batch) >= BATCH_FRAMES:
-                break
-            msg = pubsub.get_message(timeout=0.0)
-        return batch
-
     def write(self, frames: Sequence[bytes]) -> None:
-        """One pipeline for the batch; refused ids (duplicates, fenced epochs) are expected."""
+        """One round trip for the batch. Token frames go in one script call; a window frame's
+        checkpoint and a terminal frame's expiry keep their place in the order."""
         pipe = self.redis.pipeline(transaction=False)
+        streams: list[str] = []
+        entries: list[str | bytes] = []
         for raw in frames:
             header = parse_header(raw)
             if header is None:
                 log.warning("relay: dropped a message that is not a genq frame")
                 continue
-            self._queue(pipe, header, raw)
-        for result in pipe.execute(raise_on_error=False):
-            if isinstance(result, redis.ResponseError) and not any(
-                text in str(result) for text in _FENCED
-            ):
-                log.error("relay: write failed: %s", result)
+            if header.type == FrameType.WINDOW.value:  # checkpointed before it is readable
+                self._append(pipe, streams, entries)
+                streams, entries = [], []
+                self._checkpoint_window(pipe, header, raw)
+            streams.append(self.keys.stream(header.job_id))
+            entries += [f"{header.epoch}-{header.seq}", raw]
+            if header.type in _TERMINAL:
+                self._append(pipe, streams, entries)
+                streams, entries = [], []
+                self._retain(pipe, header.job_id)
+        self._append(pipe, streams, entries)
+        self._report(pipe.execute(raise_on_error=False))
         self.moved += len(frames)
 
-    def _queue(self, pipe: Any, header: Header, raw: bytes) -> None:
-        stream = self.keys.stream(header.job_id)
-        if header.type == FrameType.WINDOW.value:
-            data = json.loads(raw)["data"]
-            entry = json.dumps({k: data[k] for k in ("token_ids", "text", "finish_reason")})
-            keys = [self.keys.checkpoint(header.job_id), self.keys.job(header.job_id)]
-            self._checkpoint(keys=keys, args=[header.epoch, data["window"], entry], client=pipe)
-        pipe.xadd(stream, {"f": raw}, id=f"{header.epoch}-{header.seq}")
-        if header.type in _TERMINAL:
-            pipe.expire(stream, self.settings.job_ttl_s)
-            pipe.expire(self.keys.checkpoint(header.job_id), self.settings.job_ttl_s)
+    def _append(self, pipe: Any, streams: list[str], entries: list[str | bytes]) -> None:
+        if streams:
+            self._append_script(keys=streams, args=entries, client=pipe)
+
+    def _checkpoint_window(self, pipe: Any, header: Header, raw: bytes) -> None:
+        data = json.loads(raw)["data"]
+        entry = json.dumps({k: data[k] for k in ("token_ids", "text", "finish_reason")})
+        keys = [self.keys.checkpoint(header.job_id), self.keys.job(header.job_id)]
+        self._checkpoint(keys=keys, args=[header.epoch, data["window"], entry], client=pipe)
+
+    def _retain(self, pipe: Any, job_id: str) -> None:
+        """After the terminal frame, the stream and checkpoint live for the retention time."""
+        pipe.expire(self.keys.stream(job_id), self.settings.job_ttl_s)
+        pipe.expire(self.keys.checkpoint(job_id), self.settings.job_ttl_s)
+
+    @staticmethod
+    def _report(results: list[Any]) -> None:
+        for result in results:
+            errors = [result] if isinstance(result, redis.ResponseError) else []
+            if isinstance(result, list):
+                errors = result
+            for error in errors:
+                log.error("relay: write failed: %s", error)
 
     def reap(self) -> None:
         now = time.time_ns() // 1_000_000
