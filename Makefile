@@ -52,8 +52,11 @@ lint: install-test
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: install redis-server  ## ops/bench: figures and ratios against baselines from the same run
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 	$(PIP) install --quiet --progress-bar off -e ".[bench]"
+	@touch $@
+
+bench: $(VENV)/.installed-bench redis-server  ## ops/bench: figures against baselines of the same run
 	$(PY) -m ops.bench
 
 clean:

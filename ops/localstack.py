@@ -90,6 +90,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop it last
         )
         with _stop_on_failure(self):
             wait_for(self._ready, READY_TIMEOUT_S, f"redis-server on port {self.port} (log: {log})")

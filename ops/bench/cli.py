@@ -1,53 +1,74 @@
-"""`python -m ops.bench`: run the streaming benchmark and print what it measured."""
+"""`python -m ops.bench`: run the benchmark's sections and print what they measured."""
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import statistics
 import sys
-from collections.abc import Sequence
-from contextlib import ExitStack, closing
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from llama_cpp import Llama
-
 from common.errors import GenqError
-from common.registry import LlamaModelConfig, ModelRegistry
-from ops.bench import genq_stream, inprocess, openai_server, paired, report
-from ops.bench.measure import PathResult
-from ops.bench.paired import Paired
-from ops.bench.stack import Stack, cache_dir, local_stack, print_tail
-from ops.bench.workload import (
-    BENCH_MODEL,
-    DEFAULT_PROMPT,
-    DEFAULT_SEED,
-    REQUESTED_TOKENS,
-    Workload,
-    base_spec,
-    fit,
-)
+from ops.bench import genq_stream, memory, recovery, relay_section, report, streaming, sweep
+from ops.bench.report import say
+from ops.bench.stack import cache_dir
+from ops.bench.workload import DEFAULT_PROMPT, DEFAULT_SEED, REQUESTED_TOKENS
 from ops.localstack import StackError
-from producer.client import Client
 
-TARGET_RATIO = 0.70  # genq tok/s over in-process tok/s, at least
-TARGET_ADDED_MS = 15.0  # first-token latency the queue adds, median, at most
 EXIT_INTERRUPTED = 130
 MAX_INTERVAL_MS = 10_000.0  # GENQ_CHUNK_INTERVAL_MS's bound in common/settings.py
-HELD_BACK_SHARE = 0.5  # first event later than this share of the job: the stream was held
+Section = Callable[[argparse.Namespace, Path], None]
+SECTIONS: dict[str, tuple[str, Section]] = {
+    "stream": ("streaming: tok/s and first-token latency, genq vs in-process", streaming.section),
+    "relay": ("relay throughput: token frames from pub/sub into streams", relay_section.section),
+    "recovery": (
+        "recovery: a worker SIGKILLed mid-job, the job resumed elsewhere",
+        recovery.section,
+    ),
+    "memory": ("memory: relay and reader RSS over a long job", memory.section),
+}
+DESCRIPTION = """\
+genq's benchmark. Every section starts its own private stack (redis-server, a relay, genq
+workers) on the tiny model, prints figures with ratios against baselines measured in the same
+run, and stops everything it started on the way out (Ctrl-C included). It asserts nothing;
+targets are printed as met or MISSED.
+
+sections (--suite, in this order):
+  stream    one 2000-token job: in-process Llama.generate(), genq end to end (submit -> worker
+            -> pub/sub -> relay -> stream -> reader) and llama_cpp.server over SSE, job by job
+            in turn. Targets: genq >= 0.70 x in-process tok/s; <= 15 ms first-token latency added.
+  relay     frames/s the relay moves from pub/sub into the jobs' streams, sustained, beside the
+            read half (plain subscribers), the write half (Relay.write), Redis's own XADD rate
+            and a prototype relay; profiled when it misses the target (>= 50,000 frames/s).
+  recovery  SIGKILL the worker of a long windowed job with a second worker idle, per lease TTL:
+            kill -> next token (target <= TTL + 2 s), tokens recomputed (<= one window), and
+            whether the final text equals an uninterrupted run.
+  memory    RSS of the relay, a reader process and the worker over a 100,000-token job, every
+            0.5 s (target: relay and reader flat within 10 MB).
+"""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m ops.bench",
-        description=(
-            "Streaming benchmark on the tiny model: in-process Llama.generate(), genq end to "
-            "end (private redis-server and one `genq worker`), and llama-cpp-python's "
-            "OpenAI-compatible server over SSE. Prints figures and ratios; asserts nothing."
-        ),
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add = parser.add_argument
+    parser.add_argument(
+        "--suite",
+        type=_suites,
+        default=list(SECTIONS),
+        help="comma-separated sections to run (default: all): " + ",".join(SECTIONS),
+    )
+    _stream_options(parser.add_argument_group("stream"))
+    _relay_options(parser.add_argument_group("relay"))
+    _recovery_options(parser.add_argument_group("recovery"))
+    _memory_options(parser.add_argument_group("memory"))
+    return parser.parse_args(argv)
+
+
+def _stream_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
     add("--jobs", type=_positive, default=30, help="measured jobs, in-process and genq (30)")
     add("--warmup", type=_natural, default=3, help="unmeasured jobs first, per path (3)")
     add("--server-jobs", type=_positive, default=1, help="measured llama_cpp.server jobs (1)")
@@ -65,7 +86,62 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add("--chunk-tokens", type=_positive, help="worker's GENQ_CHUNK_TOKENS (default: settings)")
     add("--chunk-interval-ms", type=_milliseconds, help="worker's GENQ_CHUNK_INTERVAL_MS")
-    return parser.parse_args(argv)
+
+
+def _relay_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add(
+        "--relay-seconds",
+        type=_seconds,
+        default=12.0,
+        help="load per relay, in two turns alternating with the other phases; the first "
+        "second of each turn is warm-up (12)",
+    )
+    add("--relay-baseline-seconds", type=_seconds, default=6.0, help="load per baseline (6)")
+    add("--relay-jobs", type=_positive, default=50, help="concurrent job ids published (50)")
+    add(
+        "--relay-profile-seconds",
+        type=float,
+        default=4.0,
+        help="cProfile the relay loop this long when it misses the target; 0: never (4)",
+    )
+    add("--relay-profile", action="store_true", help="profile the relay even when it meets it")
+
+
+def _recovery_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add("--recovery-runs", type=_positive, default=3, help="killed jobs per lease TTL (3)")
+    add("--lease-ttls", type=_ttls, default=[2.0, 5.0], help="GENQ_LEASE_TTL_S values (2,5)")
+    add("--recovery-tokens", type=_positive, default=4000, help="job size (4000)")
+    add("--recovery-window", type=_positive, default=100, help="window_tokens (100)")
+
+
+def _memory_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add("--memory-tokens", type=_positive, default=100_000, help="job size (100000)")
+    add("--memory-window", type=_positive, default=128, help="window_tokens (128)")
+    add("--memory-interval-s", type=_seconds, default=0.5, help="RSS sampling period (0.5)")
+
+
+def _suites(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown section {', '.join(unknown) or '(none)'}; choose from {', '.join(SECTIONS)}"
+        )
+    return [name for name in SECTIONS if name in names]
+
+
+def _ttls(text: str) -> list[float]:
+    return [_seconds(part) for part in text.split(",") if part.strip()]
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
+    return value
 
 
 def _natural(text: str) -> int:
@@ -96,155 +172,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; everything the benchmark started is stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (StackError, GenqError, genq_stream.BenchJobFailed) as exc:
+    except (
+        StackError,
+        GenqError,
+        genq_stream.BenchJobFailed,
+        recovery.RecoveryFailed,
+    ) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-@dataclass(frozen=True)
-class Model:
-    path: Path
-    config: LlamaModelConfig
-
-
 def run(args: argparse.Namespace) -> None:
     say(report.machine(), report.versions())
-    with ExitStack() as resources:
-        cache = resources.enter_context(cache_dir())
-        stack = resources.enter_context(local_stack(cache, _worker_env(args)))
-        registry = ModelRegistry.from_settings(stack.settings)
-        model = Model(registry.local_path(BENCH_MODEL), registry.get(BENCH_MODEL))
-        chunking = stack.settings.chunk_tokens, stack.settings.chunk_interval_ms
-        say("genq worker: 1 process, chunks of {} tokens / {} ms".format(*chunking))
-        llm = resources.enter_context(closing(inprocess.load(model.path, model.config)))
-        workload = _workload(args, llm)
-        pair = _paired(args, llm, stack, workload)
-        eos = llm.token_eos()
-        llm.close()  # free this process's copy before the server loads its own
-        server = None if args.no_server else _server(args, model, workload, eos, cache)
-    _summary(pair, server)
-
-
-def _worker_env(args: argparse.Namespace) -> dict[str, str]:
-    env = {}
-    if args.chunk_tokens is not None:
-        env["GENQ_CHUNK_TOKENS"] = str(args.chunk_tokens)
-    if args.chunk_interval_ms is not None:
-        env["GENQ_CHUNK_INTERVAL_MS"] = str(args.chunk_interval_ms)
-    return env
-
-
-def _workload(args: argparse.Namespace, llm: Llama) -> Workload:
-    banned = inprocess.non_utf8_tokens(llm) if args.utf8_only else []
-    spec = base_spec(args.prompt, args.seed, args.max_tokens, banned)
-    workload = fit(spec, inprocess.count_prompt(llm, spec), llm.n_ctx())
-    say(workload.describe())
-    return workload
-
-
-def _paired(args: argparse.Namespace, llm: Llama, stack: Stack, workload: Workload) -> Paired:
-    say(f"in-process and genq, {args.warmup} warm-up + {args.jobs} measured jobs each, in turn")
-    with Client(stack.settings) as client:
-        result = paired.measure(llm, client, workload, args.jobs, args.warmup)
-    outcomes = result.genq
-    chunks = statistics.median(o.chunks for o in outcomes)
-    worker_rate = statistics.median(o.worker_tokens_per_s for o in outcomes)
-    _say_path(result.baseline)
-    _say_path(result.genq_result)
-    say(
-        f"  {chunks:.0f} token frames per job; the worker's own figure (job start to end, from "
-        f"the done frame): {worker_rate:,.0f} tok/s; "
-        f"token ids identical to in-process: {'yes' if result.same_tokens else 'NO'}"
-    )
-    return result
-
-
-def _server(
-    args: argparse.Namespace, model: Model, workload: Workload, eos: int, cache: Path
-) -> PathResult | None:
-    missing = openai_server.missing_modules()
-    if missing:
-        say(
-            f"skipped {openai_server.NAME}: missing {', '.join(missing)} "
-            '(pip install "llama-cpp-python[server]")'
-        )
-        return None
-    server = openai_server.LlamaServer(model.path, model.config, cache / "llama-server.log")
-    try:
-        server.start()
-    except StackError as exc:
-        print_tail(server.log)
-        say(f"skipped {openai_server.NAME}: it did not start: {exc}")
-        server.stop()
-        return None
-    say(f"{openai_server.NAME}: {server.command_line()}")
-    try:
-        result = openai_server.measure(server.port, workload, eos, args.server_jobs)
-    except (openai_server.ServerError, OSError, http.client.HTTPException) as exc:
-        print_tail(server.log)
-        say(f"skipped {openai_server.NAME}: a streamed completion failed: {exc}")
-        return None
-    finally:
-        server.stop()
-    _say_path(result)
-    return result
-
-
-def _summary(result: Paired, server: PathResult | None) -> None:
-    baseline, genq = result.baseline, result.genq_result
-    rows = [
-        report.Row(baseline, "1.00 x in-process"),
-        report.Row(genq, report.ratio(genq, baseline, "in-process")),
-    ]
-    if server is not None:
-        rows.append(report.Row(server, report.ratio(server, genq, "genq")))
-    say("", report.table(rows), "")
-    _verdicts(baseline, genq, server)
-
-
-def _verdicts(baseline: PathResult, genq: PathResult, server: PathResult | None) -> None:
-    rate = genq.tokens_per_s / baseline.tokens_per_s
-    met = _met(rate >= TARGET_RATIO)
-    say(f"genq / in-process tok/s: {rate:.2f} (target >= {TARGET_RATIO:.2f}: {met})")
-    added = genq.first_token_ms - baseline.first_token_ms
-    added_p90 = genq.first_token_p90_ms - baseline.first_token_ms
-    say(
-        f"first-token latency added by the queue (submit to first token frame, minus "
-        f"in-process): median {added:.2f} ms, p90 {added_p90:.2f} ms over {len(genq.runs)} jobs "
-        f"(target median <= {TARGET_ADDED_MS:.0f} ms: {_met(added <= TARGET_ADDED_MS)})"
-    )
-    if server is not None:
-        _server_verdict(server, genq)
-
-
-def _server_verdict(server: PathResult, genq: PathResult) -> None:
-    say(
-        f"llama_cpp.server / genq: tok/s {server.tokens_per_s / genq.tokens_per_s:.2f}, "
-        f"whole job {server.job_ms / genq.job_ms:.1f}x as long, first token "
-        f"{server.first_token_ms:.1f} ms vs {genq.first_token_ms:.1f} ms"
-    )
-    if server.first_token_ms > HELD_BACK_SHARE * server.job_ms:
-        say(
-            f"  note: llama_cpp.server sent its first event {server.first_token_ms:.0f} ms into "
-            f"a {server.job_ms:.0f} ms job: it holds back text that does not decode as UTF-8 "
-            "(the tiny model emits stray bytes), re-decoding all held tokens on each new one, "
-            "and flushes at the end; its tok/s is that final burst. --utf8-only bans stray "
-            "bytes on every path so it streams token by token."
-        )
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
-def _say_path(result: PathResult) -> None:
-    say(
-        f"{result.name}: {result.tokens} tokens, median {result.tokens_per_s:,.0f} tok/s, "
-        f"first token median {result.first_token_ms:.2f} ms (p90 {result.first_token_p90_ms:.2f})"
-        f" over {len(result.runs)} jobs"
-    )
-
-
-def say(*lines: str) -> None:
-    print(*lines, sep="\n", flush=True)
+    started = time.monotonic()
+    with cache_dir() as cache, sweep.marked(cache.name):
+        for name in args.suite:
+            title, section = SECTIONS[name]
+            say("", f"== {title}")
+            began = time.monotonic()
+            section(args, cache)
+            say(f"({name}: {time.monotonic() - began:.0f} s)")
+    say("", f"benchmark: {time.monotonic() - started:.0f} s in all")

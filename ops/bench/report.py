@@ -12,7 +12,16 @@ from importlib import metadata
 
 from ops.bench.measure import PathResult
 
-DISTRIBUTIONS = ("genq", "llama-cpp-python", "celery", "redis", "pydantic", "uvicorn", "fastapi")
+DISTRIBUTIONS = (
+    "genq",
+    "llama-cpp-python",
+    "celery",
+    "redis",
+    "hiredis",  # redis-py's reply parser when installed; the relay's speed depends on it
+    "pydantic",
+    "uvicorn",
+    "fastapi",
+)
 
 
 def machine() -> str:
@@ -76,3 +85,16 @@ def table(rows: Sequence[Row]) -> str:
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
+
+
+def say(*lines: str) -> None:
+    print(*lines, sep="\n", flush=True)
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def mb(size: float, sign: bool = False) -> str:
+    """Bytes as decimal megabytes (10**6), as the memory targets are stated."""
+    return f"{size / 1e6:{'+' if sign else ''}.1f} MB"

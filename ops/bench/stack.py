@@ -16,7 +16,7 @@ from pathlib import Path
 from common.settings import Settings
 from common.tinymodel import ensure_tiny_model
 from ops.bench.workload import BENCH_MODEL, BENCH_N_CTX
-from ops.localstack import GenqProcess, RedisServer, Relay, Worker, settings_for
+from ops.localstack import GenqProcess, RedisServer, Relay, StackError, Worker, settings_for
 
 LOG_TAIL_LINES = 30
 
@@ -57,6 +57,17 @@ class Stack:
         for proc in self.processes():
             proc.stop()
         self.redis.stop()
+
+    def check_alive(self) -> None:
+        """StackError naming a genq process of it that has exited (a dead relay leaves readers
+        waiting for the record fallback; a dead worker leaves jobs queued)."""
+        for proc in self.processes():
+            if proc.proc is not None and proc.proc.poll() is not None:
+                print_tail(proc.log)
+                raise StackError(
+                    f"genq {proc.command()[0]} exited with {proc.proc.returncode} during the "
+                    f"run; the end of its log is above ({proc.log.name})"
+                )
 
     def print_logs(self) -> None:
         for proc in self.processes():

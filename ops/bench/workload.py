@@ -39,13 +39,17 @@ class Workload:
         )
         if self.spec.logit_bias:
             sampling += f", {len(self.spec.logit_bias)} non-UTF-8 byte tokens banned"
-        size = f"job: {self.tokens} tokens after a {self.prompt_tokens}-token prompt"
+        size = (
+            f"job: {self.tokens} tokens after a {self.prompt_tokens}-token prompt, "
+            "as one continuation window in genq"
+        )
         if self.tokens == self.requested_tokens:
             return f"{size}; {sampling}"
         return (
             f"{size} (requested {self.requested_tokens}; model {self.spec.model!r} has "
             f"n_ctx {self.n_ctx}, so at most n_ctx - prompt = {self.tokens} fit one context, "
-            "and genq has no continuation windows yet; every path runs this size)\n"
+            "which is what the paths without continuation windows can run; every path runs "
+            "this size)\n"
             f"sampling: {sampling}"
         )
 
@@ -63,11 +67,13 @@ def base_spec(prompt: str, seed: int, max_tokens: int, banned: Sequence[int] = (
 
 
 def fit(spec: JobSpec, prompt_tokens: int, n_ctx: int) -> Workload:
-    """The largest job of at most `spec.max_tokens` tokens that fits one context window."""
+    """The largest job of at most `spec.max_tokens` tokens that fits one context window, run
+    by genq as one continuation window (its default window is half the room, which would
+    split the job in two: a second prompt evaluation and other tokens than the baselines)."""
     size = min(spec.max_tokens, n_ctx - prompt_tokens)
     if size < 2:
         raise PromptTooLong(
             f"a {prompt_tokens}-token prompt leaves under 2 tokens of the {n_ctx}-token context"
         )
-    fitted = spec.model_copy(update={"max_tokens": size})
+    fitted = spec.model_copy(update={"max_tokens": size, "window_tokens": size})
     return Workload(fitted, spec.max_tokens, prompt_tokens, n_ctx)
