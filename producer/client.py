@@ -20,7 +20,7 @@ import asyncio
 import json
 import time
 from collections import deque
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 import redis
 import redis.asyncio
@@ -161,6 +161,9 @@ class _StreamView:
         self._core.deadline = None if timeout is None else time.monotonic() + timeout
 
 
+S = TypeVar("S", bound=_StreamView)
+
+
 class JobStream(_StreamView):
     """One reading of a job's frames: iterate it; `.text` grows as frames arrive; `.result`
     once it is exhausted (ResultNotReady before); `close()` when leaving early."""
@@ -276,30 +279,17 @@ def parse_window_text(entry: str | bytes) -> str:
     return text
 
 
-class JobHandle:
-    """A job: `stream()` reads its frames (from the start, or from an entry id such as
-    "0-12"), `result()` waits for its result. `text` and `stats` are the latest stream's."""
+class _HandleView(Generic[S]):
+    """What the sync and async job handles share: the job, and its latest stream."""
 
-    def __init__(self, client: Client, job_id: str, submitted: float | None = None) -> None:
+    def __init__(self, keys: Keys, job_id: str, submitted: float | None) -> None:
         self.job_id = job_id
-        self._client = client
+        self._keys = keys
         self._submitted = time.monotonic() if submitted is None else submitted
-        self._stream: JobStream | None = None
+        self._stream: S | None = None
 
-    def stream(self, from_id: str | None = None, timeout: float | None = None) -> JobStream:
-        core = _StreamCore(self.job_id, self._client.keys, self._submitted, from_id, timeout)
-        self._stream = JobStream(self._client.redis, self._client.settings, core)
-        return self._stream
-
-    def result(self, timeout: float | None = None) -> JobResult:
-        """Read the job's stream to its end and return the result; JobFailed if it failed."""
-        stream = self._stream if self._stream is not None and self._stream.done else None
-        if stream is None:
-            stream = self._stream or self.stream()
-            stream.set_timeout(timeout)
-            for _ in stream:
-                pass
-        return stream.result
+    def _core(self, from_id: str | None, timeout: float | None) -> _StreamCore:
+        return _StreamCore(self.job_id, self._keys, self._submitted, from_id, timeout)
 
     @property
     def text(self) -> str:
@@ -308,6 +298,29 @@ class JobHandle:
     @property
     def stats(self) -> StreamStats:
         return self._stream.stats if self._stream is not None else StreamState(self.job_id).stats()
+
+
+class JobHandle(_HandleView[JobStream]):
+    """A job: `stream()` reads its frames (from the start, or from an entry id such as
+    "0-12"), `result()` waits for its result. `text` and `stats` are the latest stream's."""
+
+    def __init__(self, client: Client, job_id: str, submitted: float | None = None) -> None:
+        super().__init__(client.keys, job_id, submitted)
+        self._client = client
+
+    def stream(self, from_id: str | None = None, timeout: float | None = None) -> JobStream:
+        core = self._core(from_id, timeout)
+        self._stream = JobStream(self._client.redis, self._client.settings, core)
+        return self._stream
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """Read the job's stream to its end and return the result; JobFailed if it failed."""
+        stream = self._stream or self.stream()
+        if not stream.done:
+            stream.set_timeout(timeout)
+            for _ in stream:
+                pass
+        return stream.result
 
     def close(self) -> None:
         if self._stream is not None:
@@ -360,36 +373,25 @@ class Client(_BaseClient):
         self.close()
 
 
-class AsyncJobHandle:
+class AsyncJobHandle(_HandleView[AsyncJobStream]):
     """The async face of JobHandle: `async for frame in job.stream()`, `await job.result()`."""
 
     def __init__(self, client: AsyncClient, job_id: str, submitted: float | None = None) -> None:
-        self.job_id = job_id
+        super().__init__(client.keys, job_id, submitted)
         self._client = client
-        self._submitted = time.monotonic() if submitted is None else submitted
-        self._stream: AsyncJobStream | None = None
 
     def stream(self, from_id: str | None = None, timeout: float | None = None) -> AsyncJobStream:
-        core = _StreamCore(self.job_id, self._client.keys, self._submitted, from_id, timeout)
+        core = self._core(from_id, timeout)
         self._stream = AsyncJobStream(self._client.redis, self._client.settings, core)
         return self._stream
 
     async def result(self, timeout: float | None = None) -> JobResult:
-        stream = self._stream if self._stream is not None and self._stream.done else None
-        if stream is None:
-            stream = self._stream or self.stream()
+        stream = self._stream or self.stream()
+        if not stream.done:
             stream.set_timeout(timeout)
             async for _ in stream:
                 pass
         return stream.result
-
-    @property
-    def text(self) -> str:
-        return self._stream.text if self._stream is not None else ""
-
-    @property
-    def stats(self) -> StreamStats:
-        return self._stream.stats if self._stream is not None else StreamState(self.job_id).stats()
 
     async def aclose(self) -> None:
         if self._stream is not None:

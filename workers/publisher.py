@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any, TypeVar
 
 import redis
 
@@ -12,6 +13,7 @@ from common.frames import (
     DoneFrame,
     ErrorData,
     ErrorFrame,
+    Frame,
     ResumeData,
     ResumeFrame,
     TokenData,
@@ -22,6 +24,8 @@ from common.frames import (
 from common.keys import Keys
 from common.schemas import JobResult
 from workers.lease import Lease
+
+F = TypeVar("F", bound=Frame)
 
 
 def now_ms() -> int:
@@ -40,40 +44,35 @@ class FramePublisher:
         self._seq = 1  # stream entry ids are `<epoch>-<seq>`, and Redis refuses 0-0
         self.first_token_ms: int | None = None
 
-    def _next_seq(self) -> int:
-        """Also the point where a superseded attempt stops (LeaseLost)."""
+    def _frame(self, kind: type[F], data: Any) -> F:
+        """The next frame of this attempt. Also where a superseded attempt stops (LeaseLost)."""
         if self._lease is not None:
             self._lease.check()
         seq, self._seq = self._seq, self._seq + 1
-        return seq
+        return kind(job_id=self.job_id, epoch=self.epoch, seq=seq, data=data)
+
+    def _publish(self, frame: Frame) -> None:
+        self._redis.publish(self.channel, frame.model_dump_json())
 
     def token(self, data: TokenData) -> None:
-        frame = TokenFrame(job_id=self.job_id, epoch=self.epoch, seq=self._next_seq(), data=data)
+        frame = self._frame(TokenFrame, data)
         if self.first_token_ms is None:
             self.first_token_ms = frame.ts_ms
-        self._redis.publish(self.channel, frame.model_dump_json())
+        self._publish(frame)
 
     def continuation(self, window: int) -> None:
-        data = ContinuationData(window=window)
-        frame = ContinuationFrame(
-            job_id=self.job_id, epoch=self.epoch, seq=self._next_seq(), data=data
-        )
-        self._redis.publish(self.channel, frame.model_dump_json())
+        self._publish(self._frame(ContinuationFrame, ContinuationData(window=window)))
 
     def window(self, data: WindowData) -> None:
-        frame = WindowFrame(job_id=self.job_id, epoch=self.epoch, seq=self._next_seq(), data=data)
-        self._redis.publish(self.channel, frame.model_dump_json())
+        self._publish(self._frame(WindowFrame, data))
 
     def resume(self, data: ResumeData) -> None:
-        frame = ResumeFrame(job_id=self.job_id, epoch=self.epoch, seq=self._next_seq(), data=data)
-        self._redis.publish(self.channel, frame.model_dump_json())
+        self._publish(self._frame(ResumeFrame, data))
 
     def done(self, result: JobResult) -> str:
         """The `done` frame as JSON, for the caller to publish with the job's final record."""
-        frame = DoneFrame(job_id=self.job_id, epoch=self.epoch, seq=self._next_seq(), data=result)
-        return frame.model_dump_json()
+        return self._frame(DoneFrame, result).model_dump_json()
 
     def error(self, code: str, message: str, retryable: bool) -> str:
         data = ErrorData(code=code, message=message, retryable=retryable)
-        frame = ErrorFrame(job_id=self.job_id, epoch=self.epoch, seq=self._next_seq(), data=data)
-        return frame.model_dump_json()
+        return self._frame(ErrorFrame, data).model_dump_json()
