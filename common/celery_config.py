@@ -10,12 +10,16 @@ from common.settings import Settings
 
 GENERATE_TASK = "genq.generate"
 QUEUES = ("cpu", "gpu")
+# One Redis list per priority, so that a more urgent job queued later is served first.
+BROKER_PRIORITY_STEPS = list(range(10))
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.redis_url,
-        "result_backend": settings.redis_url,
+        # No Celery result backend: a job's outcome is its record and stream. (A backend
+        # would also make every send subscribe to, and later leave, a result channel.)
+        "task_ignore_result": True,
         # JSON only: a pickle from the broker would be code execution.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -25,12 +29,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # Flower needs task events.
+        # Flower needs task events; the `sent` event would cost every submit a round trip.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
-        "task_track_started": True,
+        "task_send_sent_event": False,
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout_s,
+            "priority_steps": BROKER_PRIORITY_STEPS,
+            "queue_order_strategy": "priority",
         },
         "broker_connection_retry_on_startup": True,
         "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]

@@ -3,7 +3,8 @@
 GenqError
 ├── InvalidJob            bad input; permanent; nothing was queued
 │   ├── UnknownModel
-│   └── PromptTooLong
+│   ├── PromptTooLong
+│   └── InvalidBatch      a batch file with bad lines; carries every line's reason
 ├── RegistryError         the model registry file is wrong
 ├── RedisUnavailable      Redis cannot be reached (retryable)
 ├── JobFailed             the job ended with an error frame
@@ -26,6 +27,8 @@ class ErrorCode(StrEnum):
     MODEL_LOAD_FAILED = "model_load_failed"
     GENERATION_FAILED = "generation_failed"
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    EXPIRED = "expired"
+    NOT_RETAINED = "not_retained"
     INTERNAL = "internal"
 
 
@@ -47,6 +50,14 @@ class UnknownModel(InvalidJob):
 
 class PromptTooLong(InvalidJob):
     code = ErrorCode.PROMPT_TOO_LONG
+
+
+class InvalidBatch(InvalidJob):
+    """A batch with bad lines: `rejects` holds (line number, reason) for each of them."""
+
+    def __init__(self, message: str, rejects: list[tuple[int, str]]) -> None:
+        super().__init__(message)
+        self.rejects = rejects
 
 
 class RegistryError(GenqError):

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from common.errors import InvalidJob
 
 JOB_ID_BYTES = 16  # 128 random bits: unguessable
+BATCH_ID_BYTES = 12  # generated batch ids: 96 random bits
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_BATCH_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def new_job_id() -> str:
@@ -22,6 +24,23 @@ def check_job_id(job_id: str) -> str:
     if not _JOB_ID.fullmatch(job_id):
         raise InvalidJob(f"not a genq job id: {job_id!r} (expected 32 lowercase hex digits)")
     return job_id
+
+
+def new_batch_id() -> str:
+    return f"batch_{secrets.token_hex(BATCH_ID_BYTES)}"
+
+
+def check_batch_id(batch_id: str) -> str:
+    """A batch id is chosen by the user (idempotent resubmission) or generated."""
+    if not _BATCH_ID.fullmatch(batch_id):
+        raise InvalidJob(
+            f"not a batch id: {batch_id!r} (1-64 characters of letters, digits, '_', '.', '-')"
+        )
+    return batch_id
+
+
+def is_job_id(text: str) -> bool:
+    return _JOB_ID.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)
@@ -53,7 +72,23 @@ class Keys:
 
     @property
     def leases(self) -> str:
+        """Sorted set: job id -> lease deadline (ms) of running jobs."""
         return f"{self.prefix}:leases"
 
+    @property
+    def expiries(self) -> str:
+        """Sorted set: job id -> expiry (ms) of jobs not started yet that have one."""
+        return f"{self.prefix}:expiries"
+
+    # A batch's keys share the hash tag of its id, as a job's keys do.
     def batch(self, batch_id: str) -> str:
-        return f"{self.prefix}:batch:{batch_id}"
+        """Hash: the batch's settings, counts by state and tokens generated."""
+        return f"{self.prefix}:batch:{{{batch_id}}}"
+
+    def batch_jobs(self, batch_id: str) -> str:
+        """List: the batch's job ids in input order."""
+        return f"{self.prefix}:batch:{{{batch_id}}}:jobs"
+
+    def batch_index(self, batch_id: str) -> str:
+        """Hash: custom_id -> job id, which makes resubmission idempotent."""
+        return f"{self.prefix}:batch:{{{batch_id}}}:ids"

@@ -16,6 +16,9 @@ from pydantic import (
 )
 
 SEED_MAX = 2**32 - 1
+PRIORITY_MIN, PRIORITY_MAX = 0, 9
+DEFAULT_PRIORITY = 5  # room above and below; 9 is the most urgent
+Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")
 ]
@@ -36,6 +39,9 @@ class JobState(StrEnum):
     @property
     def terminal(self) -> bool:
         return self not in {JobState.QUEUED, JobState.RUNNING}
+
+
+TERMINAL_STATES = tuple(state for state in JobState if state.terminal)
 
 
 class FinishReason(StrEnum):
@@ -111,6 +117,7 @@ class GenerateRequest(_Model):
     v: Literal[1] = 1
     job_id: str
     epoch: int = Field(0, ge=0)
+    batch_id: str = Field("", description="The job's batch, whose counts the worker keeps.")
 
     @property
     def task_id(self) -> str:
@@ -152,12 +159,18 @@ class JobRecord(_Model):
     epoch: int = Field(0, ge=0)
     attempts: int = Field(0, ge=0)
     queue: str
+    priority: Priority = DEFAULT_PRIORITY
+    batch_id: str = ""
+    custom_id: str = ""
+    dispatched: bool = Field(True, description="Its task message was sent to the broker.")
     worker: str = ""
     submitted_ms: int
+    expires_ms: int = Field(0, ge=0, description="Not started by then: expired. 0: never.")
     started_ms: int = 0
     finished_ms: int = 0
     result: JobResult | None = None
     error: str = ""
+    error_code: str = ""
 
     def to_hash(self) -> Mapping[Any, Any]:
         """Redis-ready field map (typed loosely: redis-py's mapping type is invariant)."""
@@ -178,3 +191,59 @@ class JobRecord(_Model):
             JobResult.model_validate_json(raw["result"]) if raw.get("result") else None
         )
         return cls.model_validate(fields)
+
+
+class BatchStatus(_Model):
+    """A batch's hash `genq:batch:{id}`: counts by job state, kept by the scripts that move
+    jobs between states, so reading it costs one command however large the batch."""
+
+    batch_id: str
+    total: int = 0
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    expired: int = 0
+    tokens: int = Field(0, description="Completion tokens of the jobs that ended.")
+    priority: Priority = DEFAULT_PRIORITY
+    created_ms: int = 0
+    finished_ms: int = Field(0, description="When the latest job ended.")
+    expires_ms: int = 0
+    cancel_requested: bool = False
+
+    @property
+    def ended(self) -> int:
+        return self.succeeded + self.failed + self.cancelled + self.expired
+
+    @property
+    def complete(self) -> bool:
+        return self.total > 0 and self.ended >= self.total
+
+    @property
+    def state(self) -> str:
+        if not self.complete:
+            return "cancelling" if self.cancel_requested else "in_progress"
+        return "cancelled" if self.cancel_requested else "completed"
+
+    @classmethod
+    def from_hash(cls, batch_id: str, raw: Mapping[str, str]) -> BatchStatus:
+        fields = {name: raw[name] for name in cls.model_fields if name in raw}
+        return cls.model_validate({**fields, "batch_id": batch_id})
+
+
+class ResultError(_Model):
+    code: str
+    message: str
+
+
+class ResultLine(_Model):
+    """One line of a batch's results file, in input order."""
+
+    custom_id: str
+    job_id: str
+    status: JobState
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    error: ResultError | None = None

@@ -29,6 +29,8 @@ class TokenBackend(Protocol):
 
 
 class FrameSink(Protocol):
+    cancelled: bool  # the job's cancel was asked for; seen when a chunk or window starts
+
     def token(self, data: TokenData) -> None: ...
     def continuation(self, window: int) -> None: ...
     def window(self, data: WindowData) -> None: ...
@@ -116,6 +118,9 @@ class _Run:
                 return
             if self.chunker.due():
                 self.sink.token(self.chunker.take())
+                if self.sink.cancelled:
+                    self.finish = FinishReason.CANCELLED
+                    return
 
     def end_window(self, window: int, start: int) -> None:
         """Flush the window's chunks (and, when the job ends, held-back text), then its
@@ -142,7 +147,8 @@ def generate(
     committed: Committed = Committed(),
 ) -> Generated:
     """Run a job, or resume it after `committed`, to the end: end-of-sequence or a stop
-    sequence (`stop`), or max_tokens or max_windows (`length`). The token chunks of all
+    sequence (`stop`), max_tokens or max_windows (`length`), or a cancel (`cancelled`, seen
+    after the chunk or window start that follows it). The token chunks of all
     attempts, each cut back to its resume point, concatenate to the result text."""
     prompt = backend.prompt_tokens(spec)
     run = _Run(backend, spec, sink, chunker, prompt, TextAssembler(spec.stop))
@@ -153,7 +159,10 @@ def generate(
         size = window_size(spec, room, len(run.output))
         sink.continuation(window)
         start = len(run.output)
-        run.run_window(window, size)
+        if sink.cancelled:
+            run.finish = FinishReason.CANCELLED
+        else:
+            run.run_window(window, size)
         window += 1
         if run.finish is None and _last_window(spec, window, len(run.output)):
             run.finish = FinishReason.LENGTH

@@ -15,9 +15,18 @@ from common.connection import connect
 from common.errors import GenerationError, GenqError
 from common.frames import ResumeData
 from common.keys import Keys
+from common.lifecycle import Finish, end_unstarted
 from common.registry import ModelRegistry
-from common.schemas import GenerateRequest, JobRecord, JobResult, JobState, Timings, Usage
-from common.scripts import CLAIM, FINISH
+from common.schemas import (
+    FinishReason,
+    GenerateRequest,
+    JobRecord,
+    JobResult,
+    JobState,
+    Timings,
+    Usage,
+)
+from common.scripts import CLAIM
 from common.settings import Settings
 from workers.chunks import Chunker
 from workers.generation import Committed, Generated, generate
@@ -59,10 +68,10 @@ def run_job(ctx: WorkerContext, request: GenerateRequest, worker: str) -> None:
         except LeaseLost as exc:
             log.warning("%s; its newer attempt carries on", exc)
         except GenqError as exc:
-            _fail(ctx, pub, exc)
+            _fail(ctx, pub, record, exc)
             raise
         except Exception as exc:
-            _fail(ctx, pub, GenerationError(f"{type(exc).__name__}: {exc}"))
+            _fail(ctx, pub, record, GenerationError(f"{type(exc).__name__}: {exc}"))
             raise
 
 
@@ -82,15 +91,21 @@ def _run(ctx: WorkerContext, record: JobRecord, pub: FramePublisher) -> None:
 
 def _claim(ctx: WorkerContext, request: GenerateRequest, worker: str) -> JobRecord | None:
     """The job's record, now running under this attempt's lease; None when there is nothing
-    to run: expired, finished, a message of another epoch, or held by a live attempt (Celery
-    may deliver a message twice)."""
-    key = ctx.keys.job(request.job_id)
+    to run: finished, a message of another epoch, held by a live attempt (Celery may deliver a
+    message twice), or cancelled or expired while queued (then ended here)."""
+    keys, job_id = ctx.keys, request.job_id
+    key = keys.job(job_id)
+    names = [key, keys.leases, keys.cancel(job_id), keys.expiries]
+    if request.batch_id:
+        names.append(keys.batch(request.batch_id))
     started = now_ms()
     lease_ms = int(ctx.settings.lease_ttl_s * 1000)
-    args: list[str | int] = [request.job_id, request.epoch, started, lease_ms, worker]
-    outcome = ctx.redis.eval(CLAIM, 2, key, ctx.keys.leases, *args)
+    args: list[str | int] = [job_id, request.epoch, started, lease_ms, worker]
+    outcome = ctx.redis.eval(CLAIM, len(names), *names, *args)
+    if outcome in {JobState.CANCELLED, JobState.EXPIRED}:
+        end_unstarted(ctx.redis, keys, ctx.settings.job_ttl_s, job_id, JobState(outcome))
     if outcome != "claimed":
-        log.info("job %s epoch %d: %s; skipped", request.job_id, request.epoch, outcome)
+        log.info("job %s epoch %d: %s; not started", job_id, request.epoch, outcome)
         return None
     record = JobRecord.from_hash(ctx.redis.hgetall(key))
     return record.model_copy(update={"state": JobState.RUNNING, "started_ms": started})
@@ -119,36 +134,42 @@ def _succeed(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, out: Ge
         usage=Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens),
         timings=_timings(record, pub.first_token_ms, finished, out.completion_tokens),
     )
+    cancelled = out.finish_reason is FinishReason.CANCELLED
     fields = {
-        "state": JobState.SUCCEEDED,
+        "state": JobState.CANCELLED if cancelled else JobState.SUCCEEDED,
         "finished_ms": finished,
         "result": result.model_dump_json(),
     }
-    _end(ctx, pub, fields, pub.done(result))
+    _end(ctx, pub, record, fields, pub.done(result), out.completion_tokens)
 
 
-def _fail(ctx: WorkerContext, pub: FramePublisher, exc: GenqError) -> None:
+def _fail(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, exc: GenqError) -> None:
     log.warning("job %s epoch %d failed: %s", pub.job_id, pub.epoch, exc)
     try:
         frame = pub.error(exc.code, str(exc), exc.retryable)
     except LeaseLost:
         return  # a newer attempt owns the job's outcome
-    _end(ctx, pub, {"state": JobState.FAILED, "finished_ms": now_ms(), "error": str(exc)}, frame)
+    fields = {
+        "state": JobState.FAILED,
+        "finished_ms": now_ms(),
+        "error": str(exc),
+        "error_code": exc.code,
+    }
+    _end(ctx, pub, record, fields, frame, 0)
 
 
-def _end(ctx: WorkerContext, pub: FramePublisher, fields: dict[str, Any], frame: str) -> None:
+def _end(
+    ctx: WorkerContext,
+    pub: FramePublisher,
+    record: JobRecord,
+    fields: dict[str, Any],
+    frame: str,
+    tokens: int,
+) -> None:
     """Final record and terminal frame in one script, for the current epoch only: whoever sees
     the frame can read the final record, and a superseded attempt writes neither."""
-    pairs = [str(part) for name, value in fields.items() for part in (name, value)]
-    args: list[str | int] = [
-        pub.job_id,
-        pub.epoch,
-        ctx.settings.job_ttl_s,
-        pub.channel,
-        frame,
-        *pairs,
-    ]
-    if not ctx.redis.eval(FINISH, 2, ctx.keys.job(pub.job_id), ctx.keys.leases, *args):
+    finish = Finish(pub.job_id, pub.epoch, record.batch_id, JobState.RUNNING, fields, frame, tokens)
+    if not finish.run(ctx.redis, ctx.keys, ctx.settings.job_ttl_s):
         log.warning("job %s epoch %d: superseded before it ended", pub.job_id, pub.epoch)
 
 

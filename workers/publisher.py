@@ -38,6 +38,8 @@ class FramePublisher:
     ) -> None:
         self._redis = client
         self._lease = lease
+        self._cancel_key = keys.cancel(job_id)
+        self.cancelled = False
         self.channel = keys.tokens(job_id)
         self.job_id = job_id
         self.epoch = epoch
@@ -54,14 +56,21 @@ class FramePublisher:
     def _publish(self, frame: Frame) -> None:
         self._redis.publish(self.channel, frame.model_dump_json())
 
+    def _publish_and_check(self, frame: Frame) -> None:
+        """Publish, and learn in the same round trip whether the job's cancel was asked for."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.publish(self.channel, frame.model_dump_json())
+        pipe.exists(self._cancel_key)
+        self.cancelled = bool(pipe.execute()[1])
+
     def token(self, data: TokenData) -> None:
         frame = self._frame(TokenFrame, data)
         if self.first_token_ms is None:
             self.first_token_ms = frame.ts_ms
-        self._publish(frame)
+        self._publish_and_check(frame)
 
     def continuation(self, window: int) -> None:
-        self._publish(self._frame(ContinuationFrame, ContinuationData(window=window)))
+        self._publish_and_check(self._frame(ContinuationFrame, ContinuationData(window=window)))
 
     def window(self, data: WindowData) -> None:
         self._publish(self._frame(WindowFrame, data))

@@ -9,8 +9,10 @@ whose worker died are resumed elsewhere. Run it with `genq relay` (or `python -m
   current epoch) before the frame enters the stream: whoever reads window k in the stream finds
   it checkpointed.
 - After a terminal frame the job's stream and checkpoint get the retention TTL.
-- The reaper finds lapsed leases, bumps the job's epoch and requeues it, or fails it when its
-  attempts are spent. Two relays never both act on one lease (one script decides).
+- The reaper finds lapsed leases, bumps the job's epoch and requeues it (at the job's
+  priority), or fails it when its attempts are spent. Two relays never both act on one lease
+  (one script decides). It also ends queued jobs whose expiry time has passed, so that status
+  and waiting readers see `expired` even while no worker is free to look at them.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from typing import Any
 import redis
 from redis.client import PubSub
 
-from common.celery_config import GENERATE_TASK, make_celery
 from common.connection import connect
+from common.dispatch import Dispatch, Dispatcher
 from common.errors import ErrorCode
 from common.frames import ErrorData, ErrorFrame, FrameType
 from common.keys import Keys
-from common.schemas import GenerateRequest
+from common.lifecycle import end_unstarted
+from common.schemas import GenerateRequest, JobState
 from common.scripts import APPEND, CHECKPOINT, REAP
 from common.settings import Settings
 
@@ -133,7 +136,7 @@ class Relay:
         self._checkpoint = self.redis.register_script(CHECKPOINT)
         self._append_script = self.redis.register_script(APPEND)
         self._reap = self._text.register_script(REAP)
-        self._celery = make_celery(settings, main="genq-relay")
+        self._dispatcher = Dispatcher(settings, main="genq-relay")
         self.moved = 0
 
     def run(self, stop: threading.Event) -> None:
@@ -149,6 +152,7 @@ class Relay:
                             self.write(batch)
                         if time.monotonic() >= next_reap:
                             self.reap()
+                            self.expire()
                             next_reap = time.monotonic() + self.settings.reap_interval_s
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.error("relay: lost Redis (%s); reconnecting", exc)
@@ -217,7 +221,10 @@ class Relay:
         now = time.time_ns() // 1_000_000
         due = self._text.zrangebyscore(self.keys.leases, "-inf", now, start=0, num=REAP_BATCH)
         for job_id in map(str, due):
+            batch_id = str(self._text.hget(self.keys.job(job_id), "batch_id") or "")
             keys = [self.keys.leases, self.keys.job(job_id), self.keys.stream(job_id)]
+            if batch_id:
+                keys.append(self.keys.batch(batch_id))
             args: list[str | int] = [
                 job_id,
                 now,
@@ -225,21 +232,31 @@ class Relay:
                 int(self.settings.requeue_grace_s * 1000),
                 self.settings.job_ttl_s,
             ]
-            action, epoch, queue, attempts = self._reap(keys=keys, args=args)
+            action, epoch, queue, attempts, priority = self._reap(keys=keys, args=args)
             if action == "requeue":
-                self._requeue(job_id, int(epoch), queue)
+                request = GenerateRequest(job_id=job_id, epoch=int(epoch), batch_id=batch_id)
+                self._requeue(request, queue, int(priority))
             elif action == "failed":
                 self._fail(job_id, int(epoch), int(attempts))
 
-    def _requeue(self, job_id: str, epoch: int, queue: str) -> None:
-        request = GenerateRequest(job_id=job_id, epoch=epoch)
-        log.warning("relay: job %s lost its worker; resuming it as epoch %d", job_id, epoch)
-        self._celery.send_task(
-            GENERATE_TASK,
-            args=[request.model_dump(mode="json")],
-            queue=queue,
-            task_id=request.task_id,
+    def _requeue(self, request: GenerateRequest, queue: str, priority: int) -> None:
+        log.warning(
+            "relay: job %s lost its worker; resuming it as epoch %d", request.job_id, request.epoch
         )
+        model = self._text.hget(self.keys.job(request.job_id), "spec") or "{}"
+        name = json.loads(model).get("model", "")
+        self._dispatcher.send([Dispatch(request, queue, priority, name)])
+
+    def expire(self) -> None:
+        """End the queued jobs whose expiry time has passed (a started job never expires)."""
+        now = time.time_ns() // 1_000_000
+        due = self._text.zrangebyscore(self.keys.expiries, "-inf", now, start=0, num=REAP_BATCH)
+        for job_id in map(str, due):
+            ttl_s = self.settings.job_ttl_s
+            if end_unstarted(self._text, self.keys, ttl_s, job_id, JobState.EXPIRED):
+                log.info("relay: job %s expired before it started", job_id)
+            else:  # started, ended or gone: nothing to expire
+                self._text.zrem(self.keys.expiries, job_id)
 
     def _fail(self, job_id: str, epoch: int, attempts: int) -> None:
         message = f"the job ran out of attempts: its worker died {attempts} times"

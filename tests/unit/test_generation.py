@@ -118,9 +118,13 @@ class Frames:
     """A FrameSink that records every frame, in order."""
 
     events: list[Event] = field(default_factory=list)
+    cancel_after_chunks: int | None = None  # a cancel seen with this many chunks published
+    cancelled: bool = False
 
     def token(self, data: TokenData) -> None:
         self.events.append(data)
+        chunks = sum(isinstance(event, TokenData) for event in self.events)
+        self.cancelled = self.cancel_after_chunks is not None and chunks >= self.cancel_after_chunks
 
     def continuation(self, window: int) -> None:
         self.events.append(ContinuationData(window=window))
@@ -173,13 +177,14 @@ def run(
     *,
     chunk_tokens: int = 4,
     committed: Committed | None = None,
+    frames: Frames | None = None,
     **spec: object,
 ) -> Run:
     """Generate a job of `fields` and `spec`, with a clock that never moves, so chunks are
-    cut by token count alone."""
+    cut by token count alone; `frames` is the sink (one that never cancels by default)."""
     chunker = Chunker(max_tokens=chunk_tokens, interval_s=3600.0, clock=lambda: 0.0)
     job = JobSpec.model_validate({"prompt": "hi", **(fields or {}), **spec})
-    frames = Frames()
+    frames = frames or Frames()
     result = generate(backend, job, frames, chunker, committed or Committed())
     return Run(result, frames.events)
 
@@ -564,3 +569,134 @@ def test_window_seeds_are_the_job_seed_then_a_fixed_hash_of_seed_and_window() ->
 @given(seed=st.integers(0, SEED_MAX), window=st.integers(0, 1_000_000))
 def test_window_seeds_are_valid_sampler_seeds(seed: int, window: int) -> None:
     assert 0 <= window_seed(seed, window) <= SEED_MAX
+
+
+# Cancelling: seen after a chunk is published, or when a window starts.
+
+
+@pytest.mark.parametrize(
+    ("k", "window_tokens"),
+    [(1, None), (2, None), (3, None), (2, 5), (3, 5), (4, 3)],
+    ids=["1st", "2nd", "3rd", "2nd-at-a-window-end", "3rd-in-window-2", "4th-at-window-3-end"],
+)
+def test_a_cancel_seen_after_the_kth_chunk_ends_the_job_with_cancelled(
+    k: int, window_tokens: int | None
+) -> None:
+    backend = ScriptBackend(endless("abcdefg"))
+    frames = Frames(cancel_after_chunks=k)
+    out = run(backend, frames=frames, max_tokens=1000, window_tokens=window_tokens)
+
+    assert out.result.finish_reason == FinishReason.CANCELLED
+    assert len(out.chunks) == k  # nothing after the chunk that saw the cancel
+    assert backend.drawn == out.chunk_token_ids  # and nothing sampled past it
+    assert out.windows[-1].finish_reason == FinishReason.CANCELLED
+    assert [frame.finish_reason for frame in out.windows[:-1]] == [None] * (len(out.windows) - 1)
+    assert out.chunk_text == out.result.text == "".join(frame.text for frame in out.windows)
+    assert out.result.completion_tokens == len(out.chunk_token_ids) == out.windows[-1].tokens_total
+    assert len(chunks_by_window(out)) == out.result.windows == len(out.windows)
+
+
+def test_a_cancel_seen_after_the_first_chunk_ends_the_job_after_its_first_token() -> None:
+    out = run(ScriptBackend(endless("xyz")), frames=Frames(cancel_after_chunks=1))
+    assert out.result == Generated("x", FinishReason.CANCELLED, len(PROMPT), 1, 1)
+    assert out.events == [
+        ContinuationData(window=0),
+        TokenData(text="x", token_ids=ids("x")),
+        WindowData(
+            window=0,
+            token_ids=ids("x"),
+            text="x",
+            tokens_total=1,
+            finish_reason=FinishReason.CANCELLED,
+        ),
+    ]
+
+
+def test_a_cancel_seen_with_a_windows_last_chunk_ends_the_job_at_the_next_window_start() -> None:
+    backend = ScriptBackend(endless("ab"))
+    out = run(backend, frames=Frames(cancel_after_chunks=2), window_tokens=3, max_tokens=100)
+    # Window 0: chunk "a", then "ba" flushed at its end, which sees the cancel.
+    assert [chunk.text for chunk in out.chunks] == ["a", "ba"]
+    assert out.events[-2:] == [
+        ContinuationData(window=1),
+        WindowData(
+            window=1, token_ids=[], text="", tokens_total=3, finish_reason=FinishReason.CANCELLED
+        ),
+    ]
+    assert out.result == Generated("aba", FinishReason.CANCELLED, len(PROMPT), 3, 2)
+    assert len(backend.calls) == 1  # the cancelled window samples nothing
+
+
+def test_a_cancel_set_before_the_job_starts_emits_one_empty_cancelled_window() -> None:
+    backend = ScriptBackend(endless("abc"))
+    out = run(backend, frames=Frames(cancelled=True))
+    assert out.events == [
+        ContinuationData(window=0),
+        WindowData(
+            window=0, token_ids=[], text="", tokens_total=0, finish_reason=FinishReason.CANCELLED
+        ),
+    ]
+    assert out.chunks == []
+    assert out.result == Generated("", FinishReason.CANCELLED, len(PROMPT), 0, 1)
+    assert backend.calls == []
+
+
+def test_resuming_a_job_committed_as_cancelled_generates_nothing_and_stays_cancelled() -> None:
+    first = run(
+        ScriptBackend(endless("abc")), frames=Frames(cancel_after_chunks=2), window_tokens=2
+    )
+    assert first.result.finish_reason == FinishReason.CANCELLED
+    committed = first.committed(len(first.windows))
+    assert committed.finish_reason == FinishReason.CANCELLED
+
+    backend = ScriptBackend(endless("junk"))
+    resumed = run(backend, committed=committed, window_tokens=2)
+    assert resumed.result == first.result
+    assert resumed.result.finish_reason == FinishReason.CANCELLED
+    assert resumed.events == []
+    assert backend.calls == []
+
+
+def test_resuming_from_a_cancelled_checkpoint_returns_its_text_and_tokens() -> None:
+    committed = Committed(windows=2, token_ids=ids("abcd"), finish_reason=FinishReason.CANCELLED)
+    backend = ScriptBackend(endless("junk"))
+    resumed = run(backend, committed=committed)
+    assert resumed.result == Generated("abcd", FinishReason.CANCELLED, len(PROMPT), 4, 2)
+    assert resumed.events == []
+    assert backend.calls == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, SEED_MAX),
+    k=st.integers(1, 12),
+    room=st.integers(1, 12),
+    window_tokens=st.none() | st.integers(1, 14),
+    chunk_tokens=st.integers(1, 5),
+)
+def test_a_cancel_ends_any_job_with_its_chunks_and_windows_agreeing_on_the_text(
+    seed: int, k: int, room: int, window_tokens: int | None, chunk_tokens: int
+) -> None:
+    backend = SeededBackend(n_ctx=len(PROMPT) + room)
+    out = run(
+        backend,
+        frames=Frames(cancel_after_chunks=k),
+        chunk_tokens=chunk_tokens,
+        seed=seed,
+        window_tokens=window_tokens,
+        max_tokens=1000,
+        ignore_eos=True,
+    )
+
+    assert out.result.finish_reason == FinishReason.CANCELLED
+    assert [frame.finish_reason for frame in out.windows] == [None] * (len(out.windows) - 1) + [
+        FinishReason.CANCELLED
+    ]
+    assert all(chunk.token_ids for chunk in out.chunks[:k])
+    # After the k-th chunk at most the text it held back (a partial character), no tokens.
+    assert [chunk.token_ids for chunk in out.chunks[k:]] in ([], [[]])
+    assert backend.drawn == out.chunk_token_ids
+    assert [token for frame in out.windows for token in frame.token_ids] == out.chunk_token_ids
+    assert out.result.completion_tokens == len(out.chunk_token_ids)
+    assert out.chunk_text == out.result.text == "".join(frame.text for frame in out.windows)
+    assert len(chunks_by_window(out)) == out.result.windows

@@ -51,7 +51,9 @@ def test_prefix_is_honoured_for_per_job_keys(kind: str) -> None:
 def test_prefix_is_honoured_for_shared_keys() -> None:
     keys = Keys("staging")
     assert keys.leases == "staging:leases"
-    assert keys.batch("b1") == "staging:batch:b1"
+    assert keys.batch("b1") == "staging:batch:{b1}"
+    assert keys.batch_jobs("b1") == "staging:batch:{b1}:jobs"
+    assert keys.expiries == "staging:expiries"
     assert keys.tokens_pattern().startswith("staging:")
 
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from common.schemas import (
     SEED_MAX,
+    BatchStatus,
     ChatMessage,
     FinishReason,
     GenerateRequest,
@@ -206,3 +207,111 @@ def test_job_state_terminal(state: JobState, terminal: bool) -> None:
 
 def test_usage_total_is_prompt_plus_completion() -> None:
     assert Usage(prompt_tokens=5, completion_tokens=7).total_tokens == 12
+
+
+def test_job_record_round_trips_its_queue_and_batch_fields_through_a_redis_hash() -> None:
+    record = JobRecord(
+        spec=JobSpec(prompt="x"),
+        state=JobState.EXPIRED,
+        queue="cpu",
+        priority=9,
+        batch_id="batch_1",
+        custom_id="line-7",
+        dispatched=False,
+        submitted_ms=1_000,
+        expires_ms=61_000,
+        error="the job was not started before its expiry time",
+        error_code="expired",
+    )
+    raw = record.to_hash()
+    assert all(isinstance(key, str) and isinstance(value, str) for key, value in raw.items())
+    assert (raw["priority"], raw["batch_id"], raw["expires_ms"]) == ("9", "batch_1", "61000")
+    back = JobRecord.from_hash(raw)
+    assert back == record
+    assert back.dispatched is False
+
+
+def test_job_record_defaults_to_dispatched_at_the_default_priority_without_expiry() -> None:
+    record = JobRecord(spec=JobSpec(prompt="x"), state=JobState.QUEUED, queue="cpu", submitted_ms=1)
+    assert (record.priority, record.dispatched, record.expires_ms) == (5, True, 0)
+    assert (record.batch_id, record.custom_id, record.error_code) == ("", "", "")
+
+
+@pytest.mark.parametrize("priority", [-1, 10])
+def test_job_record_rejects_a_priority_outside_0_to_9(priority: int) -> None:
+    with pytest.raises(ValidationError, match="priority"):
+        JobRecord(
+            spec=JobSpec(prompt="x"),
+            state=JobState.QUEUED,
+            queue="cpu",
+            submitted_ms=1,
+            priority=priority,
+        )
+
+
+def test_batch_status_from_hash_parses_strings_and_ignores_unknown_fields() -> None:
+    raw = {
+        "total": "4",
+        "queued": "1",
+        "running": "1",
+        "succeeded": "1",
+        "failed": "1",
+        "tokens": "120",
+        "priority": "7",
+        "created_ms": "1000",
+        "finished_ms": "2000",
+        "expires_ms": "0",
+        "cancel_requested": "True",
+        "input_file": "batch.jsonl",
+        "batch_id": "someone-else",
+    }
+    status = BatchStatus.from_hash("b1", raw)
+    assert status == BatchStatus(
+        batch_id="b1",
+        total=4,
+        queued=1,
+        running=1,
+        succeeded=1,
+        failed=1,
+        tokens=120,
+        priority=7,
+        created_ms=1000,
+        finished_ms=2000,
+        cancel_requested=True,
+    )
+
+
+def test_batch_status_from_an_empty_hash_has_zero_counts() -> None:
+    status = BatchStatus.from_hash("b1", {})
+    assert (status.total, status.ended, status.complete, status.cancel_requested) == (
+        0,
+        0,
+        False,
+        False,
+    )
+
+
+def test_batch_status_ended_counts_every_terminal_state() -> None:
+    status = BatchStatus(
+        batch_id="b", total=20, queued=5, running=1, succeeded=2, failed=3, cancelled=4, expired=5
+    )
+    assert status.ended == 14
+    assert not status.complete
+
+
+@pytest.mark.parametrize(
+    ("counts", "cancel_requested", "state", "complete"),
+    [
+        ({"total": 3, "queued": 1, "running": 1, "succeeded": 1}, False, "in_progress", False),
+        ({"total": 3, "queued": 2, "cancelled": 1}, True, "cancelling", False),
+        ({"total": 3, "succeeded": 2, "failed": 1}, False, "completed", True),
+        ({"total": 3, "succeeded": 1, "cancelled": 1, "expired": 1}, True, "cancelled", True),
+        ({"total": 0}, False, "in_progress", False),
+    ],
+    ids=["in-progress", "cancelling", "completed", "cancelled", "empty"],
+)
+def test_batch_status_state_follows_its_counts_and_cancel_request(
+    counts: dict[str, int], cancel_requested: bool, state: str, complete: bool
+) -> None:
+    status = BatchStatus(batch_id="b", cancel_requested=cancel_requested, **counts)
+    assert (status.state, status.complete) == (state, complete)

@@ -1,0 +1,66 @@
+"""Sending generate tasks to the broker: producers send new jobs, the relay requeues jobs whose
+worker died. Many at once go out pipelined (kombu's publish batch), which is what lets a large
+batch be accepted at thousands of jobs a second."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from common.celery_config import GENERATE_TASK, make_celery
+from common.schemas import PRIORITY_MAX, GenerateRequest
+from common.settings import Settings
+
+PUBLISH_BATCH = 500  # broker commands per pipelined flush
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    request: GenerateRequest
+    queue: str
+    priority: int
+    model: str
+
+    @property
+    def argsrepr(self) -> str:
+        """What Flower shows as the task's arguments: never the prompt."""
+        r = self.request
+        batch = f" batch={r.batch_id}" if r.batch_id else ""
+        return f"job={r.job_id} epoch={r.epoch} model={self.model}{batch}"
+
+
+def broker_priority(priority: int) -> int:
+    """genq's 9 is the most urgent; kombu's Redis transport serves priority 0 first."""
+    return PRIORITY_MAX - priority
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, main: str) -> None:
+        self._celery = make_celery(settings, main=main)
+
+    def send(self, jobs: Iterable[Dispatch]) -> int:
+        """Publish the jobs' task messages; returns how many. Raises kombu's or redis-py's
+        connection errors as they are: callers translate them."""
+        sent = 0
+        with self._celery.producer_or_acquire() as producer, _batch(producer):
+            for job in jobs:
+                self._celery.send_task(
+                    GENERATE_TASK,
+                    args=[job.request.model_dump(mode="json")],
+                    queue=job.queue,
+                    task_id=job.request.task_id,
+                    priority=broker_priority(job.priority),
+                    producer=producer,
+                    argsrepr=job.argsrepr,
+                    kwargsrepr="{}",
+                    ignore_result=True,
+                )
+                sent += 1
+        return sent
+
+
+def _batch(producer: Any) -> contextlib.AbstractContextManager[Any]:
+    batch = getattr(producer, "batch", None)
+    return batch(PUBLISH_BATCH) if batch is not None else contextlib.nullcontext()
