@@ -8,6 +8,7 @@ with Client() as client:
 
 from common.errors import (
     GenqError,
+    InvalidBatch,
     InvalidJob,
     JobFailed,
     PromptTooLong,
@@ -16,27 +17,45 @@ from common.errors import (
     UnknownModel,
 )
 from common.frames import Frame, FrameType
-from common.schemas import ChatMessage, FinishReason, JobResult, JobSpec
+from common.schemas import (
+    BatchStatus,
+    ChatMessage,
+    FinishReason,
+    JobResult,
+    JobSpec,
+    JobState,
+    ResultLine,
+)
 from common.settings import Settings
-from producer.client import AsyncClient, AsyncJobHandle, Client, JobHandle
+from producer.batches import BatchHandle, CancelReport
+from producer.batchfile import Reject
+from producer.client import STOP, AsyncClient, AsyncJobHandle, Client, JobHandle
 from producer.core import StreamStats
 
 __all__ = [
+    "STOP",
     "AsyncClient",
     "AsyncJobHandle",
+    "BatchHandle",
+    "BatchStatus",
+    "CancelReport",
     "ChatMessage",
     "Client",
     "FinishReason",
     "Frame",
     "FrameType",
     "GenqError",
+    "InvalidBatch",
     "InvalidJob",
     "JobFailed",
     "JobHandle",
     "JobResult",
     "JobSpec",
+    "JobState",
     "PromptTooLong",
     "RedisUnavailable",
+    "Reject",
+    "ResultLine",
     "Settings",
     "StreamStats",
     "StreamTimeout",

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import click
 from pydantic import ValidationError
@@ -17,11 +19,15 @@ from rich.table import Table
 
 from common.errors import GenqError, InvalidJob
 from common.frames import TokenFrame
+from common.keys import is_job_id
 from common.registry import ModelRegistry
+from common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, BatchStatus, JobRecord
 from common.settings import Settings
 from common.tinymodel import write_tiny_model
+from producer.batches import BatchHandle
 from producer.client import Client, JobHandle
 from producer.core import describe_validation
+from producer.progress import BatchProgress
 
 # Control characters (an ESC from a random model can drive the terminal) shown as U+FFFD on a
 # terminal; newline and tab pass. Piped output is left exactly as generated.
@@ -255,6 +261,252 @@ def make_tiny_model(path: Path, seed: int) -> None:
     """
     written = write_tiny_model(path, seed=seed)
     click.echo(f"wrote {written} ({written.stat().st_size:,} bytes)")
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `15m`, `2h` or `1d`, in seconds."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match or float(match[1]) <= 0:
+        raise click.BadParameter(f"{text!r} is not a duration (e.g. 90s, 15m, 2h, 1d)")
+    return float(match[1]) * _UNIT_S[match[2]]
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-m", "--model", help="Model of the lines that name none.")
+@click.option("-n", "--max-tokens", type=int, help="max_tokens of the lines that set none.")
+@click.option("-t", "--temperature", type=float, help="temperature of the lines that set none.")
+@click.option(
+    "--priority",
+    type=click.IntRange(PRIORITY_MIN, PRIORITY_MAX),
+    default=DEFAULT_PRIORITY,
+    show_default=True,
+    help="0-9; a job of higher priority is started before waiting jobs of lower priority.",
+)
+@click.option(
+    "--batch-id",
+    help="Name the batch (default: a new random id). Submitting again with the same id "
+    "adds only the custom_ids the batch lacks: never a job twice.",
+)
+@click.option(
+    "--expires-in",
+    metavar="DURATION",
+    help="Jobs not started within this (90s, 15m, 2h, 1d) end as `expired` without running.",
+)
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Submit the valid lines and write the rejected ones to the --rejects file.",
+)
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where --skip-invalid writes rejected lines [default: FILE.rejects.jsonl].",
+)
+@click.option("--wait", is_flag=True, help="Then show progress until every job has ended.")
+@click.pass_obj
+def submit(
+    settings: Settings,
+    /,
+    file: Path,
+    priority: int,
+    batch_id: str | None,
+    expires_in: str | None,
+    skip_invalid: bool,
+    rejects: Path | None,
+    wait: bool,
+    **defaults: Any,
+) -> None:
+    """Submit a batch: FILE is JSONL, one job a line, each with a unique `custom_id`.
+
+    A line is a genq job ({"custom_id": "a", "prompt": "...", "max_tokens": 64}) or an OpenAI
+    batch request ({"custom_id": "b", "method": "POST", "url": "/v1/chat/completions",
+    "body": {...}}). Every line is checked first; with any bad line nothing is submitted and
+    each is reported with its line number, unless --skip-invalid.
+
+    Prints the batch id on stdout. Then: genq status ID, genq wait ID, genq results ID.
+    """
+    expires_s = parse_duration(expires_in) if expires_in else None
+    fields = {name: value for name, value in defaults.items() if value is not None}
+    with Client(settings) as client, BatchProgress(stderr, "submitting", None) as bar:
+        batch = client.submit_batch(
+            file,
+            batch_id=batch_id,
+            priority=priority,
+            expires_in=expires_s,
+            defaults=fields,
+            skip_invalid=skip_invalid,
+            progress=bar.submitted,
+        )
+    _report_submission(batch, file, rejects)
+    click.echo(batch.batch_id)
+    if wait:
+        with Client(settings) as client:
+            _wait(client.batch(batch.batch_id), None)
+
+
+def _report_submission(batch: BatchHandle, file: Path, rejects: Path | None) -> None:
+    done = batch.submission
+    again = f" ({done.existing} already in it)" if done.existing else ""
+    stderr.print(
+        f"submitted {done.created} jobs to batch {escape(batch.batch_id)}{again}", soft_wrap=True
+    )
+    if batch.rejects:
+        path = rejects or file.with_name(file.name + ".rejects.jsonl")
+        path.write_text("".join(r.to_json() + "\n" for r in batch.rejects))
+        stderr.print(f"[yellow]{len(batch.rejects)} invalid lines skipped: see {path}[/]")
+
+
+@cli.command()
+@click.argument("job_or_batch_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+def status(settings: Settings, /, job_or_batch_id: str, as_json: bool) -> None:
+    """Show a job's or a batch's state: for a batch, its jobs counted by state (queued,
+    running, succeeded, failed, cancelled, expired) and the tokens generated."""
+    with Client(settings) as client:
+        if is_job_id(job_or_batch_id) and client.redis.exists(client.keys.job(job_or_batch_id)):
+            raw = client.redis.hgetall(client.keys.job(job_or_batch_id))
+            record = JobRecord.from_hash(raw)
+            _show(_job_rows(job_or_batch_id, record), record.model_dump(mode="json"), as_json)
+            return
+        batch = client.batch(job_or_batch_id).status()
+        _show(_batch_rows(batch), batch.model_dump(mode="json"), as_json)
+
+
+def _show(rows: list[tuple[str, str]], data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(show_header=False, box=None)
+    for name, value in rows:
+        table.add_row(f"[bold]{name}[/]", escape(value))
+    Console().print(table)
+
+
+def _when(ms: int) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def _job_rows(job_id: str, record: JobRecord) -> list[tuple[str, str]]:
+    result = record.result
+    rows = [
+        ("job", job_id),
+        ("state", record.state),
+        ("model", f"{record.spec.model} (queue {record.queue}, priority {record.priority})"),
+        ("batch", f"{record.batch_id} / {record.custom_id}" if record.batch_id else "-"),
+        ("attempts", f"{record.attempts} (epoch {record.epoch}) {record.worker}".rstrip()),
+        ("submitted", _when(record.submitted_ms)),
+        ("started", _when(record.started_ms)),
+        ("finished", _when(record.finished_ms)),
+        ("expires", _when(record.expires_ms)),
+    ]
+    if result is not None:
+        rows.append(("tokens", f"{result.usage.completion_tokens} ({result.finish_reason})"))
+    if record.error:
+        rows.append(("error", f"{record.error_code}: {record.error}"))
+    return rows
+
+
+def _batch_rows(batch: BatchStatus) -> list[tuple[str, str]]:
+    counts = ", ".join(
+        f"{name} {getattr(batch, name)}"
+        for name in ("queued", "running", "succeeded", "failed", "cancelled", "expired")
+    )
+    return [
+        ("batch", batch.batch_id),
+        ("state", batch.state),
+        ("jobs", f"{batch.ended} of {batch.total} ended: {counts}"),
+        ("tokens", f"{batch.tokens:,}"),
+        ("priority", str(batch.priority)),
+        ("created", _when(batch.created_ms)),
+        ("last ended", _when(batch.finished_ms)),
+        ("expires", _when(batch.expires_ms)),
+    ]
+
+
+@cli.command()
+@click.argument("batch_id")
+@click.option("--timeout", type=float, help="Give up after this many seconds (exit 1).")
+@click.pass_obj
+def wait(settings: Settings, /, batch_id: str, timeout: float | None) -> None:
+    """Show a batch's progress (jobs ended of total, tokens/s, ETA) until every job ended.
+
+    Exits 0 when every job succeeded, 1 otherwise (failed, cancelled or expired jobs).
+    """
+    with Client(settings) as client:
+        _wait(client.batch(batch_id), timeout)
+
+
+def _wait(batch: BatchHandle, timeout: float | None) -> None:
+    with BatchProgress(stderr, "generating", None) as bar:
+        final = batch.wait(timeout=timeout, progress=bar.update)
+    lines = [f"{getattr(final, n)} {n}" for n in ("succeeded", "failed", "cancelled", "expired")]
+    stderr.print(f"batch {escape(batch.batch_id)}: {', '.join(lines)}; {final.tokens:,} tokens")
+    if final.succeeded != final.total:
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("batch_id")
+@click.option(
+    "-o",
+    "--out",
+    type=click.File("w"),
+    default="-",
+    help="Results file (JSONL, one line per job in input order) [default: stdout].",
+)
+@click.option(
+    "--errors",
+    type=click.File("w"),
+    help="Write the jobs that did not succeed here instead of to --out.",
+)
+@click.option("--no-wait", is_flag=True, help="Stop at the first job that has not ended (exit 1).")
+@click.pass_obj
+def results(
+    settings: Settings, /, batch_id: str, out: IO[str], errors: IO[str] | None, no_wait: bool
+) -> None:
+    """Write a batch's results in input order: custom_id, job_id, status, text, finish_reason,
+    usage, error. Lines are written as their jobs end, so this can run while the batch runs.
+
+    Results are kept for GENQ_JOB_TTL_S after each job ends (default one day).
+    """
+    with Client(settings) as client:
+        batch = client.batch(batch_id)
+        total = batch.status().total
+        written = 0
+        with BatchProgress(stderr, "results", total) as bar:
+            for line in batch.results(wait=not no_wait):
+                ok = line.status == "succeeded"
+                target = out if ok or errors is None else errors
+                target.write(line.model_dump_json() + "\n")
+                target.flush()
+                written += 1
+                bar.advance(written)
+    if written < total:
+        _fail(f"batch {batch_id}: {total - written} jobs have not ended yet", EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("job_or_batch_id")
+@click.pass_obj
+def cancel(settings: Settings, /, job_or_batch_id: str) -> None:
+    """Cancel a job or every job of a batch. Queued jobs never start; running jobs stop within
+    one chunk and keep their partial text (finish reason `cancelled`); ended jobs keep their
+    results."""
+    with Client(settings) as client:
+        report = client.cancel(job_or_batch_id)
+    stderr.print(
+        f"cancelled {job_or_batch_id}: {report.not_started} not started, "
+        f"{report.signalled} running told to stop, {report.already_ended} already ended",
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

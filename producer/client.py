@@ -20,28 +20,42 @@ import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, Self, TypeVar
 
 import redis
 import redis.asyncio
 
-from common.celery_config import GENERATE_TASK, make_celery
 from common.connection import connect, connect_async, redis_errors, unavailable
+from common.dispatch import Dispatch, Dispatcher
 from common.errors import InvalidJob, StreamTimeout
-from common.frames import Frame, parse_frame
-from common.keys import Keys, check_job_id
+from common.frames import Frame, TokenFrame, parse_frame
+from common.keys import Keys, check_batch_id, check_job_id, is_job_id
 from common.prompts import PromptCounter
 from common.registry import ModelRegistry
-from common.schemas import JobRecord, JobResult, JobSpec
+from common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec
 from common.settings import Settings
+from producer.batches import (
+    BatchHandle,
+    BatchOptions,
+    BatchSubmitter,
+    CancelReport,
+    cancel_calls,
+)
+from producer.batchfile import Source
 from producer.core import (
+    Placement,
     PreparedJob,
     StreamState,
     StreamStats,
+    check_job,
     parse_spec,
     prepare_job,
     terminal_from_record,
 )
+
+OnChunk = Callable[[TokenFrame], object]
+STOP = True  # what an `on_chunk` callback returns to stop its job (any true value does)
 
 POLL_S = 1.0  # longest single wait for stream entries; then the job's record is consulted
 TERMINAL_GRACE_S = 2.0  # record says ended, stream has no terminal frame yet: wait this long
@@ -56,22 +70,45 @@ class _BaseClient:
         self.keys = Keys(self.settings.key_prefix)
         self.registry = ModelRegistry.from_settings(self.settings)
         self._prompts = PromptCounter(self.registry)
-        self._celery = make_celery(self.settings, main="genq-producer")
+        self._dispatcher = Dispatcher(self.settings, main="genq-producer")
 
-    def _prepare(self, prompt: str | JobSpec | None, fields: dict[str, Any]) -> PreparedJob:
-        return prepare_job(parse_spec(prompt, fields), self.settings, self.registry, self._prompts)
+    def _check(self, spec: JobSpec) -> None:
+        check_job(spec, self.settings, self.registry, self._prompts)
+
+    def _prepare(
+        self,
+        prompt: str | JobSpec | None,
+        fields: dict[str, Any],
+        placement: Placement | None = None,
+    ) -> PreparedJob:
+        spec = parse_spec(prompt, fields)
+        place = placement or Placement()
+        return prepare_job(spec, self.settings, self.registry, self._prompts, place)
+
+    def _write_ops(self, pipe: Any, job: PreparedJob) -> None:
+        """The commands that store a new job's record (a pipeline of either face)."""
+        key = self.keys.job(job.job_id)
+        pipe.hset(key, mapping=job.record.to_hash())
+        pipe.expire(key, self.settings.job_ttl_s)
+        if job.record.expires_ms:
+            pipe.zadd(self.keys.expiries, {job.job_id: job.record.expires_ms})
 
     def _dispatch(self, job: PreparedJob) -> None:
-        request = job.request
+        record = job.record
         try:
-            self._celery.send_task(
-                GENERATE_TASK,
-                args=[request.model_dump(mode="json")],
-                queue=job.record.queue,
-                task_id=request.task_id,
+            self._dispatcher.send(
+                [Dispatch(job.request, record.queue, record.priority, record.spec.model)]
             )
         except Exception as exc:  # kombu's errors vary by transport; all mean "not queued"
             raise unavailable(self.settings, exc) from exc
+
+    def _cancel_ops(self, pipe: Any, job_ids: Sequence[str]) -> None:
+        """Set the jobs' cancel keys (running jobs see them at their next chunk) and read
+        their records, in one pipeline of either face."""
+        for job_id in job_ids:
+            pipe.set(self.keys.cancel(job_id), "1", ex=self.settings.job_ttl_s)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
 
 
 class _StreamCore:
@@ -79,9 +116,17 @@ class _StreamCore:
     frames, and the fallback to the job's record when its stream lacks a terminal frame."""
 
     def __init__(
-        self, job_id: str, keys: Keys, started: float, from_id: str | None, timeout: float | None
+        self,
+        job_id: str,
+        keys: Keys,
+        started: float,
+        from_id: str | None,
+        timeout: float | None,
+        on_chunk: OnChunk | None = None,
     ) -> None:
         self.state = StreamState(job_id, started=started)
+        self.on_chunk = on_chunk
+        self.stopping = False  # on_chunk asked to stop; the job's cancel was sent
         self.stream_key = keys.stream(job_id)
         self.checkpoint_key = keys.checkpoint(job_id)
         self.job_key = keys.job(job_id)
@@ -116,6 +161,13 @@ class _StreamCore:
         frame = self.buffer.popleft()
         self.state.apply(frame)
         return frame
+
+    def wants_stop(self, frame: Frame) -> bool:
+        """True once, when `on_chunk` first returns a true value for a token chunk."""
+        if self.stopping or self.on_chunk is None or not isinstance(frame, TokenFrame):
+            return False
+        self.stopping = bool(self.on_chunk(frame))
+        return self.stopping
 
     def after_idle(self, raw_record: dict[str, str]) -> None:
         """No entries for a while: if the record says the job ended and its terminal frame
@@ -166,10 +218,19 @@ S = TypeVar("S", bound=_StreamView)
 
 class JobStream(_StreamView):
     """One reading of a job's frames: iterate it; `.text` grows as frames arrive; `.result`
-    once it is exhausted (ResultNotReady before); `close()` when leaving early."""
+    once it is exhausted (ResultNotReady before); `close()` when leaving early. When the
+    stream's `on_chunk` returns a true value, the job is cancelled and the stream reads on to
+    its end: the result holds the partial text, with finish reason `cancelled`."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, core: _StreamCore) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        core: _StreamCore,
+        cancel: Callable[[], object] | None = None,
+    ) -> None:
         self._redis, self._settings, self._core = client, settings, core
+        self._cancel = cancel
 
     def __iter__(self) -> Self:
         return self
@@ -180,6 +241,8 @@ class JobStream(_StreamView):
             frame = core.pop()
             if frame is not None:
                 self._mend()
+                if core.wants_stop(frame) and self._cancel is not None:
+                    self._cancel()
                 return frame
             if core.state.done:
                 break
@@ -219,8 +282,15 @@ class JobStream(_StreamView):
 class AsyncJobStream(_StreamView):
     """The async face of JobStream: `async for frame in stream`, `await stream.aclose()`."""
 
-    def __init__(self, client: redis.asyncio.Redis, settings: Settings, core: _StreamCore) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        settings: Settings,
+        core: _StreamCore,
+        cancel: Callable[[], Any] | None = None,
+    ) -> None:
         self._redis, self._settings, self._core = client, settings, core
+        self._cancel = cancel
 
     def __aiter__(self) -> Self:
         return self
@@ -231,6 +301,8 @@ class AsyncJobStream(_StreamView):
             frame = core.pop()
             if frame is not None:
                 await self._mend()
+                if core.wants_stop(frame) and self._cancel is not None:
+                    await self._cancel()
                 return frame
             if core.state.done:
                 break
@@ -288,8 +360,10 @@ class _HandleView(Generic[S]):
         self._submitted = time.monotonic() if submitted is None else submitted
         self._stream: S | None = None
 
-    def _core(self, from_id: str | None, timeout: float | None) -> _StreamCore:
-        return _StreamCore(self.job_id, self._keys, self._submitted, from_id, timeout)
+    def _core(
+        self, from_id: str | None, timeout: float | None, on_chunk: OnChunk | None = None
+    ) -> _StreamCore:
+        return _StreamCore(self.job_id, self._keys, self._submitted, from_id, timeout, on_chunk)
 
     @property
     def text(self) -> str:
@@ -308,10 +382,24 @@ class JobHandle(_HandleView[JobStream]):
         super().__init__(client.keys, job_id, submitted)
         self._client = client
 
-    def stream(self, from_id: str | None = None, timeout: float | None = None) -> JobStream:
-        core = self._core(from_id, timeout)
-        self._stream = JobStream(self._client.redis, self._client.settings, core)
+    def stream(
+        self,
+        from_id: str | None = None,
+        timeout: float | None = None,
+        on_chunk: OnChunk | None = None,
+    ) -> JobStream:
+        """Read the job's frames. `on_chunk(frame)` is called for each token chunk; returning
+        a true value (`genq.STOP`) cancels the job, and the stream still ends with its
+        result: the text so far, finish reason `cancelled`."""
+        core = self._core(from_id, timeout, on_chunk)
+        client = self._client
+        self._stream = JobStream(client.redis, client.settings, core, self.cancel)
         return self._stream
+
+    def cancel(self) -> CancelReport:
+        """Cancel the job: if queued it never starts; if running it stops within a chunk and
+        its result keeps the partial text; if ended, nothing changes."""
+        return self._client.cancel(self.job_id)
 
     def result(self, timeout: float | None = None) -> JobResult:
         """Read the job's stream to its end and return the result; JobFailed if it failed."""
@@ -338,14 +426,23 @@ class Client(_BaseClient):
         super().__init__(settings)
         self.redis: redis.Redis = connect(self.settings)
 
-    def submit(self, prompt: str | JobSpec | None = None, /, **fields: Any) -> JobHandle:
-        """Validate and queue a job. Raises InvalidJob (nothing queued) or RedisUnavailable."""
+    def submit(
+        self,
+        prompt: str | JobSpec | None = None,
+        /,
+        *,
+        priority: int = DEFAULT_PRIORITY,
+        expires_in: float | None = None,
+        **fields: Any,
+    ) -> JobHandle:
+        """Validate and queue a job. `priority` 0-9 (9 is served first); `expires_in` seconds
+        after which a job not started yet ends as `expired`. Raises InvalidJob (nothing
+        queued) or RedisUnavailable."""
         submitted = time.monotonic()
-        job = self._prepare(prompt, fields)
+        job = self._prepare(prompt, fields, Placement(priority, expires_in))
         with redis_errors(self.settings):
             pipe = self.redis.pipeline()
-            pipe.hset(self.keys.job(job.job_id), mapping=job.record.to_hash())
-            pipe.expire(self.keys.job(job.job_id), self.settings.job_ttl_s)
+            self._write_ops(pipe, job)
             pipe.execute()
         try:
             self._dispatch(job)
@@ -355,13 +452,99 @@ class Client(_BaseClient):
             raise
         return JobHandle(self, job.job_id, submitted)
 
-    def job(self, job_id: str) -> JobHandle:
+    def job(self, job_id: str, check: bool = True) -> JobHandle:
         """A handle on a job submitted earlier (by any process), while its record is kept."""
-        with redis_errors(self.settings):
-            exists = self.redis.exists(self.keys.job(check_job_id(job_id)))
-        if not exists:
-            raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
+        check_job_id(job_id)
+        if check:
+            with redis_errors(self.settings):
+                exists = self.redis.exists(self.keys.job(job_id))
+            if not exists:
+                raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
         return JobHandle(self, job_id)
+
+    def submit_batch(
+        self,
+        source: Source,
+        *,
+        batch_id: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        expires_in: float | None = None,
+        defaults: dict[str, Any] | None = None,
+        skip_invalid: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> BatchHandle:
+        """Submit a batch: a JSONL file's path, or lines (JSON text or dicts), each a genq job
+        or an OpenAI batch request with a `custom_id`. Every line is checked first: a bad one
+        raises InvalidBatch naming each bad line, and nothing is submitted, unless
+        `skip_invalid` (then the handle's `rejects` lists them). Submitting again with the same
+        `batch_id` adds only the custom_ids the batch does not have."""
+        Placement(priority, expires_in)  # checks them before anything is read
+        options = BatchOptions(batch_id, priority, expires_in, defaults or {}, skip_invalid)
+        submitter = BatchSubmitter(self, options)
+        submission = submitter.submit(source, progress)
+        return BatchHandle(self, submitter.batch_id, submission)
+
+    def batch(self, batch_id: str) -> BatchHandle:
+        """A handle on a batch submitted earlier; InvalidJob when there is none."""
+        handle = BatchHandle(self, check_batch_id(batch_id))
+        handle.status()
+        return handle
+
+    def cancel(self, job_or_batch_id: str) -> CancelReport:
+        """Cancel a job or every job of a batch (see JobHandle.cancel)."""
+        if is_job_id(job_or_batch_id):
+            with redis_errors(self.settings):
+                exists = self.redis.exists(self.keys.job(job_or_batch_id))
+            if exists:
+                return self._cancel_jobs([job_or_batch_id])
+        return self.batch(job_or_batch_id).cancel()
+
+    def _cancel_jobs(self, job_ids: Sequence[str]) -> CancelReport:
+        with redis_errors(self.settings):
+            pipe = self.redis.pipeline(transaction=False)
+            self._cancel_ops(pipe, job_ids)
+            records = pipe.execute()[len(job_ids) :]
+            finishes, report = cancel_calls(job_ids, records)
+            pipe = self.redis.pipeline(transaction=False)
+            for finish in finishes:
+                finish.run(pipe, self.keys, self.settings.job_ttl_s)
+            applied = pipe.execute()
+        lost = applied.count(0)  # taken by a worker meanwhile: it sees the cancel key
+        return CancelReport(
+            report.not_started - lost, report.signalled + lost, report.already_ended
+        )
+
+    def stream_many(
+        self, jobs: Iterable[JobHandle], timeout: float | None = None
+    ) -> Iterator[tuple[JobHandle, Frame]]:
+        """Read several jobs' frames at once, as they arrive, tagged by job: one blocking read
+        covers every job still running. Each handle's `text` and `result()` work afterwards."""
+        streams = {job.job_id: (job, job.stream(timeout=timeout)) for job in jobs}
+        while streams:
+            for job_id, (job, stream) in list(streams.items()):
+                frame = stream._core.pop()
+                while frame is not None:
+                    stream._mend()
+                    yield job, frame
+                    frame = stream._core.pop()
+                if stream._core.state.done:
+                    del streams[job_id]
+            if streams:
+                self._fill_many([stream for _, stream in streams.values()])
+
+    def _fill_many(self, streams: list[JobStream]) -> None:
+        cores = {stream._core.stream_key: stream for stream in streams}
+        wait_ms = min(stream._core.wait_ms() for stream in streams)
+        with redis_errors(self.settings):
+            response = self.redis.xread(
+                {key: s._core.last_id for key, s in cores.items()}, count=READ_COUNT, block=wait_ms
+            )
+            for item in response or []:
+                cores[str(item[0])]._core.take([item])
+            if not response:  # a quiet spell: a job may have ended while no relay ran
+                for stream in streams:
+                    raw = self.redis.hgetall(stream._core.job_key)
+                    stream._core.after_idle(raw)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.redis.close()
@@ -380,10 +563,19 @@ class AsyncJobHandle(_HandleView[AsyncJobStream]):
         super().__init__(client.keys, job_id, submitted)
         self._client = client
 
-    def stream(self, from_id: str | None = None, timeout: float | None = None) -> AsyncJobStream:
-        core = self._core(from_id, timeout)
-        self._stream = AsyncJobStream(self._client.redis, self._client.settings, core)
+    def stream(
+        self,
+        from_id: str | None = None,
+        timeout: float | None = None,
+        on_chunk: OnChunk | None = None,
+    ) -> AsyncJobStream:
+        core = self._core(from_id, timeout, on_chunk)
+        client = self._client
+        self._stream = AsyncJobStream(client.redis, client.settings, core, self.cancel)
         return self._stream
+
+    async def cancel(self) -> CancelReport:
+        return await self._client.cancel(self.job_id)
 
     async def result(self, timeout: float | None = None) -> JobResult:
         stream = self._stream or self.stream()
@@ -409,13 +601,20 @@ class AsyncClient(_BaseClient):
         super().__init__(settings)
         self.redis: redis.asyncio.Redis = connect_async(self.settings)
 
-    async def submit(self, prompt: str | JobSpec | None = None, /, **fields: Any) -> AsyncJobHandle:
+    async def submit(
+        self,
+        prompt: str | JobSpec | None = None,
+        /,
+        *,
+        priority: int = DEFAULT_PRIORITY,
+        expires_in: float | None = None,
+        **fields: Any,
+    ) -> AsyncJobHandle:
         submitted = time.monotonic()
-        job = self._prepare(prompt, fields)
+        job = self._prepare(prompt, fields, Placement(priority, expires_in))
         with redis_errors(self.settings):
             pipe = self.redis.pipeline()
-            pipe.hset(self.keys.job(job.job_id), mapping=job.record.to_hash())
-            pipe.expire(self.keys.job(job.job_id), self.settings.job_ttl_s)
+            self._write_ops(pipe, job)
             await pipe.execute()
         try:
             # kombu publishes synchronously; a thread keeps the event loop free meanwhile.
@@ -432,6 +631,51 @@ class AsyncClient(_BaseClient):
         if not exists:
             raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
         return AsyncJobHandle(self, job_id)
+
+    async def cancel(self, job_id: str) -> CancelReport:
+        """Cancel a job (see JobHandle.cancel); batches are cancelled with Client.cancel."""
+        job_ids = [check_job_id(job_id)]
+        with redis_errors(self.settings):
+            pipe = self.redis.pipeline(transaction=False)
+            self._cancel_ops(pipe, job_ids)
+            records = (await pipe.execute())[1:]
+            if not records[0]:
+                raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
+            finishes, report = cancel_calls(job_ids, records)
+            for finish in finishes:
+                if not await finish.run(self.redis, self.keys, self.settings.job_ttl_s):
+                    return CancelReport(0, 1, 0)  # a worker took it meanwhile
+        return report
+
+    async def stream_many(
+        self, jobs: Iterable[AsyncJobHandle], timeout: float | None = None
+    ) -> AsyncIterator[tuple[AsyncJobHandle, Frame]]:
+        """Several jobs' frames as they arrive, tagged by job (the async face of
+        Client.stream_many; `asyncio.gather` over `result()` works too)."""
+        queue: asyncio.Queue[tuple[AsyncJobHandle, Frame] | None] = asyncio.Queue()
+        handles = list(jobs)
+
+        async def pump(job: AsyncJobHandle) -> None:
+            try:
+                async for frame in job.stream(timeout=timeout):
+                    await queue.put((job, frame))
+            finally:
+                await queue.put(None)
+
+        tasks = [asyncio.create_task(pump(job)) for job in handles]
+        try:
+            running = len(tasks)
+            while running:
+                item = await queue.get()
+                if item is None:
+                    running -= 1
+                else:
+                    yield item
+            for task in tasks:
+                task.result()  # a stream's error (a timeout, Redis gone) reaches the reader
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -24,7 +24,17 @@ from common.frames import (
 from common.keys import new_job_id
 from common.prompts import PromptCounter
 from common.registry import ModelRegistry
-from common.schemas import SEED_MAX, GenerateRequest, JobRecord, JobResult, JobSpec, JobState
+from common.schemas import (
+    DEFAULT_PRIORITY,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    SEED_MAX,
+    GenerateRequest,
+    JobRecord,
+    JobResult,
+    JobSpec,
+    JobState,
+)
 from common.settings import Settings
 
 
@@ -57,23 +67,63 @@ class PreparedJob:
 
     @property
     def request(self) -> GenerateRequest:
-        return GenerateRequest(job_id=self.job_id, epoch=self.record.epoch)
+        return GenerateRequest(
+            job_id=self.job_id, epoch=self.record.epoch, batch_id=self.record.batch_id
+        )
 
 
-def prepare_job(
+@dataclass(frozen=True)
+class Placement:
+    """Where a job stands in the queue: its priority (0-9, 9 first) and how long it may wait
+    before it expires unstarted."""
+
+    priority: int = DEFAULT_PRIORITY
+    expires_in_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
+            raise InvalidJob(f"priority must be {PRIORITY_MIN}-{PRIORITY_MAX}, got {self.priority}")
+        if self.expires_in_s is not None and self.expires_in_s <= 0:
+            raise InvalidJob(f"expires_in must be positive, got {self.expires_in_s}")
+
+    def expires_ms(self, submitted_ms: int) -> int:
+        if self.expires_in_s is None:
+            return 0
+        return submitted_ms + int(self.expires_in_s * 1000)
+
+
+def check_job(
     spec: JobSpec, settings: Settings, registry: ModelRegistry, prompts: PromptCounter
-) -> PreparedJob:
-    """Check a job against its model and give it an id and a seed; raises InvalidJob."""
+) -> None:
+    """Raises InvalidJob (UnknownModel, PromptTooLong) for a job its model cannot run."""
     model = registry.get(spec.model)
     if spec.prompt_chars > settings.max_prompt_chars:
         raise PromptTooLong(
             f"prompt has {spec.prompt_chars} characters; the limit is {settings.max_prompt_chars}"
         )
     prompts.check_fits(spec, model)
+
+
+def prepare_job(
+    spec: JobSpec,
+    settings: Settings,
+    registry: ModelRegistry,
+    prompts: PromptCounter,
+    placement: Placement | None = None,
+) -> PreparedJob:
+    """Check a job against its model and give it an id and a seed; raises InvalidJob."""
+    check_job(spec, settings, registry, prompts)
+    placement = placement or Placement()
     if spec.seed is None:
         spec = spec.model_copy(update={"seed": secrets.randbelow(SEED_MAX + 1)})
+    submitted = time.time_ns() // 10**6
     record = JobRecord(
-        spec=spec, state=JobState.QUEUED, queue=model.device, submitted_ms=time.time_ns() // 10**6
+        spec=spec,
+        state=JobState.QUEUED,
+        queue=registry.get(spec.model).device,
+        priority=placement.priority,
+        submitted_ms=submitted,
+        expires_ms=placement.expires_ms(submitted),
     )
     return PreparedJob(new_job_id(), record)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from producer.client import JobStream
 
 from .support import run_genq
 
-LONG_JOB = {
+LONG_JOB: dict[str, Any] = {
     "prompt": "long",
     "max_tokens": 4000,
     "window_tokens": 100,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from common.dispatch import Dispatch, broker_priority
 from common.errors import InvalidJob, JobFailed, ResultNotReady
 from common.frames import (
     ContinuationData,
@@ -21,9 +22,9 @@ from common.frames import (
     TokenData,
     TokenFrame,
 )
-from common.schemas import JobResult, JobSpec
+from common.schemas import GenerateRequest, JobRecord, JobResult, JobSpec, JobState
 from producer import core
-from producer.core import StreamState, parse_spec
+from producer.core import Placement, PreparedJob, StreamState, parse_spec
 
 JOB = "ab" * 16
 MakeResult = Callable[..., JobResult]
@@ -182,3 +183,63 @@ def test_resume_frame_drops_text_beyond_the_committed_chars() -> None:
     state.apply(ResumeFrame(job_id=JOB, epoch=1, seq=0, data=resume))
     state.apply(token(1, " upon", [2]))
     assert state.text == "Once upon"
+
+
+# Placement: priority and expiry.
+
+
+@pytest.mark.parametrize("priority", [-1, 10])
+def test_placement_rejects_a_priority_outside_0_to_9(priority: int) -> None:
+    with pytest.raises(InvalidJob, match=f"priority must be 0-9, got {priority}"):
+        Placement(priority=priority)
+
+
+@pytest.mark.parametrize("priority", [0, 9])
+def test_placement_accepts_the_priority_bounds(priority: int) -> None:
+    assert Placement(priority=priority).priority == priority
+
+
+@pytest.mark.parametrize("expires_in_s", [0, 0.0, -1.0])
+def test_placement_rejects_a_non_positive_expiry(expires_in_s: float) -> None:
+    with pytest.raises(InvalidJob, match="expires_in must be positive"):
+        Placement(expires_in_s=expires_in_s)
+
+
+def test_placement_expiry_is_that_long_after_submission_in_milliseconds() -> None:
+    assert Placement(expires_in_s=2.5).expires_ms(1000) == 3500
+
+
+def test_placement_without_an_expiry_never_expires() -> None:
+    assert Placement().expires_ms(5) == 0
+
+
+# Dispatch: what the broker sees.
+
+
+@pytest.mark.parametrize(("priority", "broker"), [(9, 0), (5, 4), (0, 9)])
+def test_broker_priority_serves_genq_priority_9_first(priority: int, broker: int) -> None:
+    assert broker_priority(priority) == broker
+
+
+def test_dispatch_argsrepr_names_the_job_model_and_batch_but_never_the_prompt() -> None:
+    prompt = "my very private prompt"
+    record = JobRecord(
+        spec=JobSpec(prompt=prompt, model="tiny"),
+        state=JobState.QUEUED,
+        epoch=3,
+        queue="cpu",
+        submitted_ms=1,
+        batch_id="batch_7",
+    )
+    job = Dispatch(PreparedJob(JOB, record).request, queue="cpu", priority=5, model="tiny")
+    shown = job.argsrepr
+    assert JOB in shown
+    assert "epoch=3" in shown
+    assert "model=tiny" in shown
+    assert "batch=batch_7" in shown
+    assert prompt not in shown
+
+
+def test_dispatch_argsrepr_of_a_job_outside_a_batch_names_no_batch() -> None:
+    job = Dispatch(GenerateRequest(job_id=JOB), queue="cpu", priority=5, model="tiny")
+    assert job.argsrepr == f"job={JOB} epoch=0 model=tiny"

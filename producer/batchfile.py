@@ -1,0 +1,278 @@
+"""Reading a batch: JSONL lines, each a genq job or an OpenAI batch request, checked one by
+one so that every bad line is reported with its number and reason.
+
+A genq line is a job's fields plus a `custom_id`:
+
+    {"custom_id": "q1", "prompt": "Once upon a time", "max_tokens": 64}
+
+An OpenAI line is what OpenAI's Batch API (and vLLM's `run-batch`) accept:
+
+    {"custom_id": "q2", "method": "POST", "url": "/v1/chat/completions",
+     "body": {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}]}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.errors import InvalidJob
+from common.schemas import JobSpec
+from producer.core import parse_spec
+
+CUSTOM_ID_MAX = 256
+OPENAI_URLS = {"/v1/completions": "prompt", "/v1/chat/completions": "messages"}
+# OpenAI body fields genq honours, by genq's name for them.
+_OPENAI_FIELDS = {
+    "model": "model",
+    "max_tokens": "max_tokens",
+    "max_completion_tokens": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    # llama.cpp server's extensions
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+}
+# Fields that do not change what is generated, accepted and ignored.
+_OPENAI_IGNORED = {"stream", "stream_options", "user", "metadata", "store", "service_tier"}
+# Fields accepted only at the values that ask for nothing genq lacks (or null).
+_OPENAI_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "n": (1,),
+    "best_of": (1,),
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "echo": (False,),
+    "logprobs": (False, 0),
+    "top_logprobs": (0,),
+    "suffix": (),
+}
+
+Source = str | Path | Iterable[str | bytes | Mapping[str, Any]]
+
+
+class LineError(InvalidJob):
+    """One line's reason for being rejected."""
+
+
+@dataclass(frozen=True)
+class Reject:
+    line: int
+    reason: str
+    raw: str
+    custom_id: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "line": self.line,
+                "custom_id": self.custom_id,
+                "error": self.reason,
+                "input": self.raw,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    line: int
+    custom_id: str
+    spec: JobSpec
+
+
+def raw_lines(source: Source) -> Iterator[tuple[int, str | bytes | Mapping[str, Any]]]:
+    """(line number, line) for every non-blank line; a path is read lazily, as bytes."""
+    if isinstance(source, str | Path):
+        with Path(source).open("rb") as file:
+            for number, raw in enumerate(file, 1):
+                if raw.strip():
+                    yield number, raw
+        return
+    for number, item in enumerate(source, 1):
+        if isinstance(item, Mapping) or item.strip():
+            yield number, item
+
+
+def parse_line(raw: str | bytes | Mapping[str, Any], defaults: Mapping[str, Any]) -> BatchLine:
+    """One line as a job; raises LineError with the reason. `line` is left 0."""
+    obj = _object(raw)
+    return _job(obj, _custom_id(obj), defaults)
+
+
+def _job(obj: Mapping[str, Any], custom_id: str, defaults: Mapping[str, Any]) -> BatchLine:
+    form = _openai_fields if {"url", "body", "method"} & obj.keys() else _genq_fields
+    fields = {**defaults, **form(obj)}
+    try:
+        spec = parse_spec(None, fields)
+    except InvalidJob as exc:
+        raise LineError(str(exc).removeprefix("invalid job: ")) from None
+    return BatchLine(0, custom_id, spec)
+
+
+def _object(raw: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if isinstance(raw, bytes):
+        if b"\x00" in raw:
+            raise LineError("not text: it holds NUL bytes (is this a binary file?)")
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LineError(f"not UTF-8 text (byte {exc.start}; is this a binary file?)") from None
+    try:
+        obj = json.loads(raw.removeprefix("\ufeff"))  # a byte-order mark opens some files
+    except json.JSONDecodeError as exc:
+        raise LineError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise LineError(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _custom_id(obj: Mapping[str, Any]) -> str:
+    custom_id = obj.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        raise LineError("custom_id: missing (every line needs a unique, non-empty string)")
+    if len(custom_id) > CUSTOM_ID_MAX:
+        raise LineError(f"custom_id: longer than {CUSTOM_ID_MAX} characters")
+    return custom_id
+
+
+def _genq_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in obj.items() if name != "custom_id"}
+
+
+def _openai_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    extra = obj.keys() - {"custom_id", "method", "url", "body"}
+    if extra:
+        raise LineError(
+            f"unexpected field(s) in an OpenAI request line: {', '.join(sorted(extra))}"
+        )
+    if obj.get("method", "POST") != "POST":
+        raise LineError(f"method: only POST is supported, got {obj.get('method')!r}")
+    url = obj.get("url")
+    if url not in OPENAI_URLS:
+        raise LineError(f"url: must be one of {', '.join(OPENAI_URLS)}, got {url!r}")
+    body = obj.get("body")
+    if not isinstance(body, dict):
+        raise LineError("body: must be a JSON object")
+    return _openai_body(body, OPENAI_URLS[url])
+
+
+def _openai_body(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name, value in body.items():
+        if value is None:  # OpenAI's null: the default
+            continue
+        if name in _OPENAI_FIELDS:
+            fields[_OPENAI_FIELDS[name]] = value
+        elif name in _OPENAI_NEUTRAL:
+            _check_neutral(name, value)
+        elif name not in _OPENAI_IGNORED | {"prompt", "messages", "stop", "logit_bias"}:
+            raise LineError(f"body.{name}: not supported by genq")
+    other = "messages" if kind == "prompt" else "prompt"
+    if other in body:
+        raise LineError(f"body.{other}: not allowed for this url (use {kind})")
+    if kind == "prompt":
+        fields["prompt"] = _openai_prompt(body.get("prompt"))
+    else:
+        fields["messages"] = _openai_messages(body.get("messages"))
+    if body.get("stop") is not None:
+        stop = body["stop"]
+        fields["stop"] = [stop] if isinstance(stop, str) else stop
+    if body.get("logit_bias") is not None:
+        fields["logit_bias"] = _openai_logit_bias(body["logit_bias"])
+    return fields
+
+
+def _check_neutral(name: str, value: Any) -> None:
+    allowed = _OPENAI_NEUTRAL[name]
+    if not any(value == a and type(value) is type(a) for a in allowed):
+        shown = " or ".join(json.dumps(a) for a in (*allowed, None))
+        raise LineError(f"body.{name}: genq supports only {shown}")
+
+
+def _openai_prompt(prompt: Any) -> Any:
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise LineError("body.prompt: a list must hold exactly one prompt (one job a line)")
+        return prompt[0]
+    return prompt
+
+
+def _openai_messages(messages: Any) -> Any:
+    if not isinstance(messages, list):
+        return messages  # the job's own validation says what is wrong
+    return [_openai_message(m) for m in messages]
+
+
+def _openai_message(message: Any) -> Any:
+    if not isinstance(message, dict):
+        return message
+    role = "system" if message.get("role") == "developer" else message.get("role")
+    content = message.get("content")
+    if isinstance(content, list):  # content parts: text only
+        if any(not isinstance(p, dict) or p.get("type") != "text" for p in content):
+            raise LineError("body.messages: only text content parts are supported")
+        content = "".join(str(p.get("text", "")) for p in content)
+    return {"role": role, "content": content}
+
+
+def _openai_logit_bias(bias: Any) -> Any:
+    if not isinstance(bias, dict):
+        return bias
+    try:
+        return {int(token): value for token, value in bias.items()}
+    except ValueError:
+        raise LineError("body.logit_bias: keys must be token ids") from None
+
+
+@dataclass
+class Scan:
+    """What a first pass over a batch found: how many jobs are good, and every bad line."""
+
+    valid: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def rejected_lines(self) -> set[int]:
+        return {r.line for r in self.rejects}
+
+
+def scan(source: Source, defaults: Mapping[str, Any], check: Callable[[JobSpec], None]) -> Scan:
+    """Check every line (form, fields, model, prompt size, unique custom_id) keeping only the
+    custom ids, so a file of any length is checked in bounded memory."""
+    result = Scan()
+    first_line: dict[str, int] = {}  # every readable custom_id, valid line or not
+    for number, raw in raw_lines(source):
+        custom_id = None
+        try:
+            obj = _object(raw)
+            custom_id = _custom_id(obj)
+            first = first_line.setdefault(custom_id, number)
+            if first != number:
+                raise LineError(f"duplicate custom_id {custom_id!r} (first on line {first})")
+            check(_job(obj, custom_id, defaults).spec)
+        except InvalidJob as exc:
+            result.rejects.append(Reject(number, str(exc), _shown(raw), custom_id))
+            continue
+        result.valid += 1
+    return result
+
+
+def valid_lines(source: Source, defaults: Mapping[str, Any], skip: set[int]) -> Iterator[BatchLine]:
+    """The second pass: the lines `scan` accepted, parsed again."""
+    for number, raw in raw_lines(source):
+        if number not in skip:
+            line = parse_line(raw, defaults)
+            yield BatchLine(number, line.custom_id, line.spec)
+
+
+def _shown(raw: str | bytes | Mapping[str, Any]) -> str:
+    if isinstance(raw, Mapping):
+        return json.dumps(raw, default=str)
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return text.rstrip("\r\n")
