@@ -82,6 +82,7 @@ def _run_jobs(settings: Settings) -> None:
             client.submit("Stop at the first e", max_tokens=200, stop=["e"], ignore_eos=True),
         )
     asyncio.run(_parallel(settings))
+    _batch(settings)
 
 
 def _show(title: str, job: JobHandle) -> None:
@@ -110,6 +111,41 @@ async def _parallel(settings: Settings) -> None:
         console.print(
             f"job {job.job_id[:8]}…  {result.usage.completion_tokens:3d} tokens  "
             f"finish {result.finish_reason:6s}  {terminal_safe(result.text[:40])!r}"
+        )
+
+
+def _batch(settings: Settings) -> None:
+    console.rule("[bold]a batch of 200 jobs (genq and OpenAI lines), then one cancelled early")
+    lines: list[dict[str, object]] = [
+        {"custom_id": f"story-{n}", "prompt": f"Story {n}", "max_tokens": 24, "seed": n}
+        for n in range(100)
+    ]
+    lines += [
+        {
+            "custom_id": f"chat-{n}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "tiny", "messages": [{"role": "user", "content": f"Hi {n}"}]},
+        }
+        for n in range(100)
+    ]
+    with Client(settings) as client:
+        batch = client.submit_batch(lines, defaults={"max_tokens": 24})
+        status = batch.wait(timeout=120)
+        first = next(batch.results())
+        console.print(
+            f"batch {batch.batch_id}: {status.succeeded}/{status.total} succeeded, "
+            f"{status.tokens:,} tokens; first result {first.custom_id}: "
+            f"{terminal_safe(first.text[:30])!r}"
+        )
+        job = client.submit("Cut short", max_tokens=100_000, ignore_eos=True)
+        chunks = iter(range(3))
+        for _ in job.stream(timeout=60, on_chunk=lambda _f: next(chunks, None) is None):
+            pass
+        result = job.result()
+        console.print(
+            f"stopped by its stream callback after {result.usage.completion_tokens} tokens: "
+            f"finish {result.finish_reason}"
         )
 
 
