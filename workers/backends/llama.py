@@ -36,6 +36,9 @@ class LlamaBackend:
                 model_path=str(path),
                 n_ctx=config.n_ctx,
                 n_threads=config.n_threads,
+                # Prompt evaluation would otherwise use every core, and its idle OpenMP threads
+                # spin between jobs, starving other workers (measured: 5 ms jobs took 55-125).
+                n_threads_batch=config.n_threads,
                 n_gpu_layers=config.n_gpu_layers,
                 n_batch=config.n_batch,
                 verbose=False,
