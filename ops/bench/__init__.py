@@ -3,7 +3,8 @@
 Sections, each on a private stack (redis-server, relay, workers) and the tiny model: streaming
 (genq end to end against in-process `Llama.generate()` and llama_cpp.server), relay throughput
 (pub/sub into streams, against read-half, write-half and Redis baselines), recovery after a
-worker is SIGKILLed mid-job, and memory of the relay and a reader over a long job. Figures are
+worker is SIGKILLed mid-job, memory of the relay and a reader over a long job, how fast a
+producer submits a large batch, and the per-job overhead of many short jobs. Figures are
 printed with ratios against baselines measured in the same run; this is a benchmark, not a
 test, and asserts nothing.
 """

@@ -9,7 +9,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.errors import GenqError
-from ops.bench import genq_stream, memory, recovery, relay_section, report, streaming, sweep
+from ops.bench import (
+    genq_stream,
+    memory,
+    overhead,
+    recovery,
+    relay_section,
+    report,
+    streaming,
+    submit,
+    sweep,
+)
 from ops.bench.report import say
 from ops.bench.stack import cache_dir
 from ops.bench.workload import DEFAULT_PROMPT, DEFAULT_SEED, REQUESTED_TOKENS
@@ -26,6 +36,8 @@ SECTIONS: dict[str, tuple[str, Section]] = {
         recovery.section,
     ),
     "memory": ("memory: relay and reader RSS over a long job", memory.section),
+    "submit": ("submission: a 10,000-job batch queued by one producer", submit.section),
+    "overhead": ("overhead: 1,000 short jobs on 2 workers, genq vs in-process", overhead.section),
 }
 DESCRIPTION = """\
 genq's benchmark. Every section starts its own private stack (redis-server, a relay, genq
@@ -45,6 +57,13 @@ sections (--suite, in this order):
             whether the final text equals an uninterrupted run.
   memory    RSS of the relay, a reader process and the worker over a 100,000-token job, every
             0.5 s (target: relay and reader flat within 10 MB).
+  submit    a 10,000-line JSONL batch queued with Client.submit_batch() by a producer process
+            of its own, no worker running; baseline: 1,000 Client.submit() calls. Targets:
+            >= 2,000 jobs/s accepted; producer peak RSS <= 150 MB.
+  overhead  1,000 jobs of 16 tokens as one batch on 2 worker processes (submit until wait()
+            returns), against the same generations run back to back in 2 plain processes
+            (model loading excluded; OMP_WAIT_POLICY=passive on both sides unless
+            --overhead-omp-spin). Target: in-process wall / genq wall >= 0.80.
 """
 
 
@@ -64,6 +83,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     _relay_options(parser.add_argument_group("relay"))
     _recovery_options(parser.add_argument_group("recovery"))
     _memory_options(parser.add_argument_group("memory"))
+    _submit_options(parser.add_argument_group("submit"))
+    _overhead_options(parser.add_argument_group("overhead"))
     return parser.parse_args(argv)
 
 
@@ -121,6 +142,30 @@ def _memory_options(group: argparse._ArgumentGroup) -> None:
     add("--memory-tokens", type=_positive, default=100_000, help="job size (100000)")
     add("--memory-window", type=_positive, default=128, help="window_tokens (128)")
     add("--memory-interval-s", type=_seconds, default=0.5, help="RSS sampling period (0.5)")
+
+
+def _submit_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add("--submit-jobs", type=_positive, default=10_000, help="batch lines (10000)")
+    add(
+        "--submit-single-jobs",
+        type=_positive,
+        default=1_000,
+        help="Client.submit() calls for the baseline (1000)",
+    )
+
+
+def _overhead_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add("--overhead-jobs", type=_positive, default=1_000, help="jobs, split over 2 (1000)")
+    add("--overhead-tokens", type=_positive, default=16, help="tokens per job (16)")
+    add(
+        "--overhead-omp-spin",
+        action="store_true",
+        help="leave OpenMP's idle threads spinning (its default) instead of "
+        "OMP_WAIT_POLICY=passive; with as many llama processes as cores, they steal each "
+        "other's cores and every job takes far longer, on both sides",
+    )
 
 
 def _suites(text: str) -> list[str]:
