@@ -201,9 +201,12 @@ def test_reader_ends_with_the_final_text_when_no_relay_ran_for_part_of_the_job(
     stack = make_stack()
     relay = stack.relay()
     stack.worker("a")
+    # Long enough that the job still runs when the new relay is up: the frames published
+    # while no relay ran must be followed by some that one wrote.
+    job_spec = {**JOB, "max_tokens": 12_000}
     with Client(stack.settings) as client:
-        expected = uninterrupted(client)
-        job = client.submit(**JOB)
+        expected = client.submit(**job_spec).result(timeout=90).text
+        job = client.submit(**job_spec)
         live = client.redis.pubsub()  # type: ignore[no-untyped-call]
         live.subscribe(client.keys.tokens(job.job_id))
 
