@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.connection import redis_errors, unavailable
 from common.dispatch import Dispatch
-from common.errors import ErrorCode, InvalidBatch, InvalidJob
+from common.errors import ErrorCode, InvalidBatch, InvalidJob, StreamTimeout
 from common.keys import check_batch_id, new_batch_id
 from common.lifecycle import Finish, now_ms, unstarted_finish
 from common.schemas import (
@@ -278,8 +278,6 @@ class BatchHandle:
     ) -> BatchStatus:
         """Wait until every job ended; `progress` gets each status read meanwhile. Raises
         StreamTimeout when `timeout` passes first."""
-        from common.errors import StreamTimeout
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             status = self.status()
