@@ -133,8 +133,6 @@ class Relay:
         # Frames are moved as bytes: no decoding on the way through.
         self.redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
         self._text = connect(settings)
-        self._checkpoint = self.redis.register_script(CHECKPOINT)
-        self._append_script = self.redis.register_script(APPEND)
         self._reap = self._text.register_script(REAP)
         self._dispatcher = Dispatcher(settings, main="genq-relay")
         self.moved = 0
@@ -170,7 +168,9 @@ class Relay:
 
     def write(self, frames: Sequence[bytes]) -> None:
         """One round trip for the batch. Token frames go in one script call; a window frame's
-        checkpoint and a terminal frame's expiry keep their place in the order."""
+        checkpoint and a terminal frame's expiry keep their place in the order. Scripts go as
+        EVAL: given a registered Script, a redis-py pipeline first asks SCRIPT EXISTS, a
+        round trip of its own, every time."""
         pipe = self.redis.pipeline(transaction=False)
         streams: list[str] = []
         entries: list[str | bytes] = []
@@ -195,13 +195,13 @@ class Relay:
 
     def _append(self, pipe: Any, streams: list[str], entries: list[str | bytes]) -> None:
         if streams:
-            self._append_script(keys=streams, args=entries, client=pipe)
+            pipe.eval(APPEND, len(streams), *streams, *entries)
 
     def _checkpoint_window(self, pipe: Any, header: Header, raw: bytes) -> None:
         data = json.loads(raw)["data"]
         entry = json.dumps({k: data[k] for k in ("token_ids", "text", "finish_reason")})
         keys = [self.keys.checkpoint(header.job_id), self.keys.job(header.job_id)]
-        self._checkpoint(keys=keys, args=[header.epoch, data["window"], entry], client=pipe)
+        pipe.eval(CHECKPOINT, len(keys), *keys, header.epoch, data["window"], entry)
 
     def _retain(self, pipe: Any, job_id: str) -> None:
         """After the terminal frame, the stream and checkpoint live for the retention time."""
