@@ -25,6 +25,7 @@ def load(path: Path, config: LlamaModelConfig) -> Llama:
         model_path=str(path),
         n_ctx=config.n_ctx,
         n_threads=config.n_threads,
+        n_threads_batch=config.n_threads,
         n_gpu_layers=config.n_gpu_layers,
         n_batch=config.n_batch,
         verbose=False,

@@ -48,6 +48,7 @@ TIMEOUT_S = 600.0
 WARM_JOBS = 10  # per round, until every worker has run one (and so loaded the model)
 WARM_ROUNDS = 10
 PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "passive"}  # idle OpenMP threads sleep instead of spinning
+POOL_ROLE = "worker pool processes"
 _RECORD_FIELDS = ("worker", "submitted_ms", "started_ms", "finished_ms")
 
 
@@ -176,7 +177,7 @@ def stack_processes(stack: Stack) -> dict[str, list[psutil.Process]]:
     mains = [psutil.Process(w.proc.pid) for w in stack.workers if w.proc is not None]
     others = {"relay": stack.relay, "redis-server": stack.redis}
     roles = {
-        "worker pool processes": [child for main in mains for child in main.children()],
+        POOL_ROLE: [child for main in mains for child in main.children()],
         "Celery main processes": mains,
         "producer (this process)": [psutil.Process()],
     }
@@ -265,10 +266,14 @@ def _cpu_line(baseline: Baseline, genq: GenqRun) -> str:
     parts = ", ".join(f"{role} {cpu * 1000 / jobs:.2f}" for role, cpu in genq.cpu_s.items())
     total = sum(genq.cpu_s.values()) * 1000 / jobs
     cores = psutil.cpu_count() or 1
+    inprocess = baseline.cpu_s * 1000 / baseline.jobs
+    pool = genq.cpu_s.get(POOL_ROLE, 0.0) * 1000 / jobs
     return (
-        f"  CPU ms per job: genq {total:.2f} ({parts}); in-process "
-        f"{baseline.cpu_s * 1000 / baseline.jobs:.2f}; {cores} cores x genq wall = "
-        f"{cores * genq.seconds * 1000 / jobs:.2f} ms per job"
+        f"  CPU ms per job: genq {total:.2f} ({parts}); in-process {inprocess:.2f}; {cores} "
+        f"cores x genq wall = {cores * genq.seconds * 1000 / jobs:.2f} ms per job\n"
+        f"  in-process CPU / worker pool CPU per job: {inprocess / pool if pool else 0.0:.2f} "
+        "(the ratio to expect where Redis, the relay and Celery's main processes have cores "
+        "of their own; here they share the workers' cores)"
     )
 
 
