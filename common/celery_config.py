@@ -9,6 +9,7 @@ from kombu import Queue  # type: ignore[attr-defined]
 from common.settings import Settings
 
 GENERATE_TASK = "genq.generate"
+BUNDLE_TASK = "genq.generate_bundle"  # several short jobs of a batch in one message
 QUEUES = ("cpu", "gpu")
 # One Redis list per priority, so that a more urgent job queued later is served first.
 BROKER_PRIORITY_STEPS = list(range(10))

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from common.celery_config import GENERATE_TASK, make_celery
-from common.schemas import PRIORITY_MAX, GenerateRequest
+from common.celery_config import BUNDLE_TASK, GENERATE_TASK, make_celery
+from common.schemas import PRIORITY_MAX, BundleRequest, GenerateRequest
 from common.settings import Settings
 
 PUBLISH_BATCH = 500  # broker commands per pipelined flush
@@ -18,17 +18,27 @@ PUBLISH_BATCH = 500  # broker commands per pipelined flush
 
 @dataclass(frozen=True)
 class Dispatch:
-    request: GenerateRequest
+    """One task message: a job, or a bundle of short jobs of one batch."""
+
+    request: GenerateRequest | BundleRequest
     queue: str
     priority: int
     model: str
 
     @property
+    def task(self) -> str:
+        return BUNDLE_TASK if isinstance(self.request, BundleRequest) else GENERATE_TASK
+
+    @property
     def argsrepr(self) -> str:
         """What Flower shows as the task's arguments: never the prompt."""
-        r = self.request
+        if isinstance(self.request, BundleRequest):
+            jobs = self.request.jobs
+            r, count = jobs[0], f"jobs={len(jobs)} first="
+        else:
+            r, count = self.request, "job="
         batch = f" batch={r.batch_id}" if r.batch_id else ""
-        return f"job={r.job_id} epoch={r.epoch} model={self.model}{batch}"
+        return f"{count}{r.job_id} epoch={r.epoch} model={self.model}{batch}"
 
 
 def broker_priority(priority: int) -> int:
@@ -47,7 +57,7 @@ class Dispatcher:
         with self._celery.producer_or_acquire() as producer, _batch(producer):
             for job in jobs:
                 self._celery.send_task(
-                    GENERATE_TASK,
+                    job.task,
                     args=[job.request.model_dump(mode="json")],
                     queue=job.queue,
                     task_id=job.request.task_id,

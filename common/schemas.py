@@ -124,6 +124,28 @@ class GenerateRequest(_Model):
         return f"{self.job_id}-{self.epoch}"
 
 
+BUNDLE_JOBS_MAX = 256
+
+
+class BundleRequest(_Model):
+    """The Celery task message for several short jobs of one batch, which one worker process
+    claims together and runs one after another: the broker's per-message cost (a fetch, an
+    ack, task events) is paid once for them all."""
+
+    v: Literal[1] = 1
+    jobs: list[GenerateRequest] = Field(min_length=1, max_length=BUNDLE_JOBS_MAX)
+
+    @model_validator(mode="after")
+    def _one_batch(self) -> BundleRequest:
+        if len({job.batch_id for job in self.jobs}) != 1:
+            raise ValueError("a bundle's jobs belong to one batch")
+        return self
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.jobs[0].task_id}+{len(self.jobs) - 1}"
+
+
 class Usage(_Model):
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)

@@ -7,46 +7,68 @@ neither renew, checkpoint nor finish the job.
 
 from __future__ import annotations
 
-# KEYS: job hash, leases, cancel key, expiries, [batch hash].
-# ARGV: job_id, epoch, now_ms, lease_ms, worker.
-# -> claimed | missing | finished | stale | held | cancelled | expired
-# A queued job whose cancel was asked for, or that was not started before its expiry, is not
-# started: the caller ends it (common.lifecycle). A job that started once never expires.
+# KEYS: leases, expiries, [batch hash], then per job: job hash, cancel key.
+# ARGV: now_ms, lease_ms, worker, has_batch (1 or 0), then per job: job_id, epoch.
+# -> per job: an outcome (claimed | missing | finished | stale | held | cancelled | expired),
+# then the job's hash when claimed (else an empty list). One call claims a bundle's jobs, each
+# under its own lease, and reads their records. A queued job whose cancel was asked for, or
+# that was not started before its expiry, is not started: the caller ends it
+# (common.lifecycle). A job that started once never expires.
 CLAIM = """
-local st = redis.call('HMGET', KEYS[1], 'state', 'epoch', 'expires_ms')
-if not st[1] then return 'missing' end
-if st[1] ~= 'queued' and st[1] ~= 'running' then return 'finished' end
-if tonumber(st[2]) ~= tonumber(ARGV[2]) then return 'stale' end
-if st[1] == 'running' then
-  local lease = redis.call('ZSCORE', KEYS[2], ARGV[1])
-  if lease and tonumber(lease) > tonumber(ARGV[3]) then return 'held' end
-else
-  if redis.call('EXISTS', KEYS[3]) == 1 then return 'cancelled' end
-  if KEYS[5] and redis.call('HGET', KEYS[5], 'cancel_requested') == '1' then
-    return 'cancelled'
+local now, lease_ms, worker = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local batch, first = nil, 3
+if ARGV[4] == '1' then batch, first = KEYS[3], 4 end
+local batch_cancelled = batch and redis.call('HGET', batch, 'cancel_requested') == '1'
+
+local function claim(job, cancel, id, epoch)
+  local st = redis.call('HMGET', job, 'state', 'epoch', 'expires_ms')
+  if not st[1] then return 'missing' end
+  if st[1] ~= 'queued' and st[1] ~= 'running' then return 'finished' end
+  if tonumber(st[2]) ~= epoch then return 'stale' end
+  if st[1] == 'running' then
+    local lease = redis.call('ZSCORE', KEYS[1], id)
+    if lease and tonumber(lease) > now then return 'held' end
+  else
+    if batch_cancelled or redis.call('EXISTS', cancel) == 1 then return 'cancelled' end
+    local expires = tonumber(st[3] or '0')
+    if expires > 0 and now >= expires and epoch == 0 then return 'expired' end
+    if batch then
+      redis.call('HINCRBY', batch, 'queued', -1)
+      redis.call('HINCRBY', batch, 'running', 1)
+    end
   end
-  local expires = tonumber(st[3] or '0')
-  if expires > 0 and tonumber(ARGV[3]) >= expires and tonumber(st[2]) == 0 then
-    return 'expired'
-  end
-  if KEYS[5] then
-    redis.call('HINCRBY', KEYS[5], 'queued', -1)
-    redis.call('HINCRBY', KEYS[5], 'running', 1)
-  end
+  redis.call('HSET', job, 'state', 'running', 'worker', worker, 'started_ms', ARGV[1])
+  redis.call('HINCRBY', job, 'attempts', 1)
+  redis.call('ZADD', KEYS[1], now + lease_ms, id)
+  redis.call('ZREM', KEYS[2], id)
+  return 'claimed'
 end
-redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[5], 'started_ms', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-return 'claimed'
+
+local out = {}
+for i = first, #KEYS, 2 do
+  local n = 5 + (i - first)
+  local outcome = claim(KEYS[i], KEYS[i + 1], ARGV[n], tonumber(ARGV[n + 1]))
+  out[#out + 1] = outcome
+  out[#out + 1] = outcome == 'claimed' and redis.call('HGETALL', KEYS[i]) or {}
+end
+return out
 """
 
-# KEYS: job hash, leases. ARGV: job_id, epoch, deadline_ms. -> 1 renewed, 0 superseded
+# KEYS: leases, then one job hash per job. ARGV: deadline_ms, then per job: job_id, epoch.
+# -> per job: 1 renewed, 0 superseded (the job's epoch moved on, or it is no longer running)
 RENEW = """
-local st = redis.call('HMGET', KEYS[1], 'state', 'epoch')
-if st[1] ~= 'running' or tonumber(st[2]) ~= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-return 1
+local out = {}
+for i = 2, #KEYS do
+  local id, epoch = ARGV[2 * i - 2], ARGV[2 * i - 1]
+  local st = redis.call('HMGET', KEYS[i], 'state', 'epoch')
+  if st[1] == 'running' and tonumber(st[2]) == tonumber(epoch) then
+    redis.call('ZADD', KEYS[1], ARGV[1], id)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
 """
 
 # KEYS: job hash, leases, expiries, [batch hash, batch jobs, batch index].

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.schemas import BUNDLE_JOBS_MAX
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
@@ -54,6 +56,15 @@ class Settings(BaseSettings):
     chunk_interval_ms: float = Field(
         20.0, ge=0.0, le=10_000.0, description="Flush a token chunk after this many milliseconds."
     )
+    bundle_tokens: int = Field(
+        512,
+        ge=0,
+        le=1_000_000,
+        description="A batch's short jobs share a task message (a bundle, run by one worker "
+        "process) while their max_tokens add up to at most this; a job asking for more goes "
+        "alone. 0 sends every job alone.",
+    )
+    bundle_jobs: int = Field(32, ge=1, le=BUNDLE_JOBS_MAX, description="Most jobs in one bundle.")
     job_ttl_s: int = Field(
         86_400,
         ge=60,

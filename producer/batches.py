@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.connection import redis_errors, unavailable
-from common.dispatch import Dispatch
 from common.errors import ErrorCode, InvalidBatch, InvalidJob, StreamTimeout
 from common.keys import check_batch_id, new_batch_id
 from common.lifecycle import Finish, now_ms, unstarted_finish
@@ -34,12 +33,14 @@ from common.schemas import (
 )
 from common.scripts import SUBMIT
 from producer.batchfile import BatchLine, Reject, Source, scan, valid_lines
+from producer.bundles import dispatches
 from producer.core import PreparedJob
 
 if TYPE_CHECKING:
     from producer.client import Client, JobHandle
 
 SUBMIT_CHUNK = 500  # jobs written and dispatched per round
+FIRST_CHUNK = 50  # smaller, so that workers start while the rest is written
 PAGE = 500  # jobs read per round when reading results or cancelling
 POLL_S = 0.5
 SHOWN_REJECTS = 20
@@ -117,7 +118,7 @@ class BatchSubmitter:
         self._open()
         created = existing = 0
         lines = valid_lines(source, defaults, found.rejected_lines)
-        for chunk in _chunks(lines, SUBMIT_CHUNK):
+        for chunk in _chunks(lines, SUBMIT_CHUNK, first=FIRST_CHUNK):
             made = self._submit_chunk(chunk)
             created, existing = created + made, existing + len(chunk) - made
             if progress is not None:
@@ -196,11 +197,9 @@ class BatchSubmitter:
         if not jobs:
             return
         client = self.client
+        settings = client.settings
         try:
-            client._dispatcher.send(
-                Dispatch(job.request, job.record.queue, job.record.priority, job.record.spec.model)
-                for job in jobs
-            )
+            client._dispatcher.send(dispatches(jobs, settings.bundle_tokens, settings.bundle_jobs))
         except Exception as exc:  # not queued; a resubmission with this batch id resumes
             raise unavailable(client.settings, exc) from exc
         with redis_errors(client.settings):
@@ -217,13 +216,15 @@ def _pairs(rejects: Sequence[Reject]) -> list[tuple[int, str]]:
 T = TypeVar("T")
 
 
-def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+def _chunks(items: Iterable[T], size: int, first: int | None = None) -> Iterator[list[T]]:
+    """Lists of `size` items (the first one of `first`), the last one shorter."""
     chunk: list[T] = []
+    want = first or size
     for item in items:
         chunk.append(item)
-        if len(chunk) == size:
+        if len(chunk) == want:
             yield chunk
-            chunk = []
+            chunk, want = [], size
     if chunk:
         yield chunk
 

@@ -1,7 +1,8 @@
 """Coalescing tokens into chunks, so per-token Redis round trips do not cap throughput.
 
-The first token of a job goes out at once (first-token latency); after that a chunk is
-flushed when it holds `max_tokens` tokens or `interval_s` has passed since the last flush.
+The first token of a job goes out at once (first-token latency), unless `eager` is off (a
+bundle's jobs, run for throughput); after that a chunk is flushed when it holds `max_tokens`
+tokens or `interval_s` has passed since the last flush (or since the first token).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class Chunker:
     max_tokens: int
     interval_s: float
     clock: Callable[[], float] = time.monotonic
+    eager: bool = True
     _token_ids: list[int] = field(default_factory=list)
     _text: list[str] = field(default_factory=list)
     _last_flush: float | None = None
@@ -33,7 +35,9 @@ class Chunker:
 
     def due(self) -> bool:
         if self._last_flush is None:
-            return bool(self._token_ids)
+            if self.eager or not self._token_ids:
+                return bool(self._token_ids)
+            self._last_flush = self.clock()  # the interval counts from the first token
         if len(self._token_ids) >= self.max_tokens:
             return True
         return bool(self._token_ids) and self.clock() - self._last_flush >= self.interval_s

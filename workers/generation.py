@@ -31,7 +31,7 @@ class TokenBackend(Protocol):
 class FrameSink(Protocol):
     cancelled: bool  # the job's cancel was asked for; seen when a chunk or window starts
 
-    def token(self, data: TokenData) -> None: ...
+    def token(self, data: TokenData, ending: bool = False) -> None: ...
     def continuation(self, window: int) -> None: ...
     def window(self, data: WindowData) -> None: ...
 
@@ -98,7 +98,7 @@ class _Run:
 
     def flush(self) -> None:
         if self.chunker.pending():
-            self.sink.token(self.chunker.take())
+            self.sink.token(self.chunker.take(), ending=self.finish is not None)
 
     def run_window(self, window: int, size: int) -> None:
         """Generate up to `size` tokens; sets `finish` when the job ends inside the window."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from common.scripts import CLAIM
 from common.settings import Settings
 from workers.chunks import Chunker
 from workers.generation import Committed, Generated, generate
-from workers.lease import Lease, LeaseLost
+from workers.lease import Lease, LeaseLost, Leases
 from workers.models import ModelCache
 from workers.publisher import FramePublisher, now_ms
 
@@ -51,31 +52,50 @@ class WorkerContext:
         registry = ModelRegistry.from_settings(settings)
         return cls(settings, connect(settings), Keys(settings.key_prefix), ModelCache(registry))
 
-    def chunker(self) -> Chunker:
-        return Chunker(self.settings.chunk_tokens, self.settings.chunk_interval_ms / 1000)
+    def chunker(self, eager: bool) -> Chunker:
+        interval_s = self.settings.chunk_interval_ms / 1000
+        return Chunker(self.settings.chunk_tokens, interval_s, eager=eager)
 
 
-def run_job(ctx: WorkerContext, request: GenerateRequest, worker: str) -> None:
-    """Raises the job's GenqError after publishing it, so Celery (and Flower) see the failure."""
-    record = _claim(ctx, request, worker)
-    if record is None:
+def run_jobs(ctx: WorkerContext, requests: Sequence[GenerateRequest], worker: str) -> None:
+    """Run a task message's jobs (one, or a bundle of short ones) one after another. They
+    are all claimed at once, in one round trip; one job's failure does not stop the others.
+    Raises the first job's GenqError after publishing it, so Celery (and Flower) see it."""
+    claimed = _claim(ctx, requests, worker)
+    if not claimed:
         return
-    lease = Lease(ctx.redis, ctx.keys, request.job_id, request.epoch, ctx.settings.lease_ttl_s)
-    with lease:
-        pub = FramePublisher(ctx.redis, ctx.keys, request.job_id, request.epoch, lease)
-        try:
-            _run(ctx, record, pub)
-        except LeaseLost as exc:
-            log.warning("%s; its newer attempt carries on", exc)
-        except GenqError as exc:
-            _fail(ctx, pub, record, exc)
-            raise
-        except Exception as exc:
-            _fail(ctx, pub, record, GenerationError(f"{type(exc).__name__}: {exc}"))
-            raise
+    ttl_s = ctx.settings.lease_ttl_s
+    failure: Exception | None = None
+    jobs = {request.job_id: request.epoch for request, _ in claimed}
+    eager = len(requests) == 1  # a bundle runs for throughput: no first token on its own
+    with Leases(ctx.redis, ctx.keys, jobs, ttl_s) as leases:
+        for request, record in claimed:
+            try:
+                _attempt(ctx, record, leases.lease(request.job_id), eager)
+            except Exception as exc:  # reported once the bundle's other jobs have run
+                failure = failure or exc
+            finally:
+                leases.release(request.job_id)
+    if failure is not None:
+        raise failure
 
 
-def _run(ctx: WorkerContext, record: JobRecord, pub: FramePublisher) -> None:
+def _attempt(ctx: WorkerContext, record: JobRecord, lease: Lease, eager: bool) -> None:
+    pub = FramePublisher(ctx.redis, ctx.keys, lease.job_id, lease.epoch, lease)
+    record = record.model_copy(update={"started_ms": now_ms()})  # a bundle's jobs wait their turn
+    try:
+        _run(ctx, record, pub, eager)
+    except LeaseLost as exc:
+        log.warning("%s; its newer attempt carries on", exc)
+    except GenqError as exc:
+        _fail(ctx, pub, record, exc)
+        raise
+    except Exception as exc:
+        _fail(ctx, pub, record, GenerationError(f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+def _run(ctx: WorkerContext, record: JobRecord, pub: FramePublisher, eager: bool) -> None:
     backend = ctx.models.get(record.spec.model)
     committed = _resume_point(ctx, pub) if pub.epoch > 0 else Committed()
     log.info(
@@ -85,30 +105,44 @@ def _run(ctx: WorkerContext, record: JobRecord, pub: FramePublisher) -> None:
         record.spec.model,
         committed.windows,
     )
-    out = generate(backend, record.spec, pub, ctx.chunker(), committed)
+    out = generate(backend, record.spec, pub, ctx.chunker(eager), committed)
     _succeed(ctx, pub, record, out)
 
 
-def _claim(ctx: WorkerContext, request: GenerateRequest, worker: str) -> JobRecord | None:
-    """The job's record, now running under this attempt's lease; None when there is nothing
-    to run: finished, a message of another epoch, held by a live attempt (Celery may deliver a
-    message twice), or cancelled or expired while queued (then ended here)."""
-    keys, job_id = ctx.keys, request.job_id
-    key = keys.job(job_id)
-    names = [key, keys.leases, keys.cancel(job_id), keys.expiries]
-    if request.batch_id:
-        names.append(keys.batch(request.batch_id))
+def _claim(
+    ctx: WorkerContext, requests: Sequence[GenerateRequest], worker: str
+) -> list[tuple[GenerateRequest, JobRecord]]:
+    """The records of the jobs now running under this worker's leases, in order. A job is
+    left out when there is nothing to run: finished, a message of another epoch, held by a
+    live attempt (Celery may deliver a message twice), or cancelled or expired while queued
+    (then ended here)."""
+    keys = ctx.keys
+    batches = {r.batch_id for r in requests}
+    batch_id = batches.pop() if len(batches) == 1 else ""  # a bundle is of one batch
+    names = [keys.leases, keys.expiries, *([keys.batch(batch_id)] if batch_id else [])]
     started = now_ms()
-    lease_ms = int(ctx.settings.lease_ttl_s * 1000)
-    args: list[str | int] = [job_id, request.epoch, started, lease_ms, worker]
-    outcome = ctx.redis.eval(CLAIM, len(names), *names, *args)
-    if outcome in {JobState.CANCELLED, JobState.EXPIRED}:
-        end_unstarted(ctx.redis, keys, ctx.settings.job_ttl_s, job_id, JobState(outcome))
-    if outcome != "claimed":
-        log.info("job %s epoch %d: %s; not started", job_id, request.epoch, outcome)
-        return None
-    record = JobRecord.from_hash(ctx.redis.hgetall(key))
-    return record.model_copy(update={"state": JobState.RUNNING, "started_ms": started})
+    args: list[str | int] = [
+        started,
+        int(ctx.settings.lease_ttl_s * 1000),
+        worker,
+        int(bool(batch_id)),
+    ]
+    for r in requests:
+        names += [keys.job(r.job_id), keys.cancel(r.job_id)]
+        args += [r.job_id, r.epoch]
+    replies = ctx.redis.eval(CLAIM, len(names), *names, *args)
+    claimed = []
+    for request, outcome, raw in zip(requests, replies[::2], replies[1::2], strict=True):
+        if outcome == "claimed":
+            fields = dict(zip(raw[::2], raw[1::2], strict=True))
+            claimed.append((request, JobRecord.from_hash(fields)))
+            continue
+        if outcome in {JobState.CANCELLED, JobState.EXPIRED}:
+            end_unstarted(
+                ctx.redis, keys, ctx.settings.job_ttl_s, request.job_id, JobState(outcome)
+            )
+        log.info("job %s epoch %d: %s; not started", request.job_id, request.epoch, outcome)
+    return claimed
 
 
 def _resume_point(ctx: WorkerContext, pub: FramePublisher) -> Committed:
@@ -137,6 +171,7 @@ def _succeed(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, out: Ge
     cancelled = out.finish_reason is FinishReason.CANCELLED
     fields = {
         "state": JobState.CANCELLED if cancelled else JobState.SUCCEEDED,
+        "started_ms": record.started_ms,
         "finished_ms": finished,
         "result": result.model_dump_json(),
     }
@@ -151,6 +186,7 @@ def _fail(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, exc: GenqE
         return  # a newer attempt owns the job's outcome
     fields = {
         "state": JobState.FAILED,
+        "started_ms": record.started_ms,
         "finished_ms": now_ms(),
         "error": str(exc),
         "error_code": exc.code,
@@ -169,7 +205,11 @@ def _end(
     """Final record and terminal frame in one script, for the current epoch only: whoever sees
     the frame can read the final record, and a superseded attempt writes neither."""
     finish = Finish(pub.job_id, pub.epoch, record.batch_id, JobState.RUNNING, fields, frame, tokens)
-    if not finish.run(ctx.redis, ctx.keys, ctx.settings.job_ttl_s):
+    pipe = ctx.redis.pipeline(transaction=False)
+    for raw in pub.pending():  # the frames held back for this round trip go first
+        pipe.publish(pub.channel, raw)
+    finish.run(pipe, ctx.keys, ctx.settings.job_ttl_s)
+    if not pipe.execute()[-1]:
         log.warning("job %s epoch %d: superseded before it ended", pub.job_id, pub.epoch)
 
 

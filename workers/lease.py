@@ -1,6 +1,10 @@
-"""A running job's lease: renewed from a heartbeat thread while the job runs, so that a long
-prompt evaluation does not look like a dead worker, and lost when the job's epoch moves on
-(the reaper gave the job to another worker): the attempt then stops publishing."""
+"""Running jobs' leases: renewed from one heartbeat thread while a task message's jobs run, so
+that a long prompt evaluation does not look like a dead worker, and lost when a job's epoch
+moves on (the reaper gave the job to another worker): that attempt then stops publishing.
+
+A bundle's jobs are all claimed when its message arrives, so the ones still waiting their
+turn are renewed too; a job leaves the renewal when it ends.
+"""
 
 from __future__ import annotations
 
@@ -22,32 +26,62 @@ class LeaseLost(Exception):
 
 
 class Lease:
-    def __init__(self, client: redis.Redis, keys: Keys, job_id: str, epoch: int, ttl_s: float):
-        self._renew = client.register_script(RENEW)
-        self._keys = [keys.job(job_id), keys.leases]
-        self.job_id, self.epoch, self.ttl_s = job_id, epoch, ttl_s
-        self._stop = threading.Event()
-        self.lost = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id[:8]}", daemon=True)
+    """One job attempt's view of the shared leases."""
+
+    def __init__(self, leases: Leases, job_id: str, epoch: int) -> None:
+        self._leases = leases
+        self.job_id, self.epoch = job_id, epoch
 
     def check(self) -> None:
-        if self.lost.is_set():
+        if self.job_id in self._leases.lost:
             raise LeaseLost(f"job {self.job_id}: epoch {self.epoch} was superseded")
+
+
+class Leases:
+    def __init__(self, client: redis.Redis, keys: Keys, jobs: dict[str, int], ttl_s: float) -> None:
+        self._renew = client.register_script(RENEW)
+        self._keys = keys
+        self._jobs = dict(jobs)  # job id -> epoch, while the job runs or waits its turn
+        self._lock = threading.Lock()
+        self.ttl_s = ttl_s
+        self.lost: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="genq-lease", daemon=True)
+
+    def lease(self, job_id: str) -> Lease:
+        return Lease(self, job_id, self._jobs[job_id])
+
+    def release(self, job_id: str) -> None:
+        """The job ended (or was given up): stop renewing its lease."""
+        with self._lock:
+            self._jobs.pop(job_id, None)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
-            deadline = time.time_ns() // 1_000_000 + int(self.ttl_s * 1000)
-            try:
-                renewed = self._renew(keys=self._keys, args=[self.job_id, self.epoch, deadline])
-            except redis.RedisError as exc:  # keep trying: the lease has ttl_s to spare
-                log.warning("job %s: lease renewal failed: %s", self.job_id, exc)
+            with self._lock:
+                jobs = list(self._jobs.items())
+            if not jobs:
                 continue
-            if not renewed:
-                log.warning("job %s epoch %d: superseded; stopping", self.job_id, self.epoch)
-                self.lost.set()
-                return
+            deadline = time.time_ns() // 1_000_000 + int(self.ttl_s * 1000)
+            keys = [self._keys.leases, *(self._keys.job(job_id) for job_id, _ in jobs)]
+            args = [deadline, *(part for job in jobs for part in job)]
+            try:
+                renewed = self._renew(keys=keys, args=args)
+            except redis.RedisError as exc:  # keep trying: the leases have ttl_s to spare
+                log.warning("lease renewal failed: %s", exc)
+                continue
+            for (job_id, epoch), ok in zip(jobs, renewed, strict=True):
+                if not ok:
+                    self._supersede(job_id, epoch)
 
-    def __enter__(self) -> Lease:
+    def _supersede(self, job_id: str, epoch: int) -> None:
+        with self._lock:
+            if self._jobs.pop(job_id, None) is None:
+                return  # it ended meanwhile: its own FINISH moved it on
+        log.warning("job %s epoch %d: superseded; stopping", job_id, epoch)
+        self.lost.add(job_id)
+
+    def __enter__(self) -> Leases:
         self._thread.start()
         return self
 

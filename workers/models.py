@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 
 from common.registry import ModelRegistry
@@ -21,4 +22,5 @@ class ModelCache:
             config = self.registry.get(name)
             backend = LlamaBackend(name, config, self.registry.local_path(name))
             self._loaded[name] = backend
+            gc.freeze()  # see workers.tasks: the model's objects live as long as the process
         return backend

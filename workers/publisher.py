@@ -1,4 +1,10 @@
-"""Publishing one job attempt's frames on its channel, numbered by `seq`."""
+"""Publishing one job attempt's frames on its channel, numbered by `seq`.
+
+Round trips are what short jobs pay for, so frames that need no round trip of their own wait
+for the next one: a window's `continuation` goes out with its first token chunk, and the last
+window's last chunk and `window` frame with the job's final record (see `pending`). Every
+other token chunk also learns, in its round trip, whether the job's cancel was asked for.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ class FramePublisher:
         self.job_id = job_id
         self.epoch = epoch
         self._seq = 1  # stream entry ids are `<epoch>-<seq>`, and Redis refuses 0-0
+        self._pending: list[str] = []
         self.first_token_ms: int | None = None
 
     def _frame(self, kind: type[F], data: Any) -> F:
@@ -53,27 +60,48 @@ class FramePublisher:
         seq, self._seq = self._seq, self._seq + 1
         return kind(job_id=self.job_id, epoch=self.epoch, seq=seq, data=data)
 
-    def _publish(self, frame: Frame) -> None:
-        self._redis.publish(self.channel, frame.model_dump_json())
-
-    def _publish_and_check(self, frame: Frame) -> None:
-        """Publish, and learn in the same round trip whether the job's cancel was asked for."""
+    def _publish(self, frame: Frame, check_cancel: bool = False) -> None:
+        """Publish the pending frames and this one in one round trip; with `check_cancel`,
+        also learn whether the job's cancel was asked for."""
         pipe = self._redis.pipeline(transaction=False)
+        for raw in self.pending():
+            pipe.publish(self.channel, raw)
         pipe.publish(self.channel, frame.model_dump_json())
-        pipe.exists(self._cancel_key)
-        self.cancelled = bool(pipe.execute()[1])
+        if check_cancel:
+            pipe.exists(self._cancel_key)
+        replies = pipe.execute()
+        if check_cancel:
+            self.cancelled = bool(replies[-1])
 
-    def token(self, data: TokenData) -> None:
+    def pending(self) -> list[str]:
+        """The frames held back for the next round trip, taken: the caller publishes them
+        (before the terminal frame, which the final record's script publishes)."""
+        frames, self._pending = self._pending, []
+        return frames
+
+    def token(self, data: TokenData, ending: bool = False) -> None:
+        """A chunk of the job's last window's end (`ending`) waits for the final record:
+        there is no generation left for a cancel to stop."""
         frame = self._frame(TokenFrame, data)
         if self.first_token_ms is None:
             self.first_token_ms = frame.ts_ms
-        self._publish_and_check(frame)
+        if ending:
+            self._pending.append(frame.model_dump_json())
+        else:
+            self._publish(frame, check_cancel=True)
 
     def continuation(self, window: int) -> None:
-        self._publish_and_check(self._frame(ContinuationFrame, ContinuationData(window=window)))
+        frame = self._frame(ContinuationFrame, ContinuationData(window=window))
+        self._pending.append(frame.model_dump_json())
 
     def window(self, data: WindowData) -> None:
-        self._publish(self._frame(WindowFrame, data))
+        """A window that ends the job waits for the final record; any other is published
+        at once, so that the relay checkpoints it before the next window is computed."""
+        frame = self._frame(WindowFrame, data)
+        if data.finish_reason is None:
+            self._publish(frame)
+        else:
+            self._pending.append(frame.model_dump_json())
 
     def resume(self, data: ResumeData) -> None:
         self._publish(self._frame(ResumeFrame, data))

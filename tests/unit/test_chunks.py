@@ -127,3 +127,26 @@ def test_taken_chunk_is_not_changed_by_later_tokens(make_chunker: MakeChunker) -
     chunker.add(2, "b")
     assert data.token_ids == [1]
     assert data.text == "a"
+
+
+def test_a_lazy_chunker_holds_the_first_token_until_the_interval_passes(
+    clock: FakeClock,
+) -> None:
+    chunker = Chunker(max_tokens=100, interval_s=0.5, clock=clock, eager=False)
+    chunker.add(7, "a")
+    assert not chunker.due()
+    clock.advance(0.49)
+    chunker.add(8, "b")
+    assert not chunker.due()
+    clock.advance(0.02)
+    assert chunker.due()
+    assert chunker.take().token_ids == [7, 8]
+
+
+def test_a_lazy_chunker_still_flushes_a_full_chunk(clock: FakeClock) -> None:
+    chunker = Chunker(max_tokens=3, interval_s=60.0, clock=clock, eager=False)
+    for token in (1, 2):
+        chunker.add(token, "x")
+        assert not chunker.due()
+    chunker.add(3, "x")
+    assert chunker.due()

@@ -121,7 +121,7 @@ class Frames:
     cancel_after_chunks: int | None = None  # a cancel seen with this many chunks published
     cancelled: bool = False
 
-    def token(self, data: TokenData) -> None:
+    def token(self, data: TokenData, ending: bool = False) -> None:
         self.events.append(data)
         chunks = sum(isinstance(event, TokenData) for event in self.events)
         self.cancelled = self.cancel_after_chunks is not None and chunks >= self.cancel_after_chunks
