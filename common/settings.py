@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         "alone. 0 sends every job alone.",
     )
     bundle_jobs: int = Field(32, ge=1, le=BUNDLE_JOBS_MAX, description="Most jobs in one bundle.")
+    model_budget_mb: float = Field(
+        0.0,
+        ge=0.0,
+        description="Models one worker process keeps loaded, in MB of model files; the least "
+        "recently used are unloaded to load another. 0: no limit.",
+    )
     job_ttl_s: int = Field(
         86_400,
         ge=60,

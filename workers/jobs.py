@@ -50,7 +50,12 @@ class WorkerContext:
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
         registry = ModelRegistry.from_settings(settings)
-        return cls(settings, connect(settings), Keys(settings.key_prefix), ModelCache(registry))
+        return cls(
+            settings,
+            connect(settings),
+            Keys(settings.key_prefix),
+            ModelCache(registry, int(settings.model_budget_mb * 1024 * 1024)),
+        )
 
     def chunker(self, eager: bool) -> Chunker:
         interval_s = self.settings.chunk_interval_ms / 1000

@@ -1,26 +1,86 @@
-"""The models a worker process has loaded, by name: each is loaded once and kept."""
+"""The models a worker process has loaded, by name: loaded on first use and kept while they
+fit the process's budget (`Settings.model_budget_mb`, counted in model file sizes, which is
+what a memory-mapped GGUF model occupies); the least recently used are unloaded first."""
 
 from __future__ import annotations
 
 import gc
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from common.registry import ModelRegistry
+from common.registry import LlamaModelConfig, ModelRegistry
 from workers.backends.llama import LlamaBackend
+
+log = logging.getLogger(__name__)
+MB = 1024 * 1024
+
+
+Loader = Callable[[str, LlamaModelConfig, Path], LlamaBackend]
+
+
+@dataclass
+class _Loaded:
+    backend: LlamaBackend
+    size: int  # bytes of its file
 
 
 @dataclass
 class ModelCache:
     registry: ModelRegistry
-    _loaded: dict[str, LlamaBackend] = field(default_factory=dict)
+    budget_bytes: int = 0  # 0: no limit
+    load: Loader = LlamaBackend
+    _loaded: OrderedDict[str, _Loaded] = field(default_factory=OrderedDict)
+
+    @property
+    def names(self) -> list[str]:
+        """Loaded models, least recently used first."""
+        return list(self._loaded)
 
     def get(self, name: str) -> LlamaBackend:
         """The loaded model; ModelLoadError if it cannot be loaded (not cached: a fixed file
         is picked up by the next job)."""
-        backend = self._loaded.get(name)
-        if backend is None:
-            config = self.registry.get(name)
-            backend = LlamaBackend(name, config, self.registry.local_path(name))
-            self._loaded[name] = backend
-            gc.freeze()  # see workers.tasks: the model's objects live as long as the process
+        loaded = self._loaded.get(name)
+        if loaded is not None:
+            self._loaded.move_to_end(name)
+            return loaded.backend
+        path = self.registry.local_path(name)
+        size = path.stat().st_size if path.is_file() else 0
+        self._make_room(size)
+        started = time.monotonic()
+        backend = self.load(name, self.registry.get(name), path)
+        self._loaded[name] = _Loaded(backend, size)
+        log.info(
+            "model %s loaded from %s in %.2fs (%.1f MB; %d loaded, %.1f MB)",
+            name,
+            path,
+            time.monotonic() - started,
+            size / MB,
+            len(self._loaded),
+            self.loaded_bytes / MB,
+        )
+        gc.freeze()  # see workers.tasks: the model's objects live until it is unloaded
         return backend
+
+    @property
+    def loaded_bytes(self) -> int:
+        return sum(loaded.size for loaded in self._loaded.values())
+
+    def _make_room(self, size: int) -> None:
+        """Unload the least recently used models until `size` more bytes fit the budget
+        (a model larger than the whole budget is still loaded, alone)."""
+        if not self.budget_bytes:
+            return
+        while self._loaded and self.loaded_bytes + size > self.budget_bytes:
+            name, loaded = self._loaded.popitem(last=False)
+            loaded.backend.close()
+            log.info(
+                "model %s unloaded: least recently used, and %.1f MB more would exceed the "
+                "budget of %.1f MB",
+                name,
+                size / MB,
+                self.budget_bytes / MB,
+            )

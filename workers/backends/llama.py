@@ -6,8 +6,6 @@ The token loop is driven through `Llama.generate()`, one token at a time; llama-
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,6 @@ from common.prompts import check_context, prompt_tokens
 from common.registry import LlamaModelConfig
 from common.schemas import JobSpec
 
-log = logging.getLogger(__name__)
-
 
 class LlamaBackend:
     """One loaded model. Not thread-safe: a worker process runs one job at a time."""
@@ -30,7 +26,6 @@ class LlamaBackend:
     def __init__(self, name: str, config: LlamaModelConfig, path: Path) -> None:
         self.name = name
         self.config = config
-        started = time.monotonic()
         try:
             self._llm = Llama(
                 model_path=str(path),
@@ -47,7 +42,10 @@ class LlamaBackend:
             raise ModelLoadError(f"model {name!r}: cannot load {path}: {exc}") from exc
         self.n_ctx: int = self._llm.n_ctx()
         self._pieces: dict[int, bytes] = {}
-        log.info("loaded model %s from %s in %.2fs", name, path, time.monotonic() - started)
+
+    def close(self) -> None:
+        """Free the model's memory now (the worker's budget unloaded it)."""
+        self._llm.close()
 
     def prompt_tokens(self, spec: JobSpec) -> list[int]:
         tokens = prompt_tokens(self._llm, spec, self.config.chat_template)

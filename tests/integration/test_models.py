@@ -1,0 +1,55 @@
+"""Several local models in one worker process, kept under its budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from common.tinymodel import TINY_N_CTX, ensure_tiny_model
+from producer import Client
+
+from .conftest import Stack
+
+MB = 1024 * 1024
+
+
+def two_models(root: Path) -> Path:
+    """A registry of two tiny models with different weights."""
+    entries = []
+    for name, seed in (("one", 1), ("two", 2)):
+        path = ensure_tiny_model(root, seed)
+        entries.append(
+            f'[models.{name}]\nbackend = "llama"\npath = "{path}"\n'
+            f"n_ctx = {TINY_N_CTX}\nn_threads = 1\n"
+        )
+    registry = root / "two.toml"
+    registry.write_text("\n".join(entries))
+    return registry
+
+
+def test_one_worker_serves_two_local_models_and_its_budget_unloads_the_least_recently_used(
+    make_stack: Callable[[], Stack], tmp_path: Path
+) -> None:
+    registry = two_models(tmp_path / "models")
+    one_model_mb = ensure_tiny_model(tmp_path / "models", 1).stat().st_size / MB
+    stack = make_stack()
+    stack.env.update(
+        GENQ_MODELS_FILE=str(registry), GENQ_MODEL_BUDGET_MB=f"{one_model_mb * 1.5:.4f}"
+    )
+    stack.relay()
+    stack.worker("w")
+    with Client(stack.settings) as client:
+        results = [
+            client.submit(prompt="Once", model=model, max_tokens=8, seed=3, ignore_eos=True).result(
+                timeout=60
+            )
+            for model in ("one", "two", "one")
+        ]
+    assert [r.model for r in results] == ["one", "two", "one"]
+    assert all(r.usage.completion_tokens == 8 for r in results)
+    assert results[0].text == results[2].text  # the reloaded model is the same model
+    log = (stack.logs / "w.log").read_text()
+    assert log.count("model one loaded from") == 2
+    assert log.count("model two loaded from") == 1
+    assert "model one unloaded: least recently used" in log
+    assert "model two unloaded: least recently used" in log
