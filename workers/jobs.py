@@ -32,7 +32,7 @@ from common.settings import Settings
 from workers.chunks import Chunker
 from workers.generation import Committed, Generated, generate
 from workers.lease import Lease, LeaseLost, Leases
-from workers.models import ModelCache
+from workers.models import MB, ModelCache
 from workers.publisher import FramePublisher, now_ms
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class WorkerContext:
             settings,
             connect(settings),
             Keys(settings.key_prefix),
-            ModelCache(registry, int(settings.model_budget_mb * 1024 * 1024)),
+            ModelCache(registry, int(settings.model_budget_mb * MB)),
         )
 
     def chunker(self, eager: bool) -> Chunker:
@@ -122,8 +122,7 @@ def _claim(
     live attempt (Celery may deliver a message twice), or cancelled or expired while queued
     (then ended here)."""
     keys = ctx.keys
-    batches = {r.batch_id for r in requests}
-    batch_id = batches.pop() if len(batches) == 1 else ""  # a bundle is of one batch
+    batch_id = requests[0].batch_id  # a bundle's jobs are of one batch (BundleRequest)
     names = [keys.leases, keys.expiries, *([keys.batch(batch_id)] if batch_id else [])]
     started = now_ms()
     args: list[str | int] = [

@@ -41,7 +41,8 @@ class Leases:
     def __init__(self, client: redis.Redis, keys: Keys, jobs: dict[str, int], ttl_s: float) -> None:
         self._renew = client.register_script(RENEW)
         self._keys = keys
-        self._jobs = dict(jobs)  # job id -> epoch, while the job runs or waits its turn
+        self._epochs = dict(jobs)  # job id -> the epoch this worker claimed
+        self._jobs = dict(jobs)  # the same, while the job runs or waits its turn
         self._lock = threading.Lock()
         self.ttl_s = ttl_s
         self.lost: set[str] = set()
@@ -49,7 +50,7 @@ class Leases:
         self._thread = threading.Thread(target=self._beat, name="genq-lease", daemon=True)
 
     def lease(self, job_id: str) -> Lease:
-        return Lease(self, job_id, self._jobs[job_id])
+        return Lease(self, job_id, self._epochs[job_id])
 
     def release(self, job_id: str) -> None:
         """The job ended (or was given up): stop renewing its lease."""
