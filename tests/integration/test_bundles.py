@@ -81,16 +81,15 @@ def test_a_worker_killed_mid_bundle_has_the_bundles_unfinished_jobs_run_by_anoth
     make_stack: Callable[[], Stack],
 ) -> None:
     stack = make_stack()
+    stack.env["GENQ_BUNDLE_TOKENS"] = "100000"  # bundles of jobs long enough to kill mid-way
     stack.relay()
     first = stack.worker("a")
     with Client(stack.settings) as client:
-        # 48 jobs go out as 16 bundles of 3; each job takes a while, so that the first
-        # bundle is still running when its first job has ended
-        batch = client.submit_batch(lines(48, max_tokens=160, window_tokens=40))
+        # 48 jobs go out as 16 bundles of 3, the first bundle taken first; when its first job
+        # has ended, the second is running and the third still waits its turn
+        batch = client.submit_batch(lines(48, max_tokens=400, window_tokens=40))
         ids = list(batch.job_ids())
-        wait_for(
-            lambda: any(record(client, i).state == JobState.SUCCEEDED for i in ids), 60, "a job"
-        )
+        wait_for(lambda: record(client, ids[0]).state == JobState.SUCCEEDED, 60, "a job")
         first.signal(signal.SIGKILL)
         held = [i for i in ids if record(client, i).state == JobState.RUNNING]
         waiting = [i for i in held if not client.redis.exists(client.keys.stream(i))]
@@ -103,4 +102,4 @@ def test_a_worker_killed_mid_bundle_has_the_bundles_unfinished_jobs_run_by_anoth
             resumed = record(client, job_id)
             assert (resumed.epoch, resumed.worker.partition("@")[0]) == (1, "b")
         for line in batch.results():
-            assert line.usage is not None and line.usage.completion_tokens == 160
+            assert line.usage is not None and line.usage.completion_tokens == 400
