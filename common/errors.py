@@ -12,7 +12,9 @@ GenqError
 ├── ResultNotReady        a stream's result read before the stream was consumed
 └── WorkerError           raised while a worker runs a job
     ├── ModelLoadError    the model file cannot be loaded (permanent)
-    └── GenerationError   the backend failed mid-job
+    ├── GenerationError   the backend failed mid-job
+    ├── RemoteUnavailable a remote model's server failed, retries spent (retryable)
+    └── RemoteRejected    a remote model's server refused the request (4xx; permanent)
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class ErrorCode(StrEnum):
     PROMPT_TOO_LONG = "prompt_too_long"
     MODEL_LOAD_FAILED = "model_load_failed"
     GENERATION_FAILED = "generation_failed"
+    REMOTE_UNAVAILABLE = "remote_unavailable"
+    REMOTE_REJECTED = "remote_rejected"
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
     EXPIRED = "expired"
     NOT_RETAINED = "not_retained"
@@ -97,3 +101,12 @@ class ModelLoadError(WorkerError):
 
 class GenerationError(WorkerError):
     code = ErrorCode.GENERATION_FAILED
+
+
+class RemoteUnavailable(WorkerError):
+    code = ErrorCode.REMOTE_UNAVAILABLE
+    retryable = True
+
+
+class RemoteRejected(WorkerError):
+    code = ErrorCode.REMOTE_REJECTED

@@ -6,12 +6,13 @@ See ../shared/design.md ("Frames"). `seq` increases strictly within an epoch.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from common.schemas import FinishReason, JobResult
+from common.schemas import FinishReason, JobResult, TokenLogprob
 
 PROTOCOL_VERSION: Literal[1] = 1
 
@@ -31,11 +32,17 @@ class _Data(BaseModel):
 
 class TokenData(_Data):
     """A chunk: tokens sampled since the last chunk, and the text that became final with them
-    (text is held back while it may still complete a UTF-8 character or a stop sequence)."""
+    (text is held back while it may still complete a UTF-8 character or a stop sequence).
+    A remote model gives no token ids: then `tokens` counts them."""
 
     text: str
     token_ids: list[int]
-    logprobs: list[float] | None = None
+    tokens: int | None = Field(None, ge=0, description="Set when token_ids is not given.")
+    logprobs: list[TokenLogprob] | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.token_ids) if self.tokens is None else self.tokens
 
 
 class ContinuationData(_Data):
@@ -49,8 +56,16 @@ class WindowData(_Data):
     window: int = Field(ge=0)
     token_ids: list[int]
     text: str
+    tokens: int | None = Field(None, ge=0, description="Set when token_ids is not given.")
     tokens_total: int = Field(ge=0)
     finish_reason: FinishReason | None = None
+
+
+def window_tokens(entry: Mapping[str, Any]) -> int:
+    """Tokens of a window frame's data or checkpoint entry (a remote model's windows count
+    them in `tokens`, having no token ids)."""
+    tokens = entry.get("tokens")
+    return len(entry["token_ids"]) if tokens is None else int(tokens)
 
 
 class ResumeData(_Data):

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from common.errors import ErrorCode
-from common.frames import DoneFrame, ErrorData, ErrorFrame
+from common.frames import DoneFrame, ErrorData, ErrorFrame, window_tokens
 from common.keys import Keys
 from common.schemas import FinishReason, JobRecord, JobResult, JobState, Timings, Usage
 from common.scripts import FINISH
@@ -80,7 +80,7 @@ def unstarted_finish(
         fields = {**base, "error": message, "error_code": ErrorCode.EXPIRED}
         return Finish(job_id, record.epoch, record.batch_id, JobState.QUEUED, fields, _json(frame))
     windows = [json.loads(entry) for entry in committed]
-    tokens = sum(len(w["token_ids"]) for w in windows)
+    tokens = sum(window_tokens(w) for w in windows)
     result = JobResult(
         job_id=job_id,
         model=record.spec.model,

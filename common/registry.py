@@ -9,18 +9,28 @@ A TOML file (setting `models_file`) holds one table per model::
     n_gpu_layers = -1
     device = "gpu"
 
+A remote model is served by an OpenAI-compatible server (vLLM, llama.cpp's server, a hosted
+API); the worker streams from it::
+
+    [models.llama-70b]
+    backend = "remote"
+    base_url = "http://gpu-box:8000/v1"
+    model = "meta-llama/Llama-3.3-70B-Instruct"   # the server's name; default: the entry's
+    api_key_env = "LLAMA70B_API_KEY"               # the key is read from this variable
+
 The built-in model `tiny` always exists: genq writes it on first use (see common.tinymodel).
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from common.errors import RegistryError, UnknownModel
 from common.settings import Settings
@@ -47,7 +57,44 @@ class LlamaModelConfig(BaseModel):
     )
 
 
-ModelConfig = Annotated[LlamaModelConfig, Field(discriminator="backend")]
+class RemoteModelConfig(BaseModel):
+    """A model behind an OpenAI-compatible HTTP API, streamed over SSE."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["remote"]
+    base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$")] = Field(
+        description="The API root, e.g. http://host:8000/v1; /completions is appended."
+    )
+    model: str | None = Field(None, min_length=1, description="The server's model name.")
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the API key (sent as a Bearer token).",
+    )
+    device: Device = Field("cpu", description="Device class of the workers that stream it.")
+    connect_timeout_s: float = Field(10.0, gt=0, le=600, description="To connect.")
+    read_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description="Longest wait for the next chunk of a stream."
+    )
+    max_retries: int = Field(
+        4, ge=0, le=100, description="Retries of 429, 5xx and connection errors."
+    )
+    backoff_s: float = Field(
+        0.5, ge=0, le=60, description="First retry delay, doubled each retry (capped at 30 s)."
+    )
+    window_tokens: int = Field(
+        512, ge=1, le=1_000_000, description="Tokens per window when a job does not say."
+    )
+    sampling_extensions: bool = Field(
+        True,
+        description="Send top_k, min_p, repeat_penalty and ignore_eos, which llama.cpp's and "
+        "vLLM's servers accept; turn off for APIs that refuse unknown fields (OpenAI's).",
+    )
+
+
+AnyModelConfig = LlamaModelConfig | RemoteModelConfig
+ModelConfig = Annotated[AnyModelConfig, Field(discriminator="backend")]
 
 
 class _RegistryFile(BaseModel):
@@ -57,7 +104,7 @@ class _RegistryFile(BaseModel):
 
 @dataclass(frozen=True)
 class ModelRegistry:
-    models: Mapping[str, LlamaModelConfig]
+    models: Mapping[str, AnyModelConfig]
     cache_dir: Path = field(default_factory=Path)
     tiny_seed: int = 0
 
@@ -74,26 +121,42 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self.models)
 
-    def get(self, name: str) -> LlamaModelConfig:
+    def get(self, name: str) -> AnyModelConfig:
         try:
             return self.models[name]
         except KeyError:
             known = ", ".join(self.names())
             raise UnknownModel(f"unknown model {name!r}; known models: {known}") from None
 
+    def llama(self, name: str) -> LlamaModelConfig:
+        """A local model's entry; RegistryError for a remote one."""
+        config = self.get(name)
+        if not isinstance(config, LlamaModelConfig):
+            raise RegistryError(f"model {name!r} is remote: it has no local GGUF file")
+        return config
+
     def local_path(self, name: str) -> Path:
-        """The model's file, writing the built-in tiny model on first use."""
+        """A local model's file, writing the built-in tiny model on first use."""
         if name == TINY:
             return ensure_tiny_model(self.cache_dir, self.tiny_seed)
-        return self.get(name).path
+        return self.llama(name).path
 
 
-def _read_file(path: Path) -> dict[str, LlamaModelConfig]:
+_DUPLICATE = re.compile(r"Cannot declare \('models', '([^']*)'\) twice")
+
+
+def _read_file(path: Path) -> dict[str, AnyModelConfig]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise RegistryError(f"model registry {path}: cannot read it: {exc.strerror}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except tomllib.TOMLDecodeError as exc:
+        if duplicate := _DUPLICATE.search(str(exc)):
+            raise RegistryError(
+                f"model registry {path}: [models.{duplicate[1]}] is declared twice ({exc})"
+            ) from exc
+        raise RegistryError(f"model registry {path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
         raise RegistryError(f"model registry {path}: not valid TOML: {exc}") from exc
     models = raw.get("models", {})
     if isinstance(models, dict) and TINY in models:

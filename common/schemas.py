@@ -50,6 +50,23 @@ class FinishReason(StrEnum):
     CANCELLED = "cancelled"
 
 
+LOGPROBS_MAX = 20  # OpenAI's limit on alternatives per token
+
+
+class TopLogprob(_Model):
+    token: str
+    logprob: float
+
+
+class TokenLogprob(_Model):
+    """A generated token's log probability (natural log, under the model's distribution
+    before sampling settings) and the most likely alternatives, most likely first."""
+
+    token: str = Field(description="The token's text (bytes of a split character as U+FFFD).")
+    logprob: float
+    top: list[TopLogprob] = Field(default_factory=list)
+
+
 class ChatMessage(_Model):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = Field(max_length=10_000_000)
@@ -96,6 +113,13 @@ class JobSpec(_Model):
         le=1_000_000,
         validation_alias=AliasChoices("max_windows", "max_continuations"),
         description="Windows at most (alias max_continuations); default: what max_tokens needs.",
+    )
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=LOGPROBS_MAX,
+        description="Each token's log probability, with its N most likely alternatives, in "
+        "every chunk and in the result. None: no log probabilities.",
     )
 
     @model_validator(mode="after")
@@ -171,6 +195,9 @@ class JobResult(_Model):
     finish_reason: FinishReason
     usage: Usage
     timings: Timings
+    logprobs: list[TokenLogprob] | None = Field(
+        None, description="One per completion token, when the job asked for logprobs."
+    )
 
 
 class JobRecord(_Model):

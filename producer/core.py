@@ -23,7 +23,7 @@ from common.frames import (
 )
 from common.keys import new_job_id
 from common.prompts import PromptCounter
-from common.registry import ModelRegistry
+from common.registry import LlamaModelConfig, ModelRegistry
 from common.schemas import (
     DEFAULT_PRIORITY,
     PRIORITY_MAX,
@@ -101,7 +101,8 @@ def check_job(
         raise PromptTooLong(
             f"prompt has {spec.prompt_chars} characters; the limit is {settings.max_prompt_chars}"
         )
-    prompts.check_fits(spec, model)
+    if isinstance(model, LlamaModelConfig):  # a remote server checks its own context
+        prompts.check_fits(spec, model)
 
 
 def prepare_job(
@@ -182,7 +183,7 @@ class StreamState:
         self._check_order(frame)
         if isinstance(frame, TokenFrame):
             self.chunks += 1
-            self.tokens += len(frame.data.token_ids)
+            self.tokens += frame.data.count
             self._parts.append(frame.data.text)
             if self.first_token_at is None:
                 self.first_token_at = now

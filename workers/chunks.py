@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from common.frames import TokenData
+from common.schemas import TokenLogprob
 
 
 @dataclass
@@ -20,14 +21,21 @@ class Chunker:
     interval_s: float
     clock: Callable[[], float] = time.monotonic
     eager: bool = True
+    _count: int = 0
     _token_ids: list[int] = field(default_factory=list)
     _text: list[str] = field(default_factory=list)
+    _logprobs: list[TokenLogprob] = field(default_factory=list)
     _last_flush: float | None = None
 
-    def add(self, token_id: int, text: str) -> None:
-        self._token_ids.append(token_id)
+    def add(self, token_id: int | None, text: str, logprob: TokenLogprob | None = None) -> None:
+        """A token; its id is None from a backend that has none (a remote model)."""
+        self._count += 1
+        if token_id is not None:
+            self._token_ids.append(token_id)
         if text:
             self._text.append(text)
+        if logprob is not None:
+            self._logprobs.append(logprob)
 
     def add_text(self, text: str) -> None:
         if text:
@@ -35,18 +43,23 @@ class Chunker:
 
     def due(self) -> bool:
         if self._last_flush is None:
-            if self.eager or not self._token_ids:
-                return bool(self._token_ids)
+            if self.eager or not self._count:
+                return bool(self._count)
             self._last_flush = self.clock()  # the interval counts from the first token
-        if len(self._token_ids) >= self.max_tokens:
+        if self._count >= self.max_tokens:
             return True
-        return bool(self._token_ids) and self.clock() - self._last_flush >= self.interval_s
+        return bool(self._count) and self.clock() - self._last_flush >= self.interval_s
 
     def pending(self) -> bool:
-        return bool(self._token_ids or self._text)
+        return bool(self._count or self._text)
 
     def take(self) -> TokenData:
-        data = TokenData(text="".join(self._text), token_ids=self._token_ids)
-        self._token_ids, self._text = [], []
+        data = TokenData(
+            text="".join(self._text),
+            token_ids=self._token_ids,
+            tokens=None if len(self._token_ids) == self._count else self._count,
+            logprobs=self._logprobs or None,
+        )
+        self._count, self._token_ids, self._text, self._logprobs = 0, [], [], []
         self._last_flush = self.clock()
         return data

@@ -1,31 +1,102 @@
-"""The generation loop: continuation windows of sampled tokens, text assembly, stops, chunks.
+"""The generation loop: continuation windows of tokens, text assembly, stops, chunks.
 
-A job runs in windows. Each window starts from a fresh evaluation of the prompt plus the most
-recent output that fits beside the window, with a sampler seeded from the job seed and the
-window number; so a window computed after a resume on another worker is the same computation
-as without one. After each window a `window` frame carries what a resume needs.
+A job runs in windows; after each a `window` frame carries what a resume needs. A backend's
+session produces a window's tokens: a local model samples them (`TokenSession`, the same
+computation whether or not the job was resumed), a remote one streams them from a server,
+continuing from the text so far. Stop sequences, lengths and chunking are done here, so they
+behave the same on every backend.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from common.frames import TokenData, WindowData
-from common.schemas import FinishReason, JobSpec
+from common.schemas import FinishReason, JobSpec, TokenLogprob
 from workers.chunks import Chunker
 from workers.text import TextAssembler
 
 
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One generated token: its id (None from a backend that streams text, a remote model),
+    its bytes, and its log probability when the job asked for them."""
+
+    token: int | None
+    data: bytes
+    logprob: TokenLogprob | None = None
+
+
+class Session(Protocol):
+    """One job attempt on a backend: the prompt, then windows of pieces."""
+
+    prompt_tokens: int
+    room: int  # tokens the windows may fill: the context left after the prompt
+    default_window: int  # window size when the job does not give one
+    end: FinishReason | None  # set when the backend ended the job inside a window
+
+    def replay(self, committed: Committed) -> bytes:
+        """Take the committed output as generated; returns its bytes."""
+        ...
+
+    def window(self, window: int, size: int) -> Generator[Piece]:
+        """Up to `size` pieces after everything generated so far; ends early (setting `end`)
+        when the model ends the job. Closing the iterator early releases its resources."""
+        ...
+
+
+class Backend(Protocol):
+    def session(self, spec: JobSpec) -> Session: ...
+
+
 class TokenBackend(Protocol):
+    """A backend that samples token ids from a local model; `TokenSession` runs its windows."""
+
     n_ctx: int
 
     def prompt_tokens(self, spec: JobSpec) -> list[int]: ...
     def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]: ...
     def is_end(self, token: int) -> bool: ...
     def piece(self, token: int) -> bytes: ...
+    def logprob(self, token: int, top: int) -> TokenLogprob:
+        """The token just sampled, with `top` alternatives (only right after sampling it)."""
+        ...
+
+
+class TokenSession:
+    """Windows over a local model. Each starts from a fresh evaluation of the prompt plus the
+    latest output that fits beside the window, with a sampler seeded from the job seed and
+    the window number: a window resumed on another worker is the same computation."""
+
+    def __init__(self, backend: TokenBackend, spec: JobSpec) -> None:
+        self.backend, self.spec = backend, spec
+        self.prompt = backend.prompt_tokens(spec)
+        self.prompt_tokens = len(self.prompt)
+        self.room = backend.n_ctx - len(self.prompt)
+        self.default_window = max(1, self.room // 2)
+        self.end: FinishReason | None = None
+        self.output: list[int] = []
+
+    def replay(self, committed: Committed) -> bytes:
+        self.output.extend(committed.token_ids)
+        return b"".join(self.backend.piece(token) for token in committed.token_ids)
+
+    def window(self, window: int, size: int) -> Generator[Piece]:
+        backend, spec = self.backend, self.spec
+        context = self.prompt + kept_output(self.output, self.room, size)
+        seed = window_seed(spec.seed or 0, window)
+        for token in backend.tokens(context, spec, seed):
+            if not spec.ignore_eos and backend.is_end(token):
+                self.end = FinishReason.STOP
+                return
+            self.output.append(token)
+            top = spec.logprobs
+            logprob = None if top is None else backend.logprob(token, top)
+            yield Piece(token, backend.piece(token), logprob)
 
 
 class FrameSink(Protocol):
@@ -41,7 +112,9 @@ class Committed:
     """Output committed by earlier windows: where a resumed attempt starts."""
 
     windows: int = 0
-    token_ids: Sequence[int] = ()
+    token_ids: Sequence[int] = ()  # empty from a backend without token ids
+    text: str = ""  # the committed windows' released text
+    tokens: int = 0
     finish_reason: FinishReason | None = None  # the job ended in the last committed window
 
 
@@ -52,6 +125,7 @@ class Generated:
     prompt_tokens: int
     completion_tokens: int
     windows: int
+    logprobs: list[TokenLogprob] | None = None  # this attempt's (a resume does not have earlier)
 
 
 def window_seed(seed: int, window: int) -> int:
@@ -62,10 +136,10 @@ def window_seed(seed: int, window: int) -> int:
     return int.from_bytes(digest, "big")
 
 
-def window_size(spec: JobSpec, room: int, produced: int) -> int:
-    """Tokens the next window may generate; `room` is the context left after the prompt."""
-    size = spec.window_tokens or max(1, room // 2)
-    return min(size, room, spec.max_tokens - produced)
+def window_size(spec: JobSpec, session: Session, produced: int) -> int:
+    """Tokens the next window may generate."""
+    size = spec.window_tokens or session.default_window
+    return min(size, session.room, spec.max_tokens - produced)
 
 
 def kept_output(output: Sequence[int], room: int, size: int) -> list[int]:
@@ -78,21 +152,25 @@ def kept_output(output: Sequence[int], room: int, size: int) -> list[int]:
 class _Run:
     """One job attempt's running state."""
 
-    backend: TokenBackend
+    session: Session
     spec: JobSpec
     sink: FrameSink
     chunker: Chunker
-    prompt: list[int]
     text: TextAssembler
-    output: list[int] = field(default_factory=list)
+    produced: int = 0
+    window_ids: list[int] = field(default_factory=list)
+    window_tokens: int = 0
     window_text: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
     finish: FinishReason | None = None
 
-    def release(self, text: str, token: int | None = None) -> None:
-        if token is None:
+    def release(self, text: str, piece: Piece | None = None) -> None:
+        if piece is None:
             self.chunker.add_text(text)
         else:
-            self.chunker.add(token, text)
+            self.chunker.add(piece.token, text, piece.logprob)
+            if self.logprobs is not None and piece.logprob is not None:
+                self.logprobs.append(piece.logprob)
         if text:
             self.window_text.append(text)
 
@@ -102,27 +180,26 @@ class _Run:
 
     def run_window(self, window: int, size: int) -> None:
         """Generate up to `size` tokens; sets `finish` when the job ends inside the window."""
-        room = self.backend.n_ctx - len(self.prompt)
-        context = self.prompt + kept_output(self.output, room, size)
-        seed = window_seed(self.spec.seed or 0, window)
-        for produced, token in enumerate(self.backend.tokens(context, self.spec, seed), 1):
-            if not self.spec.ignore_eos and self.backend.is_end(token):
-                self.finish = FinishReason.STOP
-                return
-            self.output.append(token)
-            self.release(self.text.feed(self.backend.piece(token)), token)
-            if self.text.stopped:
-                self.finish = FinishReason.STOP
-                return
-            if produced >= size:
-                return
-            if self.chunker.due():
-                self.sink.token(self.chunker.take())
-                if self.sink.cancelled:
-                    self.finish = FinishReason.CANCELLED
+        with closing(self.session.window(window, size)) as pieces:
+            for produced, piece in enumerate(pieces, 1):
+                self.produced += 1
+                self.window_tokens += 1
+                if piece.token is not None:
+                    self.window_ids.append(piece.token)
+                self.release(self.text.feed(piece.data), piece)
+                if self.text.stopped:
+                    self.finish = FinishReason.STOP
                     return
+                if produced >= size:
+                    return
+                if self.chunker.due():
+                    self.sink.token(self.chunker.take())
+                    if self.sink.cancelled:
+                        self.finish = FinishReason.CANCELLED
+                        return
+        self.finish = self.session.end or FinishReason.STOP
 
-    def end_window(self, window: int, start: int) -> None:
+    def end_window(self, window: int) -> None:
         """Flush the window's chunks (and, when the job ends, held-back text), then its
         `window` frame."""
         if self.finish is not None:
@@ -130,17 +207,18 @@ class _Run:
         self.flush()
         data = WindowData(
             window=window,
-            token_ids=self.output[start:],
+            token_ids=self.window_ids,
             text="".join(self.window_text),
-            tokens_total=len(self.output),
+            tokens=None if len(self.window_ids) == self.window_tokens else self.window_tokens,
+            tokens_total=self.produced,
             finish_reason=self.finish,
         )
-        self.window_text = []
+        self.window_ids, self.window_tokens, self.window_text = [], 0, []
         self.sink.window(data)
 
 
 def generate(
-    backend: TokenBackend,
+    backend: Backend,
     spec: JobSpec,
     sink: FrameSink,
     chunker: Chunker,
@@ -150,37 +228,40 @@ def generate(
     sequence (`stop`), max_tokens or max_windows (`length`), or a cancel (`cancelled`, seen
     after the chunk or window start that follows it). The token chunks of all
     attempts, each cut back to its resume point, concatenate to the result text."""
-    prompt = backend.prompt_tokens(spec)
-    run = _Run(backend, spec, sink, chunker, prompt, TextAssembler(spec.stop))
-    _replay(run, committed.token_ids)
+    session = backend.session(spec)
+    run = _Run(session, spec, sink, chunker, TextAssembler(spec.stop))
+    if spec.logprobs is not None and committed.windows == 0:
+        run.logprobs = []  # a resumed attempt lacks the lost attempt's: none in the result
+    # Bring the text assembler to where the committed windows left it (held-back bytes and
+    # stop-sequence prefixes included), emitting nothing.
+    run.text.feed(session.replay(committed))
+    run.produced = committed.tokens
     run.finish = committed.finish_reason
-    window, room = committed.windows, backend.n_ctx - len(prompt)
+    window = committed.windows
     while run.finish is None:
-        size = window_size(spec, room, len(run.output))
+        size = window_size(spec, session, run.produced)
         sink.continuation(window)
-        start = len(run.output)
         if sink.cancelled:
             run.finish = FinishReason.CANCELLED
         else:
             run.run_window(window, size)
         window += 1
-        if run.finish is None and _last_window(spec, window, len(run.output)):
+        if run.finish is None and _last_window(spec, window, run.produced):
             run.finish = FinishReason.LENGTH
-        run.end_window(window - 1, start)
+        run.end_window(window - 1)
     if committed.finish_reason is not None:  # its last window frame carried the rest
         run.text.finish()
-    return Generated(run.text.text, run.finish, len(prompt), len(run.output), window)
+    return Generated(
+        run.text.text,
+        run.finish,
+        session.prompt_tokens,
+        run.produced,
+        window,
+        run.logprobs,
+    )
 
 
 def _last_window(spec: JobSpec, windows: int, produced: int) -> bool:
     return produced >= spec.max_tokens or (
         spec.max_windows is not None and windows >= spec.max_windows
     )
-
-
-def _replay(run: _Run, token_ids: Sequence[int]) -> None:
-    """Bring the text assembler to where the committed windows left it (held-back bytes and
-    stop-sequence prefixes included), emitting nothing."""
-    for token in token_ids:
-        run.text.feed(run.backend.piece(token))
-    run.output.extend(token_ids)

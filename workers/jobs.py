@@ -14,7 +14,7 @@ import redis
 
 from common.connection import connect
 from common.errors import GenerationError, GenqError
-from common.frames import ResumeData
+from common.frames import ResumeData, window_tokens
 from common.keys import Keys
 from common.lifecycle import Finish, end_unstarted
 from common.registry import ModelRegistry
@@ -154,12 +154,13 @@ def _resume_point(ctx: WorkerContext, pub: FramePublisher) -> Committed:
     the lost attempt beyond `committed_chars`."""
     entries = [json.loads(e) for e in ctx.redis.lrange(ctx.keys.checkpoint(pub.job_id), 0, -1)]
     token_ids = [t for entry in entries for t in entry["token_ids"]]
-    chars = sum(len(entry["text"]) for entry in entries)
+    text = "".join(entry["text"] for entry in entries)
+    tokens = sum(window_tokens(entry) for entry in entries)
     finish = entries[-1]["finish_reason"] if entries else None
     pub.resume(
-        ResumeData(from_window=len(entries), committed_tokens=len(token_ids), committed_chars=chars)
+        ResumeData(from_window=len(entries), committed_tokens=tokens, committed_chars=len(text))
     )
-    return Committed(len(entries), token_ids, finish)
+    return Committed(len(entries), token_ids, text, tokens, finish)
 
 
 def _succeed(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, out: Generated) -> None:
@@ -171,6 +172,7 @@ def _succeed(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, out: Ge
         finish_reason=out.finish_reason,
         usage=Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens),
         timings=_timings(record, pub.first_token_ms, finished, out.completion_tokens),
+        logprobs=out.logprobs,
     )
     cancelled = out.finish_reason is FinishReason.CANCELLED
     fields = {

@@ -11,28 +11,43 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from common.registry import LlamaModelConfig, ModelRegistry
+from common.registry import AnyModelConfig, LlamaModelConfig, ModelRegistry
+from common.settings import redact_url
 from workers.backends.llama import LlamaBackend
+from workers.backends.remote import RemoteBackend
+from workers.generation import Backend
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
 
 
-Loader = Callable[[str, LlamaModelConfig, Path], LlamaBackend]
+class LoadedModel(Backend, Protocol):
+    def close(self) -> None: ...
+
+
+Loader = Callable[[str, AnyModelConfig, Path | None], LoadedModel]
+
+
+def load_backend(name: str, config: AnyModelConfig, path: Path | None) -> LoadedModel:
+    if isinstance(config, LlamaModelConfig):
+        assert path is not None  # ModelCache passes a local model's file
+        return LlamaBackend(name, config, path)
+    return RemoteBackend(name, config)
 
 
 @dataclass
 class _Loaded:
-    backend: LlamaBackend
-    size: int  # bytes of its file
+    backend: LoadedModel
+    size: int  # bytes of its file; 0 for a remote model
 
 
 @dataclass
 class ModelCache:
     registry: ModelRegistry
     budget_bytes: int = 0  # 0: no limit
-    load: Loader = LlamaBackend
+    load: Loader = load_backend
     _loaded: OrderedDict[str, _Loaded] = field(default_factory=OrderedDict)
 
     @property
@@ -40,23 +55,25 @@ class ModelCache:
         """Loaded models, least recently used first."""
         return list(self._loaded)
 
-    def get(self, name: str) -> LlamaBackend:
+    def get(self, name: str) -> LoadedModel:
         """The loaded model; ModelLoadError if it cannot be loaded (not cached: a fixed file
         is picked up by the next job)."""
         loaded = self._loaded.get(name)
         if loaded is not None:
             self._loaded.move_to_end(name)
             return loaded.backend
-        path = self.registry.local_path(name)
-        size = path.stat().st_size if path.is_file() else 0
+        config = self.registry.get(name)
+        local = isinstance(config, LlamaModelConfig)
+        path = self.registry.local_path(name) if local else None
+        size = path.stat().st_size if path is not None and path.is_file() else 0
         self._make_room(size)
         started = time.monotonic()
-        backend = self.load(name, self.registry.get(name), path)
+        backend = self.load(name, config, path)
         self._loaded[name] = _Loaded(backend, size)
         log.info(
             "model %s loaded from %s in %.2fs (%.1f MB; %d loaded, %.1f MB)",
             name,
-            path,
+            path or redact_url(getattr(config, "base_url", "")),
             time.monotonic() - started,
             size / MB,
             len(self._loaded),

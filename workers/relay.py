@@ -35,7 +35,7 @@ from redis.client import PubSub
 from common.connection import connect
 from common.dispatch import Dispatch, Dispatcher
 from common.errors import ErrorCode
-from common.frames import ErrorData, ErrorFrame, FrameType
+from common.frames import ErrorData, ErrorFrame, FrameType, window_tokens
 from common.keys import Keys
 from common.lifecycle import end_unstarted
 from common.schemas import GenerateRequest, JobState
@@ -199,9 +199,10 @@ class Relay:
 
     def _checkpoint_window(self, pipe: Any, header: Header, raw: bytes) -> None:
         data = json.loads(raw)["data"]
-        entry = json.dumps({k: data[k] for k in ("token_ids", "text", "finish_reason")})
+        entry = {k: data[k] for k in ("token_ids", "text", "finish_reason")}
+        entry["tokens"] = window_tokens(data)
         keys = [self.keys.checkpoint(header.job_id), self.keys.job(header.job_id)]
-        pipe.eval(CHECKPOINT, len(keys), *keys, header.epoch, data["window"], entry)
+        pipe.eval(CHECKPOINT, len(keys), *keys, header.epoch, data["window"], json.dumps(entry))
 
     def _retain(self, pipe: Any, job_id: str) -> None:
         """After the terminal frame, the stream and checkpoint live for the retention time."""

@@ -56,7 +56,7 @@ def run_job(llm: Llama, spec: JobSpec) -> int:
 def main(argv: list[str]) -> int:
     first, jobs, tokens, prompt = int(argv[0]), int(argv[1]), int(argv[2]), argv[3]
     registry = ModelRegistry.from_settings(Settings())
-    llm = inprocess.load(registry.local_path(BENCH_MODEL), registry.get(BENCH_MODEL))
+    llm = inprocess.load(registry.local_path(BENCH_MODEL), registry.llama(BENCH_MODEL))
     specs = [job_spec(prompt, seed, tokens) for seed in range(first, first + jobs)]
     print(READY, flush=True)
     sys.stdin.readline()  # the parent starts every baseline process at once

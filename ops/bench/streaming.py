@@ -41,7 +41,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     with ExitStack() as resources:
         stack = resources.enter_context(local_stack(cache, _worker_env(args)))
         registry = ModelRegistry.from_settings(stack.settings)
-        model = Model(registry.local_path(BENCH_MODEL), registry.get(BENCH_MODEL))
+        model = Model(registry.local_path(BENCH_MODEL), registry.llama(BENCH_MODEL))
         chunking = stack.settings.chunk_tokens, stack.settings.chunk_interval_ms
         say("genq: 1 relay, 1 worker process, chunks of {} tokens / {} ms".format(*chunking))
         llm = resources.enter_context(closing(inprocess.load(model.path, model.config)))

@@ -25,7 +25,7 @@ from common.frames import (
     WindowFrame,
     parse_frame,
 )
-from common.schemas import JobResult
+from common.schemas import JobResult, TokenLogprob, TopLogprob
 
 JOB = "0123456789abcdef" * 2
 HEAD: dict[str, Any] = {"job_id": JOB, "epoch": 1, "seq": 7, "ts_ms": 1_700_000_000_123}
@@ -35,7 +35,18 @@ AnyFrame = TokenFrame | ContinuationFrame | WindowFrame | ResumeFrame | DoneFram
 
 def every_frame(result: JobResult) -> list[AnyFrame]:
     return [
-        TokenFrame(**HEAD, data=TokenData(text="héllo 😀", token_ids=[5, 6], logprobs=[-0.5, -1])),
+        TokenFrame(
+            **HEAD,
+            data=TokenData(
+                text="héllo 😀",
+                token_ids=[5, 6],
+                logprobs=[
+                    TokenLogprob(token="hé", logprob=-0.5, top=[TopLogprob(token="a", logprob=-1)]),
+                    TokenLogprob(token="llo 😀", logprob=-1.25),
+                ],
+            ),
+        ),
+        TokenFrame(**HEAD, data=TokenData(text="remote", token_ids=[], tokens=3)),
         TokenFrame(**HEAD, data=TokenData(text="", token_ids=[9])),
         ContinuationFrame(**HEAD, data=ContinuationData(window=2)),
         WindowFrame(

@@ -15,9 +15,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from common.frames import ContinuationData, TokenData, WindowData
-from common.schemas import SEED_MAX, FinishReason, JobSpec
+from common.schemas import SEED_MAX, FinishReason, JobSpec, TokenLogprob, TopLogprob
 from workers.chunks import Chunker
-from workers.generation import Committed, Generated, TokenBackend, generate, window_seed
+from workers.generation import (
+    Committed,
+    Generated,
+    TokenSession,
+    generate,
+    window_seed,
+)
 
 # Token ids: EOS is 0, ids 1..255 are that one byte (id 104 is b"h"), ids from 256 up are
 # pieces of several bytes. The prompt's ids are never decoded.
@@ -61,6 +67,17 @@ class Backend:
 
     def piece(self, token: int) -> bytes:
         return piece(token)
+
+    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
+        raise NotImplementedError  # each scripted backend draws its own
+
+    def session(self, spec: JobSpec) -> TokenSession:
+        return TokenSession(self, spec)
+
+    def logprob(self, token: int, top: int) -> TokenLogprob:
+        """A made-up distribution: the token at -token/100, its alternatives below it."""
+        alternatives = [TopLogprob(token=str(t), logprob=-(t + 1) / 10) for t in range(top)]
+        return TokenLogprob(token=str(token), logprob=-token / 100, top=alternatives)
 
     @property
     def drawn(self) -> list[int]:
@@ -162,6 +179,8 @@ class Run:
         return Committed(
             windows=windows,
             token_ids=[token for frame in frames for token in frame.token_ids],
+            text=self.text_of(windows),
+            tokens=frames[-1].tokens_total if frames else 0,
             finish_reason=frames[-1].finish_reason if frames else None,
         )
 
@@ -172,7 +191,7 @@ class Run:
 
 
 def run(
-    backend: TokenBackend,
+    backend: Backend,
     fields: Mapping[str, object] | None = None,
     *,
     chunk_tokens: int = 4,
@@ -658,7 +677,13 @@ def test_resuming_a_job_committed_as_cancelled_generates_nothing_and_stays_cance
 
 
 def test_resuming_from_a_cancelled_checkpoint_returns_its_text_and_tokens() -> None:
-    committed = Committed(windows=2, token_ids=ids("abcd"), finish_reason=FinishReason.CANCELLED)
+    committed = Committed(
+        windows=2,
+        token_ids=ids("abcd"),
+        text="abcd",
+        tokens=4,
+        finish_reason=FinishReason.CANCELLED,
+    )
     backend = ScriptBackend(endless("junk"))
     resumed = run(backend, committed=committed)
     assert resumed.result == Generated("abcd", FinishReason.CANCELLED, len(PROMPT), 4, 2)

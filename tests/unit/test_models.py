@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from common.errors import UnknownModel
-from common.registry import LlamaModelConfig, ModelRegistry
+from common.registry import AnyModelConfig, LlamaModelConfig, ModelRegistry
 from workers.models import ModelCache
 
 MB = 1024 * 1024
@@ -30,7 +30,8 @@ class Loads:
     loaded: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
 
-    def __call__(self, name: str, config: LlamaModelConfig, path: Path) -> Any:
+    def __call__(self, name: str, config: AnyModelConfig, path: Path | None) -> Any:
+        assert isinstance(config, LlamaModelConfig)
         assert path == config.path
         self.loaded.append(name)
         return FakeBackend(name, self.closed)

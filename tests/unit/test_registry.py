@@ -47,7 +47,7 @@ def load(tmp_path: Path, registry_file: Path) -> LoadRegistry:
 def test_without_a_file_only_tiny_exists(tmp_path: Path) -> None:
     registry = ModelRegistry.from_settings(Settings(cache_dir=tmp_path, tiny_seed=3))
     assert registry.names() == ["tiny"]
-    tiny = registry.get("tiny")
+    tiny = registry.llama("tiny")
     assert tiny.n_ctx == TINY_N_CTX
     assert tiny.path == tiny_model_path(tmp_path, 3)
     assert tiny.device == "cpu"
@@ -56,13 +56,13 @@ def test_without_a_file_only_tiny_exists(tmp_path: Path) -> None:
 def test_file_models_are_added_next_to_tiny(load: LoadRegistry) -> None:
     registry = load(MISTRAL + '\n[models.phi]\npath = "phi.gguf"\nbackend = "llama"\n')
     assert registry.names() == ["mistral-7b", "phi", "tiny"]
-    mistral = registry.get("mistral-7b")
+    mistral = registry.llama("mistral-7b")
     assert mistral.path == Path("/models/mistral-7b-instruct.Q4_K_M.gguf")
     assert (mistral.n_ctx, mistral.n_gpu_layers, mistral.device) == (8192, -1, "gpu")
 
 
 def test_file_model_options_default(load: LoadRegistry) -> None:
-    phi = load('[models.phi]\nbackend = "llama"\npath = "phi.gguf"\n').get("phi")
+    phi = load('[models.phi]\nbackend = "llama"\npath = "phi.gguf"\n').llama("phi")
     assert (phi.n_ctx, phi.n_gpu_layers, phi.device, phi.n_threads) == (4096, 0, "cpu", None)
 
 
@@ -134,14 +134,14 @@ def test_unreadable_file_raises_registry_error_naming_it(tmp_path: Path) -> None
 def test_unknown_model_lists_the_known_ones(load: LoadRegistry) -> None:
     registry = load(MISTRAL)
     with pytest.raises(UnknownModel, match=r"unknown model 'nope'; known models: mistral-7b, tiny"):
-        registry.get("nope")
+        registry.llama("nope")
 
 
 def test_local_path_of_tiny_writes_the_model_into_the_cache(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     registry = ModelRegistry.from_settings(Settings(cache_dir=cache, tiny_seed=1))
     path = registry.local_path("tiny")
-    assert path == tiny_model_path(cache, 1) == registry.get("tiny").path
+    assert path == tiny_model_path(cache, 1) == registry.llama("tiny").path
     assert path.is_file()
     assert path.stat().st_size > 0
 

@@ -44,6 +44,7 @@ def test_job_spec_defaults() -> None:
         "ignore_eos": False,
         "window_tokens": None,
         "max_windows": None,
+        "logprobs": None,
     }
 
 

@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from llama_cpp import Llama, LogitsProcessorList, llama_vocab_is_eog
+from llama_cpp import Llama, LogitsProcessorList, llama_get_logits_ith, llama_vocab_is_eog
 
 from common.errors import InvalidJob, ModelLoadError
 from common.prompts import check_context, prompt_tokens
 from common.registry import LlamaModelConfig
-from common.schemas import JobSpec
+from common.schemas import JobSpec, TokenLogprob, TopLogprob
+from workers.generation import TokenSession
 
 
 class LlamaBackend:
@@ -46,6 +47,9 @@ class LlamaBackend:
     def close(self) -> None:
         """Free the model's memory now (the worker's budget unloaded it)."""
         self._llm.close()
+
+    def session(self, spec: JobSpec) -> TokenSession:
+        return TokenSession(self, spec)
 
     def prompt_tokens(self, spec: JobSpec) -> list[int]:
         tokens = prompt_tokens(self._llm, spec, self.config.chat_template)
@@ -79,6 +83,28 @@ class LlamaBackend:
         if piece is None:
             piece = self._pieces[token] = self._llm.detokenize([token])
         return piece
+
+    def logprob(self, token: int, top: int) -> TokenLogprob:
+        """From the logits the token was sampled from (still in the context until the next
+        evaluation): log-softmax of the raw logits, before temperature and other sampling
+        settings, as OpenAI and llama.cpp's servers report them."""
+        n_vocab = self._llm.n_vocab()
+        raw = np.ctypeslib.as_array(llama_get_logits_ith(self._llm.ctx, -1), shape=(n_vocab,))
+        logits = raw.astype(np.float64)
+        peak = logits.max()
+        logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
+        best: list[int] = []
+        if top:
+            part = np.argpartition(-logprobs, min(top, n_vocab) - 1)[:top]
+            best = sorted(part.tolist(), key=lambda t: (-logprobs[t], t))
+        return TokenLogprob(
+            token=self._text(token),
+            logprob=float(logprobs[token]),
+            top=[TopLogprob(token=self._text(t), logprob=float(logprobs[t])) for t in best],
+        )
+
+    def _text(self, token: int) -> str:
+        return self.piece(token).decode("utf-8", "replace")
 
     def _logits_processor(self, spec: JobSpec) -> LogitsProcessorList | None:
         bias = dict(spec.logit_bias)
