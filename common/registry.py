@@ -86,6 +86,13 @@ class RemoteModelConfig(BaseModel):
     window_tokens: int = Field(
         512, ge=1, le=1_000_000, description="Tokens per window when a job does not say."
     )
+    context_chars: int | None = Field(
+        None,
+        ge=0,
+        le=100_000_000,
+        description="Output characters a window's request repeats after the prompt, the most "
+        "recent; None: all of it. Set it when outputs outgrow the server's context.",
+    )
     sampling_extensions: bool = Field(
         True,
         description="Send top_k, min_p, repeat_penalty and ignore_eos, which llama.cpp's and "

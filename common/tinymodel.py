@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "TINY_EOS",
     "TINY_MODEL_VERSION",
     "TINY_N_CTX",
     "ensure_tiny_model",
@@ -42,6 +43,7 @@ _RMS_EPS = 1e-5
 _WEIGHT_SCALE = 0.2
 
 _UNK_ID, _BOS_ID, _EOS_ID = 0, 1, 2
+TINY_EOS: int = _EOS_ID
 _SPECIAL = ("<unk>", "<s>", "</s>")
 # Multi-character and non-ASCII pieces. Prefix chains ("▁t", "▁th", "▁the")
 # exist because SentencePiece only merges adjacent pieces whose concatenation

@@ -85,6 +85,8 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                "--databases",  # the tests give each stack that kills things a database
+                "64",
                 "--logfile",
                 str(log),
             ],

@@ -44,8 +44,9 @@ class Session(Protocol):
         ...
 
     def window(self, window: int, size: int) -> Generator[Piece]:
-        """Up to `size` pieces after everything generated so far; ends early (setting `end`)
-        when the model ends the job. Closing the iterator early releases its resources."""
+        """Up to `size` pieces after everything generated so far; ends early, setting `end`,
+        when the model ends the job (a remote server may also end a window early, leaving
+        `end` unset). Closing the iterator early releases its resources."""
         ...
 
 
@@ -197,7 +198,7 @@ class _Run:
                     if self.sink.cancelled:
                         self.finish = FinishReason.CANCELLED
                         return
-        self.finish = self.session.end or FinishReason.STOP
+        self.finish = self.session.end  # None: the backend ended the window early
 
     def end_window(self, window: int) -> None:
         """Flush the window's chunks (and, when the job ends, held-back text), then its

@@ -4,94 +4,26 @@ the same job streamed over SSE from /v1/completions, read with the stdlib only."
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import math
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from common.registry import LlamaModelConfig
 from ops.bench.measure import PathResult, Run
 from ops.bench.workload import Workload
-from ops.localstack import StackError, free_port, stop_process, wait_for
+from ops.llamaserver import HOST, LlamaServer, missing_modules
+
+__all__ = ["NAME", "LlamaServer", "ServerError", "measure", "missing_modules", "run_once"]
 
 NAME = "llama_cpp.server SSE"
-HOST = "127.0.0.1"
-READY_TIMEOUT_S = 60.0
-PROBE_TIMEOUT_S = 1.0
 REQUEST_TIMEOUT_S = 120.0
 BUDGET_S = 90.0  # longest a measured server job may run before it is cut off
-# What `llama-cpp-python[server]` adds; without them the server cannot start.
-SERVER_MODULES = ("uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 
 
 class ServerError(RuntimeError):
     """The server answered a completion request with an error or an odd stream."""
-
-
-def missing_modules() -> list[str]:
-    return [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
-
-
-@dataclass
-class LlamaServer:
-    """`python -m llama_cpp.server` as a subprocess in its own process group, loaded with the
-    worker's model options; ready once /v1/models answers."""
-
-    model: Path
-    config: LlamaModelConfig
-    log: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    def command(self) -> list[str]:
-        opts = {
-            "model": str(self.model),
-            "n_ctx": self.config.n_ctx,
-            "n_batch": self.config.n_batch,
-            "n_gpu_layers": self.config.n_gpu_layers,
-            "n_threads": self.config.n_threads,
-            "host": HOST,
-            "port": self.port,
-            "verbose": "false",  # the worker loads with verbose=False too
-        }
-        args = [f"--{name}={value}" for name, value in opts.items() if value is not None]
-        return [sys.executable, "-m", "llama_cpp.server", *args]
-
-    def command_line(self) -> str:
-        """The command, shortened for printing (the model path lives in a temporary dir)."""
-        args = self.command()[1:]
-        return "python " + " ".join(a for a in args if not a.startswith("--model="))
-
-    def start(self) -> LlamaServer:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for(self._ready, READY_TIMEOUT_S, f"llama_cpp.server (log: {self.log})")
-        return self
-
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise StackError(f"llama_cpp.server exited with {self.proc.returncode}")
-        url = f"http://{HOST}:{self.port}/v1/models"
-        try:
-            with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as resp:
-                return bool(resp.status == 200)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, group=True)
-            self.proc = None
 
 
 def request_body(workload: Workload, eos: int) -> bytes:

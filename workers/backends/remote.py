@@ -121,6 +121,7 @@ class RemoteSession:
     prompt_tokens: int = 0  # from the server's usage report, when it sends one
     room: int = sys.maxsize  # the server checks its own context
     end: FinishReason | None = None
+    finish: str | None = None  # the server's finish reason for the current window
     generated: list[str] = field(default_factory=list)
     default_window: int = 0
 
@@ -128,13 +129,14 @@ class RemoteSession:
         self.default_window = self.backend.config.window_tokens
 
     def replay(self, committed: Committed) -> bytes:
-        self.generated = [committed.text]
+        self.generated = [committed.text] if committed.text else []
         return committed.text.encode("utf-8")
 
     def window(self, window: int, size: int) -> Generator[Piece]:
         spec, backend = self.spec, self.backend
         chat = spec.messages is not None
         path = "/chat/completions" if chat else "/completions"
+        self.finish = None
         resp = backend.open(path, self._body(window, size))
         produced = 0
         try:
@@ -143,24 +145,28 @@ class RemoteSession:
                     produced += 1
                     self.generated.append(piece.data.decode("utf-8", "replace"))
                     yield piece
-                if self.end is not None:
-                    return
         except (OSError, http.client.HTTPException) as exc:
             raise RemoteUnavailable(
-                f"model {backend.name!r}: the stream from {backend.where}{path} broke after "
-                f"{produced} tokens of window {window}: {_describe(exc)}"
+                f"model {backend.name!r}: the stream from {backend.where}{path} broke off "
+                f"after {produced} tokens of window {window}: {_describe(exc)}"
             ) from exc
         finally:
             resp.close()
-        if self.end is None:
+        if self.finish is None:
             raise RemoteUnavailable(
-                f"model {backend.name!r}: the stream from {backend.where}{path} ended after "
-                f"{produced} tokens of window {window} without a finish reason"
+                f"model {backend.name!r}: the stream from {backend.where}{path} broke off "
+                f"after {produced} tokens of window {window}, without a finish reason"
             )
+        # `length` before the window's size: the server's context is full. The next window
+        # repeats less output when `context_chars` is set; once nothing fits, the job ends.
+        if self.finish != "length" or produced == 0:
+            self.end = FinishReason.LENGTH if self.finish == "length" else FinishReason.STOP
 
     def _body(self, window: int, size: int) -> dict[str, Any]:
         spec, cfg = self.spec, self.backend.config
         so_far = "".join(self.generated)
+        if cfg.context_chars is not None:
+            so_far = so_far[len(so_far) - cfg.context_chars :] if cfg.context_chars else ""
         body: dict[str, Any] = {
             "model": cfg.model or self.backend.name,
             "max_tokens": size,
@@ -208,9 +214,8 @@ class RemoteSession:
         else:
             text = choice.get("text")
             probs = _completion_logprobs(choice.get("logprobs"))
-        finish = choice.get("finish_reason")
-        if finish is not None:
-            self.end = FinishReason.LENGTH if finish == "length" else FinishReason.STOP
+        if choice.get("finish_reason") is not None:
+            self.finish = str(choice["finish_reason"])
         if text is None:
             return []
         top = self.spec.logprobs

@@ -1,0 +1,79 @@
+"""llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`) on loopback, as
+a subprocess: the remote model of genq's tests, and the baseline of its benchmarks."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.registry import LlamaModelConfig
+from ops.localstack import StackError, free_port, stop_process, wait_for
+
+HOST = "127.0.0.1"
+READY_TIMEOUT_S = 60.0
+PROBE_TIMEOUT_S = 1.0
+# What `llama-cpp-python[server]` adds; without them the server cannot start.
+SERVER_MODULES = ("uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+
+
+def missing_modules() -> list[str]:
+    return [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+
+
+@dataclass
+class LlamaServer:
+    """`python -m llama_cpp.server` as a subprocess in its own process group, loaded with the
+    worker's model options; ready once /v1/models answers."""
+
+    model: Path
+    config: LlamaModelConfig
+    log: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        opts = {
+            "model": str(self.model),
+            "n_ctx": self.config.n_ctx,
+            "n_batch": self.config.n_batch,
+            "n_gpu_layers": self.config.n_gpu_layers,
+            "n_threads": self.config.n_threads,
+            "host": HOST,
+            "port": self.port,
+            "verbose": "false",  # the worker loads with verbose=False too
+        }
+        args = [f"--{name}={value}" for name, value in opts.items() if value is not None]
+        return [sys.executable, "-m", "llama_cpp.server", *args]
+
+    def command_line(self) -> str:
+        """The command, shortened for printing (the model path lives in a temporary dir)."""
+        args = self.command()[1:]
+        return "python " + " ".join(a for a in args if not a.startswith("--model="))
+
+    def start(self) -> LlamaServer:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for(self._ready, READY_TIMEOUT_S, f"llama_cpp.server (log: {self.log})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise StackError(f"llama_cpp.server exited with {self.proc.returncode}")
+        url = f"http://{HOST}:{self.port}/v1/models"
+        try:
+            with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, group=True)
+            self.proc = None
