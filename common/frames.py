@@ -58,6 +58,7 @@ class WindowData(_Data):
     text: str
     tokens: int | None = Field(None, ge=0, description="Set when token_ids is not given.")
     tokens_total: int = Field(ge=0)
+    logprobs: list[TokenLogprob] | None = None  # the window's, when the job asked for them
     finish_reason: FinishReason | None = None
 
 

@@ -38,6 +38,8 @@ _OPENAI_FIELDS = {
     "min_p": "min_p",
     "repeat_penalty": "repeat_penalty",
 }
+# Fields with their own mapping below.
+_OPENAI_SPECIAL = {"prompt", "messages", "stop", "logit_bias", "logprobs", "top_logprobs"}
 # Fields that do not change what is generated, accepted and ignored.
 _OPENAI_IGNORED = {"stream", "stream_options", "user", "metadata", "store", "service_tier"}
 # Fields accepted only at the values that ask for nothing genq lacks (or null).
@@ -47,8 +49,6 @@ _OPENAI_NEUTRAL: dict[str, tuple[Any, ...]] = {
     "presence_penalty": (0, 0.0),
     "frequency_penalty": (0, 0.0),
     "echo": (False,),
-    "logprobs": (False, 0),
-    "top_logprobs": (0,),
     "suffix": (),
 }
 
@@ -171,7 +171,7 @@ def _openai_body(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
             fields[_OPENAI_FIELDS[name]] = value
         elif name in _OPENAI_NEUTRAL:
             _check_neutral(name, value)
-        elif name not in _OPENAI_IGNORED | {"prompt", "messages", "stop", "logit_bias"}:
+        elif name not in _OPENAI_IGNORED | _OPENAI_SPECIAL:
             raise LineError(f"body.{name}: not supported by genq")
     other = "messages" if kind == "prompt" else "prompt"
     if other in body:
@@ -180,12 +180,35 @@ def _openai_body(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
         fields["prompt"] = _openai_prompt(body.get("prompt"))
     else:
         fields["messages"] = _openai_messages(body.get("messages"))
+    return {**fields, **_openai_special(body, kind)}
+
+
+def _openai_special(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
     if body.get("stop") is not None:
         stop = body["stop"]
         fields["stop"] = [stop] if isinstance(stop, str) else stop
     if body.get("logit_bias") is not None:
         fields["logit_bias"] = _openai_logit_bias(body["logit_bias"])
+    logprobs = _openai_logprobs(body, kind)
+    if logprobs is not None:
+        fields["logprobs"] = logprobs
     return fields
+
+
+def _openai_logprobs(body: Mapping[str, Any], kind: str) -> Any:
+    """/v1/completions asks with `logprobs: N`; /v1/chat/completions with `logprobs: true`
+    and `top_logprobs: N`. genq's `logprobs` is N (0: the token's own only)."""
+    logprobs, top = body.get("logprobs"), body.get("top_logprobs")
+    if kind == "prompt":
+        if top is not None:
+            raise LineError("body.top_logprobs: for /v1/chat/completions; use body.logprobs")
+        return None if logprobs is False else logprobs
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise LineError("body.logprobs: must be true or false for /v1/chat/completions")
+    if top is not None and not logprobs:
+        raise LineError("body.top_logprobs: needs body.logprobs set to true")
+    return (top if top is not None else 0) if logprobs else None
 
 
 def _check_neutral(name: str, value: Any) -> None:

@@ -117,6 +117,7 @@ class Committed:
     text: str = ""  # the committed windows' released text
     tokens: int = 0
     finish_reason: FinishReason | None = None  # the job ended in the last committed window
+    logprobs: Sequence[TokenLogprob] | None = None  # the committed windows', when asked for
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class Generated:
     prompt_tokens: int
     completion_tokens: int
     windows: int
-    logprobs: list[TokenLogprob] | None = None  # this attempt's (a resume does not have earlier)
+    logprobs: list[TokenLogprob] | None = None
 
 
 def window_seed(seed: int, window: int) -> int:
@@ -162,6 +163,7 @@ class _Run:
     window_ids: list[int] = field(default_factory=list)
     window_tokens: int = 0
     window_text: list[str] = field(default_factory=list)
+    window_logprobs: list[TokenLogprob] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     finish: FinishReason | None = None
 
@@ -170,8 +172,8 @@ class _Run:
             self.chunker.add_text(text)
         else:
             self.chunker.add(piece.token, text, piece.logprob)
-            if self.logprobs is not None and piece.logprob is not None:
-                self.logprobs.append(piece.logprob)
+            if piece.logprob is not None:
+                self.window_logprobs.append(piece.logprob)
         if text:
             self.window_text.append(text)
 
@@ -213,8 +215,12 @@ class _Run:
             tokens=None if len(self.window_ids) == self.window_tokens else self.window_tokens,
             tokens_total=self.produced,
             finish_reason=self.finish,
+            logprobs=self.window_logprobs if self.spec.logprobs is not None else None,
         )
+        if self.logprobs is not None:
+            self.logprobs += self.window_logprobs
         self.window_ids, self.window_tokens, self.window_text = [], 0, []
+        self.window_logprobs = []
         self.sink.window(data)
 
 
@@ -231,8 +237,8 @@ def generate(
     attempts, each cut back to its resume point, concatenate to the result text."""
     session = backend.session(spec)
     run = _Run(session, spec, sink, chunker, TextAssembler(spec.stop))
-    if spec.logprobs is not None and committed.windows == 0:
-        run.logprobs = []  # a resumed attempt lacks the lost attempt's: none in the result
+    if spec.logprobs is not None and (committed.windows == 0 or committed.logprobs is not None):
+        run.logprobs = list(committed.logprobs or [])
     # Bring the text assembler to where the committed windows left it (held-back bytes and
     # stop-sequence prefixes included), emitting nothing.
     run.text.feed(session.replay(committed))

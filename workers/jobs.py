@@ -25,6 +25,7 @@ from common.schemas import (
     JobResult,
     JobState,
     Timings,
+    TokenLogprob,
     Usage,
 )
 from common.scripts import CLAIM
@@ -157,10 +158,13 @@ def _resume_point(ctx: WorkerContext, pub: FramePublisher) -> Committed:
     text = "".join(entry["text"] for entry in entries)
     tokens = sum(window_tokens(entry) for entry in entries)
     finish = entries[-1]["finish_reason"] if entries else None
+    logprobs = None
+    if all("logprobs" in entry for entry in entries):
+        logprobs = [TokenLogprob(**lp) for entry in entries for lp in entry["logprobs"]]
     pub.resume(
         ResumeData(from_window=len(entries), committed_tokens=tokens, committed_chars=len(text))
     )
-    return Committed(len(entries), token_ids, text, tokens, finish)
+    return Committed(len(entries), token_ids, text, tokens, finish, logprobs)
 
 
 def _succeed(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, out: Generated) -> None:

@@ -201,6 +201,8 @@ class Relay:
         data = json.loads(raw)["data"]
         entry = {k: data[k] for k in ("token_ids", "text", "finish_reason")}
         entry["tokens"] = window_tokens(data)
+        if data.get("logprobs") is not None:  # a resumed job's result needs them too
+            entry["logprobs"] = data["logprobs"]
         keys = [self.keys.checkpoint(header.job_id), self.keys.job(header.job_id)]
         pipe.eval(CHECKPOINT, len(keys), *keys, header.epoch, data["window"], json.dumps(entry))
 

@@ -317,7 +317,9 @@ def test_a_remote_job_resumes_on_another_worker_from_its_committed_text(
     stack.worker("a")
     stack.worker("b")
     with Client(stack.settings) as client:
-        handle = client.submit(prompt="Once", model=REMOTE, max_tokens=3000, logit_bias=NO_EOS)
+        handle = client.submit(
+            prompt="Once", model=REMOTE, max_tokens=3000, logit_bias=NO_EOS, logprobs=1
+        )
         checkpoint = client.keys.checkpoint(handle.job_id)
         wait_for(lambda: client.redis.llen(checkpoint) >= 2, 60, "two remote windows")
         stack.holder(client, handle.job_id).signal(signal.SIGKILL)
@@ -332,6 +334,8 @@ def test_a_remote_job_resumes_on_another_worker_from_its_committed_text(
     assert result.finish_reason is FinishReason.LENGTH
     assert len(committed) == math.ceil(3000 / WINDOW)
     assert result.text.startswith("".join(_text(entry) for entry in committed[:2]))
+    # The result's log probabilities span both attempts: the lost one's from its windows.
+    assert result.logprobs is not None and len(result.logprobs) == 3000
 
 
 def _text(entry: str) -> str:

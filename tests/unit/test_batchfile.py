@@ -430,3 +430,41 @@ def test_every_non_blank_line_is_either_valid_or_rejected_on_its_own_line(
     assert [r.line for r in found.rejects] == sorted(invalid)
     chosen = valid_lines(lines, {}, found.rejected_lines)
     assert [(ln.line, ln.custom_id) for ln in chosen] == valid
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "logprobs"),
+    [
+        (COMPLETIONS, {"prompt": "p", "logprobs": 3}, 3),
+        (COMPLETIONS, {"prompt": "p", "logprobs": 0}, 0),
+        (COMPLETIONS, {"prompt": "p", "logprobs": None}, None),
+        (CHAT, {"logprobs": True, "top_logprobs": 5}, 5),
+        (CHAT, {"logprobs": True}, 0),
+        (CHAT, {"logprobs": False}, None),
+    ],
+    ids=["completions-3", "completions-0", "completions-null", "chat-5", "chat-own", "chat-off"],
+)
+def test_openai_logprobs_map_to_genq_logprobs(
+    url: str, body: dict[str, Any], logprobs: int | None
+) -> None:
+    if url == CHAT:
+        body = {"messages": [{"role": "user", "content": "hi"}], **body}
+    assert parse_line(openai(body, url=url), {}).spec.logprobs == logprobs
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "message"),
+    [
+        (COMPLETIONS, {"prompt": "p", "logprobs": 21}, "logprobs"),
+        (COMPLETIONS, {"prompt": "p", "top_logprobs": 2}, "body.top_logprobs: for /v1/chat"),
+        (CHAT, {"logprobs": 2}, "body.logprobs: must be true or false"),
+        (CHAT, {"top_logprobs": 2}, "body.top_logprobs: needs body.logprobs"),
+    ],
+    ids=["too-many", "top-on-completions", "chat-number", "top-without-logprobs"],
+)
+def test_openai_logprobs_out_of_form_are_rejected(
+    url: str, body: dict[str, Any], message: str
+) -> None:
+    if url == CHAT:
+        body = {"messages": [{"role": "user", "content": "hi"}], **body}
+    assert message in reason(openai(body, url=url))

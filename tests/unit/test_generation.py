@@ -8,7 +8,7 @@ import itertools
 import math
 import random
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import example, given, settings
@@ -725,3 +725,49 @@ def test_a_cancel_ends_any_job_with_its_chunks_and_windows_agreeing_on_the_text(
     assert out.result.completion_tokens == len(out.chunk_token_ids)
     assert out.chunk_text == out.result.text == "".join(frame.text for frame in out.windows)
     assert len(chunks_by_window(out)) == out.result.windows
+
+
+# Log probabilities.
+
+
+def test_logprobs_go_out_with_their_tokens_and_the_result_holds_the_same() -> None:
+    out = run(ScriptBackend(endless("abc")), max_tokens=10, logprobs=2)
+    streamed = [lp for chunk in out.chunks for lp in chunk.logprobs or []]
+    assert all(len(chunk.logprobs or []) == chunk.count for chunk in out.chunks)
+    assert streamed == out.result.logprobs
+    assert [lp.token for lp in streamed] == [str(t) for t in ids("abcabcabca")]
+    assert all(len(lp.top) == 2 for lp in streamed)
+
+
+def test_without_logprobs_neither_chunks_nor_result_carry_them() -> None:
+    out = run(ScriptBackend(endless("abc")), max_tokens=10)
+    assert all(chunk.logprobs is None for chunk in out.chunks)
+    assert out.result.logprobs is None
+
+
+def test_window_frames_carry_their_logprobs_and_a_resume_completes_the_result_with_them() -> None:
+    first = run(ScriptBackend(endless("abcd")), max_tokens=8, window_tokens=4, logprobs=0)
+    assert [lp for w in first.windows for lp in w.logprobs or []] == first.result.logprobs
+    committed = first.committed(1)
+    committed = replace(committed, logprobs=first.windows[0].logprobs)
+    resumed = run(
+        ScriptBackend(endless("abcd")),
+        max_tokens=8,
+        window_tokens=4,
+        logprobs=0,
+        committed=committed,
+    )
+    assert all(len(chunk.logprobs or []) == chunk.count for chunk in resumed.chunks)
+    assert resumed.result.logprobs == first.result.logprobs
+
+
+def test_a_resume_without_the_committed_logprobs_gives_a_result_without_them() -> None:
+    first = run(ScriptBackend(endless("abcd")), max_tokens=8, window_tokens=4, logprobs=0)
+    resumed = run(
+        ScriptBackend(endless("abcd")),
+        max_tokens=8,
+        window_tokens=4,
+        logprobs=0,
+        committed=first.committed(1),
+    )
+    assert resumed.result.logprobs is None  # partial lists would misalign with the text

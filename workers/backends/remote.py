@@ -62,7 +62,9 @@ class RemoteBackend:
     def session(self, spec: JobSpec) -> RemoteSession:
         return RemoteSession(self, spec)
 
-    def open(self, path: str, body: dict[str, Any]) -> http.client.HTTPResponse:
+    def open(
+        self, path: str, body: dict[str, Any]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """POST a streaming request; retries what may succeed later, with backoff. Raises
         RemoteUnavailable when the retries are spent, RemoteRejected on a 4xx answer."""
         cfg = self.config
@@ -75,8 +77,9 @@ class RemoteBackend:
                 if resp.status == 200:
                     if conn.sock is not None:
                         conn.sock.settimeout(cfg.read_timeout_s)
-                    return resp
+                    return conn, resp
                 problem = f"HTTP {resp.status}: {_excerpt(resp.read(4096))}"
+                resp.close()
                 conn.close()
                 if resp.status not in RETRY_STATUSES:
                     raise RemoteRejected(
@@ -137,7 +140,7 @@ class RemoteSession:
         chat = spec.messages is not None
         path = "/chat/completions" if chat else "/completions"
         self.finish = None
-        resp = backend.open(path, self._body(window, size))
+        conn, resp = backend.open(path, self._body(window, size))
         produced = 0
         try:
             for event in _events(resp):
@@ -150,8 +153,9 @@ class RemoteSession:
                 f"model {backend.name!r}: the stream from {backend.where}{path} broke off "
                 f"after {produced} tokens of window {window}: {_describe(exc)}"
             ) from exc
-        finally:
+        finally:  # an early close tells the server to stop generating
             resp.close()
+            conn.close()
         if self.finish is None:
             raise RemoteUnavailable(
                 f"model {backend.name!r}: the stream from {backend.where}{path} broke off "
