@@ -15,6 +15,7 @@ from ops.bench import (
     overhead,
     recovery,
     relay_section,
+    remote,
     report,
     streaming,
     submit,
@@ -38,6 +39,10 @@ SECTIONS: dict[str, tuple[str, Section]] = {
     "memory": ("memory: relay and reader RSS over a long job", memory.section),
     "submit": ("submission: a 10,000-job batch queued by one producer", submit.section),
     "overhead": ("overhead: 1,000 short jobs on 2 workers, genq vs in-process", overhead.section),
+    "remote": (
+        "remote: genq's remote backend vs the same llama_cpp.server streamed directly",
+        remote.section,
+    ),
 }
 DESCRIPTION = """\
 genq's benchmark. Every section starts its own private stack (redis-server, a relay, genq
@@ -64,6 +69,13 @@ sections (--suite, in this order):
             returns), against the same generations run back to back in 2 plain processes
             (model loading excluded; OMP_WAIT_POLICY=passive on both sides unless
             --overhead-omp-spin). Target: in-process wall / genq wall >= 0.80.
+  remote    one llama_cpp.server on the tiny model; 20 rounds of 5 jobs of 200 tokens per path
+            (EOS biased away, one server request a job), one job at a time: by one client
+            streaming SSE directly, and through genq's remote backend (1 relay, 1 worker
+            process), which of the two goes first alternating by round. tok/s = tokens / wall
+            of a pass (first request to last token); first-token latency. Uses --prompt,
+            --seed and --allow-stray-bytes. Target: genq / direct tok/s >= 0.90 (median over
+            rounds).
 """
 
 
@@ -85,6 +97,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     _memory_options(parser.add_argument_group("memory"))
     _submit_options(parser.add_argument_group("submit"))
     _overhead_options(parser.add_argument_group("overhead"))
+    _remote_options(parser.add_argument_group("remote"))
     return parser.parse_args(argv)
 
 
@@ -166,6 +179,13 @@ def _overhead_options(group: argparse._ArgumentGroup) -> None:
         "OMP_WAIT_POLICY=passive; with as many llama processes as cores, they steal each "
         "other's cores and every job takes far longer, on both sides",
     )
+
+
+def _remote_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add("--remote-jobs", type=_positive, default=5, help="jobs per path per round (5)")
+    add("--remote-tokens", type=_positive, default=200, help="tokens per job (200)")
+    add("--remote-rounds", type=_positive, default=20, help="rounds of both paths (20)")
 
 
 def _suites(text: str) -> list[str]:
