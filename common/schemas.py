@@ -19,6 +19,7 @@ SEED_MAX = 2**32 - 1
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
 DEFAULT_PRIORITY = 5  # room above and below; 9 is the most urgent
 Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
+Device = Literal["cpu", "gpu"]  # a model's device class, and so a worker's
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")
 ]
