@@ -17,10 +17,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from common.errors import GenqError, InvalidJob
+from common.errors import GenqError, InvalidJob, RegistryError
 from common.frames import TokenFrame
 from common.keys import is_job_id
 from common.registry import ModelRegistry
+from common.routing import serving
 from common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, BatchStatus, JobRecord
 from common.settings import Settings
 from common.tinymodel import write_tiny_model
@@ -177,11 +178,19 @@ def tail(
 
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.option(
-    "-Q",
-    "--queues",
+    "--models",
+    envvar="GENQ_WORKER_MODELS",
+    metavar="A,B",
+    help="Models to serve, comma-separated [env GENQ_WORKER_MODELS; default: every registry "
+    "model of --device].",
+)
+@click.option(
+    "--device",
+    envvar="GENQ_DEVICE",
+    type=click.Choice(["cpu", "gpu"]),
     default="cpu",
     show_default=True,
-    help="Device-class queues to consume (cpu, gpu).",
+    help="Device class to serve [env GENQ_DEVICE]; gpu needs a CUDA build of llama-cpp-python.",
 )
 @click.option(
     "-c",
@@ -195,12 +204,31 @@ def tail(
 @click.option("-n", "--hostname", help="Node name (default genq@HOST).")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(
-    queues: str, concurrency: int, loglevel: str, hostname: str | None, celery_args: tuple[str, ...]
+    models: str | None,
+    device: str,
+    concurrency: int,
+    loglevel: str,
+    hostname: str | None,
+    celery_args: tuple[str, ...],
 ) -> NoReturn:
-    """Start a worker: `celery -A workers.app worker` with genq's defaults.
+    """Start a worker: `celery -A workers.app worker` with genq's defaults, consuming the
+    queues of the models it serves (`cpu.tiny`: device class and model).
 
-    Extra arguments go to celery unchanged. The plain celery command works as well.
+    Checks first that it can serve them (known models of its device class, model files and
+    API keys present, a GPU for --device gpu) and exits with status 2 if not. Extra
+    arguments go to celery unchanged. The plain celery command works as well, configured by
+    the same GENQ_* variables.
     """
+    if any(arg.startswith(("-Q", "--queues")) for arg in celery_args):
+        _fail("-Q/--queues is replaced by --models and --device (queues are per model)", EXIT_USAGE)
+    if models is not None:
+        os.environ["GENQ_WORKER_MODELS"] = models
+    os.environ["GENQ_DEVICE"] = device  # so that the worker process serves the same
+    settings = Settings()
+    try:
+        plan = serving(settings, ModelRegistry.from_settings(settings))
+    except RegistryError as exc:
+        _fail(str(exc), EXIT_USAGE)
     argv = [
         sys.executable,
         "-m",
@@ -209,7 +237,7 @@ def worker(
         "workers.app",
         "worker",
         "-Q",
-        queues,
+        ",".join(plan.queues),
         "-c",
         str(concurrency),
         "-l",
