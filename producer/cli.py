@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -20,6 +21,7 @@ from rich.table import Table
 from common.errors import GenqError, InvalidJob, RegistryError
 from common.frames import TokenFrame
 from common.keys import is_job_id
+from common.presence import waiting_reason
 from common.registry import ModelRegistry
 from common.routing import serving
 from common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, BatchStatus, JobRecord
@@ -278,6 +280,31 @@ def models(settings: Settings, /, as_json: bool) -> None:
     Console().print(table)
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+def workers(settings: Settings, /, as_json: bool) -> None:
+    """List the running workers: name, device class, models served, last heartbeat.
+
+    A worker records itself when ready and refreshes that every GENQ_HEARTBEAT_INTERVAL_S; one
+    that misses three heartbeats (killed, host gone) is no longer listed.
+    """
+    with Client(settings) as client:
+        found = client.workers()
+    if as_json:
+        click.echo(json.dumps([info.model_dump(mode="json") for info in found], indent=2))
+        return
+    if not found:
+        stderr.print("no running workers: start one with `genq worker`")
+        return
+    now_ms = time.time_ns() // 10**6
+    table = Table("name", "device", "models", "last seen")
+    for info in found:
+        seen = f"{max(now_ms - info.heartbeat_ms, 0) / 1000:.1f}s ago"
+        table.add_row(escape(info.name), info.device, escape(", ".join(info.models)), seen)
+    Console().print(table)
+
+
 @cli.command("make-tiny-model")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Weights seed.")
@@ -395,12 +422,17 @@ def _report_submission(batch: BatchHandle, file: Path, rejects: Path | None) -> 
 @click.pass_obj
 def status(settings: Settings, /, job_or_batch_id: str, as_json: bool) -> None:
     """Show a job's or a batch's state: for a batch, its jobs counted by state (queued,
-    running, succeeded, failed, cancelled, expired) and the tokens generated."""
+    running, succeeded, failed, cancelled, expired) and the tokens generated. A queued job
+    that no running worker serves says so (`waiting`), and which worker to start."""
     with Client(settings) as client:
         if is_job_id(job_or_batch_id) and client.redis.exists(client.keys.job(job_or_batch_id)):
             raw = client.redis.hgetall(client.keys.job(job_or_batch_id))
             record = JobRecord.from_hash(raw)
-            _show(_job_rows(job_or_batch_id, record), record.model_dump(mode="json"), as_json)
+            waiting = waiting_reason(record, client.workers())
+            rows = _job_rows(job_or_batch_id, record)
+            if waiting:
+                rows.insert(2, ("waiting", waiting))
+            _show(rows, {**record.model_dump(mode="json"), "waiting": waiting}, as_json)
             return
         batch = client.batch(job_or_batch_id).status()
         _show(_batch_rows(batch), batch.model_dump(mode="json"), as_json)
