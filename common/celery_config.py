@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu import Queue  # type: ignore[attr-defined]
-
 from common.settings import Settings
 
 GENERATE_TASK = "genq.generate"
 BUNDLE_TASK = "genq.generate_bundle"  # several short jobs of a batch in one message
-QUEUES = ("cpu", "gpu")
 # One Redis list per priority, so that a more urgent job queued later is served first.
 BROKER_PRIORITY_STEPS = list(range(10))
 
@@ -36,12 +33,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout_s,
             "priority_steps": BROKER_PRIORITY_STEPS,
-            "queue_order_strategy": "priority",
+            # A worker polls its queues (one per model it serves) priority step first: every
+            # queue's most urgent list, then the next step. Within a step, round robin: a
+            # worker of two models does not serve one model's backlog before the other's.
+            "queue_order_strategy": "round_robin",
         },
         "broker_connection_retry_on_startup": True,
-        "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
-        "task_default_queue": "cpu",
-        "task_create_missing_queues": False,
+        # Queues are per model (common.routing.queue_name), so not declared here: a producer
+        # sends to a model's queue whether or not a worker for it has started yet.
+        "task_create_missing_queues": True,
     }
 
 

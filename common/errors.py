@@ -6,6 +6,8 @@ GenqError
 │   ├── PromptTooLong
 │   └── InvalidBatch      a batch file with bad lines; carries every line's reason
 ├── RegistryError         the model registry file is wrong
+│   └── WorkerConfigError a worker cannot serve the models it is asked to (unknown, other
+│                         device class, missing file or API key, no GPU)
 ├── RedisUnavailable      Redis cannot be reached (retryable)
 ├── JobFailed             the job ended with an error frame
 ├── StreamTimeout         no terminal frame within the timeout
@@ -66,6 +68,12 @@ class InvalidBatch(InvalidJob):
 
 class RegistryError(GenqError):
     """The model registry file cannot be used; the message names the file and the entry."""
+
+
+class WorkerConfigError(RegistryError):
+    """A worker cannot start as configured: its models are unknown or of another device class,
+    a model's file or API key is missing, or a gpu worker has no GPU. Found at start, before
+    any job is taken."""
 
 
 class RedisUnavailable(GenqError, ConnectionError):

@@ -80,6 +80,17 @@ class Keys:
         """Sorted set: job id -> expiry (ms) of jobs not started yet that have one."""
         return f"{self.prefix}:expiries"
 
+    # Worker presence keys share one hash tag, so that one MGET reads every record.
+    @property
+    def workers(self) -> str:
+        """Set: node names of the workers that recorded themselves (see `worker`)."""
+        return f"{self.prefix}:{{workers}}"
+
+    def worker(self, name: str) -> str:
+        """String (a WorkerInfo as JSON) a live worker keeps refreshing; expires when its
+        heartbeats stop."""
+        return f"{self.prefix}:{{workers}}:{name}"
+
     # A batch's keys share the hash tag of its id, as a job's keys do.
     def batch(self, batch_id: str) -> str:
         """Hash: the batch's settings, counts by state and tokens generated."""

@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic_core import ErrorDetails
 
 from common.errors import RegistryError, UnknownModel
+from common.schemas import Device, ModelName
 from common.settings import Settings
 from common.tinymodel import TINY_N_CTX, ensure_tiny_model, tiny_model_path
 
 TINY = "tiny"
-Device = Literal["cpu", "gpu"]
 
 
 class LlamaModelConfig(BaseModel):
@@ -106,7 +107,8 @@ ModelConfig = Annotated[AnyModelConfig, Field(discriminator="backend")]
 
 class _RegistryFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    # A name is also part of a queue's name, and listed comma-separated: `--models a,b`.
+    models: dict[ModelName, ModelConfig] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class ModelRegistry:
     models: Mapping[str, AnyModelConfig]
     cache_dir: Path = field(default_factory=Path)
     tiny_seed: int = 0
+    source: Path | None = None  # the registry file, named in errors
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelRegistry:
@@ -123,10 +126,24 @@ class ModelRegistry:
             n_threads=1,
         )
         user = _read_file(settings.models_file) if settings.models_file else {}
-        return cls({TINY: tiny, **user}, settings.cache_dir, settings.tiny_seed)
+        return cls(
+            {TINY: tiny, **user}, settings.cache_dir, settings.tiny_seed, settings.models_file
+        )
 
-    def names(self) -> list[str]:
-        return sorted(self.models)
+    def names(self, device: Device | None = None) -> list[str]:
+        """Every model's name, or those of one device class."""
+        return sorted(n for n, c in self.models.items() if device in {None, c.device})
+
+    @property
+    def origin(self) -> str:
+        """The registry file, for messages."""
+        return str(self.source) if self.source else "no GENQ_MODELS_FILE: built-in models only"
+
+    def where(self, name: str) -> str:
+        """Where a model is defined, for messages: `model registry FILE: [models.NAME]`."""
+        if name == TINY or self.source is None:
+            return f"built-in model {name!r}"
+        return f"model registry {self.source}: [models.{name}]"
 
     def get(self, name: str) -> AnyModelConfig:
         try:
@@ -182,8 +199,19 @@ def _describe(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = [str(part) for part in err["loc"]]
         if len(loc) >= 2 and loc[0] == "models":
-            where = f"[models.{loc[1]}] {'.'.join(loc[3:] or loc[2:])}".rstrip()
+            field_name = ".".join(loc[3:] or loc[2:]).replace("[key]", "name")
+            where = f"[models.{loc[1]}] {field_name or 'backend'}".rstrip()
         else:
             where = ".".join(loc) or "file"
-        lines.append(f"{where}: {err['msg']}")
+        lines.append(f"{where}: {_message(err)}")
     return "; ".join(lines)
+
+
+def _message(err: ErrorDetails) -> str:
+    """Pydantic's message, but in the registry's words for a backend it does not know."""
+    ctx = err.get("ctx", {})
+    if err["type"] == "union_tag_invalid":
+        return f"unknown backend {ctx['tag']!r}; expected {ctx['expected_tags']}"
+    if err["type"] == "union_tag_not_found":
+        return "missing; expected 'llama' or 'remote'"
+    return err["msg"]

@@ -19,6 +19,7 @@ SEED_MAX = 2**32 - 1
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
 DEFAULT_PRIORITY = 5  # room above and below; 9 is the most urgent
 Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
+Device = Literal["cpu", "gpu"]  # a model's device class, and so a worker's
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")
 ]
@@ -296,3 +297,18 @@ class ResultLine(_Model):
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     error: ResultError | None = None
+
+
+class WorkerInfo(_Model):
+    """What a running worker records about itself in Redis (`Keys.worker`), refreshed by its
+    heartbeat."""
+
+    v: Literal[1] = 1
+    name: str = Field(description="Celery node name, e.g. genq@host.")
+    device: Device
+    models: list[str]
+    queues: list[str] = Field(description="The broker queues it consumes.")
+    pid: int = Field(description="Its main process.")
+    started_ms: int
+    heartbeat_ms: int = Field(description="Wall-clock time of its latest heartbeat.")
+    heartbeat_interval_s: float

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from common.schemas import BUNDLE_JOBS_MAX
+from common.schemas import BUNDLE_JOBS_MAX, Device, ModelName
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -103,6 +104,35 @@ class Settings(BaseSettings):
         ge=60,
         description="Broker redelivery timeout for unacked tasks; long, since leases recover jobs.",
     )
+
+    device: Device = Field(
+        "cpu",
+        description="A worker's device class: it serves the registry's models of this class.",
+    )
+    # NoDecode: read as `a,b` (split below), not as JSON.
+    worker_models: Annotated[tuple[ModelName, ...], NoDecode] = Field(
+        (),
+        description="Models a worker serves, comma-separated; empty: every registry model of "
+        "its device class.",
+    )
+    heartbeat_interval_s: float = Field(
+        5.0,
+        ge=0.1,
+        le=300.0,
+        description="A worker records itself in Redis this often; one silent for three "
+        "intervals is considered gone.",
+    )
+
+    @field_validator("worker_models", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        """`a, b,a` -> ("a", "b"): blanks and repeats dropped, order kept."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            stripped = [str(name).strip() for name in value]
+            return tuple(dict.fromkeys(name for name in stripped if name))
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -61,6 +61,12 @@ def _start_stack(stack: ExitStack, run_dir: Path) -> Settings:
     stack.callback(relay.stop)
     worker = Worker(env=env, log=run_dir / "worker.log").start()
     stack.callback(worker.stop)
+    with Client(settings) as client:
+        for info in client.workers():  # what `genq workers` lists
+            console.print(
+                f"[dim]worker {info.name} serves {', '.join(info.models)} on {info.device} "
+                f"(queues {', '.join(info.queues)})[/]"
+            )
     return settings
 
 

@@ -165,7 +165,8 @@ class GenqProcess:
 
 @dataclass
 class Worker(GenqProcess):
-    """`genq worker`."""
+    """`genq worker`: it serves the registry's cpu models unless `args` say otherwise
+    (`--models a,b`, `--device gpu`)."""
 
     args: tuple[str, ...] = ()
     name: str = "genq"

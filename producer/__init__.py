@@ -25,6 +25,7 @@ from common.schemas import (
     JobSpec,
     JobState,
     ResultLine,
+    WorkerInfo,
 )
 from common.settings import Settings
 from producer.batches import BatchHandle, CancelReport
@@ -60,4 +61,5 @@ __all__ = [
     "StreamStats",
     "StreamTimeout",
     "UnknownModel",
+    "WorkerInfo",
 ]

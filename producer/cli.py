@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -17,10 +18,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from common.errors import GenqError, InvalidJob
+from common.errors import GenqError, InvalidJob, RegistryError
 from common.frames import TokenFrame
 from common.keys import is_job_id
+from common.presence import waiting_reason
 from common.registry import ModelRegistry
+from common.routing import serving
 from common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, BatchStatus, JobRecord
 from common.settings import Settings
 from common.tinymodel import write_tiny_model
@@ -177,11 +180,19 @@ def tail(
 
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.option(
-    "-Q",
-    "--queues",
+    "--models",
+    envvar="GENQ_WORKER_MODELS",
+    metavar="A,B",
+    help="Models to serve, comma-separated [env GENQ_WORKER_MODELS; default: every registry "
+    "model of --device].",
+)
+@click.option(
+    "--device",
+    envvar="GENQ_DEVICE",
+    type=click.Choice(["cpu", "gpu"]),
     default="cpu",
     show_default=True,
-    help="Device-class queues to consume (cpu, gpu).",
+    help="Device class to serve [env GENQ_DEVICE]; gpu needs a CUDA build of llama-cpp-python.",
 )
 @click.option(
     "-c",
@@ -195,12 +206,31 @@ def tail(
 @click.option("-n", "--hostname", help="Node name (default genq@HOST).")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(
-    queues: str, concurrency: int, loglevel: str, hostname: str | None, celery_args: tuple[str, ...]
+    models: str | None,
+    device: str,
+    concurrency: int,
+    loglevel: str,
+    hostname: str | None,
+    celery_args: tuple[str, ...],
 ) -> NoReturn:
-    """Start a worker: `celery -A workers.app worker` with genq's defaults.
+    """Start a worker: `celery -A workers.app worker` with genq's defaults, consuming the
+    queues of the models it serves (`cpu.tiny`: device class and model).
 
-    Extra arguments go to celery unchanged. The plain celery command works as well.
+    Checks first that it can serve them (known models of its device class, model files and
+    API keys present, a GPU for --device gpu) and exits with status 2 if not. Extra
+    arguments go to celery unchanged. The plain celery command works as well, configured by
+    the same GENQ_* variables.
     """
+    if any(arg.startswith(("-Q", "--queues")) for arg in celery_args):
+        _fail("-Q/--queues is replaced by --models and --device (queues are per model)", EXIT_USAGE)
+    if models is not None:
+        os.environ["GENQ_WORKER_MODELS"] = models
+    os.environ["GENQ_DEVICE"] = device  # so that the worker process serves the same
+    settings = Settings()
+    try:
+        plan = serving(settings, ModelRegistry.from_settings(settings))
+    except RegistryError as exc:
+        _fail(str(exc), EXIT_USAGE)
     argv = [
         sys.executable,
         "-m",
@@ -209,7 +239,7 @@ def worker(
         "workers.app",
         "worker",
         "-Q",
-        queues,
+        ",".join(plan.queues),
         "-c",
         str(concurrency),
         "-l",
@@ -247,6 +277,31 @@ def models(settings: Settings, /, as_json: bool) -> None:
     table = Table("name", "backend", "device", "n_ctx", "path")
     for row in rows:
         table.add_row(row["name"], row["backend"], row["device"], str(row["n_ctx"]), row["path"])
+    Console().print(table)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+def workers(settings: Settings, /, as_json: bool) -> None:
+    """List the running workers: name, device class, models served, last heartbeat.
+
+    A worker records itself when ready and refreshes that every GENQ_HEARTBEAT_INTERVAL_S; one
+    that misses three heartbeats (killed, host gone) is no longer listed.
+    """
+    with Client(settings) as client:
+        found = client.workers()
+    if as_json:
+        click.echo(json.dumps([info.model_dump(mode="json") for info in found], indent=2))
+        return
+    if not found:
+        stderr.print("no running workers: start one with `genq worker`")
+        return
+    now_ms = time.time_ns() // 10**6
+    table = Table("name", "device", "models", "last seen")
+    for info in found:
+        seen = f"{max(now_ms - info.heartbeat_ms, 0) / 1000:.1f}s ago"
+        table.add_row(escape(info.name), info.device, escape(", ".join(info.models)), seen)
     Console().print(table)
 
 
@@ -367,12 +422,17 @@ def _report_submission(batch: BatchHandle, file: Path, rejects: Path | None) -> 
 @click.pass_obj
 def status(settings: Settings, /, job_or_batch_id: str, as_json: bool) -> None:
     """Show a job's or a batch's state: for a batch, its jobs counted by state (queued,
-    running, succeeded, failed, cancelled, expired) and the tokens generated."""
+    running, succeeded, failed, cancelled, expired) and the tokens generated. A queued job
+    that no running worker serves says so (`waiting`), and which worker to start."""
     with Client(settings) as client:
         if is_job_id(job_or_batch_id) and client.redis.exists(client.keys.job(job_or_batch_id)):
             raw = client.redis.hgetall(client.keys.job(job_or_batch_id))
             record = JobRecord.from_hash(raw)
-            _show(_job_rows(job_or_batch_id, record), record.model_dump(mode="json"), as_json)
+            waiting = waiting_reason(record, client.workers())
+            rows = _job_rows(job_or_batch_id, record)
+            if waiting:
+                rows.insert(2, ("waiting", waiting))
+            _show(rows, {**record.model_dump(mode="json"), "waiting": waiting}, as_json)
             return
         batch = client.batch(job_or_batch_id).status()
         _show(_batch_rows(batch), batch.model_dump(mode="json"), as_json)

@@ -31,9 +31,10 @@ from common.dispatch import Dispatch, Dispatcher
 from common.errors import InvalidJob, StreamTimeout
 from common.frames import Frame, TokenFrame, parse_frame
 from common.keys import Keys, check_batch_id, check_job_id, is_job_id
+from common.presence import live_workers, live_workers_async
 from common.prompts import PromptCounter
 from common.registry import ModelRegistry
-from common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec
+from common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec, WorkerInfo
 from common.settings import Settings
 from producer.batches import (
     BatchHandle,
@@ -546,6 +547,11 @@ class Client(_BaseClient):
                     raw = self.redis.hgetall(stream._core.job_key)
                     stream._core.after_idle(raw)  # type: ignore[arg-type]
 
+    def workers(self) -> list[WorkerInfo]:
+        """The running workers, by name: each one's device class, models and queues."""
+        with redis_errors(self.settings):
+            return live_workers(self.redis, self.keys)
+
     def close(self) -> None:
         self.redis.close()
 
@@ -676,6 +682,10 @@ class AsyncClient(_BaseClient):
         finally:
             for task in tasks:
                 task.cancel()
+
+    async def workers(self) -> list[WorkerInfo]:
+        with redis_errors(self.settings):
+            return await live_workers_async(self.redis, self.keys)
 
     async def aclose(self) -> None:
         await self.redis.aclose()

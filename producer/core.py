@@ -24,6 +24,7 @@ from common.frames import (
 from common.keys import new_job_id
 from common.prompts import PromptCounter
 from common.registry import LlamaModelConfig, ModelRegistry
+from common.routing import model_queue
 from common.schemas import (
     DEFAULT_PRIORITY,
     PRIORITY_MAX,
@@ -121,7 +122,7 @@ def prepare_job(
     record = JobRecord(
         spec=spec,
         state=JobState.QUEUED,
-        queue=registry.get(spec.model).device,
+        queue=model_queue(registry, spec.model),
         priority=placement.priority,
         submitted_ms=submitted,
         expires_ms=placement.expires_ms(submitted),

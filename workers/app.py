@@ -1,23 +1,94 @@
 """The Celery app: `celery -A workers.app worker` (or `genq worker`) runs it.
 
-Settings are read once, here, from GENQ_* environment variables.
+Settings are read once, here, from GENQ_* environment variables. A worker serves the models of
+its settings (`GENQ_DEVICE`, `GENQ_WORKER_MODELS`; see common.routing): at start it checks that
+it can, and consumes their queues; once ready it records itself in Redis (workers.heartbeat).
 """
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from celery import Celery, signals
 
 from common.celery_config import celery_config
+from common.errors import RegistryError
+from common.registry import ModelRegistry
+from common.routing import Serving, serving
+from common.schemas import WorkerInfo
 from common.settings import Settings
+from workers.heartbeat import Heartbeat
+
+log = logging.getLogger(__name__)
+EXIT_CONFIG = 2  # as `genq worker`: the worker cannot serve what it is asked to
 
 
 class GenqCelery(Celery):  # type: ignore[misc]
-    """A Celery app that carries genq's settings to its tasks."""
+    """A Celery app that carries genq's settings to its tasks, and whose workers serve the
+    models of those settings."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__("genq", include=["workers.tasks"])
         self.genq_settings = settings
         self.conf.update(celery_config(settings))
+        self.genq_serving: Serving | None = None  # set in a worker's main process at start
+        self._heartbeat: Heartbeat | None = None
+        signals.celeryd_init.connect(self._on_worker_init)
+        signals.worker_ready.connect(self._on_worker_ready)
+        signals.worker_shutdown.connect(self._on_worker_shutdown)
+
+    def _on_worker_init(self, instance: Any, **_: Any) -> None:
+        """Before the worker sets up: check it can serve its models, and consume their queues
+        (`-Q`, which `genq worker` computes the same way, overrides this)."""
+        if instance.app is not self:
+            return
+        settings = self.genq_settings
+        try:
+            self.genq_serving = serving(settings, ModelRegistry.from_settings(settings))
+        except RegistryError as exc:  # a signal handler's Exception would only be logged
+            print(f"genq worker: error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_CONFIG) from None
+        self.amqp.queues.select(self.genq_serving.queues)
+
+    def _on_worker_ready(self, sender: Any, **_: Any) -> None:
+        """Consuming: record this worker in Redis, refreshed by its heartbeat."""
+        if sender.app is not self or self.genq_serving is None:
+            return
+        info = self._worker_info(sender.hostname, self.genq_serving)
+        self._heartbeat = Heartbeat(self.genq_settings, info)
+        self._heartbeat.start()
+        log.info("serving %s on %s (queues %s)", info.models, info.device, info.queues)
+
+    def _worker_info(self, name: str, plan: Serving) -> WorkerInfo:
+        queues = sorted(self.amqp.queues.consume_from)  # as consumed, -Q included
+        if set(queues) != set(plan.queues):
+            log.warning(
+                "this worker consumes %s (-Q) but serves %s: use GENQ_WORKER_MODELS and "
+                "GENQ_DEVICE (genq worker --models, --device) instead of -Q",
+                queues,
+                plan.queues,
+            )
+        now_ms = time.time_ns() // 10**6
+        return WorkerInfo(
+            name=name,
+            device=plan.device,
+            models=list(plan.models),
+            queues=queues,
+            pid=os.getpid(),
+            started_ms=now_ms,
+            heartbeat_ms=now_ms,
+            heartbeat_interval_s=self.genq_settings.heartbeat_interval_s,
+        )
+
+    def _on_worker_shutdown(self, sender: Any, **_: Any) -> None:
+        """A clean shutdown: the worker is gone at once, not when its record expires."""
+        if sender.app is self and self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
 
 
 app = GenqCelery(Settings())

@@ -112,8 +112,11 @@ class Stack:
     def settings(self) -> Settings:
         return settings_for(self.env)
 
-    def worker(self, name: str) -> Worker:
-        return self._start(Worker(env=self.env, log=self.logs / f"{name}.log", name=name))
+    def worker(self, name: str, *args: str) -> Worker:
+        """`genq worker` named `name`, given `args` (e.g. --models a); by default it serves
+        every cpu model of the registry."""
+        log = self.logs / f"{name}.log"
+        return self._start(Worker(env=self.env, log=log, args=args, name=name))
 
     def relay(self, name: str = "relay", **env: str) -> Relay:
         return self._start(Relay(env={**self.env, **env}, log=self.logs / f"{name}.log"))

@@ -5,26 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from common.tinymodel import TINY_N_CTX, ensure_tiny_model
+from common.tinymodel import ensure_tiny_model
 from producer import Client
 
 from .conftest import Stack
+from .support import two_models
 
 MB = 1024 * 1024
-
-
-def two_models(root: Path) -> Path:
-    """A registry of two tiny models with different weights."""
-    entries = []
-    for name, seed in (("one", 1), ("two", 2)):
-        path = ensure_tiny_model(root, seed)
-        entries.append(
-            f'[models.{name}]\nbackend = "llama"\npath = "{path}"\n'
-            f"n_ctx = {TINY_N_CTX}\nn_threads = 1\n"
-        )
-    registry = root / "two.toml"
-    registry.write_text("\n".join(entries))
-    return registry
 
 
 def test_one_worker_serves_two_local_models_and_its_budget_unloads_the_least_recently_used(

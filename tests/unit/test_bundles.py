@@ -16,7 +16,7 @@ def job(n: int, max_tokens: int = 16, priority: int = 5, model: str = "tiny") ->
     record = JobRecord(
         spec=JobSpec(prompt=f"p{n}", model=model, max_tokens=max_tokens),
         state=JobState.QUEUED,
-        queue="cpu",
+        queue="cpu.tiny",
         priority=priority,
         submitted_ms=1,
         batch_id="batch_1",
@@ -87,7 +87,7 @@ def test_a_group_of_one_is_a_plain_job_message_and_larger_ones_a_bundle() -> Non
 def test_a_bundle_argsrepr_counts_its_jobs_and_never_shows_a_prompt() -> None:
     jobs = [job(n) for n in range(3)]
     request = BundleRequest(jobs=[j.request for j in jobs])
-    shown = Dispatch(request, queue="cpu", priority=5, model="tiny").argsrepr
+    shown = Dispatch(request, queue="cpu.tiny", priority=5, model="tiny").argsrepr
     assert shown == f"jobs=3 first={jobs[0].job_id} epoch=0 model=tiny batch=batch_1"
     assert "p0" not in shown
 

@@ -16,6 +16,7 @@ from common.errors import (
     RegistryError,
     StreamTimeout,
     UnknownModel,
+    WorkerConfigError,
     WorkerError,
 )
 
@@ -27,6 +28,7 @@ from common.errors import (
         (UnknownModel, (InvalidJob, ValueError)),
         (PromptTooLong, (InvalidJob, ValueError)),
         (RegistryError, (GenqError,)),
+        (WorkerConfigError, (RegistryError, GenqError)),
         (RedisUnavailable, (GenqError, ConnectionError)),
         (StreamTimeout, (GenqError, TimeoutError)),
         (JobFailed, (GenqError,)),

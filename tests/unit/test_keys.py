@@ -57,6 +57,13 @@ def test_prefix_is_honoured_for_shared_keys() -> None:
     assert keys.tokens_pattern().startswith("staging:")
 
 
+def test_worker_presence_keys_share_one_hash_tag_and_are_not_job_channels() -> None:
+    keys = Keys("staging")
+    assert keys.workers == "staging:{workers}"
+    assert keys.worker("genq@host") == "staging:{workers}:genq@host"
+    assert not fnmatchcase(keys.worker("genq@host"), keys.tokens_pattern())
+
+
 def test_tokens_pattern_matches_every_job_channel_and_nothing_else() -> None:
     keys = Keys()
     pattern = keys.tokens_pattern()

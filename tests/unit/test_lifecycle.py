@@ -32,7 +32,7 @@ def record(batch_id: str = "", epoch: int = 2) -> JobRecord:
         spec=JobSpec(prompt="p", model="tiny"),
         state=JobState.QUEUED,
         epoch=epoch,
-        queue="cpu",
+        queue="cpu.tiny",
         submitted_ms=SUBMITTED_MS,
         batch_id=batch_id,
     )

@@ -227,11 +227,11 @@ def test_dispatch_argsrepr_names_the_job_model_and_batch_but_never_the_prompt() 
         spec=JobSpec(prompt=prompt, model="tiny"),
         state=JobState.QUEUED,
         epoch=3,
-        queue="cpu",
+        queue="cpu.tiny",
         submitted_ms=1,
         batch_id="batch_7",
     )
-    job = Dispatch(PreparedJob(JOB, record).request, queue="cpu", priority=5, model="tiny")
+    job = Dispatch(PreparedJob(JOB, record).request, queue="cpu.tiny", priority=5, model="tiny")
     shown = job.argsrepr
     assert JOB in shown
     assert "epoch=3" in shown
@@ -241,5 +241,5 @@ def test_dispatch_argsrepr_names_the_job_model_and_batch_but_never_the_prompt() 
 
 
 def test_dispatch_argsrepr_of_a_job_outside_a_batch_names_no_batch() -> None:
-    job = Dispatch(GenerateRequest(job_id=JOB), queue="cpu", priority=5, model="tiny")
+    job = Dispatch(GenerateRequest(job_id=JOB), queue="cpu.tiny", priority=5, model="tiny")
     assert job.argsrepr == f"job={JOB} epoch=0 model=tiny"

@@ -73,7 +73,8 @@ def test_empty_file_keeps_only_tiny(load: LoadRegistry) -> None:
 @pytest.mark.parametrize(
     ("content", "entry", "problem"),
     [
-        ('[models.x]\nbackend = "onnx"\npath = "x.gguf"\n', "[models.x]", "'onnx'"),
+        ('[models.x]\nbackend = "onnx"\npath = "x.gguf"\n', "[models.x] backend",
+         "unknown backend 'onnx'; expected 'llama', 'remote'"),
         ('[models.x]\nbackend = "llama"\n', "[models.x] path", "Field required"),
         ('[models.x]\nbackend = "llama"\npath = "x"\nn_ctx = 8\n', "[models.x] n_ctx",
          "greater than or equal to 16"),
@@ -85,9 +86,12 @@ def test_empty_file_keeps_only_tiny(load: LoadRegistry) -> None:
          "Extra inputs are not permitted"),
         ('[modles.x]\nbackend = "llama"\npath = "x"\n', "modles", "Extra inputs are not permitted"),
         ("[models.tiny]\npath = 'mine.gguf'\n", "[models.tiny]", "built in"),
+        ('[models.x]\npath = "x"\n', "[models.x] backend", "missing; expected 'llama' or"),
+        ('[models."a b"]\nbackend = "llama"\npath = "x"\n', "[models.a b] name", "pattern"),
     ],
     ids=["unknown-backend", "missing-path", "n_ctx-too-small", "n_ctx-too-large",
-         "unknown-device", "unknown-key", "unknown-table", "tiny-redefined"],
+         "unknown-device", "unknown-key", "unknown-table", "tiny-redefined",
+         "missing-backend", "name-not-a-queue-name"],
 )  # fmt: skip
 def test_bad_entry_raises_registry_error_naming_file_and_entry(
     load: LoadRegistry, registry_file: Path, content: str, entry: str, problem: str
@@ -155,3 +159,15 @@ def test_local_path_of_a_file_model_is_its_configured_path(load: LoadRegistry) -
 def test_models_that_is_not_a_table_raises_registry_error(load: LoadRegistry) -> None:
     with pytest.raises(RegistryError, match="models"):
         load("models = 3\n")
+
+
+def test_names_of_one_device_class(load: LoadRegistry) -> None:
+    registry = load(MISTRAL)
+    assert registry.names("gpu") == ["mistral-7b"]
+    assert registry.names("cpu") == ["tiny"]
+
+
+def test_where_names_the_file_and_entry_of_a_model(load: LoadRegistry, registry_file: Path) -> None:
+    registry = load(MISTRAL)
+    assert registry.where("mistral-7b") == f"model registry {registry_file}: [models.mistral-7b]"
+    assert registry.where("tiny") == "built-in model 'tiny'"

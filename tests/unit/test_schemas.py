@@ -156,7 +156,7 @@ def test_job_record_round_trips_through_a_redis_hash(
         state=JobState.SUCCEEDED if with_result else JobState.QUEUED,
         epoch=2,
         attempts=3,
-        queue="gpu",
+        queue="gpu.tiny",
         worker="w1@host",
         submitted_ms=1_700_000_000_000,
         started_ms=1_700_000_000_500 if with_result else 0,
@@ -173,7 +173,7 @@ def test_job_record_round_trips_through_a_redis_hash(
 
 def test_job_record_hash_stores_state_as_its_value() -> None:
     record = JobRecord(
-        spec=JobSpec(prompt="x"), state=JobState.RUNNING, queue="cpu", submitted_ms=1
+        spec=JobSpec(prompt="x"), state=JobState.RUNNING, queue="cpu.tiny", submitted_ms=1
     )
     raw = record.to_hash()
     assert raw["state"] == "running"
@@ -214,7 +214,7 @@ def test_job_record_round_trips_its_queue_and_batch_fields_through_a_redis_hash(
     record = JobRecord(
         spec=JobSpec(prompt="x"),
         state=JobState.EXPIRED,
-        queue="cpu",
+        queue="cpu.tiny",
         priority=9,
         batch_id="batch_1",
         custom_id="line-7",
@@ -233,7 +233,9 @@ def test_job_record_round_trips_its_queue_and_batch_fields_through_a_redis_hash(
 
 
 def test_job_record_defaults_to_dispatched_at_the_default_priority_without_expiry() -> None:
-    record = JobRecord(spec=JobSpec(prompt="x"), state=JobState.QUEUED, queue="cpu", submitted_ms=1)
+    record = JobRecord(
+        spec=JobSpec(prompt="x"), state=JobState.QUEUED, queue="cpu.tiny", submitted_ms=1
+    )
     assert (record.priority, record.dispatched, record.expires_ms) == (5, True, 0)
     assert (record.batch_id, record.custom_id, record.error_code) == ("", "", "")
 
@@ -244,7 +246,7 @@ def test_job_record_rejects_a_priority_outside_0_to_9(priority: int) -> None:
         JobRecord(
             spec=JobSpec(prompt="x"),
             state=JobState.QUEUED,
-            queue="cpu",
+            queue="cpu.tiny",
             submitted_ms=1,
             priority=priority,
         )

@@ -68,6 +68,9 @@ def test_out_of_range_environment_value_is_rejected_naming_the_field(
         ("key_prefix", "a:b"),
         ("job_ttl_s", 59),
         ("max_prompt_chars", 0),
+        ("device", "tpu"),
+        ("heartbeat_interval_s", 0.0),
+        ("heartbeat_interval_s", 301),
     ],
 )
 def test_rejects_out_of_bounds_values(field: str, value: object) -> None:
@@ -156,3 +159,28 @@ def test_rejected_redis_url_error_does_not_show_the_password(
     with pytest.raises(ValidationError) as caught:
         Settings()
     assert PASSWORD not in str(caught.value)
+
+
+def test_a_worker_serves_the_cpu_class_and_every_model_of_it_by_default() -> None:
+    settings = Settings()
+    assert (settings.device, settings.worker_models) == ("cpu", ())
+    assert settings.heartbeat_interval_s == 5.0
+
+
+def test_worker_models_are_read_comma_separated_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GENQ_WORKER_MODELS", " b, a,,b ")
+    monkeypatch.setenv("GENQ_DEVICE", "gpu")
+    settings = Settings()
+    assert settings.worker_models == ("b", "a")  # blanks and repeats dropped, order kept
+    assert settings.device == "gpu"
+
+
+def test_worker_models_are_accepted_as_a_sequence_too() -> None:
+    assert Settings(worker_models=["one", "two"]).worker_models == ("one", "two")
+
+
+def test_a_worker_model_name_that_cannot_name_a_queue_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="worker_models"):
+        Settings(worker_models="a b")
