@@ -22,10 +22,10 @@ from common.errors import GenqError, InvalidJob, RegistryError
 from common.frames import TokenFrame
 from common.keys import is_job_id
 from common.presence import waiting_reason
-from common.registry import ModelRegistry
-from common.routing import serving
+from common.registry import AnyModelConfig, ModelRegistry, RemoteModelConfig
+from common.routing import queue_name, serving
 from common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, BatchStatus, JobRecord
-from common.settings import Settings
+from common.settings import Settings, redact_url
 from common.tinymodel import write_tiny_model
 from producer.batches import BatchHandle
 from producer.client import Client, JobHandle
@@ -268,16 +268,24 @@ def relay() -> NoReturn:
 def models(settings: Settings, /, as_json: bool) -> None:
     """List the models in the registry (GENQ_MODELS_FILE plus the built-in `tiny`)."""
     registry = ModelRegistry.from_settings(settings)
-    rows = [
-        {"name": name, **registry.get(name).model_dump(mode="json")} for name in registry.names()
-    ]
+    rows = [_model_row(name, registry.get(name)) for name in registry.names()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("name", "backend", "device", "n_ctx", "path")
+    table = Table("name", "backend", "device", "queue", "n_ctx", "file or server")
     for row in rows:
-        table.add_row(row["name"], row["backend"], row["device"], str(row["n_ctx"]), row["path"])
+        where = row.get("path") or row.get("base_url", "")
+        n_ctx = str(row.get("n_ctx") or "server's")
+        table.add_row(row["name"], row["backend"], row["device"], row["queue"], n_ctx, where)
     Console().print(table)
+
+
+def _model_row(name: str, config: AnyModelConfig) -> dict[str, Any]:
+    """A registry entry for display: a remote server's URL without any password in it."""
+    row = {"name": name, "queue": queue_name(config.device, name), **config.model_dump(mode="json")}
+    if isinstance(config, RemoteModelConfig):
+        row["base_url"] = redact_url(config.base_url)
+    return row
 
 
 @cli.command()

@@ -62,6 +62,26 @@ def test_models_lists_tiny_and_registry_entries(genq_env: dict[str, str]) -> Non
     assert names["tiny"]["n_ctx"] == 256 and names["tiny"]["device"] == "cpu"
 
 
+def test_models_lists_a_remote_model_with_its_server_and_no_password(
+    genq_env: dict[str, str], tmp_path: Path
+) -> None:
+    registry = tmp_path / "models.toml"
+    registry.write_text(
+        '[models.far]\nbackend = "remote"\nbase_url = "http://u:hunter2@gpu-box:8000/v1"\n'
+        'api_key_env = "FAR_KEY"\n'
+    )
+    env = {**genq_env, "GENQ_MODELS_FILE": str(registry), "COLUMNS": "200"}
+    listed = run_genq(env, "models", "--json")
+    assert listed.returncode == 0, listed.stderr
+    far = {row["name"]: row for row in json.loads(listed.stdout)}["far"]
+    assert (far["backend"], far["queue"]) == ("remote", "cpu.far")
+    assert far["base_url"] == "http://u:***@gpu-box:8000/v1"
+    table = run_genq(env, "models")
+    assert table.returncode == 0, table.stderr
+    assert "http://u:***@gpu-box:8000/v1" in table.stdout and "cpu.far" in table.stdout
+    assert "hunter2" not in listed.stdout + table.stdout
+
+
 def test_models_names_the_file_and_entry_of_a_bad_registry(
     genq_env: dict[str, str], tmp_path: Path
 ) -> None:
