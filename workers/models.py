@@ -63,9 +63,12 @@ class ModelCache:
             self._loaded.move_to_end(name)
             return loaded.backend
         config = self.registry.get(name)
-        local = isinstance(config, LlamaModelConfig)
-        path = self.registry.local_path(name) if local else None
-        size = path.stat().st_size if path is not None and path.is_file() else 0
+        path: Path | None = None
+        if isinstance(config, LlamaModelConfig):
+            path = self.registry.local_path(name)
+            source, size = str(path), path.stat().st_size if path.is_file() else 0
+        else:
+            source, size = redact_url(config.base_url), 0
         self._make_room(size)
         started = time.monotonic()
         backend = self.load(name, config, path)
@@ -73,7 +76,7 @@ class ModelCache:
         log.info(
             "model %s loaded from %s in %.2fs (%.1f MB; %d loaded, %.1f MB)",
             name,
-            path or redact_url(getattr(config, "base_url", "")),
+            source,
             time.monotonic() - started,
             size / MB,
             len(self._loaded),

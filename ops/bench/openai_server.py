@@ -7,13 +7,13 @@ import http.client
 import json
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ops.bench.measure import PathResult, Run
 from ops.bench.workload import Workload
 from ops.llamaserver import HOST, LlamaServer, missing_modules
+from workers.backends.remote import sse_data
 
 __all__ = ["NAME", "LlamaServer", "ServerError", "measure", "missing_modules", "run_once"]
 
@@ -64,18 +64,6 @@ class _Reading:
         self.text.append(choice.get("text") or "")
 
 
-def _events(resp: http.client.HTTPResponse) -> Iterator[bytes]:
-    """SSE `data:` payloads up to `[DONE]`."""
-    for raw in resp:
-        line = raw.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line.removeprefix(b"data:").strip()
-        if data == b"[DONE]":
-            return
-        yield data
-
-
 def run_once(port: int, body: bytes, budget_s: float = BUDGET_S) -> tuple[Run, str]:
     """A new connection per job, as a client would open; clock from request to [DONE], or
     to `budget_s` for a job that would run for minutes (the run then counts what arrived)."""
@@ -87,7 +75,7 @@ def run_once(port: int, body: bytes, budget_s: float = BUDGET_S) -> tuple[Run, s
         if resp.status != 200:
             raise ServerError(f"HTTP {resp.status}: {resp.read(500)!r}")
         reading = _Reading()
-        for data in _events(resp):
+        for data in sse_data(resp):
             reading.add(json.loads(data))
             if time.perf_counter() - started > budget_s:
                 reading.finish = "budget"

@@ -146,7 +146,6 @@ class RemoteSession:
             for event in _events(resp):
                 for piece in self._pieces(event, chat):
                     produced += 1
-                    self.generated.append(piece.data.decode("utf-8", "replace"))
                     yield piece
         except (OSError, http.client.HTTPException) as exc:
             raise RemoteUnavailable(
@@ -222,6 +221,7 @@ class RemoteSession:
             self.finish = str(choice["finish_reason"])
         if text is None:
             return []
+        self.generated.append(text)  # what the next window's request continues from
         top = self.spec.logprobs
         probs = [] if top is None else [p.model_copy(update={"top": p.top[:top]}) for p in probs]
         # An event is a token; one with several tokens' log probabilities counts as that many.
@@ -229,8 +229,8 @@ class RemoteSession:
         return [first, *(Piece(None, b"", prob) for prob in probs[1:])]
 
 
-def _events(resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
-    """SSE `data:` payloads as JSON, up to `[DONE]`."""
+def sse_data(resp: http.client.HTTPResponse) -> Iterator[bytes]:
+    """An OpenAI-style SSE stream's `data:` payloads, up to `[DONE]`."""
     for raw in resp:
         line = raw.strip()
         if not line.startswith(b"data:"):
@@ -238,6 +238,12 @@ def _events(resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
         data = line.removeprefix(b"data:").strip()
         if data == b"[DONE]":
             return
+        yield data
+
+
+def _events(resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
+    """The payloads as JSON objects; a payload that is not one, or an error event, raises."""
+    for data in sse_data(resp):
         try:
             event = json.loads(data)
         except ValueError as exc:
