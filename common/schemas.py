@@ -64,7 +64,9 @@ class TokenLogprob(_Model):
     before sampling settings) and the most likely alternatives, most likely first."""
 
     token: str = Field(description="The token's text (bytes of a split character as U+FFFD).")
-    logprob: float
+    logprob: float | None = Field(
+        description="None where a remote server sent the token without its log probability."
+    )
     top: list[TopLogprob] = Field(default_factory=list)
 
 

@@ -293,3 +293,19 @@ def test_chat_logprobs_are_read_from_content_entries(server: Any) -> None:
     ]
     body = script.requests[0][2]
     assert (body["logprobs"], body["top_logprobs"]) == (True, 1)
+
+
+def test_a_token_sent_without_its_logprob_still_gets_an_entry_so_entries_stay_aligned(
+    server: Any,
+) -> None:
+    lp = {"tokens": ["a"], "token_logprobs": [None], "top_logprobs": [None]}
+    remote, _ = backend(
+        server,
+        Answer(events=[completion("a", logprobs=lp), completion("bc", "length", logprobs=None)]),
+    )
+    out = run(remote, max_tokens=2, logprobs=1)
+    assert out.logprobs == [
+        TokenLogprob(token="a", logprob=None),
+        TokenLogprob(token="bc", logprob=None),
+    ]
+    assert out.completion_tokens == len(out.logprobs)

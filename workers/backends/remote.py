@@ -224,6 +224,10 @@ class RemoteSession:
         self.generated.append(text)  # what the next window's request continues from
         top = self.spec.logprobs
         probs = [] if top is None else [p.model_copy(update={"top": p.top[:top]}) for p in probs]
+        if top is not None and not probs:
+            # Asked for, but not given (llama-cpp-python's server sends text it held back
+            # without them): an entry all the same, so that entries stay one per token.
+            probs = [TokenLogprob(token=text, logprob=None)]
         # An event is a token; one with several tokens' log probabilities counts as that many.
         first = Piece(None, text.encode("utf-8"), probs[0] if probs else None)
         return [first, *(Piece(None, b"", prob) for prob in probs[1:])]
@@ -266,7 +270,7 @@ def _completion_logprobs(raw: Any) -> list[TokenLogprob]:
         out.append(
             TokenLogprob(
                 token=token,
-                logprob=float(value) if value is not None else 0.0,
+                logprob=float(value) if value is not None else None,
                 top=[TopLogprob(token=t, logprob=float(v)) for t, v in alternatives],
             )
         )
@@ -277,7 +281,7 @@ def _chat_logprob(entry: dict[str, Any]) -> TokenLogprob:
     """/v1/chat/completions' form: `{token, logprob, top_logprobs: [{token, logprob}]}`."""
     return TokenLogprob(
         token=entry.get("token", ""),
-        logprob=float(entry.get("logprob", 0.0)),
+        logprob=None if entry.get("logprob") is None else float(entry["logprob"]),
         top=[
             TopLogprob(token=alt.get("token", ""), logprob=float(alt.get("logprob", 0.0)))
             for alt in entry.get("top_logprobs") or []
