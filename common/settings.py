@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
@@ -121,6 +121,32 @@ class Settings(BaseSettings):
         le=300.0,
         description="A worker records itself in Redis this often; one silent for three "
         "intervals is considered gone.",
+    )
+    metrics_host: str = Field(
+        "0.0.0.0",
+        description="Address the Prometheus metrics endpoints of workers and relays listen on.",
+    )
+    metrics_port: int = Field(
+        9540,
+        ge=0,
+        le=65535,
+        description="A worker's Prometheus metrics port (its main process serves every pool "
+        "process's figures). 0: no endpoint. Workers sharing a host need one port each.",
+    )
+    relay_metrics_port: int = Field(
+        9541, ge=0, le=65535, description="The relay's Prometheus metrics port. 0: no endpoint."
+    )
+    progress_interval_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=3600.0,
+        description="A running job reports its progress (tokens so far, current window) as a "
+        "Celery task event, for Flower, at most this often. 0: never.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines of workers and relays: `text` (key=value fields after the "
+        "message) or `json` (one object a line).",
     )
 
     @field_validator("worker_models", mode="before")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -34,7 +34,10 @@ from workers.chunks import Chunker
 from workers.generation import Committed, Generated, generate
 from workers.lease import Lease, LeaseLost, Leases
 from workers.models import MB, ModelCache
+from workers.observe import AttemptInfo, JobObserver, Observers
 from workers.publisher import FramePublisher, now_ms
+
+ObserverFactory = Callable[[AttemptInfo], JobObserver]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ class WorkerContext:
     redis: redis.Redis
     keys: Keys
     models: ModelCache
+    # Called for each attempt (metrics, Flower's progress events): see workers.observe.
+    observers: list[ObserverFactory] = field(default_factory=list)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
@@ -63,10 +68,16 @@ class WorkerContext:
         return Chunker(self.settings.chunk_tokens, interval_s, eager=eager)
 
 
-def run_jobs(ctx: WorkerContext, requests: Sequence[GenerateRequest], worker: str) -> None:
+def run_jobs(
+    ctx: WorkerContext,
+    requests: Sequence[GenerateRequest],
+    worker: str,
+    observers: Sequence[ObserverFactory] = (),
+) -> None:
     """Run a task message's jobs (one, or a bundle of short ones) one after another. They
     are all claimed at once, in one round trip; one job's failure does not stop the others.
-    Raises the first job's GenqError after publishing it, so Celery (and Flower) see it."""
+    Raises the first job's GenqError after publishing it, so Celery (and Flower) see it.
+    `observers` hear each attempt, after the context's own."""
     claimed = _claim(ctx, requests, worker)
     if not claimed:
         return
@@ -77,7 +88,12 @@ def run_jobs(ctx: WorkerContext, requests: Sequence[GenerateRequest], worker: st
     with Leases(ctx.redis, ctx.keys, jobs, ttl_s) as leases:
         for request, record in claimed:
             try:
-                _attempt(ctx, record, leases.lease(request.job_id), eager)
+                lease = leases.lease(request.job_id)
+                info = AttemptInfo(
+                    lease.job_id, lease.epoch, record.spec.model, record.batch_id, worker
+                )
+                observer = Observers([make(info) for make in (*ctx.observers, *observers)])
+                _attempt(ctx, record, lease, eager, info, observer)
             except Exception as exc:  # reported once the bundle's other jobs have run
                 failure = failure or exc
             finally:
@@ -86,13 +102,21 @@ def run_jobs(ctx: WorkerContext, requests: Sequence[GenerateRequest], worker: st
         raise failure
 
 
-def _attempt(ctx: WorkerContext, record: JobRecord, lease: Lease, eager: bool) -> None:
-    pub = FramePublisher(ctx.redis, ctx.keys, lease.job_id, lease.epoch, lease)
+def _attempt(
+    ctx: WorkerContext,
+    record: JobRecord,
+    lease: Lease,
+    eager: bool,
+    info: AttemptInfo,
+    observer: JobObserver,
+) -> None:
+    pub = FramePublisher(ctx.redis, ctx.keys, lease.job_id, lease.epoch, lease, observer)
     record = record.model_copy(update={"started_ms": now_ms()})  # a bundle's jobs wait their turn
     try:
-        _run(ctx, record, pub, eager)
+        _run(ctx, record, pub, eager, info)
     except LeaseLost as exc:
         log.warning("%s; its newer attempt carries on", exc)
+        observer.ended("superseded", pub.first_token_ms)
     except GenqError as exc:
         _fail(ctx, pub, record, exc)
         raise
@@ -101,7 +125,9 @@ def _attempt(ctx: WorkerContext, record: JobRecord, lease: Lease, eager: bool) -
         raise
 
 
-def _run(ctx: WorkerContext, record: JobRecord, pub: FramePublisher, eager: bool) -> None:
+def _run(
+    ctx: WorkerContext, record: JobRecord, pub: FramePublisher, eager: bool, info: AttemptInfo
+) -> None:
     backend = ctx.models.get(record.spec.model)
     committed = _resume_point(ctx, pub) if pub.epoch > 0 else Committed()
     log.info(
@@ -111,6 +137,7 @@ def _run(ctx: WorkerContext, record: JobRecord, pub: FramePublisher, eager: bool
         record.spec.model,
         committed.windows,
     )
+    pub.observer.started(info, committed.windows)
     out = generate(backend, record.spec, pub, ctx.chunker(eager), committed)
     _succeed(ctx, pub, record, out)
 
@@ -179,13 +206,15 @@ def _succeed(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, out: Ge
         logprobs=out.logprobs,
     )
     cancelled = out.finish_reason is FinishReason.CANCELLED
+    state = JobState.CANCELLED if cancelled else JobState.SUCCEEDED
     fields = {
-        "state": JobState.CANCELLED if cancelled else JobState.SUCCEEDED,
+        "state": state,
         "started_ms": record.started_ms,
         "finished_ms": finished,
         "result": result.model_dump_json(),
     }
     _end(ctx, pub, record, fields, pub.done(result), out.completion_tokens)
+    pub.observer.ended(state, pub.first_token_ms)
 
 
 def _fail(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, exc: GenqError) -> None:
@@ -202,6 +231,7 @@ def _fail(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, exc: GenqE
         "error_code": exc.code,
     }
     _end(ctx, pub, record, fields, frame, 0)
+    pub.observer.ended(JobState.FAILED, pub.first_token_ms)
 
 
 def _end(

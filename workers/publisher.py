@@ -30,6 +30,7 @@ from common.frames import (
 from common.keys import Keys
 from common.schemas import JobResult
 from workers.lease import Lease
+from workers.observe import NOBODY, JobObserver
 
 F = TypeVar("F", bound=Frame)
 
@@ -40,9 +41,16 @@ def now_ms() -> int:
 
 class FramePublisher:
     def __init__(
-        self, client: redis.Redis, keys: Keys, job_id: str, epoch: int, lease: Lease | None = None
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        job_id: str,
+        epoch: int,
+        lease: Lease | None = None,
+        observer: JobObserver = NOBODY,
     ) -> None:
         self._redis = client
+        self.observer = observer
         self._lease = lease
         self._cancel_key = keys.cancel(job_id)
         self.cancelled = False
@@ -85,6 +93,7 @@ class FramePublisher:
         frame = self._frame(TokenFrame, data)
         if self.first_token_ms is None:
             self.first_token_ms = frame.ts_ms
+        self.observer.tokens(data.count)
         if ending:
             self._pending.append(frame.model_dump_json())
         else:
@@ -98,6 +107,7 @@ class FramePublisher:
         """A window that ends the job waits for the final record; any other is published
         at once, so that the relay checkpoints it before the next window is computed."""
         frame = self._frame(WindowFrame, data)
+        self.observer.window(data.window, data.tokens_total)
         if data.finish_reason is None:
             self._publish(frame)
         else:

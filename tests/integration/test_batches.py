@@ -207,7 +207,9 @@ def test_resubmitting_with_the_same_batch_id_queues_nothing_new(
 def test_cancelling_a_batch_midway_stops_running_jobs_and_starts_no_queued_one(
     client: Client, genq_env: dict[str, str]
 ) -> None:
-    lines: list[dict[str, Any]] = [{"custom_id": "first", "prompt": "short", "max_tokens": 4}]
+    lines: list[dict[str, Any]] = [
+        {"custom_id": "first", "prompt": "short", "max_tokens": 4, "ignore_eos": True}
+    ]
     lines += [{"custom_id": f"long-{i}", **ENDLESS} for i in range(4)]
     batch = client.submit_batch(lines)
     ids = list(batch.job_ids())
@@ -231,7 +233,9 @@ def test_cancelling_a_batch_midway_stops_running_jobs_and_starts_no_queued_one(
         assert line.status == JobState.CANCELLED and line.text == ""
         never = record(client, job_id)
         assert (never.attempts, never.started_ms) == (0, 0)
-    after = client.submit("still serving", max_tokens=3)  # the worker skipped the cancelled
+    after = client.submit(
+        "still serving", max_tokens=3, ignore_eos=True
+    )  # the worker skipped the cancelled
     assert after.result(timeout=30).usage.completion_tokens == 3
 
 
