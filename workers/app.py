@@ -14,9 +14,11 @@ import time
 from typing import Any
 
 from celery import Celery, signals
+from celery.utils.log import get_multiprocessing_logger
 
 from common.celery_config import celery_config
 from common.errors import RegistryError
+from common.logs import configure, fields, use_formatter
 from common.registry import ModelRegistry
 from common.routing import Serving, serving
 from common.schemas import WorkerInfo
@@ -37,22 +39,40 @@ class GenqCelery(Celery):  # type: ignore[misc]
         self.conf.update(celery_config(settings))
         self.genq_serving: Serving | None = None  # set in a worker's main process at start
         self._heartbeat: Heartbeat | None = None
+        self._node = "unknown"  # the worker's node name, on every log line
         signals.celeryd_init.connect(self._on_worker_init)
+        signals.after_setup_logger.connect(self._on_setup_logger)
+        signals.after_setup_task_logger.connect(self._on_setup_logger)
         signals.worker_ready.connect(self._on_worker_ready)
         signals.worker_shutdown.connect(self._on_worker_shutdown)
 
-    def _on_worker_init(self, instance: Any, **_: Any) -> None:
+    def _on_worker_init(self, sender: str, instance: Any, **_: Any) -> None:
         """Before the worker sets up: check it can serve its models, and consume their queues
         (`-Q`, which `genq worker` computes the same way, overrides this)."""
         if instance.app is not self:
             return
         settings = self.genq_settings
+        self._node = sender
+        # Until Celery sets up its handlers, what is logged (its superuser warning, a
+        # registry error) is an event already; the banner is not one, so json drops it.
+        configure(settings.log_format, {"worker": sender})
+        if settings.log_format == "json":
+            instance.quiet = True
         try:
             self.genq_serving = serving(settings, ModelRegistry.from_settings(settings))
         except RegistryError as exc:  # a signal handler's Exception would only be logged
             print(f"genq worker: error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_CONFIG) from None
         self.amqp.queues.select(self.genq_serving.queues)
+
+    def _on_setup_logger(self, logger: logging.Logger, **_: Any) -> None:
+        """Celery has set up its handlers (root and task loggers): render them as events.
+        Python's warnings (Celery's superuser warning, say) become events too."""
+        context = {"worker": self._node}
+        use_formatter(logger, self.genq_settings.log_format, context)
+        # Celery gives the pool's (billiard's) logger handlers of its own, and no signal.
+        use_formatter(get_multiprocessing_logger(), self.genq_settings.log_format, context)
+        logging.captureWarnings(True)
 
     def _on_worker_ready(self, sender: Any, **_: Any) -> None:
         """Consuming: record this worker in Redis, refreshed by its heartbeat."""
@@ -61,7 +81,10 @@ class GenqCelery(Celery):  # type: ignore[misc]
         info = self._worker_info(sender.hostname, self.genq_serving)
         self._heartbeat = Heartbeat(self.genq_settings, info)
         self._heartbeat.start()
-        log.info("serving %s on %s (queues %s)", info.models, info.device, info.queues)
+        log.info(
+            "worker serving",
+            extra=fields(models=info.models, device=info.device, queues=info.queues),
+        )
 
     def _worker_info(self, name: str, plan: Serving) -> WorkerInfo:
         queues = sorted(self.amqp.queues.consume_from)  # as consumed, -Q included

@@ -17,6 +17,7 @@ from common.errors import GenerationError, GenqError
 from common.frames import ResumeData, window_tokens
 from common.keys import Keys
 from common.lifecycle import Finish, end_unstarted
+from common.logs import fields as log_fields
 from common.registry import ModelRegistry
 from common.schemas import (
     FinishReason,
@@ -115,7 +116,11 @@ def _attempt(
     try:
         _run(ctx, record, pub, eager, info)
     except LeaseLost as exc:
-        log.warning("%s; its newer attempt carries on", exc)
+        log.warning(
+            "job superseded: %s; its newer attempt carries on",
+            exc,
+            extra=_fields(pub, record),
+        )
         observer.ended("superseded", pub.first_token_ms)
     except GenqError as exc:
         _fail(ctx, pub, record, exc)
@@ -130,13 +135,7 @@ def _run(
 ) -> None:
     backend = ctx.models.get(record.spec.model)
     committed = _resume_point(ctx, pub) if pub.epoch > 0 else Committed()
-    log.info(
-        "job %s epoch %d: model %s, from window %d",
-        pub.job_id,
-        pub.epoch,
-        record.spec.model,
-        committed.windows,
-    )
+    log.info("job started", extra=_fields(pub, record, from_window=committed.windows))
     pub.observer.started(info, committed.windows)
     out = generate(backend, record.spec, pub, ctx.chunker(eager), committed)
     _succeed(ctx, pub, record, out)
@@ -173,7 +172,10 @@ def _claim(
             end_unstarted(
                 ctx.redis, keys, ctx.settings.job_ttl_s, request.job_id, JobState(outcome)
             )
-        log.info("job %s epoch %d: %s; not started", request.job_id, request.epoch, outcome)
+        log.info(
+            "job not started",
+            extra=log_fields(job=request.job_id, epoch=request.epoch, outcome=outcome),
+        )
     return claimed
 
 
@@ -215,10 +217,22 @@ def _succeed(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, out: Ge
     }
     _end(ctx, pub, record, fields, pub.done(result), out.completion_tokens)
     pub.observer.ended(state, pub.first_token_ms)
+    log.info(
+        "job ended",
+        extra=_fields(
+            pub,
+            record,
+            state=state.value,
+            finish=out.finish_reason.value,
+            tokens=out.completion_tokens,
+            windows=out.windows,
+            ms=finished - record.started_ms,
+        ),
+    )
 
 
 def _fail(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, exc: GenqError) -> None:
-    log.warning("job %s epoch %d failed: %s", pub.job_id, pub.epoch, exc)
+    log.warning("job failed: %s", exc, extra=_fields(pub, record, code=exc.code))
     try:
         frame = pub.error(exc.code, str(exc), exc.retryable)
     except LeaseLost:
@@ -250,7 +264,13 @@ def _end(
         pipe.publish(pub.channel, raw)
     finish.run(pipe, ctx.keys, ctx.settings.job_ttl_s)
     if not pipe.execute()[-1]:
-        log.warning("job %s epoch %d: superseded before it ended", pub.job_id, pub.epoch)
+        log.warning("job superseded before it ended", extra=_fields(pub, record))
+
+
+def _fields(pub: FramePublisher, record: JobRecord, **more: Any) -> dict[str, Any]:
+    """A job event's log fields (the worker's name is on every line of the process)."""
+    batch = {"batch": record.batch_id} if record.batch_id else {}
+    return log_fields(job=pub.job_id, epoch=pub.epoch, model=record.spec.model, **batch, **more)
 
 
 def _timings(record: JobRecord, first_ms: int | None, finished_ms: int, tokens: int) -> Timings:

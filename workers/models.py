@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from common.logs import fields
 from common.registry import AnyModelConfig, LlamaModelConfig, ModelRegistry
 from common.settings import redact_url
 from workers.backends.llama import LlamaBackend
@@ -74,13 +75,15 @@ class ModelCache:
         backend = self.load(name, config, path)
         self._loaded[name] = _Loaded(backend, size)
         log.info(
-            "model %s loaded from %s in %.2fs (%.1f MB; %d loaded, %.1f MB)",
-            name,
-            source,
-            time.monotonic() - started,
-            size / MB,
-            len(self._loaded),
-            self.loaded_bytes / MB,
+            "model loaded",
+            extra=fields(
+                model=name,
+                source=source,
+                load_s=round(time.monotonic() - started, 2),
+                size_mb=round(size / MB, 1),
+                loaded=len(self._loaded),
+                loaded_mb=round(self.loaded_bytes / MB, 1),
+            ),
         )
         gc.freeze()  # see workers.tasks: the model's objects live until it is unloaded
         return backend
@@ -98,9 +101,10 @@ class ModelCache:
             name, loaded = self._loaded.popitem(last=False)
             loaded.backend.close()
             log.info(
-                "model %s unloaded: least recently used, and %.1f MB more would exceed the "
-                "budget of %.1f MB",
-                name,
-                size / MB,
-                self.budget_bytes / MB,
+                "model unloaded: least recently used, and the next would exceed the budget",
+                extra=fields(
+                    model=name,
+                    needed_mb=round(size / MB, 1),
+                    budget_mb=round(self.budget_bytes / MB, 1),
+                ),
             )

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -38,6 +40,7 @@ from common.errors import ErrorCode
 from common.frames import ErrorData, ErrorFrame, FrameType, window_tokens
 from common.keys import Keys
 from common.lifecycle import end_unstarted
+from common.logs import configure, fields
 from common.schemas import GenerateRequest, JobState
 from common.scripts import APPEND, CHECKPOINT, REAP
 from common.settings import Settings
@@ -243,11 +246,12 @@ class Relay:
                 self._fail(job_id, int(epoch), int(attempts))
 
     def _requeue(self, request: GenerateRequest, queue: str, priority: int) -> None:
-        log.warning(
-            "relay: job %s lost its worker; resuming it as epoch %d", request.job_id, request.epoch
-        )
         model = self._text.hget(self.keys.job(request.job_id), "spec") or "{}"
         name = json.loads(model).get("model", "")
+        log.warning(
+            "job lost its worker: resuming it",
+            extra=fields(job=request.job_id, epoch=request.epoch, model=name, queue=queue),
+        )
         self._dispatcher.send([Dispatch(request, queue, priority, name)])
 
     def expire(self) -> None:
@@ -257,21 +261,21 @@ class Relay:
         for job_id in map(str, due):
             ttl_s = self.settings.job_ttl_s
             if end_unstarted(self._text, self.keys, ttl_s, job_id, JobState.EXPIRED):
-                log.info("relay: job %s expired before it started", job_id)
+                log.info("job expired before it started", extra=fields(job=job_id))
             else:  # started, ended or gone: nothing to expire
                 self._text.zrem(self.keys.expiries, job_id)
 
     def _fail(self, job_id: str, epoch: int, attempts: int) -> None:
         message = f"the job ran out of attempts: its worker died {attempts} times"
-        log.error("relay: job %s failed: %s", job_id, message)
+        log.error("job failed: %s", message, extra=fields(job=job_id, epoch=epoch))
         data = ErrorData(code=ErrorCode.ATTEMPTS_EXHAUSTED, message=message, retryable=True)
         frame = ErrorFrame(job_id=job_id, epoch=epoch, seq=1, data=data)
         self._text.publish(self.keys.tokens(job_id), frame.model_dump_json())
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings()
+    configure(settings.log_format, {"relay": f"relay@{socket.gethostname()}:{os.getpid()}"})
     stop = threading.Event()
 
     def _stop(signum: int, frame: StackFrame | None) -> None:

@@ -35,8 +35,11 @@ def test_one_worker_serves_two_local_models_and_its_budget_unloads_the_least_rec
     assert [r.model for r in results] == ["one", "two", "one"]
     assert all(r.usage.completion_tokens == 8 for r in results)
     assert results[0].text == results[2].text  # the reloaded model is the same model
-    log = (stack.logs / "w.log").read_text()
-    assert log.count("model one loaded from") == 2
-    assert log.count("model two loaded from") == 1
-    assert "model one unloaded: least recently used" in log
-    assert "model two unloaded: least recently used" in log
+    lines = (stack.logs / "w.log").read_text().splitlines()
+
+    def events(event: str, model: str) -> int:
+        return sum(event in line and f" model={model} " in f"{line} " for line in lines)
+
+    assert (events("model loaded", "one"), events("model loaded", "two")) == (2, 1)
+    assert events("model unloaded: least recently used", "one") == 1
+    assert events("model unloaded: least recently used", "two") == 1
