@@ -1,10 +1,11 @@
-"""Run genq's parts as local processes: a private redis-server and `genq worker`s.
+"""Run genq's parts as local processes: a private redis-server, `genq worker`s, relays, Flower.
 
 Used by `make demo` (ops/demo.py) and by the integration tests' session fixtures.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,11 +60,13 @@ class RedisServer:
 
     port: int = field(default_factory=free_port)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="genq-redis-")))
+    password: str | None = None  # required of clients when set (--requirepass); in `url`
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -89,6 +93,7 @@ class RedisServer:
                 "64",
                 "--logfile",
                 str(log),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -102,7 +107,8 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is not None:
             raise StackError(f"redis-server exited with {self.proc.returncode}; see {self.workdir}")
         try:
-            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.5).ping())
+            client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
+            return bool(client.ping())
         except redis.ConnectionError:
             return False
 
@@ -143,13 +149,16 @@ class GenqProcess:
         return self
 
     def _ready(self) -> bool:
+        self._check_running()
+        with self.log.open("rb") as log:
+            log.seek(self._log_start)
+            return self.ready_marker.encode() in log.read()
+
+    def _check_running(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             raise StackError(
                 f"genq {self.command()[0]} exited with {self.proc.returncode}; see {self.log}"
             )
-        with self.log.open("rb") as log:
-            log.seek(self._log_start)
-            return self.ready_marker.encode() in log.read()
 
     def signal(self, sig: signal.Signals) -> None:
         """Signal every process of it (tests: SIGKILL a worker mid-job, SIGSTOP one)."""
@@ -184,6 +193,37 @@ class Relay(GenqProcess):
 
     def command(self) -> list[str]:
         return ["relay"]
+
+
+@dataclass
+class Flower(GenqProcess):
+    """`genq flower` on a free loopback port; ready when its HTTP server answers."""
+
+    args: tuple[str, ...] = ()
+    port: int = field(default_factory=free_port)
+
+    def command(self) -> list[str]:
+        return ["flower", "--port", str(self.port), *self.args]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, timeout_s: float = 10.0) -> bytes:
+        """GET `path` (e.g. /api/workers); urllib's errors as they are."""
+        with urllib.request.urlopen(self.url + path, timeout=timeout_s) as reply:
+            body: bytes = reply.read()
+            return body
+
+    def json(self, path: str) -> Any:
+        return json.loads(self.get(path))
+
+    def _ready(self) -> bool:
+        self._check_running()
+        try:
+            return self.get("/healthcheck", timeout_s=1.0) == b"OK"
+        except OSError:  # not listening yet (URLError is an OSError)
+            return False
 
 
 class _Stoppable(Protocol):

@@ -231,12 +231,7 @@ def worker(
         plan = serving(settings, ModelRegistry.from_settings(settings))
     except RegistryError as exc:
         _fail(str(exc), EXIT_USAGE)
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
+    _exec_celery(
         "worker",
         "-Q",
         ",".join(plan.queues),
@@ -248,8 +243,12 @@ def worker(
         "-n",
         hostname or "genq@%h",
         *celery_args,
-    ]
-    os.execv(sys.executable, argv)
+    )
+
+
+def _exec_celery(command: str, *args: str) -> NoReturn:
+    """Become `celery -A workers.app COMMAND ARGS` (genq's Celery app)."""
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "workers.app", command, *args])
 
 
 @cli.command()
@@ -260,6 +259,63 @@ def relay() -> NoReturn:
     Run one or two per deployment; two relays never duplicate or double-act.
     """
     os.execv(sys.executable, [sys.executable, "-m", "workers.relay"])
+
+
+# The tasks page's columns: args (job id, epoch, model; never the prompt) and result (progress
+# while a job runs, its summary after) are what tell genq's tasks apart.
+FLOWER_COLUMNS = "name,uuid,state,result,args,received,runtime,worker"
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--port",
+    envvar="FLOWER_PORT",
+    type=int,
+    default=5555,
+    show_default=True,
+    help="HTTP port [env FLOWER_PORT].",
+)
+@click.option(
+    "--address",
+    envvar="FLOWER_ADDRESS",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on [env FLOWER_ADDRESS]. Flower can revoke tasks and shut "
+    "workers down: give 0.0.0.0 (every interface) only with authentication, e.g. "
+    "--basic_auth=user:password.",
+)
+@click.option(
+    "--url-prefix",
+    envvar="FLOWER_URL_PREFIX",
+    metavar="PATH",
+    help="Serve under /PATH/, behind a reverse proxy that forwards that path "
+    "[env FLOWER_URL_PREFIX].",
+)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(
+    port: int, address: str, url_prefix: str | None, flower_args: tuple[str, ...]
+) -> NoReturn:
+    """Start Flower, Celery's web dashboard, on genq's workers and tasks: `celery -A
+    workers.app flower`, with the Redis of GENQ_REDIS_URL (its password never shown).
+
+    Workers: each one's queues (`cpu.tiny`: device class and model) and, in its Config tab,
+    `genq_device` and `genq_models`. Tasks: `genq.generate` (one job) and `genq.generate_bundle`
+    (short jobs of a batch); args name the job, epoch and model, never the prompt; a running
+    job is in state PROGRESS with its tokens so far as its result (GENQ_PROGRESS_INTERVAL_S on
+    the worker), and a finished one shows its summary. Prometheus metrics at /metrics.
+
+    Extra arguments go to Flower unchanged (--basic_auth=user:pw, --max_tasks=N,
+    --tasks_columns=..., --persistent=True), and so do its FLOWER_* variables. Its HTTP API
+    (/api/...) answers only with authentication, or FLOWER_UNAUTHENTICATED_API=true.
+    """
+    _exec_celery(
+        "flower",
+        f"--port={port}",
+        f"--address={address}",
+        *([] if "FLOWER_TASKS_COLUMNS" in os.environ else [f"--tasks_columns={FLOWER_COLUMNS}"]),
+        *([f"--url_prefix={url_prefix.strip('/')}"] if url_prefix else []),
+        *flower_args,  # last: Flower takes the last value of an option given twice
+    )
 
 
 @cli.command()

@@ -64,6 +64,11 @@ class GenqCelery(Celery):  # type: ignore[misc]
             print(f"genq worker: error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_CONFIG) from None
         self.amqp.queues.select(self.genq_serving.queues)
+        # What this worker serves, in the configuration Celery's `conf` inspect command
+        # returns: Flower's worker page (Config tab) and /api/workers show it.
+        self.conf.update(
+            genq_device=self.genq_serving.device, genq_models=list(self.genq_serving.models)
+        )
 
     def _on_setup_logger(self, logger: logging.Logger, **_: Any) -> None:
         """Celery has set up its handlers (root and task loggers): render them as events.

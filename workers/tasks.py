@@ -1,9 +1,12 @@
 """Celery tasks. A task message carries only job ids and epochs (a job lives in Redis): one
-job, or a bundle of short jobs of one batch."""
+job, or a bundle of short jobs of one batch. A task returns a one-line summary, which Flower
+shows as its result (there is no result backend), and reports progress to Flower as it runs
+(workers.progress)."""
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Task
@@ -13,6 +16,7 @@ from common.errors import GenqError
 from common.schemas import BundleRequest, GenerateRequest
 from workers.app import GenqCelery, app
 from workers.jobs import WorkerContext, run_jobs
+from workers.progress import TaskProgress
 
 
 class GenqTask(Task):  # type: ignore[misc]
@@ -32,6 +36,14 @@ class GenqTask(Task):  # type: ignore[misc]
             gc.freeze()
         return self._context
 
+    def run_requests(self, requests: Sequence[GenerateRequest]) -> str:
+        """Run a message's jobs; their summary, for Flower. (Celery's `run` is the task body.)"""
+        ctx = self.context
+        progress = TaskProgress(self.send_event, ctx.settings.progress_interval_s)
+        worker = self.request.hostname or "unknown"
+        run_jobs(ctx, requests, worker=worker, observers=[progress.observe])
+        return progress.summary(requests)
+
 
 _OPTIONS: dict[str, Any] = {
     "base": GenqTask,
@@ -43,10 +55,10 @@ _OPTIONS: dict[str, Any] = {
 
 
 @app.task(name=GENERATE_TASK, **_OPTIONS)  # type: ignore[untyped-decorator]
-def generate(self: GenqTask, request: GenerateRequest) -> None:
-    run_jobs(self.context, [request], worker=self.request.hostname or "unknown")
+def generate(self: GenqTask, request: GenerateRequest) -> str:
+    return self.run_requests([request])
 
 
 @app.task(name=BUNDLE_TASK, **_OPTIONS)  # type: ignore[untyped-decorator]
-def generate_bundle(self: GenqTask, bundle: BundleRequest) -> None:
-    run_jobs(self.context, bundle.jobs, worker=self.request.hostname or "unknown")
+def generate_bundle(self: GenqTask, bundle: BundleRequest) -> str:
+    return self.run_requests(bundle.jobs)

@@ -18,7 +18,7 @@ import redis
 from common.registry import ModelRegistry
 from common.schemas import JobRecord
 from common.settings import Settings
-from ops.localstack import GenqProcess, RedisServer, Relay, Worker, settings_for
+from ops.localstack import Flower, GenqProcess, RedisServer, Relay, Worker, settings_for
 from producer import Client
 
 from .support import BROKEN_MODEL
@@ -121,6 +121,11 @@ class Stack:
     def relay(self, name: str = "relay", **env: str) -> Relay:
         return self._start(Relay(env={**self.env, **env}, log=self.logs / f"{name}.log"))
 
+    def flower(self, *args: str, **env: str) -> Flower:
+        """`genq flower` on a free port, given `args`; `env` adds variables (FLOWER_*)."""
+        log = self.logs / "flower.log"
+        return self._start(Flower(env={**self.env, **env}, log=log, args=args))
+
     def _start(self, proc: P) -> P:
         self.procs.append(proc)
         return proc.start()
@@ -141,6 +146,12 @@ def databases() -> Iterator[int]:
     return itertools.count(1)
 
 
+def new_stack(genq_env: dict[str, str], logs: Path, databases: Iterator[int]) -> Stack:
+    """A Stack on the next unused Redis database, logging under `logs`; the caller stops it."""
+    url = genq_env["GENQ_REDIS_URL"].rsplit("/", 1)[0] + f"/{next(databases)}"
+    return Stack({**genq_env, "GENQ_REDIS_URL": url}, logs)
+
+
 @pytest.fixture
 def make_stack(
     genq_env: dict[str, str], tmp_path: Path, databases: Iterator[int]
@@ -148,8 +159,7 @@ def make_stack(
     stacks: list[Stack] = []
 
     def make() -> Stack:
-        url = genq_env["GENQ_REDIS_URL"].rsplit("/", 1)[0] + f"/{next(databases)}"
-        stacks.append(Stack({**genq_env, "GENQ_REDIS_URL": url}, tmp_path))
+        stacks.append(new_stack(genq_env, tmp_path, databases))
         return stacks[-1]
 
     yield make
