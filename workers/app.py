@@ -2,7 +2,8 @@
 
 Settings are read once, here, from GENQ_* environment variables. A worker serves the models of
 its settings (`GENQ_DEVICE`, `GENQ_WORKER_MODELS`; see common.routing): at start it checks that
-it can, and consumes their queues; once ready it records itself in Redis (workers.heartbeat).
+it can, and consumes their queues; once ready it records itself in Redis (workers.heartbeat)
+and serves its Prometheus metrics on GENQ_METRICS_PORT (workers.metrics).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from common.routing import Serving, serving
 from common.schemas import WorkerInfo
 from common.settings import Settings
 from workers.heartbeat import Heartbeat
+from workers.metrics import Endpoint, MetricsDir, serve_pool
 
 log = logging.getLogger(__name__)
 EXIT_CONFIG = 2  # as `genq worker`: the worker cannot serve what it is asked to
@@ -40,6 +42,8 @@ class GenqCelery(Celery):  # type: ignore[misc]
         self.genq_serving: Serving | None = None  # set in a worker's main process at start
         self._heartbeat: Heartbeat | None = None
         self._node = "unknown"  # the worker's node name, on every log line
+        self._metrics_dir: MetricsDir | None = None
+        self._metrics: Endpoint | None = None
         signals.celeryd_init.connect(self._on_worker_init)
         signals.after_setup_logger.connect(self._on_setup_logger)
         signals.after_setup_task_logger.connect(self._on_setup_logger)
@@ -69,6 +73,8 @@ class GenqCelery(Celery):  # type: ignore[misc]
         self.conf.update(
             genq_device=self.genq_serving.device, genq_models=list(self.genq_serving.models)
         )
+        if settings.metrics_port:  # before the pool processes fork
+            self._metrics_dir = MetricsDir.create()
 
     def _on_setup_logger(self, logger: logging.Logger, **_: Any) -> None:
         """Celery has set up its handlers (root and task loggers): render them as events.
@@ -90,6 +96,16 @@ class GenqCelery(Celery):  # type: ignore[misc]
             "worker serving",
             extra=fields(models=info.models, device=info.device, queues=info.queues),
         )
+        if self._metrics_dir is not None:
+            self._serve_metrics(self._metrics_dir, self.genq_serving)
+
+    def _serve_metrics(self, directory: MetricsDir, plan: Serving) -> None:
+        settings = self.genq_settings
+        self._metrics = serve_pool(
+            directory.path, settings.metrics_host, settings.metrics_port, plan.device, plan.models
+        )
+        if self._metrics is not None:
+            log.info("metrics endpoint", extra=fields(url=self._metrics.url))
 
     def _worker_info(self, name: str, plan: Serving) -> WorkerInfo:
         queues = sorted(self.amqp.queues.consume_from)  # as consumed, -Q included
@@ -114,9 +130,17 @@ class GenqCelery(Celery):  # type: ignore[misc]
 
     def _on_worker_shutdown(self, sender: Any, **_: Any) -> None:
         """A clean shutdown: the worker is gone at once, not when its record expires."""
-        if sender.app is self and self._heartbeat is not None:
+        if sender.app is not self:
+            return
+        if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
+        if self._metrics is not None:
+            self._metrics.stop()
+            self._metrics = None
+        if self._metrics_dir is not None:
+            self._metrics_dir.remove()
+            self._metrics_dir = None
 
 
 app = GenqCelery(Settings())

@@ -9,6 +9,8 @@ whose worker died are resumed elsewhere. Run it with `genq relay` (or `python -m
   current epoch) before the frame enters the stream: whoever reads window k in the stream finds
   it checkpointed.
 - After a terminal frame the job's stream and checkpoint get the retention TTL.
+- Prometheus metrics (workers.relay_metrics) on GENQ_RELAY_METRICS_PORT: frames moved, lag,
+  reaper actions, queue depths.
 - The reaper finds lapsed leases, bumps the job's epoch and requeues it (at the job's
   priority), or fails it when its attempts are spent. Two relays never both act on one lease
   (one script decides). It also ends queued jobs whose expiry time has passed, so that status
@@ -41,9 +43,11 @@ from common.frames import ErrorData, ErrorFrame, FrameType, window_tokens
 from common.keys import Keys
 from common.lifecycle import end_unstarted
 from common.logs import configure, fields
+from common.routing import queue_device
 from common.schemas import GenerateRequest, JobState
 from common.scripts import APPEND, CHECKPOINT, REAP
 from common.settings import Settings
+from workers.relay_metrics import RelayStats, serve_relay
 
 log = logging.getLogger("genq.relay")
 
@@ -139,6 +143,7 @@ class Relay:
         self._reap = self._text.register_script(REAP)
         self._dispatcher = Dispatcher(settings, main="genq-relay")
         self.moved = 0
+        self.stats = RelayStats()
 
     def run(self, stop: threading.Event) -> None:
         """Move frames and reap leases until `stop`; a lost connection is re-established
@@ -148,16 +153,26 @@ class Relay:
             try:
                 with self._subscription() as frames:
                     while not stop.is_set():
-                        batch = frames.read(WAIT_S, BATCH_FRAMES)
-                        if batch:
-                            self.write(batch)
-                        if time.monotonic() >= next_reap:
-                            self.reap()
-                            self.expire()
-                            next_reap = time.monotonic() + self.settings.reap_interval_s
+                        next_reap = self._turn(frames, next_reap)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.error("relay: lost Redis (%s); reconnecting", exc)
                 stop.wait(RECONNECT_S)
+
+    def _turn(self, frames: FrameReader, next_reap: float) -> float:
+        """Move the frames that arrived; reap when it is time. The next time to reap."""
+        batch = frames.read(WAIT_S, BATCH_FRAMES)
+        if batch:
+            self.write(batch)
+            self.stats.wrote(batch)
+        else:
+            self.stats.idle()
+        now = time.monotonic()
+        self.stats.tick(now, self.moved)
+        if now < next_reap:
+            return next_reap
+        self.reap()
+        self.expire()
+        return time.monotonic() + self.settings.reap_interval_s
 
     @contextmanager
     def _subscription(self) -> Iterator[FrameReader]:
@@ -253,6 +268,7 @@ class Relay:
             extra=fields(job=request.job_id, epoch=request.epoch, model=name, queue=queue),
         )
         self._dispatcher.send([Dispatch(request, queue, priority, name)])
+        self.stats.requeues[name, queue_device(queue)] += 1
 
     def expire(self) -> None:
         """End the queued jobs whose expiry time has passed (a started job never expires)."""
@@ -262,12 +278,14 @@ class Relay:
             ttl_s = self.settings.job_ttl_s
             if end_unstarted(self._text, self.keys, ttl_s, job_id, JobState.EXPIRED):
                 log.info("job expired before it started", extra=fields(job=job_id))
+                self.stats.expired += 1
             else:  # started, ended or gone: nothing to expire
                 self._text.zrem(self.keys.expiries, job_id)
 
     def _fail(self, job_id: str, epoch: int, attempts: int) -> None:
         message = f"the job ran out of attempts: its worker died {attempts} times"
         log.error("job failed: %s", message, extra=fields(job=job_id, epoch=epoch))
+        self.stats.failed += 1
         data = ErrorData(code=ErrorCode.ATTEMPTS_EXHAUSTED, message=message, retryable=True)
         frame = ErrorFrame(job_id=job_id, epoch=epoch, seq=1, data=data)
         self._text.publish(self.keys.tokens(job_id), frame.model_dump_json())
@@ -284,7 +302,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     log.info("relay: Redis at %s", settings.redacted_redis_url)
-    Relay(settings).run(stop)
+    relay = Relay(settings)
+    endpoint = serve_relay(relay, settings)
+    if endpoint is not None:
+        log.info("relay: metrics at %s", endpoint.url)
+    relay.run(stop)
+    if endpoint is not None:
+        endpoint.stop()
     log.info("relay: stopped")
 
 

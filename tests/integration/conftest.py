@@ -50,6 +50,10 @@ def genq_env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
         # Short leases, so that a killed worker's job resumes within seconds.
         "GENQ_LEASE_TTL_S": "2",
         "GENQ_REAP_INTERVAL_S": "0.2",
+        # No metrics endpoints: the many workers of the session would contend for one port.
+        # Tests of metrics give theirs free ports.
+        "GENQ_METRICS_PORT": "0",
+        "GENQ_RELAY_METRICS_PORT": "0",
     }
 
 
@@ -112,11 +116,11 @@ class Stack:
     def settings(self) -> Settings:
         return settings_for(self.env)
 
-    def worker(self, name: str, *args: str) -> Worker:
-        """`genq worker` named `name`, given `args` (e.g. --models a); by default it serves
-        every cpu model of the registry."""
+    def worker(self, name: str, *args: str, **env: str) -> Worker:
+        """`genq worker` named `name`, given `args` (e.g. --models a) and `env` beside the
+        stack's; by default it serves every cpu model of the registry."""
         log = self.logs / f"{name}.log"
-        return self._start(Worker(env=self.env, log=log, args=args, name=name))
+        return self._start(Worker(env={**self.env, **env}, log=log, args=args, name=name))
 
     def relay(self, name: str = "relay", **env: str) -> Relay:
         return self._start(Relay(env={**self.env, **env}, log=self.logs / f"{name}.log"))

@@ -1,0 +1,106 @@
+"""workers.relay_metrics: the relay's figures, and queue depths read over kombu's priority
+lists."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from kombu.transport.redis import Channel
+from prometheus_client import CollectorRegistry
+
+from common.celery_config import BROKER_PRIORITY_STEPS, priority_lists
+from common.frames import TokenData, TokenFrame
+from common.registry import ModelRegistry
+from common.settings import Settings
+from ops.localstack import free_port
+from workers.relay import Relay
+from workers.relay_metrics import (
+    ModelQueue,
+    RelayCollector,
+    RelayStats,
+    model_queues,
+    sum_per_queue,
+)
+
+
+class Unconnected(Channel):
+    """kombu's Redis channel with genq's priority steps, never connected: its queue naming."""
+
+    def __init__(self) -> None:
+        self.priority_steps = BROKER_PRIORITY_STEPS
+
+
+def test_priority_lists_are_the_lists_kombu_uses() -> None:
+    channel = Unconnected()
+    steps = BROKER_PRIORITY_STEPS
+    kombus = [channel._q_for_pri("cpu.tiny", p) for p in steps]  # type: ignore[no-untyped-call]
+    assert priority_lists("cpu.tiny") == kombus
+    assert kombus[0] == "cpu.tiny" and len(set(kombus)) == 10
+
+
+def test_depth_sums_each_queues_priority_lists() -> None:
+    assert sum_per_queue([1, 0, 2, 0, 0, 5, 3, 0], lists_per_queue=4) == [3, 8]
+    assert sum_per_queue([], lists_per_queue=10) == []
+
+
+def test_every_registry_model_has_its_queue() -> None:
+    registry = ModelRegistry.from_settings(Settings())
+    assert ModelQueue("tiny", "cpu", "cpu.tiny") in model_queues(registry)
+
+
+def test_lag_is_the_age_of_a_batchs_first_frame() -> None:
+    stats = RelayStats()
+    data = TokenData(text="x", token_ids=[1])
+    now_ms = time.time_ns() // 1_000_000
+    old = TokenFrame(job_id="a" * 32, epoch=0, seq=1, ts_ms=now_ms - 1500, data=data)
+    new = TokenFrame(job_id="a" * 32, epoch=0, seq=2, ts_ms=now_ms, data=data)
+    stats.wrote([old.model_dump_json().encode(), new.model_dump_json().encode()])
+    assert 1.5 <= stats.lag_s < 2.5
+    stats.idle()
+    assert stats.lag_s == 0
+
+
+def test_frame_rate_is_over_the_last_seconds() -> None:
+    stats = RelayStats()
+    assert stats.rate(100.0, 0) == 0
+    for second in range(10):  # 1,000 frames a second, then none
+        stats.tick(100.0 + second, 1000 * second)
+        stats.tick(100.5 + second, 1000 * second + 500)  # within the second: no mark
+    assert stats.rate(109.0, 9000) == pytest.approx(1000)
+    assert stats.rate(115.0, 9000) == pytest.approx(5000 / 11)  # no turns since: it decays
+
+
+def unreachable_relay() -> Relay:
+    """A relay that never connects: its Redis port has nothing listening."""
+    return Relay(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+
+
+def test_a_scrape_with_redis_down_answers_without_depths(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    relay = unreachable_relay()
+    relay.moved = 42
+    relay.stats.requeues["tiny", "cpu"] += 2
+    queues = [ModelQueue("tiny", "cpu", "cpu.tiny"), ModelQueue("big", "gpu", "gpu.big")]
+    registry = CollectorRegistry()
+    registry.register(RelayCollector(relay, queues, relay.redis))
+    with caplog.at_level(logging.WARNING, logger="genq.relay"):
+        for _ in range(2):
+            assert registry.get_sample_value("genq_relay_redis_up") == 0
+            assert registry.get_sample_value("genq_relay_frames_total") == 42
+    depths = [s for f in registry.collect() if f.name == "genq_queue_depth" for s in f.samples]
+    assert depths == []
+    warnings = [r for r in caplog.records if "queue depths" in r.getMessage()]
+    assert len(warnings) == 1  # once an outage, not once a scrape
+    requeues = {
+        (labels["model"], labels["device"]): value
+        for labels, value in (
+            (s.labels, s.value)
+            for f in registry.collect()
+            if f.name == "genq_relay_requeues"
+            for s in f.samples
+        )
+    }
+    assert requeues == {("tiny", "cpu"): 2, ("big", "gpu"): 0}
