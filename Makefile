@@ -52,6 +52,12 @@ lint: install-test
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The Docker smoke tier (tests/smoke): genq's worker image against a Redis container, with
+# pytest-celery. Skipped, with the reason, where no Docker engine answers. The first run builds
+# the image (compiling llama.cpp: many minutes), inside the first test's time limit.
+smoke: install-test  ## genq's worker image in Docker (pytest-celery); needs a Docker engine
+	$(PY) -m pytest tests/smoke -m smoke -p celery -p docker_tools --timeout 3600
+
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 	$(PIP) install --quiet --progress-bar off -e ".[bench]"
 	@touch $@

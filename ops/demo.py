@@ -1,6 +1,7 @@
-"""`make demo`: the main job on a laptop. Starts a private redis-server (unless GENQ_REDIS_URL
-names one) and a worker, streams a few jobs on the tiny model, then shuts everything down,
-also on Ctrl-C. The tiny model has random weights: its text is nonsense, its streaming real.
+"""`make demo`: the main job on a laptop. Brings up a local stack (ops/stack: a private
+redis-server unless GENQ_REDIS_URL names one, a relay and a worker) in a run directory of its
+own, streams a few jobs on the tiny model, then brings it down, also on Ctrl-C. The tiny model
+has random weights: its text is nonsense, its streaming real.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from pathlib import Path
 from types import FrameType as StackFrame
 
 from rich.console import Console
+from rich.markup import escape
 
 from common.frames import TokenFrame, WindowFrame
 from common.settings import Settings
-from ops.localstack import RedisServer, Relay, StackError, Worker, settings_for
+from ops.localstack import StackError, settings_for
+from ops.stackctl import StackOptions, UpResult, down, shared_env, up
+from ops.stackstate import RunDir
 from producer import AsyncClient, Client, GenqError, JobHandle
 from producer.cli import terminal_safe
 
@@ -47,20 +51,17 @@ def _interrupt(signum: int, frame: StackFrame | None) -> None:
 
 
 def _start_stack(stack: ExitStack, run_dir: Path) -> Settings:
+    """The local stack (ops/stack) in the demo's own run directory, so that it never meets a
+    stack of the user's; brought down on the way out, Ctrl-C and failures included."""
     env = {"GENQ_CACHE_DIR": os.environ.get("GENQ_CACHE_DIR", str(run_dir / "cache"))}
-    if os.environ.get("GENQ_REDIS_URL"):
-        console.print("using Redis from GENQ_REDIS_URL")
-    else:
-        redis = RedisServer().start()
-        stack.callback(redis.stop)
-        env["GENQ_REDIS_URL"] = redis.url
-        console.print(f"[dim]started redis-server on port {redis.port}[/]")
-    settings = settings_for(env)
-    console.print("[dim]starting a relay (genq relay) and a worker (genq worker) ...[/]")
-    relay = Relay(env=env, log=run_dir / "relay.log").start()
-    stack.callback(relay.stop)
-    worker = Worker(env=env, log=run_dir / "worker.log").start()
-    stack.callback(worker.stop)
+    run = RunDir(run_dir)
+    started = up(
+        run,
+        StackOptions(workers=1, env=env),
+        say=lambda line: console.print(f"[dim]{escape(line)}[/]"),
+    )
+    stack.callback(_down, run, started)
+    settings = settings_for(shared_env(started.state, env))
     with Client(settings) as client:
         for info in client.workers():  # what `genq workers` lists
             console.print(
@@ -68,6 +69,11 @@ def _start_stack(stack: ExitStack, run_dir: Path) -> Settings:
                 f"(queues {', '.join(info.queues)})[/]"
             )
     return settings
+
+
+def _down(run: RunDir, started: UpResult) -> None:
+    down(run)
+    started.reap()
 
 
 def _run_jobs(settings: Settings) -> None:

@@ -1,6 +1,7 @@
-"""Run genq's parts as local processes: a private redis-server, `genq worker`s, relays, Flower.
+"""Run genq's parts as local processes: a redis-server, `genq relay`, `genq worker`s, Flower.
 
-Used by `make demo` (ops/demo.py) and by the integration tests' session fixtures.
+Used by the local stack (ops/stackctl.py, which `make demo` uses), the benchmark and the
+integration tests' session fixtures.
 """
 
 from __future__ import annotations
@@ -56,11 +57,16 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
 
 @dataclass
 class RedisServer:
-    """A throwaway redis-server on a free loopback port, its data in a temporary directory."""
+    """A redis-server on a free loopback port. By default a throwaway one: its data in a
+    temporary directory, removed on stop. With `persist`, an append-only file in `workdir`
+    that outlives it (the local stack's Redis)."""
 
     port: int = field(default_factory=free_port)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="genq-redis-")))
+    persist: bool = False
     password: str | None = None  # required of clients when set (--requirepass); in `url`
+    log: Path | None = None  # default: redis.log in workdir
+    env: Mapping[str, str] = field(default_factory=dict)  # added to its environment
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,44 +74,53 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
+    @property
+    def log_path(self) -> Path:
+        return self.log or self.workdir / "redis.log"
+
+    def command(self) -> list[str]:
         binary = shutil.which("redis-server")
         if binary is None:
             raise StackError(
                 "redis-server not found. Install it (Debian/Ubuntu: apt-get install redis-server; "
                 "macOS: brew install redis) or set GENQ_REDIS_URL to a running Redis."
             )
-        log = self.workdir / "redis.log"
+        return [
+            binary,
+            *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)),
+            *("--save", "", "--appendonly", "yes" if self.persist else "no"),
+            *("--databases", "64"),  # the tests give each stack that kills things a database
+            *("--logfile", str(self.log_path.absolute())),
+            *(["--requirepass", self.password] if self.password else []),
+        ]
+
+    def spawn(self) -> RedisServer:
+        """Started, not yet waited for (`wait_ready`)."""
+        command = self.command()
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.workdir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--databases",  # the tests give each stack that kills things a database
-                "64",
-                "--logfile",
-                str(log),
-                *(["--requirepass", self.password] if self.password else []),
-            ],
+            command,
+            env={**os.environ, **self.env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop it last
         )
-        with _stop_on_failure(self):
-            wait_for(self._ready, READY_TIMEOUT_S, f"redis-server on port {self.port} (log: {log})")
         return self
+
+    def wait_ready(self) -> RedisServer:
+        with _stop_on_failure(self):
+            what = f"redis-server on port {self.port} (log: {self.log_path})"
+            wait_for(self._ready, READY_TIMEOUT_S, what)
+        return self
+
+    def start(self) -> RedisServer:
+        return self.spawn().wait_ready()
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise StackError(f"redis-server exited with {self.proc.returncode}; see {self.workdir}")
+            raise StackError(
+                f"redis-server exited with {self.proc.returncode}; see {self.log_path}"
+            )
         try:
             client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
             return bool(client.ping())
@@ -116,7 +131,8 @@ class RedisServer:
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not self.persist:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @dataclass
@@ -133,32 +149,41 @@ class GenqProcess:
     def command(self) -> list[str]:
         raise NotImplementedError
 
-    def start(self) -> Self:
-        genq = Path(sys.executable).with_name("genq")
+    def argv(self) -> list[str]:
+        return [str(genq_executable()), *self.command()]
+
+    @property
+    def what(self) -> str:
+        """How it is named in messages: `genq relay`."""
+        return f"genq {self.command()[0]}"
+
+    def spawn(self) -> Self:
+        """Started, not yet waited for (`wait_ready`), so that several start side by side."""
         self._log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [str(genq), *self.command()],
+                self.argv(),
                 env={**os.environ, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        with _stop_on_failure(self):
-            wait_for(self._ready, READY_TIMEOUT_S, f"genq {self.command()[0]} (log: {self.log})")
         return self
 
+    def wait_ready(self) -> Self:
+        with _stop_on_failure(self):
+            wait_for(self._ready, READY_TIMEOUT_S, f"{self.what} (log: {self.log})")
+        return self
+
+    def start(self) -> Self:
+        return self.spawn().wait_ready()
+
     def _ready(self) -> bool:
-        self._check_running()
+        if self.proc is not None and self.proc.poll() is not None:
+            raise StackError(f"{self.what} exited with {self.proc.returncode}; see {self.log}")
         with self.log.open("rb") as log:
             log.seek(self._log_start)
             return self.ready_marker.encode() in log.read()
-
-    def _check_running(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise StackError(
-                f"genq {self.command()[0]} exited with {self.proc.returncode}; see {self.log}"
-            )
 
     def signal(self, sig: signal.Signals) -> None:
         """Signal every process of it (tests: SIGKILL a worker mid-job, SIGSTOP one)."""
@@ -202,12 +227,12 @@ class Flower(GenqProcess):
     args: tuple[str, ...] = ()
     port: int = field(default_factory=free_port)
 
-    def command(self) -> list[str]:
-        return ["flower", "--port", str(self.port), *self.args]
-
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return ["flower", "--address", "127.0.0.1", "--port", str(self.port), *self.args]
 
     def get(self, path: str, timeout_s: float = 10.0) -> bytes:
         """GET `path` (e.g. /api/workers); urllib's errors as they are."""
@@ -219,11 +244,21 @@ class Flower(GenqProcess):
         return json.loads(self.get(path))
 
     def _ready(self) -> bool:
-        self._check_running()
+        if self.proc is not None and self.proc.poll() is not None:
+            raise StackError(f"{self.what} exited with {self.proc.returncode}; see {self.log}")
         try:
             return self.get("/healthcheck", timeout_s=1.0) == b"OK"
         except OSError:  # not listening yet (URLError is an OSError)
             return False
+
+
+def genq_executable() -> Path:
+    """The `genq` console script beside this interpreter (the virtual environment's)."""
+    beside = Path(sys.executable).with_name("genq")
+    found = beside if beside.exists() else shutil.which("genq")
+    if found is None:
+        raise StackError(f"no genq command beside {sys.executable} or on PATH: install genq")
+    return Path(found)
 
 
 class _Stoppable(Protocol):

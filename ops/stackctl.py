@@ -1,0 +1,469 @@
+"""`ops/stack up | status | down`: genq's whole stack as local processes, no containers.
+
+`up` starts a redis-server with append-only persistence (unless GENQ_REDIS_URL names a Redis),
+a relay, N workers and optionally Flower, each detached in a session of its own so that they
+outlive the command, and waits until each is ready. Everything it knows lives in one run
+directory (ops/stackstate.py); `status` and `down` read it from there. `make demo` runs its
+jobs against a stack it brings up and down with `up` and `down` below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from common.settings import redact_url
+from ops.localstack import (
+    Flower,
+    GenqProcess,
+    RedisServer,
+    Relay,
+    StackError,
+    Worker,
+    free_port,
+)
+from ops.processes import has_proc, start_time, stop_groups, with_environment
+from ops.stackstate import ProcessRecord, Role, RunDir, StackState
+
+DEFAULT_DIR = Path(".genq-stack")
+RUN_ID_VAR = "GENQ_STACK_RUN"  # in every process's environment: what `down` sweeps for
+# Each process's own: not part of the configuration a producer shares with the stack.
+PER_PROCESS_VARS = {"GENQ_METRICS_PORT", "GENQ_RELAY_METRICS_PORT", RUN_ID_VAR, "GENQ_STACK_DIR"}
+STOP_ORDER: tuple[tuple[Role, ...], ...] = (("worker",), ("relay", "flower"), ("redis",))
+EXIT_ALL_RUNNING = 0
+EXIT_SOME_DEAD = 1
+EXIT_NONE_RUNNING = 3
+
+Say = Callable[[str], None]
+
+
+class PartlyRunning(StackError):
+    """Some of a stack's processes run and some do not: `down` first."""
+
+
+@dataclass
+class StackOptions:
+    workers: int = 1
+    flower: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)  # for every process, e.g. a cache dir
+
+
+@dataclass
+class UpResult:
+    state: StackState
+    already_running: bool
+    procs: list[GenqProcess | RedisServer] = field(default_factory=list)  # started by this call
+
+    def reap(self) -> None:
+        """After `down`, in a process that keeps running (the demo): collect the exit status
+        of the processes this call started, its children, so that none lingers as a zombie."""
+        _reap(self.procs)
+
+
+def up(run: RunDir, options: StackOptions, say: Say = lambda _line: None) -> UpResult:
+    """The stack in `run`, started unless it already runs there whole. PartlyRunning if some
+    of it runs; a start that fails (or Ctrl-C) stops what it started and forgets it."""
+    with run.locked():
+        state = _existing(run)
+        if state is not None:
+            return UpResult(state, already_running=True)
+        return _start(run, options, say)
+
+
+def down(run: RunDir, say: Say = lambda _line: None) -> StackState | None:
+    """Stops what `up` started in `run` (workers first, Redis last) and forgets it; keeps the
+    logs and Redis's data. None when there was no stack there."""
+    with run.locked():
+        state = run.load()
+        if state is None:
+            return None
+        _stop(state, say)
+        run.clear()
+        return state
+
+
+def shared_env(state: StackState, options_env: Mapping[str, str]) -> dict[str, str]:
+    """The configuration producers need to use the stack: GENQ_REDIS_URL and every other
+    GENQ_* variable the stack was given (a key prefix, a model registry ...)."""
+    given = {**_genq_vars(os.environ), **_genq_vars(options_env)}
+    given.pop("GENQ_REDIS_URL", None)  # an external Redis's URL is the state's
+    return {"GENQ_REDIS_URL": state.redis_url, **given}
+
+
+def _existing(run: RunDir) -> StackState | None:
+    """The stack already running in `run` whole; None (stale state cleared) if none runs."""
+    state = run.load()
+    if state is None:
+        return None
+    alive = state.alive()
+    if state.complete and all(alive.values()):
+        return state
+    if any(alive.values()):
+        dead = ", ".join(name for name, running in alive.items() if not running)
+        raise PartlyRunning(
+            f"the stack in {run.path} is partly running (not running: {dead}). "
+            f"Run `ops/stack down{_dir_arg(run)}` first, then `ops/stack up` again."
+        )
+    run.clear()  # every process of it has gone: stale
+    return None
+
+
+def _start(run: RunDir, options: StackOptions, say: Say) -> UpResult:
+    starting = _Starting(run, options, say)
+    try:
+        starting.start()
+    except BaseException:
+        say("start failed: stopping what was started")
+        _stop(starting.state, say)
+        _reap(starting.procs)
+        run.clear()
+        raise
+    return UpResult(starting.state, already_running=False, procs=starting.procs)
+
+
+class _Starting:
+    """One `up`: starts the processes, recording each in the state file at once, so that a
+    `down` finds them even if this command dies half way."""
+
+    def __init__(self, run: RunDir, options: StackOptions, say: Say) -> None:
+        self.run, self.options, self.say = run, options, say
+        run_id = uuid.uuid4().hex
+        external = options.env.get("GENQ_REDIS_URL") or os.environ.get("GENQ_REDIS_URL")
+        self.redis: RedisServer | None = None
+        redis_url = external
+        if not redis_url:
+            self.redis = RedisServer(
+                workdir=run.path / "redis",
+                persist=True,
+                log=run.log("redis"),
+                env={RUN_ID_VAR: run_id},
+            )
+            redis_url = self.redis.url
+        self.state = StackState(
+            run_id=run_id,
+            redis_url=redis_url,
+            external_redis=bool(external),
+            started_at=time.time(),
+        )
+        self.procs: list[GenqProcess | RedisServer] = []
+        # Metrics on loopback unless the caller says otherwise: a local stack is for this host.
+        metrics_host = options.env.get("GENQ_METRICS_HOST") or os.environ.get(
+            "GENQ_METRICS_HOST", "127.0.0.1"
+        )
+        self.env = {
+            **options.env,
+            RUN_ID_VAR: self.state.run_id,
+            "GENQ_REDIS_URL": self.state.redis_url,
+            "GENQ_METRICS_HOST": metrics_host,
+        }
+
+    def start(self) -> None:
+        if self.redis is None:
+            self.say(f"using the Redis in GENQ_REDIS_URL: {redact_url(self.state.redis_url)}")
+        else:
+            self._record(self.redis.spawn(), "redis", "redis", port=self.redis.port)
+            self.redis.wait_ready()
+            self.say(f"started redis-server on port {self.redis.port}")
+        genq = self._genq_processes()
+        self.say(f"starting {_describe(genq)} ...")
+        for proc in genq:
+            proc.wait_ready()
+        self.state.complete = True
+        self.run.save(self.state)
+        self.run.write_env(shared_env(self.state, self.options.env))
+
+    def _genq_processes(self) -> list[GenqProcess]:
+        relay_port = self._metrics_port("GENQ_RELAY_METRICS_PORT")
+        relay_env = {**self.env, "GENQ_RELAY_METRICS_PORT": str(relay_port)}
+        relay = Relay(env=relay_env, log=self.run.log("relay"))
+        started = [self._spawn(relay, "relay", "relay", relay_port, _metrics_url(relay_port))]
+        for n in range(1, self.options.workers + 1):
+            port = self._metrics_port("GENQ_METRICS_PORT")
+            env = {**self.env, "GENQ_METRICS_PORT": str(port)}
+            worker = Worker(env=env, log=self.run.log(f"worker{n}"), name=f"worker{n}")
+            started.append(self._spawn(worker, f"worker{n}", "worker", port, _metrics_url(port)))
+        if self.options.flower:
+            # Loopback only: its API answers without a login, as its dashboard does.
+            env = {**self.env, "FLOWER_UNAUTHENTICATED_API": "true"}
+            flower = Flower(env=env, log=self.run.log("flower"))
+            started.append(self._spawn(flower, "flower", "flower", flower.port, flower.url))
+        return started
+
+    def _spawn(
+        self, proc: GenqProcess, name: str, role: Role, port: int, url: str | None
+    ) -> GenqProcess:
+        self._record(proc.spawn(), name, role, port=port or None, url=url, log=proc.log)
+        return proc
+
+    def _record(
+        self,
+        proc: GenqProcess | RedisServer,
+        name: str,
+        role: Role,
+        port: int | None,
+        url: str | None = None,
+        log: Path | None = None,
+    ) -> None:
+        assert proc.proc is not None
+        pid = proc.proc.pid
+        record = ProcessRecord(
+            name=name,
+            role=role,
+            pid=pid,
+            start_time=start_time(pid),
+            port=port,
+            url=url,
+            log=log or self.run.log(name),
+        )
+        self.procs.append(proc)
+        self.state.processes.append(record)
+        self.run.save(self.state)
+
+    def _metrics_port(self, name: str) -> int:
+        """A free port of its own; 0 (no endpoint) where the caller's environment says 0."""
+        given = self.options.env.get(name, os.environ.get(name))
+        if given == "0":
+            return 0
+        taken = {record.port for record in self.state.processes}
+        return next(port for port in iter(free_port, None) if port not in taken)
+
+
+def _reap(procs: list[GenqProcess | RedisServer]) -> None:
+    for proc in procs:
+        proc.stop()  # each has exited (`down`): this only collects its exit status
+
+
+def _describe(procs: list[GenqProcess]) -> str:
+    """`genq relay, 2 genq workers, genq flower`"""
+    counts = Counter(proc.what for proc in procs)
+    return ", ".join(f"{n} {what}s" if n > 1 else what for what, n in counts.items())
+
+
+def _metrics_url(port: int) -> str | None:
+    return f"http://127.0.0.1:{port}/metrics" if port else None
+
+
+def _stop(state: StackState, say: Say) -> None:
+    for roles in STOP_ORDER:
+        records = [r for r in state.processes if r.role in roles]
+        if records:
+            say(f"stopping {', '.join(r.name for r in records)}")
+            stop_groups(r.process for r in records)
+    if has_proc():  # anything of this run that left its process group (none should)
+        for pid in with_environment(RUN_ID_VAR, state.run_id):
+            _kill(pid)
+
+
+def _kill(pid: int) -> None:
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _genq_vars(env: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in env.items()
+        if name.startswith("GENQ_") and name not in PER_PROCESS_VARS
+    }
+
+
+def _dir_arg(run: RunDir) -> str:
+    return "" if run.path == DEFAULT_DIR.absolute() else f" --dir {run.path}"
+
+
+# --- the command line --------------------------------------------------------------------
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"ops/stack: error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except StackError as exc:
+        _fail(str(exc))
+
+
+def _run_dir_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--dir",
+        "run_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="GENQ_STACK_DIR",
+        default=DEFAULT_DIR,
+        show_default=True,
+        help="Run directory: logs, pid files, state, the env file, Redis's data "
+        "[env GENQ_STACK_DIR].",
+    )(command)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """genq's whole stack as local processes: redis-server, a relay, workers, Flower.
+
+    \b
+      ops/stack up --workers 2 --flower   start it (once ready, it runs until `down`)
+      source .genq-stack/env              GENQ_REDIS_URL and the rest, for genq commands
+      genq run "hi"
+      ops/stack status                    what runs (exit 0 all, 1 some, 3 none)
+      ops/stack down                      stop it; logs and Redis's data stay
+
+    Every process runs detached, its log and pid file in the run directory
+    (./.genq-stack, or --dir / GENQ_STACK_DIR). GENQ_* variables in the environment
+    configure every process, as they configure any genq command.
+    """
+
+
+@cli.command("up")
+@_run_dir_option
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="`genq worker` processes.",
+)
+@click.option("--flower", is_flag=True, help="Also Flower, Celery's dashboard, on loopback.")
+def up_command(run_dir: Path, workers: int, flower: bool) -> None:
+    """Start the stack and wait until every process is ready.
+
+    Starts redis-server with append-only persistence (data in DIR/redis) unless GENQ_REDIS_URL
+    names a Redis to use (never stopped by `down`), then `genq relay`, WORKERS `genq worker`s
+    (worker1@HOST, ...; each with its own metrics port) and with --flower Flower. Writes
+    DIR/env to source.
+
+    Run again: exits 0 if the stack in DIR runs whole, refuses (exit 1) if only part of it
+    runs (run `down` first), and starts afresh if all of it has gone.
+    """
+    run = RunDir(run_dir)
+    with _errors():
+        result = up(run, StackOptions(workers=workers, flower=flower), say=click.echo)
+    if result.already_running:
+        click.echo(f"the stack in {run.path} is already running")
+        _note_differences(result.state, workers, flower)
+    _print_summary(run, result.state)
+
+
+def _note_differences(state: StackState, workers: int, flower: bool) -> None:
+    running = sum(r.role == "worker" for r in state.processes)
+    has_flower = any(r.role == "flower" for r in state.processes)
+    if running != workers or has_flower != flower:
+        click.echo(
+            f"(it has {running} worker{'s' * (running != 1)}{' and Flower' * has_flower}; "
+            "to change that, `down` then `up`)"
+        )
+
+
+def _print_summary(run: RunDir, state: StackState) -> None:
+    where = "external" if state.external_redis else f"data in {run.path / 'redis'}"
+    click.echo(f"\nredis    {redact_url(state.redis_url)} ({where})")
+    for record in state.processes:
+        if record.role == "flower":
+            click.echo(f"flower   {record.url}")
+        elif record.url is not None:
+            click.echo(f"metrics  {record.url}  ({record.name})")
+    env = _shown_path(run.env_file)
+    click.echo(f'\nuse it:   source {env}; genq run "hi"')
+    click.echo(f"status:   ops/stack status{_dir_arg(run)}   (logs: {_shown_path(run.path)}/*.log)")
+    click.echo(f"stop it:  ops/stack down{_dir_arg(run)}")
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@cli.command("status")
+@_run_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status_command(run_dir: Path, as_json: bool) -> None:
+    """Each process of the stack: pid, running or dead, port, log.
+
+    Exit status: 0 when every process runs, 1 when some have died (run `down`, then `up`),
+    3 when none runs or there is no stack in DIR.
+    """
+    run = RunDir(run_dir)
+    with _errors():
+        state = run.load()
+    alive = state.alive() if state is not None else {}
+    report = _status_report(run, state, alive)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_status(run, state, alive)
+    sys.exit(_status_code(alive))
+
+
+def _status_report(run: RunDir, state: StackState | None, alive: dict[str, bool]) -> dict[str, Any]:
+    processes = [] if state is None else state.processes
+    return {
+        "dir": str(run.path),
+        "redis_url": None if state is None else redact_url(state.redis_url),
+        "external_redis": None if state is None else state.external_redis,
+        "processes": [
+            {**r.model_dump(mode="json", exclude={"start_time"}), "alive": alive[r.name]}
+            for r in processes
+        ],
+    }
+
+
+def _print_status(run: RunDir, state: StackState | None, alive: dict[str, bool]) -> None:
+    if state is None:
+        click.echo(f"no stack in {run.path}")
+        return
+    click.echo(f"stack in {run.path}; Redis {redact_url(state.redis_url)}")
+    for r in state.processes:
+        port = "" if r.port is None else str(r.port)
+        state_word = "running" if alive[r.name] else "DEAD"
+        click.echo(f"  {r.name:9s} pid {r.pid:<8d} {state_word:8s} {port:6s} {r.log}")
+
+
+def _status_code(alive: dict[str, bool]) -> int:
+    if alive and all(alive.values()):
+        return EXIT_ALL_RUNNING
+    return EXIT_SOME_DEAD if any(alive.values()) else EXIT_NONE_RUNNING
+
+
+@cli.command("down")
+@_run_dir_option
+def down_command(run_dir: Path) -> None:
+    """Stop what `up` started in DIR; logs and Redis's data stay.
+
+    Workers first (SIGTERM: Celery's warm shutdown; SIGKILL after a grace period), then the
+    relay and Flower, Redis last. Only the processes `up` recorded are signalled (with their
+    process groups), each checked by its start time, so a pid since reused by another process
+    is left alone. Nothing running is not an error (exit 0).
+    """
+    run = RunDir(run_dir)
+    with _errors():
+        state = down(run, say=click.echo)
+    if state is None:
+        click.echo(f"no stack in {run.path}: nothing to stop")
+    else:
+        click.echo(f"stopped the stack in {run.path}; logs kept in {_shown_path(run.path)}")
+
+
+def main() -> None:
+    cli(prog_name="ops/stack")
+
+
+if __name__ == "__main__":
+    main()
