@@ -36,6 +36,8 @@ def fields(**values: Any) -> dict[str, Any]:
 
 
 def mask_secrets(line: str) -> str:
+    if "://" not in line and "password" not in line.lower():  # most lines: no regex run
+        return line
     return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\g<head>***", line))
 
 
@@ -88,6 +90,8 @@ class EventFormatter(logging.Formatter):
 
 
 def _text_value(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if _BARE.match(text) else json.dumps(text, ensure_ascii=False)
 
