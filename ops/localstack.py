@@ -149,9 +149,6 @@ class GenqProcess:
     def command(self) -> list[str]:
         raise NotImplementedError
 
-    def argv(self) -> list[str]:
-        return [str(genq_executable()), *self.command()]
-
     @property
     def what(self) -> str:
         """How it is named in messages: `genq relay`."""
@@ -162,7 +159,7 @@ class GenqProcess:
         self._log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.argv(),
+                [str(genq_executable()), *self.command()],
                 env={**os.environ, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -179,11 +176,14 @@ class GenqProcess:
         return self.spawn().wait_ready()
 
     def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise StackError(f"{self.what} exited with {self.proc.returncode}; see {self.log}")
+        self._check_running()
         with self.log.open("rb") as log:
             log.seek(self._log_start)
             return self.ready_marker.encode() in log.read()
+
+    def _check_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise StackError(f"{self.what} exited with {self.proc.returncode}; see {self.log}")
 
     def signal(self, sig: signal.Signals) -> None:
         """Signal every process of it (tests: SIGKILL a worker mid-job, SIGSTOP one)."""
@@ -244,8 +244,7 @@ class Flower(GenqProcess):
         return json.loads(self.get(path))
 
     def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise StackError(f"{self.what} exited with {self.proc.returncode}; see {self.log}")
+        self._check_running()
         try:
             return self.get("/healthcheck", timeout_s=1.0) == b"OK"
         except OSError:  # not listening yet (URLError is an OSError)

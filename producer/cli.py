@@ -270,7 +270,7 @@ FLOWER_COLUMNS = "name,uuid,state,result,args,received,runtime,worker"
 @click.option(
     "--port",
     envvar="FLOWER_PORT",
-    type=int,
+    type=click.IntRange(1, 65535),
     default=5555,
     show_default=True,
     help="HTTP port [env FLOWER_PORT].",

@@ -58,7 +58,7 @@ REAP_BATCH = 100
 # Frames are written by pydantic in field order, so the header parses without decoding JSON.
 _HEADER = re.compile(
     rb'^\{"v":1,"job_id":"(?P<job>[0-9a-f]{32})","epoch":(?P<epoch>\d+),"seq":(?P<seq>\d+),'
-    rb'"ts_ms":\d+,"type":"(?P<type>[a-z]+)"'
+    rb'"ts_ms":(?P<ts>\d+),"type":"(?P<type>[a-z]+)"'
 )
 _TERMINAL = {FrameType.DONE.value, FrameType.ERROR.value}
 
@@ -69,17 +69,23 @@ class Header:
     epoch: int
     seq: int
     type: str
+    ts_ms: int  # when its worker published it; 0 if a frame from elsewhere has none
 
 
 def parse_header(raw: bytes) -> Header | None:
     match = _HEADER.match(raw)
     if match is not None:
         return Header(
-            match["job"].decode(), int(match["epoch"]), int(match["seq"]), match["type"].decode()
+            match["job"].decode(),
+            int(match["epoch"]),
+            int(match["seq"]),
+            match["type"].decode(),
+            int(match["ts"]),
         )
     try:  # a frame written by something other than pydantic: slower, same meaning
         frame = json.loads(raw)
-        return Header(frame["job_id"], int(frame["epoch"]), int(frame["seq"]), frame["type"])
+        epoch, seq, ts_ms = int(frame["epoch"]), int(frame["seq"]), int(frame.get("ts_ms", 0))
+        return Header(frame["job_id"], epoch, seq, frame["type"], ts_ms)
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -163,7 +169,9 @@ class Relay:
         batch = frames.read(WAIT_S, BATCH_FRAMES)
         if batch:
             self.write(batch)
-            self.stats.wrote(batch)
+            first = parse_header(batch[0])  # the oldest: how far behind the workers we run
+            if first is not None and first.ts_ms:
+                self.stats.wrote(first.ts_ms)
         else:
             self.stats.idle()
         now = time.monotonic()

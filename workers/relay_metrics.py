@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,8 +37,6 @@ log = logging.getLogger("genq.relay")
 MARK_EVERY_S = 1.0
 RATE_MARKS = 6  # frames per second over the last five to six seconds
 SCRAPE_TIMEOUT_S = 2.0  # a scrape with Redis unreachable answers within this
-_TS = re.compile(rb'"ts_ms":(\d+)')
-_HEADER_BYTES = 200  # where a pydantic-written frame's ts_ms is
 
 
 class RelayStats:
@@ -52,12 +49,10 @@ class RelayStats:
         self.expired = 0
         self._marks: collections.deque[tuple[float, int]] = collections.deque(maxlen=RATE_MARKS)
 
-    def wrote(self, frames: Sequence[bytes]) -> None:
-        """A batch went into the streams: its first frame, the oldest, says how far behind
-        its worker the relay is."""
-        match = _TS.search(frames[0], 0, _HEADER_BYTES)
-        if match is not None:
-            self.lag_s = max(time.time_ns() // 1_000_000 - int(match[1]), 0) / 1000
+    def wrote(self, first_ts_ms: int) -> None:
+        """A batch went into the streams: its first frame, the oldest, published at
+        `first_ts_ms`, says how far behind its worker the relay is."""
+        self.lag_s = max(time.time_ns() // 1_000_000 - first_ts_ms, 0) / 1000
 
     def idle(self) -> None:
         """Nothing arrived while the relay waited: it is caught up."""

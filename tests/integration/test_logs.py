@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from ops.localstack import wait_for
 from producer import Client
 
 from .conftest import Stack
@@ -42,6 +44,21 @@ def password_stack(make_stack: Callable[[], Stack]) -> Iterator[tuple[Stack, str
     admin.close()
 
 
+def logged(log: Path, *needles: str) -> str:
+    """The log once a line with every needle is in it: a job's result is readable as soon as
+    its final record is written, a moment before its worker logs that it ended. Only whole
+    lines: one being written as the log is read is left out."""
+    text = ""
+
+    def found() -> bool:
+        nonlocal text
+        text = log.read_text().rpartition("\n")[0]
+        return any(all(n in line for n in needles) for line in text.splitlines())
+
+    wait_for(found, 30, f"a line with {needles} in {log}")
+    return text
+
+
 def json_lines(text: str) -> list[dict[str, Any]]:
     """Every line of the log, each of which must be one JSON object."""
     events = []
@@ -62,8 +79,8 @@ def test_json_logs_name_the_job_epoch_worker_and_model_and_never_the_prompt_or_p
     with Client(stack.settings) as client:
         job = client.submit(f"{CANARY} once upon", max_tokens=21, seed=3, ignore_eos=True)
         result = job.result(timeout=60)
-    worker_log = (stack.logs / "logs.log").read_text()
-    relay_log = (stack.logs / "relay.log").read_text()
+    worker_log = logged(stack.logs / "logs.log", '"job ended"', job.job_id)
+    relay_log = logged(stack.logs / "relay.log", "relay: moving frames")
     for text in (worker_log, relay_log):
         assert CANARY not in text
         assert password not in text
@@ -90,7 +107,7 @@ def test_text_logs_put_the_jobs_fields_after_the_event_on_one_line(
     with Client(stack.settings) as client:
         job = client.submit(f"{CANARY} hi", max_tokens=5, ignore_eos=True)
         job.result(timeout=60)
-    lines = (stack.logs / "text.log").read_text().splitlines()
+    lines = logged(stack.logs / "text.log", "job ended", job.job_id).splitlines()
     ended = [line for line in lines if "job ended" in line and f"job={job.job_id}" in line]
     assert len(ended) == 1
     assert " epoch=0 model=tiny " in ended[0] and " tokens=5 " in ended[0]
