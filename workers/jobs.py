@@ -36,6 +36,7 @@ from workers.generation import Committed, Generated, generate
 from workers.lease import Lease, LeaseLost, Leases
 from workers.models import MB, ModelCache
 from workers.observe import AttemptInfo, JobObserver, Observers
+from workers.outbox import Outbox
 from workers.publisher import FramePublisher, now_ms
 
 ObserverFactory = Callable[[AttemptInfo], JobObserver]
@@ -85,20 +86,30 @@ def run_jobs(
     ttl_s = ctx.settings.lease_ttl_s
     failure: Exception | None = None
     jobs = {request.job_id: request.epoch for request, _ in claimed}
-    eager = len(requests) == 1  # a bundle runs for throughput: no first token on its own
+    # A bundle runs for throughput: no first token on its own, and its jobs' endings share
+    # round trips (workers.outbox).
+    eager = len(requests) == 1
+    delay_s = 0.0 if eager else ctx.settings.chunk_interval_ms / 1000
+    outbox = Outbox(ctx.redis, ctx.keys, ctx.settings.job_ttl_s, delay_s)
     with Leases(ctx.redis, ctx.keys, jobs, ttl_s) as leases:
         for request, record in claimed:
             try:
+                if outbox.due():
+                    outbox.flush()
                 lease = leases.lease(request.job_id)
                 info = AttemptInfo(
                     lease.job_id, lease.epoch, record.spec.model, record.batch_id, worker
                 )
                 observer = Observers([make(info) for make in (*ctx.observers, *observers)])
-                _attempt(ctx, record, lease, eager, info, observer)
+                _attempt(ctx, record, lease, eager, outbox, info, observer)
             except Exception as exc:  # reported once the bundle's other jobs have run
                 failure = failure or exc
             finally:
                 leases.release(request.job_id)
+        try:
+            outbox.flush()  # inside the leases: a job stays leased until its ending is sent
+        except redis.RedisError as exc:
+            failure = failure or exc
     if failure is not None:
         raise failure
 
@@ -108,10 +119,12 @@ def _attempt(
     record: JobRecord,
     lease: Lease,
     eager: bool,
+    outbox: Outbox,
     info: AttemptInfo,
     observer: JobObserver,
 ) -> None:
-    pub = FramePublisher(ctx.redis, ctx.keys, lease.job_id, lease.epoch, lease, observer)
+    job_id, epoch = lease.job_id, lease.epoch
+    pub = FramePublisher(ctx.redis, ctx.keys, job_id, epoch, lease, observer, outbox)
     record = record.model_copy(update={"started_ms": now_ms()})  # a bundle's jobs wait their turn
     try:
         _run(ctx, record, pub, eager, info)
@@ -257,14 +270,17 @@ def _end(
     tokens: int,
 ) -> None:
     """Final record and terminal frame in one script, for the current epoch only: whoever sees
-    the frame can read the final record, and a superseded attempt writes neither."""
+    the frame can read the final record, and a superseded attempt writes neither. They go out
+    with the frames held back for this round trip, through the outbox (at once for a lone job)."""
     finish = Finish(pub.job_id, pub.epoch, record.batch_id, JobState.RUNNING, fields, frame, tokens)
-    pipe = ctx.redis.pipeline(transaction=False)
-    for raw in pub.pending():  # the frames held back for this round trip go first
-        pipe.publish(pub.channel, raw)
-    finish.run(pipe, ctx.keys, ctx.settings.job_ttl_s)
-    if not pipe.execute()[-1]:
+
+    def superseded() -> None:
         log.warning("job superseded before it ended", extra=_fields(pub, record))
+
+    outbox = pub.outbox
+    if outbox is None:
+        outbox = Outbox(ctx.redis, ctx.keys, ctx.settings.job_ttl_s, 0.0)
+    outbox.add(pub.channel, pub.pending(), finish, superseded)
 
 
 def _fields(pub: FramePublisher, record: JobRecord, **more: Any) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from common.keys import Keys
 from common.schemas import JobResult
 from workers.lease import Lease
 from workers.observe import NOBODY, JobObserver
+from workers.outbox import Outbox
 
 F = TypeVar("F", bound=Frame)
 
@@ -48,8 +49,10 @@ class FramePublisher:
         epoch: int,
         lease: Lease | None = None,
         observer: JobObserver = NOBODY,
+        outbox: Outbox | None = None,
     ) -> None:
         self._redis = client
+        self.outbox = outbox  # other jobs' endings, which ride along on this job's round trips
         self.observer = observer
         self._lease = lease
         self._cancel_key = keys.cancel(job_id)
@@ -72,12 +75,15 @@ class FramePublisher:
         """Publish the pending frames and this one in one round trip; with `check_cancel`,
         also learn whether the job's cancel was asked for."""
         pipe = self._redis.pipeline(transaction=False)
+        settle = self.outbox.attach(pipe) if self.outbox is not None and len(self.outbox) else None
         for raw in self.pending():
             pipe.publish(self.channel, raw)
         pipe.publish(self.channel, frame.model_dump_json())
         if check_cancel:
             pipe.exists(self._cancel_key)
         replies = pipe.execute()
+        if settle is not None:
+            settle(replies)
         if check_cancel:
             self.cancelled = bool(replies[-1])
 
