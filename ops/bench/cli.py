@@ -68,7 +68,8 @@ sections (--suite, in this order):
   overhead  1,000 jobs of 16 tokens as one batch on 2 worker processes (submit until wait()
             returns), against the same generations run back to back in 2 plain processes
             (model loading excluded; OMP_WAIT_POLICY=passive on both sides unless
-            --overhead-omp-spin). Target: in-process wall / genq wall >= 0.80.
+            --overhead-omp-spin), in 3 rounds, which side goes first alternating by round.
+            Target: median of the rounds' in-process wall / genq wall >= 0.80.
   remote    one llama_cpp.server on the tiny model; 20 rounds of 5 jobs of 200 tokens per path
             (EOS biased away, one server request a job), one job at a time: by one client
             streaming SSE directly, and through genq's remote backend (1 relay, 1 worker
@@ -172,6 +173,7 @@ def _overhead_options(group: argparse._ArgumentGroup) -> None:
     add = group.add_argument
     add("--overhead-jobs", type=_positive, default=1_000, help="jobs, split over 2 (1000)")
     add("--overhead-tokens", type=_positive, default=16, help="tokens per job (16)")
+    add("--overhead-rounds", type=_positive, default=3, help="rounds of both sides (3)")
     add(
         "--overhead-omp-spin",
         action="store_true",

@@ -1,12 +1,16 @@
 """Per-job overhead: many short jobs through genq against the same generations run back to
 back in plain processes, with as many processes on each side.
 
-genq: one batch of `jobs` jobs (16 tokens each by default, EOS banned, fixed seeds), run by 2 worker
-processes with a relay running, timed from the submit call until `BatchHandle.wait()`
+genq: one batch of `jobs` jobs (16 tokens each by default, EOS banned, fixed seeds), run by 2
+worker processes with a relay running, timed from the submit call until `BatchHandle.wait()`
 returns. Baseline: 2 processes (ops/bench/overhead_child.py), each with the model loaded as a
 worker loads it, running half the jobs one after another from a fresh context each, timed
 from the first one's start to the last one's end (model loading excluded on both sides: the
 workers run warm-up jobs first). The job records' timestamps then say where genq's time went.
+
+Both sides run once per round, which goes first alternating by round, and the figure is the
+median round's ratio: this machine's speed drifts by tens of percent within a minute, and a
+single baseline measured before a single genq run puts all of that drift on the ratio.
 
 Both sides run with OMP_WAIT_POLICY=passive unless told otherwise: llama-cpp-python gives
 prompt evaluation every core (n_threads_batch defaults to cpu_count), and the OpenMP build's
@@ -213,11 +217,25 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         f"{PROCESSES} processes on each side, idle OpenMP threads {openmp}; model loading "
         "excluded on both"
     )
+    rounds: list[tuple[Baseline, GenqRun]] = []
     with local_stack(cache, env, workers=PROCESSES) as stack, Client(stack.settings) as client:
-        baseline = measure_baseline(stack, jobs, tokens)
         warm_up(client, tokens)
-        genq = measure_genq(stack, client, jobs, tokens)
-        stack.check_alive()
+        for round_ in range(args.overhead_rounds):
+            if round_ % 2:
+                genq = measure_genq(stack, client, jobs, tokens)
+                baseline = measure_baseline(stack, jobs, tokens)
+            else:
+                baseline = measure_baseline(stack, jobs, tokens)
+                genq = measure_genq(stack, client, jobs, tokens)
+            rounds.append((baseline, genq))
+            stack.check_alive()
+    ratios = [b.seconds / g.seconds for b, g in rounds]
+    say(
+        "  rounds (in-process wall / genq wall; odd rounds ran genq first): "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+    )
+    baseline, genq = rounds[ratios.index(statistics.median_low(ratios))]
+    say("  the median round:")
     say(*describe(baseline, genq, jobs, tokens))
     say(*breakdown(baseline, genq))
 
