@@ -115,8 +115,9 @@ def run(
 ) -> None:
     """Run one PROMPT and stream its tokens to the terminal as they arrive.
 
-    A summary (tokens, first-token latency, tokens/s) follows on stderr. Needs a worker:
-    start one with `genq worker`.
+    A summary (tokens, first-token latency, tokens/s) follows on stderr. Needs a worker that
+    serves the model: start one with `genq worker`; until one runs, the job waits (and this
+    says so on stderr).
     """
     if chat or system:
         messages = [{"role": "system", "content": system}] if system else []
@@ -126,7 +127,16 @@ def run(
     params["stop"] = list(params["stop"])
     with Client(settings) as client:
         job = client.submit(**{k: v for k, v in params.items() if v is not None})
+        _warn_if_waiting(client, job.job_id)
         _print_stream(job, as_json, timeout)
+
+
+def _warn_if_waiting(client: Client, job_id: str) -> None:
+    """A job that no running worker serves would wait silently: say why, and what to start."""
+    record = JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
+    waiting = waiting_reason(record, client.workers())
+    if waiting:
+        stderr.print(f"[yellow]waiting: {escape(waiting)}[/]", soft_wrap=True)
 
 
 def terminal_safe(text: str) -> str:

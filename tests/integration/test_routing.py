@@ -50,6 +50,10 @@ def test_a_job_waits_for_a_worker_of_its_model_and_status_says_which_to_start(
         assert "start one with: genq worker --models two" in shown.stdout
         as_json = json.loads(run_genq(stack.env, "status", waiting.job_id, "--json").stdout)
         assert as_json["waiting"].startswith("no running worker serves model two")
+        ran = run_genq(stack.env, "run", "Once", "--model", "two", "--timeout", "1")
+        assert ran.returncode != 0  # nothing served it within the timeout
+        assert "waiting: no running worker serves model two (queue cpu.two)" in ran.stderr
+        assert "genq worker --models two" in ran.stderr
 
         stack.worker("two", "--models", "two")
         assert waiting.result(timeout=60).model == "two"
