@@ -94,8 +94,6 @@ def run_jobs(
     with Leases(ctx.redis, ctx.keys, jobs, ttl_s) as leases:
         for request, record in claimed:
             try:
-                if outbox.due():
-                    outbox.flush()
                 lease = leases.lease(request.job_id)
                 info = AttemptInfo(
                     lease.job_id, lease.epoch, record.spec.model, record.batch_id, worker

@@ -11,8 +11,9 @@ the reaper resumes it from its checkpoint like any other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,15 +43,16 @@ class Outbox:
         keys: Keys,
         ttl_s: int,
         max_delay_s: float,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = client
         self._keys = keys
         self._ttl_s = ttl_s
         self.max_delay_s = max_delay_s
-        self._clock = clock
         self._endings: list[_Ending] = []
-        self._since = 0.0  # when the oldest waiting ending arrived
+        # Held while endings are taken, and through a flush's round trip: the last flush of a
+        # task returns only once a timer's flush has finished too.
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
 
     def __len__(self) -> int:
         return len(self._endings)
@@ -59,19 +61,31 @@ class Outbox:
         self, channel: str, frames: list[str], finish: Finish, superseded: Callable[[], None]
     ) -> None:
         """A job's ending; sent at once when it may not wait."""
-        if not self._endings:
-            self._since = self._clock()
-        self._endings.append(_Ending(channel, frames, finish, superseded))
-        if self.due():
+        with self._lock:
+            self._endings.append(_Ending(channel, frames, finish, superseded))
+            if self.max_delay_s and self._timer is None:
+                self._timer = threading.Timer(self.max_delay_s, self._on_timer)
+                self._timer.daemon = True
+                self._timer.start()
+        if not self.max_delay_s:
             self.flush()
-
-    def due(self) -> bool:
-        return bool(self._endings) and self._clock() - self._since >= self.max_delay_s
 
     def attach(self, pipe: Any) -> Settle:
         """Queue the waiting endings first on `pipe`, a round trip about to be made; the
         returned function takes the pipeline's replies once it has run."""
+        with self._lock:
+            endings = self._take()
+        return self._queue(pipe, endings)
+
+    def _take(self) -> list[_Ending]:
+        """The waiting endings, now this caller's to send (the lock held)."""
+        if self._timer is not None:
+            self._timer.cancel()  # a timer already running finds nothing left
+            self._timer = None
         endings, self._endings = self._endings, []
+        return endings
+
+    def _queue(self, pipe: Any, endings: list[_Ending]) -> Settle:
         applied: list[int] = []  # reply index of each ending's FINISH
         for ending in endings:
             for raw in ending.frames:
@@ -89,16 +103,24 @@ class Outbox:
     def flush(self) -> None:
         """Send what waits, in a round trip of its own. When it fails, those jobs are left to
         the reaper (their leases lapse), which resumes them."""
-        if not self._endings:
-            return
-        count = len(self._endings)
-        pipe = self._redis.pipeline(transaction=False)
-        settle = self.attach(pipe)
-        try:
-            replies = pipe.execute()
-        except redis.RedisError as exc:
-            log.error(
-                "%d finished job(s) could not be recorded: %s; they will be resumed", count, exc
-            )
-            raise
+        with self._lock:
+            endings = self._take()
+            if not endings:
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            settle = self._queue(pipe, endings)
+            try:
+                replies = pipe.execute()
+            except redis.RedisError as exc:
+                log.error(
+                    "%d finished job(s) could not be recorded: %s; they will be resumed",
+                    len(endings),
+                    exc,
+                )
+                raise
         settle(replies)
+
+    def _on_timer(self) -> None:
+        # A failure is logged by flush; the reaper resumes those jobs.
+        with contextlib.suppress(redis.RedisError):
+            self.flush()

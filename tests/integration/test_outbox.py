@@ -27,6 +27,7 @@ from common.schemas import (
     Usage,
 )
 from common.settings import Settings
+from ops.localstack import wait_for
 from producer import Client
 from workers.jobs import WorkerContext, _claim, run_jobs
 from workers.outbox import Outbox
@@ -126,7 +127,7 @@ def test_a_waiting_ending_rides_along_with_the_next_round_trip(two_jobs: TwoJobs
     listener = client.redis.pubsub()  # type: ignore[no-untyped-call]
     listener.subscribe(client.keys.tokens(first.job_id))
     outbox.add(client.keys.tokens(first.job_id), [], _done(first), _never)
-    assert len(outbox) == 1 and not outbox.due()
+    assert len(outbox) == 1
     assert record(client, first.job_id).state is JobState.RUNNING  # still waiting
 
     ctx = two_jobs.ctx
@@ -140,6 +141,20 @@ def test_a_waiting_ending_rides_along_with_the_next_round_trip(two_jobs: TwoJobs
     assert message is not None
     assert isinstance(parse_frame(message["data"]), DoneFrame)
     listener.close()
+
+
+def test_a_waiting_ending_goes_out_by_itself_after_the_delay(two_jobs: TwoJobs) -> None:
+    """Even when the next job makes no round trip for a long while (a long prompt)."""
+    client, first = two_jobs.client, two_jobs.first
+    outbox = Outbox(two_jobs.ctx.redis, two_jobs.ctx.keys, 3600, max_delay_s=0.2)
+    outbox.add(client.keys.tokens(first.job_id), [], _done(first), _never)
+    wait_for(
+        lambda: record(client, first.job_id).state is JobState.SUCCEEDED, 30, "the timer's flush"
+    )
+    assert len(outbox) == 0
+    outbox.flush()  # nothing left: no round trip
+    assert isinstance(two_jobs.ctx.redis, CountingRedis)
+    assert two_jobs.ctx.redis.round_trips == 1
 
 
 def test_an_ending_not_applied_is_reported_and_the_others_still_apply(two_jobs: TwoJobs) -> None:
