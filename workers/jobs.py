@@ -54,6 +54,7 @@ class WorkerContext:
     models: ModelCache
     # Called for each attempt (metrics, Flower's progress events): see workers.observe.
     observers: list[ObserverFactory] = field(default_factory=list)
+    _outbox: Outbox | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
@@ -64,6 +65,13 @@ class WorkerContext:
             Keys(settings.key_prefix),
             ModelCache(registry, int(settings.model_budget_mb * MB)),
         )
+
+    def outbox(self, max_delay_s: float) -> Outbox:
+        """The process's outbox (workers.outbox), set to let endings wait `max_delay_s`."""
+        if self._outbox is None:
+            self._outbox = Outbox(self.redis, self.keys, self.settings.job_ttl_s)
+        self._outbox.max_delay_s = max_delay_s
+        return self._outbox
 
     def chunker(self, eager: bool) -> Chunker:
         interval_s = self.settings.chunk_interval_ms / 1000
@@ -89,8 +97,7 @@ def run_jobs(
     # A bundle runs for throughput: no first token on its own, and its jobs' endings share
     # round trips (workers.outbox).
     eager = len(requests) == 1
-    delay_s = 0.0 if eager else ctx.settings.chunk_interval_ms / 1000
-    outbox = Outbox(ctx.redis, ctx.keys, ctx.settings.job_ttl_s, delay_s)
+    outbox = ctx.outbox(0.0 if eager else ctx.settings.chunk_interval_ms / 1000)
     with Leases(ctx.redis, ctx.keys, jobs, ttl_s) as leases:
         for request, record in claimed:
             try:
@@ -275,9 +282,7 @@ def _end(
     def superseded() -> None:
         log.warning("job superseded before it ended", extra=_fields(pub, record))
 
-    outbox = pub.outbox
-    if outbox is None:
-        outbox = Outbox(ctx.redis, ctx.keys, ctx.settings.job_ttl_s, 0.0)
+    outbox = pub.outbox if pub.outbox is not None else ctx.outbox(0.0)
     outbox.add(pub.channel, pub.pending(), finish, superseded)
 
 

@@ -118,7 +118,7 @@ def two_jobs(make_stack: Callable[[], Stack]) -> Iterator[TwoJobs]:
         ctx = context(stack.settings)
         claimed = _claim(ctx, [first, second], "outbox@test")
         assert [request.job_id for request, _ in claimed] == [first.job_id, second.job_id]
-        outbox = Outbox(ctx.redis, ctx.keys, 3600, max_delay_s=3600.0)
+        outbox = ctx.outbox(3600.0)
         yield TwoJobs(client, ctx, first, second, outbox)
 
 
@@ -146,10 +146,10 @@ def test_a_waiting_ending_rides_along_with_the_next_round_trip(two_jobs: TwoJobs
 def test_a_waiting_ending_goes_out_by_itself_after_the_delay(two_jobs: TwoJobs) -> None:
     """Even when the next job makes no round trip for a long while (a long prompt)."""
     client, first = two_jobs.client, two_jobs.first
-    outbox = Outbox(two_jobs.ctx.redis, two_jobs.ctx.keys, 3600, max_delay_s=0.2)
+    outbox = two_jobs.ctx.outbox(0.2)
     outbox.add(client.keys.tokens(first.job_id), [], _done(first), _never)
     wait_for(
-        lambda: record(client, first.job_id).state is JobState.SUCCEEDED, 30, "the timer's flush"
+        lambda: record(client, first.job_id).state is JobState.SUCCEEDED, 30, "the flusher's flush"
     )
     assert len(outbox) == 0
     outbox.flush()  # nothing left: no round trip
@@ -173,7 +173,8 @@ def test_a_flush_without_redis_raises_and_says_how_many_jobs_wait(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
-    outbox = Outbox(client, Keys("genq"), 3600, max_delay_s=3600.0)
+    outbox = Outbox(client, Keys("genq"), 3600)
+    outbox.max_delay_s = 3600.0
     finish = Finish("a" * 32, 0, "", JobState.RUNNING, {"state": JobState.SUCCEEDED}, "{}")
     outbox.add("genq:{x}:tokens", [], finish, _never)
     with caplog.at_level(logging.ERROR), pytest.raises(redis.ConnectionError):
