@@ -112,7 +112,7 @@ def run_jobs(
             finally:
                 leases.release(request.job_id)
         try:
-            outbox.flush()  # inside the leases: a job stays leased until its ending is sent
+            outbox.flush()  # before the lease thread stops: nothing is left waiting after the task
         except redis.RedisError as exc:
             failure = failure or exc
     if failure is not None:
@@ -129,7 +129,7 @@ def _attempt(
     observer: JobObserver,
 ) -> None:
     job_id, epoch = lease.job_id, lease.epoch
-    pub = FramePublisher(ctx.redis, ctx.keys, job_id, epoch, lease, observer, outbox)
+    pub = FramePublisher(ctx.redis, ctx.keys, job_id, epoch, outbox, lease, observer)
     record = record.model_copy(update={"started_ms": now_ms()})  # a bundle's jobs wait their turn
     try:
         _run(ctx, record, pub, eager, info)
@@ -282,8 +282,7 @@ def _end(
     def superseded() -> None:
         log.warning("job superseded before it ended", extra=_fields(pub, record))
 
-    outbox = pub.outbox if pub.outbox is not None else ctx.outbox(0.0)
-    outbox.add(pub.channel, pub.pending(), finish, superseded)
+    pub.outbox.add(pub.channel, pub.pending(), finish, superseded)
 
 
 def _fields(pub: FramePublisher, record: JobRecord, **more: Any) -> dict[str, Any]:

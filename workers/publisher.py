@@ -47,9 +47,9 @@ class FramePublisher:
         keys: Keys,
         job_id: str,
         epoch: int,
+        outbox: Outbox,
         lease: Lease | None = None,
         observer: JobObserver = NOBODY,
-        outbox: Outbox | None = None,
     ) -> None:
         self._redis = client
         self.outbox = outbox  # other jobs' endings, which ride along on this job's round trips
@@ -75,7 +75,7 @@ class FramePublisher:
         """Publish the pending frames and this one in one round trip; with `check_cancel`,
         also learn whether the job's cancel was asked for."""
         pipe = self._redis.pipeline(transaction=False)
-        settle = self.outbox.attach(pipe) if self.outbox is not None and len(self.outbox) else None
+        settle = self.outbox.attach(pipe) if len(self.outbox) else None
         for raw in self.pending():
             pipe.publish(self.channel, raw)
         pipe.publish(self.channel, frame.model_dump_json())

@@ -131,7 +131,7 @@ def test_a_waiting_ending_rides_along_with_the_next_round_trip(two_jobs: TwoJobs
     assert record(client, first.job_id).state is JobState.RUNNING  # still waiting
 
     ctx = two_jobs.ctx
-    pub = FramePublisher(ctx.redis, ctx.keys, two_jobs.second.job_id, 0, outbox=outbox)
+    pub = FramePublisher(ctx.redis, ctx.keys, two_jobs.second.job_id, 0, outbox)
     pub.token(TokenData(text="x", token_ids=[1]))  # the second job's round trip
 
     assert len(outbox) == 0
