@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from common.settings import Settings
 
@@ -22,9 +23,34 @@ def priority_lists(queue: str) -> list[str]:
     ]
 
 
+def broker_url(redis_url: str) -> str:
+    """Kombu's spelling of a redis-py URL (GENQ_REDIS_URL is redis-py's). Kombu takes a
+    password only in the user part (`?password=` makes it fail with a TypeError), and names a
+    Unix socket `redis+socket://` with its database as `virtual_host` (`unix://` is "No such
+    transport"). As in redis-py, a password in the user part wins over `?password=`. Other
+    query parameters (TLS options among them) pass through unchanged."""
+    parts = urlsplit(redis_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = [value for name, value in query if name == "password"]
+    if parts.scheme != "unix" and not given:
+        return redis_url
+    query = [(name, value) for name, value in query if name != "password"]
+    password = unquote(parts.password) if parts.password else (given or [""])[-1]
+    auth = quote(unquote(parts.username or ""), safe="")
+    if password:
+        auth += ":" + quote(password, safe="")
+    host = parts.netloc.rpartition("@")[2]
+    scheme = parts.scheme
+    if scheme == "unix":
+        scheme = "redis+socket"
+        query = [("virtual_host" if name == "db" else name, value) for name, value in query]
+    url = f"{scheme}://{auth}@{host}" if auth else f"{scheme}://{host}"
+    return url + parts.path + (f"?{urlencode(query)}" if query else "")
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": broker_url(settings.redis_url),
         # No Celery result backend: a job's outcome is its record and stream. (A backend
         # would also make every send subscribe to, and later leave, a result channel.)
         "task_ignore_result": True,

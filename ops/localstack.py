@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +67,7 @@ class RedisServer:
     password: str | None = None  # required of clients when set (--requirepass); in `url`
     log: Path | None = None  # default: redis.log in workdir
     env: Mapping[str, str] = field(default_factory=dict)  # added to its environment
+    args: Sequence[str] = ()  # more redis-server options (a TLS port, a Unix socket)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,6 +93,7 @@ class RedisServer:
             *("--databases", "64"),  # the tests give each stack that kills things a database
             *("--logfile", str(self.log_path.absolute())),
             *(["--requirepass", self.password] if self.password else []),
+            *self.args,
         ]
 
     def spawn(self) -> RedisServer:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from common.celery_config import broker_url, celery_config
 from common.settings import DEFAULT_REDIS_URL, Settings, redact_url
 
 PASSWORD = "s3cr3t-pw"
@@ -184,3 +185,29 @@ def test_worker_models_are_accepted_as_a_sequence_too() -> None:
 def test_a_worker_model_name_that_cannot_name_a_queue_is_rejected() -> None:
     with pytest.raises(ValidationError, match="worker_models"):
         Settings(worker_models="a b")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),  # kombu's form already
+        (
+            "rediss://:pw@cache.example.com:6380/1?ssl_cert_reqs=required",
+            "rediss://:pw@cache.example.com:6380/1?ssl_cert_reqs=required",
+        ),
+        (
+            "redis://h/0?password=p%40ss&health_check_interval=5",
+            "redis://:p%40ss@h/0?health_check_interval=5",
+        ),
+        ("redis://user:inline@h:1/2?password=query", "redis://user:inline@h:1/2"),  # as redis-py
+        ("redis://[::1]:6379/0?password=a", "redis://:a@[::1]:6379/0"),
+        ("unix:///var/run/redis.sock", "redis+socket:///var/run/redis.sock"),
+        (
+            "unix:///var/run/redis.sock?db=3&password=s3c%2Fr%40t",
+            "redis+socket://:s3c%2Fr%40t@/var/run/redis.sock?virtual_host=3",
+        ),
+    ],
+)
+def test_the_broker_gets_kombus_spelling_of_the_redis_url(url: str, expected: str) -> None:
+    assert broker_url(url) == expected
+    assert celery_config(Settings(redis_url=url))["broker_url"] == expected
