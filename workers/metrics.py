@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -45,7 +46,11 @@ _LABELS = ("model", "device")
 
 class MetricsDir:
     """A fresh directory for the metric files of one worker's processes; removed when the
-    worker stops."""
+    worker stops. One left behind by a worker that could not remove it (killed by SIGKILL or
+    the OOM killer) is removed by the next worker started on the machine."""
+
+    PREFIX = "genq-metrics-"
+    OWNER = "owner"  # host and pid of the worker's main process: is it gone?
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -55,7 +60,9 @@ class MetricsDir:
         """A new directory, set as PROMETHEUS_MULTIPROC_DIR for this process and the pool
         processes it forks (so before they fork). One inherited from the environment is not
         reused: files of an earlier worker would count as this one's."""
-        path = Path(tempfile.mkdtemp(prefix="genq-metrics-"))
+        remove_orphans(Path(tempfile.gettempdir()))
+        path = Path(tempfile.mkdtemp(prefix=cls.PREFIX))
+        (path / cls.OWNER).write_text(f"{socket.gethostname()} {os.getpid()}")
         os.environ[MULTIPROC_ENV] = str(path)
         # prometheus_client picks file-backed values if the variable is set when it is first
         # imported, and Celery's command line has imported it before any genq code runs
@@ -67,6 +74,34 @@ class MetricsDir:
         shutil.rmtree(self.path, ignore_errors=True)
         if os.environ.get(MULTIPROC_ENV) == str(self.path):
             del os.environ[MULTIPROC_ENV]
+
+
+def remove_orphans(parent: Path) -> list[Path]:
+    """Remove the metrics directories under `parent` whose worker is gone; returns them. One
+    without an owner file, another host's (a /tmp shared between containers, whose process
+    ids are not ours to check) or another user's is left alone."""
+    here = socket.gethostname()
+    removed = []
+    for path in parent.glob(f"{MetricsDir.PREFIX}*"):
+        try:
+            host, _, pid = (path / MetricsDir.OWNER).read_text().rpartition(" ")
+            owner = int(pid)
+        except (OSError, ValueError):
+            continue
+        if host == here and not _alive(owner):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.frames import WindowFrame
-from ops.localstack import free_port, wait_for
+from ops.localstack import Worker, free_port, wait_for
 from producer import Client
 
 from .conftest import Stack
@@ -174,3 +174,28 @@ def test_a_worker_whose_metrics_port_is_taken_still_runs_jobs(
             assert client.submit(**KNOWN_JOB).result(timeout=60).usage.completion_tokens == 37
     log = (stack.logs / "a.log").read_text()
     assert f"cannot listen on 0.0.0.0 port {port}" in log and "GENQ_METRICS_PORT" in log
+
+
+def test_a_killed_workers_metrics_directory_is_removed_by_the_next_worker(
+    make_stack: Callable[[], Stack],
+) -> None:
+    stack = make_stack()
+    metrics_worker(stack, "a")
+    (left,) = stack.logs.glob("genq-metrics-*")
+    elsewhere = stack.logs / "genq-metrics-elsewhere"  # another container's, in a shared /tmp
+    elsewhere.mkdir()
+    (elsewhere / "owner").write_text("another-host 1")
+    killed = next(p for p in stack.procs if isinstance(p, Worker) and p.name == "a")
+    killed.signal(signal.SIGKILL)  # no chance to remove its directory
+    assert killed.proc is not None
+    killed.proc.wait(timeout=10)
+    assert left.is_dir()
+
+    metrics_worker(stack, "b")
+    survivor = next(p for p in stack.procs if isinstance(p, Worker) and p.name == "b")
+    assert survivor.proc is not None
+    assert not left.exists()
+    assert elsewhere.is_dir()
+    (mine,) = (d for d in stack.logs.glob("genq-metrics-*") if d != elsewhere)
+    host, pid = (mine / "owner").read_text().split()
+    assert (host, int(pid)) == (socket.gethostname(), survivor.proc.pid)
