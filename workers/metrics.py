@@ -88,20 +88,10 @@ def remove_orphans(parent: Path) -> list[Path]:
             owner = int(pid)
         except (OSError, ValueError):
             continue
-        if host == here and not _alive(owner):
+        if host == here and not alive(owner):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 @dataclass
