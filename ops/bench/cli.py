@@ -70,6 +70,8 @@ sections (--suite, in this order):
             (model loading excluded; OMP_WAIT_POLICY=passive on both sides unless
             --overhead-omp-spin), in 3 rounds, which side goes first alternating by round.
             Target: median of the rounds' in-process wall / genq wall >= 0.80.
+            --overhead-processes 1 on a 2-core machine leaves Redis, the relay and Celery's
+            main processes the other core.
   remote    one llama_cpp.server on the tiny model; 20 rounds of 5 jobs of 200 tokens per path
             (EOS biased away, one server request a job), one job at a time: by one client
             streaming SSE directly, and through genq's remote backend (1 relay, 1 worker
@@ -171,9 +173,16 @@ def _submit_options(group: argparse._ArgumentGroup) -> None:
 
 def _overhead_options(group: argparse._ArgumentGroup) -> None:
     add = group.add_argument
-    add("--overhead-jobs", type=_positive, default=1_000, help="jobs, split over 2 (1000)")
+    add("--overhead-jobs", type=_positive, default=1_000, help="jobs (1000)")
     add("--overhead-tokens", type=_positive, default=16, help="tokens per job (16)")
     add("--overhead-rounds", type=_positive, default=3, help="rounds of both sides (3)")
+    add(
+        "--overhead-processes",
+        type=_positive,
+        default=overhead.PROCESSES,
+        help=f"worker processes, and in-process ones ({overhead.PROCESSES}, the target's); "
+        "fewer than the cores leaves Redis, the relay and Celery's main processes a core",
+    )
     add(
         "--overhead-omp-spin",
         action="store_true",

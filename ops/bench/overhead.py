@@ -43,7 +43,7 @@ from ops.localstack import StackError
 from producer.batches import BatchHandle
 from producer.client import Client
 
-PROCESSES = 2  # worker processes, and baseline processes
+PROCESSES = 2  # worker processes, and baseline processes, unless --overhead-processes
 TARGET_RATIO = 0.8  # in-process wall over genq wall, at least
 PROMPT = "Once upon a time"
 FIRST_SEED = 1
@@ -106,10 +106,10 @@ def batch_lines(jobs: int, tokens: int, first_seed: int = FIRST_SEED) -> list[di
     ]
 
 
-def measure_baseline(stack: Stack, jobs: int, tokens: int) -> Baseline:
-    """Both processes load the model, then start together on a line sent to each."""
-    shares = [jobs // PROCESSES + (n < jobs % PROCESSES) for n in range(PROCESSES)]
-    firsts = [FIRST_SEED + sum(shares[:n]) for n in range(PROCESSES)]
+def measure_baseline(stack: Stack, jobs: int, tokens: int, processes: int) -> Baseline:
+    """The processes load the model, then start together on a line sent to each."""
+    shares = [jobs // processes + (n < jobs % processes) for n in range(processes)]
+    firsts = [FIRST_SEED + sum(shares[:n]) for n in range(processes)]
     with ExitStack() as stack_of:
         children = [
             stack_of.enter_context(running(_child(stack, n, first, share, tokens), READY, True))
@@ -146,13 +146,13 @@ def _printed(child: BenchProcess) -> dict[str, Any]:
     return printed
 
 
-def warm_up(client: Client, tokens: int) -> None:
+def warm_up(client: Client, tokens: int, processes: int) -> None:
     """Short batches until each worker process has run a job: its model is loaded."""
     for round_ in range(WARM_ROUNDS):
         lines = batch_lines(WARM_JOBS, tokens, first_seed=10_000 + round_ * WARM_JOBS)
         handle = client.submit_batch(lines)
         handle.wait(timeout=TIMEOUT_S, poll_s=POLL_S)
-        if len({t.worker for t in job_times(client, handle)}) >= PROCESSES:
+        if len({t.worker for t in job_times(client, handle)}) >= processes:
             return
     raise StackError(f"not every worker ran a warm-up job in {WARM_ROUNDS} rounds")
 
@@ -208,24 +208,24 @@ def job_times(client: Client, handle: BatchHandle) -> list[JobTimes]:
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
-    jobs, tokens = args.overhead_jobs, args.overhead_tokens
+    jobs, tokens, processes = args.overhead_jobs, args.overhead_tokens, args.overhead_processes
     env = {} if args.overhead_omp_spin else PASSIVE_OPENMP
     openmp = "spinning (OpenMP's default)" if args.overhead_omp_spin else "OMP_WAIT_POLICY=passive"
     say(
         f"{jobs:,} jobs of {tokens} tokens on {BENCH_MODEL!r} (prompt {PROMPT!r}, seeds "
         f"{FIRST_SEED}..{FIRST_SEED + jobs - 1}, EOS banned, JobSpec's default sampling); "
-        f"{PROCESSES} processes on each side, idle OpenMP threads {openmp}; model loading "
+        f"{processes} processes on each side, idle OpenMP threads {openmp}; model loading "
         "excluded on both"
     )
     rounds: list[tuple[Baseline, GenqRun]] = []
-    with local_stack(cache, env, workers=PROCESSES) as stack, Client(stack.settings) as client:
-        warm_up(client, tokens)
+    with local_stack(cache, env, workers=processes) as stack, Client(stack.settings) as client:
+        warm_up(client, tokens, processes)
         for round_ in range(args.overhead_rounds):
             if round_ % 2:
                 genq = measure_genq(stack, client, jobs, tokens)
-                baseline = measure_baseline(stack, jobs, tokens)
+                baseline = measure_baseline(stack, jobs, tokens, processes)
             else:
-                baseline = measure_baseline(stack, jobs, tokens)
+                baseline = measure_baseline(stack, jobs, tokens, processes)
                 genq = measure_genq(stack, client, jobs, tokens)
             rounds.append((baseline, genq))
             stack.check_alive()
@@ -236,18 +236,20 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     )
     baseline, genq = rounds[ratios.index(statistics.median_low(ratios))]
     say("  the median round:")
-    say(*describe(baseline, genq, jobs, tokens))
+    say(*describe(baseline, genq, jobs, tokens, processes))
     say(*breakdown(baseline, genq))
 
 
-def describe(baseline: Baseline, genq: GenqRun, jobs: int, tokens: int) -> list[str]:
+def describe(
+    baseline: Baseline, genq: GenqRun, jobs: int, tokens: int, processes: int
+) -> list[str]:
     ratio = baseline.seconds / genq.seconds
-    per_job_ms = (genq.seconds - baseline.seconds) / jobs * PROCESSES * 1000
+    per_job_ms = (genq.seconds - baseline.seconds) / jobs * processes * 1000
     return [
-        f"  in-process, {PROCESSES} processes back to back: {baseline.jobs:,} jobs, "
+        f"  in-process, {processes} processes back to back: {baseline.jobs:,} jobs, "
         f"{baseline.tokens:,} tokens in {baseline.seconds:.2f} s = "
         f"{baseline.jobs / baseline.seconds:,.0f} jobs/s",
-        f"  genq, one batch on {PROCESSES} worker processes: {jobs:,} jobs in "
+        f"  genq, one batch on {processes} worker processes: {jobs:,} jobs in "
         f"{genq.seconds:.2f} s = {jobs / genq.seconds:,.0f} jobs/s (submit_batch itself "
         f"{genq.submit_s:.2f} s); succeeded {genq.succeeded:,}/{jobs:,}, exactly {tokens} "
         f"tokens {genq.exact:,}/{jobs:,} "
