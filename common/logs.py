@@ -6,7 +6,7 @@ A call site names its event and passes fields through `extra=fields(...)`:
 
 `text` renders `2026-11-21T10:00:00.123Z INFO genq.jobs: job started job=3f… epoch=0 …`;
 `json` renders one object a line (`ts`, `level`, `logger`, `event`, the fields). Every line
-of a process also carries its `worker` (the Celery node name, or `relay@host`).
+of a process also names it: `worker` (the Celery node name) or `relay` (`relay@host:pid`).
 
 Nothing here logs a prompt; call sites keep prompts out of their fields. As a last guard,
 a password in any URL of a line (`redis://user:secret@host`) is masked before it is written.
@@ -25,8 +25,9 @@ FIELDS = "genq_fields"  # the LogRecord attribute `fields()` sets
 LogFormat = Literal["text", "json"]
 
 # user:password@ in a URL, and ?password=: masked in every line.
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+(?=@)", re.I)
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.I)
+# The password runs to the last @ before the host: redis-py takes an unencoded @ as part of it.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^\s/]+(?=@)", re.I)
+QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.I)
 _BARE = re.compile(r"^[^\s=\"]+$")
 
 
@@ -38,7 +39,7 @@ def fields(**values: Any) -> dict[str, Any]:
 def mask_secrets(line: str) -> str:
     if "://" not in line and "password" not in line.lower():  # most lines: no regex run
         return line
-    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\g<head>***", line))
+    return QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\g<head>***", line))
 
 
 class EventFormatter(logging.Formatter):

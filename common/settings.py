@@ -6,7 +6,6 @@ Every field reads from the environment with the ``GENQ_`` prefix, e.g. ``GENQ_RE
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from common.logs import QUERY_PASSWORD
 from common.schemas import BUNDLE_JOBS_MAX, Device, ModelName
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -175,13 +175,10 @@ class Settings(BaseSettings):
         return redact_url(self.redis_url)
 
 
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
-
-
 def redact_url(url: str) -> str:
     """The URL with any password (in the user part or as `?password=`) replaced by ***,
     safe for logs and error messages."""
-    redacted = _QUERY_PASSWORD.sub(r"\1***", url)
+    redacted = QUERY_PASSWORD.sub(r"\1***", url)
     parts = urlsplit(redacted)
     if parts.password is None:
         return redacted

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -37,7 +38,7 @@ def main() -> int:
             settings = _start_stack(stack, run_dir)
             _run_jobs(settings)
     except KeyboardInterrupt:
-        console.print("\n[yellow]interrupted: stopped the worker and redis-server[/]")
+        console.print("\n[yellow]interrupted: stopped the stack[/]")
         return 130
     except (StackError, GenqError) as exc:
         console.print(f"[red]demo failed:[/] {exc}")
@@ -72,8 +73,12 @@ def _start_stack(stack: ExitStack, run_dir: Path) -> Settings:
 
 
 def _down(run: RunDir, started: UpResult) -> None:
+    """Bring the stack down and keep only the logs: the demo's Redis data (the local stack's
+    Redis persists) and model cache would otherwise pile up in /tmp, one set per run."""
     down(run)
     started.reap()
+    for kept in (run.path / "redis", run.path / "cache"):
+        shutil.rmtree(kept, ignore_errors=True)
 
 
 def _run_jobs(settings: Settings) -> None:

@@ -197,7 +197,7 @@ class _Starting:
         if self.options.flower:
             # Loopback only: its API answers without a login, as its dashboard does.
             env = {**self.env, "FLOWER_UNAUTHENTICATED_API": "true"}
-            flower = Flower(env=env, log=self.run.log("flower"))
+            flower = Flower(env=env, log=self.run.log("flower"), port=self._free_port())
             started.append(self._spawn(flower, "flower", "flower", flower.port, flower.url))
         return started
 
@@ -234,8 +234,10 @@ class _Starting:
     def _metrics_port(self, name: str) -> int:
         """A free port of its own; 0 (no endpoint) where the caller's environment says 0."""
         given = self.options.env.get(name, os.environ.get(name))
-        if given == "0":
-            return 0
+        return 0 if given == "0" else self._free_port()
+
+    def _free_port(self) -> int:
+        """Free now and not handed to a process started before (which may not listen yet)."""
         taken = {record.port for record in self.state.processes}
         return next(port for port in iter(free_port, None) if port not in taken)
 

@@ -253,8 +253,9 @@ def _fail(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, exc: GenqE
     log.warning("job failed: %s", exc, extra=_fields(pub, record, code=exc.code))
     try:
         frame = pub.error(exc.code, str(exc), exc.retryable)
-    except LeaseLost:
-        return  # a newer attempt owns the job's outcome
+    except LeaseLost:  # a newer attempt owns the job's outcome
+        pub.observer.ended("superseded", pub.first_token_ms)
+        return
     fields = {
         "state": JobState.FAILED,
         "started_ms": record.started_ms,

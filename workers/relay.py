@@ -200,11 +200,13 @@ class Relay:
         pipe = self.redis.pipeline(transaction=False)
         streams: list[str] = []
         entries: list[str | bytes] = []
+        moved = 0
         for raw in frames:
             header = parse_header(raw)
             if header is None:
                 log.warning("relay: dropped a message that is not a genq frame")
                 continue
+            moved += 1
             if header.type == FrameType.WINDOW.value:  # checkpointed before it is readable
                 self._append(pipe, streams, entries)
                 streams, entries = [], []
@@ -217,7 +219,7 @@ class Relay:
                 self._retain(pipe, header.job_id)
         self._append(pipe, streams, entries)
         self._report(pipe.execute(raise_on_error=False))
-        self.moved += len(frames)
+        self.moved += moved
 
     def _append(self, pipe: Any, streams: list[str], entries: list[str | bytes]) -> None:
         if streams:

@@ -21,24 +21,27 @@ from workers.progress import TaskProgress
 
 
 class GenqTask(Task):  # type: ignore[misc]
-    """Holds the worker process's context. Celery makes one task instance per process, and
-    the context is built on first use, after the pool has forked."""
+    """Holds the worker process's context, built on first use, after the pool has forked.
+    It is kept on this class, not on a task: each task (one job, a bundle) is a class of its
+    own, and a process running both must still load each model once and keep one set of
+    metrics (two would overwrite each other's values in the shared metric files)."""
 
     _context: WorkerContext | None = None
 
     @property
     def context(self) -> WorkerContext:
-        if self._context is None:
+        if GenqTask._context is None:
             genq_app: GenqCelery = self.app
             settings = genq_app.genq_settings
-            self._context = WorkerContext.from_settings(settings)
+            context = WorkerContext.from_settings(settings)
             if settings.metrics_port:
-                self._context.observers.append(WorkerMetrics(settings.device).observer)
+                context.observers.append(WorkerMetrics(settings.device).observer)
+            GenqTask._context = context
             # Celery's and kombu's objects live as long as the process: taken out of the
             # garbage collector's scans, which otherwise cost a short job about 1 ms of its
             # 4 (measured with the overhead benchmark).
             gc.freeze()
-        return self._context
+        return GenqTask._context
 
     def run_requests(self, requests: Sequence[GenerateRequest]) -> str:
         """Run a message's jobs; their summary, for Flower. (Celery's `run` is the task body.)"""

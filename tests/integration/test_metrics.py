@@ -120,6 +120,34 @@ def test_a_worker_sums_its_pool_processes(make_stack: Callable[[], Stack]) -> No
     assert worker.now("genq_active_jobs", **TINY) == 0
 
 
+def test_lone_jobs_and_bundles_in_one_pool_process_count_into_one_set_of_figures(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """A lone job and a bundle are two Celery tasks; one pool process (-c 1) runs both, in
+    turn: a lone job, a batch of bundles, a lone job again."""
+    stack = make_stack()
+    stack.relay()
+    worker = metrics_worker(stack, "a")
+    lines = [
+        {"custom_id": f"b{n}", "prompt": "m", "model": "tiny", "max_tokens": 3, "seed": n}
+        | {"ignore_eos": True}
+        for n in range(32)  # enough for bundles of two (producer.bundles)
+    ]
+    with Client(stack.settings) as client:
+        first = client.submit(**KNOWN_JOB).result(timeout=60)
+        batch = client.submit_batch(lines)
+        batch.wait(timeout=120)
+        results = list(batch.results(wait=False))
+        last = client.submit(**KNOWN_JOB).result(timeout=60)
+    assert [r.status for r in results] == ["succeeded"] * 32
+    tokens = sum(r.usage.completion_tokens for r in results if r.usage)
+    tokens += first.usage.completion_tokens + last.usage.completion_tokens
+    assert tokens == 2 * 37 + 32 * 3
+    worker.wait("genq_jobs_total", 34, outcome="succeeded", **TINY)
+    assert worker.moved("genq_tokens_generated_total", **TINY) == tokens
+    assert worker.now("genq_active_jobs", **TINY) == 0
+
+
 def test_queue_depth_counts_the_messages_waiting_at_every_priority(
     make_stack: Callable[[], Stack], tmp_path: Path
 ) -> None:

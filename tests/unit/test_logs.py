@@ -82,6 +82,12 @@ def test_passwords_in_urls_are_masked_in_every_line(line: str, secret: str) -> N
     assert secret not in rendered
 
 
+def test_a_password_with_an_unencoded_at_sign_is_masked_whole() -> None:
+    # redis-py reads the password of redis://u:p@ss@host as p@ss: nothing of it may show.
+    line = "Connected to redis://u:p@ss@host:6379/0 and redis://:x@other/1"
+    assert mask_secrets(line) == "Connected to redis://u:***@host:6379/0 and redis://:***@other/1"
+
+
 def test_a_url_without_a_password_is_left_alone() -> None:
     assert mask_secrets("redis://host:6379/0 and http://a:80/b") == (
         "redis://host:6379/0 and http://a:80/b"
