@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -9,11 +11,13 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 SEED_MAX = 2**32 - 1
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
@@ -27,6 +31,82 @@ ModelName = Annotated[
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Input fields are typed strictly: what a user sends is what genq runs, so "10" and true are
+# not 10 and 1, and a float is finite. Every string must encode as UTF-8 (Redis, JSON and the
+# model all take UTF-8): Python strings can hold lone surrogates ("\ud800" in JSON) that
+# cannot be encoded.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unencodable(text: str) -> str | None:
+    """Why `text` cannot be encoded as UTF-8 (a lone surrogate, and where), or None."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (
+        f"cannot be encoded as UTF-8: a lone surrogate (\\u{ord(found[0]):04x}) at "
+        f"character {found.start()}"
+    )
+
+
+def json_kind(value: object) -> str:
+    """A value's type as JSON names it, for error messages (never the value of a string)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return "an object" if isinstance(value, Mapping) else f"a {type(value).__name__}"
+
+
+def _text(value: object) -> object:
+    reason = unencodable(value) if isinstance(value, str) else None
+    if reason is not None:
+        raise PydanticCustomError("utf8", reason)
+    return value
+
+
+def _integer(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError(
+            "int_type", "Input should be an integer, got {kind}", {"kind": json_kind(value)}
+        )
+    return value
+
+
+def _number(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError(
+            "float_type", "Input should be a number, got {kind}", {"kind": json_kind(value)}
+        )
+    if not math.isfinite(value):  # before the bounds, which NaN fails with a wrong reason
+        raise PydanticCustomError(
+            "finite_number", "Input should be a finite number, got {value}", {"value": str(value)}
+        )
+    return value
+
+
+def _token_id(value: object) -> object:
+    """A logit_bias key: an integer, or its decimal digits (JSON's object keys are strings)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return _integer(value)
+
+
+# Strings that must encode as UTF-8. The check runs first: pydantic's own check of a
+# constrained string fails on such a string, with a misleading reason.
+_Utf8 = BeforeValidator(_text)
+Text = Annotated[str, StringConstraints(strict=True), _Utf8]
+StopText = Annotated[str, StringConstraints(min_length=1, max_length=256, strict=True), _Utf8]
+MessageText = Annotated[str, StringConstraints(max_length=10_000_000, strict=True), _Utf8]
+StrictInt = Annotated[int, BeforeValidator(_integer)]
+Number = Annotated[float, BeforeValidator(_number)]
+TokenId = Annotated[int, BeforeValidator(_token_id), Field(ge=0)]
 
 
 class JobState(StrEnum):
@@ -72,7 +152,7 @@ class TokenLogprob(_Model):
 
 class ChatMessage(_Model):
     role: Literal["system", "user", "assistant", "tool"]
-    content: str = Field(max_length=10_000_000)
+    content: MessageText
 
 
 class JobSpec(_Model):
@@ -80,44 +160,48 @@ class JobSpec(_Model):
 
     v: Literal[1] = 1
     model: ModelName = "tiny"
-    prompt: str | None = Field(None, description="Plain-text prompt.")
+    prompt: Text | None = Field(None, description="Plain-text prompt.")
     messages: list[ChatMessage] | None = Field(
         None,
         min_length=1,
         max_length=1024,
         description="Chat messages, rendered with the model's chat template.",
     )
-    max_tokens: int = Field(256, ge=1, le=1_000_000, description="Tokens to generate at most.")
-    temperature: float = Field(0.8, ge=0.0, le=2.0, description="0 samples greedily.")
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    top_k: int = Field(40, ge=0, le=100_000, description="0 disables top-k.")
-    min_p: float = Field(0.05, ge=0.0, le=1.0)
-    repeat_penalty: float = Field(1.0, ge=0.0, le=10.0, description="1.0 disables it.")
-    seed: int | None = Field(
+    max_tokens: StrictInt = Field(
+        256, ge=1, le=1_000_000, description="Tokens to generate at most."
+    )
+    temperature: Number = Field(0.8, ge=0.0, le=2.0, description="0 samples greedily.")
+    top_p: Number = Field(0.95, gt=0.0, le=1.0)
+    top_k: StrictInt = Field(40, ge=0, le=100_000, description="0 disables top-k.")
+    min_p: Number = Field(0.05, ge=0.0, le=1.0)
+    repeat_penalty: Number = Field(1.0, ge=0.0, le=10.0, description="1.0 disables it.")
+    seed: StrictInt | None = Field(
         None, ge=0, le=SEED_MAX, description="Sampler seed; assigned at submit when absent."
     )
-    stop: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+    stop: list[StopText] = Field(
         default_factory=list, max_length=16, description="Text ends before the first of these."
     )
-    logit_bias: dict[int, Annotated[float, Field(ge=-100.0, le=100.0)]] = Field(
+    logit_bias: dict[TokenId, Annotated[Number, Field(ge=-100.0, le=100.0)]] = Field(
         default_factory=dict, max_length=1024, description="Token id to additive logit bias."
     )
-    ignore_eos: bool = Field(False, description="Keep generating past end-of-sequence.")
-    window_tokens: int | None = Field(
+    ignore_eos: bool = Field(
+        False, strict=True, description="Keep generating past end-of-sequence."
+    )
+    window_tokens: StrictInt | None = Field(
         None,
         ge=1,
         le=1_000_000,
         description="Tokens per continuation window (a checkpoint after each); default: half "
         "the context left after the prompt. Capped at that room.",
     )
-    max_windows: int | None = Field(
+    max_windows: StrictInt | None = Field(
         None,
         ge=1,
         le=1_000_000,
         validation_alias=AliasChoices("max_windows", "max_continuations"),
         description="Windows at most (alias max_continuations); default: what max_tokens needs.",
     )
-    logprobs: int | None = Field(
+    logprobs: StrictInt | None = Field(
         None,
         ge=0,
         le=LOGPROBS_MAX,

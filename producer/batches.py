@@ -99,9 +99,11 @@ class BatchSubmitter:
     def __init__(self, client: Client, options: BatchOptions) -> None:
         self.client = client
         self.options = options
-        self.batch_id = check_batch_id(options.batch_id) if options.batch_id else new_batch_id()
+        given = options.batch_id
+        self.batch_id = new_batch_id() if given is None else check_batch_id(given)  # '' too
         expires_in = options.expires_in_s
         self.expires_ms = now_ms() + int(expires_in * 1000) if expires_in else 0
+        self._opened = False  # the batch's record is written with its first chunk
 
     def submit(self, source: Source, progress: Callable[[int], None] | None = None) -> Submission:
         if not isinstance(source, str) and not hasattr(source, "open"):
@@ -115,7 +117,6 @@ class BatchSubmitter:
             raise InvalidBatch(describe_rejects(name, found.rejects), _pairs(found.rejects))
         if found.valid == 0:
             raise InvalidBatch(f"{name}: every line is invalid; nothing was submitted", [])
-        self._open()
         created = existing = 0
         lines = valid_lines(source, defaults, found.rejected_lines)
         for chunk in _chunks(lines, SUBMIT_CHUNK, first=FIRST_CHUNK):
@@ -125,19 +126,23 @@ class BatchSubmitter:
                 progress(created + existing)
         return Submission(created, existing, found.rejects)
 
-    def _open(self) -> None:
-        keys, redis = self.client.keys, self.client.redis
-        key = keys.batch(self.batch_id)
-        with redis_errors(self.client.settings):
-            pipe = redis.pipeline(transaction=False)
-            for name, value in (
+    def _write(self, names: list[str], args: list[Any]) -> set[str]:
+        """Run SUBMIT for a chunk; the first chunk opens the batch's record in the same
+        transaction, so that a batch exists only once a job of it does. Returns the job ids
+        created."""
+        pipe = self.client.redis.pipeline(transaction=True)
+        if not self._opened:
+            key = names[0]
+            for field_name, value in (
                 ("created_ms", now_ms()),
                 ("priority", self.options.priority),
                 ("expires_ms", self.expires_ms),
             ):
-                pipe.hsetnx(key, name, value)
-            pipe.expire(key, self.client.settings.job_ttl_s)
-            pipe.execute()
+                pipe.hsetnx(key, field_name, value)
+        pipe.eval(SUBMIT, len(names), *names, *args)  # it sets the record's expiry
+        created = pipe.execute()[-1]
+        self._opened = True
+        return {str(job_id) for job_id in created}
 
     def _submit_chunk(self, chunk: list[BatchLine]) -> int:
         """Write the chunk's new jobs, dispatch them (and any earlier job of the batch whose
@@ -156,7 +161,7 @@ class BatchSubmitter:
             record = json.dumps(dict(job.record.to_hash()))
             args += [custom_id, job.job_id, job.record.expires_ms, record]
         with redis_errors(client.settings):
-            created = set(client.redis.eval(SUBMIT, len(names), *names, *args))
+            created = self._write(names, args)
             pending = [job for _, job in jobs if job.job_id in created]
             if len(created) < len(jobs):
                 pending += self._undispatched(

@@ -14,16 +14,26 @@ An OpenAI line is what OpenAI's Batch API (and vLLM's `run-batch`) accept:
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn
 
-from common.errors import InvalidJob
-from common.schemas import JobSpec
+from common.errors import InvalidBatch, InvalidJob
+from common.schemas import JobSpec, json_kind, unencodable
 from producer.core import parse_spec
 
-CUSTOM_ID_MAX = 256
+CUSTOM_ID_MAX = 256  # characters
+# Limits checked before a line is parsed, so that no line can exhaust memory or recursion.
+# A line's bytes, its newline included: room for a prompt of a million characters (the default
+# GENQ_MAX_PROMPT_CHARS) even written wholly as \uXXXX escapes.
+LINE_BYTES_MAX = 16 * 2**20
+JSON_DEPTH_MAX = 32  # arrays and objects nested in a line; a job needs 5 at most
+SHOWN_CHARS_MAX = 1_000  # of a line over LINE_BYTES_MAX, in its reject's `input`
+_SKIP_BYTES = 2**20  # read at a time while skipping the rest of an overlong line
 OPENAI_URLS = {"/v1/completions": "prompt", "/v1/chat/completions": "messages"}
 # OpenAI body fields genq honours, by genq's name for them.
 _OPENAI_FIELDS = {
@@ -85,16 +95,51 @@ class BatchLine:
 
 
 def raw_lines(source: Source) -> Iterator[tuple[int, str | bytes | Mapping[str, Any]]]:
-    """(line number, line) for every non-blank line; a path is read lazily, as bytes."""
+    """(line number, line) for every non-blank line; a path is read lazily, as bytes. Raises
+    InvalidBatch for a path that is not a regular file that can be read."""
     if isinstance(source, str | Path):
-        with Path(source).open("rb") as file:
-            for number, raw in enumerate(file, 1):
+        with open_batch_file(Path(source)) as file:
+            for number, raw in enumerate(_bounded_lines(file), 1):
                 if raw.strip():
                     yield number, raw
         return
     for number, item in enumerate(source, 1):
         if isinstance(item, Mapping) or item.strip():
             yield number, item
+
+
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def open_batch_file(path: Path) -> IO[bytes]:
+    """The file, opened for reading, if it is a regular file. Special files are refused: a
+    device like /dev/zero never ends, and a FIFO's lines could not be read twice."""
+    try:  # non-blocking: opening a FIFO would otherwise wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InvalidBatch(f"{path}: cannot be read ({exc.strerror})", []) from None
+    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        what = _FILE_KINDS.get(kind, "not a regular file")
+        raise InvalidBatch(f"{path}: {what}, not a regular file; a batch is a JSONL file", [])
+    return os.fdopen(fd, "rb")
+
+
+def _bounded_lines(file: IO[bytes]) -> Iterator[bytes]:
+    """The file's lines, each of at most LINE_BYTES_MAX + 1 bytes: a longer line is cut there
+    (which `_object` refuses) and the rest of it skipped, so memory stays bounded."""
+    while raw := file.readline(LINE_BYTES_MAX + 1):
+        if len(raw) > LINE_BYTES_MAX and not raw.endswith(b"\n"):
+            while (rest := file.readline(_SKIP_BYTES)) and not rest.endswith(b"\n"):
+                pass
+        yield raw
 
 
 def parse_line(raw: str | bytes | Mapping[str, Any], defaults: Mapping[str, Any]) -> BatchLine:
@@ -104,6 +149,7 @@ def parse_line(raw: str | bytes | Mapping[str, Any], defaults: Mapping[str, Any]
 
 
 def _job(obj: Mapping[str, Any], custom_id: str, defaults: Mapping[str, Any]) -> BatchLine:
+    _check_values(obj)
     form = _openai_fields if {"url", "body", "method"} & obj.keys() else _genq_fields
     fields = {**defaults, **form(obj)}
     try:
@@ -116,28 +162,111 @@ def _job(obj: Mapping[str, Any], custom_id: str, defaults: Mapping[str, Any]) ->
 def _object(raw: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(raw, Mapping):
         return dict(raw)
-    if isinstance(raw, bytes):
-        if b"\x00" in raw:
-            raise LineError("not text: it holds NUL bytes (is this a binary file?)")
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise LineError(f"not UTF-8 text (byte {exc.start}; is this a binary file?)") from None
+    text = _text(raw)
+    _check_depth(text)
     try:
-        obj = json.loads(raw.removeprefix("\ufeff"))  # a byte-order mark opens some files
+        obj = json.loads(text.removeprefix("\ufeff"), parse_constant=_not_json)  # BOM: some files
     except json.JSONDecodeError as exc:
         raise LineError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except ValueError as exc:  # NaN, Infinity, or an integer of more digits than Python reads
+        raise LineError(f"invalid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise LineError(f"expected a JSON object, got {type(obj).__name__}")
     return obj
 
 
+def _text(raw: str | bytes) -> str:
+    """A line as text, refused when longer than LINE_BYTES_MAX or when not UTF-8 text."""
+    size = len(raw) if isinstance(raw, bytes) else _utf8_size(raw)
+    if size > LINE_BYTES_MAX:
+        raise LineError(
+            f"line longer than {LINE_BYTES_MAX:,} bytes ({LINE_BYTES_MAX // 2**20} MiB), "
+            "the limit on a line"
+        )
+    if isinstance(raw, str):
+        return raw
+    if b"\x00" in raw:
+        raise LineError("not text: it holds NUL bytes (is this a binary file?)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LineError(f"not UTF-8 text (byte {exc.start}; is this a binary file?)") from None
+
+
+def _utf8_size(text: str) -> int:
+    if len(text) * 4 <= LINE_BYTES_MAX:  # 4 bytes a character at most: no need to count
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_STRING = re.compile(r'"[^"]*"')  # once escapes are gone
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_PAIR = re.compile(r"\[\]|\{\}")
+
+
+def _check_depth(text: str) -> None:
+    """Refuse a line nested deeper than JSON_DEPTH_MAX before `json` recurses into it. Each
+    round removes the innermost bracket pairs outside strings: as many rounds as the depth."""
+    if text.count("[") + text.count("{") <= JSON_DEPTH_MAX:
+        return
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", _ESCAPE.sub("", text)))
+    rounds = 0
+    while brackets and rounds <= JSON_DEPTH_MAX:
+        inner = _PAIR.sub("", brackets)
+        if inner == brackets:  # unbalanced (not JSON): its openers may still nest
+            break
+        brackets, rounds = inner, rounds + 1
+    if rounds + brackets.count("[") + brackets.count("{") > JSON_DEPTH_MAX:
+        raise _too_deep()
+
+
+def _too_deep() -> LineError:
+    return LineError(f"nested deeper than {JSON_DEPTH_MAX} levels (arrays and objects)")
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not a JSON value (JSON numbers are finite)")
+
+
+def _check_values(obj: Mapping[str, Any]) -> None:
+    """Every string of a line, field names too, must encode as UTF-8 (Redis, JSON and the
+    model take nothing else), and a line given as a mapping must nest no deeper than a JSON
+    line may. Reports the first string that fails, by where it is."""
+    todo: list[tuple[str, Any, int]] = [("", obj, 1)]
+    while todo:
+        where, value, depth = todo.pop()
+        if isinstance(value, str):
+            reason = unencodable(value)
+            if reason:
+                raise LineError(f"{where}: {reason}")
+            continue
+        if not isinstance(value, Mapping | list | tuple):
+            continue
+        if depth > JSON_DEPTH_MAX:
+            raise _too_deep()
+        items = list(value.items() if isinstance(value, Mapping) else enumerate(value))
+        for key, item in reversed(items):
+            name = f"{where}.{key}" if where else str(key)
+            reason = unencodable(key) if isinstance(key, str) else None
+            if reason:
+                raise LineError(f"a field name in {where or 'the line'} {reason}")
+            todo.append((name, item, depth + 1))
+
+
 def _custom_id(obj: Mapping[str, Any]) -> str:
     custom_id = obj.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
+    if custom_id is None:
         raise LineError("custom_id: missing (every line needs a unique, non-empty string)")
+    if not isinstance(custom_id, str):
+        raise LineError(f"custom_id: must be a string, got {json_kind(custom_id)}")
+    if not custom_id:
+        raise LineError("custom_id: empty (every line needs a unique, non-empty string)")
     if len(custom_id) > CUSTOM_ID_MAX:
         raise LineError(f"custom_id: longer than {CUSTOM_ID_MAX} characters")
+    reason = unencodable(custom_id)
+    if reason:
+        raise LineError(f"custom_id: {reason}")
     return custom_id
 
 
@@ -240,17 +369,18 @@ def _openai_message(message: Any) -> Any:
     if isinstance(content, list):  # content parts: text only
         if any(not isinstance(p, dict) or p.get("type") != "text" for p in content):
             raise LineError("body.messages: only text content parts are supported")
-        content = "".join(str(p.get("text", "")) for p in content)
+        if any(not isinstance(p.get("text"), str) for p in content):
+            raise LineError("body.messages: a text content part's `text` must be a string")
+        content = "".join(p["text"] for p in content)
     return {"role": role, "content": content}
 
 
 def _openai_logit_bias(bias: Any) -> Any:
     if not isinstance(bias, dict):
         return bias
-    try:
-        return {int(token): value for token, value in bias.items()}
-    except ValueError:
-        raise LineError("body.logit_bias: keys must be token ids") from None
+    if any(isinstance(t, str) and not (t.isascii() and t.isdigit()) for t in bias):
+        raise LineError("body.logit_bias: keys must be token ids")
+    return bias  # the job's own validation reads the ids
 
 
 @dataclass
@@ -296,6 +426,11 @@ def valid_lines(source: Source, defaults: Mapping[str, Any], skip: set[int]) -> 
 
 def _shown(raw: str | bytes | Mapping[str, Any]) -> str:
     if isinstance(raw, Mapping):
-        return json.dumps(raw, default=str)
+        try:
+            return json.dumps(raw, default=str)
+        except (ValueError, RecursionError):  # nested past what `json` writes
+            return "(a mapping too deeply nested to show)"
+    if len(raw) > LINE_BYTES_MAX:  # kept short: rejects are held in memory
+        raw = raw[:SHOWN_CHARS_MAX]
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     return text.rstrip("\r\n")

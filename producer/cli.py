@@ -18,9 +18,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from common.connection import redis_errors
 from common.errors import GenqError, InvalidJob, RegistryError
 from common.frames import TokenFrame
-from common.keys import is_job_id
+from common.keys import check_batch_id, is_job_id
 from common.presence import waiting_reason
 from common.registry import AnyModelConfig, ModelRegistry, RemoteModelConfig
 from common.routing import queue_name, serving
@@ -499,17 +500,44 @@ def status(settings: Settings, /, job_or_batch_id: str, as_json: bool) -> None:
     running, succeeded, failed, cancelled, expired) and the tokens generated. A queued job
     that no running worker serves says so (`waiting`), and which worker to start."""
     with Client(settings) as client:
-        if is_job_id(job_or_batch_id) and client.redis.exists(client.keys.job(job_or_batch_id)):
-            raw = client.redis.hgetall(client.keys.job(job_or_batch_id))
-            record = JobRecord.from_hash(raw)
+        record = _find_job(client, job_or_batch_id)
+        if record is not None:
             waiting = waiting_reason(record, client.workers())
             rows = _job_rows(job_or_batch_id, record)
             if waiting:
                 rows.insert(2, ("waiting", waiting))
             _show(rows, {**record.model_dump(mode="json"), "waiting": waiting}, as_json)
             return
-        batch = client.batch(job_or_batch_id).status()
+        batch = _find_batch(client, job_or_batch_id)
         _show(_batch_rows(batch), batch.model_dump(mode="json"), as_json)
+
+
+def _find_job(client: Client, name: str) -> JobRecord | None:
+    """The job's record, when `name` is a job id and the job is kept."""
+    if not is_job_id(name):
+        return None
+    with redis_errors(client.settings):
+        raw = client.redis.hgetall(client.keys.job(name))
+    return JobRecord.from_hash(raw) if raw else None
+
+
+def _find_batch(client: Client, name: str) -> BatchStatus:
+    """The batch's status; the error says what was looked for (a job id may name a batch)."""
+    if is_job_id(name):
+        missing = f"no job or batch {name}: neither was found"
+    else:
+        missing = f"no batch {name} (not a job id, so no job was looked for)"
+    try:
+        check_batch_id(name)
+    except InvalidJob:
+        raise InvalidJob(
+            f"not a job id (32 lowercase hex digits) nor a batch id (1-64 letters, digits, "
+            f"'_', '.', '-'): {name!r}"
+        ) from None
+    try:
+        return BatchHandle(client, name).status()
+    except InvalidJob:
+        raise InvalidJob(f"{missing}; never submitted, or its retention has passed") from None
 
 
 def _show(rows: list[tuple[str, str]], data: dict[str, Any], as_json: bool) -> None:

@@ -3,6 +3,7 @@ queue, and folding a job's frames into what a reader sees."""
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from common.schemas import (
     JobResult,
     JobSpec,
     JobState,
+    json_kind,
 )
 from common.settings import Settings
 
@@ -82,10 +84,17 @@ class Placement:
     expires_in_s: float | None = None
 
     def __post_init__(self) -> None:
-        if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
-            raise InvalidJob(f"priority must be {PRIORITY_MIN}-{PRIORITY_MAX}, got {self.priority}")
-        if self.expires_in_s is not None and self.expires_in_s <= 0:
-            raise InvalidJob(f"expires_in must be positive, got {self.expires_in_s}")
+        priority, expires = self.priority, self.expires_in_s
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise InvalidJob(f"priority must be an integer, got {json_kind(priority)}")
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise InvalidJob(f"priority must be {PRIORITY_MIN}-{PRIORITY_MAX}, got {priority}")
+        if expires is None:
+            return
+        if isinstance(expires, bool) or not isinstance(expires, int | float):
+            raise InvalidJob(f"expires_in must be a number of seconds, got {json_kind(expires)}")
+        if not 0 < expires < math.inf:  # NaN too
+            raise InvalidJob(f"expires_in must be positive and finite, got {expires}")
 
     def expires_ms(self, submitted_ms: int) -> int:
         if self.expires_in_s is None:

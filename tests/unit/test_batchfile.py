@@ -4,6 +4,7 @@ with its number and reason."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import UnknownModel
+from common.errors import InvalidBatch, UnknownModel
 from common.schemas import ChatMessage, JobSpec
 from producer.batchfile import (
+    JSON_DEPTH_MAX,
+    LINE_BYTES_MAX,
+    SHOWN_CHARS_MAX,
     BatchLine,
     LineError,
     Reject,
@@ -38,7 +42,7 @@ def openai(body: Any, url: str = COMPLETIONS, custom_id: str = "q", **extra: Any
     return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body, **extra})
 
 
-def reason(raw: str | bytes, defaults: dict[str, Any] | None = None) -> str:
+def reason(raw: str | bytes | dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
     """Why parse_line rejects the line."""
     with pytest.raises(LineError) as caught:
         parse_line(raw, defaults or {})
@@ -247,12 +251,29 @@ def test_line_that_is_a_json_array_is_rejected_as_not_an_object() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw",
-    [line(prompt="p"), line(custom_id="", prompt="p"), line(custom_id=7, prompt="p")],
-    ids=["missing", "empty", "not-a-string"],
+    ("raw", "why"),
+    [
+        (line(prompt="p"), "custom_id: missing"),
+        (line(custom_id=None, prompt="p"), "custom_id: missing"),
+        (line(custom_id="", prompt="p"), "custom_id: empty"),
+    ],
+    ids=["missing", "null", "empty"],
 )
-def test_line_without_a_custom_id_is_rejected(raw: str) -> None:
-    assert reason(raw).startswith("custom_id: missing")
+def test_line_without_a_custom_id_is_rejected(raw: str, why: str) -> None:
+    assert reason(raw).startswith(why)
+
+
+@pytest.mark.parametrize(
+    ("custom_id", "kind"),
+    [(1, "the number 1"), (True, "a boolean"), (["q"], "a list"), ({"q": 1}, "an object")],
+    ids=["number", "boolean", "list", "object"],
+)
+def test_custom_id_of_another_type_is_rejected_saying_it_has_the_wrong_type(
+    custom_id: Any, kind: str
+) -> None:
+    assert reason(line(custom_id=custom_id, prompt="p")) == (
+        f"custom_id: must be a string, got {kind}"
+    )
 
 
 def test_custom_id_longer_than_256_characters_is_rejected() -> None:
@@ -282,6 +303,243 @@ def test_binary_line_is_rejected_as_a_binary_file(raw: bytes) -> None:
 def test_line_with_both_prompt_and_messages_is_rejected() -> None:
     raw = line(custom_id="q1", prompt="p", messages=[{"role": "user", "content": "hi"}])
     assert "exactly one of `prompt` and `messages`" in reason(raw)
+
+
+# Strict types: no strings or booleans as integers, no NaN.
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (
+            line(custom_id="q", prompt="p", max_tokens="10"),
+            "max_tokens: Input should be an integer, got a string",
+        ),
+        (
+            line(custom_id="q", prompt="p", max_tokens=True),
+            "max_tokens: Input should be an integer, got a boolean",
+        ),
+        (
+            line(custom_id="q", prompt="p", seed=1.5),
+            "seed: Input should be an integer, got the number 1.5",
+        ),
+        (
+            line(custom_id="q", prompt="p", ignore_eos=1),
+            "ignore_eos: Input should be a valid boolean",
+        ),
+        (
+            '{"custom_id": "q", "prompt": "p", "temperature": 1e999}',
+            "temperature: Input should be a finite number, got inf",
+        ),
+        (openai({"prompt": "p", "max_tokens": "10"}), "max_tokens: Input should be an integer"),
+        (
+            openai({"prompt": "p", "logprobs": True}),
+            "logprobs: Input should be an integer, got a boolean",
+        ),
+        (openai({"prompt": "p", "temperature": "0"}), "temperature: Input should be a number"),
+    ],
+    ids=[
+        "string",
+        "boolean",
+        "fraction",
+        "bool-as-int",
+        "overflow",
+        "openai-string",
+        "openai-logprobs-true",
+        "openai-temperature-string",
+    ],
+)
+def test_a_number_of_the_wrong_type_is_rejected_naming_the_field(raw: str, why: str) -> None:
+    assert reason(raw).startswith(why)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_rejected_as_not_json(constant: str) -> None:
+    raw = f'{{"custom_id": "q", "prompt": "p", "temperature": {constant}}}'
+    assert reason(raw) == (
+        f"invalid JSON: {constant} is not a JSON value (JSON numbers are finite)"
+    )
+
+
+def test_an_integer_of_more_digits_than_python_reads_is_rejected_as_invalid_json() -> None:
+    raw = '{"custom_id": "q", "prompt": "p", "seed": ' + "9" * 5000 + "}"
+    assert reason(raw).startswith("invalid JSON: Exceeds the limit (4300 digits)")
+
+
+def test_openai_text_part_whose_text_is_not_a_string_is_rejected() -> None:
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}
+    assert reason(openai(body, CHAT)) == (
+        "body.messages: a text content part's `text` must be a string"
+    )
+
+
+@pytest.mark.parametrize(
+    "key", [" 5", "5.0", "\u0665", "-1"], ids=["padded", "decimal", "arabic-digit", "negative"]
+)
+def test_openai_logit_bias_key_must_be_ascii_digits(key: str) -> None:
+    assert reason(openai({"prompt": "p", "logit_bias": {key: 1}})) == (
+        "body.logit_bias: keys must be token ids"
+    )
+
+
+# Strings must encode as UTF-8: a lone surrogate escape is valid JSON but not valid Unicode.
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (
+            '{"custom_id": "q", "prompt": "a\\ud800"}',
+            "prompt: cannot be encoded as UTF-8: a lone surrogate (\\ud800) at character 1",
+        ),
+        ('{"custom_id": "\\udfff", "prompt": "p"}', "custom_id: cannot be encoded as UTF-8"),
+        ('{"custom_id": "q", "prompt": "p", "stop": ["\\udc00"]}', "stop.0: cannot be encoded"),
+        (
+            '{"custom_id": "q", "prompt": "p", "\\ud800": 1}',
+            "a field name in the line cannot be encoded",
+        ),
+        (
+            openai({"prompt": "p", "metadata": {"k": "\ud800"}}),
+            "body.metadata.k: cannot be encoded",
+        ),
+        (openai({"prompt": "p", "user": "\ud800"}), "body.user: cannot be encoded"),
+        (
+            openai(
+                {"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]},
+                CHAT,
+            ),
+            "body.messages.0.content.0.text: cannot be encoded",
+        ),
+        (openai({"prompt": "p", "\ud800": 1}), "a field name in body cannot be encoded"),
+    ],
+    ids=[
+        "prompt",
+        "custom-id",
+        "stop",
+        "field-name",
+        "ignored-openai-field",
+        "openai-user",
+        "openai-content-part",
+        "openai-field-name",
+    ],
+)
+def test_a_lone_surrogate_anywhere_in_a_line_is_rejected_saying_where(raw: str, why: str) -> None:
+    assert reason(raw).startswith(why)
+
+
+def test_a_line_given_as_a_mapping_with_a_lone_surrogate_is_rejected() -> None:
+    assert reason({"custom_id": "q", "prompt": "\ud800"}).startswith("prompt: cannot be encoded")
+
+
+def test_an_escaped_surrogate_pair_is_a_character_and_is_accepted() -> None:
+    assert parse_line('{"custom_id": "q", "prompt": "\\ud83d\\ude00"}', {}).spec.prompt == "😀"
+
+
+# Limits checked before parsing: nesting depth and line length.
+
+
+def nested(depth: int, closed: bool = True) -> str:
+    """A genq line whose `x` nests arrays so that the line is `depth` levels deep."""
+    inner = "[" * (depth - 1) + ("]" * (depth - 1) if closed else "")
+    return '{"custom_id": "q", "prompt": "p", "x": ' + inner + ("}" if closed else "")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [nested(100_000), nested(100_000, closed=False), nested(JSON_DEPTH_MAX + 1)],
+    ids=["100k-deep", "100k-unclosed", "one-too-deep"],
+)
+def test_a_line_nested_deeper_than_the_limit_is_rejected_naming_the_limit(raw: str) -> None:
+    assert reason(raw) == "nested deeper than 32 levels (arrays and objects)"
+
+
+def test_a_line_nested_to_the_limit_is_parsed() -> None:
+    assert reason(nested(JSON_DEPTH_MAX)) == "x: Extra inputs are not permitted"
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    prompt = '\\"[{' * 10_000 + "[" * 10_000
+    spec = parse_line('{"custom_id": "q", "prompt": "' + prompt + '"}', {}).spec
+    assert spec.prompt == '"[{' * 10_000 + "[" * 10_000
+
+
+def test_a_mapping_nested_deeper_than_the_limit_is_rejected() -> None:
+    value: list[Any] = []
+    for _ in range(JSON_DEPTH_MAX):
+        value = [value]
+    assert reason({"custom_id": "q", "prompt": "p", "x": value}) == (
+        "nested deeper than 32 levels (arrays and objects)"
+    )
+
+
+TOO_LONG = "line longer than 16,777,216 bytes (16 MiB), the limit on a line"
+
+
+def test_a_line_longer_than_the_limit_is_rejected_before_parsing() -> None:
+    padding = " " * (LINE_BYTES_MAX - 40)  # valid JSON, past the limit with the fields
+    raw = '{"custom_id": "q", "prompt": "p",' + padding + '"seed": 1}'
+    assert len(raw) > LINE_BYTES_MAX
+    assert reason(raw) == TOO_LONG
+    assert reason(raw.encode()) == TOO_LONG
+    assert parse_line(raw[: LINE_BYTES_MAX - 12] + '"seed": 1}', {}).spec.seed == 1
+
+
+def test_a_text_line_is_measured_in_utf8_bytes() -> None:
+    raw = '{"custom_id": "q", "prompt": "' + "é" * (LINE_BYTES_MAX // 2) + '"}'
+    assert len(raw) < LINE_BYTES_MAX
+    assert reason(raw) == TOO_LONG
+
+
+def test_a_file_line_longer_than_the_limit_is_read_in_bounded_memory_and_rejected(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "batch.jsonl"
+    with path.open("wb") as file:
+        file.write(b'{"custom_id": "a", "prompt": "')
+        file.write(b"x" * (LINE_BYTES_MAX + 2**20))
+        file.write(b'"}\n' + line(custom_id="b", prompt="p").encode() + b"\n")
+    numbers = [(n, len(raw)) for n, raw in raw_lines(path)]
+    assert numbers == [(1, LINE_BYTES_MAX + 1), (2, len(line(custom_id="b", prompt="p")) + 1)]
+    found = scan(path, {}, accept_all)
+    assert found.valid == 1
+    [reject] = found.rejects
+    assert (reject.line, reject.reason) == (1, TOO_LONG)
+    assert reject.raw == '{"custom_id": "a", "prompt": "' + "x" * (SHOWN_CHARS_MAX - 30)
+
+
+def test_a_file_of_one_endless_line_is_rejected_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "batch.jsonl"
+    path.write_bytes(b"x" * (LINE_BYTES_MAX * 2))  # no newline at all
+    found = scan(path, {}, accept_all)
+    assert (found.valid, [(r.line, r.reason) for r in found.rejects]) == (0, [(1, TOO_LONG)])
+
+
+# Files: only regular files are batches.
+
+
+def test_a_directory_is_refused_as_not_a_regular_file(tmp_path: Path) -> None:
+    with pytest.raises(InvalidBatch) as caught:
+        list(raw_lines(tmp_path))
+    assert str(caught.value) == (
+        f"{tmp_path}: a directory, not a regular file; a batch is a JSONL file"
+    )
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "batch.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidBatch, match="a FIFO \\(named pipe\\), not a regular file"):
+        list(raw_lines(fifo))
+
+
+def test_a_device_is_refused_as_not_a_regular_file() -> None:
+    with pytest.raises(InvalidBatch, match=r"^/dev/zero: a character device, not a regular"):
+        list(raw_lines("/dev/zero"))
+
+
+def test_a_missing_file_is_refused_saying_why(tmp_path: Path) -> None:
+    with pytest.raises(InvalidBatch, match=r"missing\.jsonl: cannot be read \(No such file"):
+        list(raw_lines(tmp_path / "missing.jsonl"))
 
 
 # Reading lines.

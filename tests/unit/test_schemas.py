@@ -19,6 +19,7 @@ from common.schemas import (
     JobSpec,
     JobState,
     Usage,
+    unencodable,
 )
 
 MakeResult = Callable[..., JobResult]
@@ -119,6 +120,116 @@ def test_job_spec_accepts_values_on_the_bounds(field: str, value: Any) -> None:
 def test_job_spec_needs_exactly_one_of_prompt_and_messages(fields: dict[str, Any]) -> None:
     with pytest.raises(ValidationError, match="exactly one of `prompt` and `messages`"):
         JobSpec.model_validate(fields)
+
+
+# Strict types: what a user sends is what runs.
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_tokens", "10", "Input should be an integer, got a string"),
+        ("max_tokens", True, "Input should be an integer, got a boolean"),
+        ("max_tokens", 10.0, "Input should be an integer, got the number 10.0"),
+        ("top_k", False, "Input should be an integer, got a boolean"),
+        ("seed", "3", "Input should be an integer, got a string"),
+        ("window_tokens", "8", "Input should be an integer, got a string"),
+        ("max_windows", True, "Input should be an integer, got a boolean"),
+        ("logprobs", True, "Input should be an integer, got a boolean"),
+        ("temperature", "0.5", "Input should be a number, got a string"),
+        ("temperature", True, "Input should be a number, got a boolean"),
+        ("temperature", float("nan"), "Input should be a finite number, got nan"),
+        ("top_p", float("inf"), "Input should be a finite number, got inf"),
+        ("min_p", float("-inf"), "Input should be a finite number, got -inf"),
+        ("repeat_penalty", None, "Input should be a number, got null"),
+        ("ignore_eos", 1, "Input should be a valid boolean"),
+        ("ignore_eos", "true", "Input should be a valid boolean"),
+        ("prompt", 5, "Input should be a valid string"),
+        ("stop", [1], "Input should be a valid string"),
+    ],
+)
+def test_job_spec_refuses_a_value_of_the_wrong_type_naming_the_type(
+    field: str, value: Any, message: str
+) -> None:
+    fields: dict[str, Any] = {"prompt": "x"} if field != "prompt" else {}
+    with pytest.raises(ValidationError) as caught:
+        JobSpec.model_validate({**fields, field: value})
+    [error] = caught.value.errors()
+    assert error["loc"][0] == field
+    assert error["msg"] == message
+
+
+def test_job_spec_takes_an_integer_where_a_number_is_asked() -> None:
+    assert JobSpec(prompt="x", temperature=1, top_p=1).temperature == 1.0
+
+
+@pytest.mark.parametrize(
+    ("bias", "message"),
+    [
+        ({True: 1.0}, "Input should be an integer, got a boolean"),
+        ({" 5": 1.0}, "Input should be an integer, got a string"),
+        ({"-5": 1.0}, "Input should be an integer, got a string"),
+        ({-5: 1.0}, "Input should be greater than or equal to 0"),
+        ({5: float("nan")}, "Input should be a finite number, got nan"),
+        ({5: "1"}, "Input should be a number, got a string"),
+    ],
+    ids=["bool-key", "padded-key", "negative-string-key", "negative-key", "nan", "string"],
+)
+def test_job_spec_refuses_a_logit_bias_that_is_not_token_ids_to_finite_numbers(
+    bias: dict[Any, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        JobSpec.model_validate({"prompt": "x", "logit_bias": bias})
+    [error] = caught.value.errors()
+    assert error["loc"][0] == "logit_bias"
+    assert error["msg"] == message
+
+
+def test_job_spec_reads_logit_bias_token_ids_written_as_json_keys() -> None:
+    spec = JobSpec.model_validate({"prompt": "x", "logit_bias": {"50256": -100, 7: 2.5}})
+    assert spec.logit_bias == {50256: -100.0, 7: 2.5}
+    assert JobSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+# Strings must encode as UTF-8: Redis, JSON and the model take nothing else.
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        ({"prompt": "ab\ud800"}, ("prompt",)),
+        ({"prompt": "x", "stop": ["\udfff"]}, ("stop", 0)),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "ok"},
+                    {"role": "user", "content": "a\udc80"},
+                ]
+            },
+            ("messages", 1, "content"),
+        ),
+    ],
+    ids=["prompt", "stop", "message-content"],
+)
+def test_job_spec_refuses_a_string_with_a_lone_surrogate_saying_where(
+    fields: dict[str, Any], loc: tuple[Any, ...]
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        JobSpec.model_validate(fields)
+    [error] = caught.value.errors()
+    assert error["loc"] == loc
+    assert error["msg"].startswith("cannot be encoded as UTF-8: a lone surrogate (\\u")
+
+
+def test_unencodable_names_the_first_lone_surrogate_and_its_position() -> None:
+    assert unencodable("ok 😀 é") is None
+    assert unencodable("ab\ud800\udc00x\udfff") == (
+        "cannot be encoded as UTF-8: a lone surrogate (\\ud800) at character 2"
+    )
+
+
+def test_a_surrogate_pair_is_one_character_and_is_accepted() -> None:
+    assert JobSpec.model_validate_json('{"prompt": "\\ud83d\\ude00"}').prompt == "😀"
 
 
 def test_job_spec_accepts_messages_alone() -> None:
