@@ -105,6 +105,8 @@ Text = Annotated[str, StringConstraints(strict=True), _Utf8]
 StopText = Annotated[str, StringConstraints(min_length=1, max_length=256, strict=True), _Utf8]
 MessageText = Annotated[str, StringConstraints(max_length=10_000_000, strict=True), _Utf8]
 StrictInt = Annotated[int, BeforeValidator(_integer)]
+# Ids in task messages become Redis keys: only what common.keys.check_job_id accepts.
+JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$", strict=True)]
 Number = Annotated[float, BeforeValidator(_number)]
 TokenId = Annotated[int, BeforeValidator(_token_id), Field(ge=0)]
 
@@ -226,9 +228,13 @@ class GenerateRequest(_Model):
     """The Celery task message: the job lives in Redis, so prompts stay out of the broker."""
 
     v: Literal[1] = 1
-    job_id: str
-    epoch: int = Field(0, ge=0)
-    batch_id: str = Field("", description="The job's batch, whose counts the worker keeps.")
+    job_id: JobId
+    epoch: StrictInt = Field(0, ge=0)
+    batch_id: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9_.-]{1,64})?$",  # as common.keys.check_batch_id, or none
+        description="The job's batch, whose counts the worker keeps.",
+    )
 
     @property
     def task_id(self) -> str:

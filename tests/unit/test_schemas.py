@@ -299,7 +299,32 @@ def test_generate_request_task_id_is_job_and_epoch() -> None:
 
 def test_generate_request_rejects_a_negative_epoch() -> None:
     with pytest.raises(ValidationError, match="epoch"):
-        GenerateRequest(job_id="x", epoch=-1)
+        GenerateRequest(job_id="ab" * 16, epoch=-1)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"job_id": "x"}, "job_id"),
+        ({"job_id": "AB" * 16}, "job_id"),
+        ({"job_id": "ab" * 16 + "\n"}, "job_id"),
+        ({"job_id": "ab" * 16, "epoch": True}, "epoch"),
+        ({"job_id": "ab" * 16, "batch_id": "a}b"}, "batch_id"),
+        ({"job_id": "ab" * 16, "batch_id": "b" * 65}, "batch_id"),
+    ],
+    ids=["short-id", "upper-case-id", "id-and-newline", "bool-epoch", "brace", "long-batch"],
+)
+def test_generate_request_refuses_ids_that_are_not_genq_ids(
+    fields: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        GenerateRequest.model_validate(fields)
+    assert [error["loc"][0] for error in caught.value.errors()] == [field]
+
+
+def test_generate_request_takes_a_batch_id_or_none() -> None:
+    assert GenerateRequest(job_id="ab" * 16, batch_id="nightly-4.2_x").batch_id == "nightly-4.2_x"
+    assert GenerateRequest(job_id="ab" * 16).batch_id == ""
 
 
 @pytest.mark.parametrize(
