@@ -498,7 +498,10 @@ def _report_submission(batch: BatchHandle, file: Path, rejects: Path | None) -> 
 def status(settings: Settings, /, job_or_batch_id: str, as_json: bool) -> None:
     """Show a job's or a batch's state: for a batch, its jobs counted by state (queued,
     running, succeeded, failed, cancelled, expired) and the tokens generated. A queued job
-    that no running worker serves says so (`waiting`), and which worker to start."""
+    that no running worker serves says so (`waiting`), and which worker to start.
+
+    A job id is looked up as a job, then as a batch; any other id as a batch. An unknown id
+    is reported with what was looked for (exit 2)."""
     with Client(settings) as client:
         record = _find_job(client, job_or_batch_id)
         if record is not None:
