@@ -18,7 +18,8 @@ CLAIM = """
 local now, lease_ms, worker = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local batch, first = nil, 3
 if ARGV[4] == '1' then batch, first = KEYS[3], 4 end
-local batch_cancelled = batch and redis.call('HGET', batch, 'cancel_requested') == '1'
+local flag = batch and redis.call('HGET', batch, 'cancel_requested')
+local batch_cancelled = flag == '1' or flag == 'True'  -- 'True': genq's earlier spelling
 
 local function claim(job, cancel, id, epoch)
   local st = redis.call('HMGET', job, 'state', 'epoch', 'expires_ms')
@@ -28,6 +29,13 @@ local function claim(job, cancel, id, epoch)
   if st[1] == 'running' then
     local lease = redis.call('ZSCORE', KEYS[1], id)
     if lease and tonumber(lease) > now then return 'held' end
+    -- A lapsed job of a cancelled batch is resumed only to end with its committed text: its
+    -- cancel key tells the new attempt so, whatever became of the key the cancel wrote.
+    if batch_cancelled then
+      local ttl = redis.call('PTTL', job)
+      if ttl > 0 then redis.call('SET', cancel, '1', 'PX', ttl)
+      else redis.call('SET', cancel, '1') end
+    end
   else
     if batch_cancelled or redis.call('EXISTS', cancel) == 1 then return 'cancelled' end
     local expires = tonumber(st[3] or '0')
@@ -162,8 +170,11 @@ return {'requeue', epoch, st[4], tonumber(st[3]), priority}
 # KEYS: batch hash, batch jobs, batch index, expiries, then one job hash per job.
 # ARGV: ttl_s, then per job: custom_id, job_id, expires_ms, record (JSON object of strings).
 # Creates the jobs whose custom_id the batch does not have yet, in order; resubmitting a
-# batch creates nothing twice. -> the job ids created
+# batch creates nothing twice. -> the job ids created; nil (nothing written) when the batch
+# was cancelled, so that no job joins a cancelled batch.
 SUBMIT = """
+local flag = redis.call('HGET', KEYS[1], 'cancel_requested')
+if flag == '1' or flag == 'True' then return false end
 local created = {}
 for i = 5, #KEYS do
   local a = (i - 5) * 4

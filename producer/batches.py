@@ -141,6 +141,12 @@ class BatchSubmitter:
                 pipe.hsetnx(key, field_name, value)
         pipe.eval(SUBMIT, len(names), *names, *args)  # it sets the record's expiry
         created = pipe.execute()[-1]
+        if created is None:
+            raise InvalidBatch(
+                f"batch {self.batch_id} was cancelled: it takes no new jobs "
+                "(submit under another batch id)",
+                [],
+            )
         self._opened = True
         return {str(job_id) for job_id in created}
 
@@ -345,7 +351,9 @@ class BatchHandle:
         chunk and keep their partial text, ended ones keep their results."""
         client = self._client
         with redis_errors(client.settings):
-            client.redis.hset(self._keys.batch(self.batch_id), "cancel_requested", "True")
+            # "1", as the CLAIM and SUBMIT scripts compare it: no job of the batch starts, and
+            # none joins it, whatever becomes of the per-job cancel keys written below.
+            client.redis.hset(self._keys.batch(self.batch_id), "cancel_requested", "1")
         report = CancelReport(0, 0, 0)
         for page in _chunks(self.job_ids(), PAGE):
             report = report + client._cancel_jobs(page)

@@ -4,6 +4,7 @@ idempotent resubmission, cancel, priorities and expiry, against the real stack."
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from common.errors import InvalidBatch
 from common.frames import ErrorFrame, TokenFrame
 from common.schemas import FinishReason, JobRecord, JobState
 from ops.localstack import wait_for
@@ -342,3 +344,41 @@ def test_batch_handle_lists_its_jobs_and_attaches_by_id(client: Client) -> None:
     again = client.batch(batch.batch_id)
     assert [job.job_id for job in again.jobs()] == list(batch.job_ids())
     assert again.wait(timeout=60).complete
+
+
+def test_submitting_to_a_cancelled_batch_is_refused_and_adds_no_job(client: Client) -> None:
+    batch = client.submit_batch([{"custom_id": "only", "prompt": "x", "max_tokens": 2}])
+    batch.wait(timeout=30)
+    batch.cancel()
+    with pytest.raises(InvalidBatch, match="was cancelled: it takes no new jobs"):
+        client.submit_batch(
+            [{"custom_id": "late", "prompt": "x", "max_tokens": 2}], batch_id=batch.batch_id
+        )
+    assert len(list(batch.job_ids())) == 1
+    assert batch.status().total == 1
+
+
+def test_a_cancelled_batch_starts_no_job_whatever_became_of_its_jobs_cancel_keys(
+    make_stack: Any,
+) -> None:
+    """A job of the batch queued again after its worker died is ended by the next worker
+    with its committed text, from the batch's cancel alone."""
+    stack: Stack = make_stack()
+    stack.relay()
+    first = stack.worker("first")
+    with Client(stack.settings) as client:
+        batch = client.submit_batch([{"custom_id": "long", **ENDLESS, "window_tokens": 50}])
+        (job_id,) = batch.job_ids()
+        ckpt = client.keys.checkpoint(job_id)
+        wait_for(lambda: client.redis.llen(ckpt) >= 2, 30, "two committed windows")
+        first.signal(signal.SIGKILL)
+        wait_for(lambda: record(client, job_id).epoch == 1, 30, "the reaper's requeue")
+        batch.cancel()
+        client.redis.delete(client.keys.cancel(job_id))  # lost: the batch's flag must do
+        stack.worker("second")
+        result = client.job(job_id).result(timeout=30)
+        committed = "".join(json.loads(w)["text"] for w in client.redis.lrange(ckpt, 0, -1))
+        ended = record(client, job_id)
+    assert result.finish_reason == FinishReason.CANCELLED
+    assert result.text == committed and committed
+    assert (ended.state, ended.attempts) == (JobState.CANCELLED, 1)
