@@ -30,7 +30,6 @@ from typing import Any, Generic, Self, TypeVar
 
 import redis
 import redis.asyncio
-from pydantic import ValidationError
 
 from common.connection import connect, connect_async, redis_errors, unavailable
 from common.dispatch import Dispatch, Dispatcher
@@ -40,7 +39,7 @@ from common.keys import Keys, check_batch_id, check_job_id, is_job_id
 from common.presence import live_workers, live_workers_async
 from common.prompts import PromptCounter
 from common.registry import ModelRegistry
-from common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec, WorkerInfo
+from common.schemas import DEFAULT_PRIORITY, JobResult, JobSpec, WorkerInfo
 from common.settings import Settings
 from producer.batches import (
     BatchHandle,
@@ -56,8 +55,8 @@ from producer.core import (
     StreamState,
     StreamStats,
     check_job,
-    describe_validation,
     parse_entry,
+    parse_record,
     parse_spec,
     prepare_job,
     terminal_from_record,
@@ -194,10 +193,9 @@ class _StreamCore:
         if not raw_record:
             return
         try:
-            record = JobRecord.from_hash(raw_record)
-        except ValidationError as exc:  # not written by genq: it tells nothing
-            reason = describe_validation(exc)
-            log.warning("job %s: its record does not validate: %s", self.state.job_id, reason)
+            record = parse_record(self.state.job_id, raw_record)
+        except InvalidEntry as exc:  # not written by genq: it tells nothing
+            log.warning("%s", exc)
             return
         if not record.state.terminal:
             self.ended_seen_at = None

@@ -276,6 +276,17 @@ class StreamState:
         return self.terminal.data
 
 
+def parse_record(job_id: str, raw: Mapping[Any, Any]) -> JobRecord:
+    """A job's record as read from its hash; InvalidEntry when it is not one genq wrote."""
+    try:
+        return JobRecord.from_hash(raw)
+    except ValidationError as exc:
+        reason = describe_validation(exc)
+    except KeyError as exc:
+        reason = f"no field {exc}"
+    raise InvalidEntry(f"job {job_id}: its record does not validate: {reason}")
+
+
 def terminal_from_record(record: JobRecord, job_id: str) -> DoneFrame | ErrorFrame:
     """A terminal frame for a job that ended while no relay wrote its stream's last frames."""
     if record.result is not None:

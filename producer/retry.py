@@ -17,14 +17,18 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
+import redis.exceptions
 
 from common.connection import unavailable
+from common.errors import InvalidEntry
 from common.settings import Settings
 
 T = TypeVar("T")
 # A lost or refused connection, a timeout, and a restarted Redis still loading its data
 # (redis-py's BusyLoadingError is a ConnectionError).
 LOST = (redis.ConnectionError, redis.TimeoutError)
+# Also ConnectionErrors to redis-py, but permanent: a wrong password stays wrong.
+DENIED = (redis.AuthenticationError, redis.exceptions.AuthorizationError)
 FIRST_DELAY_S = 0.05
 MAX_DELAY_S = 1.0  # a restarted Redis is noticed within a second
 
@@ -53,9 +57,13 @@ class Backoff:
         return delay
 
 
-def _give_up_or_wait(settings: Settings, backoff: Backoff, exc: Exception) -> float:
-    """The wait before the next try; RedisUnavailable when the budget is spent."""
-    delay = backoff.next_delay()
+def _wait_or_raise(settings: Settings, backoff: Backoff, exc: redis.RedisError) -> float:
+    """The wait before the next try of a read that failed with `exc`, or its GenqError:
+    RedisUnavailable once the budget is spent (at once when the failure is not a lost
+    connection), InvalidEntry when Redis refused the read (a key of the wrong type)."""
+    if isinstance(exc, redis.ResponseError):
+        raise InvalidEntry(f"Redis refused a read: {exc}") from exc
+    delay = backoff.next_delay() if isinstance(exc, LOST) and not isinstance(exc, DENIED) else None
     if delay is None:
         raise unavailable(settings, exc) from exc
     if backoff.failures == 1:  # say it once per read
@@ -69,13 +77,14 @@ def _give_up_or_wait(settings: Settings, backoff: Backoff, exc: Exception) -> fl
 
 
 def retrying(settings: Settings, read: Callable[[], T]) -> T:
-    """`read()`, tried again while Redis cannot be reached, for settings.redis_retry_s."""
+    """`read()`, tried again while Redis cannot be reached, for settings.redis_retry_s; its
+    failures as GenqErrors."""
     backoff = Backoff(settings.redis_retry_s)
     while True:
         try:
             return read()
-        except LOST as exc:
-            time.sleep(_give_up_or_wait(settings, backoff, exc))
+        except redis.RedisError as exc:
+            time.sleep(_wait_or_raise(settings, backoff, exc))
 
 
 async def retrying_async(settings: Settings, read: Callable[[], Awaitable[T]]) -> T:
@@ -84,5 +93,5 @@ async def retrying_async(settings: Settings, read: Callable[[], Awaitable[T]]) -
     while True:
         try:
             return await read()
-        except LOST as exc:
-            await asyncio.sleep(_give_up_or_wait(settings, backoff, exc))
+        except redis.RedisError as exc:
+            await asyncio.sleep(_wait_or_raise(settings, backoff, exc))

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from producer import AsyncClient, Client
+from producer import AsyncClient, Client, GenqError
 from tests.integration.support import GENQ
 
 JOB: dict[str, Any] = {
@@ -131,3 +131,18 @@ def test_tail_json_prints_only_the_valid_frames(
     frames = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     assert frames[-1]["type"] == "done" and frames[-1]["data"]["text"] == text
     assert not {f"{f['epoch']}-{f['seq']}" for f in frames} & set(bad)
+
+
+def test_a_stream_key_of_the_wrong_type_is_a_clear_error(
+    client: Client, genq_env: dict[str, str], redis_client: redis.Redis
+) -> None:
+    job = client.submit(**{**JOB, "max_tokens": 4})
+    job.result(timeout=60)
+    redis_client.delete(client.keys.stream(job.job_id))
+    redis_client.set(client.keys.stream(job.job_id), "not a stream")
+    with pytest.raises(GenqError, match="WRONGTYPE"):
+        client.job(job.job_id).result(timeout=30)
+    proc = tail(genq_env, job.job_id)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1 and "Redis refused a read: WRONGTYPE" in stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1

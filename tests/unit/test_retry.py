@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from common.errors import RedisUnavailable
+from common.errors import InvalidEntry, RedisUnavailable
 from common.settings import Settings
 from producer.retry import MAX_DELAY_S, Backoff, retrying, retrying_async
 
@@ -64,9 +64,16 @@ def test_a_budget_of_zero_raises_at_the_first_failure() -> None:
     assert read.calls == 1
 
 
-def test_other_errors_are_not_retried() -> None:
-    read = Flaky(1, redis.ResponseError("WRONGTYPE"))
-    with pytest.raises(redis.ResponseError):
+def test_a_refused_read_is_a_genq_error_and_not_retried() -> None:
+    read = Flaky(1, redis.ResponseError("WRONGTYPE Operation against a key holding the wrong"))
+    with pytest.raises(InvalidEntry, match="WRONGTYPE"):
+        retrying(Settings(), read)
+    assert read.calls == 1
+
+
+def test_a_wrong_password_is_not_retried() -> None:
+    read = Flaky(1, redis.AuthenticationError("invalid username-password pair"))
+    with pytest.raises(RedisUnavailable):
         retrying(Settings(), read)
     assert read.calls == 1
 

@@ -20,7 +20,7 @@ from common.frames import (
     WindowFrame,
 )
 from common.schemas import JobResult
-from producer.core import StreamState, TextFeed, parse_entry
+from producer.core import StreamState, TextFeed, parse_entry, parse_record
 
 JOB = "ab" * 16
 MakeResult = Callable[..., JobResult]
@@ -137,3 +137,12 @@ def test_resumed_stream_shows_the_committed_text_then_the_regeneration() -> None
         state.apply(frame)
         out.append(feed.advance(state.shown_text(eager=False)))
     assert "".join(out) == "Once upon a time" == state.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [({"state": "succeeded"}, "no field 'spec'"), ({"spec": "{}"}, "exactly one of")],
+)
+def test_a_record_genq_did_not_write_is_an_invalid_entry(raw: dict[str, str], reason: str) -> None:
+    with pytest.raises(InvalidEntry, match=reason):
+        parse_record(JOB, raw)
