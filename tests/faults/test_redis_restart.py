@@ -7,6 +7,7 @@ Each test has a redis-server of its own (the session's must not be killed)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from common.settings import Settings
 from ops.localstack import RedisServer, settings_for, wait_for
-from producer import Client, RedisUnavailable
+from producer import AsyncClient, Client, RedisUnavailable
 from tests.integration.conftest import Stack
 
 LINE: dict[str, Any] = {"max_tokens": 800, "window_tokens": 100, "ignore_eos": True}
@@ -52,6 +54,14 @@ def read_stream(client: Client, job_id: str) -> str:
     return stream.text
 
 
+async def read_stream_async(settings: Settings, job_id: str) -> str:
+    async with AsyncClient(settings) as client:
+        stream = (await client.job(job_id)).stream(timeout=120)
+        async for _ in stream:
+            pass
+        return stream.text
+
+
 def test_readers_ride_through_a_redis_restart_mid_batch(
     genq_env: dict[str, str], own_redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -60,7 +70,7 @@ def test_readers_ride_through_a_redis_restart_mid_batch(
     stack = Stack({**genq_env, "GENQ_REDIS_URL": own_redis.url}, tmp_path)
     try:
         stack.relay(), stack.worker("a")
-        with Client(stack.settings) as client, ThreadPoolExecutor(3) as pool:
+        with Client(stack.settings) as client, ThreadPoolExecutor(4) as pool:
             job = client.submit(**LONG, priority=9)  # runs first, across the outage
             lines = [
                 {"custom_id": f"c{i}", "prompt": f"line {i}", "seed": i, **LINE} for i in range(6)
@@ -69,12 +79,15 @@ def test_readers_ride_through_a_redis_restart_mid_batch(
             waited = pool.submit(batch.wait, 120)
             results = pool.submit(lambda: list(batch.results()))
             streamed = pool.submit(read_stream, client, job.job_id)
+            run_async = asyncio.run  # the async client, in a thread of its own
+            streamed_async = pool.submit(run_async, read_stream_async(stack.settings, job.job_id))
             stream_key = client.keys.stream(job.job_id)
             wait_for(lambda: client.redis.xlen(stream_key) >= 20, 60, "the long job to run")
             restart(own_redis)
             assert waited.result(timeout=120).succeeded == len(lines)
             lines_read = results.result(timeout=60)
             text = streamed.result(timeout=60)
+            assert streamed_async.result(timeout=60) == text
             assert [line.custom_id for line in lines_read] == [f"c{i}" for i in range(6)]
             assert all(line.status == "succeeded" for line in lines_read)
             assert all(
