@@ -12,6 +12,8 @@ GenqError
 ├── JobFailed             the job ended with an error frame
 ├── StreamTimeout         no terminal frame within the timeout
 ├── ResultNotReady        a stream's result read before the stream was consumed
+├── InvalidEntry          an entry read back from Redis (a stream entry, a checkpoint entry,
+│                         a job record) does not validate; readers skip it and report it
 └── WorkerError           raised while a worker runs a job
     ├── ModelLoadError    the model file cannot be loaded (permanent)
     ├── GenerationError   the backend failed mid-job
@@ -97,6 +99,12 @@ class StreamTimeout(GenqError, TimeoutError):
 
 class ResultNotReady(GenqError):
     """A stream's result was read before the stream reached its terminal frame."""
+
+
+class InvalidEntry(GenqError):
+    """What a reader read back from Redis does not validate: anything with write rights on
+    Redis can put it there. Readers skip such an entry (counted, and logged with the job and
+    entry) rather than stop; the message names where it is, never its content."""
 
 
 class WorkerError(GenqError):

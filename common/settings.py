@@ -36,6 +36,14 @@ class Settings(BaseSettings):
         repr=False,  # may carry a password: shown only through `redacted_redis_url`
         description="Redis URL for broker, results and streams (redis://, rediss:// or unix://).",
     )
+    redis_retry_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=3600.0,
+        description="How long a client's reads (streams, results, batch waits) retry a lost "
+        "Redis connection, with backoff, before raising RedisUnavailable; a Redis restart "
+        "shorter than this goes unnoticed. 0: raise at the first failure.",
+    )
     key_prefix: str = Field(
         "genq",
         min_length=1,

@@ -9,6 +9,7 @@ with Client() as client:
 from common.errors import (
     GenqError,
     InvalidBatch,
+    InvalidEntry,
     InvalidJob,
     JobFailed,
     PromptTooLong,
@@ -47,6 +48,7 @@ __all__ = [
     "FrameType",
     "GenqError",
     "InvalidBatch",
+    "InvalidEntry",
     "InvalidJob",
     "JobFailed",
     "JobHandle",

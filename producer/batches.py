@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.connection import redis_errors, unavailable
@@ -35,6 +36,7 @@ from common.scripts import SUBMIT
 from producer.batchfile import BatchLine, Reject, Source, scan, valid_lines
 from producer.bundles import dispatches
 from producer.core import PreparedJob
+from producer.retry import retrying
 
 if TYPE_CHECKING:
     from producer.client import Client, JobHandle
@@ -274,8 +276,9 @@ class BatchHandle:
         return self.submission.rejects
 
     def status(self) -> BatchStatus:
-        with redis_errors(self._client.settings):
-            raw: dict[str, str] = self._client.redis.hgetall(self._keys.batch(self.batch_id))  # type: ignore[assignment]
+        """The batch's counts by state; a lost Redis connection is retried (GENQ_REDIS_RETRY_S)."""
+        key, r = self._keys.batch(self.batch_id), self._client.redis
+        raw: Mapping[Any, Any] = retrying(self._client.settings, lambda: r.hgetall(key))
         if not raw:
             raise InvalidJob(
                 f"no batch {self.batch_id} (never submitted, or its retention has passed)"
@@ -309,8 +312,8 @@ class BatchHandle:
         redis, key = self._client.redis, self._keys.batch_jobs(self.batch_id)
         start = 0
         while True:
-            with redis_errors(self._client.settings):
-                page = redis.lrange(key, start, start + PAGE - 1)
+            read = partial(redis.lrange, key, start, start + PAGE - 1)
+            page = retrying(self._client.settings, read)
             yield from map(str, page)
             if len(page) < PAGE:
                 return
@@ -323,16 +326,12 @@ class BatchHandle:
 
     def results(self, wait: bool = True, poll_s: float = POLL_S) -> Iterator[ResultLine]:
         """One line per job in input order, each as soon as its job (and those before it)
-        ended. With wait=False, stops at the first job that has not ended."""
-        redis, keys = self._client.redis, self._keys
+        ended. With wait=False, stops at the first job that has not ended. A lost Redis
+        connection is retried (GENQ_REDIS_RETRY_S), and no line is repeated or left out."""
         for page in _chunks(self.job_ids(), PAGE):
             pending = page
             while pending:
-                with redis_errors(self._client.settings):
-                    pipe = redis.pipeline(transaction=False)
-                    for job_id in pending:
-                        pipe.hmget(keys.job(job_id), _RESULT_FIELDS)
-                    rows = pipe.execute()
+                rows = retrying(self._client.settings, partial(self._read_results, pending))
                 ready = 0
                 for job_id, values in zip(pending, rows, strict=True):
                     line = result_line(job_id, values)
@@ -345,6 +344,12 @@ class BatchHandle:
                     return
                 if pending:
                     time.sleep(poll_s)
+
+    def _read_results(self, job_ids: list[str]) -> list[Any]:
+        pipe = self._client.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(self._keys.job(job_id), _RESULT_FIELDS)
+        return pipe.execute()
 
     def cancel(self) -> CancelReport:
         """Cancel every job of the batch: queued ones never start, running ones stop within a

@@ -20,7 +20,6 @@ from rich.table import Table
 
 from common.connection import redis_errors
 from common.errors import GenqError, InvalidJob, RegistryError
-from common.frames import TokenFrame
 from common.keys import check_batch_id, is_job_id
 from common.presence import waiting_reason
 from common.registry import AnyModelConfig, ModelRegistry, RemoteModelConfig
@@ -29,8 +28,8 @@ from common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, BatchSt
 from common.settings import Settings, redact_url
 from common.tinymodel import write_tiny_model
 from producer.batches import BatchHandle
-from producer.client import Client, JobHandle
-from producer.core import describe_validation
+from producer.client import Client, JobHandle, JobStream
+from producer.core import TextFeed, describe_validation
 from producer.progress import BatchProgress
 
 # Control characters (an ESC from a random model can drive the terminal) shown as U+FFFD on a
@@ -114,9 +113,12 @@ def run(
     system: str | None,
     **params: Any,
 ) -> None:
-    """Run one PROMPT and stream its tokens to the terminal as they arrive.
+    """Run one PROMPT and print its text as it is generated.
 
-    A summary (tokens, first-token latency, tokens/s) follows on stderr. Needs a worker that
+    What is printed is the job's text, also when its worker died and another resumed it, or
+    no relay ran for a while. On a terminal text appears as it comes; piped, only text that
+    no resumed attempt can take back, so that the output is exactly the result. A summary
+    (tokens, first-token latency, tokens/s) follows on stderr. Needs a worker that
     serves the model: start one with `genq worker`; until one runs, the job waits (and this
     says so on stderr).
     """
@@ -147,22 +149,47 @@ def terminal_safe(text: str) -> str:
 def _print_stream(
     job: JobHandle, as_json: bool, timeout: float | None, from_id: str | None = None
 ) -> None:
+    """The job's frames (--json), or its text: the stream's text as it settles, so that what
+    is printed is the job's final text (resumes, holes and skipped entries included). On a
+    terminal, text is printed as it comes; piped, only text no resumed attempt can take
+    back, so that the output is exactly the result."""
     out = sys.stdout
-    show = terminal_safe if out.isatty() else str
-    for frame in job.stream(from_id=from_id, timeout=timeout):
+    tty = out.isatty()
+    feed = TextFeed()
+    stream = job.stream(from_id=from_id, timeout=timeout)
+    for frame in stream:
         if as_json:
             out.write(frame.model_dump_json() + "\n")
-        elif isinstance(frame, TokenFrame):
-            out.write(show(frame.data.text))
+        else:
+            _write_text(out, feed, stream, tty, job.job_id)
         out.flush()
-    result = job.result()
-    stats = job.stats
-    if not as_json:
+    job.result()  # JobFailed for a job that failed
+    if tty and not as_json:
         out.write("\n")
+    _summary(job)
+
+
+def _write_text(out: IO[str], feed: TextFeed, stream: JobStream, tty: bool, job_id: str) -> None:
+    new = feed.advance(stream.shown_text(eager=tty), final=stream.done)
+    out.write(terminal_safe(new) if tty else new)
+    if feed.diverged_at is not None:
+        stderr.print(
+            f"[yellow]genq: job {job_id} resumed, and its new attempt's text differs from what "
+            f"was printed: the last {feed.stale} characters printed were the earlier "
+            f"attempt's; the new attempt's text from character {feed.diverged_at} follows[/]",
+            soft_wrap=True,
+        )
+
+
+def _summary(job: JobHandle) -> None:
+    result, stats = job.result(), job.stats
+
     first = f"{stats.first_token_s * 1000:.1f} ms" if stats.first_token_s is not None else "-"
+    skipped = f" · {stats.skipped} invalid stream entries skipped" if stats.skipped else ""
     stderr.print(
         f"[dim]{result.usage.completion_tokens} tokens · first token {first} · "
-        f"{stats.tokens_per_s:,.0f} tok/s · finish {result.finish_reason} · job {job.job_id}[/]",
+        f"{stats.tokens_per_s:,.0f} tok/s · finish {result.finish_reason} · "
+        f"job {job.job_id}{skipped}[/]",
         soft_wrap=True,
     )
 
@@ -180,11 +207,13 @@ def _print_stream(
 def tail(
     settings: Settings, /, job_id: str, from_seq: str | None, as_json: bool, timeout: float | None
 ) -> None:
-    """Stream JOB_ID's tokens: replay what it has produced, then follow it to the end.
+    """Print JOB_ID's text: replay what it has produced, then follow it to the end.
 
     Works from any process, while the job runs or after it finished, for as long as its
-    stream is retained (GENQ_JOB_TTL_S). Attempts resumed on another worker are followed.
+    stream is retained (GENQ_JOB_TTL_S). Prints the job's text as `genq run` does: attempts
+    resumed on another worker are followed, and piped output is exactly the result.
     """
+
     with Client(settings) as client:
         _print_stream(client.job(job_id), as_json, timeout, from_seq)
 

@@ -11,16 +11,21 @@
 A stream reads the job's durable Redis Stream (written by the relay): it replays from the
 start, or from a given entry, then follows until the terminal frame, so it can be opened at any
 time while the job's stream is retained, before or after the job ended. Resumed attempts and
-frames the relay missed are handled, so `text` always ends as the job's final text.
+frames the relay missed are handled, so `text` always ends as the job's final text. An entry
+that does not validate (anything with write rights on Redis can add one) is skipped, logged
+and counted in `stats.skipped`, never raised. Reads retry a lost Redis connection for
+GENQ_REDIS_RETRY_S (see producer/retry.py) and go on from the last entry seen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, Generic, Self, TypeVar
 
 import redis
@@ -28,13 +33,13 @@ import redis.asyncio
 
 from common.connection import connect, connect_async, redis_errors, unavailable
 from common.dispatch import Dispatch, Dispatcher
-from common.errors import InvalidJob, StreamTimeout
-from common.frames import Frame, TokenFrame, parse_frame
+from common.errors import InvalidEntry, InvalidJob, StreamTimeout
+from common.frames import Frame, TokenFrame
 from common.keys import Keys, check_batch_id, check_job_id, is_job_id
 from common.presence import live_workers, live_workers_async
 from common.prompts import PromptCounter
 from common.registry import ModelRegistry
-from common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec, WorkerInfo
+from common.schemas import DEFAULT_PRIORITY, JobResult, JobSpec, WorkerInfo
 from common.settings import Settings
 from producer.batches import (
     BatchHandle,
@@ -50,10 +55,13 @@ from producer.core import (
     StreamState,
     StreamStats,
     check_job,
+    parse_entry,
+    parse_record,
     parse_spec,
     prepare_job,
     terminal_from_record,
 )
+from producer.retry import retrying, retrying_async
 
 OnChunk = Callable[[TokenFrame], object]
 STOP = True  # what an `on_chunk` callback returns to stop its job (any true value does)
@@ -61,6 +69,8 @@ STOP = True  # what an `on_chunk` callback returns to stop its job (any true val
 POLL_S = 1.0  # longest single wait for stream entries; then the job's record is consulted
 TERMINAL_GRACE_S = 2.0  # record says ended, stream has no terminal frame yet: wait this long
 READ_COUNT = 512  # stream entries per read
+
+log = logging.getLogger("genq.client")
 
 
 class _BaseClient:
@@ -140,6 +150,7 @@ class _StreamCore:
         self.buffer: deque[Frame] = deque()
         self.ended_seen_at: float | None = None
         self.closed = False
+        self.checkpoint_invalid = False
 
     def wait_ms(self) -> int:
         if self.deadline is None:
@@ -150,10 +161,16 @@ class _StreamCore:
         return max(1, int(min(left, POLL_S) * 1000))
 
     def take(self, response: Any) -> bool:
+        """Buffer the frames of an XREAD reply; an entry that is not a valid frame of this job
+        is skipped and reported (the hole it leaves is mended as any other)."""
         for _key, entries in response or []:
             for entry_id, fields in entries:
                 self.last_id = entry_id
-                self.buffer.append(parse_frame(fields["f"]))
+                try:
+                    self.buffer.append(parse_entry(self.state.job_id, entry_id, fields))
+                except InvalidEntry as exc:
+                    self.state.skipped += 1
+                    log.warning("skipped a stream entry that does not validate: %s", exc)
         return bool(self.buffer)
 
     def pop(self) -> Frame | None:
@@ -170,12 +187,16 @@ class _StreamCore:
         self.stopping = bool(self.on_chunk(frame))
         return self.stopping
 
-    def after_idle(self, raw_record: dict[str, str]) -> None:
+    def after_idle(self, raw_record: Mapping[Any, Any]) -> None:
         """No entries for a while: if the record says the job ended and its terminal frame
         still has not come, end with a frame made from the record."""
         if not raw_record:
             return
-        record = JobRecord.from_hash(raw_record)
+        try:
+            record = parse_record(self.state.job_id, raw_record)
+        except InvalidEntry as exc:  # not written by genq: it tells nothing
+            log.warning("%s", exc)
+            return
         if not record.state.terminal:
             self.ended_seen_at = None
             return
@@ -184,6 +205,20 @@ class _StreamCore:
             self.ended_seen_at = now
         elif now - self.ended_seen_at >= TERMINAL_GRACE_S:
             self.buffer.append(terminal_from_record(record, self.state.job_id))
+
+    def windows_to_mend(self) -> int | None:
+        """How many checkpointed windows would mend a hole in the text, if any would."""
+        return None if self.checkpoint_invalid else self.state.repair_through
+
+    def mend(self, texts: Sequence[str | bytes]) -> None:
+        """The checkpointed windows a hole waits for, once they are all there."""
+        if len(texts) != self.state.repair_through:
+            return
+        try:
+            self.state.repair("".join(parse_window_text(t) for t in texts))
+        except InvalidEntry as exc:  # the done frame's text mends it at the end
+            self.checkpoint_invalid = True
+            log.warning("job %s: cannot mend from its checkpoint: %s", self.state.job_id, exc)
 
 
 class _StreamView:
@@ -209,6 +244,11 @@ class _StreamView:
     @property
     def done(self) -> bool:
         return self._core.state.done
+
+    def shown_text(self, eager: bool = False) -> str:
+        """The text a printer may show now: without `eager`, only text that no resumed attempt
+        can take back (see StreamState.shown_text); the whole text once the stream ended."""
+        return self._core.state.shown_text(eager)
 
     def set_timeout(self, timeout: float | None) -> None:
         self._core.deadline = None if timeout is None else time.monotonic() + timeout
@@ -252,22 +292,22 @@ class JobStream(_StreamView):
         raise StopIteration
 
     def _fill(self) -> None:
-        core = self._core
-        with redis_errors(self._settings):
-            response = self._redis.xread(
+        core, r = self._core, self._redis
+        response = retrying(
+            self._settings,
+            lambda: r.xread(
                 {core.stream_key: core.last_id}, count=READ_COUNT, block=core.wait_ms()
-            )
-            if not core.take(response):
-                core.after_idle(self._redis.hgetall(core.job_key))  # type: ignore[arg-type]
+            ),
+        )
+        if not core.take(response):
+            core.after_idle(retrying(self._settings, lambda: r.hgetall(core.job_key)))
 
     def _mend(self) -> None:
         """After a hole in the frames, the checkpointed windows restore the text."""
-        windows = self._core.state.repair_through
+        windows, key = self._core.windows_to_mend(), self._core.checkpoint_key
         if windows:
-            with redis_errors(self._settings):
-                texts = self._redis.lrange(self._core.checkpoint_key, 0, windows - 1)
-            if len(texts) == windows:
-                self._core.state.repair("".join(parse_window_text(t) for t in texts))
+            texts = retrying(self._settings, lambda: self._redis.lrange(key, 0, windows - 1))
+            self._core.mend(texts)
 
     def close(self) -> None:
         """Stop reading (a client that leaves early); the job itself goes on."""
@@ -312,21 +352,23 @@ class AsyncJobStream(_StreamView):
         raise StopAsyncIteration
 
     async def _fill(self) -> None:
-        core = self._core
-        with redis_errors(self._settings):
-            response = await self._redis.xread(
+        core, r = self._core, self._redis
+        response = await retrying_async(
+            self._settings,
+            lambda: r.xread(
                 {core.stream_key: core.last_id}, count=READ_COUNT, block=core.wait_ms()
-            )
-            if not core.take(response):
-                core.after_idle(await self._redis.hgetall(core.job_key))  # type: ignore[arg-type]
+            ),
+        )
+        if not core.take(response):
+            raw = await retrying_async(self._settings, lambda: r.hgetall(core.job_key))
+            core.after_idle(raw)
 
     async def _mend(self) -> None:
-        windows = self._core.state.repair_through
+        windows, key = self._core.windows_to_mend(), self._core.checkpoint_key
         if windows:
-            with redis_errors(self._settings):
-                texts = await self._redis.lrange(self._core.checkpoint_key, 0, windows - 1)
-            if len(texts) == windows:
-                self._core.state.repair("".join(parse_window_text(t) for t in texts))
+            r = self._redis
+            texts = await retrying_async(self._settings, lambda: r.lrange(key, 0, windows - 1))
+            self._core.mend(texts)
 
     async def aclose(self) -> None:
         self._core.closed = True
@@ -347,8 +389,13 @@ def _entry_id(text: str) -> tuple[int, int]:
 
 
 def parse_window_text(entry: str | bytes) -> str:
-    """The text of one checkpointed window."""
-    text: str = json.loads(entry)["text"]
+    """The text of one checkpointed window; InvalidEntry when it has none."""
+    try:
+        text = json.loads(entry)["text"]
+    except (ValueError, TypeError, KeyError):
+        text = None
+    if not isinstance(text, str):
+        raise InvalidEntry("a checkpoint entry has no text")
     return text
 
 
@@ -457,8 +504,7 @@ class Client(_BaseClient):
         """A handle on a job submitted earlier (by any process), while its record is kept."""
         check_job_id(job_id)
         if check:
-            with redis_errors(self.settings):
-                exists = self.redis.exists(self.keys.job(job_id))
+            exists = retrying(self.settings, lambda: self.redis.exists(self.keys.job(job_id)))
             if not exists:
                 raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
         return JobHandle(self, job_id)
@@ -536,16 +582,16 @@ class Client(_BaseClient):
     def _fill_many(self, streams: list[JobStream]) -> None:
         cores = {stream._core.stream_key: stream for stream in streams}
         wait_ms = min(stream._core.wait_ms() for stream in streams)
-        with redis_errors(self.settings):
-            response = self.redis.xread(
-                {key: s._core.last_id for key, s in cores.items()}, count=READ_COUNT, block=wait_ms
-            )
-            for item in response or []:
-                cores[str(item[0])]._core.take([item])
-            if not response:  # a quiet spell: a job may have ended while no relay ran
-                for stream in streams:
-                    raw = self.redis.hgetall(stream._core.job_key)
-                    stream._core.after_idle(raw)  # type: ignore[arg-type]
+        positions: dict[Any, Any] = {key: s._core.last_id for key, s in cores.items()}
+        response = retrying(
+            self.settings, lambda: self.redis.xread(positions, count=READ_COUNT, block=wait_ms)
+        )
+        for item in response or []:
+            cores[str(item[0])]._core.take([item])
+        if not response:  # a quiet spell: a job may have ended while no relay ran
+            for stream in streams:
+                raw = retrying(self.settings, partial(self.redis.hgetall, stream._core.job_key))
+                stream._core.after_idle(raw)
 
     def workers(self) -> list[WorkerInfo]:
         """The running workers, by name: each one's device class, models and queues."""
@@ -632,8 +678,8 @@ class AsyncClient(_BaseClient):
         return AsyncJobHandle(self, job.job_id, submitted)
 
     async def job(self, job_id: str) -> AsyncJobHandle:
-        with redis_errors(self.settings):
-            exists = await self.redis.exists(self.keys.job(check_job_id(job_id)))
+        key = self.keys.job(check_job_id(job_id))
+        exists = await retrying_async(self.settings, lambda: self.redis.exists(key))
         if not exists:
             raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
         return AsyncJobHandle(self, job_id)

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from common.errors import InvalidJob, JobFailed, PromptTooLong, ResultNotReady
+from common.errors import InvalidEntry, InvalidJob, JobFailed, PromptTooLong, ResultNotReady
 from common.frames import (
     DoneFrame,
     ErrorData,
@@ -21,6 +21,7 @@ from common.frames import (
     ResumeFrame,
     TokenFrame,
     WindowFrame,
+    parse_frame,
 )
 from common.keys import new_job_id
 from common.prompts import PromptCounter
@@ -139,14 +140,33 @@ def prepare_job(
     return PreparedJob(new_job_id(), record)
 
 
+def parse_entry(job_id: str, entry_id: str, fields: Mapping[str, str]) -> Frame:
+    """The frame of one stream entry of `job_id`; InvalidEntry when it is not one the relay
+    writes there: a valid frame of this job in field `f`, at the entry id `EPOCH-SEQ`."""
+    raw = fields.get("f")
+    if raw is None:
+        raise InvalidEntry(f"job {job_id}: stream entry {entry_id} has no frame")
+    try:
+        frame = parse_frame(raw)
+    except ValidationError as exc:
+        reason = describe_validation(exc)
+        raise InvalidEntry(f"job {job_id}: stream entry {entry_id}: {reason}") from None
+    if frame.job_id != job_id or f"{frame.epoch}-{frame.seq}" != entry_id:
+        where = f"job {frame.job_id} at {frame.epoch}-{frame.seq}"
+        raise InvalidEntry(f"job {job_id}: stream entry {entry_id} holds the frame of {where}")
+    return frame
+
+
 @dataclass(frozen=True)
 class StreamStats:
-    """What the subscriber saw: chunk counts and latencies from its own clock."""
+    """What the subscriber saw: chunk counts and latencies from its own clock, and the
+    stream entries it skipped because they did not validate."""
 
     chunks: int
     tokens: int
     first_token_s: float | None  # submit (or attach) until the first token chunk arrived
     elapsed_s: float  # submit (or attach) until the last frame arrived
+    skipped: int = 0  # stream entries that did not validate (see parse_entry)
 
     @property
     def tokens_per_s(self) -> float:
@@ -162,8 +182,10 @@ class StreamState:
     """Folds a job's frames into the text so far, statistics and the terminal outcome.
 
     Frames come numbered (`epoch`, `seq`). A hole in the numbering (frames published while no
-    relay ran) marks the text as needing repair: `repair_through` then names how many
-    checkpointed windows would restore it, and the terminal `done` frame always does.
+    relay ran, or an entry skipped as invalid) marks the text as needing repair:
+    `repair_through` then names how many checkpointed windows would restore it, and the
+    terminal `done` frame always does. `committed` counts the characters of `text` that no
+    later attempt can take back (checkpointed windows, or the final text).
     """
 
     job_id: str
@@ -177,6 +199,8 @@ class StreamState:
     terminal: DoneFrame | ErrorFrame | None = None
     gap: bool = False
     repair_through: int | None = None  # windows whose checkpointed text would mend the gap
+    committed: int = 0
+    skipped: int = 0
     _parts: list[str] = field(default_factory=list)
 
     @property
@@ -202,18 +226,36 @@ class StreamState:
             self._parts = [self.text[: frame.data.committed_chars]]
             self.tokens = frame.data.committed_tokens
             self._want_repair(frame.data.from_window)
+            self._commit()
         elif isinstance(frame, WindowFrame):
             self._want_repair(frame.data.window + 1)
+            self._commit()
         elif isinstance(frame, DoneFrame):
             self.terminal = frame
             if self.gap:
                 self.repair(frame.data.text)
+            self._commit()
         elif isinstance(frame, ErrorFrame):
             self.terminal = frame
 
     def repair(self, text: str) -> None:
         """The text as checkpointed (or finished): the hole is mended."""
         self._parts, self.gap, self.repair_through = [text], False, None
+        self.committed = len(text)
+
+    def _commit(self) -> None:
+        """Without a hole, the text so far ends at a checkpoint (or is final)."""
+        if not self.gap:
+            self.committed = len(self.text)
+
+    def shown_text(self, eager: bool) -> str:
+        """What a printer may show now: the whole text once the stream ended. Before, while a
+        hole waits to be mended, the committed text; otherwise the text so far (`eager`) or
+        its committed part, which no resumed attempt can take back."""
+        text = self.text
+        if self.done or (eager and not self.gap):
+            return text
+        return text[: self.committed]
 
     def _check_order(self, frame: Frame) -> None:
         if frame.epoch == self.epoch:
@@ -229,7 +271,7 @@ class StreamState:
     def stats(self) -> StreamStats:
         first = None if self.first_token_at is None else self.first_token_at - self.started
         last = self.last_frame_at if self.last_frame_at is not None else time.monotonic()
-        return StreamStats(self.chunks, self.tokens, first, last - self.started)
+        return StreamStats(self.chunks, self.tokens, first, last - self.started, self.skipped)
 
     def outcome(self) -> JobResult:
         """The result once the terminal frame arrived; raises JobFailed for an error frame."""
@@ -243,9 +285,54 @@ class StreamState:
         return self.terminal.data
 
 
+def parse_record(job_id: str, raw: Mapping[Any, Any]) -> JobRecord:
+    """A job's record as read from its hash; InvalidEntry when it is not one genq wrote."""
+    try:
+        return JobRecord.from_hash(raw)
+    except ValidationError as exc:
+        reason = describe_validation(exc)
+    except KeyError as exc:
+        reason = f"no field {exc}"
+    raise InvalidEntry(f"job {job_id}: its record does not validate: {reason}")
+
+
 def terminal_from_record(record: JobRecord, job_id: str) -> DoneFrame | ErrorFrame:
     """A terminal frame for a job that ended while no relay wrote its stream's last frames."""
     if record.result is not None:
         return DoneFrame(job_id=job_id, epoch=record.epoch, seq=0, data=record.result)
     data = ErrorData(code="failed", message=record.error or "the job failed", retryable=False)
     return ErrorFrame(job_id=job_id, epoch=record.epoch, seq=0, data=data)
+
+
+@dataclass
+class TextFeed:
+    """Writes a job's text as it settles (see StreamState.shown_text) without taking back
+    what it wrote. What it writes is the job's final text, unless a resumed attempt
+    regenerated differently what was already written (a remote model, or a job that is not
+    deterministic): then `diverged_at` says from which character of the job's text, and
+    `stale` how many characters written before were the earlier attempt's; the new attempt's
+    text from `diverged_at` on is written next, so that none of it is missing."""
+
+    written: str = ""  # the job's text as far as it was written
+    diverged_at: int | None = None
+    stale: int = 0
+
+    def advance(self, text: str, final: bool = False) -> str:
+        """What to write now, given what may be shown now (`final`: the stream ended)."""
+        self.diverged_at, self.stale = None, 0
+        if text.startswith(self.written):
+            new, self.written = text[len(self.written) :], text
+            return new
+        if self.written.startswith(text) and not final:
+            return ""  # a resume took text back: its regeneration comes again first
+        at = _common_prefix(text, self.written)
+        self.diverged_at, self.stale = at, len(self.written) - at
+        self.written = text
+        return text[at:]
+
+
+def _common_prefix(a: str, b: str) -> int:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return min(len(a), len(b))

@@ -1,0 +1,148 @@
+"""What a reader prints of a job's text (producer.core: parse_entry, StreamState.shown_text,
+TextFeed): entries that do not validate are refused by name, uncommitted text is held back
+from a pipe, and nothing written is taken back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from common.errors import GenqError, InvalidEntry
+from common.frames import (
+    DoneFrame,
+    ResumeData,
+    ResumeFrame,
+    TokenData,
+    TokenFrame,
+    WindowData,
+    WindowFrame,
+)
+from common.schemas import JobResult
+from producer.core import StreamState, TextFeed, parse_entry, parse_record
+
+JOB = "ab" * 16
+MakeResult = Callable[..., JobResult]
+
+
+def token(epoch: int, seq: int, text: str) -> TokenFrame:
+    return TokenFrame(job_id=JOB, epoch=epoch, seq=seq, data=TokenData(text=text, token_ids=[1]))
+
+
+def window(epoch: int, seq: int, number: int, text: str) -> WindowFrame:
+    data = WindowData(window=number, token_ids=[1], text=text, tokens_total=1)
+    return WindowFrame(job_id=JOB, epoch=epoch, seq=seq, data=data)
+
+
+def resume(seq: int, committed_chars: int) -> ResumeFrame:
+    data = ResumeData(from_window=1, committed_tokens=1, committed_chars=committed_chars)
+    return ResumeFrame(job_id=JOB, epoch=1, seq=seq, data=data)
+
+
+def test_parse_entry_gives_the_frame_the_relay_wrote() -> None:
+    frame = token(0, 3, "abc")
+    assert parse_entry(JOB, "0-3", {"f": frame.model_dump_json()}) == frame
+
+
+@pytest.mark.parametrize(
+    ("fields", "entry_id", "reason"),
+    [
+        ({"f": token(0, 3, "a").model_dump_json().replace('"a"', "7")}, "0-3", "data.text"),
+        ({"f": "{not json"}, "0-3", "Invalid JSON"),
+        ({"f": "[1, 2]"}, "0-3", "stream entry 0-3"),
+        ({"x": token(0, 3, "a").model_dump_json()}, "0-3", "has no frame"),
+        ({"f": token(0, 3, "a").model_dump_json()}, "0-4", "holds the frame of job"),
+        ({"f": token(0, 3, "a").model_dump_json().replace(JOB, "cd" * 16)}, "0-3", "cdcd"),
+    ],
+)
+def test_parse_entry_refuses_what_the_relay_would_not_write(
+    fields: dict[str, str], entry_id: str, reason: str
+) -> None:
+    with pytest.raises(InvalidEntry, match=reason) as caught:
+        parse_entry(JOB, entry_id, fields)
+    assert isinstance(caught.value, GenqError) and JOB in str(caught.value)
+
+
+def test_parse_entry_never_shows_the_entry_content() -> None:
+    secret = json.loads(token(0, 3, "a").model_dump_json())
+    secret["data"]["text"] = {"prompt": "my secret prompt"}
+    with pytest.raises(InvalidEntry) as caught:
+        parse_entry(JOB, "0-3", {"f": json.dumps(secret)})
+    assert "secret" not in str(caught.value)
+
+
+def test_piped_text_is_only_what_a_window_committed() -> None:
+    state = StreamState(JOB)
+    state.apply(token(0, 1, "Once "))
+    assert (state.shown_text(eager=True), state.shown_text(eager=False)) == ("Once ", "")
+    state.apply(window(0, 2, 0, "Once "))
+    state.apply(token(0, 3, "upon"))
+    assert (state.shown_text(eager=True), state.shown_text(eager=False)) == ("Once upon", "Once ")
+
+
+def test_text_after_a_hole_is_held_back_until_mended(make_result: MakeResult) -> None:
+    state = StreamState(JOB)
+    state.apply(token(0, 1, "Once "))
+    state.apply(window(0, 2, 0, "Once "))
+    state.apply(token(0, 4, "time"))  # seq 3 (" upon a ") was lost
+    assert state.shown_text(eager=True) == "Once "
+    state.apply(DoneFrame(job_id=JOB, epoch=0, seq=5, data=make_result(text="Once upon a time")))
+    assert state.shown_text(eager=False) == "Once upon a time"
+
+
+def test_feed_writes_only_what_is_new() -> None:
+    feed = TextFeed()
+    assert [feed.advance(t) for t in ("", "Once", "Once up", "Once up")] == ["", "Once", " up", ""]
+    assert feed.diverged_at is None
+
+
+def test_feed_waits_while_a_resumed_attempt_regenerates_what_was_written() -> None:
+    feed = TextFeed()
+    feed.advance("Once upon a")
+    assert [feed.advance(t) for t in ("Once ", "Once upon", "Once upon a time")] == [
+        "",
+        "",
+        " time",
+    ]
+    assert feed.diverged_at is None
+
+
+def test_feed_says_where_a_regeneration_differs_from_what_was_written() -> None:
+    feed = TextFeed()
+    feed.advance("Once upon a")
+    feed.advance("Once ")
+    assert feed.advance("Once there was") == "there was"
+    assert (feed.diverged_at, feed.stale) == (5, 6)
+    assert feed.advance("Once there was a") == " a" and feed.diverged_at is None
+
+
+def test_feed_says_so_when_the_final_text_is_shorter_than_what_was_written() -> None:
+    feed = TextFeed()
+    feed.advance("Once upon a")
+    assert feed.advance("Once", final=True) == ""
+    assert (feed.diverged_at, feed.stale) == (4, 7)
+
+
+def test_resumed_stream_shows_the_committed_text_then_the_regeneration() -> None:
+    state, feed, out = StreamState(JOB), TextFeed(), []
+    for frame in (
+        token(0, 1, "Once "),
+        window(0, 2, 0, "Once "),
+        token(0, 3, "upon"),  # the dead attempt's uncommitted tail
+        resume(1, 5),
+        token(1, 2, "upon a time"),
+        window(1, 3, 1, "upon a time"),
+    ):
+        state.apply(frame)
+        out.append(feed.advance(state.shown_text(eager=False)))
+    assert "".join(out) == "Once upon a time" == state.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [({"state": "succeeded"}, "no field 'spec'"), ({"spec": "{}"}, "exactly one of")],
+)
+def test_a_record_genq_did_not_write_is_an_invalid_entry(raw: dict[str, str], reason: str) -> None:
+    with pytest.raises(InvalidEntry, match=reason):
+        parse_record(JOB, raw)
