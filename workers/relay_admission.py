@@ -32,7 +32,7 @@ log = logging.getLogger("genq.relay")
 KNOWN_JOB_S = 30.0  # a job seen to exist is not looked up again for this long
 KNOWN_JOBS_MAX = 100_000  # past this many, forget them all (a bound on memory)
 WARNED_MAX = 10_000  # (job, reason) pairs logged already; past this many, forget them
-_NAMED_JOB = re.compile(rb'"job_id":"([0-9a-f]{32})"')  # names a bad frame's job in the log
+_NAMED_JOB = re.compile(rb'"job_id"\s*:\s*"([0-9a-f]{32})"')  # names a bad frame's job in the log
 NO_JOB_NAMED = "-"
 
 

@@ -15,10 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.frames import (
+    ContinuationFrame,
     DoneFrame,
     ErrorData,
     ErrorFrame,
     Frame,
+    ResumeFrame,
     TokenData,
     TokenFrame,
     WindowData,
@@ -281,3 +283,82 @@ def test_a_killed_relay_is_started_again_and_status_counts_the_restart(
     ok(stack_dir.run("down"))
     assert_all_gone(stack_dir, state)
     assert not running(again["supervised_pid"])
+
+
+# --- checkpoints catch up after a relay outage ----------------------------------------------
+
+OUTAGE_WINDOW = 50
+LONG: dict[str, Any] = {
+    "prompt": "outage",
+    "max_tokens": 12_000,  # 240 windows, ten seconds or so: the outage and a kill fit in
+    "window_tokens": OUTAGE_WINDOW,
+    "seed": 41,
+    "ignore_eos": True,
+}
+
+
+class Live:
+    """The job's frames as published, whether or not a relay runs (a SUBSCRIBE of its own)."""
+
+    def __init__(self, client: Client, job_id: str) -> None:
+        self._pubsub = client.redis.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub.subscribe(client.keys.tokens(job_id))
+        self.window = -1  # the last window its worker started
+
+    def until_window(self, window: int) -> None:
+        """Read live frames until the worker starts `window` (or a later one)."""
+        while self.window < window:
+            message = self._pubsub.get_message(timeout=WAIT_S)
+            assert message is not None, f"no live frame for {WAIT_S}s"
+            self._see(message)
+
+    def now(self) -> int:
+        """The window the worker is in now: every frame published so far read."""
+        while (message := self._pubsub.get_message(timeout=0)) is not None:
+            self._see(message)
+        return self.window
+
+    def _see(self, message: dict[str, Any]) -> None:
+        if message["type"] == "message":
+            frame = parse_frame(message["data"])
+            if isinstance(frame, ContinuationFrame):
+                self.window = frame.data.window
+
+    def close(self) -> None:
+        self._pubsub.close()
+
+
+def test_checkpoint_catches_up_after_a_relay_outage_so_a_kill_recomputes_one_window(
+    make_stack: Callable[[], Stack],
+) -> None:
+    stack = make_stack()
+    relay = stack.relay()
+    stack.worker("a"), stack.worker("b")
+    with Client(stack.settings) as client:
+        expected = client.submit(**LONG).result(timeout=120).text
+        job = client.submit(**LONG)
+        checkpoint = client.keys.checkpoint(job.job_id)
+        live = Live(client, job.job_id)
+        live.until_window(3)
+        relay.signal(signal.SIGKILL)  # its window frames are lost from here on
+        live.until_window(20)
+        stack.relay("relay-again")
+        lost = live.now()  # windows up to here (most since 3) were published while none ran
+        wait_for(
+            lambda: client.redis.llen(checkpoint) > lost,
+            WAIT_S,
+            f"the checkpoint to catch up past window {lost}",
+        )
+        live.until_window(live.now() + 2)
+        stack.holder(client, job.job_id).signal(signal.SIGKILL)
+        live.close()
+        with job.stream(timeout=120) as stream:
+            frames = list(stream)
+        assert job.result().text == stream.text == expected
+
+    done = max(f.data.window for f in frames if isinstance(f, WindowFrame) and f.epoch == 0)
+    (resume,) = [f for f in frames if isinstance(f, ResumeFrame)]
+    # Every window the dead attempt finished was checkpointed: only the one it was in is
+    # computed again.
+    assert resume.data.from_window == done + 1
+    assert all(f.seq > 0 for f in frames)  # windows sent again went to the checkpoint only
