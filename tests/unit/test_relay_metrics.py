@@ -17,6 +17,7 @@ from common.settings import Settings
 from ops.localstack import free_port
 from workers.relay import Relay
 from workers.relay_metrics import (
+    Drop,
     ModelQueue,
     RelayCollector,
     RelayStats,
@@ -104,3 +105,17 @@ def test_a_scrape_with_redis_down_answers_without_depths(
         )
     }
     assert requeues == {("tiny", "cpu"): 2, ("big", "gpu"): 0}
+
+
+def test_dropped_frames_are_counted_by_reason_every_reason_shown() -> None:
+    relay = unreachable_relay()
+    relay.stats.dropped[Drop.SCHEMA] += 3
+    registry = CollectorRegistry()
+    registry.register(RelayCollector(relay, [], relay.redis))
+    dropped = {
+        reason.value: registry.get_sample_value(
+            "genq_relay_dropped_frames_total", {"reason": reason.value}
+        )
+        for reason in Drop
+    }
+    assert dropped == {"json": 0, "schema": 3, "seq": 0, "no_job": 0}
