@@ -1,6 +1,16 @@
 """Frame protocol v1: every message on a job's token channel is one of these, as JSON.
 
-See ../shared/design.md ("Frames"). `seq` increases strictly within an epoch.
+See ../shared/design.md ("Frames"). `seq` increases strictly within an epoch, from 1: a
+frame's stream entry id is `<epoch>-<seq>`. Seq 0 is never a stream entry: a `window` frame
+with seq 0 is a window sent again for the checkpoint only (`checkpoint_only`), after a relay
+outage lost its first frame; the relay appends it to the checkpoint and nowhere else.
+
+Field order: pydantic writes fields in declaration order, so every frame starts
+`{"v":1,"job_id":"…","epoch":…,"seq":…,"ts_ms":…,"type":"…"` (`HEADER_FIELDS`, enforced by
+tests/unit/test_frames.py). The relay does not depend on it (it validates every
+frame whole, `parse_frame`), but the benchmark's frame templates and prototype relay
+(ops/bench/tokenframes.py, ops/bench/fastrelay.py) cut frames at those fields: keep
+`_Frame`'s fields first, in this order, and `type` and `data` last in each frame class.
 """
 
 from __future__ import annotations
@@ -10,11 +20,12 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from common.schemas import FinishReason, JobResult, TokenLogprob
 
 PROTOCOL_VERSION: Literal[1] = 1
+MAX_ID_PART = 2**63 - 1
 
 
 class FrameType(StrEnum):
@@ -61,6 +72,10 @@ class WindowData(_Data):
     logprobs: list[TokenLogprob] | None = None  # the window's, when the job asked for them
     finish_reason: FinishReason | None = None
 
+    @property
+    def count(self) -> int:
+        return len(self.token_ids) if self.tokens is None else self.tokens
+
 
 def window_tokens(entry: Mapping[str, Any]) -> int:
     """Tokens of a window frame's data or checkpoint entry (a remote model's windows count
@@ -86,9 +101,10 @@ class _Frame(BaseModel):
 
     v: Literal[1] = PROTOCOL_VERSION
     job_id: str
-    epoch: int = Field(ge=0)
-    seq: int = Field(ge=0)
-    ts_ms: int = Field(default_factory=lambda: time.time_ns() // 1_000_000)
+    # Bounded so that `<epoch>-<seq>` is a stream entry id Redis accepts (64-bit parts).
+    epoch: int = Field(ge=0, le=MAX_ID_PART)
+    seq: int = Field(ge=0, le=MAX_ID_PART)
+    ts_ms: int = Field(ge=0, default_factory=lambda: time.time_ns() // 1_000_000)
 
 
 class TokenFrame(_Frame):
@@ -127,7 +143,22 @@ Frame = Annotated[
 ]
 TerminalFrame = DoneFrame | ErrorFrame
 _FRAME = TypeAdapter[Frame](Frame)
+# Every frame class's first fields, in this order (see the module's docstring).
+HEADER_FIELDS = ("v", "job_id", "epoch", "seq", "ts_ms", "type")
+FRAME_CLASSES = (TokenFrame, ContinuationFrame, WindowFrame, ResumeFrame, DoneFrame, ErrorFrame)
 
 
 def parse_frame(raw: str | bytes) -> Frame:
+    """The frame in `raw`, validated whole (header and data); pydantic's ValidationError
+    when it is not one (a ValueError: its errors say whether the JSON itself was bad)."""
     return _FRAME.validate_json(raw)
+
+
+def is_json_error(exc: ValidationError) -> bool:
+    """The message was not JSON at all (rather than JSON that is not a frame)."""
+    return any(error["type"] == "json_invalid" for error in exc.errors(include_url=False))
+
+
+def checkpoint_only(frame: Frame) -> bool:
+    """A window sent again for the checkpoint only: never a stream entry (see above)."""
+    return frame.seq == 0 and isinstance(frame, WindowFrame)

@@ -102,9 +102,11 @@ return 1
 """
 
 # KEYS: checkpoint list, job hash. ARGV: epoch, window, entry (JSON).
-# Window k is appended only as entry k, and only from the job's current epoch.
-# -> windows now checkpointed, or -1 (older epoch) / -2 (duplicate or out of order)
+# Window k is appended only as entry k, only from the job's current epoch, and only while the
+# job has a record. -> windows now checkpointed, or -1 (older epoch) / -2 (duplicate or out of
+# order) / -3 (no such job)
 CHECKPOINT = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -3 end
 local epoch = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
 if tonumber(ARGV[1]) < epoch then return -1 end
 local n = redis.call('LLEN', KEYS[1])

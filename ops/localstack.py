@@ -156,12 +156,16 @@ class GenqProcess:
         """How it is named in messages: `genq relay`."""
         return f"genq {self.command()[0]}"
 
+    def argv(self) -> list[str]:
+        """What runs: the genq command (ops/stack runs the relay under a supervisor)."""
+        return [str(genq_executable()), *self.command()]
+
     def spawn(self) -> Self:
         """Started, not yet waited for (`wait_ready`), so that several start side by side."""
         self._log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [str(genq_executable()), *self.command()],
+                self.argv(),
                 env={**os.environ, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -2,8 +2,11 @@
 
 `up` starts a redis-server with append-only persistence (unless GENQ_REDIS_URL names a Redis),
 a relay, N workers and optionally Flower, each detached in a session of its own so that they
-outlive the command, and waits until each is ready. Everything it knows lives in one run
-directory (ops/stackstate.py); `status` and `down` read it from there. `make demo` runs its
+outlive the command, and waits until each is ready. The relay runs under a supervisor
+(ops/supervisor.py) that starts it again whenever it exits: every job's streams, checkpoints
+and resumes depend on it, and `up` has exited by then; `status` counts its restarts.
+Everything it knows lives in one run directory (ops/stackstate.py); `status` and `down` read
+it from there. `make demo` runs its
 jobs against a stack it brings up and down with `up` and `down` below.
 """
 
@@ -36,6 +39,7 @@ from ops.localstack import (
 )
 from ops.processes import has_proc, start_time, stop_groups, with_environment
 from ops.stackstate import ProcessRecord, Role, RunDir, StackState
+from ops.supervisor import read_record
 
 DEFAULT_DIR = Path(".genq-stack")
 RUN_ID_VAR = "GENQ_STACK_RUN"  # in every process's environment: what `down` sweeps for
@@ -47,10 +51,23 @@ EXIT_SOME_DEAD = 1
 EXIT_NONE_RUNNING = 3
 
 Say = Callable[[str], None]
+SUPERVISOR = Path(__file__).with_name("supervisor.py")
 
 
 class PartlyRunning(StackError):
     """Some of a stack's processes run and some do not: `down` first."""
+
+
+@dataclass
+class SupervisedRelay(Relay):
+    """`genq relay` under ops/supervisor.py, which starts it again whenever it exits and
+    keeps `record` (its pid and restarts) for `status`."""
+
+    record: Path = Path("relay.supervisor.json")
+
+    def argv(self) -> list[str]:
+        supervisor = [sys.executable, str(SUPERVISOR), "--record", str(self.record)]
+        return [*supervisor, "--", *super().argv()]
 
 
 @dataclass
@@ -187,8 +204,11 @@ class _Starting:
     def _genq_processes(self) -> list[GenqProcess]:
         relay_port = self._metrics_port("GENQ_RELAY_METRICS_PORT")
         relay_env = {**self.env, "GENQ_RELAY_METRICS_PORT": str(relay_port)}
-        relay = Relay(env=relay_env, log=self.run.log("relay"))
-        started = [self._spawn(relay, "relay", "relay", relay_port, _metrics_url(relay_port))]
+        record = self.run.supervisor_record("relay")
+        record.unlink(missing_ok=True)  # a stale one's counts are not this relay's
+        relay = SupervisedRelay(env=relay_env, log=self.run.log("relay"), record=record)
+        url = _metrics_url(relay_port)
+        started = [self._spawn(relay, "relay", "relay", relay_port, url, supervisor=record)]
         for n in range(1, self.options.workers + 1):
             port = self._metrics_port("GENQ_METRICS_PORT")
             env = {**self.env, "GENQ_METRICS_PORT": str(port)}
@@ -202,9 +222,16 @@ class _Starting:
         return started
 
     def _spawn(
-        self, proc: GenqProcess, name: str, role: Role, port: int, url: str | None
+        self,
+        proc: GenqProcess,
+        name: str,
+        role: Role,
+        port: int,
+        url: str | None,
+        supervisor: Path | None = None,
     ) -> GenqProcess:
-        self._record(proc.spawn(), name, role, port=port or None, url=url, log=proc.log)
+        spawned = proc.spawn()
+        self._record(spawned, name, role, port or None, url, proc.log, supervisor)
         return proc
 
     def _record(
@@ -215,6 +242,7 @@ class _Starting:
         port: int | None,
         url: str | None = None,
         log: Path | None = None,
+        supervisor: Path | None = None,
     ) -> None:
         assert proc.proc is not None
         pid = proc.proc.pid
@@ -226,6 +254,7 @@ class _Starting:
             port=port,
             url=url,
             log=log or self.run.log(name),
+            supervisor=supervisor,
         )
         self.procs.append(proc)
         self.state.processes.append(record)
@@ -397,7 +426,9 @@ def _shown_path(path: Path) -> str:
 @_run_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status_command(run_dir: Path, as_json: bool) -> None:
-    """Each process of the stack: pid, running or dead, port, log.
+    """Each process of the stack: pid, running or dead, port, log; for the relay, which runs
+    under a supervisor that starts it again whenever it exits, how often it was restarted
+    (JSON: `restarts`, and `supervised_pid`, the relay's own pid; null for the others).
 
     Exit status: 0 when every process runs, 1 when some have died (run `down`, then `up`),
     3 when none runs or there is no stack in DIR.
@@ -421,10 +452,23 @@ def _status_report(run: RunDir, state: StackState | None, alive: dict[str, bool]
         "redis_url": None if state is None else redact_url(state.redis_url),
         "external_redis": None if state is None else state.external_redis,
         "processes": [
-            {**r.model_dump(mode="json", exclude={"start_time"}), "alive": alive[r.name]}
+            {
+                **r.model_dump(mode="json", exclude={"start_time"}),
+                "alive": alive[r.name],
+                **_supervised(r),
+            }
             for r in processes
         ],
     }
+
+
+def _supervised(record: ProcessRecord) -> dict[str, int | None]:
+    """Restarts and the supervised process's own pid, from its supervisor's record; None
+    for a process without a supervisor (or one that has not written its record yet)."""
+    written = read_record(record.supervisor) if record.supervisor is not None else None
+    if written is None:
+        return {"restarts": None, "supervised_pid": None}
+    return {"restarts": int(written["restarts"]), "supervised_pid": written["pid"]}
 
 
 def _print_status(run: RunDir, state: StackState | None, alive: dict[str, bool]) -> None:
@@ -435,7 +479,9 @@ def _print_status(run: RunDir, state: StackState | None, alive: dict[str, bool])
     for r in state.processes:
         port = "" if r.port is None else str(r.port)
         state_word = "running" if alive[r.name] else "DEAD"
-        click.echo(f"  {r.name:9s} pid {r.pid:<8d} {state_word:8s} {port:6s} {r.log}")
+        restarts = _supervised(r)["restarts"]
+        more = "" if restarts is None else f"  (supervised; restarts: {restarts})"
+        click.echo(f"  {r.name:9s} pid {r.pid:<8d} {state_word:8s} {port:6s} {r.log}{more}")
 
 
 def _status_code(alive: dict[str, bool]) -> int:

@@ -3,6 +3,7 @@
 `env` file to source, and the lock that keeps two commands off one directory at a time.
 
     <run dir>/state.json   stack.lock   env   <name>.pid   <name>.log   redis/ (append-only file)
+              relay.supervisor.json (the relay's supervisor: its pid, restarts; ops/supervisor.py)
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class ProcessRecord(BaseModel):
     port: int | None = Field(None, description="Redis's or Flower's port, or a metrics port.")
     url: str | None = Field(None, description="Where to reach it: Flower, a metrics endpoint.")
     log: Path
+    supervisor: Path | None = Field(
+        None,
+        description="The record its supervisor keeps (ops/supervisor.py), when `pid` is a "
+        "supervisor that starts the process again whenever it exits.",
+    )
 
     @property
     def process(self) -> Recorded:
@@ -79,6 +85,9 @@ class RunDir:
     def log(self, name: str) -> Path:
         return self.path / f"{name}.log"
 
+    def supervisor_record(self, name: str) -> Path:
+        return self.path / f"{name}.supervisor.json"
+
     def load(self) -> StackState | None:
         try:
             return StackState.model_validate_json(self.state_file.read_bytes())
@@ -99,7 +108,8 @@ class RunDir:
 
     def clear(self) -> None:
         """Forget the stack: state, pid and env files; logs and Redis's data stay."""
-        for path in [self.state_file, self.env_file, *self.path.glob("*.pid")]:
+        forget = [*self.path.glob("*.pid"), *self.path.glob("*.supervisor.json")]
+        for path in [self.state_file, self.env_file, *forget]:
             path.unlink(missing_ok=True)
 
     @contextmanager

@@ -219,6 +219,9 @@ class StreamState:
             self.chunks += 1
             self.tokens += frame.data.count
             self._parts.append(frame.data.text)
+            # A repair restores the text as of the window frame that asked for it; once later
+            # text arrived it would drop that (the checkpoint may catch up only afterwards).
+            self.repair_through = None
             if self.first_token_at is None:
                 self.first_token_at = now
         elif isinstance(frame, ResumeFrame):

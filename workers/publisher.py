@@ -4,6 +4,15 @@ Round trips are what short jobs pay for, so frames that need no round trip of th
 for the next one: a window's `continuation` goes out with its first token chunk, and the last
 window's last chunk and `window` frame with the job's final record (see `pending`). Every
 other token chunk also learns, in its round trip, whether the job's cancel was asked for.
+
+Checkpoints catch up after a relay outage. The relay appends window k only as checkpoint entry
+k, so one window frame published while no relay ran would block every later one. While a
+window it published is not yet checkpointed, each round trip also reads the checkpoint's
+length; a window still missing CATCH_UP_AFTER_S after it was published was lost, and the
+missing windows are sent again, in order, as checkpoint-only window frames (seq 0: the relay
+checkpoints them and streams nothing, so readers see no duplicate), at most once every
+CATCH_UP_AFTER_S and only while a subscriber hears the channel. The relay stays the only
+checkpoint writer, and its epoch fence holds for these frames as for any.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from workers.observe import NOBODY, JobObserver
 from workers.outbox import Outbox
 
 F = TypeVar("F", bound=Frame)
+CATCH_UP_AFTER_S = 1.0  # a window published this long ago and not checkpointed was lost
 
 
 def now_ms() -> int:
@@ -63,6 +73,10 @@ class FramePublisher:
         self._seq = 1  # stream entry ids are `<epoch>-<seq>`, and Redis refuses 0-0
         self._pending: list[str] = []
         self.first_token_ms: int | None = None
+        self._checkpoint_key = keys.checkpoint(job_id)
+        # Windows published and not yet seen checkpointed: number -> (data, when published).
+        self._unconfirmed: dict[int, tuple[WindowData, float]] = {}
+        self._next_catch_up = 0.0
 
     def _frame(self, kind: type[F], data: Any) -> F:
         """The next frame of this attempt. Also where a superseded attempt stops (LeaseLost)."""
@@ -79,13 +93,41 @@ class FramePublisher:
         for raw in self.pending():
             pipe.publish(self.channel, raw)
         pipe.publish(self.channel, frame.model_dump_json())
+        heard_at = len(pipe) - 1  # its reply: how many subscribers (relays) received it
         if check_cancel:
             pipe.exists(self._cancel_key)
+        watching = bool(self._unconfirmed)
+        if watching:
+            pipe.llen(self._checkpoint_key)
         replies = pipe.execute()
         if settle is not None:
             settle(replies)
         if check_cancel:
-            self.cancelled = bool(replies[-1])
+            self.cancelled = bool(replies[heard_at + 1])
+        if watching:
+            self._checkpointed(int(replies[-1]), heard=int(replies[heard_at]) > 0)
+
+    def _checkpointed(self, length: int, heard: bool) -> None:
+        """The checkpoint held `length` windows just now: forget the windows it has, and
+        queue the missing ones again when the oldest was lost (see the module's docstring)."""
+        for window in [w for w in self._unconfirmed if w < length]:
+            del self._unconfirmed[window]
+        if not self._unconfirmed or not heard:
+            return
+        now = time.monotonic()
+        oldest = min(self._unconfirmed)
+        if now - self._unconfirmed[oldest][1] < CATCH_UP_AFTER_S or now < self._next_catch_up:
+            return
+        self._next_catch_up = now + CATCH_UP_AFTER_S
+        for window in sorted(self._unconfirmed):
+            data = self._unconfirmed[window][0]
+            self._pending.append(self._checkpoint_frame(data).model_dump_json())
+
+    def _checkpoint_frame(self, data: WindowData) -> WindowFrame:
+        """A window sent again for the checkpoint only (seq 0: never a stream entry)."""
+        if self._lease is not None:
+            self._lease.check()
+        return WindowFrame(job_id=self.job_id, epoch=self.epoch, seq=0, data=data)
 
     def pending(self) -> list[str]:
         """The frames held back for the next round trip, taken: the caller publishes them
@@ -115,6 +157,7 @@ class FramePublisher:
         frame = self._frame(WindowFrame, data)
         self.observer.window(data.window, data.tokens_total)
         if data.finish_reason is None:
+            self._unconfirmed[data.window] = (data, time.monotonic())
             self._publish(frame)
         else:
             self._pending.append(frame.model_dump_json())

@@ -1,13 +1,16 @@
 """The relay: live frames become replayable streams, windows become checkpoints, and jobs
 whose worker died are resumed elsewhere. Run it with `genq relay` (or `python -m workers.relay`).
 
-- It pattern-subscribes to every job's token channel and writes each frame to the job's stream
-  with entry id `<epoch>-<seq>`, pipelined. Redis refuses an id not above the stream's last one,
-  so a second relay or a redelivered frame adds nothing, and a frame from an older epoch than
-  the stream has seen is fenced out.
+- It pattern-subscribes to every job's token channel. Only valid frames of existing jobs are
+  moved (workers.relay_admission): anything else that arrives is counted, logged once per job
+  and dropped, and never stops the relay.
+- It writes each frame to the job's stream with entry id `<epoch>-<seq>`, pipelined. Redis
+  refuses an id not above the stream's last one, so a second relay or a redelivered frame adds
+  nothing, and a frame from an older epoch than the stream has seen is fenced out.
 - A `window` frame is appended to the job's checkpoint (window k only as entry k, only from the
   current epoch) before the frame enters the stream: whoever reads window k in the stream finds
-  it checkpointed.
+  it checkpointed. A window frame with seq 0 is a window its worker sent again because the
+  checkpoint fell behind (a relay outage lost the first one): it is checkpointed, not streamed.
 - After a terminal frame the job's stream and checkpoint get the retention TTL.
 - Prometheus metrics (workers.relay_metrics) on GENQ_RELAY_METRICS_PORT: frames moved, lag,
   reaper actions, queue depths.
@@ -22,14 +25,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import FrameType as StackFrame
 from typing import Any
 
@@ -39,7 +40,7 @@ from redis.client import PubSub
 from common.connection import connect
 from common.dispatch import Dispatch, Dispatcher
 from common.errors import ErrorCode
-from common.frames import ErrorData, ErrorFrame, FrameType, window_tokens
+from common.frames import ErrorData, ErrorFrame, FrameType, WindowData
 from common.keys import Keys
 from common.lifecycle import end_unstarted
 from common.logs import configure, fields
@@ -47,6 +48,7 @@ from common.routing import queue_device
 from common.schemas import GenerateRequest, JobState
 from common.scripts import APPEND, CHECKPOINT, REAP
 from common.settings import Settings
+from workers.relay_admission import Admission, Admitted
 from workers.relay_metrics import RelayStats, serve_relay
 
 log = logging.getLogger("genq.relay")
@@ -55,39 +57,7 @@ BATCH_FRAMES = 1000  # frames written per pipeline at most
 WAIT_S = 0.1  # longest wait for a first frame before the reaper gets a turn
 RECONNECT_S = 1.0
 REAP_BATCH = 100
-# Frames are written by pydantic in field order, so the header parses without decoding JSON.
-_HEADER = re.compile(
-    rb'^\{"v":1,"job_id":"(?P<job>[0-9a-f]{32})","epoch":(?P<epoch>\d+),"seq":(?P<seq>\d+),'
-    rb'"ts_ms":(?P<ts>\d+),"type":"(?P<type>[a-z]+)"'
-)
 _TERMINAL = {FrameType.DONE.value, FrameType.ERROR.value}
-
-
-@dataclass(frozen=True)
-class Header:
-    job_id: str
-    epoch: int
-    seq: int
-    type: str
-    ts_ms: int  # when its worker published it; 0 if a frame from elsewhere has none
-
-
-def parse_header(raw: bytes) -> Header | None:
-    match = _HEADER.match(raw)
-    if match is not None:
-        return Header(
-            match["job"].decode(),
-            int(match["epoch"]),
-            int(match["seq"]),
-            match["type"].decode(),
-            int(match["ts"]),
-        )
-    try:  # a frame written by something other than pydantic: slower, same meaning
-        frame = json.loads(raw)
-        epoch, seq, ts_ms = int(frame["epoch"]), int(frame["seq"]), int(frame.get("ts_ms", 0))
-        return Header(frame["job_id"], epoch, seq, frame["type"], ts_ms)
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 class FrameReader:
@@ -150,6 +120,7 @@ class Relay:
         self._dispatcher = Dispatcher(settings, main="genq-relay")
         self.moved = 0
         self.stats = RelayStats()
+        self.admission = Admission(self.redis, self.keys, self.stats)
 
     def run(self, stop: threading.Event) -> None:
         """Move frames and reap leases until `stop`; a lost connection is re-established
@@ -169,9 +140,6 @@ class Relay:
         batch = frames.read(WAIT_S, BATCH_FRAMES)
         if batch:
             self.write(batch)
-            first = parse_header(batch[0])  # the oldest: how far behind the workers we run
-            if first is not None and first.ts_ms:
-                self.stats.wrote(first.ts_ms)
         else:
             self.stats.idle()
         now = time.monotonic()
@@ -192,47 +160,45 @@ class Relay:
         finally:
             pubsub.close()
 
-    def write(self, frames: Sequence[bytes]) -> None:
-        """One round trip for the batch. Token frames go in one script call; a window frame's
-        checkpoint and a terminal frame's expiry keep their place in the order. Scripts go as
-        EVAL: given a registered Script, a redis-py pipeline first asks SCRIPT EXISTS, a
-        round trip of its own, every time."""
+    def write(self, messages: Sequence[bytes]) -> None:
+        """One round trip for the batch's valid frames (the rest are dropped: admission).
+        Token frames go in one script call; a window frame's checkpoint and a terminal
+        frame's expiry keep their place in the order. Scripts go as EVAL: given a registered
+        Script, a redis-py pipeline first asks SCRIPT EXISTS, a round trip of its own, every
+        time."""
+        admitted = self.admission.admit(messages)
+        if not admitted:
+            return
         pipe = self.redis.pipeline(transaction=False)
         streams: list[str] = []
         entries: list[str | bytes] = []
-        moved = 0
-        for raw in frames:
-            header = parse_header(raw)
-            if header is None:
-                log.warning("relay: dropped a message that is not a genq frame")
-                continue
-            moved += 1
-            if header.type == FrameType.WINDOW.value:  # checkpointed before it is readable
+        for frame in admitted:
+            if frame.window is not None:  # checkpointed before it is readable
                 self._append(pipe, streams, entries)
                 streams, entries = [], []
-                self._checkpoint_window(pipe, header, raw)
-            streams.append(self.keys.stream(header.job_id))
-            entries += [f"{header.epoch}-{header.seq}", raw]
-            if header.type in _TERMINAL:
+                self._checkpoint_window(pipe, frame, frame.window)
+                if frame.seq == 0:  # sent again for the checkpoint only
+                    continue
+            streams.append(self.keys.stream(frame.job_id))
+            entries += [f"{frame.epoch}-{frame.seq}", frame.raw]
+            if frame.type in _TERMINAL:
                 self._append(pipe, streams, entries)
                 streams, entries = [], []
-                self._retain(pipe, header.job_id)
+                self._retain(pipe, frame.job_id)
         self._append(pipe, streams, entries)
         self._report(pipe.execute(raise_on_error=False))
-        self.moved += moved
+        self.moved += len(admitted)
+        if admitted[0].ts_ms:  # the oldest frame: how far behind the workers we run
+            self.stats.wrote(admitted[0].ts_ms)
 
     def _append(self, pipe: Any, streams: list[str], entries: list[str | bytes]) -> None:
         if streams:
             pipe.eval(APPEND, len(streams), *streams, *entries)
 
-    def _checkpoint_window(self, pipe: Any, header: Header, raw: bytes) -> None:
-        data = json.loads(raw)["data"]
-        entry = {k: data[k] for k in ("token_ids", "text", "finish_reason")}
-        entry["tokens"] = window_tokens(data)
-        if data.get("logprobs") is not None:  # a resumed job's result needs them too
-            entry["logprobs"] = data["logprobs"]
-        keys = [self.keys.checkpoint(header.job_id), self.keys.job(header.job_id)]
-        pipe.eval(CHECKPOINT, len(keys), *keys, header.epoch, data["window"], json.dumps(entry))
+    def _checkpoint_window(self, pipe: Any, frame: Admitted, data: WindowData) -> None:
+        keys = [self.keys.checkpoint(frame.job_id), self.keys.job(frame.job_id)]
+        entry = checkpoint_entry(data)
+        pipe.eval(CHECKPOINT, len(keys), *keys, frame.epoch, data.window, entry)
 
     def _retain(self, pipe: Any, job_id: str) -> None:
         """After the terminal frame, the stream and checkpoint live for the retention time."""
@@ -299,6 +265,19 @@ class Relay:
         data = ErrorData(code=ErrorCode.ATTEMPTS_EXHAUSTED, message=message, retryable=True)
         frame = ErrorFrame(job_id=job_id, epoch=epoch, seq=1, data=data)
         self._text.publish(self.keys.tokens(job_id), frame.model_dump_json())
+
+
+def checkpoint_entry(data: WindowData) -> str:
+    """A window as its checkpoint entry stores it: what a resume needs (workers.jobs)."""
+    entry: dict[str, Any] = {
+        "token_ids": data.token_ids,
+        "text": data.text,
+        "finish_reason": data.finish_reason,
+        "tokens": data.count,
+    }
+    if data.logprobs is not None:  # a resumed job's result needs them too
+        entry["logprobs"] = [logprob.model_dump(mode="json") for logprob in data.logprobs]
+    return json.dumps(entry)
 
 
 def main() -> None:

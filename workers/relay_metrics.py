@@ -1,5 +1,6 @@
-"""The relay's Prometheus metrics: frames moved, how far behind the workers it runs, what the
-reaper did, and how many task messages wait in each model's queue.
+"""The relay's Prometheus metrics: frames moved and frames dropped (by reason), how far behind
+the workers it runs, what the reaper did, and how many task messages wait in each model's
+queue.
 
 The relay is one process: its figures are plain numbers its loop keeps (RelayStats), read by
 a collector at scrape time, in a registry of its own. No prometheus_client value objects are
@@ -14,6 +15,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import redis
@@ -39,11 +41,21 @@ RATE_MARKS = 6  # frames per second over the last five to six seconds
 SCRAPE_TIMEOUT_S = 2.0  # a scrape with Redis unreachable answers within this
 
 
+class Drop(StrEnum):
+    """Why the relay dropped a message instead of moving it (the metric's `reason` label)."""
+
+    JSON = "json"  # not JSON at all
+    SCHEMA = "schema"  # JSON, but not a valid frame: its header or its data
+    SEQ = "seq"  # seq 0 on a frame that is not a window sent again for the checkpoint
+    NO_JOB = "no_job"  # a valid frame of a job that has no record
+
+
 class RelayStats:
     """What the relay's loop counts (its only writer), for the scrape thread to read."""
 
     def __init__(self) -> None:
         self.lag_s = 0.0
+        self.dropped: collections.Counter[Drop] = collections.Counter()
         self.requeues: collections.Counter[tuple[str, str]] = collections.Counter()
         self.failed = 0
         self.expired = 0
@@ -116,6 +128,7 @@ class RelayCollector(Collector):
         yield CounterMetricFamily(
             "genq_relay_frames", "Frames moved from the token channels into streams.", moved
         )
+        yield self._dropped(stats)
         yield GaugeMetricFamily(
             "genq_relay_frames_per_second",
             "Frames moved per second over the last five seconds or so.",
@@ -139,6 +152,20 @@ class RelayCollector(Collector):
             stats.expired,
         )
         yield from self._queue_depth()
+
+    @staticmethod
+    def _dropped(stats: RelayStats) -> Metric:
+        family = CounterMetricFamily(
+            "genq_relay_dropped_frames",
+            "Messages on the token channels dropped instead of moved: not JSON (json), not a "
+            "valid frame (schema), seq 0 outside a checkpoint-only window (seq), or a frame of "
+            "a job that has no record (no_job).",
+            labels=("reason",),
+        )
+        counts = dict(stats.dropped)  # a copy: the relay's loop may add a key
+        for reason in Drop:
+            family.add_metric([reason.value], counts.get(reason, 0))
+        return family
 
     def _requeues(self, stats: RelayStats) -> Metric:
         family = CounterMetricFamily(

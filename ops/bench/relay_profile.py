@@ -19,9 +19,10 @@ from pathlib import Path
 
 import redis
 
+from common.keys import Keys
 from common.settings import Settings
 from ops.bench.procs import running
-from ops.bench.relay_rate import RelayOptions, publisher
+from ops.bench.relay_rate import RelayOptions, publisher, record_jobs
 from ops.bench.stack import Stack
 from workers.relay import Relay
 
@@ -34,7 +35,7 @@ StatValue = tuple[int, int, float, float, object]
 Raw = dict[StatKey, StatValue]
 # A part of the loop: functions by (file suffix, name), their cumulative time summed.
 READ = (("workers/relay.py", "_read"), ("workers/relay.py", "read"))
-PARSE = (("workers/relay.py", "parse_header"),)
+PARSE = (("workers/relay_admission.py", "admit"),)
 WRITE = (("workers/relay.py", "write"),)
 EXECUTE = (("redis/client.py", "execute"),)
 REAP = (("workers/relay.py", "reap"),)
@@ -87,7 +88,9 @@ def profile(stack: Stack, opts: RelayOptions, seconds: float) -> Profile:
     relay = ProfiledRelay(stack.settings, seconds)
     stop = threading.Event()
     thread = threading.Thread(target=relay.run_then_finish, args=(stop,), name="relay")
-    redis.Redis.from_url(stack.settings.redis_url).flushdb()
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    client.flushdb()
+    record_jobs(client, Keys(stack.settings.key_prefix), "profile", opts.jobs)
     thread.start()
     try:
         load = publisher(stack, opts, "profile", seconds + PUBLISHER_EXTRA_S, "publish")
@@ -104,7 +107,7 @@ def _parts(raw: Raw, total: float) -> list[tuple[str, float]]:
     read, parse, write, execute, reap = (_cum(raw, f) for f in (READ, PARSE, WRITE, EXECUTE, REAP))
     parts = [
         ("pub/sub read (the relay's reader: socket, RESP parsing, message handling)", read),
-        ("header parse (parse_header)", parse),
+        ("validation and job lookups (Admission.admit)", parse),
         (
             "queueing the batch's commands (Relay.write less parse and execute)",
             write - parse - execute,

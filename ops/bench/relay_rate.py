@@ -86,6 +86,14 @@ def fast_relay(stack: Stack, tag: str) -> Iterator[int]:
         yield started.pid
 
 
+def record_jobs(client: redis.Redis, keys: Keys, tag: str, jobs: int) -> None:
+    """A record for each of the load's jobs: the relay moves only frames of jobs that exist."""
+    pipe = client.pipeline(transaction=False)
+    for job_id in job_ids(tag, jobs):
+        pipe.hset(keys.job(job_id), mapping={"state": "running", "epoch": 0})
+    pipe.execute()
+
+
 def stream_progress(client: redis.Redis, keys: Keys, tag: str, jobs: int) -> Callable[[], int]:
     streams = [keys.stream(job_id) for job_id in job_ids(tag, jobs)]
 
@@ -116,6 +124,7 @@ def pubsub_phase(phase: Phase, stack: Stack, opts: RelayOptions, seconds: float)
     client = redis.Redis.from_url(stack.settings.redis_url)
     client.flushdb()  # the last phase's streams: memory, and its counter
     keys = Keys(stack.settings.key_prefix)
+    record_jobs(client, keys, tag, opts.jobs)
     progress = (
         counter_progress(client) if counted else stream_progress(client, keys, tag, opts.jobs)
     )
@@ -151,10 +160,12 @@ def xadd_phase(stack: Stack, opts: RelayOptions, seconds: float) -> Figure:
 
 def write_phase(stack: Stack, opts: RelayOptions, seconds: float) -> Figure:
     """`Relay.write` in this process on batches of BATCH_FRAMES ready frames: the relay's
-    write half alone (parse_header, redis-py pipeline of XADD, execute, error check)."""
-    redis.Redis.from_url(stack.settings.redis_url).flushdb()
+    write half alone (validation, redis-py pipeline of XADD, execute, error check)."""
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    client.flushdb()
     relay = Relay(stack.settings)
     keys = Keys(stack.settings.key_prefix)
+    record_jobs(client, keys, "write", opts.jobs)
     tpls = templates(keys, "write", opts.jobs)
     rounds = max(1, BATCH_FRAMES // opts.jobs)
     ts = b"%d" % (time.time_ns() // 1_000_000)
@@ -264,6 +275,7 @@ def hop_latency(stack: Stack, frames: int, pause_s: float = HOP_PAUSE_S) -> list
     frame at a time with the genq relay otherwise idle: the hop readers pay for streams."""
     client = redis.Redis.from_url(stack.settings.redis_url)
     tpl = templates(Keys(stack.settings.key_prefix), "hop", 1)[0]
+    record_jobs(client, Keys(stack.settings.key_prefix), "hop", 1)
     took = []
     with genq_relay(stack, "hop"):
         for seq in range(1, frames + 1):

@@ -119,3 +119,12 @@ def test_metrics_ports_are_exposed_where_settings_put_them(
         port = str(services[name]["environment"]["GENQ_METRICS_PORT"])
         assert port in services[name]["expose"]
         assert port in services[name]["ports"]  # on the host too, a port per replica
+
+
+def test_every_service_is_started_again_when_it_exits(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # The relay above all: while none runs, no stream, checkpoint or resume moves.
+    assert {name: s.get("restart") for name, s in services.items()} == dict.fromkeys(
+        services, "unless-stopped"
+    )

@@ -11,6 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from common.frames import (
+    FRAME_CLASSES,
+    HEADER_FIELDS,
     ContinuationData,
     ContinuationFrame,
     DoneFrame,
@@ -23,6 +25,7 @@ from common.frames import (
     TokenFrame,
     WindowData,
     WindowFrame,
+    checkpoint_only,
     parse_frame,
 )
 from common.schemas import JobResult, TokenLogprob, TopLogprob
@@ -139,3 +142,20 @@ def test_parse_frame_rejects_malformed_frames(changes: dict[str, Any], message: 
 def test_parse_frame_rejects_text_that_is_not_json() -> None:
     with pytest.raises(ValidationError, match="Invalid JSON"):
         parse_frame("token: hello")
+
+
+def test_every_frame_is_written_with_the_header_fields_first_in_order(
+    make_result: Callable[..., JobResult],
+) -> None:
+    # ops/bench's frame templates and prototype relay cut frames at these fields.
+    for frame in every_frame(make_result()):
+        assert tuple(json.loads(frame.model_dump_json()))[:-1] == HEADER_FIELDS
+    assert {cls.model_fields["type"].default for cls in FRAME_CLASSES} == set(FrameType)
+
+
+def test_a_window_sent_again_for_the_checkpoint_has_seq_zero() -> None:
+    data = WindowData(window=3, token_ids=[1], text="a", tokens_total=40)
+    assert checkpoint_only(WindowFrame(**{**HEAD, "seq": 0}, data=data))
+    assert not checkpoint_only(WindowFrame(**HEAD, data=data))
+    token = TokenFrame(**{**HEAD, "seq": 0}, data=TokenData(text="a", token_ids=[1]))
+    assert not checkpoint_only(token)

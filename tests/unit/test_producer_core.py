@@ -21,6 +21,8 @@ from common.frames import (
     ResumeFrame,
     TokenData,
     TokenFrame,
+    WindowData,
+    WindowFrame,
 )
 from common.schemas import GenerateRequest, JobRecord, JobResult, JobSpec, JobState
 from producer import core
@@ -183,6 +185,18 @@ def test_resume_frame_drops_text_beyond_the_committed_chars() -> None:
     state.apply(ResumeFrame(job_id=JOB, epoch=1, seq=0, data=resume))
     state.apply(token(1, " upon", [2]))
     assert state.text == "Once upon"
+
+
+def test_a_repair_asked_for_at_a_window_is_not_made_after_later_text() -> None:
+    # After a hole, a window frame asks for the checkpoint up to it; a checkpoint that only
+    # catches up once later text arrived must not replace that text.
+    state = StreamState(JOB)
+    state.apply(TokenFrame(job_id=JOB, epoch=0, seq=1, data=TokenData(text="ab", token_ids=[1])))
+    data = WindowData(window=1, token_ids=[3], text="d", tokens_total=3)
+    state.apply(WindowFrame(job_id=JOB, epoch=0, seq=5, data=data))  # seqs 2-4 lost
+    assert state.repair_through == 2
+    state.apply(TokenFrame(job_id=JOB, epoch=0, seq=6, data=TokenData(text="e", token_ids=[4])))
+    assert state.repair_through is None and state.gap
 
 
 # Placement: priority and expiry.

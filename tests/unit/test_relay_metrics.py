@@ -15,8 +15,9 @@ from common.frames import TokenData, TokenFrame
 from common.registry import ModelRegistry
 from common.settings import Settings
 from ops.localstack import free_port
-from workers.relay import Relay, parse_header
+from workers.relay import Relay
 from workers.relay_metrics import (
+    Drop,
     ModelQueue,
     RelayCollector,
     RelayStats,
@@ -56,10 +57,7 @@ def test_lag_is_the_age_of_a_batchs_first_frame() -> None:
     now_ms = time.time_ns() // 1_000_000
     old = TokenFrame(job_id="a" * 32, epoch=0, seq=1, ts_ms=now_ms - 1500, data=data)
     new = TokenFrame(job_id="a" * 32, epoch=0, seq=2, ts_ms=now_ms, data=data)
-    batch = [old.model_dump_json().encode(), new.model_dump_json().encode()]
-    first = parse_header(batch[0])
-    assert first is not None
-    stats.wrote(first.ts_ms)
+    stats.wrote(min(old.ts_ms, new.ts_ms))  # the relay's oldest frame of the batch
     assert 1.5 <= stats.lag_s < 2.5
     stats.idle()
     assert stats.lag_s == 0
@@ -107,3 +105,17 @@ def test_a_scrape_with_redis_down_answers_without_depths(
         )
     }
     assert requeues == {("tiny", "cpu"): 2, ("big", "gpu"): 0}
+
+
+def test_dropped_frames_are_counted_by_reason_every_reason_shown() -> None:
+    relay = unreachable_relay()
+    relay.stats.dropped[Drop.SCHEMA] += 3
+    registry = CollectorRegistry()
+    registry.register(RelayCollector(relay, [], relay.redis))
+    dropped = {
+        reason.value: registry.get_sample_value(
+            "genq_relay_dropped_frames_total", {"reason": reason.value}
+        )
+        for reason in Drop
+    }
+    assert dropped == {"json": 0, "schema": 3, "seq": 0, "no_job": 0}
