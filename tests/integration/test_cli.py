@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from common import gemma
 from ops.localstack import Worker
 
 from .support import GENQ, run_genq
@@ -58,7 +59,8 @@ def test_models_lists_tiny_and_registry_entries(genq_env: dict[str, str]) -> Non
     proc = run_genq(genq_env, "models", "--json")
     assert proc.returncode == 0, proc.stderr
     names = {row["name"]: row for row in json.loads(proc.stdout)}
-    assert set(names) == {"tiny", "broken"}
+    assert set(names) == {"tiny", "broken", "gemma-3-270m"}  # gemma: installed or not
+    assert names["gemma-3-270m"]["installed"] == gemma.installed()
     assert names["tiny"]["n_ctx"] == 256 and names["tiny"]["device"] == "cpu"
 
 
