@@ -39,13 +39,17 @@ from pydantic_core import ErrorDetails
 
 from common import gemma
 from common.errors import RegistryError, UnknownModel
-from common.schemas import Device, ModelName
+from common.schemas import Device, ModelName, Role
 from common.settings import Settings
 from common.tinymodel import TINY_N_CTX, ensure_tiny_model, tiny_model_path
 
 TINY = "tiny"
 GEMMA = gemma.NAME
 BUILT_IN = (GEMMA, TINY)
+
+
+# A transcript's role label: one word or a few, before a colon at the start of a line.
+Label = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9 _-]{0,31}$")]
 
 
 class LlamaModelConfig(BaseModel):
@@ -62,6 +66,12 @@ class LlamaModelConfig(BaseModel):
     device: Device = Field("cpu", description="Device class; also the Celery queue.")
     chat_template: str | None = Field(
         None, description="Jinja chat template overriding the one in the GGUF file."
+    )
+    chat_labels: dict[Role, Label] | None = Field(
+        None,
+        description="Where neither the entry nor the file has a chat template, a chat is a "
+        "transcript of `label: content` lines ending at the next label; a role's label is its "
+        "name unless given here, e.g. {user = 'Question', assistant = 'Answer'}.",
     )
 
 
@@ -204,11 +214,13 @@ def _tiny(settings: Settings) -> LlamaModelConfig:
 
 def _gemma(settings: Settings) -> LlamaModelConfig:
     """Defaults for a small machine: a 2048-token context (of the model's 32768) and two
-    threads. Its file has no chat template: chats are rendered as a transcript (common.prompts)."""
+    threads. Its file has no chat template: chats are a transcript (common.prompts), with the
+    labels that answered best (common.gemma)."""
     return LlamaModelConfig(
         path=gemma.gemma_path(settings.cache_dir),
         n_ctx=gemma.N_CTX,
         n_threads=min(gemma.N_THREADS, os.cpu_count() or 1),
+        chat_labels=gemma.CHAT_LABELS,
     )
 
 
