@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from common.errors import PromptTooLong
-from common.registry import LlamaModelConfig, ModelRegistry
+from common.registry import TEMPLATE_KEY, LlamaModelConfig, ModelRegistry
 from common.schemas import ROLES, ChatMessage, JobSpec, Role
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-TEMPLATE_KEY = "tokenizer.chat_template"
 Labels = Mapping[Role, str]
 
 

@@ -37,7 +37,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails
 
-from common import gemma
+from common import gemma, ggufmeta
 from common.errors import RegistryError, UnknownModel
 from common.schemas import Device, ModelName, Role
 from common.settings import Settings
@@ -202,6 +202,25 @@ class ModelRegistry:
             self.llama(name)  # UnknownModel where its package is missing
             return gemma.ensure_gemma_model(self.cache_dir)
         return self.llama(name).path
+
+
+# Whether a built-in model's file has a chat template, known before the file is written.
+_BUILT_IN_TEMPLATE = {TINY: True, GEMMA: False}
+TEMPLATE_KEY = "tokenizer.chat_template"
+
+
+def chat_rendering(name: str, config: LlamaModelConfig) -> str | None:
+    """How a chat on a local model is rendered: `template` (the entry's or the file's) or
+    `transcript` (neither has one: common.prompts); None where the file cannot be read here."""
+    if config.chat_template:
+        return "template"
+    try:
+        has_template = ggufmeta.has_key(config.path, TEMPLATE_KEY)
+    except (OSError, ValueError):
+        if name not in _BUILT_IN_TEMPLATE:
+            return None
+        has_template = _BUILT_IN_TEMPLATE[name]
+    return "template" if has_template else "transcript"
 
 
 def _tiny(settings: Settings) -> LlamaModelConfig:
