@@ -99,8 +99,8 @@ def test_a_job_resumes_after_sigkill_to_the_text_of_an_uninterrupted_run(
     stack = make_stack()  # the stack's lease is 2 s (genq_env): a quick resume
     stack.relay()
     stack.worker("a", "--models", GEMMA), stack.worker("b", "--models", GEMMA)
-    job: dict[str, Any] = {"prompt": "Once upon a time", "max_tokens": 60, "seed": 3}
-    job |= {"model": GEMMA, "window_tokens": 15, "ignore_eos": True}
+    job: dict[str, Any] = {"prompt": "Once upon a time", "max_tokens": 40, "seed": 3}
+    job |= {"model": GEMMA, "window_tokens": 10, "ignore_eos": True}
     with Client(stack.settings) as client:
         expected = client.submit(**job).result(timeout=90).text
         handle = client.submit(**job)
