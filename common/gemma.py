@@ -31,8 +31,8 @@ N_THREADS = 2  # measured: 36 tok/s on 2 cores; more threads on a shared machine
 # Its GGUF has no chat template and it is the base model, not trained on Gemma's turn markers.
 # Six questions, greedy, rendered five ways (measured, December 2026): Gemma's turn markers
 # loop on junk (0 of 6 answered); `user: ...\nassistant:` without BOS gives junk (0 of 6);
-# after a BOS, 3 of 6 right (`User:`/`Assistant:`: 3 of 6 as well); `Question: ...\nAnswer:`
-# after a BOS, 5 of 6 (Paris, Shakespeare, 4, Blue, Jupiter; a spider's legs: 2). Every
+# after a BOS, 3 of 6 right (`User:`/`Assistant:`: 2 of 6); `Question: ...\nAnswer:`
+# after a BOS, 5 of 6 (Paris, Shakespeare, 4, Blue, Jupiter; wrong: a spider has 2 legs). Every
 # rendering ran on into a new turn of its own: the transcript's implicit stops end it.
 CHAT_LABELS: dict[Role, str] = {"user": "Question", "assistant": "Answer"}
 
