@@ -34,11 +34,15 @@ GEMMA = gemma.NAME
 
 
 @pytest.fixture(scope="session", autouse=True)
-def gemma_file(pytestconfig: pytest.Config, genq_env: dict[str, str]) -> Path:
+def gemma_file(
+    pytestconfig: pytest.Config, genq_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """The model's file in the session's cache directory (a link to the kept copy)."""
     if not gemma.installed():
         pytest.skip(f"the real-model tier needs gemma-3-270m: {gemma.INSTALL}")
-    kept = gemma.ensure_gemma_model(pytestconfig.cache.mkdir("genq-models"))
+    kept_in = getattr(pytestconfig, "cache", None)  # None with -p no:cacheprovider
+    keep = kept_in.mkdir("genq-models") if kept_in else tmp_path_factory.mktemp("genq-models")
+    kept = gemma.ensure_gemma_model(keep)
     cache = Path(genq_env["GENQ_CACHE_DIR"])
     cache.mkdir(parents=True, exist_ok=True)
     linked = gemma.gemma_path(cache)
