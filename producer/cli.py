@@ -154,7 +154,11 @@ def _seconds(duration: str | None) -> float | None:
     callback=lambda _ctx, _param, value: _seconds(value),
     help="Not started within this (90s, 15m, 2h, 1d): the job ends as `expired` without running.",
 )
-@click.option("--chat", is_flag=True, help="Send PROMPT as a user chat message (chat template).")
+@click.option(
+    "--chat",
+    is_flag=True,
+    help="Send PROMPT as a user chat message (the model's chat template, or a transcript).",
+)
 @click.option("--system", help="System message; implies --chat.")
 @click.option("--json", "as_json", is_flag=True, help="Print every frame as a JSON line.")
 @click.option("--timeout", type=float, help="Give up after this many seconds.")
