@@ -321,7 +321,8 @@ def _failover(client: Client, started: UpResult, model: str, sizes: Sizes) -> No
     }
     console.rule("[bold]the headline: a worker SIGKILLed mid-stream; the stream goes on")
     console.print(
-        f"[dim]{sizes.failover_tokens} greedy tokens in windows of {sizes.failover_window} "
+        f"[dim]{sizes.failover_tokens} greedy tokens (temperature 0, repeat penalty 1.3) in windows "
+        f"of {sizes.failover_window} "
         f"(each window checkpointed by the relay). First the job runs undisturbed, for "
         f"reference; then again, streamed, and its worker is SIGKILLed after "
         f"{sizes.kill_after} tokens. Its lease ({LEASE_TTL_S} s here) lapses, the relay "
