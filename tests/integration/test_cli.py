@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
-from ops.localstack import Worker
+from common import gemma
+from common.keys import Keys
+from common.schemas import JobRecord
+from ops.localstack import Worker, settings_for
 
 from .support import GENQ, run_genq
 
@@ -58,7 +62,8 @@ def test_models_lists_tiny_and_registry_entries(genq_env: dict[str, str]) -> Non
     proc = run_genq(genq_env, "models", "--json")
     assert proc.returncode == 0, proc.stderr
     names = {row["name"]: row for row in json.loads(proc.stdout)}
-    assert set(names) == {"tiny", "broken"}
+    assert set(names) == {"tiny", "broken", "gemma-3-270m"}  # gemma: installed or not
+    assert names["gemma-3-270m"]["installed"] == gemma.installed()
     assert names["tiny"]["n_ctx"] == 256 and names["tiny"]["device"] == "cpu"
 
 
@@ -109,3 +114,31 @@ def test_plain_celery_command_loads_the_app() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_run_takes_every_job_field_a_terminal_user_may_want(
+    genq_env: dict[str, str], worker: Worker, redis_client: redis.Redis
+) -> None:
+    options = ["--ignore-eos", "--window-tokens", "2", "--max-windows", "2", "--logprobs", "1"]
+    options += ["--min-p", "0.1", "--repeat-penalty", "1.1", "--priority", "7"]
+    proc = run_genq(genq_env, "run", "Hi", "-n", "50", "--json", *options, "--expires-in", "10m")
+    assert proc.returncode == 0, proc.stderr
+    frames = [json.loads(line) for line in proc.stdout.splitlines()]
+    done = frames[-1]
+    assert (done["data"]["usage"]["completion_tokens"], done["data"]["finish_reason"]) == (
+        4,  # two windows of two tokens, end-of-sequence ignored
+        "length",
+    )
+    tokens = [f for f in frames if f["type"] == "token"]
+    assert all(len(f["data"]["logprobs"][0]["top"]) == 1 for f in tokens)
+    raw = redis_client.hgetall(Keys(settings_for(genq_env).key_prefix).job(done["job_id"]))
+    record = JobRecord.from_hash(raw)
+    spec = record.spec
+    assert (spec.ignore_eos, spec.window_tokens, spec.max_windows, spec.logprobs) == (
+        True,
+        2,
+        2,
+        1,
+    )
+    assert (spec.min_p, spec.repeat_penalty, record.priority) == (0.1, 1.1, 7)
+    assert 590_000 <= record.expires_ms - record.submitted_ms <= 600_000

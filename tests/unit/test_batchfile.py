@@ -468,3 +468,8 @@ def test_openai_logprobs_out_of_form_are_rejected(
     if url == CHAT:
         body = {"messages": [{"role": "user", "content": "hi"}], **body}
     assert message in reason(openai(body, url=url))
+
+
+def test_openai_ignore_eos_is_honoured_as_llama_cpp_and_vllm_servers_do() -> None:
+    assert parse_line(openai({"prompt": "p", "ignore_eos": True}), {}).spec.ignore_eos is True
+    assert parse_line(openai({"prompt": "p"}), {}).spec.ignore_eos is False

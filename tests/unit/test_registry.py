@@ -1,4 +1,6 @@
-"""common.registry: the built-in `tiny` model plus the models of a TOML file."""
+"""common.registry: the built-in `tiny` and `gemma-3-270m` models plus the models of a TOML
+file. Whether gemma's package is installed is given to the registry (`installed`), so that
+these tests hold on machines with and without it."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from common import gemma
 from common.errors import RegistryError, UnknownModel
-from common.registry import ModelRegistry
+from common.registry import GEMMA, ModelRegistry
 from common.settings import Settings
 from common.tinymodel import TINY_N_CTX, tiny_model_path
 
@@ -23,6 +26,14 @@ device = "gpu"
 """
 
 LoadRegistry = Callable[[str | bytes], ModelRegistry]
+
+
+def nothing_installed(_package: str) -> bool:
+    return False
+
+
+def everything_installed(_package: str) -> bool:
+    return True
 
 
 @pytest.fixture
@@ -39,13 +50,14 @@ def load(tmp_path: Path, registry_file: Path) -> LoadRegistry:
             content = content.encode()
         registry_file.write_bytes(content)
         settings = Settings(models_file=registry_file, cache_dir=tmp_path / "cache")
-        return ModelRegistry.from_settings(settings)
+        return ModelRegistry.from_settings(settings, nothing_installed)
 
     return load
 
 
 def test_without_a_file_only_tiny_exists(tmp_path: Path) -> None:
-    registry = ModelRegistry.from_settings(Settings(cache_dir=tmp_path, tiny_seed=3))
+    settings = Settings(cache_dir=tmp_path, tiny_seed=3)
+    registry = ModelRegistry.from_settings(settings, nothing_installed)
     assert registry.names() == ["tiny"]
     tiny = registry.llama("tiny")
     assert tiny.n_ctx == TINY_N_CTX
@@ -86,11 +98,12 @@ def test_empty_file_keeps_only_tiny(load: LoadRegistry) -> None:
          "Extra inputs are not permitted"),
         ('[modles.x]\nbackend = "llama"\npath = "x"\n', "modles", "Extra inputs are not permitted"),
         ("[models.tiny]\npath = 'mine.gguf'\n", "[models.tiny]", "built in"),
+        ("[models.gemma-3-270m]\npath = 'g.gguf'\n", "[models.gemma-3-270m]", "built in"),
         ('[models.x]\npath = "x"\n', "[models.x] backend", "missing; expected 'llama' or"),
         ('[models."a b"]\nbackend = "llama"\npath = "x"\n', "[models.a b] name", "pattern"),
     ],
     ids=["unknown-backend", "missing-path", "n_ctx-too-small", "n_ctx-too-large",
-         "unknown-device", "unknown-key", "unknown-table", "tiny-redefined",
+         "unknown-device", "unknown-key", "unknown-table", "tiny-redefined", "gemma-redefined",
          "missing-backend", "name-not-a-queue-name"],
 )  # fmt: skip
 def test_bad_entry_raises_registry_error_naming_file_and_entry(
@@ -143,7 +156,8 @@ def test_unknown_model_lists_the_known_ones(load: LoadRegistry) -> None:
 
 def test_local_path_of_tiny_writes_the_model_into_the_cache(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    registry = ModelRegistry.from_settings(Settings(cache_dir=cache, tiny_seed=1))
+    settings = Settings(cache_dir=cache, tiny_seed=1)
+    registry = ModelRegistry.from_settings(settings, nothing_installed)
     path = registry.local_path("tiny")
     assert path == tiny_model_path(cache, 1) == registry.llama("tiny").path
     assert path.is_file()
@@ -171,3 +185,32 @@ def test_where_names_the_file_and_entry_of_a_model(load: LoadRegistry, registry_
     registry = load(MISTRAL)
     assert registry.where("mistral-7b") == f"model registry {registry_file}: [models.mistral-7b]"
     assert registry.where("tiny") == "built-in model 'tiny'"
+
+
+def test_gemma_is_built_in_where_its_package_is_installed(tmp_path: Path) -> None:
+    if not gemma.installed():
+        pytest.skip(f"needs the gemma package: {gemma.INSTALL}")
+    registry = ModelRegistry.from_settings(Settings(cache_dir=tmp_path), everything_installed)
+    assert registry.names() == [GEMMA, "tiny"]
+    entry = registry.llama(GEMMA)
+    assert entry.path.parent == tmp_path  # assembled on first use, into the cache
+    assert (entry.n_ctx, entry.device, entry.chat_template) == (2048, "cpu", None)
+    assert entry.n_threads is not None and entry.n_threads <= 2  # a small machine's share
+    assert registry.where(GEMMA) == "built-in model 'gemma-3-270m'"
+    assert not tmp_path.joinpath(entry.path.name).exists()  # not assembled by the registry
+
+
+def test_gemma_without_its_package_is_refused_with_the_install_command(
+    tmp_path: Path,
+) -> None:
+    registry = ModelRegistry.from_settings(Settings(cache_dir=tmp_path), nothing_installed)
+    assert GEMMA not in registry.names()  # a worker does not serve it
+    assert registry.missing == {GEMMA: "pip install 'genq[gemma]'"}
+    with pytest.raises(UnknownModel) as caught:
+        registry.get(GEMMA)
+    assert str(caught.value) == (
+        "built-in model 'gemma-3-270m' is not installed here; install it with: "
+        "pip install 'genq[gemma]'"
+    )
+    with pytest.raises(UnknownModel, match=re.escape("pip install 'genq[gemma]'")):
+        registry.local_path(GEMMA)

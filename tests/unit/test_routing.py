@@ -8,12 +8,18 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
+from common import gemma
 from common.errors import WorkerConfigError
 from common.registry import ModelRegistry
 from common.routing import Serving, model_queue, queue_device, queue_name, serving
 from common.settings import Settings
 
 Serve = Callable[..., Serving]
+
+
+def gemma_installed(answer: bool) -> Callable[[str], bool]:
+    """The registry's package check, answering `answer` whatever this machine has."""
+    return lambda _package: answer
 
 
 @pytest.fixture
@@ -39,11 +45,11 @@ def registry_file(tmp_path: Path, gguf: Path) -> Path:
 def serve(tmp_path: Path, registry_file: Path) -> Serve:
     """What a worker with these settings serves, against `registry_file`."""
 
-    def serve(**fields: object) -> Serving:
+    def serve(installed: bool = False, **fields: object) -> Serving:
         settings = Settings.model_validate(
             {"models_file": registry_file, "cache_dir": tmp_path / "cache", **fields}
         )
-        return serving(settings, ModelRegistry.from_settings(settings))
+        return serving(settings, ModelRegistry.from_settings(settings, gemma_installed(installed)))
 
     return serve
 
@@ -123,6 +129,23 @@ def test_a_local_model_path_that_is_a_directory_is_refused(
 def test_the_builtin_tiny_model_needs_no_file_yet(serve: Serve, tmp_path: Path) -> None:
     assert serve(worker_models="tiny").models == ("tiny",)
     assert not (tmp_path / "cache").exists()  # written on first use, by the worker process
+
+
+def test_the_builtin_gemma_model_needs_no_file_yet(serve: Serve, tmp_path: Path) -> None:
+    if not gemma.installed():
+        pytest.skip(f"needs the gemma package: {gemma.INSTALL}")
+    assert serve(installed=True, worker_models="gemma-3-270m").models == ("gemma-3-270m",)
+    assert not (tmp_path / "cache").exists()  # assembled on first use, by the worker process
+    assert "gemma-3-270m" in serve(installed=True).models  # served by default where installed
+
+
+def test_gemma_without_its_package_is_refused_with_the_install_command(serve: Serve) -> None:
+    with pytest.raises(WorkerConfigError) as caught:
+        serve(installed=False, worker_models="tiny,gemma-3-270m")
+    assert str(caught.value) == (
+        "built-in model 'gemma-3-270m' is not installed here; install it with: "
+        "pip install 'genq[gemma]'"
+    )
 
 
 def test_a_remote_model_needs_its_api_key_variable_set(
