@@ -11,6 +11,7 @@ the other worker, to the text an uninterrupted run gives (checked, not claimed).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -26,6 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from common import gemma
 from common.frames import ContinuationFrame, Frame, ResumeFrame, TokenFrame
 from common.registry import ModelRegistry
 from common.schemas import JobRecord
@@ -37,7 +39,7 @@ from producer import STOP, Client, GenqError, JobHandle
 from producer.cli import terminal_safe
 from producer.progress import BatchProgress
 
-DEFAULT_MODEL = "gemma-3-270m"
+DEFAULT_MODEL = gemma.NAME
 TINY = "tiny"
 WORKERS = 2  # the headline needs a second worker to resume on
 LEASE_TTL_S = 3  # the demo's stack only (genq's default is 30 s): a killed job resumes soon
@@ -139,7 +141,12 @@ def _start_stack(stack: ExitStack, run_dir: Path) -> tuple[Settings, UpResult]:
     """The local stack (ops/stack) in the demo's own run directory, so that it never meets a
     stack of the user's; brought down on the way out, Ctrl-C and failures included. Models
     are cached where genq caches them (GENQ_CACHE_DIR), so the next run reuses them."""
-    env = {"GENQ_LEASE_TTL_S": str(LEASE_TTL_S)}
+    env = {
+        "GENQ_LEASE_TTL_S": str(LEASE_TTL_S),
+        # Two workers of 2 threads may share fewer cores: OpenMP's spinning idle threads
+        # would then wait on peers that are not running (measured: jobs 5-10x slower).
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "passive"),
+    }
     run = RunDir(run_dir)
     started = up(
         run,
@@ -321,9 +328,9 @@ def _failover(client: Client, started: UpResult, model: str, sizes: Sizes) -> No
     }
     console.rule("[bold]the headline: a worker SIGKILLed mid-stream; the stream goes on")
     console.print(
-        f"[dim]{sizes.failover_tokens} greedy tokens (temperature 0, repeat penalty 1.3) in windows "
-        f"of {sizes.failover_window} "
-        f"(each window checkpointed by the relay). First the job runs undisturbed, for "
+        f"[dim]{sizes.failover_tokens} greedy tokens (temperature 0, repeat penalty 1.3) in "
+        f"windows of {sizes.failover_window} (each window checkpointed by the relay). "
+        f"First the job runs undisturbed, for "
         f"reference; then again, streamed, and its worker is SIGKILLed after "
         f"{sizes.kill_after} tokens. Its lease ({LEASE_TTL_S} s here) lapses, the relay "
         f"requeues the job, and the other worker resumes it from the last checkpoint.[/]"

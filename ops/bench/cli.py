@@ -80,8 +80,7 @@ sections (--suite, in this order):
             >= 2,000 jobs/s accepted; producer peak RSS <= 150 MB.
   overhead  200 jobs of 16 tokens as one batch on 2 worker processes (submit until wait()
             returns), against the same generations run back to back in 2 plain processes
-            (model loading excluded; OMP_WAIT_POLICY=passive on both sides unless
-            --overhead-omp-spin), in 3 rounds, which side goes first alternating by round.
+            (model loading excluded), in 3 rounds, which side goes first alternating by round.
             Target: median of the rounds' in-process wall / genq wall >= 0.90.
             --overhead-processes 1 on a 2-core machine leaves Redis, the relay and Celery's
             main processes the other core.
@@ -106,6 +105,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=_suites,
         default=list(SECTIONS),
         help="comma-separated sections to run (default: all): " + ",".join(SECTIONS),
+    )
+    parser.add_argument(
+        "--omp-spin",
+        action="store_true",
+        help="leave OpenMP's idle threads spinning (its default) in every process of the run "
+        "instead of OMP_WAIT_POLICY=passive (the default here, unless the variable is set): "
+        "on a machine with no core to spare, a spinning thread waits for a peer that is not "
+        "running, and jobs take many times longer, by amounts that vary from run to run",
     )
     parser.add_argument(
         "--model",
@@ -206,13 +213,6 @@ def _overhead_options(group: argparse._ArgumentGroup) -> None:
         help=f"worker processes, and in-process ones ({overhead.PROCESSES}, the target's); "
         "fewer than the cores leaves Redis, the relay and Celery's main processes a core",
     )
-    add(
-        "--overhead-omp-spin",
-        action="store_true",
-        help="leave OpenMP's idle threads spinning (its default) instead of "
-        "OMP_WAIT_POLICY=passive; with as many llama processes as cores, they steal each "
-        "other's cores and every job takes far longer, on both sides",
-    )
 
 
 def _remote_options(group: argparse._ArgumentGroup) -> None:
@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> None:
-    say(report.machine(), report.versions())
+    say(report.machine(), report.versions(), report.openmp())
     _prepare_model(args.model)
     started = time.monotonic()
     with cache_dir() as cache, sweep.marked(cache.name):

