@@ -91,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     run_dir = Path(tempfile.mkdtemp(prefix="genq-demo-"))
     sizes = TINY_SIZES if args.model == TINY else REAL
+    began = time.monotonic()
     try:
         _prepare_model(args.model)
         with ExitStack() as stack:
@@ -102,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StackError, GenqError, DemoFailed) as exc:
         console.print(f"[red]demo failed:[/] {escape(str(exc))}")
         return 1
-    console.print(f"\n[green]demo finished[/]; logs in {run_dir}")
+    took = time.monotonic() - began
+    console.print(f"\n[green]demo finished[/] in {took:.0f} s; logs in {run_dir}")
     return 0
 
 
@@ -263,9 +265,8 @@ def _batch(client: Client, model: str, sizes: Sizes) -> None:
     )
     for line in list(batch.results())[:4]:
         prompt = FACTS[int(line.custom_id.rpartition("-")[2]) % len(FACTS)]
-        console.print(
-            f"  {line.custom_id:7s} {escape(prompt)}[bold]{escape(terminal_safe(line.text))}[/]"
-        )
+        text = terminal_safe(line.text).replace("\n", " ↵ ")
+        console.print(f"  {line.custom_id:8s} {escape(prompt)}[bold]{escape(text)}[/]")
 
 
 def _batch_line(n: int, model: str, tokens: int) -> dict[str, Any]:
