@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from common import gemma
+from common.errors import UnknownModel
 from common.frames import ContinuationFrame, Frame, ResumeFrame, TokenFrame
 from common.registry import ModelRegistry
 from common.schemas import JobRecord
@@ -100,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("\n[yellow]interrupted: stopped the stack[/]")
         return 130
+    except UnknownModel as exc:
+        console.print(f"[red]demo failed:[/] {escape(str(exc))}")
+        console.print(f"(`make demo` installs {DEFAULT_MODEL}; `--model {TINY}` needs nothing)")
+        return 1
     except (StackError, GenqError, DemoFailed) as exc:
         console.print(f"[red]demo failed:[/] {escape(str(exc))}")
         return 1
