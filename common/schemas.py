@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     AliasChoices,
@@ -70,8 +70,12 @@ class TokenLogprob(_Model):
     top: list[TopLogprob] = Field(default_factory=list)
 
 
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+
 class ChatMessage(_Model):
-    role: Literal["system", "user", "assistant", "tool"]
+    role: Role
     content: str = Field(max_length=10_000_000)
 
 

@@ -22,7 +22,7 @@ from common.errors import GenqError, InvalidJob, RegistryError
 from common.frames import TokenFrame
 from common.keys import is_job_id
 from common.presence import waiting_reason
-from common.registry import AnyModelConfig, ModelRegistry, RemoteModelConfig
+from common.registry import AnyModelConfig, ModelRegistry, RemoteModelConfig, chat_rendering
 from common.routing import queue_name, serving
 from common.schemas import (
     DEFAULT_PRIORITY,
@@ -154,7 +154,11 @@ def _seconds(duration: str | None) -> float | None:
     callback=lambda _ctx, _param, value: _seconds(value),
     help="Not started within this (90s, 15m, 2h, 1d): the job ends as `expired` without running.",
 )
-@click.option("--chat", is_flag=True, help="Send PROMPT as a user chat message (chat template).")
+@click.option(
+    "--chat",
+    is_flag=True,
+    help="Send PROMPT as a user chat message (the model's chat template, or a transcript).",
+)
 @click.option("--system", help="System message; implies --chat.")
 @click.option("--json", "as_json", is_flag=True, help="Print every frame as a JSON line.")
 @click.option("--timeout", type=float, help="Give up after this many seconds.")
@@ -398,15 +402,20 @@ def models(settings: Settings, /, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("name", "backend", "device", "queue", "n_ctx", "file or server")
+    table = Table("name", "backend", "device", "queue", "n_ctx", "chat", "file or server")
     for row in rows:
         where = row.get("path") or row.get("base_url", "")
         if not row["installed"]:
             where = f"not installed: {row['install']}"
         n_ctx = str(row.get("n_ctx") or "server's")
-        cells = (row["name"], row["backend"], row["device"], row["queue"], n_ctx, where)
+        chat = _CHAT_MARKS.get(row.get("chat"), "server's")
+        cells = (row["name"], row["backend"], row["device"], row["queue"], n_ctx, chat, where)
         table.add_row(*(escape(str(cell)) for cell in cells))  # `[gemma]` is not markup
     Console().print(table)
+
+
+# How `genq models` shows a chat's rendering (row["chat"]): no template means a transcript.
+_CHAT_MARKS = {"template": "template", "transcript": "no template: transcript", None: "?"}
 
 
 def _model_row(name: str, config: AnyModelConfig) -> dict[str, Any]:
@@ -419,6 +428,8 @@ def _model_row(name: str, config: AnyModelConfig) -> dict[str, Any]:
     }
     if isinstance(config, RemoteModelConfig):
         row["base_url"] = redact_url(config.base_url)
+    else:
+        row["chat"] = chat_rendering(name, config)
     return row
 
 
@@ -431,6 +442,7 @@ def _missing_row(name: str, command: str) -> dict[str, Any]:
         "install": command,
         "backend": "llama",
         "device": "cpu",
+        "chat": None,
     }
 
 

@@ -38,6 +38,7 @@ class Session(Protocol):
     room: int  # tokens the windows may fill: the context left after the prompt
     default_window: int  # window size when the job does not give one
     end: FinishReason | None  # set when the backend ended the job inside a window
+    stops: Sequence[str]  # stop sequences of the rendering, beside the job's (a transcript's)
 
     def replay(self, committed: Committed) -> bytes:
         """Take the committed output as generated; returns its bytes."""
@@ -80,6 +81,7 @@ class TokenSession:
         self.room = backend.n_ctx - len(self.prompt)
         self.default_window = max(1, self.room // 2)
         self.end: FinishReason | None = None
+        self.stops: Sequence[str] = ()  # set by the backend for a chat rendered as a transcript
         self.output: list[int] = []
 
     def replay(self, committed: Committed) -> bytes:
@@ -236,7 +238,7 @@ def generate(
     after the chunk or window start that follows it). The token chunks of all
     attempts, each cut back to its resume point, concatenate to the result text."""
     session = backend.session(spec)
-    run = _Run(session, spec, sink, chunker, TextAssembler(spec.stop))
+    run = _Run(session, spec, sink, chunker, TextAssembler([*spec.stop, *session.stops]))
     if spec.logprobs is not None and (committed.windows == 0 or committed.logprobs is not None):
         run.logprobs = list(committed.logprobs or [])
     # Bring the text assembler to where the committed windows left it (held-back bytes and

@@ -30,7 +30,7 @@ def queued_state(r: redis.Redis) -> tuple[int, int]:
 
 
 INVALID: list[tuple[dict[str, Any], type[InvalidJob], str]] = [
-    ({"prompt": "hi", "model": "no-such-model"}, UnknownModel, "known models: broken, tiny"),
+    ({"prompt": "hi", "model": "no-such-model"}, UnknownModel, "known models: broken, "),
     ({"prompt": "hi", "temperature": 5.0}, InvalidJob, "temperature"),
     ({"prompt": "hi", "max_tokens": 0}, InvalidJob, "max_tokens"),
     ({"prompt": "hi", "top_p": 0.0}, InvalidJob, "top_p"),

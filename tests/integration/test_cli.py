@@ -64,6 +64,10 @@ def test_models_lists_tiny_and_registry_entries(genq_env: dict[str, str]) -> Non
     names = {row["name"]: row for row in json.loads(proc.stdout)}
     assert set(names) == {"tiny", "broken", "gemma-3-270m"}  # gemma: installed or not
     assert names["gemma-3-270m"]["installed"] == gemma.installed()
+    # How a chat is rendered: the file's template, or a transcript where there is none.
+    assert names["tiny"]["chat"] == "template"
+    assert names["gemma-3-270m"]["chat"] == ("transcript" if gemma.installed() else None)
+    assert names["broken"]["chat"] is None  # its file cannot be read
     assert names["tiny"]["n_ctx"] == 256 and names["tiny"]["device"] == "cpu"
 
 

@@ -771,3 +771,20 @@ def test_a_resume_without_the_committed_logprobs_gives_a_result_without_them() -
         committed=first.committed(1),
     )
     assert resumed.result.logprobs is None  # partial lists would misalign with the text
+
+
+@dataclass
+class TranscriptBackend(ScriptBackend):
+    """A backend whose rendering ends the assistant's turn at the next role line, as a chat
+    rendered as a transcript does (common.prompts.implicit_stops)."""
+
+    def session(self, spec: JobSpec) -> TokenSession:
+        session = TokenSession(self, spec)
+        session.stops = ["\nuser:", "\nassistant:"]
+        return session
+
+
+def test_a_sessions_own_stops_end_the_text_and_are_never_shown() -> None:
+    out = run(TranscriptBackend(endless(" Paris.\nuser: and Spain?")), max_tokens=40, stop=["!"])
+    assert (out.result.text, out.result.finish_reason) == (" Paris.", FinishReason.STOP)
+    assert out.chunk_text == " Paris."  # the held-back newline went with the stop

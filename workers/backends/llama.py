@@ -6,6 +6,7 @@ The token loop is driven through `Llama.generate()`, one token at a time; llama-
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,19 @@ import numpy.typing as npt
 from llama_cpp import Llama, LogitsProcessorList, llama_get_logits_ith, llama_vocab_is_eog
 
 from common.errors import InvalidJob, ModelLoadError
-from common.prompts import check_context, prompt_tokens
+from common.logs import fields
+from common.prompts import (
+    chat_template,
+    check_context,
+    implicit_stops,
+    prompt_tokens,
+    transcript_labels,
+)
 from common.registry import LlamaModelConfig
 from common.schemas import JobSpec, TokenLogprob, TopLogprob
 from workers.generation import TokenSession
+
+log = logging.getLogger(__name__)
 
 
 class LlamaBackend:
@@ -43,16 +53,25 @@ class LlamaBackend:
             raise ModelLoadError(f"model {name!r}: cannot load {path}: {exc}") from exc
         self.n_ctx: int = self._llm.n_ctx()
         self._pieces: dict[int, bytes] = {}
+        if chat_template(self._llm, config) is None:
+            labels = transcript_labels(config.chat_labels)
+            log.warning(
+                "model has no chat template (neither its file nor its registry entry): chats "
+                "are rendered as a `label: content` transcript, ended at the next label",
+                extra=fields(model=name, labels=",".join(dict.fromkeys(labels.values()))),
+            )
 
     def close(self) -> None:
         """Free the model's memory now (the worker's budget unloaded it)."""
         self._llm.close()
 
     def session(self, spec: JobSpec) -> TokenSession:
-        return TokenSession(self, spec)
+        session = TokenSession(self, spec)
+        session.stops = implicit_stops(self._llm, spec, self.config)
+        return session
 
     def prompt_tokens(self, spec: JobSpec) -> list[int]:
-        tokens = prompt_tokens(self._llm, spec, self.config.chat_template)
+        tokens = prompt_tokens(self._llm, spec, self.config)
         check_context(len(tokens), self.n_ctx, self.name)
         return tokens
 

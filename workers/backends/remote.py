@@ -22,7 +22,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -124,6 +124,7 @@ class RemoteSession:
     prompt_tokens: int = 0  # from the server's usage report, when it sends one
     room: int = sys.maxsize  # the server checks its own context
     end: FinishReason | None = None
+    stops: Sequence[str] = ()  # the server renders chats itself
     finish: str | None = None  # the server's finish reason for the current window
     generated: list[str] = field(default_factory=list)
     default_window: int = 0
