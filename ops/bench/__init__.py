@@ -11,15 +11,24 @@ test, and asserts nothing.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 
 __all__ = ["main"]
+
+OMP_SPIN = "--omp-spin"  # see cli.py: leave OpenMP's idle threads spinning
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The benchmark's command line. Imported on call: the helper processes the benchmark
     starts (`python -m ops.bench.publisher`, `.reader`, ...) import this package first and
     should not pay for llama_cpp and the rest of the command."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if OMP_SPIN not in args:
+        # Set before llama_cpp loads OpenMP, which reads it once; every process the run
+        # starts (workers, baselines) inherits it, so that both sides of a ratio share it.
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     from ops.bench.cli import main as run
 
     return run(argv)

@@ -1,5 +1,5 @@
 """`python -m ops.bench`: see ops/bench/cli.py, or run it with --help."""
 
-from ops.bench.cli import main
+from ops.bench import main
 
 raise SystemExit(main())

@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.errors import GenqError
+from common.registry import ModelRegistry
+from common.settings import Settings
 from ops.bench import (
     genq_stream,
     memory,
@@ -23,41 +25,52 @@ from ops.bench import (
 )
 from ops.bench.report import say
 from ops.bench.stack import cache_dir
-from ops.bench.workload import DEFAULT_PROMPT, DEFAULT_SEED, REQUESTED_TOKENS
+from ops.bench.workload import DEFAULT_PROMPT, DEFAULT_SEED, TINY, default_model
 from ops.localstack import StackError
 
 EXIT_INTERRUPTED = 130
 MAX_INTERVAL_MS = 10_000.0  # GENQ_CHUNK_INTERVAL_MS's bound in common/settings.py
 Section = Callable[[argparse.Namespace, Path], None]
 SECTIONS: dict[str, tuple[str, Section]] = {
-    "stream": ("streaming: tok/s and first-token latency, genq vs in-process", streaming.section),
+    "stream": (
+        "streaming: tok/s and first-token latency, genq vs in-process [--model]",
+        streaming.section,
+    ),
     "relay": ("relay throughput: token frames from pub/sub into streams", relay_section.section),
     "recovery": (
-        "recovery: a worker SIGKILLed mid-job, the job resumed elsewhere",
+        "recovery: a worker SIGKILLed mid-job, the job resumed elsewhere [--model]",
         recovery.section,
     ),
-    "memory": ("memory: relay and reader RSS over a long job", memory.section),
+    "memory": ("memory: relay and reader RSS over a long job [tiny model]", memory.section),
     "submit": ("submission: a 10,000-job batch queued by one producer", submit.section),
-    "overhead": ("overhead: 1,000 short jobs on 2 workers, genq vs in-process", overhead.section),
+    "overhead": (
+        "overhead: 200 short jobs on 2 workers, genq vs in-process [--model]",
+        overhead.section,
+    ),
     "remote": (
-        "remote: genq's remote backend vs the same llama_cpp.server streamed directly",
+        "remote: genq's remote backend vs the same llama_cpp.server streamed directly [tiny model]",
         remote.section,
     ),
 }
 DESCRIPTION = """\
 genq's benchmark. Every section starts its own private stack (redis-server, a relay, genq
-workers) on the tiny model, prints figures with ratios against baselines measured in the same
-run, and stops everything it started on the way out (Ctrl-C included). It asserts nothing;
-targets are printed as met or MISSED.
+workers), prints figures with ratios against baselines measured in the same run, and stops
+everything it started on the way out (Ctrl-C included). It asserts nothing; targets are
+printed as met or MISSED. stream, recovery and overhead run on --model (default:
+gemma-3-270m when its package, extra genq[gemma], is installed, else tiny); memory and
+remote on the tiny model; relay and submit run no model. In-process baselines run the
+worker's own code (workers/backends/llama.py, workers/generation.py) without the queue.
 
 sections (--suite, in this order):
-  stream    one 2000-token job: in-process Llama.generate(), genq end to end (submit -> worker
-            -> pub/sub -> relay -> stream -> reader) and llama_cpp.server over SSE, job by job
-            in turn. Targets: genq >= 0.70 x in-process tok/s; <= 15 ms first-token latency added.
+  stream    one job (2000 tokens on tiny, 128 on a real model; --max-tokens): in process,
+            genq end to end (submit -> worker -> pub/sub -> relay -> stream -> reader) and
+            llama_cpp.server over SSE, job by job in turn. Targets: genq >= 0.90 x in-process
+            tok/s; <= 15 ms first-token latency added (median of --jobs, 30).
   relay     frames/s the relay moves from pub/sub into the jobs' streams, sustained, beside the
             read half (plain subscribers), the write half (Relay.write), Redis's own XADD rate
             and a prototype relay; profiled when it misses the target (>= 50,000 frames/s).
-  recovery  SIGKILL the worker of a long windowed job with a second worker idle, per lease TTL:
+  recovery  SIGKILL the worker of a long windowed job (4000 tokens in windows of 100 on tiny,
+            240 in windows of 40 on a real model) with a second worker idle, per lease TTL:
             kill -> next token (target <= TTL + 2 s), tokens recomputed (<= one window), and
             whether the final text equals an uninterrupted run.
   memory    RSS of the relay, a reader process and the worker over a 100,000-token job, every
@@ -65,11 +78,10 @@ sections (--suite, in this order):
   submit    a 10,000-line JSONL batch queued with Client.submit_batch() by a producer process
             of its own, no worker running; baseline: 1,000 Client.submit() calls. Targets:
             >= 2,000 jobs/s accepted; producer peak RSS <= 150 MB.
-  overhead  1,000 jobs of 16 tokens as one batch on 2 worker processes (submit until wait()
+  overhead  200 jobs of 16 tokens as one batch on 2 worker processes (submit until wait()
             returns), against the same generations run back to back in 2 plain processes
-            (model loading excluded; OMP_WAIT_POLICY=passive on both sides unless
-            --overhead-omp-spin), in 3 rounds, which side goes first alternating by round.
-            Target: median of the rounds' in-process wall / genq wall >= 0.80.
+            (model loading excluded), in 3 rounds, which side goes first alternating by round.
+            Target: median of the rounds' in-process wall / genq wall >= 0.90.
             --overhead-processes 1 on a 2-core machine leaves Redis, the relay and Celery's
             main processes the other core.
   remote    one llama_cpp.server on the tiny model; 20 rounds of 5 jobs of 200 tokens per path
@@ -94,6 +106,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=list(SECTIONS),
         help="comma-separated sections to run (default: all): " + ",".join(SECTIONS),
     )
+    parser.add_argument(
+        "--omp-spin",
+        action="store_true",
+        help="leave OpenMP's idle threads spinning (its default) in every process of the run "
+        "instead of OMP_WAIT_POLICY=passive (the default here, unless the variable is set): "
+        "on a machine with no core to spare, a spinning thread waits for a peer that is not "
+        "running, and jobs take many times longer, by amounts that vary from run to run",
+    )
+    parser.add_argument(
+        "--model",
+        default=default_model(),
+        help="registry model of the stream, recovery and overhead sections (default here: "
+        f"{default_model()}; gemma-3-270m when its package is installed, else {TINY})",
+    )
     _stream_options(parser.add_argument_group("stream"))
     _relay_options(parser.add_argument_group("relay"))
     _recovery_options(parser.add_argument_group("recovery"))
@@ -110,7 +136,11 @@ def _stream_options(group: argparse._ArgumentGroup) -> None:
     add("--warmup", type=_natural, default=3, help="unmeasured jobs first, per path (3)")
     add("--server-jobs", type=_positive, default=1, help="measured llama_cpp.server jobs (1)")
     add("--no-server", action="store_true", help="skip llama-cpp-python's server")
-    add("--max-tokens", type=_positive, default=REQUESTED_TOKENS, help="job size asked for")
+    add(
+        "--max-tokens",
+        type=_positive,
+        help="job size asked for (2000 on tiny, 128 on a real model)",
+    )
     add("--prompt", default=DEFAULT_PROMPT, help=f"prompt ({DEFAULT_PROMPT!r})")
     add("--seed", type=_natural, default=DEFAULT_SEED, help=f"sampler seed ({DEFAULT_SEED})")
     add(
@@ -149,8 +179,8 @@ def _recovery_options(group: argparse._ArgumentGroup) -> None:
     add = group.add_argument
     add("--recovery-runs", type=_positive, default=3, help="killed jobs per lease TTL (3)")
     add("--lease-ttls", type=_ttls, default=[2.0, 5.0], help="GENQ_LEASE_TTL_S values (2,5)")
-    add("--recovery-tokens", type=_positive, default=4000, help="job size (4000)")
-    add("--recovery-window", type=_positive, default=100, help="window_tokens (100)")
+    add("--recovery-tokens", type=_positive, help="job size (4000 on tiny, 240 otherwise)")
+    add("--recovery-window", type=_positive, help="window_tokens (100 on tiny, 40 otherwise)")
 
 
 def _memory_options(group: argparse._ArgumentGroup) -> None:
@@ -173,7 +203,7 @@ def _submit_options(group: argparse._ArgumentGroup) -> None:
 
 def _overhead_options(group: argparse._ArgumentGroup) -> None:
     add = group.add_argument
-    add("--overhead-jobs", type=_positive, default=1_000, help="jobs (1000)")
+    add("--overhead-jobs", type=_positive, default=overhead.JOBS, help=f"jobs ({overhead.JOBS})")
     add("--overhead-tokens", type=_positive, default=16, help="tokens per job (16)")
     add("--overhead-rounds", type=_positive, default=3, help="rounds of both sides (3)")
     add(
@@ -182,13 +212,6 @@ def _overhead_options(group: argparse._ArgumentGroup) -> None:
         default=overhead.PROCESSES,
         help=f"worker processes, and in-process ones ({overhead.PROCESSES}, the target's); "
         "fewer than the cores leaves Redis, the relay and Celery's main processes a core",
-    )
-    add(
-        "--overhead-omp-spin",
-        action="store_true",
-        help="leave OpenMP's idle threads spinning (its default) instead of "
-        "OMP_WAIT_POLICY=passive; with as many llama processes as cores, they steal each "
-        "other's cores and every job takes far longer, on both sides",
     )
 
 
@@ -260,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> None:
-    say(report.machine(), report.versions())
+    say(report.machine(), report.versions(), report.openmp())
+    _prepare_model(args.model)
     started = time.monotonic()
     with cache_dir() as cache, sweep.marked(cache.name):
         for name in args.suite:
@@ -270,3 +294,16 @@ def run(args: argparse.Namespace) -> None:
             section(args, cache)
             say(f"({name}: {time.monotonic() - began:.0f} s)")
     say("", f"benchmark: {time.monotonic() - started:.0f} s in all")
+
+
+def _prepare_model(model: str) -> None:
+    """Refuse an unknown or remote model before anything starts, and write a model file made
+    on first use (the tiny model, gemma-3-270m's assembled GGUF) before the workers race to."""
+    registry = ModelRegistry.from_settings(Settings())
+    config = registry.llama(model)
+    began = time.monotonic()
+    path = registry.local_path(model)
+    say(
+        f"model: {model} ({path}, {path.stat().st_size / 1e6:,.0f} MB, n_ctx {config.n_ctx}, "
+        f"n_threads {config.n_threads or 'all'}; ready in {time.monotonic() - began:.1f} s)"
+    )

@@ -1,87 +1,103 @@
-"""The ceiling: `Llama.generate()` in this process, loaded as the worker loads it."""
+"""The ceiling: the worker's own generation code in this process, with no queue around it.
+
+The model is loaded by workers/backends/llama.py's `LlamaBackend` and a job runs through
+workers/generation.py's `generate()` (windows, text assembly, stops, chunking) into a sink
+that only notes when the first chunk came: the same code, sampling and chunking as a
+worker's, so that the baseline cannot drift from what genq runs. What genq adds on top is
+everything else: Celery, leases, Redis, pub/sub, the relay, the reader.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-from llama_cpp import Llama, LogitsProcessorList
+from llama_cpp import Llama
 
-from common.prompts import prompt_tokens
+from common.frames import TokenData, WindowData
 from common.registry import LlamaModelConfig
 from common.schemas import JobSpec
+from common.settings import Settings
 from ops.bench.measure import Run
 from ops.bench.workload import Workload
+from workers.backends.llama import LlamaBackend
+from workers.chunks import Chunker
+from workers.generation import generate
 
-NAME = "in-process Llama.generate()"
-
-
-def load(path: Path, config: LlamaModelConfig) -> Llama:
-    """The same constructor arguments as workers/backends/llama.py."""
-    return Llama(
-        model_path=str(path),
-        n_ctx=config.n_ctx,
-        n_threads=config.n_threads,
-        n_threads_batch=config.n_threads,
-        n_gpu_layers=config.n_gpu_layers,
-        n_batch=config.n_batch,
-        verbose=False,
-    )
+NAME = "in-process (worker's backend)"
 
 
-def count_prompt(llm: Llama, spec: JobSpec) -> int:
-    return len(prompt_tokens(llm, spec))
+def load(name: str, path: Path, config: LlamaModelConfig) -> LlamaBackend:
+    """The model as a worker loads it."""
+    return LlamaBackend(name, config, path)
 
 
-def non_utf8_tokens(llm: Llama) -> list[int]:
+@contextmanager
+def vocabulary(path: Path) -> Iterator[Llama]:
+    """The model's vocabulary alone (no weights, no context): tokenize, detokenize, EOS."""
+    llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        yield llm
+    finally:
+        llm.close()
+
+
+def count_prompt(backend: LlamaBackend, spec: JobSpec) -> int:
+    return len(backend.prompt_tokens(spec))
+
+
+def non_utf8_tokens(vocab: Llama) -> list[int]:
     """Tokens whose bytes are not valid UTF-8 on their own (stray byte tokens)."""
     banned = []
-    for token in range(llm.n_vocab()):
+    for token in range(vocab.n_vocab()):
         try:
-            llm.detokenize([token]).decode("utf-8")
+            vocab.detokenize([token]).decode("utf-8")
         except UnicodeDecodeError:
             banned.append(token)
     return banned
 
 
-def bias(llm: Llama, spec: JobSpec) -> LogitsProcessorList:
-    """The job's logit bias plus EOS at -inf, applied as the worker applies them."""
-    table = {**spec.logit_bias, llm.token_eos(): -np.inf}
-    ids = np.fromiter(table.keys(), dtype=np.intc)
-    values = np.fromiter(table.values(), dtype=np.single)
+@dataclass
+class Sink:
+    """A FrameSink that keeps what a reader would measure: when the first chunk came, and
+    the token ids."""
 
-    def apply(_input_ids: Any, scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
-        scores[ids] += values
-        return scores
+    cancelled: bool = False
+    first: float | None = None
+    token_ids: list[int] = field(default_factory=list)
 
-    return LogitsProcessorList([apply])
+    def token(self, data: TokenData, ending: bool = False) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+        self.token_ids.extend(data.token_ids)
+
+    def continuation(self, window: int) -> None:
+        pass
+
+    def window(self, data: WindowData) -> None:
+        pass
 
 
-def run_once(llm: Llama, workload: Workload) -> tuple[Run, list[int]]:
-    spec = workload.spec
-    prompt = prompt_tokens(llm, spec)
-    llm.set_seed(spec.seed if spec.seed is not None else 0)
-    ids: list[int] = []
+def chunker(settings: Settings) -> Chunker:
+    """The worker's chunking (GENQ_CHUNK_TOKENS, GENQ_CHUNK_INTERVAL_MS)."""
+    return Chunker(settings.chunk_tokens, settings.chunk_interval_ms / 1000)
+
+
+def run_job(backend: LlamaBackend, spec: JobSpec, settings: Settings) -> Sink:
+    sink = Sink()
+    generate(backend, spec, sink, chunker(settings))
+    return sink
+
+
+def run_once(
+    backend: LlamaBackend, workload: Workload, settings: Settings
+) -> tuple[Run, list[int]]:
+    """One job, timed from the call (prompt evaluation included) to its end."""
     started = time.perf_counter()
-    first = started
-    tokens = llm.generate(
-        prompt,
-        top_k=spec.top_k,
-        top_p=spec.top_p,
-        min_p=spec.min_p,
-        temp=spec.temperature,
-        repeat_penalty=spec.repeat_penalty,
-        reset=True,
-        logits_processor=bias(llm, spec),
-    )
-    for token in tokens:
-        if not ids:
-            first = time.perf_counter()
-        ids.append(token)
-        if len(ids) >= workload.tokens:
-            break
+    sink = run_job(backend, workload.spec, settings)
     last = time.perf_counter()
-    return Run(len(ids), first - started, last - first), ids
+    first = sink.first if sink.first is not None else last
+    return Run(len(sink.token_ids), first - started, last - first), sink.token_ids

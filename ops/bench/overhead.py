@@ -1,10 +1,11 @@
 """Per-job overhead: many short jobs through genq against the same generations run back to
 back in plain processes, with as many processes on each side.
 
-genq: one batch of `jobs` jobs (16 tokens each by default, EOS banned, fixed seeds), run by 2
-worker processes with a relay running, timed from the submit call until `BatchHandle.wait()`
-returns. Baseline: 2 processes (ops/bench/overhead_child.py), each with the model loaded as a
-worker loads it, running half the jobs one after another from a fresh context each, timed
+genq: one batch of `jobs` jobs (200 of 16 tokens each by default, EOS banned, fixed seeds) on
+the benchmark's model, run by 2 worker processes with a relay running, timed from the submit
+call until `BatchHandle.wait()` returns. Baseline: 2 processes (ops/bench/overhead_child.py),
+each with the model loaded as a worker loads it, running half the jobs one after another
+through the worker's own generation loop, each from a fresh context, timed
 from the first one's start to the last one's end (model loading excluded on both sides: the
 workers run warm-up jobs first). The job records' timestamps then say where genq's time went.
 
@@ -12,10 +13,10 @@ Both sides run once per round, which goes first alternating by round, and the fi
 median round's ratio: this machine's speed drifts by tens of percent within a minute, and a
 single baseline measured before a single genq run puts all of that drift on the ratio.
 
-Both sides run with OMP_WAIT_POLICY=passive unless told otherwise: llama-cpp-python gives
-prompt evaluation every core (n_threads_batch defaults to cpu_count), and the OpenMP build's
-idle threads then spin on cores the other process needs; with as many processes as cores,
-jobs take many times longer, by amounts that vary from run to run, on both sides alike.
+Both sides run with OMP_WAIT_POLICY=passive unless told otherwise (`--omp-spin`, in the
+environment of the whole run): the OpenMP build's idle threads otherwise spin on cores the
+other process needs; with as many processes as cores, jobs take many times longer, by
+amounts that vary from run to run, on both sides alike.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -38,20 +40,20 @@ from ops.bench.overhead_child import READY
 from ops.bench.procs import BenchProcess, running
 from ops.bench.report import met, say
 from ops.bench.stack import Stack, local_stack
-from ops.bench.workload import BENCH_MODEL
+from ops.bench.workload import job_model
 from ops.localstack import StackError
 from producer.batches import BatchHandle
 from producer.client import Client
 
 PROCESSES = 2  # worker processes, and baseline processes, unless --overhead-processes
-TARGET_RATIO = 0.8  # in-process wall over genq wall, at least
+JOBS = 200  # the target's batch, unless --overhead-jobs
+TARGET_RATIO = 0.9  # in-process wall over genq wall, at least
 PROMPT = "Once upon a time"
 FIRST_SEED = 1
 POLL_S = 0.05
 TIMEOUT_S = 600.0
 WARM_JOBS = 10  # per round, until every worker has run one (and so loaded the model)
 WARM_ROUNDS = 10
-PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "passive"}  # idle OpenMP threads sleep instead of spinning
 POOL_ROLE = "worker pool processes"
 _RECORD_FIELDS = ("worker", "submitted_ms", "started_ms", "finished_ms")
 
@@ -92,12 +94,14 @@ class GenqRun:
     cpu_s: dict[str, float]  # CPU time over the run, by role in the stack
 
 
-def batch_lines(jobs: int, tokens: int, first_seed: int = FIRST_SEED) -> list[dict[str, Any]]:
+def batch_lines(
+    model: str, jobs: int, tokens: int, first_seed: int = FIRST_SEED
+) -> list[dict[str, Any]]:
     return [
         {
             "custom_id": f"o{n}",
             "prompt": PROMPT,
-            "model": BENCH_MODEL,
+            "model": model,
             "max_tokens": tokens,
             "seed": first_seed + n,
             "ignore_eos": True,
@@ -106,13 +110,15 @@ def batch_lines(jobs: int, tokens: int, first_seed: int = FIRST_SEED) -> list[di
     ]
 
 
-def measure_baseline(stack: Stack, jobs: int, tokens: int, processes: int) -> Baseline:
+def measure_baseline(stack: Stack, model: str, jobs: int, tokens: int, processes: int) -> Baseline:
     """The processes load the model, then start together on a line sent to each."""
     shares = [jobs // processes + (n < jobs % processes) for n in range(processes)]
     firsts = [FIRST_SEED + sum(shares[:n]) for n in range(processes)]
     with ExitStack() as stack_of:
         children = [
-            stack_of.enter_context(running(_child(stack, n, first, share, tokens), READY, True))
+            stack_of.enter_context(
+                running(_child(stack, model, n, first, share, tokens), READY, True)
+            )
             for n, (first, share) in enumerate(zip(firsts, shares, strict=True))
         ]
         for child in children:
@@ -128,8 +134,8 @@ def measure_baseline(stack: Stack, jobs: int, tokens: int, processes: int) -> Ba
     )
 
 
-def _child(stack: Stack, n: int, first: int, jobs: int, tokens: int) -> BenchProcess:
-    args = [str(first), str(jobs), str(tokens), PROMPT]
+def _child(stack: Stack, model: str, n: int, first: int, jobs: int, tokens: int) -> BenchProcess:
+    args = [model, str(first), str(jobs), str(tokens), PROMPT]
     log = stack.cache / f"overhead-inprocess-{n}.log"
     return BenchProcess("ops.bench.overhead_child", args, log, stack.env)
 
@@ -146,10 +152,10 @@ def _printed(child: BenchProcess) -> dict[str, Any]:
     return printed
 
 
-def warm_up(client: Client, tokens: int, processes: int) -> None:
+def warm_up(client: Client, model: str, tokens: int, processes: int) -> None:
     """Short batches until each worker process has run a job: its model is loaded."""
     for round_ in range(WARM_ROUNDS):
-        lines = batch_lines(WARM_JOBS, tokens, first_seed=10_000 + round_ * WARM_JOBS)
+        lines = batch_lines(model, WARM_JOBS, tokens, first_seed=10_000 + round_ * WARM_JOBS)
         handle = client.submit_batch(lines)
         handle.wait(timeout=TIMEOUT_S, poll_s=POLL_S)
         if len({t.worker for t in job_times(client, handle)}) >= processes:
@@ -157,8 +163,8 @@ def warm_up(client: Client, tokens: int, processes: int) -> None:
     raise StackError(f"not every worker ran a warm-up job in {WARM_ROUNDS} rounds")
 
 
-def measure_genq(stack: Stack, client: Client, jobs: int, tokens: int) -> GenqRun:
-    lines = batch_lines(jobs, tokens)  # built before the clock starts, as a file would be
+def measure_genq(stack: Stack, client: Client, model: str, jobs: int, tokens: int) -> GenqRun:
+    lines = batch_lines(model, jobs, tokens)  # built before the clock starts, as a file would be
     roles = stack_processes(stack)
     cpu_before = cpu_seconds(roles)
     began_ms = time.time() * 1000
@@ -209,24 +215,24 @@ def job_times(client: Client, handle: BatchHandle) -> list[JobTimes]:
 
 def section(args: argparse.Namespace, cache: Path) -> None:
     jobs, tokens, processes = args.overhead_jobs, args.overhead_tokens, args.overhead_processes
-    env = {} if args.overhead_omp_spin else PASSIVE_OPENMP
-    openmp = "spinning (OpenMP's default)" if args.overhead_omp_spin else "OMP_WAIT_POLICY=passive"
+    model = job_model(args.model)
+    openmp = os.environ.get("OMP_WAIT_POLICY", "spin")
     say(
-        f"{jobs:,} jobs of {tokens} tokens on {BENCH_MODEL!r} (prompt {PROMPT!r}, seeds "
+        f"{jobs:,} jobs of {tokens} tokens on {model!r} (prompt {PROMPT!r}, seeds "
         f"{FIRST_SEED}..{FIRST_SEED + jobs - 1}, EOS banned, JobSpec's default sampling); "
-        f"{processes} processes on each side, idle OpenMP threads {openmp}; model loading "
+        f"{processes} processes on each side, OMP_WAIT_POLICY {openmp}; model loading "
         "excluded on both"
     )
     rounds: list[tuple[Baseline, GenqRun]] = []
-    with local_stack(cache, env, workers=processes) as stack, Client(stack.settings) as client:
-        warm_up(client, tokens, processes)
+    with local_stack(cache, {}, workers=processes) as stack, Client(stack.settings) as client:
+        warm_up(client, model, tokens, processes)
         for round_ in range(args.overhead_rounds):
             if round_ % 2:
-                genq = measure_genq(stack, client, jobs, tokens)
-                baseline = measure_baseline(stack, jobs, tokens, processes)
+                genq = measure_genq(stack, client, model, jobs, tokens)
+                baseline = measure_baseline(stack, model, jobs, tokens, processes)
             else:
-                baseline = measure_baseline(stack, jobs, tokens, processes)
-                genq = measure_genq(stack, client, jobs, tokens)
+                baseline = measure_baseline(stack, model, jobs, tokens, processes)
+                genq = measure_genq(stack, client, model, jobs, tokens)
             rounds.append((baseline, genq))
             stack.check_alive()
     ratios = [b.seconds / g.seconds for b, g in rounds]

@@ -8,12 +8,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from llama_cpp import Llama
-
 from ops.bench import genq_stream, inprocess
 from ops.bench.measure import PathResult, Run
 from ops.bench.workload import Workload
 from producer.client import Client
+from workers.backends.llama import LlamaBackend
 
 SETTLE_S = 0.05
 
@@ -33,17 +32,21 @@ class Paired:
         return all(outcome.token_ids == self.baseline_ids for outcome in self.genq)
 
 
-def measure(llm: Llama, client: Client, workload: Workload, jobs: int, warmup: int) -> Paired:
-    """`warmup` unmeasured jobs on each path first (the worker loads the model on its first)."""
+def measure(
+    backend: LlamaBackend, client: Client, workload: Workload, jobs: int, warmup: int
+) -> Paired:
+    """`warmup` unmeasured jobs on each path first (the worker loads the model on its first).
+    The in-process path chunks as the stack's workers do (the client's settings)."""
+    settings = client.settings
     for _ in range(warmup):
-        inprocess.run_once(llm, workload)
+        inprocess.run_once(backend, workload, settings)
         genq_stream.run_once(client, workload)
     runs: list[Run] = []
     outcomes: list[genq_stream.JobOutcome] = []
     ids: list[int] = []
     for _ in range(jobs):
         time.sleep(SETTLE_S)
-        run, ids = inprocess.run_once(llm, workload)
+        run, ids = inprocess.run_once(backend, workload, settings)
         runs.append(run)
         time.sleep(SETTLE_S)
         outcomes.append(genq_stream.run_once(client, workload))

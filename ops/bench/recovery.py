@@ -23,6 +23,7 @@ from common.frames import Frame, ResumeFrame, TokenFrame, parse_frame
 from common.schemas import JobRecord
 from ops.bench.report import met, say
 from ops.bench.stack import Stack, local_stack
+from ops.bench.workload import TINY
 from producer.client import Client, JobHandle
 
 STREAM_TIMEOUT_S = 180.0
@@ -30,6 +31,10 @@ SLACK_S = 2.0  # target: next token within lease TTL + this
 FIRST_KILL_WINDOW = 5
 KILL_WINDOW_STEP = 9
 KILL_INTO_WINDOW = 0.5  # share of a window produced before the kill
+# Job size and window (tokens) unless the command line says: the tiny model makes thousands
+# of tokens a second, a real model tens.
+TINY_JOB = (4000, 100)
+REAL_JOB = (240, 40)
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,10 @@ def _entries(client: Client, job_id: str) -> list[Frame]:
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
-    job = RecoveryJob(args.recovery_tokens, args.recovery_window)
+    tokens, window = TINY_JOB if args.model == TINY else REAL_JOB
+    job = RecoveryJob(
+        args.recovery_tokens or tokens, args.recovery_window or window, model=args.model
+    )
     kills = ", ".join(f"{job.kill_after(run):,}" for run in range(args.recovery_runs))
     say(
         f"job: {job.max_tokens:,} tokens in windows of {job.window_tokens} on {job.model!r}, "

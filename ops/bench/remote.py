@@ -15,10 +15,11 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from common.prompts import prompt_tokens
 from common.registry import ModelRegistry
 from ops.bench import genq_stream, inprocess, openai_server
 from ops.bench.measure import MS_PER_S, Run
@@ -83,7 +84,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     with ExitStack() as resources:
         stack = resources.enter_context(local_stack(cache, {}, workers=0))
         registry = ModelRegistry.from_settings(stack.settings)
-        model = Model(registry.local_path(BENCH_MODEL), registry.llama(BENCH_MODEL))
+        model = Model(BENCH_MODEL, registry.local_path(BENCH_MODEL), registry.llama(BENCH_MODEL))
         workload, eos = _workload(args, model)
         server = resources.enter_context(_server(model, cache))
         _add_remote_model(stack, server.port, workload.tokens)
@@ -109,12 +110,12 @@ def _load_line(before: float) -> str:
 
 def _workload(args: argparse.Namespace, model: Model) -> tuple[Workload, int]:
     """The job, EOS biased away (the server has no ignore_eos), and the EOS token id."""
-    with closing(inprocess.load(model.path, model.config)) as llm:
-        banned = inprocess.non_utf8_tokens(llm) if args.utf8_only else []
-        eos = llm.token_eos()
+    with inprocess.vocabulary(model.path) as vocab:
+        banned = inprocess.non_utf8_tokens(vocab) if args.utf8_only else []
+        eos = vocab.token_eos()
         spec = base_spec(args.prompt, args.seed, args.remote_tokens, [*banned, eos])
         spec = spec.model_copy(update={"model": REMOTE_MODEL, "ignore_eos": False})
-        return fit(spec, inprocess.count_prompt(llm, spec), llm.n_ctx()), eos
+        return fit(spec, len(prompt_tokens(vocab, spec)), model.config.n_ctx), eos
 
 
 @contextmanager

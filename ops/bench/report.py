@@ -41,6 +41,12 @@ def versions() -> str:
     return "versions: " + ", ".join(found)
 
 
+def openmp() -> str:
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    spin = "spin (OpenMP's default)" if policy is None else policy
+    return f"OpenMP idle threads (OMP_WAIT_POLICY, every process of the run): {spin}"
+
+
 def _redis_server_version() -> str:
     binary = shutil.which("redis-server")
     if binary is None:

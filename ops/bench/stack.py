@@ -1,11 +1,14 @@
-"""A private genq stack for one benchmark section: redis-server, a relay, `genq worker`s and a
-temporary GENQ_CACHE_DIR, all stopped and removed on the way out (Ctrl-C included).
+"""A private genq stack for one benchmark section: redis-server, a relay and `genq worker`s,
+with a registry and logs in a temporary directory, all stopped and removed on the way out
+(Ctrl-C included). Models are cached where genq caches them (GENQ_CACHE_DIR), so that a model
+assembled on first use (gemma-3-270m) is assembled once, not once per run.
 
 Readers read the job's Redis Stream, which only a relay writes, so the relay starts first.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -89,7 +92,7 @@ def local_stack(
     server = RedisServer()  # its port is picked here, its process started below
     env = {
         "GENQ_REDIS_URL": server.url,
-        "GENQ_CACHE_DIR": str(cache),
+        "GENQ_CACHE_DIR": str(Settings().cache_dir),
         "GENQ_MODELS_FILE": str(_registry(cache)),
         **overrides,
     }
@@ -109,11 +112,14 @@ def local_stack(
 
 
 def _registry(cache: Path) -> Path:
-    """A registry naming the tiny model's file with a context that fits the whole job."""
+    """A registry naming the tiny model's file with a context that fits the whole job, and
+    the entries of the user's registry (GENQ_MODELS_FILE), which `--model` may name."""
     path = cache / "models.toml"
+    user = os.environ.get("GENQ_MODELS_FILE")
     path.write_text(
         f'[models.{BENCH_MODEL}]\nbackend = "llama"\npath = "{ensure_tiny_model(cache)}"\n'
         f"n_ctx = {BENCH_N_CTX}\nn_threads = 1\n"
+        + (f"\n{Path(user).read_text(encoding='utf-8')}" if user else "")
     )
     return path
 

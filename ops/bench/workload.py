@@ -1,14 +1,18 @@
-"""The one job every path runs: prompt, size and sampling parameters, from a single JobSpec."""
+"""The one job every path runs: prompt, size and sampling parameters, from a single JobSpec;
+and the model the benchmark runs its model sections on (`--model`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from common import gemma
 from common.errors import PromptTooLong
 from common.schemas import JobSpec
 
-REQUESTED_TOKENS = 2000
+TINY = "tiny"
+REQUESTED_TOKENS = 2000  # the tiny model's streaming job
+REAL_MODEL_TOKENS = 128  # a real model's: a few seconds a job, 30 jobs per path
 # The tiny model's weights with a context that holds the whole job in one window; the model
 # was trained at 256 tokens, which random weights do not mind.
 BENCH_MODEL = "tiny-long"
@@ -54,10 +58,23 @@ class Workload:
         )
 
 
-def base_spec(prompt: str, seed: int, max_tokens: int, banned: Sequence[int] = ()) -> JobSpec:
+def default_model() -> str:
+    """`gemma-3-270m` when its package is installed, else the tiny model."""
+    return gemma.NAME if gemma.installed() else TINY
+
+
+def job_model(model: str) -> str:
+    """The registry entry the benchmark's jobs name: the tiny model's weights with a context
+    that holds the streaming job (BENCH_MODEL) for `tiny`, the model itself otherwise."""
+    return BENCH_MODEL if model == TINY else model
+
+
+def base_spec(
+    prompt: str, seed: int, max_tokens: int, banned: Sequence[int] = (), model: str = BENCH_MODEL
+) -> JobSpec:
     """`banned`: token ids every path bans with the same logit bias, besides EOS."""
     return JobSpec(
-        model=BENCH_MODEL,
+        model=model,
         prompt=prompt,
         seed=seed,
         max_tokens=max_tokens,
