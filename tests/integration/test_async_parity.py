@@ -4,9 +4,13 @@ sync face, with the same answers; and batch waits that wake on Redis, not on a c
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import redis
 
 from common.frames import TokenFrame
 from common.schemas import BatchStatus, FinishReason, JobState
@@ -165,3 +169,23 @@ def test_an_async_batch_wait_and_results_wake_on_each_ending_too(settings: Setti
     assert ids == [line["custom_id"] for line in LINES]
     assert not reads[0].complete and status.complete
     assert late_ms < 300 and len(reads) <= 1 + status.total
+
+
+def test_a_batch_wait_that_hears_no_announcement_still_returns_after_one_bounded_wait(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """An ending that announces nothing (the reaper failing a job whose attempts are spent
+    moves the batch's counts without FINISH) is seen by the read after `poll_s`."""
+    with Client(settings) as client, ThreadPoolExecutor(1) as pool:
+        batch_id = f"unheard-{secrets.token_hex(4)}"
+        key = client.keys.batch(batch_id)
+        redis_client.hset(key, mapping={"total": 1, "running": 1})
+        batch = client.batch(batch_id)
+        reads: list[BatchStatus] = []
+        waited = pool.submit(batch.wait, 30, reads.append, 0.3)
+        wait_for(lambda: len(reads) == 1, 10, "the wait's first read")
+        redis_client.hset(key, mapping={"running": 0, "failed": 1})  # as REAP writes it
+        ended = time.monotonic()
+        status = waited.result(timeout=10)
+        assert status.failed == 1 and time.monotonic() - ended < 0.3 + 0.5
+        redis_client.delete(key)
