@@ -141,7 +141,6 @@ Frame = Annotated[
     TokenFrame | ContinuationFrame | WindowFrame | ResumeFrame | DoneFrame | ErrorFrame,
     Field(discriminator="type"),
 ]
-TerminalFrame = DoneFrame | ErrorFrame
 _FRAME = TypeAdapter[Frame](Frame)
 # Every frame class's first fields, in this order (see the module's docstring).
 HEADER_FIELDS = ("v", "job_id", "epoch", "seq", "ts_ms", "type")
