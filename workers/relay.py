@@ -59,6 +59,7 @@ BATCH_FRAMES = 1000  # frames written per pipeline at most
 IN_FLIGHT = 1  # batches sent whose replies are not read yet, while frames keep coming
 WAIT_S = 0.1  # longest wait for a first frame before the reaper gets a turn
 RECONNECT_S = 1.0
+PMESSAGE = b"pmessage"
 REAP_BATCH = 100
 
 
@@ -70,12 +71,14 @@ class FrameReader:
         self._replies = Replies(pubsub.connection)  # type: ignore[arg-type]
 
     def read(self, wait_s: float, limit: int) -> list[bytes]:
-        batch = []
-        for reply in self._replies.available(wait_s, limit):
-            if isinstance(reply, Exception):  # no command of ours is answered here
-                raise redis.ConnectionError(str(reply))
-            if reply[0] == b"pmessage":  # [pmessage, pattern, channel, frame]
-                batch.append(reply[3])
+        replies = self._replies.available(wait_s, limit)
+        # [pmessage, pattern, channel, frame] (hiredis: a list subclass); the rest confirm
+        # the psubscribe
+        batch = [r[3] for r in replies if isinstance(r, list) and r[0] == PMESSAGE]
+        if len(batch) < len(replies):
+            for reply in replies:
+                if isinstance(reply, Exception):  # no command of ours is answered here
+                    raise redis.ConnectionError(str(reply))
         return batch
 
 
@@ -149,8 +152,9 @@ class Relay:
             return
         self._writer().send(admitted)
         self.moved += len(admitted)
-        if admitted[0].ts_ms:  # the oldest frame: how far behind the workers we run
-            self.stats.wrote(admitted[0].ts_ms)
+        oldest = int(admitted[0].ts_ms)
+        if oldest:  # how far behind the workers we run
+            self.stats.wrote(oldest)
 
     def settle(self, keep: int) -> None:
         """Read replies until at most `keep` batches sent are unanswered."""

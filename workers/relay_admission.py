@@ -43,17 +43,26 @@ NO_JOB_NAMED = "-"
 _TERMINAL = {FrameType.DONE, FrameType.ERROR}
 
 
+class Checkpoint(NamedTuple):
+    """A window frame's part for the checkpoint."""
+
+    epoch: int
+    data: WindowData
+
+
 class Admitted(NamedTuple):  # a tuple: made once per frame, cheaply
-    """A valid frame of an existing job: its header, and its bytes as they came (they go
-    into the stream as they are)."""
+    """A valid frame of an existing job: what its writes need, and its bytes as they came
+    (they go into the stream as they are)."""
 
     job_id: str
-    epoch: int
-    seq: int
-    ts_ms: int
+    entry: bytes | None  # its stream entry id, `<epoch>-<seq>`; None: for the checkpoint only
+    ts_ms: bytes  # when its worker sent it, in digits
     raw: bytes
-    window: WindowData | None = None  # a window frame's data, for the checkpoint
+    checkpoint: Checkpoint | None = None  # a window frame's
     terminal: bool = False  # done or error: the job's last frame
+
+
+_new = tuple.__new__
 
 
 class Admission:
@@ -66,7 +75,15 @@ class Admission:
 
     def admit(self, messages: Sequence[bytes]) -> list[Admitted]:
         """The valid frames of existing jobs among `messages`, in order."""
-        valid = [frame for raw in messages if (frame := self._validate(raw)) is not None]
+        valid: list[Admitted] = []
+        for raw in messages:
+            match = canonical_token(raw)
+            if match is not None:  # the common case, inline (and no Python-level __new__)
+                job, epoch, seq, ts_ms = match.groups()
+                entry = epoch + b"-" + seq
+                valid.append(_new(Admitted, (job.decode(), entry, ts_ms, raw, None, False)))
+            elif (frame := self._validate(raw)) is not None:
+                valid.append(frame)
         missing = self._missing({frame.job_id for frame in valid})
         if not missing:
             return valid
@@ -76,9 +93,6 @@ class Admission:
         return [frame for frame in valid if frame.job_id not in missing]
 
     def _validate(self, raw: bytes) -> Admitted | None:
-        header = canonical_token(raw)
-        if header is not None:
-            return Admitted(*header, raw)
         try:
             frame = parse_frame(raw)
         except ValueError as exc:  # pydantic's ValidationError, or undecodable bytes
@@ -88,8 +102,10 @@ class Admission:
         if frame.seq == 0 and window is None:  # only a window may be sent for the checkpoint
             self.drop(Drop.SEQ, frame.job_id, f"seq 0 on a {frame.type} frame")
             return None
+        entry = b"%d-%d" % (frame.epoch, frame.seq) if frame.seq else None
+        checkpoint = Checkpoint(frame.epoch, window) if window is not None else None
         terminal = frame.type in _TERMINAL
-        return Admitted(frame.job_id, frame.epoch, frame.seq, frame.ts_ms, raw, window, terminal)
+        return Admitted(frame.job_id, entry, b"%d" % frame.ts_ms, raw, checkpoint, terminal)
 
     def _refuse(self, raw: bytes, exc: ValueError) -> None:
         errors = getattr(exc, "errors", None)

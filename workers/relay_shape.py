@@ -14,7 +14,6 @@ generated frames and junk, that whatever matches is a valid frame with the same 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
 _INT = rb"(?:0|[1-9][0-9]{0,17})"  # below 10**18: a valid part of a stream entry id
 _ID = rb"(?!0[0-9])[0-9]{1,18}+"  # the same numbers, matched faster (many per frame)
@@ -27,23 +26,17 @@ CANONICAL_TOKEN = re.compile(
 )
 
 
-class TokenHeader(NamedTuple):
-    job_id: str
-    epoch: int
-    seq: int
-    ts_ms: int
+_FULLMATCH = CANONICAL_TOKEN.fullmatch
 
 
-def canonical_token(raw: bytes) -> TokenHeader | None:
-    """The header of `raw` when it is a token frame in its canonical spelling; else None
-    (it may still be a valid frame: see above)."""
-    match = CANONICAL_TOKEN.fullmatch(raw)
-    if match is None:
+def canonical_token(raw: bytes) -> re.Match[bytes] | None:
+    """The match of `raw` when it is a token frame in its canonical spelling (groups: job id,
+    epoch, seq, ts_ms); else None (it may still be a valid frame: see above)."""
+    match = _FULLMATCH(raw)
+    if match is None or raw.isascii():
+        return match
+    try:  # the pattern passes any byte above 0x1f inside the text
+        raw.decode()
+    except UnicodeDecodeError:
         return None
-    if not raw.isascii():  # the regex passes any byte above 0x1f inside the text
-        try:
-            raw.decode()
-        except UnicodeDecodeError:
-            return None
-    job, epoch, seq, ts = match.groups()
-    return TokenHeader(job.decode(), int(epoch), int(seq), int(ts))
+    return match

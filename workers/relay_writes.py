@@ -32,12 +32,13 @@ from common.adapters.redis_replies import Replies
 from common.frames import WindowData
 from common.keys import Keys
 from common.scripts import CHECKPOINT
-from workers.relay_admission import Admitted
+from workers.relay_admission import Admitted, Checkpoint
 
 log = logging.getLogger("genq.relay")
 
 FENCED = "equal or smaller"  # XADD's refusal of an id at or below the stream's last one
 STREAM_KEYS_MAX = 100_000  # stream key names cached; past this many, forget them all
+XADD = b"%s$%d\r\n%s\r\n$1\r\nf\r\n$%d\r\n%s\r\n"  # after the head: id, field, frame
 
 
 def command(*args: bytes) -> bytes:
@@ -56,7 +57,7 @@ class Writer:
         self._keys = keys
         self._ttl = b"%d" % ttl_s
         self._script = CHECKPOINT.encode()
-        self._streams: dict[str, bytes] = {}
+        self._heads: dict[str, bytes] = {}  # job id -> `XADD <its stream>`
         self._owed: deque[int] = deque()  # replies owed, per batch sent
 
     def close(self) -> None:
@@ -66,14 +67,16 @@ class Writer:
     def send(self, frames: Sequence[Admitted]) -> None:
         """Send the batch's commands, in one write; their replies are read by `settle`."""
         parts: list[bytes] = []
-        for frame in frames:
-            if frame.window is not None:  # checkpointed before it is readable
-                parts.append(self._checkpoint(frame, frame.window))
-                if frame.seq == 0:  # sent again for the checkpoint only
-                    continue
-            parts.append(self._xadd(frame))
-            if frame.terminal:
-                parts += self._retain(frame.job_id)
+        heads = self._heads
+        for job_id, entry, _ts, raw, checkpoint, terminal in frames:
+            if checkpoint is not None:  # checkpointed before it is readable
+                parts.append(self._checkpoint(job_id, checkpoint))
+            if entry is None:  # a window sent again for the checkpoint only
+                continue
+            head = heads.get(job_id) or self._head(job_id)
+            parts.append(XADD % (head, len(entry), entry, len(raw), raw))
+            if terminal:
+                parts += self._retain(job_id)
         if parts:
             packed = b"".join(parts)
             self._connection.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
@@ -87,37 +90,24 @@ class Writer:
                 if isinstance(reply, redis.ResponseError) and FENCED not in str(reply):
                     log.error("relay: write failed: %s", reply)
 
-    def _xadd(self, frame: Admitted) -> bytes:
-        stream = self._stream(frame.job_id)
-        entry = b"%d-%d" % (frame.epoch, frame.seq)
-        raw = frame.raw
-        return b"*5\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\nf\r\n$%d\r\n%s\r\n" % (
-            len(stream),
-            stream,
-            len(entry),
-            entry,
-            len(raw),
-            raw,
-        )
+    def _head(self, job_id: str) -> bytes:
+        """`XADD <the job's stream>` as RESP, cached per job."""
+        if len(self._heads) >= STREAM_KEYS_MAX:
+            self._heads.clear()
+        stream = self._keys.stream(job_id).encode()
+        head = self._heads[job_id] = b"*5\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n" % (len(stream), stream)
+        return head
 
-    def _stream(self, job_id: str) -> bytes:
-        stream = self._streams.get(job_id)
-        if stream is None:
-            if len(self._streams) >= STREAM_KEYS_MAX:
-                self._streams.clear()
-            stream = self._streams[job_id] = self._keys.stream(job_id).encode()
-        return stream
-
-    def _checkpoint(self, frame: Admitted, data: WindowData) -> bytes:
-        keys = (self._keys.checkpoint(frame.job_id).encode(), self._keys.job(frame.job_id).encode())
-        entry = checkpoint_entry(data).encode()
-        epoch, window = b"%d" % frame.epoch, b"%d" % data.window
+    def _checkpoint(self, job_id: str, checkpoint: Checkpoint) -> bytes:
+        keys = (self._keys.checkpoint(job_id).encode(), self._keys.job(job_id).encode())
+        entry = checkpoint_entry(checkpoint.data).encode()
+        epoch, window = b"%d" % checkpoint.epoch, b"%d" % checkpoint.data.window
         return command(b"EVAL", self._script, b"2", *keys, epoch, window, entry)
 
     def _retain(self, job_id: str) -> list[bytes]:
         """After the terminal frame, the stream and checkpoint live for the retention time."""
-        stream, checkpoint = self._stream(job_id), self._keys.checkpoint(job_id).encode()
-        return [command(b"EXPIRE", key, self._ttl) for key in (stream, checkpoint)]
+        keys = (self._keys.stream(job_id).encode(), self._keys.checkpoint(job_id).encode())
+        return [command(b"EXPIRE", key, self._ttl) for key in keys]
 
 
 def checkpoint_entry(data: WindowData) -> str:

@@ -70,7 +70,7 @@ class Replies:
 
     def _drain(self, out: list[Any], limit: int) -> None:
         gets, append = self._reader.gets, out.append
-        while len(out) < limit:
+        for _ in range(limit - len(out)):
             reply = gets()
             if reply is False or type(reply) is object:  # hiredis's "not enough data" sentinel
                 return
