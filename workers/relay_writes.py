@@ -54,10 +54,7 @@ class Writer:
         self._pool = client.connection_pool
         self._connection: Connection = self._pool.get_connection()
         self._replies = Replies(self._connection)
-        self._keys = keys
-        self._ttl = b"%d" % ttl_s
-        self._script = CHECKPOINT.encode()
-        self._heads: dict[str, bytes] = {}  # job id -> `XADD <its stream>`
+        self._commands = Commands(keys, ttl_s)
         self._owed: deque[int] = deque()  # replies owed, per batch sent
 
     def close(self) -> None:
@@ -66,17 +63,7 @@ class Writer:
 
     def send(self, frames: Sequence[Admitted]) -> None:
         """Send the batch's commands, in one write; their replies are read by `settle`."""
-        parts: list[bytes] = []
-        heads = self._heads
-        for job_id, entry, _ts, raw, checkpoint, terminal in frames:
-            if checkpoint is not None:  # checkpointed before it is readable
-                parts.append(self._checkpoint(job_id, checkpoint))
-            if entry is None:  # a window sent again for the checkpoint only
-                continue
-            head = heads.get(job_id) or self._head(job_id)
-            parts.append(XADD % (head, len(entry), entry, len(raw), raw))
-            if terminal:
-                parts += self._retain(job_id)
+        parts = self._commands.encode(frames)
         if parts:
             packed = b"".join(parts)
             self._connection.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
@@ -89,6 +76,31 @@ class Writer:
             for reply in self._replies.take(self._owed.popleft()):
                 if isinstance(reply, redis.ResponseError) and FENCED not in str(reply):
                     log.error("relay: write failed: %s", reply)
+
+
+class Commands:
+    """A batch's frames as the commands that write them (RESP, no I/O)."""
+
+    def __init__(self, keys: Keys, ttl_s: int) -> None:
+        self._keys = keys
+        self._ttl = b"%d" % ttl_s
+        self._script = CHECKPOINT.encode()
+        self._heads: dict[str, bytes] = {}  # job id -> `XADD <its stream>`
+
+    def encode(self, frames: Sequence[Admitted]) -> list[bytes]:
+        """One command per element, in the order they must run."""
+        parts: list[bytes] = []
+        heads = self._heads
+        for job_id, entry, _ts, raw, checkpoint, terminal in frames:
+            if checkpoint is not None:  # checkpointed before it is readable
+                parts.append(self._checkpoint(job_id, checkpoint))
+            if entry is None:  # a window sent again for the checkpoint only
+                continue
+            head = heads.get(job_id) or self._head(job_id)
+            parts.append(XADD % (head, len(entry), entry, len(raw), raw))
+            if terminal:
+                parts += self._retain(job_id)
+        return parts
 
     def _head(self, job_id: str) -> bytes:
         """`XADD <the job's stream>` as RESP, cached per job."""
