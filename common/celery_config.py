@@ -5,22 +5,19 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from common.adapters import kombu_priority
 from common.settings import Settings
 
 GENERATE_TASK = "genq.generate"
 BUNDLE_TASK = "genq.generate_bundle"  # several short jobs of a batch in one message
 # One Redis list per priority, so that a more urgent job queued later is served first.
 BROKER_PRIORITY_STEPS = list(range(10))
-# kombu's Redis transport names a queue's list of priority step p `<queue><sep><p>` (the bare
-# queue name for step 0); see kombu.transport.redis.Channel._q_for_pri.
-KOMBU_PRIORITY_SEP = "\x06\x16"
 
 
 def priority_lists(queue: str) -> list[str]:
-    """The Redis lists holding a queue's waiting task messages, one per priority step."""
-    return [
-        f"{queue}{KOMBU_PRIORITY_SEP}{step}" if step else queue for step in BROKER_PRIORITY_STEPS
-    ]
+    """The Redis lists holding a queue's waiting task messages, one per priority step (named
+    as kombu names them: common.adapters.kombu_priority)."""
+    return kombu_priority.priority_lists(queue, BROKER_PRIORITY_STEPS)
 
 
 def broker_url(redis_url: str) -> str:

@@ -7,10 +7,11 @@ outage lost its first frame; the relay appends it to the checkpoint and nowhere 
 
 Field order: pydantic writes fields in declaration order, so every frame starts
 `{"v":1,"job_id":"…","epoch":…,"seq":…,"ts_ms":…,"type":"…"` (`HEADER_FIELDS`, enforced by
-tests/unit/test_frames.py). The relay does not depend on it (it validates every
-frame whole, `parse_frame`), but the benchmark's frame templates and prototype relay
-(ops/bench/tokenframes.py, ops/bench/fastrelay.py) cut frames at those fields: keep
-`_Frame`'s fields first, in this order, and `type` and `data` last in each frame class.
+tests/unit/test_frames.py). The relay's correctness does not depend on it (a frame it does
+not recognize by its bytes, workers.relay_shape, is validated whole by `parse_frame`), but its
+speed does, and the benchmark's frame templates (ops/bench/tokenframes.py) cut frames at those
+fields: keep `_Frame`'s fields first, in this order, and `type` and `data` last in each frame
+class (tests/unit/test_relay_shape.py fails when token frames stop taking the fast path).
 """
 
 from __future__ import annotations
@@ -141,7 +142,6 @@ Frame = Annotated[
     TokenFrame | ContinuationFrame | WindowFrame | ResumeFrame | DoneFrame | ErrorFrame,
     Field(discriminator="type"),
 ]
-TerminalFrame = DoneFrame | ErrorFrame
 _FRAME = TypeAdapter[Frame](Frame)
 # Every frame class's first fields, in this order (see the module's docstring).
 HEADER_FIELDS = ("v", "job_id", "epoch", "seq", "ts_ms", "type")

@@ -24,6 +24,7 @@ from common.scripts import FINISH
 
 
 def now_ms() -> int:
+    """Wall-clock milliseconds, as genq stores times (its one clock)."""
     return time.time_ns() // 1_000_000
 
 

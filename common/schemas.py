@@ -124,9 +124,6 @@ class JobState(StrEnum):
         return self not in {JobState.QUEUED, JobState.RUNNING}
 
 
-TERMINAL_STATES = tuple(state for state in JobState if state.terminal)
-
-
 class FinishReason(StrEnum):
     STOP = "stop"  # end-of-sequence token or a stop sequence
     LENGTH = "length"  # max_tokens or max_windows

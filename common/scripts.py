@@ -103,7 +103,8 @@ redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 """
 
-# KEYS: checkpoint list, job hash. ARGV: epoch, window, entry (JSON).
+# KEYS: checkpoint list, job hash (one job's: the relay pipelines it beside plain XADDs).
+# ARGV: epoch, window, entry (JSON).
 # Window k is appended only as entry k, only from the job's current epoch, and only while the
 # job has a record. -> windows now checkpointed, or -1 (older epoch) / -2 (duplicate or out of
 # order) / -3 (no such job)
@@ -115,20 +116,6 @@ local n = redis.call('LLEN', KEYS[1])
 if tonumber(ARGV[2]) ~= n then return -2 end
 redis.call('RPUSH', KEYS[1], ARGV[3])
 return n + 1
-"""
-
-# KEYS: one stream per frame. ARGV: entry id, frame, entry id, frame, ...
-# Appends a batch of frames in one call; an id at or below the stream's last one (a duplicate,
-# or an older epoch fenced out) is skipped. -> the other errors, as strings
-APPEND = """
-local errors = {}
-for i = 1, #KEYS do
-  local ok = redis.pcall('XADD', KEYS[i], ARGV[2 * i - 1], 'f', ARGV[2 * i])
-  if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller', 1, true) then
-    errors[#errors + 1] = ok.err
-  end
-end
-return errors
 """
 
 # KEYS: leases, job hash, stream, [batch hash].

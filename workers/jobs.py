@@ -16,7 +16,7 @@ from common.connection import connect
 from common.errors import GenerationError, GenqError
 from common.frames import ResumeData, window_tokens
 from common.keys import Keys
-from common.lifecycle import Finish, end_unstarted
+from common.lifecycle import Finish, end_unstarted, now_ms
 from common.logs import fields as log_fields
 from common.registry import ModelRegistry
 from common.schemas import (
@@ -37,7 +37,7 @@ from workers.lease import Lease, LeaseLost, Leases
 from workers.models import MB, ModelCache
 from workers.observe import AttemptInfo, JobObserver, Observers
 from workers.outbox import Outbox
-from workers.publisher import FramePublisher, now_ms
+from workers.publisher import FramePublisher
 
 ObserverFactory = Callable[[AttemptInfo], JobObserver]
 

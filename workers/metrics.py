@@ -26,12 +26,12 @@ from prometheus_client import (
     Gauge,
     Histogram,
     start_http_server,
-    values,
 )
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from common.adapters.prometheus_values import pick_value_class
 from workers.observe import AttemptInfo, JobObserver
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,9 @@ class MetricsDir:
         os.environ[MULTIPROC_ENV] = str(path)
         # prometheus_client picks file-backed values if the variable is set when it is first
         # imported, and Celery's command line has imported it before any genq code runs
-        # (Flower's `celery flower` plugin does): have it pick again, as at import.
-        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+        # (Flower's `celery flower` plugin does): have it pick again, as at import
+        # (common.adapters.prometheus_values).
+        pick_value_class()
         return cls(path)
 
     def remove(self) -> None:

@@ -46,10 +46,6 @@ F = TypeVar("F", bound=Frame)
 CATCH_UP_AFTER_S = 1.0  # a window published this long ago and not checkpointed was lost
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class FramePublisher:
     def __init__(
         self,

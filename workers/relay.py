@@ -4,9 +4,10 @@ whose worker died are resumed elsewhere. Run it with `genq relay` (or `python -m
 - It pattern-subscribes to every job's token channel. Only valid frames of existing jobs are
   moved (workers.relay_admission): anything else that arrives is counted, logged once per job
   and dropped, and never stops the relay.
-- It writes each frame to the job's stream with entry id `<epoch>-<seq>`, pipelined. Redis
-  refuses an id not above the stream's last one, so a second relay or a redelivered frame adds
-  nothing, and a frame from an older epoch than the stream has seen is fenced out.
+- It writes each frame to the job's stream with entry id `<epoch>-<seq>`: one XADD per frame,
+  a batch per pipeline, one job's keys per command (Redis Cluster ready: workers.relay_writes).
+  Redis refuses an id not above the stream's last one, so a second relay or a redelivered
+  frame adds nothing, and a frame from an older epoch than the stream has seen is fenced out.
 - A `window` frame is appended to the job's checkpoint (window k only as entry k, only from the
   current epoch) before the frame enters the stream: whoever reads window k in the stream finds
   it checkpointed. A window frame with seq 0 is a window its worker sent again because the
@@ -32,80 +33,52 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType as StackFrame
-from typing import Any
 
 import redis
 from redis.client import PubSub
 
+from common.adapters.redis_replies import Replies
 from common.connection import connect
 from common.dispatch import Dispatch, Dispatcher
 from common.errors import ErrorCode
-from common.frames import ErrorData, ErrorFrame, FrameType, WindowData
+from common.frames import ErrorData, ErrorFrame
 from common.keys import Keys
 from common.lifecycle import end_unstarted
 from common.logs import configure, fields
 from common.routing import queue_device
 from common.schemas import GenerateRequest, JobState
-from common.scripts import APPEND, CHECKPOINT, REAP
+from common.scripts import REAP
 from common.settings import Settings
-from workers.relay_admission import Admission, Admitted
+from workers.relay_admission import Admission
 from workers.relay_metrics import RelayStats, serve_relay
+from workers.relay_writes import Writer
 
 log = logging.getLogger("genq.relay")
 
 BATCH_FRAMES = 1000  # frames written per pipeline at most
+IN_FLIGHT = 1  # batches sent whose replies are not read yet, while frames keep coming
 WAIT_S = 0.1  # longest wait for a first frame before the reaper gets a turn
 RECONNECT_S = 1.0
+PMESSAGE = b"pmessage"
 REAP_BATCH = 100
-_TERMINAL = {FrameType.DONE.value, FrameType.ERROR.value}
 
 
 class FrameReader:
-    """The frames arriving on the relay's subscription, in batches.
-
-    redis-py's PubSub wraps each message in several Python calls (and redis-py 8 formats each
-    into a debug-log string even when debug logging is off), which caps a relay near 20k
-    frames/s. With the hiredis parser (a genq dependency) replies are taken straight off its
-    reader instead; with any other parser, through PubSub.parse_response."""
+    """The frames arriving on the relay's subscription, in batches (replies taken off the
+    connection in bulk: common.adapters.redis_replies)."""
 
     def __init__(self, pubsub: PubSub) -> None:
-        self._pubsub = pubsub
-        parser = getattr(pubsub.connection, "_parser", None)
-        self._reader = getattr(parser, "_reader", None)
-        self._parser = parser if hasattr(parser, "read_from_socket") and self._reader else None
+        self._replies = Replies(pubsub.connection)  # type: ignore[arg-type]
 
     def read(self, wait_s: float, limit: int) -> list[bytes]:
-        if self._parser is None:
-            return self._read_replies(wait_s, limit)
-        batch: list[bytes] = []
-        self._drain(batch, limit)
-        if not batch and self._parser.read_from_socket(timeout=wait_s, raise_on_timeout=False):
-            self._drain(batch, limit)
-        while len(batch) < limit and self._parser.read_from_socket(
-            timeout=0, raise_on_timeout=False
-        ):
-            self._drain(batch, limit)
-        return batch
-
-    def _drain(self, batch: list[bytes], limit: int) -> None:
-        reader = self._reader
-        while len(batch) < limit:
-            reply = reader.gets()  # type: ignore[union-attr]
-            if not isinstance(reply, list):  # redis-py's "not enough data" sentinel, or an error
-                if isinstance(reply, Exception):
+        replies = self._replies.available(wait_s, limit)
+        # [pmessage, pattern, channel, frame] (hiredis: a list subclass); the rest confirm
+        # the psubscribe
+        batch = [r[3] for r in replies if isinstance(r, list) and r[0] == PMESSAGE]
+        if len(batch) < len(replies):
+            for reply in replies:
+                if isinstance(reply, Exception):  # no command of ours is answered here
                     raise redis.ConnectionError(str(reply))
-                return
-            if reply[0] == b"pmessage":  # [pmessage, pattern, channel, frame]
-                batch.append(reply[3])
-
-    def _read_replies(self, wait_s: float, limit: int) -> list[bytes]:
-        parse = self._pubsub.parse_response
-        reply = parse(block=False, timeout=wait_s)  # type: ignore[no-untyped-call]
-        batch: list[bytes] = []
-        while reply is not None and len(batch) < limit:
-            if reply[0] == b"pmessage":
-                batch.append(reply[3])
-            reply = parse(block=False, timeout=0.0)  # type: ignore[no-untyped-call]
         return batch
 
 
@@ -121,6 +94,7 @@ class Relay:
         self.moved = 0
         self.stats = RelayStats()
         self.admission = Admission(self.redis, self.keys, self.stats)
+        self._writes: Writer | None = None  # connected on first use, again after an outage
 
     def run(self, stop: threading.Event) -> None:
         """Move frames and reap leases until `stop`; a lost connection is re-established
@@ -134,13 +108,17 @@ class Relay:
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.error("relay: lost Redis (%s); reconnecting", exc)
                 stop.wait(RECONNECT_S)
+            finally:
+                self._close_writer()
 
     def _turn(self, frames: FrameReader, next_reap: float) -> float:
         """Move the frames that arrived; reap when it is time. The next time to reap."""
         batch = frames.read(WAIT_S, BATCH_FRAMES)
-        if batch:
-            self.write(batch)
+        if batch:  # read the previous batch's replies while Redis appends this one
+            self.send(batch)
+            self.settle(IN_FLIGHT)
         else:
+            self.settle(0)
             self.stats.idle()
         now = time.monotonic()
         self.stats.tick(now, self.moved)
@@ -161,58 +139,37 @@ class Relay:
             pubsub.close()
 
     def write(self, messages: Sequence[bytes]) -> None:
-        """One round trip for the batch's valid frames (the rest are dropped: admission).
-        Token frames go in one script call; a window frame's checkpoint and a terminal
-        frame's expiry keep their place in the order. Scripts go as EVAL: given a registered
-        Script, a redis-py pipeline first asks SCRIPT EXISTS, a round trip of its own, every
-        time."""
+        """Move the batch's valid frames (the rest are dropped: admission) and wait until
+        Redis has answered."""
+        self.send(messages)
+        self.settle(0)
+
+    def send(self, messages: Sequence[bytes]) -> None:
+        """Send the batch's valid frames to Redis in one pipeline (workers.relay_writes);
+        their replies are read later (`settle`)."""
         admitted = self.admission.admit(messages)
         if not admitted:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        streams: list[str] = []
-        entries: list[str | bytes] = []
-        for frame in admitted:
-            if frame.window is not None:  # checkpointed before it is readable
-                self._append(pipe, streams, entries)
-                streams, entries = [], []
-                self._checkpoint_window(pipe, frame, frame.window)
-                if frame.seq == 0:  # sent again for the checkpoint only
-                    continue
-            streams.append(self.keys.stream(frame.job_id))
-            entries += [f"{frame.epoch}-{frame.seq}", frame.raw]
-            if frame.type in _TERMINAL:
-                self._append(pipe, streams, entries)
-                streams, entries = [], []
-                self._retain(pipe, frame.job_id)
-        self._append(pipe, streams, entries)
-        self._report(pipe.execute(raise_on_error=False))
+        self._writer().send(admitted)
         self.moved += len(admitted)
-        if admitted[0].ts_ms:  # the oldest frame: how far behind the workers we run
-            self.stats.wrote(admitted[0].ts_ms)
+        oldest = int(admitted[0].ts_ms)
+        if oldest:  # how far behind the workers we run
+            self.stats.wrote(oldest)
 
-    def _append(self, pipe: Any, streams: list[str], entries: list[str | bytes]) -> None:
-        if streams:
-            pipe.eval(APPEND, len(streams), *streams, *entries)
+    def settle(self, keep: int) -> None:
+        """Read replies until at most `keep` batches sent are unanswered."""
+        if self._writes is not None:
+            self._writes.settle(keep)
 
-    def _checkpoint_window(self, pipe: Any, frame: Admitted, data: WindowData) -> None:
-        keys = [self.keys.checkpoint(frame.job_id), self.keys.job(frame.job_id)]
-        entry = checkpoint_entry(data)
-        pipe.eval(CHECKPOINT, len(keys), *keys, frame.epoch, data.window, entry)
+    def _writer(self) -> Writer:
+        if self._writes is None:
+            self._writes = Writer(self.redis, self.keys, self.settings.job_ttl_s)
+        return self._writes
 
-    def _retain(self, pipe: Any, job_id: str) -> None:
-        """After the terminal frame, the stream and checkpoint live for the retention time."""
-        pipe.expire(self.keys.stream(job_id), self.settings.job_ttl_s)
-        pipe.expire(self.keys.checkpoint(job_id), self.settings.job_ttl_s)
-
-    @staticmethod
-    def _report(results: list[Any]) -> None:
-        for result in results:
-            errors = [result] if isinstance(result, redis.ResponseError) else []
-            if isinstance(result, list):
-                errors = result
-            for error in errors:
-                log.error("relay: write failed: %s", error)
+    def _close_writer(self) -> None:
+        if self._writes is not None:
+            self._writes.close()
+            self._writes = None
 
     def reap(self) -> None:
         now = time.time_ns() // 1_000_000
@@ -265,19 +222,6 @@ class Relay:
         data = ErrorData(code=ErrorCode.ATTEMPTS_EXHAUSTED, message=message, retryable=True)
         frame = ErrorFrame(job_id=job_id, epoch=epoch, seq=1, data=data)
         self._text.publish(self.keys.tokens(job_id), frame.model_dump_json())
-
-
-def checkpoint_entry(data: WindowData) -> str:
-    """A window as its checkpoint entry stores it: what a resume needs (workers.jobs)."""
-    entry: dict[str, Any] = {
-        "token_ids": data.token_ids,
-        "text": data.text,
-        "finish_reason": data.finish_reason,
-        "tokens": data.count,
-    }
-    if data.logprobs is not None:  # a resumed job's result needs them too
-        entry["logprobs"] = [logprob.model_dump(mode="json") for logprob in data.logprobs]
-    return json.dumps(entry)
 
 
 def main() -> None:

@@ -36,8 +36,7 @@ Raw = dict[StatKey, StatValue]
 # A part of the loop: functions by (file suffix, name), their cumulative time summed.
 READ = (("workers/relay.py", "_read"), ("workers/relay.py", "read"))
 PARSE = (("workers/relay_admission.py", "admit"),)
-WRITE = (("workers/relay.py", "write"),)
-EXECUTE = (("redis/client.py", "execute"),)
+WRITE = (("workers/relay_writes.py", "send"), ("workers/relay_writes.py", "settle"))
 REAP = (("workers/relay.py", "reap"),)
 
 
@@ -53,14 +52,14 @@ class ProfiledRelay(Relay):
         self.profiled_s = 0.0
         self._began: float | None = None
 
-    def write(self, frames: Sequence[bytes]) -> None:
+    def send(self, frames: Sequence[bytes]) -> None:
         now = time.monotonic()
         if self._began is None:
             self._began = now
             self.profiler.enable()
         elif not self.profiled_s and now - self._began >= self.seconds:
             self.finish()
-        super().write(frames)
+        super().send(frames)
         if not self.profiled_s:
             self.frames += len(frames)
 
@@ -104,15 +103,11 @@ def profile(stack: Stack, opts: RelayOptions, seconds: float) -> Profile:
 
 
 def _parts(raw: Raw, total: float) -> list[tuple[str, float]]:
-    read, parse, write, execute, reap = (_cum(raw, f) for f in (READ, PARSE, WRITE, EXECUTE, REAP))
+    read, parse, write, reap = (_cum(raw, f) for f in (READ, PARSE, WRITE, REAP))
     parts = [
         ("pub/sub read (the relay's reader: socket, RESP parsing, message handling)", read),
         ("validation and job lookups (Admission.admit)", parse),
-        (
-            "queueing the batch's commands (Relay.write less parse and execute)",
-            write - parse - execute,
-        ),
-        ("round trip (redis-py Pipeline.execute: pack, send, read replies)", execute),
+        ("writes (relay_writes.Writer: encode, send, read replies)", write),
         ("reaper (Relay.reap)", reap),
     ]
     return [*parts, ("the rest of the loop", total - sum(part for _, part in parts))]

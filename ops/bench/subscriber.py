@@ -25,7 +25,7 @@ class CountingRelay(Relay):
         super().__init__(settings)
         self._counter = counter
 
-    def write(self, frames: Sequence[bytes]) -> None:
+    def send(self, frames: Sequence[bytes]) -> None:
         self.redis.incrby(self._counter, len(frames))
         self.moved += len(frames)
 

@@ -13,9 +13,9 @@ from common.frames import TokenData, TokenFrame, WindowData, WindowFrame
 from common.keys import Keys
 from common.schemas import FinishReason, TokenLogprob
 from ops.localstack import free_port
-from workers.relay import checkpoint_entry
 from workers.relay_admission import Admission
 from workers.relay_metrics import Drop, RelayStats
+from workers.relay_writes import checkpoint_entry
 
 JOB = "ab" * 16
 SECRET = "the prompt's secret words"

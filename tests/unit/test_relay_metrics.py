@@ -7,10 +7,8 @@ import logging
 import time
 
 import pytest
-from kombu.transport.redis import Channel
 from prometheus_client import CollectorRegistry
 
-from common.celery_config import BROKER_PRIORITY_STEPS, priority_lists
 from common.frames import TokenData, TokenFrame
 from common.registry import ModelRegistry
 from common.settings import Settings
@@ -25,20 +23,7 @@ from workers.relay_metrics import (
     sum_per_queue,
 )
 
-
-class Unconnected(Channel):
-    """kombu's Redis channel with genq's priority steps, never connected: its queue naming."""
-
-    def __init__(self) -> None:
-        self.priority_steps = BROKER_PRIORITY_STEPS
-
-
-def test_priority_lists_are_the_lists_kombu_uses() -> None:
-    channel = Unconnected()
-    steps = BROKER_PRIORITY_STEPS
-    kombus = [channel._q_for_pri("cpu.tiny", p) for p in steps]  # type: ignore[no-untyped-call]
-    assert priority_lists("cpu.tiny") == kombus
-    assert kombus[0] == "cpu.tiny" and len(set(kombus)) == 10
+# kombu's naming of the priority lists: tests/unit/test_adapters.py.
 
 
 def test_depth_sums_each_queues_priority_lists() -> None:

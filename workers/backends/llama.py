@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from llama_cpp import Llama, LogitsProcessorList, llama_get_logits_ith, llama_vocab_is_eog
+from llama_cpp import Llama, LogitsProcessorList, llama_get_logits_ith
 
+from common.adapters.llama_vocab import end_check
 from common.errors import InvalidJob, ModelLoadError
 from common.logs import fields
 from common.prompts import (
@@ -53,6 +54,7 @@ class LlamaBackend:
             raise ModelLoadError(f"model {name!r}: cannot load {path}: {exc}") from exc
         self.n_ctx: int = self._llm.n_ctx()
         self._pieces: dict[int, bytes] = {}
+        self._is_end = end_check(self._llm)
         if chat_template(self._llm, config) is None:
             labels = transcript_labels(config.chat_labels)
             log.warning(
@@ -94,7 +96,7 @@ class LlamaBackend:
 
     def is_end(self, token: int) -> bool:
         """End of generation: EOS, and also EOT/EOM tokens of chat models."""
-        return bool(llama_vocab_is_eog(self._llm._model.vocab, token))
+        return self._is_end(token)
 
     def piece(self, token: int) -> bytes:
         """The token's bytes (a byte token may be part of a UTF-8 character)."""

@@ -1,0 +1,66 @@
+"""Contracts of the borrowed internals that need no service (common.adapters): kombu's naming
+of a queue's priority lists, prometheus_client's value class. Each fails loudly when an
+upgrade moves the internal; each fallback is held to the same answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kombu.transport.redis import Channel
+from prometheus_client import values
+
+from common.adapters import kombu_priority, prometheus_values
+from common.celery_config import BROKER_PRIORITY_STEPS, priority_lists
+
+
+class Unconnected(Channel):
+    """kombu's Redis channel with genq's priority steps, never connected: its queue naming."""
+
+    def __init__(self) -> None:
+        self.priority_steps = BROKER_PRIORITY_STEPS
+
+
+def kombus(queue: str) -> list[str]:
+    channel = Unconnected()
+    return [channel._q_for_pri(queue, p) for p in BROKER_PRIORITY_STEPS]  # type: ignore[no-untyped-call]
+
+
+def test_priority_lists_are_the_lists_kombu_uses() -> None:
+    assert priority_lists("cpu.tiny") == kombus("cpu.tiny")
+    assert kombus("cpu.tiny")[0] == "cpu.tiny" and len(set(kombus("cpu.tiny"))) == 10
+
+
+def test_kombu_still_declares_the_separator_genq_borrows() -> None:
+    assert isinstance(Channel.sep, str), "kombu moved Channel.sep: see the adapter"
+    assert kombu_priority.separator() == Channel.sep
+
+
+def test_the_fallback_separator_names_the_same_lists() -> None:
+    fallback = kombu_priority.separator(borrow=False)
+    assert kombu_priority.priority_lists("q", BROKER_PRIORITY_STEPS, fallback) == kombus("q")
+
+
+@pytest.fixture
+def multiprocess_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """PROMETHEUS_MULTIPROC_DIR set after prometheus_client was imported; the value class is
+    picked again without it afterwards, for the other tests."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    yield tmp_path
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    prometheus_values.pick_value_class()
+
+
+def test_prometheus_client_still_keeps_the_value_class_genq_picks_again() -> None:
+    assert callable(values.get_value_class), "prometheus_client moved get_value_class"
+    assert hasattr(values, "ValueClass"), "prometheus_client moved values.ValueClass"
+
+
+@pytest.mark.parametrize("borrow", [True, False], ids=["ValueClass", "fallback"])
+def test_metrics_made_after_the_pick_are_file_backed(multiprocess_dir: Path, borrow: bool) -> None:
+    assert values.ValueClass is values.MutexValue  # picked before the variable was set
+    prometheus_values.pick_value_class(borrow=borrow)
+    # A metric made now would keep a file in the directory open for the process's life: the
+    # class that metrics will read is checked instead.
+    assert values.ValueClass is not values.MutexValue
