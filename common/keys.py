@@ -103,3 +103,8 @@ class Keys:
     def batch_index(self, batch_id: str) -> str:
         """Hash: custom_id -> job id, which makes resubmission idempotent."""
         return f"{self.prefix}:batch:{{{batch_id}}}:ids"
+
+    def batch_ended(self, batch_id: str) -> str:
+        """Pub/sub channel: the id of each job of the batch as it ends (FINISH publishes it),
+        which wakes the batch's waiters (BatchHandle.wait, results)."""
+        return f"{self.prefix}:batch:{{{batch_id}}}:ended"

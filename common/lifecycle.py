@@ -45,7 +45,7 @@ class Finish:
         names = [keys.job(self.job_id), keys.leases, keys.expiries]
         if self.batch_id:
             b = self.batch_id
-            names += [keys.batch(b), keys.batch_jobs(b), keys.batch_index(b)]
+            names += [keys.batch(b), keys.batch_jobs(b), keys.batch_index(b), keys.batch_ended(b)]
         pairs = [str(part) for name, value in self.fields.items() for part in (name, value)]
         args: list[str | int] = [
             self.job_id,

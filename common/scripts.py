@@ -79,10 +79,11 @@ end
 return out
 """
 
-# KEYS: job hash, leases, expiries, [batch hash, batch jobs, batch index].
+# KEYS: job hash, leases, expiries, [batch hash, batch jobs, batch index, batch ended channel].
 # ARGV: job_id, epoch, from_state, ttl_s, channel, frame, tokens, now_ms, then field/value
 # pairs (`state` among them). The final record and the terminal frame together, only while the
-# job is still in `from_state` at this epoch; the batch's counts move with it. -> 1 or 0
+# job is still in `from_state` at this epoch; the batch's counts move with it, and the job id
+# goes out on the batch's channel (a channel, listed in KEYS for its slot). -> 1 or 0
 FINISH = """
 local st = redis.call('HMGET', KEYS[1], 'state', 'epoch')
 if st[1] ~= ARGV[3] or tonumber(st[2]) ~= tonumber(ARGV[2]) then return 0 end
@@ -96,6 +97,7 @@ if KEYS[4] then
   redis.call('HINCRBY', KEYS[4], 'tokens', ARGV[7])
   redis.call('HSET', KEYS[4], 'finished_ms', ARGV[8])
   for i = 4, 6 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+  if KEYS[7] then redis.call('PUBLISH', KEYS[7], ARGV[1]) end
 end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1

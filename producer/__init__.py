@@ -30,13 +30,14 @@ from common.schemas import (
     WorkerInfo,
 )
 from common.settings import Settings
-from producer.batches import BatchHandle, CancelReport
+from producer.batches import AsyncBatchHandle, BatchHandle, CancelReport
 from producer.batchfile import Reject
 from producer.client import STOP, AsyncClient, AsyncJobHandle, Client, JobHandle
 from producer.core import StreamStats
 
 __all__ = [
     "STOP",
+    "AsyncBatchHandle",
     "AsyncClient",
     "AsyncJobHandle",
     "BatchHandle",

@@ -9,20 +9,32 @@
 A batch's jobs are ordinary jobs (each has a job id, a record and a stream) that also belong
 to the batch: `genq:batch:{id}` counts them by state, `...:jobs` lists them in input order, and
 `...:ids` maps each custom_id to its job, which makes resubmitting a batch idempotent.
+
+`BatchHandle` and `AsyncBatchHandle` are the sync and async faces of one batch, over the I/O-free
+`_Waiting` and `_ResultPage`. They wait on Redis, not on a clock: the FINISH script publishes
+each ending job's id on the batch's `...:ended` channel, a waiter subscribes before it reads,
+and reads again when woken. A notification it could not hear (a job failed by the reaper, a
+reconnect) costs it one bounded wait (`poll_s`), never a hang.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import redis
+import redis.asyncio
+import redis.asyncio.client
 
 from common.connection import redis_errors, unavailable
 from common.errors import ErrorCode, InvalidBatch, InvalidJob, StreamTimeout
-from common.keys import check_batch_id, new_batch_id
+from common.keys import Keys, check_batch_id, new_batch_id
 from common.lifecycle import Finish, now_ms, unstarted_finish
 from common.schemas import (
     DEFAULT_PRIORITY,
@@ -36,17 +48,19 @@ from common.scripts import SUBMIT
 from producer.batchfile import BatchLine, Reject, Source, scan, valid_lines
 from producer.bundles import dispatches
 from producer.core import PreparedJob
-from producer.retry import retrying
+from producer.retry import retrying, retrying_async
 
 if TYPE_CHECKING:
-    from producer.client import Client, JobHandle
+    from producer.client import AsyncClient, AsyncJobHandle, Client, JobHandle, _BaseClient
 
 SUBMIT_CHUNK = 500  # jobs written and dispatched per round
 FIRST_CHUNK = 50  # smaller, so that workers start while the rest is written
 PAGE = 500  # jobs read per round when reading results or cancelling
-POLL_S = 0.5
+POLL_S = 1.0  # longest wait for a job's ending to be announced before the batch is read again
 SHOWN_REJECTS = 20
 _RESULT_FIELDS = ("state", "custom_id", "result", "error", "error_code")
+
+log = logging.getLogger("genq.client")
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,12 @@ class CancelReport:
             self.already_ended + other.already_ended,
         )
 
+    def settled(self, applied: Sequence[int]) -> CancelReport:
+        """The report once the FINISH calls ran (`applied`: 1 or 0 each): a queued job that a
+        worker took meanwhile (0) was signalled instead, as it sees its cancel key."""
+        lost = list(applied).count(0)
+        return CancelReport(self.not_started - lost, self.signalled + lost, self.already_ended)
+
 
 def describe_rejects(source_name: str, rejects: Sequence[Reject]) -> str:
     shown = [f"  line {r.line}: {r.reason}" for r in rejects[:SHOWN_REJECTS]]
@@ -98,8 +118,9 @@ class BatchSubmitter:
     """Validates a whole batch first, then writes and dispatches it in chunks: one script call
     and one pipelined publish per chunk."""
 
-    def __init__(self, client: Client, options: BatchOptions) -> None:
+    def __init__(self, client: _BaseClient, options: BatchOptions, connection: redis.Redis) -> None:
         self.client = client
+        self.redis = connection  # sync: AsyncClient runs a submission in a thread
         self.options = options
         given = options.batch_id
         self.batch_id = new_batch_id() if given is None else check_batch_id(given)  # '' too
@@ -132,7 +153,7 @@ class BatchSubmitter:
         """Run SUBMIT for a chunk; the first chunk opens the batch's record in the same
         transaction, so that a batch exists only once a job of it does. Returns the job ids
         created."""
-        pipe = self.client.redis.pipeline(transaction=True)
+        pipe = self.redis.pipeline(transaction=True)
         if not self._opened:
             key = names[0]
             for field_name, value in (
@@ -195,9 +216,9 @@ class BatchSubmitter:
         """Jobs of an earlier submission of this batch that were written but whose dispatch
         did not complete (the submitter died): dispatched again. A second message for a job is
         harmless: only one attempt can claim it."""
-        redis, keys = self.client.redis, self.client.keys
-        job_ids = [str(j) for j in redis.hmget(keys.batch_index(self.batch_id), custom_ids)]
-        pipe = redis.pipeline(transaction=False)
+        keys = self.client.keys
+        job_ids = [str(j) for j in self.redis.hmget(keys.batch_index(self.batch_id), custom_ids)]
+        pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(keys.job(job_id))
         out = []
@@ -216,7 +237,7 @@ class BatchSubmitter:
         except Exception as exc:  # not queued; a resubmission with this batch id resumes
             raise unavailable(client.settings, exc) from exc
         with redis_errors(client.settings):
-            pipe = client.redis.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=False)
             for job in jobs:
                 pipe.hset(client.keys.job(job.job_id), "dispatched", "True")
             pipe.execute()
@@ -261,29 +282,226 @@ def result_line(job_id: str, values: Sequence[str | None]) -> ResultLine | None:
     return ResultLine.model_validate(fields)
 
 
-class BatchHandle:
-    """A batch: `status()`, `wait()`, `results()` in input order, `cancel()`, and its `jobs()`.
-    After a submission, `submission` says what it created and what it rejected."""
+class _Waiting:
+    """One `wait()` without I/O: its deadline, its progress callback, the bounded wait for the
+    next announcement, and the timeout error."""
 
-    def __init__(self, client: Client, batch_id: str, submission: Submission | None = None) -> None:
+    def __init__(
+        self,
+        batch_id: str,
+        timeout: float | None,
+        progress: Callable[[BatchStatus], None] | None,
+        poll_s: float,
+    ) -> None:
+        self.batch_id, self.progress, self.poll_s = batch_id, progress, poll_s
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def over(self, status: BatchStatus) -> bool:
+        """True once every job ended; StreamTimeout when the deadline passed first."""
+        if self.progress is not None:
+            self.progress(status)
+        if status.complete:
+            return True
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise StreamTimeout(
+                f"batch {self.batch_id}: {status.ended} of {status.total} jobs ended "
+                "within the timeout"
+            )
+        return False
+
+    def wait_s(self) -> float:
+        if self.deadline is None:
+            return self.poll_s
+        return max(0.0, min(self.poll_s, self.deadline - time.monotonic()))
+
+
+class _ResultPage:
+    """One page of a batch's job ids on their way to results lines, without I/O. After an
+    announcement only the announced jobs at the head of the page are read (each job's fields
+    are read about once, however large the batch); after a quiet bounded wait, the whole rest
+    of the page is, in case an ending went unheard."""
+
+    def __init__(self, job_ids: list[str]) -> None:
+        self.pending = job_ids
+        self.heard: set[str] = set()
+        self.quiet = True  # nothing announced since the last read: read the whole rest
+
+    def to_read(self) -> list[str]:
+        if self.quiet:
+            return self.pending
+        head: list[str] = []
+        for job_id in self.pending:
+            if job_id not in self.heard:
+                break
+            head.append(job_id)
+        return head
+
+    def take(self, job_ids: list[str], rows: Sequence[Any]) -> list[ResultLine]:
+        """The lines of the jobs read that ended, up to the first one that has not."""
+        lines = []
+        for job_id, values in zip(job_ids, rows, strict=True):
+            line = result_line(job_id, values)
+            if line is None:
+                break
+            lines.append(line)
+        self.pending = self.pending[len(lines) :]
+        return lines
+
+    def hear(self, job_ids: set[str]) -> None:
+        self.heard |= job_ids
+        self.quiet = not job_ids
+
+
+class _Listener:
+    """The batch's ended channel (see Keys.batch_ended), subscribed to before the batch is
+    read, so that an ending between the read and the wait still wakes the wait. If Redis
+    refuses the subscription, waits fall back to the bounded wait alone."""
+
+    def __init__(self, client: redis.Redis, channel: str, enabled: bool = True) -> None:
+        self._client, self._channel, self._enabled = client, channel, enabled
+        self._pubsub: redis.client.PubSub | None = None
+
+    def __enter__(self) -> Self:
+        if self._enabled:  # a reader that will not wait needs no subscription
+            self._subscribe()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pubsub is not None:
+            self._pubsub.close()
+
+    def _subscribe(self) -> None:
+        try:
+            self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            self._pubsub.subscribe(self._channel)
+        except redis.RedisError as exc:  # the caller's next read retries or reports it
+            log.debug("no announcements from %s: %s", self._channel, exc)
+            self._pubsub = None
+
+    def wait(self, timeout_s: float) -> set[str]:
+        """The ids of the jobs announced within `timeout_s` (empty when none was)."""
+        if self._pubsub is None:
+            self._subscribe()  # after a lost connection: endings meanwhile need a full read
+            if self._pubsub is None:
+                time.sleep(timeout_s)
+            return set()
+        try:
+            return _drain(self._pubsub, timeout_s)
+        except redis.RedisError:
+            self._pubsub.close()
+            self._pubsub = None
+            return set()
+
+
+def _drain(pubsub: redis.client.PubSub, timeout_s: float) -> set[str]:
+    heard: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    while not heard:
+        left = deadline - time.monotonic()
+        message = pubsub.get_message(timeout=max(left, 0.0))
+        if message is not None:
+            heard.add(str(message["data"]))
+        elif left <= 0:
+            return heard
+    while (message := pubsub.get_message(timeout=0.0)) is not None:
+        heard.add(str(message["data"]))
+    return heard
+
+
+class _AsyncListener:
+    """The async face of _Listener."""
+
+    def __init__(self, client: redis.asyncio.Redis, channel: str, enabled: bool = True) -> None:
+        self._client, self._channel, self._enabled = client, channel, enabled
+        self._pubsub: redis.asyncio.client.PubSub | None = None
+
+    async def __aenter__(self) -> Self:
+        if self._enabled:
+            await self._subscribe()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._pubsub is not None:
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _subscribe(self) -> None:
+        try:
+            self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            await self._pubsub.subscribe(self._channel)
+        except redis.RedisError as exc:
+            log.debug("no announcements from %s: %s", self._channel, exc)
+            self._pubsub = None
+
+    async def wait(self, timeout_s: float) -> set[str]:
+        if self._pubsub is None:
+            await self._subscribe()
+            if self._pubsub is None:
+                await asyncio.sleep(timeout_s)
+            return set()
+        try:
+            return await _drain_async(self._pubsub, timeout_s)
+        except redis.RedisError:
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
+            return set()
+
+
+async def _drain_async(pubsub: redis.asyncio.client.PubSub, timeout_s: float) -> set[str]:
+    heard: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    while not heard:
+        left = deadline - time.monotonic()
+        message = await pubsub.get_message(timeout=max(left, 0.0))
+        if message is not None:
+            heard.add(str(message["data"]))
+        elif left <= 0:
+            return heard
+    while (message := await pubsub.get_message(timeout=0.0)) is not None:
+        heard.add(str(message["data"]))
+    return heard
+
+
+class _BatchView:
+    """What the sync and async batch handles share: the batch, what its submission did, and
+    the reading of its record."""
+
+    def __init__(self, keys: Keys, batch_id: str, submission: Submission | None) -> None:
         self.batch_id = batch_id
         self.submission = submission or Submission()
-        self._client = client
-        self._keys = client.keys
+        self._keys = keys
 
     @property
     def rejects(self) -> list[Reject]:
+        """The lines the submission rejected (with `skip_invalid`)."""
         return self.submission.rejects
 
-    def status(self) -> BatchStatus:
-        """The batch's counts by state; a lost Redis connection is retried (GENQ_REDIS_RETRY_S)."""
-        key, r = self._keys.batch(self.batch_id), self._client.redis
-        raw: Mapping[Any, Any] = retrying(self._client.settings, lambda: r.hgetall(key))
+    def _status(self, raw: Mapping[Any, Any]) -> BatchStatus:
         if not raw:
             raise InvalidJob(
                 f"no batch {self.batch_id} (never submitted, or its retention has passed)"
             )
         return BatchStatus.from_hash(self.batch_id, raw)
+
+    def _read_ops(self, pipe: Any, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            pipe.hmget(self._keys.job(job_id), _RESULT_FIELDS)
+
+    def _page_read(self, start: int) -> tuple[str, int, int]:
+        return self._keys.batch_jobs(self.batch_id), start, start + PAGE - 1
+
+
+class BatchHandle(_BatchView):
+    """A batch: `status()`, `wait()`, `results()` in input order, `cancel()`, and its `jobs()`.
+    After a submission, `submission` says what it created and what it rejected."""
+
+    def __init__(self, client: Client, batch_id: str, submission: Submission | None = None) -> None:
+        super().__init__(client.keys, batch_id, submission)
+        self._client = client
+
+    def status(self) -> BatchStatus:
+        """The batch's counts by state; a lost Redis connection is retried (GENQ_REDIS_RETRY_S)."""
+        key, r = self._keys.batch(self.batch_id), self._client.redis
+        return self._status(retrying(self._client.settings, lambda: r.hgetall(key)))
 
     def wait(
         self,
@@ -291,33 +509,35 @@ class BatchHandle:
         progress: Callable[[BatchStatus], None] | None = None,
         poll_s: float = POLL_S,
     ) -> BatchStatus:
-        """Wait until every job ended; `progress` gets each status read meanwhile. Raises
-        StreamTimeout when `timeout` passes first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            status = self.status()
-            if progress is not None:
-                progress(status)
-            if status.complete:
-                return status
-            if deadline is not None and time.monotonic() >= deadline:
-                raise StreamTimeout(
-                    f"batch {self.batch_id}: {status.ended} of {status.total} jobs ended "
-                    "within the timeout"
-                )
-            time.sleep(poll_s)
+        """Wait until every job ended; `progress` gets each status read meanwhile (one per
+        announced ending, or per `poll_s` without one). Raises StreamTimeout when `timeout`
+        passes first."""
+        waiting = _Waiting(self.batch_id, timeout, progress, poll_s)
+        with self._listen() as listener:
+            while not waiting.over(status := self.status()):
+                listener.wait(waiting.wait_s())
+        return status
 
-    def job_ids(self) -> Iterator[str]:
-        """The batch's job ids in input order, read a page at a time."""
-        redis, key = self._client.redis, self._keys.batch_jobs(self.batch_id)
+    def _listen(self, enabled: bool = True) -> _Listener:
+        return _Listener(self._client.redis, self._keys.batch_ended(self.batch_id), enabled)
+
+    def _pages(self) -> Iterator[list[str]]:
+        redis_, settings = self._client.redis, self._client.settings
         start = 0
         while True:
-            read = partial(redis.lrange, key, start, start + PAGE - 1)
-            page = retrying(self._client.settings, read)
-            yield from map(str, page)
+            page = [
+                str(j) for j in retrying(settings, partial(redis_.lrange, *self._page_read(start)))
+            ]
+            if page:
+                yield page
             if len(page) < PAGE:
                 return
             start += PAGE
+
+    def job_ids(self) -> Iterator[str]:
+        """The batch's job ids in input order, read a page at a time."""
+        for page in self._pages():
+            yield from page
 
     def jobs(self) -> Iterator[JobHandle]:
         """A handle on each job, in input order, to stream it (see Client.stream_many)."""
@@ -328,28 +548,27 @@ class BatchHandle:
         """One line per job in input order, each as soon as its job (and those before it)
         ended. With wait=False, stops at the first job that has not ended. A lost Redis
         connection is retried (GENQ_REDIS_RETRY_S), and no line is repeated or left out."""
-        for page in _chunks(self.job_ids(), PAGE):
-            pending = page
-            while pending:
-                rows = retrying(self._client.settings, partial(self._read_results, pending))
-                ready = 0
-                for job_id, values in zip(pending, rows, strict=True):
-                    line = result_line(job_id, values)
-                    if line is None:
-                        break
-                    ready += 1
-                    yield line
-                pending = pending[ready:]
-                if pending and not wait:
-                    return
-                if pending:
-                    time.sleep(poll_s)
+        with self._listen(enabled=wait) as listener:
+            for page in self._pages():
+                results = _ResultPage(page)
+                while results.pending:
+                    yield from self._read(results)
+                    if results.pending and not wait:
+                        return
+                    if results.pending:
+                        results.hear(listener.wait(poll_s))
 
-    def _read_results(self, job_ids: list[str]) -> list[Any]:
-        pipe = self._client.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hmget(self._keys.job(job_id), _RESULT_FIELDS)
-        return pipe.execute()
+    def _read(self, results: _ResultPage) -> list[ResultLine]:
+        job_ids = results.to_read()
+        if not job_ids:
+            return []
+
+        def read() -> list[Any]:
+            pipe = self._client.redis.pipeline(transaction=False)
+            self._read_ops(pipe, job_ids)
+            return pipe.execute()
+
+        return results.take(job_ids, retrying(self._client.settings, read))
 
     def cancel(self) -> CancelReport:
         """Cancel every job of the batch: queued ones never start, running ones stop within a
@@ -360,8 +579,99 @@ class BatchHandle:
             # none joins it, whatever becomes of the per-job cancel keys written below.
             client.redis.hset(self._keys.batch(self.batch_id), "cancel_requested", "1")
         report = CancelReport(0, 0, 0)
-        for page in _chunks(self.job_ids(), PAGE):
+        for page in self._pages():
             report = report + client._cancel_jobs(page)
+        return report
+
+
+class AsyncBatchHandle(_BatchView):
+    """The async face of BatchHandle: `await batch.wait()`, `async for line in
+    batch.results()`, `await batch.cancel()`; the same methods, the same answers."""
+
+    def __init__(
+        self, client: AsyncClient, batch_id: str, submission: Submission | None = None
+    ) -> None:
+        super().__init__(client.keys, batch_id, submission)
+        self._client = client
+
+    async def status(self) -> BatchStatus:
+        """The batch's counts by state (see BatchHandle.status)."""
+        key, r = self._keys.batch(self.batch_id), self._client.redis
+        return self._status(await retrying_async(self._client.settings, lambda: r.hgetall(key)))
+
+    async def wait(
+        self,
+        timeout: float | None = None,
+        progress: Callable[[BatchStatus], None] | None = None,
+        poll_s: float = POLL_S,
+    ) -> BatchStatus:
+        """Wait until every job ended (see BatchHandle.wait)."""
+        waiting = _Waiting(self.batch_id, timeout, progress, poll_s)
+        async with self._listen() as listener:
+            while not waiting.over(status := await self.status()):
+                await listener.wait(waiting.wait_s())
+        return status
+
+    def _listen(self, enabled: bool = True) -> _AsyncListener:
+        return _AsyncListener(self._client.redis, self._keys.batch_ended(self.batch_id), enabled)
+
+    async def _pages(self) -> AsyncIterator[list[str]]:
+        redis_, settings = self._client.redis, self._client.settings
+        start = 0
+        while True:
+            read = partial(redis_.lrange, *self._page_read(start))
+            raw = await retrying_async(settings, read)
+            page = [str(j) for j in raw]
+            if page:
+                yield page
+            if len(page) < PAGE:
+                return
+            start += PAGE
+
+    async def job_ids(self) -> AsyncIterator[str]:
+        """The batch's job ids in input order, read a page at a time."""
+        async for page in self._pages():
+            for job_id in page:
+                yield job_id
+
+    async def jobs(self) -> AsyncIterator[AsyncJobHandle]:
+        """A handle on each job, in input order (see AsyncClient.stream_many)."""
+        async for job_id in self.job_ids():
+            yield await self._client.job(job_id, check=False)
+
+    async def results(self, wait: bool = True, poll_s: float = POLL_S) -> AsyncIterator[ResultLine]:
+        """One line per job in input order (see BatchHandle.results)."""
+        async with self._listen(enabled=wait) as listener:
+            async for page in self._pages():
+                results = _ResultPage(page)
+                while results.pending:
+                    for line in await self._read(results):
+                        yield line
+                    if results.pending and not wait:
+                        return
+                    if results.pending:
+                        results.hear(await listener.wait(poll_s))
+
+    async def _read(self, results: _ResultPage) -> list[ResultLine]:
+        job_ids = results.to_read()
+        if not job_ids:
+            return []
+
+        async def read() -> list[Any]:
+            pipe = self._client.redis.pipeline(transaction=False)
+            self._read_ops(pipe, job_ids)
+            return await pipe.execute()
+
+        return results.take(job_ids, await retrying_async(self._client.settings, read))
+
+    async def cancel(self) -> CancelReport:
+        """Cancel every job of the batch (see BatchHandle.cancel)."""
+        client = self._client
+        with redis_errors(client.settings):
+            await client.redis.hset(self._keys.batch(self.batch_id), "cancel_requested", "1")
+        report = CancelReport(0, 0, 0)
+        async for page in self._pages():
+            report = report + await client._cancel_jobs(page)
         return report
 
 

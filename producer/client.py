@@ -1,4 +1,6 @@
-"""The Python API: `Client` and `AsyncClient`, parallel classes over one shared core.
+"""The Python API: `Client` and `AsyncClient`, parallel classes over one shared core: the
+same methods, the same arguments and the same answers, `await`ed on the async side (a unit
+test holds them to it).
 
     with Client() as client:
         job = client.submit("Once upon a time", model="tiny", max_tokens=64)
@@ -42,6 +44,7 @@ from common.registry import ModelRegistry
 from common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec, WorkerInfo
 from common.settings import Settings
 from producer.batches import (
+    AsyncBatchHandle,
     BatchHandle,
     BatchOptions,
     BatchSubmitter,
@@ -112,6 +115,13 @@ class _BaseClient:
             )
         except Exception as exc:  # kombu's errors vary by transport; all mean "not queued"
             raise unavailable(self.settings, exc) from exc
+
+    def _submitter(
+        self, connection: redis.Redis, batch_id: str | None, place: Placement, **options: Any
+    ) -> BatchSubmitter:
+        """A batch's submission, checked and placed as a job's is (see Client.submit_batch)."""
+        batch_options = BatchOptions(batch_id, place.priority, place.expires_in_s, **options)
+        return BatchSubmitter(self, batch_options, connection)
 
     def _cancel_ops(self, pipe: Any, job_ids: Sequence[str]) -> None:
         """Set the jobs' cancel keys (running jobs see them at their next chunk) and read
@@ -380,6 +390,54 @@ class AsyncJobStream(_StreamView):
         await self.aclose()
 
 
+H = TypeVar("H")
+M = TypeVar("M", bound=_StreamView)
+
+
+class _Merge(Generic[H, M]):
+    """stream_many without I/O, the same for both faces: the streams still open, the frames
+    they buffered, and one XREAD over all of them (positions and the shortest wait)."""
+
+    def __init__(self, streams: dict[str, tuple[H, M]]) -> None:
+        self.streams = streams
+        self._by_key = {stream._core.stream_key: stream for _, stream in streams.values()}
+
+    def ready(self) -> Iterator[tuple[H, M, Frame]]:
+        """Each buffered frame, tagged by job (its stream mends the text before it is
+        yielded); a stream whose terminal frame came out is then dropped."""
+        for job_id, (job, stream) in list(self.streams.items()):
+            while (frame := stream._core.pop()) is not None:
+                yield job, stream, frame
+            if stream._core.state.done:
+                del self.streams[job_id]
+                del self._by_key[stream._core.stream_key]
+
+    def positions(self) -> dict[Any, Any]:
+        return {key: stream._core.last_id for key, stream in self._by_key.items()}
+
+    def wait_ms(self) -> int:
+        return min(stream._core.wait_ms() for stream in self._by_key.values())
+
+    def take(self, response: Any) -> list[_StreamCore]:
+        """Buffer an XREAD reply; after an empty one, the cores to check against their job's
+        record (see _StreamCore.after_idle)."""
+        for item in response or []:
+            self._by_key[str(item[0])]._core.take([item])
+        return [] if response else [stream._core for stream in self._by_key.values()]
+
+
+def _on_loop(progress: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    """`progress`, called from another thread, run on the running event loop."""
+    if progress is None:
+        return None
+    loop = asyncio.get_running_loop()
+
+    def report(done: int) -> None:
+        loop.call_soon_threadsafe(progress, done)
+
+    return report
+
+
 def _entry_id(text: str) -> tuple[int, int]:
     """`EPOCH-SEQ` (or `SEQ`, of the first attempt) as numbers; InvalidJob when malformed."""
     epoch, _, seq = text.partition("-") if "-" in text else ("0", "-", text)
@@ -534,9 +592,10 @@ class Client(_BaseClient):
         raises InvalidBatch naming each bad line, and nothing is submitted, unless
         `skip_invalid` (then the handle's `rejects` lists them). Submitting again with the same
         `batch_id` adds only the custom_ids the batch does not have."""
-        Placement(priority, expires_in)  # checks them before anything is read
-        options = BatchOptions(batch_id, priority, expires_in, defaults or {}, skip_invalid)
-        submitter = BatchSubmitter(self, options)
+        place = Placement(priority, expires_in)  # checks them before anything is read
+        submitter = self._submitter(
+            self.redis, batch_id, place, defaults=defaults or {}, skip_invalid=skip_invalid
+        )
         submission = submitter.submit(source, progress)
         return BatchHandle(self, submitter.batch_id, submission)
 
@@ -564,43 +623,28 @@ class Client(_BaseClient):
             pipe = self.redis.pipeline(transaction=False)
             for finish in finishes:
                 finish.run(pipe, self.keys, self.settings.job_ttl_s)
-            applied = pipe.execute()
-        lost = applied.count(0)  # taken by a worker meanwhile: it sees the cancel key
-        return CancelReport(
-            report.not_started - lost, report.signalled + lost, report.already_ended
-        )
+            return report.settled(pipe.execute())
 
     def stream_many(
         self, jobs: Iterable[JobHandle], timeout: float | None = None
     ) -> Iterator[tuple[JobHandle, Frame]]:
         """Read several jobs' frames at once, as they arrive, tagged by job: one blocking read
         covers every job still running. Each handle's `text` and `result()` work afterwards."""
-        streams = {job.job_id: (job, job.stream(timeout=timeout)) for job in jobs}
-        while streams:
-            for job_id, (job, stream) in list(streams.items()):
-                frame = stream._core.pop()
-                while frame is not None:
-                    stream._mend()
-                    yield job, frame
-                    frame = stream._core.pop()
-                if stream._core.state.done:
-                    del streams[job_id]
-            if streams:
-                self._fill_many([stream for _, stream in streams.values()])
+        merge = _Merge({job.job_id: (job, job.stream(timeout=timeout)) for job in jobs})
+        while merge.streams:
+            for job, stream, frame in merge.ready():
+                stream._mend()
+                yield job, frame
+            if merge.streams:
+                self._fill_many(merge)
 
-    def _fill_many(self, streams: list[JobStream]) -> None:
-        cores = {stream._core.stream_key: stream for stream in streams}
-        wait_ms = min(stream._core.wait_ms() for stream in streams)
-        positions: dict[Any, Any] = {key: s._core.last_id for key, s in cores.items()}
+    def _fill_many(self, merge: _Merge[JobHandle, JobStream]) -> None:
+        positions, wait_ms = merge.positions(), merge.wait_ms()
         response = retrying(
             self.settings, lambda: self.redis.xread(positions, count=READ_COUNT, block=wait_ms)
         )
-        for item in response or []:
-            cores[str(item[0])]._core.take([item])
-        if not response:  # a quiet spell: a job may have ended while no relay ran
-            for stream in streams:
-                raw = retrying(self.settings, partial(self.redis.hgetall, stream._core.job_key))
-                stream._core.after_idle(raw)
+        for core in merge.take(response):  # a quiet spell: a job may have ended unseen
+            core.after_idle(retrying(self.settings, partial(self.redis.hgetall, core.job_key)))
 
     def workers(self) -> list[WorkerInfo]:
         """The running workers, by name: each one's device class, models and queues."""
@@ -636,6 +680,7 @@ class AsyncJobHandle(_HandleView[AsyncJobStream]):
         return self._stream
 
     async def cancel(self) -> CancelReport:
+        """Cancel the job (see JobHandle.cancel)."""
         return await self._client.cancel(self.job_id)
 
     async def result(self, timeout: float | None = None) -> JobResult:
@@ -661,6 +706,7 @@ class AsyncClient(_BaseClient):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__(settings)
         self.redis: redis.asyncio.Redis = connect_async(self.settings)
+        self._submit_redis: redis.Redis | None = None  # made by the first submit_batch
 
     async def submit(
         self,
@@ -686,11 +732,13 @@ class AsyncClient(_BaseClient):
             raise
         return AsyncJobHandle(self, job.job_id, submitted)
 
-    async def job(self, job_id: str) -> AsyncJobHandle:
+    async def job(self, job_id: str, check: bool = True) -> AsyncJobHandle:
+        """A handle on a job submitted earlier (see Client.job)."""
         key = self.keys.job(check_job_id(job_id))
-        exists = await retrying_async(self.settings, lambda: self.redis.exists(key))
-        if not exists:
-            raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
+        if check:
+            exists = await retrying_async(self.settings, lambda: self.redis.exists(key))
+            if not exists:
+                raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
         return AsyncJobHandle(self, job_id)
 
     async def record(self, job_id: str) -> JobRecord:
@@ -701,50 +749,79 @@ class AsyncClient(_BaseClient):
             raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
         return parse_record(job_id, raw)
 
-    async def cancel(self, job_id: str) -> CancelReport:
-        """Cancel a job (see JobHandle.cancel); batches are cancelled with Client.cancel."""
-        job_ids = [check_job_id(job_id)]
+    async def submit_batch(
+        self,
+        source: Source,
+        *,
+        batch_id: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        expires_in: float | None = None,
+        defaults: dict[str, Any] | None = None,
+        skip_invalid: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> AsyncBatchHandle:
+        """Submit a batch (see Client.submit_batch). The submission is Client's own, run in a
+        thread (reading the source and publishing to the broker block), so that the event
+        loop stays free; `progress` is called on the event loop."""
+        place = Placement(priority, expires_in)
+        submitter = self._submitter(
+            self._sync_redis(), batch_id, place, defaults=defaults or {}, skip_invalid=skip_invalid
+        )
+        submission = await asyncio.to_thread(submitter.submit, source, _on_loop(progress))
+        return AsyncBatchHandle(self, submitter.batch_id, submission)
+
+    def _sync_redis(self) -> redis.Redis:
+        if self._submit_redis is None:
+            self._submit_redis = connect(self.settings)
+        return self._submit_redis
+
+    async def batch(self, batch_id: str) -> AsyncBatchHandle:
+        """A handle on a batch submitted earlier; InvalidJob when there is none."""
+        handle = AsyncBatchHandle(self, check_batch_id(batch_id))
+        await handle.status()
+        return handle
+
+    async def cancel(self, job_or_batch_id: str) -> CancelReport:
+        """Cancel a job or every job of a batch (see Client.cancel)."""
+        if is_job_id(job_or_batch_id):
+            with redis_errors(self.settings):
+                exists = await self.redis.exists(self.keys.job(job_or_batch_id))
+            if exists:
+                return await self._cancel_jobs([job_or_batch_id])
+        return await (await self.batch(job_or_batch_id)).cancel()
+
+    async def _cancel_jobs(self, job_ids: Sequence[str]) -> CancelReport:
         with redis_errors(self.settings):
             pipe = self.redis.pipeline(transaction=False)
             self._cancel_ops(pipe, job_ids)
-            records = (await pipe.execute())[1:]
-            if not records[0]:
-                raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
+            records = (await pipe.execute())[len(job_ids) :]
             finishes, report = cancel_calls(job_ids, records)
+            pipe = self.redis.pipeline(transaction=False)
             for finish in finishes:
-                if not await finish.run(self.redis, self.keys, self.settings.job_ttl_s):
-                    return CancelReport(0, 1, 0)  # a worker took it meanwhile
-        return report
+                finish.run(pipe, self.keys, self.settings.job_ttl_s)
+            return report.settled(await pipe.execute())
 
     async def stream_many(
         self, jobs: Iterable[AsyncJobHandle], timeout: float | None = None
     ) -> AsyncIterator[tuple[AsyncJobHandle, Frame]]:
-        """Several jobs' frames as they arrive, tagged by job (the async face of
-        Client.stream_many; `asyncio.gather` over `result()` works too)."""
-        queue: asyncio.Queue[tuple[AsyncJobHandle, Frame] | None] = asyncio.Queue()
-        handles = list(jobs)
+        """Several jobs' frames as they arrive, tagged by job (see Client.stream_many: the
+        same algorithm, one blocking read for every job still running)."""
+        merge = _Merge({job.job_id: (job, job.stream(timeout=timeout)) for job in jobs})
+        while merge.streams:
+            for job, stream, frame in merge.ready():
+                await stream._mend()
+                yield job, frame
+            if merge.streams:
+                await self._fill_many(merge)
 
-        async def pump(job: AsyncJobHandle) -> None:
-            try:
-                async for frame in job.stream(timeout=timeout):
-                    await queue.put((job, frame))
-            finally:
-                await queue.put(None)
-
-        tasks = [asyncio.create_task(pump(job)) for job in handles]
-        try:
-            running = len(tasks)
-            while running:
-                item = await queue.get()
-                if item is None:
-                    running -= 1
-                else:
-                    yield item
-            for task in tasks:
-                task.result()  # a stream's error (a timeout, Redis gone) reaches the reader
-        finally:
-            for task in tasks:
-                task.cancel()
+    async def _fill_many(self, merge: _Merge[AsyncJobHandle, AsyncJobStream]) -> None:
+        positions, wait_ms = merge.positions(), merge.wait_ms()
+        response = await retrying_async(
+            self.settings, lambda: self.redis.xread(positions, count=READ_COUNT, block=wait_ms)
+        )
+        for core in merge.take(response):
+            raw = await retrying_async(self.settings, partial(self.redis.hgetall, core.job_key))
+            core.after_idle(raw)
 
     async def workers(self) -> list[WorkerInfo]:
         with redis_errors(self.settings):
@@ -752,6 +829,8 @@ class AsyncClient(_BaseClient):
 
     async def aclose(self) -> None:
         await self.redis.aclose()
+        if self._submit_redis is not None:
+            self._submit_redis.close()
 
     async def __aenter__(self) -> Self:
         return self

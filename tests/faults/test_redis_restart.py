@@ -62,6 +62,14 @@ async def read_stream_async(settings: Settings, job_id: str) -> str:
         return stream.text
 
 
+async def wait_and_read_async(settings: Settings, batch_id: str) -> tuple[int, list[str]]:
+    """The async batch handle's wait and results, across the outage."""
+    async with AsyncClient(settings) as client:
+        batch = await client.batch(batch_id)
+        status = await batch.wait(timeout=120)
+        return status.succeeded, [line.custom_id async for line in batch.results()]
+
+
 def test_readers_ride_through_a_redis_restart_mid_batch(
     genq_env: dict[str, str], own_redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -70,7 +78,7 @@ def test_readers_ride_through_a_redis_restart_mid_batch(
     stack = Stack({**genq_env, "GENQ_REDIS_URL": own_redis.url}, tmp_path)
     try:
         stack.relay(), stack.worker("a")
-        with Client(stack.settings) as client, ThreadPoolExecutor(4) as pool:
+        with Client(stack.settings) as client, ThreadPoolExecutor(5) as pool:
             job = client.submit(**LONG, priority=9)  # runs first, across the outage
             lines = [
                 {"custom_id": f"c{i}", "prompt": f"line {i}", "seed": i, **LINE} for i in range(6)
@@ -81,6 +89,9 @@ def test_readers_ride_through_a_redis_restart_mid_batch(
             streamed = pool.submit(read_stream, client, job.job_id)
             run_async = asyncio.run  # the async client, in a thread of its own
             streamed_async = pool.submit(run_async, read_stream_async(stack.settings, job.job_id))
+            batch_async = pool.submit(
+                run_async, wait_and_read_async(stack.settings, batch.batch_id)
+            )
             stream_key = client.keys.stream(job.job_id)
             wait_for(lambda: client.redis.xlen(stream_key) >= 20, 60, "the long job to run")
             restart(own_redis)
@@ -89,6 +100,7 @@ def test_readers_ride_through_a_redis_restart_mid_batch(
             text = streamed.result(timeout=60)
             assert streamed_async.result(timeout=60) == text
             assert [line.custom_id for line in lines_read] == [f"c{i}" for i in range(6)]
+            assert batch_async.result(timeout=60) == (len(lines), [f"c{i}" for i in range(6)])
             assert all(line.status == "succeeded" for line in lines_read)
             assert all(
                 line.usage is not None and line.usage.completion_tokens == 800
@@ -122,4 +134,8 @@ def test_readers_raise_redis_unavailable_once_their_retry_budget_is_spent(
         started = time.monotonic()
         with pytest.raises(RedisUnavailable):
             client.job(job.job_id, check=False).result(timeout=30)
+        assert 1.5 <= time.monotonic() - started < 5.0
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable):
+            asyncio.run(wait_and_read_async(client.settings, batch.batch_id))
         assert 1.5 <= time.monotonic() - started < 5.0

@@ -114,7 +114,7 @@ def test_finish_call_without_a_batch_names_the_job_leases_and_expiries() -> None
     assert names == [keys.job(JOB), keys.leases, keys.expiries]
 
 
-def test_finish_call_with_a_batch_adds_its_hash_jobs_list_and_index() -> None:
+def test_finish_call_with_a_batch_adds_its_hash_jobs_list_index_and_ended_channel() -> None:
     keys = Keys("staging")
     finish = unstarted_finish(JOB, record(batch_id="b1"), JobState.CANCELLED, COMMITTED)
     names, _ = finish.call(keys, 3600)
@@ -125,6 +125,7 @@ def test_finish_call_with_a_batch_adds_its_hash_jobs_list_and_index() -> None:
         keys.batch("b1"),
         keys.batch_jobs("b1"),
         keys.batch_index("b1"),
+        keys.batch_ended("b1"),
     ]
 
 
