@@ -41,7 +41,7 @@ from common.keys import Keys, check_batch_id, check_job_id, is_job_id
 from common.presence import live_workers, live_workers_async
 from common.prompts import PromptCounter
 from common.registry import ModelRegistry
-from common.schemas import DEFAULT_PRIORITY, JobResult, JobSpec, WorkerInfo
+from common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec, WorkerInfo
 from common.settings import Settings
 from producer.batches import (
     AsyncBatchHandle,
@@ -567,6 +567,15 @@ class Client(_BaseClient):
                 raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
         return JobHandle(self, job_id)
 
+    def record(self, job_id: str) -> JobRecord:
+        """A job's record (state, attempts, worker, timestamps, result): InvalidJob when no
+        such job is kept, InvalidEntry when its record is not one genq wrote."""
+        key = self.keys.job(check_job_id(job_id))
+        raw = retrying(self.settings, lambda: self.redis.hgetall(key))
+        if not raw:
+            raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
+        return parse_record(job_id, raw)
+
     def submit_batch(
         self,
         source: Source,
@@ -731,6 +740,14 @@ class AsyncClient(_BaseClient):
             if not exists:
                 raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
         return AsyncJobHandle(self, job_id)
+
+    async def record(self, job_id: str) -> JobRecord:
+        """The async face of Client.record."""
+        key = self.keys.job(check_job_id(job_id))
+        raw = await retrying_async(self.settings, lambda: self.redis.hgetall(key))
+        if not raw:
+            raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
+        return parse_record(job_id, raw)
 
     async def submit_batch(
         self,

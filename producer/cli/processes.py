@@ -1,0 +1,159 @@
+"""Process launchers: `genq worker` (Celery worker on genq's queues), `genq relay` (streams,
+checkpoints, resumes) and `genq flower` (the dashboard). Each checks what it can, then
+becomes the long-running process (exec), configured by the same GENQ_* variables.
+
+These are services: when Redis is unreachable they keep trying to connect (Celery's retries,
+the relay's reconnect loop) rather than exit, so that a stack rides through a Redis restart."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+import click
+
+from common.errors import RegistryError
+from common.registry import ModelRegistry
+from common.routing import serving
+from common.settings import Settings
+from producer.cli.output import EXIT_USAGE, fail
+
+# The tasks page's columns: args (job id, epoch, model; never the prompt) and result (progress
+# while a job runs, its summary after) are what tell genq's tasks apart.
+FLOWER_COLUMNS = "name,uuid,state,result,args,received,runtime,worker"
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--models",
+    envvar="GENQ_WORKER_MODELS",
+    metavar="A,B",
+    help="Models to serve, comma-separated [env GENQ_WORKER_MODELS; default: every registry "
+    "model of --device].",
+)
+@click.option(
+    "--device",
+    envvar="GENQ_DEVICE",
+    type=click.Choice(["cpu", "gpu"]),
+    default="cpu",
+    show_default=True,
+    help="Device class to serve [env GENQ_DEVICE]; gpu needs a CUDA build of llama-cpp-python.",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes; each loads its models once.",
+)
+@click.option("-l", "--loglevel", default="info", show_default=True)
+@click.option("-n", "--hostname", help="Node name (default genq@HOST).")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(
+    models: str | None,
+    device: str,
+    concurrency: int,
+    loglevel: str,
+    hostname: str | None,
+    celery_args: tuple[str, ...],
+) -> NoReturn:
+    """Start a worker: `celery -A workers.app worker` with genq's defaults, consuming the
+    queues of the models it serves (`cpu.tiny`: device class and model).
+
+    Checks first that it can serve them (known models of its device class, model files and
+    API keys present, a GPU for --device gpu) and exits with status 2 if not. Extra
+    arguments go to celery unchanged. The plain celery command works as well, configured by
+    the same GENQ_* variables.
+    """
+    if any(arg.startswith(("-Q", "--queues")) for arg in celery_args):
+        fail("-Q/--queues is replaced by --models and --device (queues are per model)", EXIT_USAGE)
+    if models is not None:
+        os.environ["GENQ_WORKER_MODELS"] = models
+    os.environ["GENQ_DEVICE"] = device  # so that the worker process serves the same
+    settings = Settings()
+    try:
+        plan = serving(settings, ModelRegistry.from_settings(settings))
+    except RegistryError as exc:
+        fail(str(exc), EXIT_USAGE)
+    _exec_celery(
+        "worker",
+        "-Q",
+        ",".join(plan.queues),
+        "-c",
+        str(concurrency),
+        "-l",
+        loglevel,
+        "-E",
+        "-n",
+        hostname or "genq@%h",
+        *celery_args,
+    )
+
+
+def _exec_celery(command: str, *args: str) -> NoReturn:
+    """Become `celery -A workers.app COMMAND ARGS` (genq's Celery app)."""
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "workers.app", command, *args])
+
+
+@click.command()
+def relay() -> NoReturn:
+    """Start a relay: turns every job's live frames into a replayable Redis Stream,
+    checkpoints continuation windows, and resumes jobs whose worker died (lease reaper).
+
+    Run one or two per deployment; two relays never duplicate or double-act.
+    """
+    os.execv(sys.executable, [sys.executable, "-m", "workers.relay"])
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--port",
+    envvar="FLOWER_PORT",
+    type=click.IntRange(1, 65535),
+    default=5555,
+    show_default=True,
+    help="HTTP port [env FLOWER_PORT].",
+)
+@click.option(
+    "--address",
+    envvar="FLOWER_ADDRESS",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on [env FLOWER_ADDRESS]. Flower can revoke tasks and shut "
+    "workers down: give 0.0.0.0 (every interface) only with authentication, e.g. "
+    "--basic_auth=user:password.",
+)
+@click.option(
+    "--url-prefix",
+    envvar="FLOWER_URL_PREFIX",
+    metavar="PATH",
+    help="Serve under /PATH/, behind a reverse proxy that forwards that path "
+    "[env FLOWER_URL_PREFIX].",
+)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(
+    port: int, address: str, url_prefix: str | None, flower_args: tuple[str, ...]
+) -> NoReturn:
+    """Start Flower, Celery's web dashboard, on genq's workers and tasks: `celery -A
+    workers.app flower`, with the Redis of GENQ_REDIS_URL (its password never shown).
+
+    Workers: each one's queues (`cpu.tiny`: device class and model) and, in its Config tab,
+    `genq_device` and `genq_models`. Tasks: `genq.generate` (one job) and `genq.generate_bundle`
+    (short jobs of a batch); args name the job, epoch and model, never the prompt; a running
+    job is in state PROGRESS with its tokens so far as its result (GENQ_PROGRESS_INTERVAL_S on
+    the worker), and a finished one shows its summary. Prometheus metrics at /metrics.
+
+    Extra arguments go to Flower unchanged (--basic_auth=user:pw, --max_tasks=N,
+    --tasks_columns=..., --persistent=True), and so do its FLOWER_* variables. Its HTTP API
+    (/api/...) answers only with authentication, or FLOWER_UNAUTHENTICATED_API=true.
+    """
+    _exec_celery(
+        "flower",
+        f"--port={port}",
+        f"--address={address}",
+        *([] if "FLOWER_TASKS_COLUMNS" in os.environ else [f"--tasks_columns={FLOWER_COLUMNS}"]),
+        *([f"--url_prefix={url_prefix.strip('/')}"] if url_prefix else []),
+        *flower_args,  # last: Flower takes the last value of an option given twice
+    )

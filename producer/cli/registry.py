@@ -1,0 +1,117 @@
+"""Registry commands: `genq models` (the models the registry knows, and their queues),
+`genq workers` (the running workers and what they serve) and `genq make-tiny-model` (genq's
+built-in test model, written to a file)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from common.registry import AnyModelConfig, ModelRegistry, RemoteModelConfig, chat_rendering
+from common.routing import queue_name
+from common.settings import Settings, redact_url
+from common.tinymodel import write_tiny_model
+from producer.cli.output import note, print_table
+from producer.client import Client
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+def models(settings: Settings, /, as_json: bool) -> None:
+    """List the models in the registry (GENQ_MODELS_FILE plus the built-in `tiny` and
+    `gemma-3-270m`). A built-in model whose package is missing is listed as not installed,
+    with the command that installs it."""
+    registry = ModelRegistry.from_settings(settings)
+    rows = [_model_row(name, registry.get(name)) for name in registry.names()]
+    rows += [_missing_row(name, command) for name, command in registry.missing.items()]
+    rows.sort(key=lambda row: str(row["name"]))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "backend", "device", "queue", "n_ctx", "chat", "file or server")
+    for row in rows:
+        where = row.get("path") or row.get("base_url", "")
+        if not row["installed"]:
+            where = f"not installed: {row['install']}"
+        n_ctx = str(row.get("n_ctx") or "server's")
+        chat = _CHAT_MARKS.get(row.get("chat"), "server's")
+        cells = (row["name"], row["backend"], row["device"], row["queue"], n_ctx, chat, where)
+        table.add_row(*(escape(str(cell)) for cell in cells))  # `[gemma]` is not markup
+    print_table(table)
+
+
+# How `genq models` shows a chat's rendering (row["chat"]): no template means a transcript.
+_CHAT_MARKS = {"template": "template", "transcript": "no template: transcript", None: "?"}
+
+
+def _model_row(name: str, config: AnyModelConfig) -> dict[str, Any]:
+    """A registry entry for display: a remote server's URL without any password in it."""
+    row = {
+        "name": name,
+        "queue": queue_name(config.device, name),
+        "installed": True,
+        **config.model_dump(mode="json"),
+    }
+    if isinstance(config, RemoteModelConfig):
+        row["base_url"] = redact_url(config.base_url)
+    else:
+        row["chat"] = chat_rendering(name, config)
+    return row
+
+
+def _missing_row(name: str, command: str) -> dict[str, Any]:
+    """A built-in model whose package is not installed: its name, queue and install command."""
+    return {
+        "name": name,
+        "queue": queue_name("cpu", name),
+        "installed": False,
+        "install": command,
+        "backend": "llama",
+        "device": "cpu",
+        "chat": None,
+    }
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+def workers(settings: Settings, /, as_json: bool) -> None:
+    """List the running workers: name, device class, models served, last heartbeat.
+
+    A worker records itself when ready and refreshes that every GENQ_HEARTBEAT_INTERVAL_S; one
+    that misses three heartbeats (killed, host gone) is no longer listed.
+    """
+    with Client(settings) as client:
+        found = client.workers()
+    if as_json:
+        click.echo(json.dumps([info.model_dump(mode="json") for info in found], indent=2))
+        return
+    if not found:
+        note("no running workers: start one with `genq worker`", soft_wrap=False)
+        return
+    now_ms = time.time_ns() // 10**6
+    table = Table("name", "device", "models", "last seen")
+    for info in found:
+        seen = f"{max(now_ms - info.heartbeat_ms, 0) / 1000:.1f}s ago"
+        table.add_row(escape(info.name), info.device, escape(", ".join(info.models)), seen)
+    print_table(table)
+
+
+@click.command("make-tiny-model")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True, help="Weights seed.")
+def make_tiny_model(path: Path, seed: int) -> None:
+    """Write genq's tiny test model (random weights, byte-level vocabulary) to PATH.
+
+    The same seed always gives the same bytes. The text it generates is nonsense; it exists
+    so that tests and demos run real loading, tokenization and sampling anywhere.
+    """
+    written = write_tiny_model(path, seed=seed)
+    click.echo(f"wrote {written} ({written.stat().st_size:,} bytes)")
