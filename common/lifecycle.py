@@ -21,6 +21,7 @@ from common.frames import DoneFrame, ErrorData, ErrorFrame, window_tokens
 from common.keys import Keys
 from common.schemas import FinishReason, JobRecord, JobResult, JobState, Timings, Usage
 from common.scripts import FINISH
+from common.store import jobs, run
 
 
 def now_ms() -> int:
@@ -111,10 +112,9 @@ def end_unstarted(
 ) -> bool:
     """End a queued job as `cancelled` or `expired`; False when it is not queued any more (a
     worker took it, or it ended)."""
-    raw = client.hgetall(keys.job(job_id))
-    if not raw or raw.get("state") != JobState.QUEUED:
+    record = run(client, jobs.read(keys, job_id))
+    if record is None or record.state != JobState.QUEUED:
         return False
-    record = JobRecord.from_hash(raw)
     raw_windows = client.lrange(keys.checkpoint(job_id), 0, -1) if record.epoch else []
     committed = [str(entry) for entry in raw_windows]
     finish = unstarted_finish(job_id, record, state, committed)

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -27,6 +28,15 @@ Device = Literal["cpu", "gpu"]  # a model's device class, and so a worker's
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")
 ]
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """A pydantic error in one line: `where: what` for each failure."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
+    return "; ".join(parts)
 
 
 class _Model(BaseModel):
@@ -316,24 +326,17 @@ class JobRecord(_Model):
     error_code: str = ""
 
     def to_hash(self) -> Mapping[Any, Any]:
-        """Redis-ready field map (typed loosely: redis-py's mapping type is invariant)."""
-        out = {
-            name: str(value)
-            for name, value in self.model_dump(mode="json").items()
-            if name not in {"spec", "result"}
-        }
-        out["spec"] = self.spec.model_dump_json()
-        out["result"] = self.result.model_dump_json() if self.result else ""
-        return out
+        """Redis-ready field map; the encoding is common/store/jobs.py's."""
+        from common.store import jobs  # the store builds on these models
+
+        return jobs.encode(self)
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> JobRecord:
-        fields: dict[str, object] = dict(raw)
-        fields["spec"] = JobSpec.model_validate_json(raw["spec"])
-        fields["result"] = (
-            JobResult.model_validate_json(raw["result"]) if raw.get("result") else None
-        )
-        return cls.model_validate(fields)
+        """A record from its hash fields (common/store/jobs.py decodes)."""
+        from common.store import jobs
+
+        return jobs.decode(raw)
 
 
 class BatchStatus(_Model):

@@ -39,12 +39,13 @@ from common.lifecycle import Finish, now_ms, unstarted_finish
 from common.schemas import (
     DEFAULT_PRIORITY,
     BatchStatus,
-    JobRecord,
     JobState,
     ResultError,
     ResultLine,
 )
 from common.scripts import SUBMIT
+from common.store import jobs as job_store
+from common.store import run
 from producer.batchfile import BatchLine, Reject, Source, scan, valid_lines
 from producer.bundles import dispatches
 from producer.core import PreparedJob
@@ -187,7 +188,7 @@ class BatchSubmitter:
         ]
         args: list[Any] = [client.settings.job_ttl_s]
         for custom_id, job in jobs:
-            record = json.dumps(dict(job.record.to_hash()))
+            record = json.dumps(job_store.encode(job.record))
             args += [custom_id, job.job_id, job.record.expires_ms, record]
         with redis_errors(client.settings):
             created = self._write(names, args)
@@ -218,14 +219,12 @@ class BatchSubmitter:
         harmless: only one attempt can claim it."""
         keys = self.client.keys
         job_ids = [str(j) for j in self.redis.hmget(keys.batch_index(self.batch_id), custom_ids)]
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hgetall(keys.job(job_id))
-        out = []
-        for job_id, raw in zip(job_ids, pipe.execute(), strict=True):
-            if raw and raw.get("dispatched") == "False" and raw.get("state") == JobState.QUEUED:
-                out.append(PreparedJob(job_id, JobRecord.from_hash(raw)))
-        return out
+        records = run(self.redis, job_store.read_many(keys, job_ids))
+        return [
+            PreparedJob(job_id, record)
+            for job_id, record in zip(job_ids, records, strict=True)
+            if record and not record.dispatched and record.state == JobState.QUEUED
+        ]
 
     def _dispatch(self, jobs: list[PreparedJob]) -> None:
         if not jobs:
@@ -237,10 +236,7 @@ class BatchSubmitter:
         except Exception as exc:  # not queued; a resubmission with this batch id resumes
             raise unavailable(client.settings, exc) from exc
         with redis_errors(client.settings):
-            pipe = self.redis.pipeline(transaction=False)
-            for job in jobs:
-                pipe.hset(client.keys.job(job.job_id), "dispatched", "True")
-            pipe.execute()
+            run(self.redis, job_store.mark_dispatched(client.keys, [job.job_id for job in jobs]))
 
 
 def _pairs(rejects: Sequence[Reject]) -> list[tuple[int, str]]:
@@ -686,7 +682,7 @@ def cancel_calls(
     for job_id, raw in zip(job_ids, records, strict=True):
         state = raw.get("state")
         if state == JobState.QUEUED and raw.get("epoch") == "0":
-            record = JobRecord.from_hash(raw)
+            record = job_store.decode(raw)
             finishes.append(unstarted_finish(job_id, record, JobState.CANCELLED, []))
         elif state in {JobState.QUEUED, JobState.RUNNING}:
             signalled += 1

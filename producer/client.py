@@ -43,6 +43,7 @@ from common.prompts import PromptCounter
 from common.registry import ModelRegistry
 from common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec, WorkerInfo
 from common.settings import Settings
+from common.store import arun, jobs, queue, run
 from producer.batches import (
     AsyncBatchHandle,
     BatchHandle,
@@ -101,9 +102,7 @@ class _BaseClient:
 
     def _write_ops(self, pipe: Any, job: PreparedJob) -> None:
         """The commands that store a new job's record (a pipeline of either face)."""
-        key = self.keys.job(job.job_id)
-        pipe.hset(key, mapping=job.record.to_hash())
-        pipe.expire(key, self.settings.job_ttl_s)
+        queue(pipe, jobs.write(self.keys, job.job_id, job.record, self.settings.job_ttl_s))
         if job.record.expires_ms:
             pipe.zadd(self.keys.expiries, {job.job_id: job.record.expires_ms})
 
@@ -127,7 +126,7 @@ class _BaseClient:
         """Set the jobs' cancel keys (running jobs see them at their next chunk) and read
         their records, in one pipeline of either face."""
         for job_id in job_ids:
-            pipe.set(self.keys.cancel(job_id), "1", ex=self.settings.job_ttl_s)
+            queue(pipe, jobs.request_cancel(self.keys, job_id, self.settings.job_ttl_s))
         for job_id in job_ids:
             pipe.hgetall(self.keys.job(job_id))
 
@@ -554,7 +553,7 @@ class Client(_BaseClient):
             self._dispatch(job)
         except Exception:
             with redis_errors(self.settings):  # not queued: leave no record behind
-                self.redis.delete(self.keys.job(job.job_id))
+                run(self.redis, jobs.delete(self.keys, job.job_id))
             raise
         return JobHandle(self, job.job_id, submitted)
 
@@ -562,7 +561,9 @@ class Client(_BaseClient):
         """A handle on a job submitted earlier (by any process), while its record is kept."""
         check_job_id(job_id)
         if check:
-            exists = retrying(self.settings, lambda: self.redis.exists(self.keys.job(job_id)))
+            exists = retrying(
+                self.settings, lambda: run(self.redis, jobs.exists(self.keys, job_id))
+            )
             if not exists:
                 raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
         return JobHandle(self, job_id)
@@ -570,11 +571,11 @@ class Client(_BaseClient):
     def record(self, job_id: str) -> JobRecord:
         """A job's record (state, attempts, worker, timestamps, result): InvalidJob when no
         such job is kept, InvalidEntry when its record is not one genq wrote."""
-        key = self.keys.job(check_job_id(job_id))
-        raw = retrying(self.settings, lambda: self.redis.hgetall(key))
-        if not raw:
+        read = jobs.read(self.keys, check_job_id(job_id))
+        record = retrying(self.settings, lambda: run(self.redis, read))
+        if record is None:
             raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
-        return parse_record(job_id, raw)
+        return record
 
     def submit_batch(
         self,
@@ -728,26 +729,26 @@ class AsyncClient(_BaseClient):
             await asyncio.to_thread(self._dispatch, job)
         except Exception:
             with redis_errors(self.settings):  # not queued: leave no record behind
-                await self.redis.delete(self.keys.job(job.job_id))
+                await arun(self.redis, jobs.delete(self.keys, job.job_id))
             raise
         return AsyncJobHandle(self, job.job_id, submitted)
 
     async def job(self, job_id: str, check: bool = True) -> AsyncJobHandle:
         """A handle on a job submitted earlier (see Client.job)."""
-        key = self.keys.job(check_job_id(job_id))
+        exists_cmd = jobs.exists(self.keys, check_job_id(job_id))
         if check:
-            exists = await retrying_async(self.settings, lambda: self.redis.exists(key))
+            exists = await retrying_async(self.settings, lambda: arun(self.redis, exists_cmd))
             if not exists:
                 raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
         return AsyncJobHandle(self, job_id)
 
     async def record(self, job_id: str) -> JobRecord:
         """The async face of Client.record."""
-        key = self.keys.job(check_job_id(job_id))
-        raw = await retrying_async(self.settings, lambda: self.redis.hgetall(key))
-        if not raw:
+        read = jobs.read(self.keys, check_job_id(job_id))
+        record = await retrying_async(self.settings, lambda: arun(self.redis, read))
+        if record is None:
             raise InvalidJob(f"no job {job_id} (never submitted, or its retention has passed)")
-        return parse_record(job_id, raw)
+        return record
 
     async def submit_batch(
         self,

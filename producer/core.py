@@ -37,9 +37,11 @@ from common.schemas import (
     JobResult,
     JobSpec,
     JobState,
+    describe_validation,
     json_kind,
 )
 from common.settings import Settings
+from common.store import jobs
 
 
 def parse_spec(prompt: str | JobSpec | None, fields: Mapping[str, Any]) -> JobSpec:
@@ -54,14 +56,6 @@ def parse_spec(prompt: str | JobSpec | None, fields: Mapping[str, Any]) -> JobSp
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
         raise InvalidJob(f"invalid job: {describe_validation(exc)}") from None
-
-
-def describe_validation(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
-    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -288,15 +282,7 @@ class StreamState:
         return self.terminal.data
 
 
-def parse_record(job_id: str, raw: Mapping[Any, Any]) -> JobRecord:
-    """A job's record as read from its hash; InvalidEntry when it is not one genq wrote."""
-    try:
-        return JobRecord.from_hash(raw)
-    except ValidationError as exc:
-        reason = describe_validation(exc)
-    except KeyError as exc:
-        reason = f"no field {exc}"
-    raise InvalidEntry(f"job {job_id}: its record does not validate: {reason}")
+parse_record = jobs.parse  # kept for its importers; the store decodes records
 
 
 def terminal_from_record(record: JobRecord, job_id: str) -> DoneFrame | ErrorFrame:

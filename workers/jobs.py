@@ -31,6 +31,7 @@ from common.schemas import (
 )
 from common.scripts import CLAIM
 from common.settings import Settings
+from common.store import jobs as job_store
 from workers.chunks import Chunker
 from workers.generation import Committed, Generated, generate
 from workers.lease import Lease, LeaseLost, Leases
@@ -184,7 +185,7 @@ def _claim(
     for request, outcome, raw in zip(requests, replies[::2], replies[1::2], strict=True):
         if outcome == "claimed":
             fields = dict(zip(raw[::2], raw[1::2], strict=True))
-            claimed.append((request, JobRecord.from_hash(fields)))
+            claimed.append((request, job_store.decode(fields)))
             continue
         if outcome in {JobState.CANCELLED, JobState.EXPIRED}:
             end_unstarted(

@@ -23,10 +23,10 @@ import click
 from pydantic import ValidationError
 
 from common.errors import GenqError, InvalidJob
+from common.schemas import describe_validation
 from common.settings import Settings
 from producer.cli import batches, jobs, processes, registry
 from producer.cli.output import EXIT_FAILED, EXIT_USAGE, fail, terminal_safe
-from producer.core import describe_validation
 
 __all__ = ["cli", "main", "terminal_safe"]
 

@@ -1,0 +1,16 @@
+"""genq's Redis state, one module per structure (httpx's pattern: an I/O-free core, two faces).
+
+Each structure module owns its key names, the encoding of what it stores and the commands
+that read or write it. A command (`Command`) is built without I/O: the Redis calls to make and
+a pure function that decodes their replies into a typed value. `run`/`arun` execute one
+command, `run_all`/`arun_all` several in one pipeline (one round trip), on a sync or an async
+redis-py client made by common/connection.py.
+
+    record = run(client.redis, jobs.read(client.keys, job_id))
+
+Modules: `jobs` (the job hash `genq:{id}:job` and the cancel key `genq:{id}:cancel`).
+"""
+
+from common.store.command import Command, arun, arun_all, queue, run, run_all
+
+__all__ = ["Command", "arun", "arun_all", "queue", "run", "run_all"]

@@ -1,0 +1,74 @@
+"""`Command`: Redis calls and the pure decoding of their replies, run by `run` (sync) or
+`arun` (async). Commands do no I/O, so that both faces share them and unit tests can check
+their calls and decoding without Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import redis
+import redis.asyncio
+
+T = TypeVar("T")
+
+Call = tuple[Any, ...]  # one Redis command as its arguments, e.g. ("HGETALL", key)
+
+
+@dataclass(frozen=True)
+class Command(Generic[T]):
+    """The calls to make (in order, in one pipeline) and how their replies become a `T`.
+
+    Replies are those of redis-py's pipeline on a client with `decode_responses=True`: its
+    response callbacks apply, so HGETALL gives a dict and EXISTS an int."""
+
+    calls: tuple[Call, ...]
+    decode: Callable[[list[Any]], T]
+
+    def reply(self, replies: Sequence[Any]) -> T:
+        """Decode this command's replies (as many as it has calls)."""
+        return self.decode(list(replies))
+
+
+def queue(pipe: Any, *commands: Command[Any]) -> None:
+    """Add commands' calls to a pipeline of either face (e.g. one in a transaction with
+    other writes); its replies are the caller's to read."""
+    for command in commands:
+        for call in command.calls:
+            pipe.execute_command(*call)
+
+
+def _split(commands: Sequence[Command[Any]], replies: Sequence[Any]) -> list[Any]:
+    out, at = [], 0
+    for command in commands:
+        size = len(command.calls)
+        out.append(command.reply(replies[at : at + size]))
+        at += size
+    return out
+
+
+def run(client: redis.Redis, command: Command[T]) -> T:
+    """Execute one command on a sync client."""
+    result: T = run_all(client, [command])[0]
+    return result
+
+
+def run_all(client: redis.Redis, commands: Sequence[Command[Any]]) -> list[Any]:
+    """Execute several commands in one pipeline (not a transaction); their values in order."""
+    pipe = client.pipeline(transaction=False)
+    queue(pipe, *commands)
+    return _split(commands, pipe.execute())
+
+
+async def arun(client: redis.asyncio.Redis, command: Command[T]) -> T:
+    """Execute one command on an async client."""
+    result: T = (await arun_all(client, [command]))[0]
+    return result
+
+
+async def arun_all(client: redis.asyncio.Redis, commands: Sequence[Command[Any]]) -> list[Any]:
+    """The async face of `run_all`."""
+    pipe = client.pipeline(transaction=False)
+    queue(pipe, *commands)
+    return _split(commands, await pipe.execute())
