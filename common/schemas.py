@@ -305,7 +305,8 @@ class JobResult(_Model):
 
 
 class JobRecord(_Model):
-    """The job hash `genq:{id}:job`, one field per attribute (JSON for nested values)."""
+    """The job hash `genq:{id}:job`, one field per attribute (JSON for nested values); its
+    encoding is common/store/jobs.py's."""
 
     spec: JobSpec
     state: JobState

@@ -128,7 +128,7 @@ class _BaseClient:
         for job_id in job_ids:
             queue(pipe, jobs.request_cancel(self.keys, job_id, self.settings.job_ttl_s))
         for job_id in job_ids:
-            pipe.hgetall(self.keys.job(job_id))
+            queue(pipe, jobs.fields(self.keys, job_id))
 
 
 class _StreamCore:
@@ -149,7 +149,7 @@ class _StreamCore:
         self.stopping = False  # on_chunk asked to stop; the job's cancel was sent
         self.stream_key = keys.stream(job_id)
         self.checkpoint_key = keys.checkpoint(job_id)
-        self.job_key = keys.job(job_id)
+        self.record_fields = jobs.fields(keys, job_id)
         epoch, seq = _entry_id(from_id or "0-1")
         # Reading starts at `from_id` inclusive (XREAD returns what follows `last_id`), and a
         # reader that starts mid-stream has not missed what it skipped.
@@ -309,7 +309,7 @@ class JobStream(_StreamView):
             ),
         )
         if not core.take(response):
-            core.after_idle(retrying(self._settings, lambda: r.hgetall(core.job_key)))
+            core.after_idle(retrying(self._settings, lambda: run(r, core.record_fields)))
 
     def _mend(self) -> None:
         """After a hole in the frames, the checkpointed windows restore the text."""
@@ -369,7 +369,7 @@ class AsyncJobStream(_StreamView):
             ),
         )
         if not core.take(response):
-            raw = await retrying_async(self._settings, lambda: r.hgetall(core.job_key))
+            raw = await retrying_async(self._settings, lambda: arun(r, core.record_fields))
             core.after_idle(raw)
 
     async def _mend(self) -> None:
@@ -610,7 +610,7 @@ class Client(_BaseClient):
         """Cancel a job or every job of a batch (see JobHandle.cancel)."""
         if is_job_id(job_or_batch_id):
             with redis_errors(self.settings):
-                exists = self.redis.exists(self.keys.job(job_or_batch_id))
+                exists = run(self.redis, jobs.exists(self.keys, job_or_batch_id))
             if exists:
                 return self._cancel_jobs([job_or_batch_id])
         return self.batch(job_or_batch_id).cancel()
@@ -645,7 +645,7 @@ class Client(_BaseClient):
             self.settings, lambda: self.redis.xread(positions, count=READ_COUNT, block=wait_ms)
         )
         for core in merge.take(response):  # a quiet spell: a job may have ended unseen
-            core.after_idle(retrying(self.settings, partial(self.redis.hgetall, core.job_key)))
+            core.after_idle(retrying(self.settings, partial(run, self.redis, core.record_fields)))
 
     def workers(self) -> list[WorkerInfo]:
         """The running workers, by name: each one's device class, models and queues."""
@@ -786,7 +786,7 @@ class AsyncClient(_BaseClient):
         """Cancel a job or every job of a batch (see Client.cancel)."""
         if is_job_id(job_or_batch_id):
             with redis_errors(self.settings):
-                exists = await self.redis.exists(self.keys.job(job_or_batch_id))
+                exists = await arun(self.redis, jobs.exists(self.keys, job_or_batch_id))
             if exists:
                 return await self._cancel_jobs([job_or_batch_id])
         return await (await self.batch(job_or_batch_id)).cancel()
@@ -821,7 +821,7 @@ class AsyncClient(_BaseClient):
             self.settings, lambda: self.redis.xread(positions, count=READ_COUNT, block=wait_ms)
         )
         for core in merge.take(response):
-            raw = await retrying_async(self.settings, partial(self.redis.hgetall, core.job_key))
+            raw = await retrying_async(self.settings, partial(arun, self.redis, core.record_fields))
             core.after_idle(raw)
 
     async def workers(self) -> list[WorkerInfo]:

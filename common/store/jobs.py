@@ -4,8 +4,9 @@ Encoding (version 1, one field per JobRecord attribute): scalars as text, boolea
 `spec` and `result` as JSON (`result` empty until the job succeeded). Records written before
 booleans were `1`/`0` hold `True`/`False`, which still read (pydantic's lax bool parsing).
 
-The Lua scripts that move a job between states (CLAIM, FINISH, RENEW, REAP, SUBMIT in
-common/scripts.py) write this hash too; they still live there, see docs of each.
+The Lua scripts that move a job between states (CLAIM, FINISH, RENEW, REAP, SUBMIT,
+CHECKPOINT in common/scripts.py) read and write this hash too; they have not moved into the
+store yet, and neither have the relay's reads of single fields (workers/relay.py).
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ def read_many(keys: Keys, job_ids: Sequence[str]) -> Command[list[JobRecord | No
         return [_record_or_none(j, raw) for j, raw in zip(ids, replies, strict=True)]
 
     return Command(tuple(("HGETALL", keys.job(j)) for j in ids), decode_all)
+
+
+def fields(keys: Keys, job_id: str) -> Command[dict[str, str]]:
+    """One job's hash fields undecoded ({} when no such job is kept), for a reader that
+    tolerates a record genq did not write (it decodes with `parse` and goes on)."""
+    return Command((("HGETALL", keys.job(job_id)),), lambda replies: dict(replies[0]))
 
 
 def _none(replies: list[Any]) -> None:

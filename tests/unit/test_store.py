@@ -76,3 +76,9 @@ def test_a_cancel_request_is_the_jobs_cancel_key_with_a_retention() -> None:
     assert command.calls == (("SET", f"genq:{{{JOB}}}:cancel", "1", "EX", 30),)
     assert jobs.cancel_requested(KEYS, JOB).reply([1]) is True
     assert jobs.cancel_requested(KEYS, JOB).reply([0]) is False
+
+
+def test_a_jobs_fields_are_read_undecoded_for_tolerant_readers() -> None:
+    command = jobs.fields(KEYS, JOB)
+    assert command.calls == (("HGETALL", KEYS.job(JOB)),)
+    assert command.reply([{"state": "bogus"}]) == {"state": "bogus"}
