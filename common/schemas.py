@@ -375,8 +375,10 @@ class BatchStatus(_Model):
 
     @classmethod
     def from_hash(cls, batch_id: str, raw: Mapping[str, str]) -> BatchStatus:
-        fields = {name: raw[name] for name in cls.model_fields if name in raw}
-        return cls.model_validate({**fields, "batch_id": batch_id})
+        """The record's decoding, which common/store/batches.py owns."""
+        from common.store.batches import decode_status  # the store imports this module
+
+        return decode_status(batch_id, raw)
 
 
 class ResultError(_Model):

@@ -157,35 +157,3 @@ if KEYS[4] and from == 'running' then
 end
 return {'requeue', epoch, st[4], tonumber(st[3]), priority}
 """
-
-# KEYS: batch hash, batch jobs, batch index, expiries, then one job hash per job.
-# ARGV: ttl_s, then per job: custom_id, job_id, expires_ms, record (JSON object of strings).
-# Creates the jobs whose custom_id the batch does not have yet, in order; resubmitting a
-# batch creates nothing twice. -> the job ids created; nil (nothing written) when the batch
-# was cancelled, so that no job joins a cancelled batch.
-SUBMIT = """
-local flag = redis.call('HGET', KEYS[1], 'cancel_requested')
-if flag == '1' or flag == 'True' then return false end
-local created = {}
-for i = 5, #KEYS do
-  local a = (i - 5) * 4
-  if redis.call('HSETNX', KEYS[3], ARGV[a + 2], ARGV[a + 3]) == 1 then
-    local flat = {}
-    for name, value in pairs(cjson.decode(ARGV[a + 5])) do
-      flat[#flat + 1] = name
-      flat[#flat + 1] = value
-    end
-    redis.call('HSET', KEYS[i], unpack(flat))
-    redis.call('EXPIRE', KEYS[i], ARGV[1])
-    redis.call('RPUSH', KEYS[2], ARGV[a + 3])
-    if tonumber(ARGV[a + 4]) > 0 then redis.call('ZADD', KEYS[4], ARGV[a + 4], ARGV[a + 3]) end
-    created[#created + 1] = ARGV[a + 3]
-  end
-end
-if #created > 0 then
-  redis.call('HINCRBY', KEYS[1], 'total', #created)
-  redis.call('HINCRBY', KEYS[1], 'queued', #created)
-end
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
-return created
-"""

@@ -20,7 +20,6 @@ reconnect) costs it one bounded wait (`poll_s`), never a hang.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
@@ -33,19 +32,19 @@ import redis.asyncio
 import redis.asyncio.client
 
 from common.connection import redis_errors, unavailable
-from common.errors import ErrorCode, InvalidBatch, InvalidJob, StreamTimeout
+from common.errors import InvalidBatch, InvalidJob, StreamTimeout
 from common.keys import Keys, check_batch_id, new_batch_id
 from common.lifecycle import Finish, now_ms, unstarted_finish
 from common.schemas import (
     DEFAULT_PRIORITY,
     BatchStatus,
     JobState,
-    ResultError,
     ResultLine,
 )
-from common.scripts import SUBMIT
+from common.store import Command, arun, queue, run
+from common.store import batches as batch_store
 from common.store import jobs as job_store
-from common.store import run
+from common.store.batches import NewJob, Opening, result_line
 from producer.batchfile import BatchLine, Reject, Source, scan, valid_lines
 from producer.bundles import dispatches
 from producer.core import PreparedJob
@@ -59,7 +58,6 @@ FIRST_CHUNK = 50  # smaller, so that workers start while the rest is written
 PAGE = 500  # jobs read per round when reading results or cancelling
 POLL_S = 1.0  # longest wait for a job's ending to be announced before the batch is read again
 SHOWN_REJECTS = 20
-_RESULT_FIELDS = ("state", "custom_id", "result", "error", "error_code")
 
 log = logging.getLogger("genq.client")
 
@@ -150,21 +148,20 @@ class BatchSubmitter:
                 progress(created + existing)
         return Submission(created, existing, found.rejects)
 
-    def _write(self, names: list[str], args: list[Any]) -> set[str]:
+    def _write(self, jobs: list[NewJob]) -> set[str]:
         """Run SUBMIT for a chunk; the first chunk opens the batch's record in the same
         transaction, so that a batch exists only once a job of it does. Returns the job ids
         created."""
-        pipe = self.redis.pipeline(transaction=True)
+        client = self.client
+        opening = None
         if not self._opened:
-            key = names[0]
-            for field_name, value in (
-                ("created_ms", now_ms()),
-                ("priority", self.options.priority),
-                ("expires_ms", self.expires_ms),
-            ):
-                pipe.hsetnx(key, field_name, value)
-        pipe.eval(SUBMIT, len(names), *names, *args)  # it sets the record's expiry
-        created = pipe.execute()[-1]
+            opening = Opening(now_ms(), self.options.priority, self.expires_ms)
+        command = batch_store.submit(
+            client.keys, self.batch_id, jobs, client.settings.job_ttl_s, opening
+        )
+        pipe = self.redis.pipeline(transaction=True)
+        queue(pipe, command)
+        created = command.reply(pipe.execute())
         if created is None:
             raise InvalidBatch(
                 f"batch {self.batch_id} was cancelled: it takes no new jobs "
@@ -172,26 +169,15 @@ class BatchSubmitter:
                 [],
             )
         self._opened = True
-        return {str(job_id) for job_id in created}
+        return created
 
     def _submit_chunk(self, chunk: list[BatchLine]) -> int:
         """Write the chunk's new jobs, dispatch them (and any earlier job of the batch whose
         dispatch was interrupted), then mark them dispatched. Returns the jobs created."""
-        client, keys = self.client, self.client.keys
+        client = self.client
         jobs = [self._prepare(line) for line in chunk]
-        names = [
-            keys.batch(self.batch_id),
-            keys.batch_jobs(self.batch_id),
-            keys.batch_index(self.batch_id),
-            keys.expiries,
-            *(keys.job(job.job_id) for _, job in jobs),
-        ]
-        args: list[Any] = [client.settings.job_ttl_s]
-        for custom_id, job in jobs:
-            record = json.dumps(job_store.encode(job.record))
-            args += [custom_id, job.job_id, job.record.expires_ms, record]
         with redis_errors(client.settings):
-            created = self._write(names, args)
+            created = self._write([NewJob(cid, job.job_id, job.record) for cid, job in jobs])
             pending = [job for _, job in jobs if job.job_id in created]
             if len(created) < len(jobs):
                 pending += self._undispatched(
@@ -218,7 +204,7 @@ class BatchSubmitter:
         did not complete (the submitter died): dispatched again. A second message for a job is
         harmless: only one attempt can claim it."""
         keys = self.client.keys
-        job_ids = [str(j) for j in self.redis.hmget(keys.batch_index(self.batch_id), custom_ids)]
+        job_ids = run(self.redis, batch_store.job_ids_of(keys, self.batch_id, custom_ids))
         records = run(self.redis, job_store.read_many(keys, job_ids))
         return [
             PreparedJob(job_id, record)
@@ -257,25 +243,6 @@ def _chunks(items: Iterable[T], size: int, first: int | None = None) -> Iterator
             chunk, want = [], size
     if chunk:
         yield chunk
-
-
-def result_line(job_id: str, values: Sequence[str | None]) -> ResultLine | None:
-    """A job's results line from its fields (`_RESULT_FIELDS`); None while it has not ended."""
-    state, custom_id, result, error, code = values
-    if state is None:  # the record's retention passed
-        message = "the job's record is no longer kept (GENQ_JOB_TTL_S)"
-        err = ResultError(code=ErrorCode.NOT_RETAINED, message=message)
-        return ResultLine(custom_id="", job_id=job_id, status=JobState.FAILED, error=err)
-    status = JobState(state)
-    if not status.terminal:
-        return None
-    fields: dict[str, Any] = {"custom_id": custom_id or "", "job_id": job_id, "status": status}
-    if result:
-        outcome = json.loads(result)
-        fields |= {k: outcome[k] for k in ("text", "finish_reason", "usage")}
-    if error:
-        fields["error"] = {"code": code or ErrorCode.GENERATION_FAILED, "message": error}
-    return ResultLine.model_validate(fields)
 
 
 class _Waiting:
@@ -349,7 +316,7 @@ class _ResultPage:
 
 
 class _Listener:
-    """The batch's ended channel (see Keys.batch_ended), subscribed to before the batch is
+    """The batch's ended channel (see store/batches.py), subscribed to before the batch is
     read, so that an ending between the read and the wait still wakes the wait. If Redis
     refuses the subscription, waits fall back to the bounded wait alone."""
 
@@ -471,19 +438,21 @@ class _BatchView:
         """The lines the submission rejected (with `skip_invalid`)."""
         return self.submission.rejects
 
-    def _status(self, raw: Mapping[Any, Any]) -> BatchStatus:
-        if not raw:
+    def _status(self, status: BatchStatus | None) -> BatchStatus:
+        if status is None:
             raise InvalidJob(
                 f"no batch {self.batch_id} (never submitted, or its retention has passed)"
             )
-        return BatchStatus.from_hash(self.batch_id, raw)
+        return status
 
-    def _read_ops(self, pipe: Any, job_ids: Sequence[str]) -> None:
-        for job_id in job_ids:
-            pipe.hmget(self._keys.job(job_id), _RESULT_FIELDS)
+    def _status_read(self) -> Command[BatchStatus | None]:
+        return batch_store.status(self._keys, self.batch_id)
 
-    def _page_read(self, start: int) -> tuple[str, int, int]:
-        return self._keys.batch_jobs(self.batch_id), start, start + PAGE - 1
+    def _page_read(self, start: int) -> Command[list[str]]:
+        return batch_store.job_ids(self._keys, self.batch_id, start, PAGE)
+
+    def _channel(self) -> str:
+        return batch_store.ended_channel(self._keys, self.batch_id)
 
 
 class BatchHandle(_BatchView):
@@ -496,8 +465,8 @@ class BatchHandle(_BatchView):
 
     def status(self) -> BatchStatus:
         """The batch's counts by state; a lost Redis connection is retried (GENQ_REDIS_RETRY_S)."""
-        key, r = self._keys.batch(self.batch_id), self._client.redis
-        return self._status(retrying(self._client.settings, lambda: r.hgetall(key)))
+        r, read = self._client.redis, self._status_read()
+        return self._status(retrying(self._client.settings, lambda: run(r, read)))
 
     def wait(
         self,
@@ -515,15 +484,13 @@ class BatchHandle(_BatchView):
         return status
 
     def _listen(self, enabled: bool = True) -> _Listener:
-        return _Listener(self._client.redis, self._keys.batch_ended(self.batch_id), enabled)
+        return _Listener(self._client.redis, self._channel(), enabled)
 
     def _pages(self) -> Iterator[list[str]]:
         redis_, settings = self._client.redis, self._client.settings
         start = 0
         while True:
-            page = [
-                str(j) for j in retrying(settings, partial(redis_.lrange, *self._page_read(start)))
-            ]
+            page = retrying(settings, partial(run, redis_, self._page_read(start)))
             if page:
                 yield page
             if len(page) < PAGE:
@@ -559,21 +526,15 @@ class BatchHandle(_BatchView):
         if not job_ids:
             return []
 
-        def read() -> list[Any]:
-            pipe = self._client.redis.pipeline(transaction=False)
-            self._read_ops(pipe, job_ids)
-            return pipe.execute()
-
-        return results.take(job_ids, retrying(self._client.settings, read))
+        r, read = self._client.redis, batch_store.result_fields(self._keys, job_ids)
+        return results.take(job_ids, retrying(self._client.settings, lambda: run(r, read)))
 
     def cancel(self) -> CancelReport:
         """Cancel every job of the batch: queued ones never start, running ones stop within a
         chunk and keep their partial text, ended ones keep their results."""
         client = self._client
         with redis_errors(client.settings):
-            # "1", as the CLAIM and SUBMIT scripts compare it: no job of the batch starts, and
-            # none joins it, whatever becomes of the per-job cancel keys written below.
-            client.redis.hset(self._keys.batch(self.batch_id), "cancel_requested", "1")
+            run(client.redis, batch_store.request_cancel(self._keys, self.batch_id))
         report = CancelReport(0, 0, 0)
         for page in self._pages():
             report = report + client._cancel_jobs(page)
@@ -592,8 +553,8 @@ class AsyncBatchHandle(_BatchView):
 
     async def status(self) -> BatchStatus:
         """The batch's counts by state (see BatchHandle.status)."""
-        key, r = self._keys.batch(self.batch_id), self._client.redis
-        return self._status(await retrying_async(self._client.settings, lambda: r.hgetall(key)))
+        r, read = self._client.redis, self._status_read()
+        return self._status(await retrying_async(self._client.settings, lambda: arun(r, read)))
 
     async def wait(
         self,
@@ -609,15 +570,13 @@ class AsyncBatchHandle(_BatchView):
         return status
 
     def _listen(self, enabled: bool = True) -> _AsyncListener:
-        return _AsyncListener(self._client.redis, self._keys.batch_ended(self.batch_id), enabled)
+        return _AsyncListener(self._client.redis, self._channel(), enabled)
 
     async def _pages(self) -> AsyncIterator[list[str]]:
         redis_, settings = self._client.redis, self._client.settings
         start = 0
         while True:
-            read = partial(redis_.lrange, *self._page_read(start))
-            raw = await retrying_async(settings, read)
-            page = [str(j) for j in raw]
+            page = await retrying_async(settings, partial(arun, redis_, self._page_read(start)))
             if page:
                 yield page
             if len(page) < PAGE:
@@ -653,18 +612,15 @@ class AsyncBatchHandle(_BatchView):
         if not job_ids:
             return []
 
-        async def read() -> list[Any]:
-            pipe = self._client.redis.pipeline(transaction=False)
-            self._read_ops(pipe, job_ids)
-            return await pipe.execute()
-
-        return results.take(job_ids, await retrying_async(self._client.settings, read))
+        r, read = self._client.redis, batch_store.result_fields(self._keys, job_ids)
+        rows = await retrying_async(self._client.settings, lambda: arun(r, read))
+        return results.take(job_ids, rows)
 
     async def cancel(self) -> CancelReport:
         """Cancel every job of the batch (see BatchHandle.cancel)."""
         client = self._client
         with redis_errors(client.settings):
-            await client.redis.hset(self._keys.batch(self.batch_id), "cancel_requested", "1")
+            await arun(client.redis, batch_store.request_cancel(self._keys, self.batch_id))
         report = CancelReport(0, 0, 0)
         async for page in self._pages():
             report = report + await client._cancel_jobs(page)

@@ -8,7 +8,9 @@ redis-py client made by common/connection.py.
 
     record = run(client.redis, jobs.read(client.keys, job_id))
 
-Modules: `jobs` (the job hash `genq:{id}:job` and the cancel key `genq:{id}:cancel`).
+Modules: `jobs` (the job hash `genq:{id}:job` and the cancel key `genq:{id}:cancel`),
+`batches` (the batch record `genq:batch:{bid}`, its jobs list, custom_id index, `:ended`
+channel and the SUBMIT script).
 """
 
 from common.store.command import Command, arun, arun_all, queue, run, run_all
