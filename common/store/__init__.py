@@ -8,7 +8,8 @@ redis-py client made by common/connection.py.
 
     record = run(client.redis, jobs.read(client.keys, job_id))
 
-Modules: `jobs` (the job hash `genq:{id}:job` and the cancel key `genq:{id}:cancel`).
+Modules: `jobs` (the job hash `genq:{id}:job` and the cancel key `genq:{id}:cancel`),
+`leases` (the lease and expiry indexes, and the CLAIM, RENEW, FINISH and REAP scripts).
 """
 
 from common.store.command import Command, arun, arun_all, queue, run, run_all
