@@ -1,4 +1,4 @@
-"""Ending a job: the arguments of the fenced FINISH script, and the end of a job that never
+"""Ending a job: the fenced FINISH command, and the end of a job that never
 started (cancelled while queued, or expired), which producers, workers and the relay all write.
 
 A job that never started gets a terminal frame like any other, so its readers end: `done`
@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import redis
 
@@ -20,8 +17,7 @@ from common.errors import ErrorCode
 from common.frames import DoneFrame, ErrorData, ErrorFrame, window_tokens
 from common.keys import Keys
 from common.schemas import FinishReason, JobRecord, JobResult, JobState, Timings, Usage
-from common.scripts import FINISH
-from common.store import jobs, run
+from common.store import Command, jobs, leases, run
 
 
 def now_ms() -> int:
@@ -29,43 +25,17 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True)
-class Finish:
-    """One FINISH call: the job's final fields and terminal frame, applied only while the job
-    is still in `from_state` at `epoch`."""
+class Finish(leases.Ending):
+    """One FINISH call (common/store/leases.py): the job's final fields and terminal frame,
+    applied only while the job is still in `from_state` at `epoch`."""
 
-    job_id: str
-    epoch: int
-    batch_id: str
-    from_state: JobState
-    fields: Mapping[str, Any]  # `state` among them
-    frame: str
-    tokens: int = 0
+    def command(self, keys: Keys, ttl_s: int) -> Command[bool]:
+        """The FINISH command, stamped now; True when applied. Queue it on a pipeline with
+        `common.store.queue` (its reply there is 1 or 0)."""
+        return leases.finish(keys, self, ttl_s, now_ms())
 
-    def call(self, keys: Keys, ttl_s: int) -> tuple[list[str], list[str | int]]:
-        """KEYS and ARGV of the FINISH script."""
-        names = [keys.job(self.job_id), keys.leases, keys.expiries]
-        if self.batch_id:
-            b = self.batch_id
-            names += [keys.batch(b), keys.batch_jobs(b), keys.batch_index(b), keys.batch_ended(b)]
-        pairs = [str(part) for name, value in self.fields.items() for part in (name, value)]
-        args: list[str | int] = [
-            self.job_id,
-            self.epoch,
-            self.from_state,
-            ttl_s,
-            keys.tokens(self.job_id),
-            self.frame,
-            self.tokens,
-            now_ms(),
-            *pairs,
-        ]
-        return names, args
-
-    def run(self, client: Any, keys: Keys, ttl_s: int) -> Any:
-        """Run it on a client or pipeline; True (or, in a pipeline, a queued 1) when applied."""
-        names, args = self.call(keys, ttl_s)
-        return client.eval(FINISH, len(names), *names, *args)
+    def run(self, client: redis.Redis, keys: Keys, ttl_s: int) -> bool:
+        return run(client, self.command(keys, ttl_s))
 
 
 def unstarted_finish(
@@ -118,4 +88,4 @@ def end_unstarted(
     raw_windows = client.lrange(keys.checkpoint(job_id), 0, -1) if record.epoch else []
     committed = [str(entry) for entry in raw_windows]
     finish = unstarted_finish(job_id, record, state, committed)
-    return bool(finish.run(client, keys, ttl_s))
+    return finish.run(client, keys, ttl_s)

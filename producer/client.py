@@ -43,7 +43,7 @@ from common.prompts import PromptCounter
 from common.registry import ModelRegistry
 from common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec, WorkerInfo
 from common.settings import Settings
-from common.store import arun, jobs, queue, run
+from common.store import arun, jobs, leases, queue, run
 from producer.batches import (
     AsyncBatchHandle,
     BatchHandle,
@@ -104,7 +104,7 @@ class _BaseClient:
         """The commands that store a new job's record (a pipeline of either face)."""
         queue(pipe, jobs.write(self.keys, job.job_id, job.record, self.settings.job_ttl_s))
         if job.record.expires_ms:
-            pipe.zadd(self.keys.expiries, {job.job_id: job.record.expires_ms})
+            queue(pipe, leases.add_expiry(self.keys, job.job_id, job.record.expires_ms))
 
     def _dispatch(self, job: PreparedJob) -> None:
         record = job.record
@@ -623,7 +623,7 @@ class Client(_BaseClient):
             finishes, report = cancel_calls(job_ids, records)
             pipe = self.redis.pipeline(transaction=False)
             for finish in finishes:
-                finish.run(pipe, self.keys, self.settings.job_ttl_s)
+                queue(pipe, finish.command(self.keys, self.settings.job_ttl_s))
             return report.settled(pipe.execute())
 
     def stream_many(
@@ -799,7 +799,7 @@ class AsyncClient(_BaseClient):
             finishes, report = cancel_calls(job_ids, records)
             pipe = self.redis.pipeline(transaction=False)
             for finish in finishes:
-                finish.run(pipe, self.keys, self.settings.job_ttl_s)
+                queue(pipe, finish.command(self.keys, self.settings.job_ttl_s))
             return report.settled(await pipe.execute())
 
     async def stream_many(

@@ -29,9 +29,10 @@ from common.schemas import (
     TokenLogprob,
     Usage,
 )
-from common.scripts import CLAIM
 from common.settings import Settings
-from common.store import jobs as job_store
+from common.store import leases as lease_store
+from common.store import run
+from common.store.leases import ClaimOutcome
 from workers.chunks import Chunker
 from workers.generation import Committed, Generated, generate
 from workers.lease import Lease, LeaseLost, Leases
@@ -167,33 +168,22 @@ def _claim(
     left out when there is nothing to run: finished, a message of another epoch, held by a
     live attempt (Celery may deliver a message twice), or cancelled or expired while queued
     (then ended here)."""
-    keys = ctx.keys
     batch_id = requests[0].batch_id  # a bundle's jobs are of one batch (BundleRequest)
-    names = [keys.leases, keys.expiries, *([keys.batch(batch_id)] if batch_id else [])]
-    started = now_ms()
-    args: list[str | int] = [
-        started,
-        int(ctx.settings.lease_ttl_s * 1000),
-        worker,
-        int(bool(batch_id)),
-    ]
-    for r in requests:
-        names += [keys.job(r.job_id), keys.cancel(r.job_id)]
-        args += [r.job_id, r.epoch]
-    replies = ctx.redis.eval(CLAIM, len(names), *names, *args)
+    pairs = [(r.job_id, r.epoch) for r in requests]
+    lease_ms = int(ctx.settings.lease_ttl_s * 1000)
+    command = lease_store.claim(ctx.keys, batch_id, pairs, worker, now_ms(), lease_ms)
+    outcomes = run(ctx.redis, command)
     claimed = []
-    for request, outcome, raw in zip(requests, replies[::2], replies[1::2], strict=True):
-        if outcome == "claimed":
-            fields = dict(zip(raw[::2], raw[1::2], strict=True))
-            claimed.append((request, job_store.decode(fields)))
+    for request, claim in zip(requests, outcomes, strict=True):
+        if claim.record is not None:
+            claimed.append((request, claim.record))
             continue
-        if outcome in {JobState.CANCELLED, JobState.EXPIRED}:
-            end_unstarted(
-                ctx.redis, keys, ctx.settings.job_ttl_s, request.job_id, JobState(outcome)
-            )
+        if claim.outcome in {ClaimOutcome.CANCELLED, ClaimOutcome.EXPIRED}:
+            state = JobState(claim.outcome.value)
+            end_unstarted(ctx.redis, ctx.keys, ctx.settings.job_ttl_s, request.job_id, state)
         log.info(
             "job not started",
-            extra=log_fields(job=request.job_id, epoch=request.epoch, outcome=outcome),
+            extra=log_fields(job=request.job_id, epoch=request.epoch, outcome=claim.outcome),
         )
     return claimed
 

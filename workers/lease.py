@@ -16,7 +16,7 @@ from types import TracebackType
 import redis
 
 from common.keys import Keys
-from common.scripts import RENEW
+from common.store import leases, run
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Lease:
 
 class Leases:
     def __init__(self, client: redis.Redis, keys: Keys, jobs: dict[str, int], ttl_s: float) -> None:
-        self._renew = client.register_script(RENEW)
+        self._client = client
         self._keys = keys
         self._epochs = dict(jobs)  # job id -> the epoch this worker claimed
         self._jobs = dict(jobs)  # the same, while the job runs or waits its turn
@@ -64,10 +64,8 @@ class Leases:
             if not jobs:
                 continue
             deadline = time.time_ns() // 1_000_000 + int(self.ttl_s * 1000)
-            keys = [self._keys.leases, *(self._keys.job(job_id) for job_id, _ in jobs)]
-            args = [deadline, *(part for job in jobs for part in job)]
             try:
-                renewed = self._renew(keys=keys, args=args)
+                renewed = run(self._client, leases.renew(self._keys, jobs, deadline))
             except redis.RedisError as exc:  # keep trying: the leases have ttl_s to spare
                 log.warning("lease renewal failed: %s", exc)
                 continue

@@ -23,6 +23,7 @@ import redis
 
 from common.keys import Keys
 from common.lifecycle import Finish
+from common.store import queue
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class Outbox:
         for ending in endings:
             for raw in ending.frames:
                 pipe.publish(ending.channel, raw)
-            ending.finish.run(pipe, self._keys, self._ttl_s)
+            queue(pipe, ending.finish.command(self._keys, self._ttl_s))
             applied.append(len(pipe) - 1)
 
         def settle(replies: list[Any]) -> None:

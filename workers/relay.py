@@ -47,8 +47,9 @@ from common.lifecycle import end_unstarted
 from common.logs import configure, fields
 from common.routing import queue_device
 from common.schemas import GenerateRequest, JobState
-from common.scripts import REAP
 from common.settings import Settings
+from common.store import leases, run
+from common.store.leases import ReapAction
 from workers.relay_admission import Admission
 from workers.relay_metrics import RelayStats, serve_relay
 from workers.relay_writes import Writer
@@ -89,7 +90,6 @@ class Relay:
         # Frames are moved as bytes: no decoding on the way through.
         self.redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
         self._text = connect(settings)
-        self._reap = self._text.register_script(REAP)
         self._dispatcher = Dispatcher(settings, main="genq-relay")
         self.moved = 0
         self.stats = RelayStats()
@@ -176,22 +176,15 @@ class Relay:
         due = self._text.zrangebyscore(self.keys.leases, "-inf", now, start=0, num=REAP_BATCH)
         for job_id in map(str, due):
             batch_id = str(self._text.hget(self.keys.job(job_id), "batch_id") or "")
-            keys = [self.keys.leases, self.keys.job(job_id), self.keys.stream(job_id)]
-            if batch_id:
-                keys.append(self.keys.batch(batch_id))
-            args: list[str | int] = [
-                job_id,
-                now,
-                self.settings.max_attempts,
-                int(self.settings.requeue_grace_s * 1000),
-                self.settings.job_ttl_s,
-            ]
-            action, epoch, queue, attempts, priority = self._reap(keys=keys, args=args)
-            if action == "requeue":
-                request = GenerateRequest(job_id=job_id, epoch=int(epoch), batch_id=batch_id)
-                self._requeue(request, queue, int(priority))
-            elif action == "failed":
-                self._fail(job_id, int(epoch), int(attempts))
+            grace_ms = int(self.settings.requeue_grace_s * 1000)
+            ttl_s, attempts = self.settings.job_ttl_s, self.settings.max_attempts
+            command = leases.reap(self.keys, job_id, batch_id, now, attempts, grace_ms, ttl_s)
+            reaped = run(self._text, command)
+            if reaped.action is ReapAction.REQUEUE:
+                request = GenerateRequest(job_id=job_id, epoch=reaped.epoch, batch_id=batch_id)
+                self._requeue(request, reaped.queue, reaped.priority)
+            elif reaped.action is ReapAction.FAILED:
+                self._fail(job_id, reaped.epoch, reaped.attempts)
 
     def _requeue(self, request: GenerateRequest, queue: str, priority: int) -> None:
         model = self._text.hget(self.keys.job(request.job_id), "spec") or "{}"

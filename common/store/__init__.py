@@ -10,7 +10,8 @@ redis-py client made by common/connection.py.
 
 Modules: `jobs` (the job hash `genq:{id}:job` and the cancel key `genq:{id}:cancel`),
 `batches` (the batch record `genq:batch:{bid}`, its jobs list, custom_id index, `:ended`
-channel and the SUBMIT script).
+channel and the SUBMIT script); `leases` (the lease and expiry indexes, and the CLAIM, RENEW,
+FINISH and REAP scripts).
 """
 
 from common.store.command import Command, arun, arun_all, queue, run, run_all

@@ -49,7 +49,12 @@ def _split(commands: Sequence[Command[Any]], replies: Sequence[Any]) -> list[Any
 
 
 def run(client: redis.Redis, command: Command[T]) -> T:
-    """Execute one command on a sync client."""
+    """Execute one command on a sync client. A command of one call is sent without a
+    pipeline (the same reply, its callbacks applied alike): a lease heartbeat or a claim is a
+    plain round trip, not a pipeline's."""
+    if len(command.calls) == 1:
+        reply = client.execute_command(*command.calls[0])  # type: ignore[no-untyped-call]
+        return command.reply([reply])
     result: T = run_all(client, [command])[0]
     return result
 
@@ -62,7 +67,10 @@ def run_all(client: redis.Redis, commands: Sequence[Command[Any]]) -> list[Any]:
 
 
 async def arun(client: redis.asyncio.Redis, command: Command[T]) -> T:
-    """Execute one command on an async client."""
+    """Execute one command on an async client (one call without a pipeline, as `run`)."""
+    if len(command.calls) == 1:
+        reply = await client.execute_command(*command.calls[0])  # type: ignore[no-untyped-call]
+        return command.reply([reply])
     result: T = (await arun_all(client, [command]))[0]
     return result
 

@@ -1,9 +1,10 @@
-"""common.lifecycle: the FINISH script's arguments, and the end of a job that never started
+"""common.lifecycle: the FINISH command's arguments, and the end of a job that never started
 (cancelled while queued, or expired)."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -104,20 +105,27 @@ def test_an_expired_job_ends_with_an_expired_error_frame() -> None:
     assert finish.tokens == 0
 
 
-# The FINISH script's KEYS and ARGV.
+# The FINISH script's KEYS and ARGV (common/store/leases.py builds them).
+
+
+def call_parts(finish: Finish, keys: Keys, ttl_s: int) -> tuple[list[Any], list[Any]]:
+    (call,) = finish.command(keys, ttl_s).calls
+    assert call[0] == "EVAL"
+    count = call[2]
+    return list(call[3 : 3 + count]), list(call[3 + count :])
 
 
 def test_finish_call_without_a_batch_names_the_job_leases_and_expiries() -> None:
     keys = Keys()
     finish = unstarted_finish(JOB, record(), JobState.CANCELLED, COMMITTED)
-    names, _ = finish.call(keys, 3600)
+    names, _ = call_parts(finish, keys, 3600)
     assert names == [keys.job(JOB), keys.leases, keys.expiries]
 
 
 def test_finish_call_with_a_batch_adds_its_hash_jobs_list_index_and_ended_channel() -> None:
     keys = Keys("staging")
     finish = unstarted_finish(JOB, record(batch_id="b1"), JobState.CANCELLED, COMMITTED)
-    names, _ = finish.call(keys, 3600)
+    names, _ = call_parts(finish, keys, 3600)
     assert names == [
         keys.job(JOB),
         keys.leases,
@@ -133,7 +141,7 @@ def test_finish_call_argv_is_the_fence_the_frame_the_tokens_then_field_pairs() -
     keys = Keys()
     fields = {"state": JobState.CANCELLED, "finished_ms": 17, "error": ""}
     finish = Finish(JOB, 4, "", JobState.QUEUED, fields, '{"frame": 1}', tokens=9)
-    _, args = finish.call(keys, 600)
+    _, args = call_parts(finish, keys, 600)
     assert args == [
         JOB,
         4,
@@ -155,7 +163,7 @@ def test_finish_call_argv_is_the_fence_the_frame_the_tokens_then_field_pairs() -
 
 def test_unstarted_finish_argv_carries_the_frame_and_the_committed_token_count() -> None:
     finish = unstarted_finish(JOB, record(batch_id="b1"), JobState.CANCELLED, COMMITTED)
-    _, args = finish.call(Keys(), 60)
+    _, args = call_parts(finish, Keys(), 60)
     assert args[:8] == [JOB, 2, "queued", 60, Keys().tokens(JOB), finish.frame, 5, NOW_MS]
     pairs = dict(zip(args[8::2], args[9::2], strict=True))
     assert pairs["state"] == "cancelled"

@@ -1,0 +1,150 @@
+"""common.store.leases without Redis: the KEYS and ARGV each lifecycle script is called with,
+and how its replies become typed values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from common.errors import InvalidEntry
+from common.keys import Keys
+from common.schemas import JobRecord, JobSpec, JobState
+from common.store import jobs, leases
+from common.store.command import Command
+from common.store.leases import ClaimOutcome, Ending, ReapAction, Reaped
+
+KEYS = Keys("staging")
+JOB = "ab" * 16
+OTHER = "cd" * 16
+
+
+def parts(command: Command[Any], script: str) -> tuple[list[Any], list[Any]]:
+    """KEYS and ARGV of a command that is one EVAL of `script`."""
+    (call,) = command.calls
+    assert call[:2] == ("EVAL", script)
+    count = call[2]
+    return list(call[3 : 3 + count]), list(call[3 + count :])
+
+
+def flat(record: JobRecord) -> list[str]:
+    """A hash as a script's HGETALL returns it: field, value, field, value..."""
+    return [part for item in jobs.encode(record).items() for part in item]
+
+
+def running(**update: object) -> JobRecord:
+    record = JobRecord(
+        spec=JobSpec(prompt="x"), state=JobState.RUNNING, queue="cpu.tiny", submitted_ms=1
+    )
+    return record.model_copy(update=update)
+
+
+# CLAIM
+
+
+def test_a_claim_names_both_indexes_then_each_jobs_hash_and_cancel_key() -> None:
+    command = leases.claim(KEYS, "", [(JOB, 0), (OTHER, 2)], "w1", 1000, 30_000)
+    names, args = parts(command, leases.CLAIM)
+    assert names == [
+        "staging:leases",
+        "staging:expiries",
+        KEYS.job(JOB),
+        KEYS.cancel(JOB),
+        KEYS.job(OTHER),
+        KEYS.cancel(OTHER),
+    ]
+    assert args == [1000, 30_000, "w1", 0, JOB, 0, OTHER, 2]
+
+
+def test_a_claim_of_a_batchs_jobs_names_the_batch_hash_after_the_indexes() -> None:
+    names, args = parts(leases.claim(KEYS, "b1", [(JOB, 1)], "w1", 5, 10), leases.CLAIM)
+    assert names[:4] == ["staging:leases", "staging:expiries", KEYS.batch("b1"), KEYS.job(JOB)]
+    assert args[3] == 1  # has_batch
+
+
+def test_claim_replies_become_outcomes_with_the_claimed_jobs_records() -> None:
+    command = leases.claim(KEYS, "", [(JOB, 0), (OTHER, 0)], "w1", 5, 10)
+    record = running(worker="w1", attempts=1)
+    [first, second] = command.reply([["claimed", flat(record), "held", []]])
+    assert (first.job_id, first.outcome, first.record) == (JOB, ClaimOutcome.CLAIMED, record)
+    assert (second.job_id, second.outcome, second.record) == (OTHER, ClaimOutcome.HELD, None)
+
+
+@pytest.mark.parametrize("outcome", [o for o in ClaimOutcome if o is not ClaimOutcome.CLAIMED])
+def test_every_outcome_but_claimed_carries_no_record(outcome: ClaimOutcome) -> None:
+    [claim] = leases.claim(KEYS, "", [(JOB, 0)], "w1", 5, 10).reply([[outcome.value, []]])
+    assert (claim.outcome, claim.record) == (outcome, None)
+
+
+def test_a_claimed_record_genq_did_not_write_is_an_invalid_entry() -> None:
+    command = leases.claim(KEYS, "", [(JOB, 0)], "w1", 5, 10)
+    with pytest.raises(InvalidEntry, match=f"job {JOB}"):
+        command.reply([["claimed", ["state", "running"]]])
+
+
+def test_an_outcome_genq_does_not_know_is_refused() -> None:
+    with pytest.raises(ValueError, match="grabbed"):
+        leases.claim(KEYS, "", [(JOB, 0)], "w1", 5, 10).reply([["grabbed", []]])
+
+
+# RENEW
+
+
+def test_a_renewal_names_the_lease_index_then_each_jobs_hash_with_its_epoch() -> None:
+    command = leases.renew(KEYS, [(JOB, 3), (OTHER, 0)], 99_000)
+    names, args = parts(command, leases.RENEW)
+    assert names == ["staging:leases", KEYS.job(JOB), KEYS.job(OTHER)]
+    assert args == [99_000, JOB, 3, OTHER, 0]
+    assert command.reply([[1, 0]]) == [True, False]
+
+
+# FINISH
+
+
+def test_a_finish_names_the_job_and_both_indexes_and_its_argv_is_the_fence_first() -> None:
+    ending = Ending(JOB, 4, "", JobState.RUNNING, {"state": "succeeded", "tokens": 7}, "{}", 7)
+    command = leases.finish(KEYS, ending, 600, 123)
+    names, args = parts(command, leases.FINISH)
+    assert names == [KEYS.job(JOB), "staging:leases", "staging:expiries"]
+    assert args[:8] == [JOB, 4, "running", 600, KEYS.tokens(JOB), "{}", 7, 123]
+    assert args[8:] == ["state", "succeeded", "tokens", "7"]
+    assert (command.reply([1]), command.reply([0])) == (True, False)
+
+
+def test_a_batch_jobs_finish_adds_its_hash_list_index_and_ended_channel() -> None:
+    ending = Ending(JOB, 0, "b1", JobState.QUEUED, {"state": "cancelled"}, "{}")
+    names, _ = parts(leases.finish(KEYS, ending, 60, 1), leases.FINISH)
+    assert names[3:] == [
+        KEYS.batch("b1"),
+        KEYS.batch_jobs("b1"),
+        KEYS.batch_index("b1"),
+        KEYS.batch_ended("b1"),
+    ]
+
+
+# REAP
+
+
+def test_a_reap_names_the_lease_index_the_job_and_its_stream() -> None:
+    command = leases.reap(KEYS, JOB, "", 1000, 3, 500, 600)
+    names, args = parts(command, leases.REAP)
+    assert names == ["staging:leases", KEYS.job(JOB), KEYS.stream(JOB)]
+    assert args == [JOB, 1000, 3, 500, 600]
+    names, _ = parts(leases.reap(KEYS, JOB, "b1", 1000, 3, 500, 600), leases.REAP)
+    assert names[3:] == [KEYS.batch("b1")]
+
+
+def test_reap_replies_become_an_action_and_typed_numbers() -> None:
+    command = leases.reap(KEYS, JOB, "", 1000, 3, 500, 600)
+    reaped = command.reply([["requeue", 2, "cpu.tiny", 1, 5]])
+    assert reaped == Reaped(ReapAction.REQUEUE, 2, "cpu.tiny", 1, 5)
+    assert command.reply([["live", 0, "", 0, 0]]).action is ReapAction.LIVE
+
+
+# The expiry index
+
+
+def test_a_jobs_expiry_is_indexed_by_its_time() -> None:
+    command = leases.add_expiry(KEYS, JOB, 77)
+    assert command.calls == (("ZADD", "staging:expiries", 77, JOB),)
+    assert command.reply([1]) is None
