@@ -103,21 +103,6 @@ redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 """
 
-# KEYS: checkpoint list, job hash (one job's: the relay pipelines it beside plain XADDs).
-# ARGV: epoch, window, entry (JSON).
-# Window k is appended only as entry k, only from the job's current epoch, and only while the
-# job has a record. -> windows now checkpointed, or -1 (older epoch) / -2 (duplicate or out of
-# order) / -3 (no such job)
-CHECKPOINT = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return -3 end
-local epoch = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
-if tonumber(ARGV[1]) < epoch then return -1 end
-local n = redis.call('LLEN', KEYS[1])
-if tonumber(ARGV[2]) ~= n then return -2 end
-redis.call('RPUSH', KEYS[1], ARGV[3])
-return n + 1
-"""
-
 # KEYS: leases, job hash, stream, [batch hash].
 # ARGV: job_id, now_ms, max_attempts, requeue_grace_ms, ttl_s.
 # A lapsed lease: bump the epoch (fencing the stream at <epoch>-0) and requeue, or fail the job

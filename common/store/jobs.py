@@ -4,9 +4,10 @@ Encoding (version 1, one field per JobRecord attribute): scalars as text, boolea
 `spec` and `result` as JSON (`result` empty until the job succeeded). Records written before
 booleans were `1`/`0` hold `True`/`False`, which still read (pydantic's lax bool parsing).
 
-The Lua scripts that move a job between states (CLAIM, FINISH, RENEW, REAP, SUBMIT,
-CHECKPOINT in common/scripts.py) read and write this hash too; they have not moved into the
-store yet, and neither have the relay's reads of single fields (workers/relay.py).
+The Lua scripts that move a job between states (CLAIM, FINISH, RENEW, REAP, SUBMIT in
+common/scripts.py; CHECKPOINT in common/store/streams.py) read and write this hash too; the
+former have not moved into the store yet, and neither have the relay's reads of single
+fields (workers/relay.py).
 """
 
 from __future__ import annotations
