@@ -8,7 +8,9 @@ redis-py client made by common/connection.py.
 
     record = run(client.redis, jobs.read(client.keys, job_id))
 
-Modules: `jobs` (the job hash `genq:{id}:job` and the cancel key `genq:{id}:cancel`).
+Modules: `jobs` (the job hash `genq:{id}:job` and the cancel key `genq:{id}:cancel`),
+`streams` (a job's stream `genq:{id}:stream` and checkpoint list `genq:{id}:ckpt`, with the
+CHECKPOINT script), `presence` (the workers' set `genq:{workers}` and records).
 """
 
 from common.store.command import Command, arun, arun_all, queue, run, run_all
