@@ -116,6 +116,11 @@ def entries(keys: Keys, job_id: str) -> Command[list[CheckpointEntry]]:
     return Command((("LRANGE", keys.checkpoint(job_id), 0, -1),), decode)
 
 
+def checkpointed(keys: Keys, job_id: str) -> Command[int]:
+    """How many windows the checkpoint holds."""
+    return Command((("LLEN", keys.checkpoint(job_id)),), _count)
+
+
 def raw_entries(keys: Keys, job_id: str, windows: int) -> Command[list[str]]:
     """The first `windows` entries undecoded, for a reader that tolerates one genq did not
     write (it decodes each with `parse_entry` and goes on)."""

@@ -122,3 +122,9 @@ def test_retain_expires_the_stream_and_the_checkpoint() -> None:
         ("EXPIRE", f"genq:{{{JOB}}}:ckpt", 60),
     )
     assert command.reply([1, 1]) is None
+
+
+def test_checkpointed_counts_the_windows() -> None:
+    command = streams.checkpointed(KEYS, JOB)
+    assert command.calls == (("LLEN", f"genq:{{{JOB}}}:ckpt"),)
+    assert command.reply([3]) == 3
