@@ -8,16 +8,17 @@ with finish reason `cancelled` (and the text of any windows an earlier attempt c
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Sequence
 
 import redis
 
 from common.errors import ErrorCode
-from common.frames import DoneFrame, ErrorData, ErrorFrame, window_tokens
+from common.frames import DoneFrame, ErrorData, ErrorFrame
 from common.keys import Keys
 from common.schemas import FinishReason, JobRecord, JobResult, JobState, Timings, Usage
-from common.store import Command, jobs, leases, run
+from common.store import Command, jobs, leases, run, streams
+from common.store.streams import CheckpointEntry
 
 
 def now_ms() -> int:
@@ -39,7 +40,7 @@ class Finish(leases.Ending):
 
 
 def unstarted_finish(
-    job_id: str, record: JobRecord, state: JobState, committed: list[str]
+    job_id: str, record: JobRecord, state: JobState, committed: Sequence[CheckpointEntry]
 ) -> Finish:
     """The end of a queued job that will not start: `cancelled` or `expired`. `committed`
     holds the checkpoint entries an earlier attempt wrote (empty for a job never started)."""
@@ -51,12 +52,11 @@ def unstarted_finish(
         frame = ErrorFrame(job_id=job_id, epoch=record.epoch, seq=1, data=data)
         fields = {**base, "error": message, "error_code": ErrorCode.EXPIRED}
         return Finish(job_id, record.epoch, record.batch_id, JobState.QUEUED, fields, _json(frame))
-    windows = [json.loads(entry) for entry in committed]
-    tokens = sum(window_tokens(w) for w in windows)
+    tokens = sum(window.count for window in committed)
     result = JobResult(
         job_id=job_id,
         model=record.spec.model,
-        text="".join(w["text"] for w in windows),
+        text="".join(window.text for window in committed),
         finish_reason=FinishReason.CANCELLED,
         usage=Usage(prompt_tokens=0, completion_tokens=tokens),
         timings=Timings(
@@ -85,7 +85,6 @@ def end_unstarted(
     record = run(client, jobs.read(keys, job_id))
     if record is None or record.state != JobState.QUEUED:
         return False
-    raw_windows = client.lrange(keys.checkpoint(job_id), 0, -1) if record.epoch else []
-    committed = [str(entry) for entry in raw_windows]
+    committed = run(client, streams.entries(keys, job_id)) if record.epoch else []
     finish = unstarted_finish(job_id, record, state, committed)
     return finish.run(client, keys, ttl_s)

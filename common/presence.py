@@ -1,9 +1,9 @@
 """Worker presence: which workers run now, and which queues they serve.
 
-Each worker's main process records itself (a WorkerInfo) under `Keys.worker(name)` with a
-time to live of PRESENCE_MISSED_BEATS heartbeat intervals, and its heartbeat refreshes it; a
-clean shutdown removes it. So a worker that stops beating (killed, host gone) is gone once
-Redis expires its record: no clocks of different machines are compared. `Keys.workers` lists
+Each worker's main process records itself (a WorkerInfo; keys and encoding in
+common/store/presence.py) with a time to live of a few heartbeat intervals, and its heartbeat
+refreshes it; a clean shutdown removes it. So a worker that stops beating (killed, host gone) is
+gone once Redis expires its record: no clocks of different machines are compared. A set lists
 the names, so that readers need no SCAN; names whose record expired are dropped by readers (a
 worker back from a long pause adds itself again at its next heartbeat).
 """
@@ -11,7 +11,6 @@ worker back from a long pause adds itself again at its next heartbeat).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import redis
 import redis.asyncio
@@ -19,47 +18,23 @@ import redis.asyncio
 from common.keys import Keys
 from common.routing import queue_device, worker_command
 from common.schemas import JobRecord, JobState, WorkerInfo
-
-PRESENCE_MISSED_BEATS = 3  # heartbeats a worker may miss before it is considered gone
-
-
-def record_ops(pipe: Any, keys: Keys, info: WorkerInfo) -> None:
-    """Record or refresh a worker (a pipeline of either face)."""
-    ttl_ms = max(int(info.heartbeat_interval_s * PRESENCE_MISSED_BEATS * 1000), 1)
-    pipe.sadd(keys.workers, info.name)
-    pipe.set(keys.worker(info.name), info.model_dump_json(), px=ttl_ms)
-
-
-def remove_ops(pipe: Any, keys: Keys, name: str) -> None:
-    pipe.srem(keys.workers, name)
-    pipe.delete(keys.worker(name))
+from common.store import arun, presence, run
 
 
 def live_workers(client: redis.Redis, keys: Keys) -> list[WorkerInfo]:
     """The workers whose records have not expired, by name."""
-    names = sorted(str(name) for name in client.smembers(keys.workers))
-    values = client.mget([keys.worker(name) for name in names]) if names else []
-    live, gone = _parse(names, values)
-    if gone:
-        client.srem(keys.workers, *gone)
+    found = run(client, presence.names(keys))
+    live, gone = run(client, presence.records(keys, found))
+    run(client, presence.forget(keys, gone))
     return live
 
 
 async def live_workers_async(client: redis.asyncio.Redis, keys: Keys) -> list[WorkerInfo]:
     """The async face of `live_workers`."""
-    names = sorted(str(name) for name in await client.smembers(keys.workers))
-    values = await client.mget([keys.worker(name) for name in names]) if names else []
-    live, gone = _parse(names, values)
-    if gone:
-        await client.srem(keys.workers, *gone)
+    found = await arun(client, presence.names(keys))
+    live, gone = await arun(client, presence.records(keys, found))
+    await arun(client, presence.forget(keys, gone))
     return live
-
-
-def _parse(names: Sequence[str], values: Sequence[Any]) -> tuple[list[WorkerInfo], list[str]]:
-    """(live workers, names whose record expired)."""
-    live = [WorkerInfo.model_validate_json(v) for v in values if v is not None]
-    gone = [name for name, value in zip(names, values, strict=True) if value is None]
-    return live, gone
 
 
 def serving_queue(workers: Sequence[WorkerInfo], queue: str) -> list[WorkerInfo]:

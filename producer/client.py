@@ -22,7 +22,6 @@ GENQ_REDIS_RETRY_S (see producer/retry.py) and go on from the last entry seen.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -44,6 +43,7 @@ from common.registry import ModelRegistry
 from common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec, WorkerInfo
 from common.settings import Settings
 from common.store import arun, jobs, leases, queue, run
+from common.store import streams as stream_store
 from producer.batches import (
     AsyncBatchHandle,
     BatchHandle,
@@ -147,8 +147,8 @@ class _StreamCore:
         self.state = StreamState(job_id, started=started)
         self.on_chunk = on_chunk
         self.stopping = False  # on_chunk asked to stop; the job's cancel was sent
-        self.stream_key = keys.stream(job_id)
-        self.checkpoint_key = keys.checkpoint(job_id)
+        self.keys = keys
+        self.stream_key = stream_store.stream_key(keys, job_id)
         self.record_fields = jobs.fields(keys, job_id)
         epoch, seq = _entry_id(from_id or "0-1")
         # Reading starts at `from_id` inclusive (XREAD returns what follows `last_id`), and a
@@ -224,7 +224,8 @@ class _StreamCore:
         if len(texts) != self.state.repair_through:
             return
         try:
-            self.state.repair("".join(parse_window_text(t) for t in texts))
+            job_id = self.state.job_id
+            self.state.repair("".join(stream_store.parse_entry(job_id, t).text for t in texts))
         except InvalidEntry as exc:  # the done frame's text mends it at the end
             self.checkpoint_invalid = True
             log.warning("job %s: cannot mend from its checkpoint: %s", self.state.job_id, exc)
@@ -302,21 +303,18 @@ class JobStream(_StreamView):
 
     def _fill(self) -> None:
         core, r = self._core, self._redis
-        response = retrying(
-            self._settings,
-            lambda: r.xread(
-                {core.stream_key: core.last_id}, count=READ_COUNT, block=core.wait_ms()
-            ),
-        )
+        read = stream_store.read({core.stream_key: core.last_id}, READ_COUNT, core.wait_ms())
+        response = retrying(self._settings, lambda: run(r, read))
         if not core.take(response):
             core.after_idle(retrying(self._settings, lambda: run(r, core.record_fields)))
 
     def _mend(self) -> None:
         """After a hole in the frames, the checkpointed windows restore the text."""
-        windows, key = self._core.windows_to_mend(), self._core.checkpoint_key
+        core = self._core
+        windows = core.windows_to_mend()
         if windows:
-            texts = retrying(self._settings, lambda: self._redis.lrange(key, 0, windows - 1))
-            self._core.mend(texts)
+            read = stream_store.raw_entries(core.keys, core.state.job_id, windows)
+            self._core.mend(retrying(self._settings, lambda: run(self._redis, read)))
 
     def close(self) -> None:
         """Stop reading (a client that leaves early); the job itself goes on."""
@@ -362,22 +360,18 @@ class AsyncJobStream(_StreamView):
 
     async def _fill(self) -> None:
         core, r = self._core, self._redis
-        response = await retrying_async(
-            self._settings,
-            lambda: r.xread(
-                {core.stream_key: core.last_id}, count=READ_COUNT, block=core.wait_ms()
-            ),
-        )
+        read = stream_store.read({core.stream_key: core.last_id}, READ_COUNT, core.wait_ms())
+        response = await retrying_async(self._settings, lambda: arun(r, read))
         if not core.take(response):
             raw = await retrying_async(self._settings, lambda: arun(r, core.record_fields))
             core.after_idle(raw)
 
     async def _mend(self) -> None:
-        windows, key = self._core.windows_to_mend(), self._core.checkpoint_key
+        core, r = self._core, self._redis
+        windows = core.windows_to_mend()
         if windows:
-            r = self._redis
-            texts = await retrying_async(self._settings, lambda: r.lrange(key, 0, windows - 1))
-            self._core.mend(texts)
+            read = stream_store.raw_entries(core.keys, core.state.job_id, windows)
+            core.mend(await retrying_async(self._settings, lambda: arun(r, read)))
 
     async def aclose(self) -> None:
         self._core.closed = True
@@ -443,17 +437,6 @@ def _entry_id(text: str) -> tuple[int, int]:
     if not (epoch.isdigit() and seq.isdigit()):
         raise InvalidJob(f"not a stream position: {text!r} (expected EPOCH-SEQ, e.g. 0-12)")
     return int(epoch), int(seq)
-
-
-def parse_window_text(entry: str | bytes) -> str:
-    """The text of one checkpointed window; InvalidEntry when it has none."""
-    try:
-        text = json.loads(entry)["text"]
-    except (ValueError, TypeError, KeyError):
-        text = None
-    if not isinstance(text, str):
-        raise InvalidEntry("a checkpoint entry has no text")
-    return text
 
 
 class _HandleView(Generic[S]):
@@ -641,9 +624,8 @@ class Client(_BaseClient):
 
     def _fill_many(self, merge: _Merge[JobHandle, JobStream]) -> None:
         positions, wait_ms = merge.positions(), merge.wait_ms()
-        response = retrying(
-            self.settings, lambda: self.redis.xread(positions, count=READ_COUNT, block=wait_ms)
-        )
+        read = stream_store.read(positions, READ_COUNT, wait_ms)
+        response = retrying(self.settings, partial(run, self.redis, read))
         for core in merge.take(response):  # a quiet spell: a job may have ended unseen
             core.after_idle(retrying(self.settings, partial(run, self.redis, core.record_fields)))
 
@@ -817,9 +799,8 @@ class AsyncClient(_BaseClient):
 
     async def _fill_many(self, merge: _Merge[AsyncJobHandle, AsyncJobStream]) -> None:
         positions, wait_ms = merge.positions(), merge.wait_ms()
-        response = await retrying_async(
-            self.settings, lambda: self.redis.xread(positions, count=READ_COUNT, block=wait_ms)
-        )
+        read = stream_store.read(positions, READ_COUNT, wait_ms)
+        response = await retrying_async(self.settings, partial(arun, self.redis, read))
         for core in merge.take(response):
             raw = await retrying_async(self.settings, partial(arun, self.redis, core.record_fields))
             core.after_idle(raw)

@@ -1,5 +1,6 @@
-"""A worker's presence in Redis (see common.presence): recorded when the worker is ready,
-refreshed by a heartbeat thread of its main process, removed on a clean shutdown."""
+"""A worker's presence in Redis (see common.presence and common.store.presence): recorded when the
+worker is ready, refreshed by a heartbeat thread of its main process, removed on a clean
+shutdown."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import redis
 
 from common.connection import connect
 from common.keys import Keys
-from common.presence import record_ops, remove_ops
 from common.schemas import WorkerInfo
 from common.settings import Settings
+from common.store import presence, queue
 
 log = logging.getLogger(__name__)
 STOP_WAIT_S = 5.0  # longest wait for the thread's last beat at shutdown
@@ -37,7 +38,7 @@ class Heartbeat:
         self._thread.join(STOP_WAIT_S)
         try:
             pipe = self._redis.pipeline()
-            remove_ops(pipe, self._keys, self.info.name)
+            queue(pipe, presence.remove(self._keys, self.info.name))
             pipe.execute()
         except redis.RedisError as exc:
             log.warning(
@@ -53,7 +54,7 @@ class Heartbeat:
         self.info = self.info.model_copy(update={"heartbeat_ms": time.time_ns() // 10**6})
         try:
             pipe = self._redis.pipeline()  # MULTI: the name and its record together
-            record_ops(pipe, self._keys, self.info)
+            queue(pipe, presence.record(self._keys, self.info))
             pipe.execute()
         except redis.RedisError as exc:  # redis-py reconnects at the next beat
             log.warning("presence: heartbeat not recorded: %s", exc)

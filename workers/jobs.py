@@ -4,7 +4,6 @@ together with the job's final record, unless a newer attempt has taken the job o
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ import redis
 
 from common.connection import connect
 from common.errors import GenerationError, GenqError
-from common.frames import ResumeData, window_tokens
+from common.frames import ResumeData
 from common.keys import Keys
 from common.lifecycle import Finish, end_unstarted, now_ms
 from common.logs import fields as log_fields
@@ -26,12 +25,11 @@ from common.schemas import (
     JobResult,
     JobState,
     Timings,
-    TokenLogprob,
     Usage,
 )
 from common.settings import Settings
 from common.store import leases as lease_store
-from common.store import run
+from common.store import run, streams
 from common.store.leases import ClaimOutcome
 from workers.chunks import Chunker
 from workers.generation import Committed, Generated, generate
@@ -191,14 +189,14 @@ def _claim(
 def _resume_point(ctx: WorkerContext, pub: FramePublisher) -> Committed:
     """The checkpointed windows, announced with a `resume` frame: readers drop any text of
     the lost attempt beyond `committed_chars`."""
-    entries = [json.loads(e) for e in ctx.redis.lrange(ctx.keys.checkpoint(pub.job_id), 0, -1)]
-    token_ids = [t for entry in entries for t in entry["token_ids"]]
-    text = "".join(entry["text"] for entry in entries)
-    tokens = sum(window_tokens(entry) for entry in entries)
-    finish = entries[-1]["finish_reason"] if entries else None
+    entries = run(ctx.redis, streams.entries(ctx.keys, pub.job_id))
+    token_ids = [t for entry in entries for t in entry.token_ids]
+    text = "".join(entry.text for entry in entries)
+    tokens = sum(entry.count for entry in entries)
+    finish = entries[-1].finish_reason if entries else None
     logprobs = None
-    if all("logprobs" in entry for entry in entries):
-        logprobs = [TokenLogprob(**lp) for entry in entries for lp in entry["logprobs"]]
+    if all(entry.logprobs is not None for entry in entries):
+        logprobs = [lp for entry in entries for lp in entry.logprobs or []]
     pub.resume(
         ResumeData(from_window=len(entries), committed_tokens=tokens, committed_chars=len(text))
     )

@@ -38,6 +38,7 @@ from common.frames import (
 )
 from common.keys import Keys
 from common.schemas import JobResult
+from common.store import queue, streams
 from workers.lease import Lease
 from workers.observe import NOBODY, JobObserver
 from workers.outbox import Outbox
@@ -69,7 +70,7 @@ class FramePublisher:
         self._seq = 1  # stream entry ids are `<epoch>-<seq>`, and Redis refuses 0-0
         self._pending: list[str] = []
         self.first_token_ms: int | None = None
-        self._checkpoint_key = keys.checkpoint(job_id)
+        self._checkpoint_length = streams.checkpointed(keys, job_id)
         # Windows published and not yet seen checkpointed: number -> (data, when published).
         self._unconfirmed: dict[int, tuple[WindowData, float]] = {}
         self._next_catch_up = 0.0
@@ -94,14 +95,15 @@ class FramePublisher:
             pipe.exists(self._cancel_key)
         watching = bool(self._unconfirmed)
         if watching:
-            pipe.llen(self._checkpoint_key)
+            queue(pipe, self._checkpoint_length)
         replies = pipe.execute()
         if settle is not None:
             settle(replies)
         if check_cancel:
             self.cancelled = bool(replies[heard_at + 1])
         if watching:
-            self._checkpointed(int(replies[-1]), heard=int(replies[heard_at]) > 0)
+            length = self._checkpoint_length.reply(replies[-1:])
+            self._checkpointed(length, heard=int(replies[heard_at]) > 0)
 
     def _checkpointed(self, length: int, heard: bool) -> None:
         """The checkpoint held `length` windows just now: forget the windows it has, and

@@ -19,11 +19,9 @@ Redis appends this one.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
 
 import redis
 from redis.connection import Connection
@@ -31,7 +29,7 @@ from redis.connection import Connection
 from common.adapters.redis_replies import Replies
 from common.frames import WindowData
 from common.keys import Keys
-from common.scripts import CHECKPOINT
+from common.store import streams
 from workers.relay_admission import Admitted, Checkpoint
 
 log = logging.getLogger("genq.relay")
@@ -83,8 +81,8 @@ class Commands:
 
     def __init__(self, keys: Keys, ttl_s: int) -> None:
         self._keys = keys
-        self._ttl = b"%d" % ttl_s
-        self._script = CHECKPOINT.encode()
+        self._ttl_s = ttl_s
+        self._script = streams.CHECKPOINT.encode()
         self._heads: dict[str, bytes] = {}  # job id -> `XADD <its stream>`
 
     def encode(self, frames: Sequence[Admitted]) -> list[bytes]:
@@ -106,30 +104,23 @@ class Commands:
         """`XADD <the job's stream>` as RESP, cached per job."""
         if len(self._heads) >= STREAM_KEYS_MAX:
             self._heads.clear()
-        stream = self._keys.stream(job_id).encode()
+        stream = streams.stream_key(self._keys, job_id).encode()
         head = self._heads[job_id] = b"*5\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n" % (len(stream), stream)
         return head
 
     def _checkpoint(self, job_id: str, checkpoint: Checkpoint) -> bytes:
-        keys = (self._keys.checkpoint(job_id).encode(), self._keys.job(job_id).encode())
+        checkpoint_key = streams.checkpoint_key(self._keys, job_id)
+        keys = (checkpoint_key.encode(), self._keys.job(job_id).encode())
         entry = checkpoint_entry(checkpoint.data).encode()
         epoch, window = b"%d" % checkpoint.epoch, b"%d" % checkpoint.data.window
         return command(b"EVAL", self._script, b"2", *keys, epoch, window, entry)
 
     def _retain(self, job_id: str) -> list[bytes]:
         """After the terminal frame, the stream and checkpoint live for the retention time."""
-        keys = (self._keys.stream(job_id).encode(), self._keys.checkpoint(job_id).encode())
-        return [command(b"EXPIRE", key, self._ttl) for key in keys]
+        calls = streams.retain(self._keys, job_id, self._ttl_s).calls  # one job's: rare
+        return [command(*(str(arg).encode() for arg in call)) for call in calls]
 
 
 def checkpoint_entry(data: WindowData) -> str:
-    """A window as its checkpoint entry stores it: what a resume needs (workers.jobs)."""
-    entry: dict[str, Any] = {
-        "token_ids": data.token_ids,
-        "text": data.text,
-        "finish_reason": data.finish_reason,
-        "tokens": data.count,
-    }
-    if data.logprobs is not None:  # a resumed job's result needs them too
-        entry["logprobs"] = [logprob.model_dump(mode="json") for logprob in data.logprobs]
-    return json.dumps(entry)
+    """A window as its checkpoint entry stores it (see common.store.streams)."""
+    return streams.encode_entry(streams.entry_of(data))

@@ -11,7 +11,9 @@ redis-py client made by common/connection.py.
 Modules: `jobs` (the job hash `genq:{id}:job` and the cancel key `genq:{id}:cancel`),
 `batches` (the batch record `genq:batch:{bid}`, its jobs list, custom_id index, `:ended`
 channel and the SUBMIT script); `leases` (the lease and expiry indexes, and the CLAIM, RENEW,
-FINISH and REAP scripts).
+FINISH and REAP scripts); `streams` (a job's stream `genq:{id}:stream` and checkpoint list
+`genq:{id}:ckpt`, with the CHECKPOINT script); `presence` (the workers' set `genq:{workers}`
+and records).
 """
 
 from common.store.command import Command, arun, arun_all, queue, run, run_all

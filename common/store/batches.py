@@ -9,8 +9,7 @@ reads here (pydantic's lax bool parsing) and in the CLAIM and SUBMIT scripts. Fi
 does not know are ignored.
 
 SUBMIT (below) writes a chunk of the batch's jobs; the other scripts that keep the counts
-(FINISH, REAP, CLAIM in common/scripts.py, their keys named in common/lifecycle.py and
-workers/) have not moved into the store yet.
+(FINISH, REAP, CLAIM) are in common/store/leases.py.
 """
 
 from __future__ import annotations

@@ -40,6 +40,11 @@ def queue(pipe: Any, *commands: Command[Any]) -> None:
 
 
 def _split(commands: Sequence[Command[Any]], replies: Sequence[Any]) -> list[Any]:
+    # Replies come with raise_on_error=False: Redis's refusal is raised as it would be without a
+    # pipeline, not wrapped in redis-py's "Command # n (...) of pipeline caused error".
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
     out, at = [], 0
     for command in commands:
         size = len(command.calls)
@@ -63,7 +68,7 @@ def run_all(client: redis.Redis, commands: Sequence[Command[Any]]) -> list[Any]:
     """Execute several commands in one pipeline (not a transaction); their values in order."""
     pipe = client.pipeline(transaction=False)
     queue(pipe, *commands)
-    return _split(commands, pipe.execute())
+    return _split(commands, pipe.execute(raise_on_error=False))
 
 
 async def arun(client: redis.asyncio.Redis, command: Command[T]) -> T:
@@ -79,4 +84,4 @@ async def arun_all(client: redis.asyncio.Redis, commands: Sequence[Command[Any]]
     """The async face of `run_all`."""
     pipe = client.pipeline(transaction=False)
     queue(pipe, *commands)
-    return _split(commands, await pipe.execute())
+    return _split(commands, await pipe.execute(raise_on_error=False))

@@ -5,9 +5,9 @@ Encoding (version 1, one field per JobRecord attribute): scalars as text, boolea
 booleans were `1`/`0` hold `True`/`False`, which still read (pydantic's lax bool parsing).
 
 The Lua scripts that move a job between states read and write this hash too: CLAIM, FINISH,
-RENEW and REAP in common/store/leases.py, SUBMIT in common/store/batches.py; CHECKPOINT
-(common/scripts.py) has not moved into the store yet, and neither have the relay's reads of
-single fields (workers/relay.py).
+RENEW and REAP in common/store/leases.py, SUBMIT in common/store/batches.py, CHECKPOINT in
+common/store/streams.py. The relay's reads of single fields (workers/relay.py) have not moved
+into the store yet.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -13,13 +12,14 @@ from common.frames import DoneFrame, ErrorFrame, parse_frame
 from common.keys import Keys
 from common.lifecycle import Finish, unstarted_finish
 from common.schemas import FinishReason, JobRecord, JobResult, JobSpec, JobState
+from common.store.streams import CheckpointEntry
 
 JOB = "0123456789abcdef0123456789abcdef"
 NOW_MS = 1_700_000_005_000
 SUBMITTED_MS = 1_700_000_000_000
 COMMITTED = [
-    json.dumps({"token_ids": [1, 2], "text": "ab", "finish_reason": None}),
-    json.dumps({"token_ids": [3, 4, 5], "text": "c€", "finish_reason": None}),
+    CheckpointEntry(token_ids=[1, 2], text="ab"),
+    CheckpointEntry(token_ids=[3, 4, 5], text="c€"),
 ]
 
 

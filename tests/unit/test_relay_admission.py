@@ -82,6 +82,7 @@ def test_a_checkpoint_entry_holds_what_a_resume_reads() -> None:
     frame = WindowFrame(job_id=JOB, epoch=1, seq=9, data=data)
     entry = json.loads(checkpoint_entry(frame.data))
     assert entry == {
+        "v": 1,
         "token_ids": [],
         "text": "abcd",
         "finish_reason": "stop",

@@ -1,0 +1,67 @@
+"""Worker presence: the set `genq:{workers}` of worker names and, per worker, the string
+`genq:{workers}:<name>` holding its WorkerInfo as JSON (versioned by WorkerInfo's own `v`), with
+a time to live of PRESENCE_MISSED_BEATS heartbeat intervals. The keys share one hash tag, so
+that one MGET reads every record. What presence means (who serves a queue, why a job waits) is
+in common/presence.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from common.keys import Keys
+from common.schemas import WorkerInfo
+from common.store.command import Command
+
+PRESENCE_MISSED_BEATS = 3  # heartbeats a worker may miss before it is considered gone
+
+
+def _none(replies: list[Any]) -> None:
+    return None
+
+
+def ttl_ms(info: WorkerInfo) -> int:
+    """How long a record outlives the worker's last heartbeat."""
+    return max(int(info.heartbeat_interval_s * PRESENCE_MISSED_BEATS * 1000), 1)
+
+
+def record(keys: Keys, info: WorkerInfo) -> Command[None]:
+    """Record or refresh a worker (in a MULTI pipeline: the name and its record together)."""
+    calls = (
+        ("SADD", keys.workers, info.name),
+        ("SET", keys.worker(info.name), info.model_dump_json(), "PX", ttl_ms(info)),
+    )
+    return Command(calls, _none)
+
+
+def remove(keys: Keys, name: str) -> Command[None]:
+    return Command((("SREM", keys.workers, name), ("DEL", keys.worker(name))), _none)
+
+
+def names(keys: Keys) -> Command[list[str]]:
+    """The names of the workers that recorded themselves, sorted (some may have expired)."""
+    return Command((("SMEMBERS", keys.workers),), lambda r: sorted(str(n) for n in r[0]))
+
+
+Found = tuple[list[WorkerInfo], list[str]]  # (live workers, names whose record expired)
+
+
+def records(keys: Keys, worker_names: Sequence[str]) -> Command[Found]:
+    """The named workers' records: those live, and the names whose record expired."""
+    listed = list(worker_names)
+
+    def decode(replies: list[Any]) -> Found:
+        values = replies[0] if listed else []
+        live = [WorkerInfo.model_validate_json(v) for v in values if v is not None]
+        gone = [name for name, value in zip(listed, values, strict=True) if value is None]
+        return live, gone
+
+    # MGET needs a key: with no names, an EXISTS of the set stands in (its reply is unused).
+    call = ("MGET", *(keys.worker(n) for n in listed)) if listed else ("EXISTS", keys.workers)
+    return Command((call,), decode)
+
+
+def forget(keys: Keys, gone: Sequence[str]) -> Command[None]:
+    """Drop names whose record expired (a worker back from a long pause adds itself again)."""
+    return Command((("SREM", keys.workers, *gone),) if gone else (), _none)
