@@ -38,7 +38,7 @@ from common.frames import (
 )
 from common.keys import Keys
 from common.schemas import JobResult
-from common.store import queue, streams
+from common.store import jobs, queue, streams
 from workers.lease import Lease
 from workers.observe import NOBODY, JobObserver
 from workers.outbox import Outbox
@@ -62,7 +62,7 @@ class FramePublisher:
         self.outbox = outbox  # other jobs' endings, which ride along on this job's round trips
         self.observer = observer
         self._lease = lease
-        self._cancel_key = keys.cancel(job_id)
+        self._cancel_asked = jobs.cancel_requested(keys, job_id)
         self.cancelled = False
         self.channel = keys.tokens(job_id)
         self.job_id = job_id
@@ -92,7 +92,7 @@ class FramePublisher:
         pipe.publish(self.channel, frame.model_dump_json())
         heard_at = len(pipe) - 1  # its reply: how many subscribers (relays) received it
         if check_cancel:
-            pipe.exists(self._cancel_key)
+            queue(pipe, self._cancel_asked)
         watching = bool(self._unconfirmed)
         if watching:
             queue(pipe, self._checkpoint_length)
@@ -100,7 +100,7 @@ class FramePublisher:
         if settle is not None:
             settle(replies)
         if check_cancel:
-            self.cancelled = bool(replies[heard_at + 1])
+            self.cancelled = self._cancel_asked.reply(replies[heard_at + 1 : heard_at + 2])
         if watching:
             length = self._checkpoint_length.reply(replies[-1:])
             self._checkpointed(length, heard=int(replies[heard_at]) > 0)

@@ -23,7 +23,6 @@ whose worker died are resumed elsewhere. Run it with `genq relay` (or `python -m
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -48,7 +47,7 @@ from common.logs import configure, fields
 from common.routing import queue_device
 from common.schemas import GenerateRequest, JobState
 from common.settings import Settings
-from common.store import leases, run
+from common.store import jobs, leases, run
 from common.store.leases import ReapAction
 from workers.relay_admission import Admission
 from workers.relay_metrics import RelayStats, serve_relay
@@ -173,22 +172,21 @@ class Relay:
 
     def reap(self) -> None:
         now = time.time_ns() // 1_000_000
-        due = self._text.zrangebyscore(self.keys.leases, "-inf", now, start=0, num=REAP_BATCH)
-        for job_id in map(str, due):
-            batch_id = str(self._text.hget(self.keys.job(job_id), "batch_id") or "")
+        for job_id in run(self._text, leases.lapsed(self.keys, now, REAP_BATCH)):
+            record = run(self._text, jobs.read(self.keys, job_id))
+            batch_id = record.batch_id if record is not None else ""
+            model = record.spec.model if record is not None else ""
             grace_ms = int(self.settings.requeue_grace_s * 1000)
             ttl_s, attempts = self.settings.job_ttl_s, self.settings.max_attempts
             command = leases.reap(self.keys, job_id, batch_id, now, attempts, grace_ms, ttl_s)
             reaped = run(self._text, command)
             if reaped.action is ReapAction.REQUEUE:
                 request = GenerateRequest(job_id=job_id, epoch=reaped.epoch, batch_id=batch_id)
-                self._requeue(request, reaped.queue, reaped.priority)
+                self._requeue(request, reaped.queue, reaped.priority, model)
             elif reaped.action is ReapAction.FAILED:
                 self._fail(job_id, reaped.epoch, reaped.attempts)
 
-    def _requeue(self, request: GenerateRequest, queue: str, priority: int) -> None:
-        model = self._text.hget(self.keys.job(request.job_id), "spec") or "{}"
-        name = json.loads(model).get("model", "")
+    def _requeue(self, request: GenerateRequest, queue: str, priority: int, name: str) -> None:
         log.warning(
             "job lost its worker: resuming it",
             extra=fields(job=request.job_id, epoch=request.epoch, model=name, queue=queue),
@@ -199,14 +197,13 @@ class Relay:
     def expire(self) -> None:
         """End the queued jobs whose expiry time has passed (a started job never expires)."""
         now = time.time_ns() // 1_000_000
-        due = self._text.zrangebyscore(self.keys.expiries, "-inf", now, start=0, num=REAP_BATCH)
-        for job_id in map(str, due):
+        for job_id in run(self._text, leases.due_expiries(self.keys, now, REAP_BATCH)):
             ttl_s = self.settings.job_ttl_s
             if end_unstarted(self._text, self.keys, ttl_s, job_id, JobState.EXPIRED):
                 log.info("job expired before it started", extra=fields(job=job_id))
                 self.stats.expired += 1
             else:  # started, ended or gone: nothing to expire
-                self._text.zrem(self.keys.expiries, job_id)
+                run(self._text, leases.drop_expiry(self.keys, job_id))
 
     def _fail(self, job_id: str, epoch: int, attempts: int) -> None:
         message = f"the job ran out of attempts: its worker died {attempts} times"

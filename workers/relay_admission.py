@@ -28,6 +28,7 @@ import redis
 
 from common.frames import FrameType, WindowData, WindowFrame, is_json_error, parse_frame
 from common.keys import Keys
+from common.store import jobs, run_all
 from workers.relay_metrics import Drop, RelayStats
 from workers.relay_shape import canonical_token
 
@@ -136,10 +137,7 @@ class Admission:
         unknown = [job_id for job_id in job_ids if self._known.get(job_id, 0.0) < now]
         if not unknown:
             return set()
-        pipe = self._redis.pipeline(transaction=False)
-        for job_id in unknown:
-            pipe.exists(self._keys.job(job_id))
-        found = pipe.execute()
+        found = run_all(self._redis, [jobs.exists(self._keys, job_id) for job_id in unknown])
         if len(self._known) + len(unknown) > KNOWN_JOBS_MAX:
             self._known.clear()
         missing = set()

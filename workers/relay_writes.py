@@ -82,7 +82,6 @@ class Commands:
     def __init__(self, keys: Keys, ttl_s: int) -> None:
         self._keys = keys
         self._ttl_s = ttl_s
-        self._script = streams.CHECKPOINT.encode()
         self._heads: dict[str, bytes] = {}  # job id -> `XADD <its stream>`
 
     def encode(self, frames: Sequence[Admitted]) -> list[bytes]:
@@ -109,11 +108,11 @@ class Commands:
         return head
 
     def _checkpoint(self, job_id: str, checkpoint: Checkpoint) -> bytes:
-        checkpoint_key = streams.checkpoint_key(self._keys, job_id)
-        keys = (checkpoint_key.encode(), self._keys.job(job_id).encode())
-        entry = checkpoint_entry(checkpoint.data).encode()
-        epoch, window = b"%d" % checkpoint.epoch, b"%d" % checkpoint.data.window
-        return command(b"EVAL", self._script, b"2", *keys, epoch, window, entry)
+        """The store's CHECKPOINT call, as RESP (a window frame: rare beside token frames)."""
+        entry = streams.entry_of(checkpoint.data)
+        window = checkpoint.data.window
+        call = streams.checkpoint(self._keys, job_id, checkpoint.epoch, window, entry).calls[0]
+        return command(*(str(arg).encode() for arg in call))
 
     def _retain(self, job_id: str) -> list[bytes]:
         """After the terminal frame, the stream and checkpoint live for the retention time."""

@@ -108,6 +108,11 @@ def mark_dispatched(keys: Keys, job_ids: Sequence[str]) -> Command[None]:
     return Command(tuple(("HSET", keys.job(j), "dispatched", _text(True)) for j in job_ids), _none)
 
 
+def record_key(keys: Keys, job_id: str) -> str:
+    """The record's key, for the relay's hand-encoded pipelines (speed; see relay_writes)."""
+    return keys.job(job_id)
+
+
 def exists(keys: Keys, job_id: str) -> Command[bool]:
     return Command((("EXISTS", keys.job(job_id)),), lambda replies: bool(replies[0]))
 

@@ -323,6 +323,23 @@ def reap(
     return Command((_eval(REAP, names, args),), decode)
 
 
+def lapsed(keys: Keys, now_ms: int, limit: int) -> Command[list[str]]:
+    """Up to `limit` jobs whose lease ended by `now_ms`, for the reaper."""
+    call = ("ZRANGEBYSCORE", keys.leases, "-inf", now_ms, "LIMIT", 0, limit)
+    return Command((call,), lambda replies: [str(j) for j in replies[0]])
+
+
+def due_expiries(keys: Keys, now_ms: int, limit: int) -> Command[list[str]]:
+    """Up to `limit` queued jobs whose expiry time is `now_ms` or earlier, for the expirer."""
+    call = ("ZRANGEBYSCORE", keys.expiries, "-inf", now_ms, "LIMIT", 0, limit)
+    return Command((call,), lambda replies: [str(j) for j in replies[0]])
+
+
+def drop_expiry(keys: Keys, job_id: str) -> Command[None]:
+    """Forget a job's expiry (it started, ended or is gone)."""
+    return Command((("ZREM", keys.expiries, job_id),), lambda replies: None)
+
+
 def add_expiry(keys: Keys, job_id: str, expires_ms: int) -> Command[None]:
     """Index a new job's expiry time, for the relay's expirer (CLAIM and FINISH drop it)."""
     return Command((("ZADD", keys.expiries, expires_ms, job_id),), lambda replies: None)

@@ -148,3 +148,15 @@ def test_a_jobs_expiry_is_indexed_by_its_time() -> None:
     command = leases.add_expiry(KEYS, JOB, 77)
     assert command.calls == (("ZADD", "staging:expiries", 77, JOB),)
     assert command.reply([1]) is None
+
+
+def test_the_reaper_reads_lapsed_leases_and_the_expirer_due_expiries_a_page_at_a_time() -> None:
+    lapsed = leases.lapsed(KEYS, 1_000, 100)
+    assert lapsed.calls == (("ZRANGEBYSCORE", "staging:leases", "-inf", 1_000, "LIMIT", 0, 100),)
+    assert lapsed.reply([[JOB, OTHER]]) == [JOB, OTHER]
+    due = leases.due_expiries(KEYS, 2_000, 50)
+    assert due.calls == (("ZRANGEBYSCORE", "staging:expiries", "-inf", 2_000, "LIMIT", 0, 50),)
+    assert due.reply([[]]) == []
+    dropped = leases.drop_expiry(KEYS, JOB)
+    assert dropped.calls == (("ZREM", "staging:expiries", JOB),)
+    assert dropped.reply([1]) is None
