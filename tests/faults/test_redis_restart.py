@@ -129,13 +129,13 @@ def test_readers_raise_redis_unavailable_once_their_retry_budget_is_spent(
             started = time.monotonic()
             with pytest.raises(RedisUnavailable):
                 read()
-            assert time.monotonic() - started < 2.0, name
+            assert time.monotonic() - started < 10, name  # not the default 30 s of retries
     with Client(settings_for({**env, "GENQ_REDIS_RETRY_S": "1.5"})) as client:
         started = time.monotonic()
         with pytest.raises(RedisUnavailable):
             client.job(job.job_id, check=False).result(timeout=30)
-        assert 1.5 <= time.monotonic() - started < 5.0
+        assert 1.5 <= time.monotonic() - started < 15  # its budget, not the default 30 s
         started = time.monotonic()
         with pytest.raises(RedisUnavailable):
             asyncio.run(wait_and_read_async(client.settings, batch.batch_id))
-        assert 1.5 <= time.monotonic() - started < 5.0
+        assert 1.5 <= time.monotonic() - started < 15  # its budget, not the default 30 s

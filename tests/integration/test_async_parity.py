@@ -147,9 +147,9 @@ def test_a_batch_wait_returns_as_soon_as_the_last_job_ends_not_at_its_next_poll(
     returned_ms = time.time_ns() // 1_000_000
     assert status.complete and time.monotonic() - started < NEVER_S
     assert not reads[0].complete  # it did wait
-    # Woken by the last job's FINISH: well under the old 0.5 s poll, let alone NEVER_S.
-    print("woke", returned_ms - status.finished_ms, "ms after; reads", len(reads))
-    assert returned_ms - status.finished_ms < 300
+    # Woken by the last job's FINISH, not by a read after poll_s (NEVER_S): the bound only
+    # tells the two apart, with room for a loaded machine (speed belongs in ops/bench).
+    assert returned_ms - status.finished_ms < NEVER_S * 1000 / 4
     assert len(reads) <= 1 + status.total  # one read per announced ending, no polling
     lines = list(batch.results(poll_s=NEVER_S))
     assert [line.custom_id for line in lines] == [line["custom_id"] for line in LINES]
@@ -168,7 +168,7 @@ def test_an_async_batch_wait_and_results_wake_on_each_ending_too(settings: Setti
     status, late_ms, ids, reads = asyncio.run(main())
     assert ids == [line["custom_id"] for line in LINES]
     assert not reads[0].complete and status.complete
-    assert late_ms < 300 and len(reads) <= 1 + status.total
+    assert late_ms < NEVER_S * 1000 / 4 and len(reads) <= 1 + status.total
 
 
 def test_a_batch_wait_that_hears_no_announcement_still_returns_after_one_bounded_wait(
@@ -187,5 +187,5 @@ def test_a_batch_wait_that_hears_no_announcement_still_returns_after_one_bounded
         redis_client.hset(key, mapping={"running": 0, "failed": 1})  # as REAP writes it
         ended = time.monotonic()
         status = waited.result(timeout=10)
-        assert status.failed == 1 and time.monotonic() - ended < 0.3 + 0.5
+        assert status.failed == 1 and time.monotonic() - ended < 10  # not the 30 s timeout
         redis_client.delete(key)
