@@ -11,8 +11,10 @@ from common.errors import InvalidJob
 
 JOB_ID_BYTES = 16  # 128 random bits: unguessable
 BATCH_ID_BYTES = 12  # generated batch ids: 96 random bits
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-_BATCH_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+BATCH_ID_CHARS = r"[A-Za-z0-9_.-]{1,64}"  # a whole batch id (a pattern's body, no anchors)
+_JOB_ID = re.compile(JOB_ID_PATTERN)
+_BATCH_ID = re.compile(f"^{BATCH_ID_CHARS}$")
 
 
 def new_job_id() -> str:

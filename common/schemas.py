@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from common.keys import BATCH_ID_CHARS, JOB_ID_PATTERN
+
 SEED_MAX = 2**32 - 1
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
 DEFAULT_PRIORITY = 5  # room above and below; 9 is the most urgent
@@ -116,7 +118,7 @@ StopText = Annotated[str, StringConstraints(min_length=1, max_length=256, strict
 MessageText = Annotated[str, StringConstraints(max_length=10_000_000, strict=True), _Utf8]
 StrictInt = Annotated[int, BeforeValidator(_integer)]
 # Ids in task messages become Redis keys: only what common.keys.check_job_id accepts.
-JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$", strict=True)]
+JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN, strict=True)]
 Number = Annotated[float, BeforeValidator(_number)]
 TokenId = Annotated[int, BeforeValidator(_token_id), Field(ge=0)]
 
@@ -243,7 +245,7 @@ class GenerateRequest(_Model):
     epoch: StrictInt = Field(0, ge=0)
     batch_id: str = Field(
         "",
-        pattern=r"^([A-Za-z0-9_.-]{1,64})?$",  # as common.keys.check_batch_id, or none
+        pattern=f"^({BATCH_ID_CHARS})?$",  # as common.keys.check_batch_id, or none
         description="The job's batch, whose counts the worker keeps.",
     )
 
