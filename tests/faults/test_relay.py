@@ -290,7 +290,10 @@ def test_a_killed_relay_is_started_again_and_status_counts_the_restart(
 OUTAGE_WINDOW = 50
 LONG: dict[str, Any] = {
     "prompt": "outage",
-    "max_tokens": 12_000,  # 240 windows, ten seconds or so: the outage and a kill fit in
+    # 720 windows, about half a minute here: the job must outlast the outage, a relay's
+    # start on a loaded machine (seconds; once the job had reached window 170 of 240 by
+    # then) and the catch-up after it, and still be running for the kill.
+    "max_tokens": 36_000,
     "window_tokens": OUTAGE_WINDOW,
     "seed": 41,
     "ignore_eos": True,
