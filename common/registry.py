@@ -62,7 +62,16 @@ class LlamaModelConfig(BaseModel):
     n_ctx: int = Field(4096, ge=16, le=1_048_576, description="Context size in tokens.")
     n_threads: int | None = Field(None, ge=1, le=512, description="CPU threads; default: all.")
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU; -1: all.")
-    n_batch: int = Field(512, ge=1, le=65_536, description="Prompt evaluation batch size.")
+    n_batch: int = Field(
+        512,
+        ge=1,
+        le=65_536,
+        description="Tokens per decode: prompt evaluation chunk, and with slots the batch of "
+        "every step (prompt chunks beside the running jobs' tokens).",
+    )
+    slots: int | None = Field(
+        None, ge=1, le=256, description="Jobs at once on one worker process; default GENQ_SLOTS."
+    )
     device: Device = Field("cpu", description="Device class; also the Celery queue.")
     chat_template: str | None = Field(
         None, description="Jinja chat template overriding the one in the GGUF file."
@@ -91,6 +100,9 @@ class RemoteModelConfig(BaseModel):
         description="Environment variable holding the API key (sent as a Bearer token).",
     )
     device: Device = Field("cpu", description="Device class of the workers that stream it.")
+    slots: int | None = Field(
+        None, ge=1, le=256, description="Jobs at once on one worker process; default GENQ_SLOTS."
+    )
     connect_timeout_s: float = Field(10.0, gt=0, le=600, description="To connect.")
     read_timeout_s: float = Field(
         120.0, gt=0, le=3600, description="Longest wait for the next chunk of a stream."

@@ -56,6 +56,7 @@ class Serving:
 
     device: Device
     models: tuple[str, ...]
+    slots: int = 1  # jobs at once in one worker process: the most any of its models takes
 
     @property
     def queues(self) -> list[str]:
@@ -75,7 +76,16 @@ def serving(settings: Settings, registry: ModelRegistry) -> Serving:
     configs = [_served(registry, name, device) for name in models]
     if device == "gpu" and any(isinstance(c, LlamaModelConfig) for c in configs):
         check_gpu()
-    return Serving(device, models)
+    return Serving(device, models, max(c.slots or settings.slots for c in configs))
+
+
+def worker_slots(settings: Settings, registry: ModelRegistry) -> int:
+    """Jobs a worker process of these settings runs at once: the most slots of the models it
+    serves (GENQ_SLOTS, or a registry entry's own). Names it does not know are left to
+    `serving` to report."""
+    names = settings.worker_models or tuple(registry.names(settings.device))
+    known = [registry.models[name] for name in names if name in registry.models]
+    return max((c.slots or settings.slots for c in known), default=settings.slots)
 
 
 def _served(registry: ModelRegistry, name: str, device: Device) -> AnyModelConfig:

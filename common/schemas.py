@@ -202,6 +202,13 @@ class JobSpec(_Model):
     ignore_eos: bool = Field(
         False, strict=True, description="Keep generating past end-of-sequence."
     )
+    deterministic: bool | None = Field(
+        None,
+        strict=True,
+        description="Decode in a sequence of its own, so that a resumed job is bit-for-bit the "
+        "run it continues; false shares batches with other jobs (faster, but llama.cpp's "
+        "batched decode changes the tokens slightly). Default: true on a one-slot worker.",
+    )
     window_tokens: StrictInt | None = Field(
         None,
         ge=1,

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
         "alone. 0 sends every job alone.",
     )
     bundle_jobs: int = Field(32, ge=1, le=BUNDLE_JOBS_MAX, description="Most jobs in one bundle.")
+    slots: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Jobs one worker process runs at once per model (`genq worker --slots`): "
+        "a local model decodes them together in one context (continuous batching), a remote "
+        "one streams them at once. 1 runs one job at a time, each deterministic. A registry "
+        "entry's `slots` overrides it for that model.",
+    )
     model_budget_mb: float = Field(
         0.0,
         ge=0.0,

@@ -21,7 +21,7 @@ from common.celery_config import celery_config
 from common.errors import RegistryError
 from common.logs import configure, fields, use_formatter
 from common.registry import ModelRegistry
-from common.routing import Serving, serving
+from common.routing import Serving, serving, worker_slots
 from common.schemas import WorkerInfo
 from common.settings import Settings
 from workers.heartbeat import Heartbeat
@@ -29,6 +29,19 @@ from workers.metrics import Endpoint, MetricsDir, serve_pool
 
 log = logging.getLogger(__name__)
 EXIT_CONFIG = 2  # as `genq worker`: the worker cannot serve what it is asked to
+
+
+def pool_config(settings: Settings) -> dict[str, Any]:
+    """With slots, one process runs that many jobs at once, each in a thread of Celery's
+    threads pool (the jobs of a local model share its engine); plain `celery -A workers.app
+    worker` reads these too. With one slot, Celery's default (prefork) pool as before."""
+    try:
+        slots = worker_slots(settings, ModelRegistry.from_settings(settings))
+    except RegistryError:  # reported when the worker starts (_on_worker_init)
+        slots = settings.slots
+    if slots == 1:
+        return {}
+    return {"worker_pool": "threads", "worker_concurrency": slots}
 
 
 class GenqCelery(Celery):  # type: ignore[misc]
@@ -39,6 +52,7 @@ class GenqCelery(Celery):  # type: ignore[misc]
         super().__init__("genq", include=["workers.tasks"])
         self.genq_settings = settings
         self.conf.update(celery_config(settings))
+        self.conf.update(pool_config(settings))
         self.genq_serving: Serving | None = None  # set in a worker's main process at start
         self._heartbeat: Heartbeat | None = None
         self._node = "unknown"  # the worker's node name, on every log line

@@ -10,7 +10,7 @@ behave the same on every backend.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -28,6 +28,14 @@ class Piece:
 
     token: int | None
     data: bytes
+    logprob: TokenLogprob | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sampled:
+    """A token a local model sampled, with its log probabilities when the job asked."""
+
+    token: int
     logprob: TokenLogprob | None = None
 
 
@@ -50,9 +58,25 @@ class Session(Protocol):
         `end` unset). Closing the iterator early releases its resources."""
         ...
 
+    def close(self) -> None:
+        """The job attempt is over: give back what it held (a local model's sequence)."""
+        ...
+
 
 class Backend(Protocol):
     def session(self, spec: JobSpec) -> Session: ...
+
+
+class TokenSequence(Protocol):
+    """Where a local job's windows are decoded: a sequence of a batched engine, or a context
+    of its own for a deterministic job. Held from the job's first window to its end."""
+
+    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Generator[Sampled]:
+        """Sampled tokens after `context`, endlessly; the caller decides when to stop, and
+        closes the generator."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class TokenBackend(Protocol):
@@ -61,18 +85,16 @@ class TokenBackend(Protocol):
     n_ctx: int
 
     def prompt_tokens(self, spec: JobSpec) -> list[int]: ...
-    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]: ...
+    def sequence(self, spec: JobSpec) -> TokenSequence: ...
     def is_end(self, token: int) -> bool: ...
     def piece(self, token: int) -> bytes: ...
-    def logprob(self, token: int, top: int) -> TokenLogprob:
-        """The token just sampled, with `top` alternatives (only right after sampling it)."""
-        ...
 
 
 class TokenSession:
-    """Windows over a local model. Each starts from a fresh evaluation of the prompt plus the
-    latest output that fits beside the window, with a sampler seeded from the job seed and
-    the window number: a window resumed on another worker is the same computation."""
+    """Windows over a local model. Each starts from the prompt plus the latest output that
+    fits beside the window, with a sampler seeded from the job seed and the window number: a
+    window resumed on another worker starts from the same tokens and seed (and, for a
+    deterministic job, is the same computation)."""
 
     def __init__(self, backend: TokenBackend, spec: JobSpec) -> None:
         self.backend, self.spec = backend, spec
@@ -83,6 +105,7 @@ class TokenSession:
         self.end: FinishReason | None = None
         self.stops: Sequence[str] = ()  # set by the backend for a chat rendered as a transcript
         self.output: list[int] = []
+        self._sequence: TokenSequence | None = None  # taken at the first window
 
     def replay(self, committed: Committed) -> bytes:
         self.output.extend(committed.token_ids)
@@ -90,16 +113,23 @@ class TokenSession:
 
     def window(self, window: int, size: int) -> Generator[Piece]:
         backend, spec = self.backend, self.spec
+        if self._sequence is None:
+            self._sequence = backend.sequence(spec)
         context = self.prompt + kept_output(self.output, self.room, size)
         seed = window_seed(spec.seed or 0, window)
-        for token in backend.tokens(context, spec, seed):
-            if not spec.ignore_eos and backend.is_end(token):
-                self.end = FinishReason.STOP
-                return
-            self.output.append(token)
-            top = spec.logprobs
-            logprob = None if top is None else backend.logprob(token, top)
-            yield Piece(token, backend.piece(token), logprob)
+        with closing(self._sequence.tokens(context, spec, seed)) as sampled:
+            for item in sampled:
+                token = item.token
+                if not spec.ignore_eos and backend.is_end(token):
+                    self.end = FinishReason.STOP
+                    return
+                self.output.append(token)
+                yield Piece(token, backend.piece(token), item.logprob)
+
+    def close(self) -> None:
+        if self._sequence is not None:
+            self._sequence.close()
+            self._sequence = None
 
 
 class FrameSink(Protocol):
@@ -238,6 +268,15 @@ def generate(
     after the chunk or window start that follows it). The token chunks of all
     attempts, each cut back to its resume point, concatenate to the result text."""
     session = backend.session(spec)
+    try:
+        return _generate(session, spec, sink, chunker, committed)
+    finally:
+        session.close()
+
+
+def _generate(
+    session: Session, spec: JobSpec, sink: FrameSink, chunker: Chunker, committed: Committed
+) -> Generated:
     run = _Run(session, spec, sink, chunker, TextAssembler([*spec.stop, *session.stops]))
     if spec.logprobs is not None and (committed.windows == 0 or committed.logprobs is not None):
         run.logprobs = list(committed.logprobs or [])

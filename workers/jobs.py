@@ -5,6 +5,7 @@ together with the job's final record, unless a newer attempt has taken the job o
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +55,8 @@ class WorkerContext:
     models: ModelCache
     # Called for each attempt (metrics, Flower's progress events): see workers.observe.
     observers: list[ObserverFactory] = field(default_factory=list)
-    _outbox: Outbox | None = None
+    # One outbox per job thread (a worker with slots runs a task message per thread).
+    _outboxes: threading.local = field(default_factory=threading.local)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
@@ -63,15 +65,17 @@ class WorkerContext:
             settings,
             connect(settings),
             Keys(settings.key_prefix),
-            ModelCache(registry, int(settings.model_budget_mb * MB)),
+            ModelCache(registry, int(settings.model_budget_mb * MB), settings.slots),
         )
 
     def outbox(self, max_delay_s: float) -> Outbox:
-        """The process's outbox (workers.outbox), set to let endings wait `max_delay_s`."""
-        if self._outbox is None:
-            self._outbox = Outbox(self.redis, self.keys, self.settings.job_ttl_s)
-        self._outbox.max_delay_s = max_delay_s
-        return self._outbox
+        """The thread's outbox (workers.outbox), set to let endings wait `max_delay_s`."""
+        outbox: Outbox | None = getattr(self._outboxes, "outbox", None)
+        if outbox is None:
+            outbox = Outbox(self.redis, self.keys, self.settings.job_ttl_s)
+            self._outboxes.outbox = outbox
+        outbox.max_delay_s = max_delay_s
+        return outbox
 
     def chunker(self, eager: bool) -> Chunker:
         interval_s = self.settings.chunk_interval_ms / 1000
@@ -151,11 +155,11 @@ def _attempt(
 def _run(
     ctx: WorkerContext, record: JobRecord, pub: FramePublisher, eager: bool, info: AttemptInfo
 ) -> None:
-    backend = ctx.models.get(record.spec.model)
-    committed = _resume_point(ctx, pub) if pub.epoch > 0 else Committed()
-    log.info("job started", extra=_fields(pub, record, from_window=committed.windows))
-    pub.observer.started(info, committed.windows)
-    out = generate(backend, record.spec, pub, ctx.chunker(eager), committed)
+    with ctx.models.use(record.spec.model) as backend:
+        committed = _resume_point(ctx, pub) if pub.epoch > 0 else Committed()
+        log.info("job started", extra=_fields(pub, record, from_window=committed.windows))
+        pub.observer.started(info, committed.windows)
+        out = generate(backend, record.spec, pub, ctx.chunker(eager), committed)
     _succeed(ctx, pub, record, out)
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -28,13 +30,13 @@ class LoadedModel(Backend, Protocol):
     def close(self) -> None: ...
 
 
-Loader = Callable[[str, AnyModelConfig, Path | None], LoadedModel]
+Loader = Callable[[str, AnyModelConfig, Path | None, int], LoadedModel]
 
 
-def load_backend(name: str, config: AnyModelConfig, path: Path | None) -> LoadedModel:
+def load_backend(name: str, config: AnyModelConfig, path: Path | None, slots: int) -> LoadedModel:
     if isinstance(config, LlamaModelConfig):
         assert path is not None  # ModelCache passes a local model's file
-        return LlamaBackend(name, config, path)
+        return LlamaBackend(name, config, path, slots)
     return RemoteBackend(name, config)
 
 
@@ -42,23 +44,44 @@ def load_backend(name: str, config: AnyModelConfig, path: Path | None) -> Loaded
 class _Loaded:
     backend: LoadedModel
     size: int  # bytes of its file; 0 for a remote model
+    users: int = 0  # jobs running on it: never unloaded under them
 
 
 @dataclass
 class ModelCache:
     registry: ModelRegistry
     budget_bytes: int = 0  # 0: no limit
+    slots: int = 1  # GENQ_SLOTS: jobs at once per local model
     load: Loader = load_backend
     _loaded: OrderedDict[str, _Loaded] = field(default_factory=OrderedDict)
+    # Job threads share the cache (a worker with slots): one loads a model, the others wait.
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def names(self) -> list[str]:
         """Loaded models, least recently used first."""
         return list(self._loaded)
 
+    @contextmanager
+    def use(self, name: str) -> Iterator[LoadedModel]:
+        """The loaded model, kept loaded while the block runs (a job on it)."""
+        with self._lock:
+            backend = self.get(name)
+            self._loaded[name].users += 1
+        try:
+            yield backend
+        finally:
+            with self._lock:
+                if name in self._loaded:
+                    self._loaded[name].users -= 1
+
     def get(self, name: str) -> LoadedModel:
         """The loaded model; ModelLoadError if it cannot be loaded (not cached: a fixed file
         is picked up by the next job)."""
+        with self._lock:
+            return self._get(name)
+
+    def _get(self, name: str) -> LoadedModel:
         loaded = self._loaded.get(name)
         if loaded is not None:
             self._loaded.move_to_end(name)
@@ -72,7 +95,7 @@ class ModelCache:
             source, size = redact_url(config.base_url), 0
         self._make_room(size)
         started = time.monotonic()
-        backend = self.load(name, config, path)
+        backend = self.load(name, config, path, self.slots)
         self._loaded[name] = _Loaded(backend, size)
         log.info(
             "model loaded",
@@ -97,8 +120,12 @@ class ModelCache:
         (a model larger than the whole budget is still loaded, alone)."""
         if not self.budget_bytes:
             return
-        while self._loaded and self.loaded_bytes + size > self.budget_bytes:
-            name, loaded = self._loaded.popitem(last=False)
+        while self.loaded_bytes + size > self.budget_bytes:
+            idle = [name for name, loaded in self._loaded.items() if not loaded.users]
+            if not idle:
+                return  # every loaded model is in use: over budget until a job ends
+            name = idle[0]
+            loaded = self._loaded.pop(name)
             loaded.backend.close()
             log.info(
                 "model unloaded: least recently used, and the next would exceed the budget",

@@ -6,6 +6,7 @@ shows as its result (there is no result backend), and reports progress to Flower
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,9 +28,14 @@ class GenqTask(Task):  # type: ignore[misc]
     metrics (two would overwrite each other's values in the shared metric files)."""
 
     _context: WorkerContext | None = None
+    _making = threading.Lock()  # a worker with slots runs tasks in threads
 
     @property
     def context(self) -> WorkerContext:
+        with GenqTask._making:
+            return self._make_context()
+
+    def _make_context(self) -> WorkerContext:
         if GenqTask._context is None:
             genq_app: GenqCelery = self.app
             settings = genq_app.genq_settings

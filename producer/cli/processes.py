@@ -41,12 +41,21 @@ FLOWER_COLUMNS = "name,uuid,state,result,args,received,runtime,worker"
     help="Device class to serve [env GENQ_DEVICE]; gpu needs a CUDA build of llama-cpp-python.",
 )
 @click.option(
-    "-c",
-    "--concurrency",
-    type=int,
+    "--slots",
+    envvar="GENQ_SLOTS",
+    type=click.IntRange(1, 256),
     default=1,
     show_default=True,
-    help="Worker processes; each loads its models once.",
+    help="Jobs at once per model in one process [env GENQ_SLOTS]: a local model decodes them "
+    "together (continuous batching), a remote one streams them at once; a registry entry's "
+    "`slots` overrides it. 1: one job at a time, each deterministic.",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    help="Worker processes, each with its own copy of its models (default 1); only with "
+    "--slots 1 (more slots run in one process).",
 )
 @click.option("-l", "--loglevel", default="info", show_default=True)
 @click.option("-n", "--hostname", help="Node name (default genq@HOST).")
@@ -54,7 +63,8 @@ FLOWER_COLUMNS = "name,uuid,state,result,args,received,runtime,worker"
 def worker(
     models: str | None,
     device: str,
-    concurrency: int,
+    slots: int,
+    concurrency: int | None,
     loglevel: str,
     hostname: str | None,
     celery_args: tuple[str, ...],
@@ -72,17 +82,29 @@ def worker(
     if models is not None:
         os.environ["GENQ_WORKER_MODELS"] = models
     os.environ["GENQ_DEVICE"] = device  # so that the worker process serves the same
+    os.environ["GENQ_SLOTS"] = str(slots)
     settings = Settings()
     try:
         plan = serving(settings, ModelRegistry.from_settings(settings))
     except RegistryError as exc:
         fail(str(exc), EXIT_USAGE)
+    if plan.slots > 1 and concurrency not in (None, 1):
+        fail(
+            f"-c {concurrency} starts processes of one slot each, but this worker runs "
+            f"{plan.slots} slots in one process: give one of --slots and -c, or start more "
+            "workers",
+            EXIT_USAGE,
+        )
+    pool = (
+        ["-P", "threads", "-c", str(plan.slots)]
+        if plan.slots > 1
+        else ["-c", str(concurrency or 1)]
+    )
     _exec_celery(
         "worker",
         "-Q",
         ",".join(plan.queues),
-        "-c",
-        str(concurrency),
+        *pool,
         "-l",
         loglevel,
         "-E",

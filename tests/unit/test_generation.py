@@ -7,7 +7,7 @@ import hashlib
 import itertools
 import math
 import random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -20,6 +20,7 @@ from workers.chunks import Chunker
 from workers.generation import (
     Committed,
     Generated,
+    Sampled,
     TokenSession,
     generate,
     window_seed,
@@ -58,6 +59,8 @@ class Backend:
     n_ctx: int = 4096
     prompt: list[int] = field(default_factory=lambda: list(PROMPT))
     calls: list[Call] = field(default_factory=list)
+    sequences: int = 0  # sequences taken (one per job attempt that generates)
+    closed: int = 0  # and given back
 
     def prompt_tokens(self, spec: JobSpec) -> list[int]:
         return list(self.prompt)
@@ -68,8 +71,21 @@ class Backend:
     def piece(self, token: int) -> bytes:
         return piece(token)
 
-    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
+    def draw(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
         raise NotImplementedError  # each scripted backend draws its own
+
+    def sequence(self, spec: JobSpec) -> Backend:
+        self.sequences += 1
+        return self
+
+    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Generator[Sampled]:
+        """What a TokenSequence yields: the drawn tokens, with log probabilities if asked."""
+        for token in self.draw(context, spec, seed):
+            top = spec.logprobs
+            yield Sampled(token, None if top is None else self.logprob(token, top))
+
+    def close(self) -> None:
+        self.closed += 1
 
     def session(self, spec: JobSpec) -> TokenSession:
         return TokenSession(self, spec)
@@ -99,7 +115,7 @@ class ScriptBackend(Backend):
     def __post_init__(self) -> None:
         self._source = iter(self.script)
 
-    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
+    def draw(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
         call = self._record(context, seed)
         for token in self._source:
             call.drawn.append(token)
@@ -117,7 +133,7 @@ class SeededBackend(Backend):
     """A stand-in model: a window's tokens are a pure function of (context, seed), so a
     wrong context or a wrong seed gives other tokens."""
 
-    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
+    def draw(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
         call = self._record(context, seed)
         key = hashlib.blake2b(repr((tuple(context), seed)).encode(), digest_size=8).digest()
         rng = random.Random(int.from_bytes(key, "big"))

@@ -30,7 +30,7 @@ class Loads:
     loaded: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
 
-    def __call__(self, name: str, config: AnyModelConfig, path: Path | None) -> Any:
+    def __call__(self, name: str, config: AnyModelConfig, path: Path | None, slots: int) -> Any:
         assert isinstance(config, LlamaModelConfig)
         assert path == config.path
         self.loaded.append(name)
@@ -48,7 +48,7 @@ def registry(tmp_path: Path, sizes_mb: dict[str, float]) -> ModelRegistry:
 
 def cache(tmp_path: Path, budget_mb: float, **sizes_mb: float) -> tuple[ModelCache, Loads]:
     loads = Loads()
-    models = ModelCache(registry(tmp_path, sizes_mb), int(budget_mb * MB), loads)
+    models = ModelCache(registry(tmp_path, sizes_mb), int(budget_mb * MB), load=loads)
     return models, loads
 
 
@@ -92,3 +92,14 @@ def test_an_unknown_model_loads_nothing(tmp_path: Path) -> None:
     with pytest.raises(UnknownModel, match="unknown model 'zz'"):
         models.get("zz")
     assert loads.loaded == []
+
+
+def test_a_model_a_job_is_using_is_not_unloaded(tmp_path: Path) -> None:
+    models, loads = cache(tmp_path, 1.5, a=1, b=1, c=1)
+    with models.use("a"):
+        models.get("b")  # over budget: a is in use, so both stay loaded
+        assert loads.closed == []
+        assert models.names == ["a", "b"]
+    models.get("c")  # a is no longer in use: both go, least recently used first
+    assert loads.closed == ["a", "b"]
+    assert models.names == ["c"]

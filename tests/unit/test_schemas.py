@@ -43,6 +43,7 @@ def test_job_spec_defaults() -> None:
         "stop": [],
         "logit_bias": {},
         "ignore_eos": False,
+        "deterministic": None,
         "window_tokens": None,
         "max_windows": None,
         "logprobs": None,

@@ -1,22 +1,24 @@
 """The llama backend: a local GGUF model run by llama-cpp-python.
 
-The token loop is driven through `Llama.generate()`, one token at a time; llama-cpp-python's
-`create_completion(stream=True)` is avoided because it slows quadratically with output length.
+`Llama` loads the model and provides its vocabulary, tokenizer and chat template; tokens are
+decoded through llama.cpp's low-level API, in one of two places per job:
+- a slot of the model's batched engine (workers.engine), beside up to `slots - 1` other jobs;
+- a context of its own (workers.solo), for a deterministic job, and for every job on a worker
+  with one slot.
+Sampling is llama.cpp's native sampler chain (workers.sampling).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-from llama_cpp import Llama, LogitsProcessorList, llama_get_logits_ith
+from llama_cpp import Llama
 
 from common.adapters.llama_vocab import end_check
-from common.errors import InvalidJob, ModelLoadError
+from common.errors import ModelLoadError
 from common.logs import fields
 from common.prompts import (
     chat_template,
@@ -26,35 +28,48 @@ from common.prompts import (
     transcript_labels,
 )
 from common.registry import LlamaModelConfig
-from common.schemas import JobSpec, TokenLogprob, TopLogprob
-from workers.generation import TokenSession
+from common.schemas import JobSpec
+from workers.decoder import Decoder
+from workers.engine import Engine, Slot
+from workers.generation import Sampled, TokenSequence, TokenSession
+from workers.sampling import Sampler, Vocabulary
+from workers.solo import SoloPool, solo_window
 
 log = logging.getLogger(__name__)
+# The context `Llama` itself creates is never decoded in (the decoders have their own): the
+# smallest llama.cpp accepts keeps its memory small.
+LOADER_N_CTX = 64
 
 
 class LlamaBackend:
-    """One loaded model. Not thread-safe: a worker process runs one job at a time."""
+    """One loaded model, shared by a worker process's job threads."""
 
-    def __init__(self, name: str, config: LlamaModelConfig, path: Path) -> None:
+    def __init__(self, name: str, config: LlamaModelConfig, path: Path, slots: int = 1) -> None:
         self.name = name
         self.config = config
+        self.slots = config.slots or slots
         try:
             self._llm = Llama(
                 model_path=str(path),
-                n_ctx=config.n_ctx,
+                n_ctx=LOADER_N_CTX,
+                n_batch=LOADER_N_CTX,
+                # Its idle OpenMP threads would spin between jobs, starving other workers
+                # (measured: 5 ms jobs took 55-125).
                 n_threads=config.n_threads,
-                # Prompt evaluation would otherwise use every core, and its idle OpenMP threads
-                # spin between jobs, starving other workers (measured: 5 ms jobs took 55-125).
                 n_threads_batch=config.n_threads,
                 n_gpu_layers=config.n_gpu_layers,
-                n_batch=config.n_batch,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"model {name!r}: cannot load {path}: {exc}") from exc
-        self.n_ctx: int = self._llm.n_ctx()
+        self.n_ctx: int = config.n_ctx
+        self._threads = config.n_threads or self._llm.n_threads
         self._pieces: dict[int, bytes] = {}
         self._is_end = end_check(self._llm)
+        self.vocab = Vocabulary(self._llm.n_vocab(), self._llm.token_eos(), self._text)
+        self.solo = SoloPool(lambda: self._decoder(1))
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
         if chat_template(self._llm, config) is None:
             labels = transcript_labels(config.chat_labels)
             log.warning(
@@ -63,8 +78,27 @@ class LlamaBackend:
                 extra=fields(model=name, labels=",".join(dict.fromkeys(labels.values()))),
             )
 
+    def _decoder(self, n_seq: int) -> Decoder:
+        n_batch = min(self.config.n_batch, self.n_ctx)
+        return Decoder(self._llm.model, self.n_ctx, n_seq, n_batch, self._threads, self.name)
+
+    @property
+    def engine(self) -> Engine:
+        """The batched engine, made when a job first needs it."""
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = Engine(self._decoder(self.slots))
+                log.info(
+                    "engine started",
+                    extra=fields(model=self.name, slots=self.slots, n_ctx=self.n_ctx),
+                )
+            return self._engine
+
     def close(self) -> None:
         """Free the model's memory now (the worker's budget unloaded it)."""
+        if self._engine is not None:
+            self._engine.close()
+        self.solo.close()
         self._llm.close()
 
     def session(self, spec: JobSpec) -> TokenSession:
@@ -72,27 +106,23 @@ class LlamaBackend:
         session.stops = implicit_stops(self._llm, spec, self.config)
         return session
 
+    def deterministic(self, spec: JobSpec) -> bool:
+        """Whether the job decodes in a context of its own: asked for, or one slot."""
+        return self.slots == 1 or spec.deterministic is True
+
+    def sequence(self, spec: JobSpec) -> TokenSequence:
+        if self.deterministic(spec):
+            return _Solo(self)
+        engine = self.engine
+        return _Batched(self, engine, engine.acquire())
+
+    def sampler(self, spec: JobSpec, seed: int) -> Sampler:
+        return Sampler(spec, seed, self.vocab)
+
     def prompt_tokens(self, spec: JobSpec) -> list[int]:
         tokens = prompt_tokens(self._llm, spec, self.config)
         check_context(len(tokens), self.n_ctx, self.name)
         return tokens
-
-    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
-        """Sampled token ids after `context`, endlessly; the caller decides when to stop.
-        The context is evaluated afresh (no KV-cache reuse): a window must compute the same
-        whether it follows the previous window here or resumes on another worker."""
-        self._llm.reset()  # type: ignore[no-untyped-call]
-        self._llm.set_seed(seed)
-        return self._llm.generate(
-            context,
-            top_k=spec.top_k,
-            top_p=spec.top_p,
-            min_p=spec.min_p,
-            temp=spec.temperature,
-            repeat_penalty=spec.repeat_penalty,
-            reset=False,
-            logits_processor=self._logits_processor(spec),
-        )
 
     def is_end(self, token: int) -> bool:
         """End of generation: EOS, and also EOT/EOM tokens of chat models."""
@@ -105,43 +135,36 @@ class LlamaBackend:
             piece = self._pieces[token] = self._llm.detokenize([token])
         return piece
 
-    def logprob(self, token: int, top: int) -> TokenLogprob:
-        """From the logits the token was sampled from (still in the context until the next
-        evaluation): log-softmax of the raw logits, before temperature and other sampling
-        settings, as OpenAI and llama.cpp's servers report them."""
-        n_vocab = self._llm.n_vocab()
-        raw = np.ctypeslib.as_array(llama_get_logits_ith(self._llm.ctx, -1), shape=(n_vocab,))
-        logits = raw.astype(np.float64)
-        peak = logits.max()
-        logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
-        best: list[int] = []
-        if top:
-            part = np.argpartition(-logprobs, min(top, n_vocab) - 1)[:top]
-            best = sorted(part.tolist(), key=lambda t: (-logprobs[t], t))
-        return TokenLogprob(
-            token=self._text(token),
-            logprob=float(logprobs[token]),
-            top=[TopLogprob(token=self._text(t), logprob=float(logprobs[t])) for t in best],
-        )
-
     def _text(self, token: int) -> str:
         return self.piece(token).decode("utf-8", "replace")
 
-    def _logits_processor(self, spec: JobSpec) -> LogitsProcessorList | None:
-        bias = dict(spec.logit_bias)
-        if spec.ignore_eos:
-            bias[self._llm.token_eos()] = -np.inf
-        if not bias:
-            return None
-        ids = np.fromiter(bias.keys(), dtype=np.intc)
-        values = np.fromiter(bias.values(), dtype=np.single)
-        if ids.size and (ids.min() < 0 or ids.max() >= self._llm.n_vocab()):
-            raise InvalidJob(
-                f"logit_bias names a token id outside model {self.name!r}'s vocabulary"
-            )
 
-        def apply(_input_ids: Any, scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
-            scores[ids] += values
-            return scores
+class _Solo:
+    """A deterministic job's context, from the model's pool."""
 
-        return LogitsProcessorList([apply])
+    def __init__(self, backend: LlamaBackend) -> None:
+        self._backend = backend
+        self._decoder: Decoder | None = None
+
+    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Generator[Sampled]:
+        if self._decoder is None:
+            self._decoder = self._backend.solo.take()
+        return solo_window(self._decoder, context, self._backend.sampler(spec, seed))
+
+    def close(self) -> None:
+        if self._decoder is not None:
+            self._backend.solo.give(self._decoder)
+            self._decoder = None
+
+
+class _Batched:
+    """A job's slot of the model's engine."""
+
+    def __init__(self, backend: LlamaBackend, engine: Engine, slot: Slot) -> None:
+        self._backend, self._engine, self._slot = backend, engine, slot
+
+    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Generator[Sampled]:
+        return self._engine.window(self._slot, context, self._backend.sampler(spec, seed))
+
+    def close(self) -> None:
+        self._engine.release(self._slot)

@@ -132,6 +132,9 @@ class RemoteSession:
     def __post_init__(self) -> None:
         self.default_window = self.backend.config.window_tokens
 
+    def close(self) -> None:
+        """Nothing held between windows (each window's stream closes with it)."""
+
     def replay(self, committed: Committed) -> bytes:
         self.generated = [committed.text] if committed.text else []
         return committed.text.encode("utf-8")
