@@ -214,6 +214,11 @@ class _StreamView:
     def done(self) -> bool:
         return self.core.state.done
 
+    @property
+    def state(self) -> StreamState:
+        """The frames folded so far (see StreamState): what a TextFeed follows."""
+        return self.core.state
+
     def shown_text(self, eager: bool = False) -> str:
         """The text a printer may show now: without `eager`, only text that no resumed attempt
         can take back (see StreamState.shown_text); the whole text once the stream ended."""
