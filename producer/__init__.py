@@ -30,10 +30,11 @@ from common.schemas import (
     WorkerInfo,
 )
 from common.settings import Settings
-from producer.batches import AsyncBatchHandle, BatchHandle, CancelReport
+from producer.batches import AsyncBatchHandle, BatchHandle
 from producer.batchfile import Reject
 from producer.client import STOP, AsyncClient, AsyncJobHandle, Client, JobHandle
 from producer.core import StreamStats
+from producer.submitter import CancelReport
 
 __all__ = [
     "STOP",

@@ -25,22 +25,18 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import redis
 import redis.asyncio
 import redis.asyncio.client
 
-from common.connection import redis_errors, unavailable
+from common.connection import redis_errors
 from common.errors import InvalidBatch, InvalidJob, StreamTimeout
 from common.keys import Keys, check_batch_id, new_batch_id
-from common.lifecycle import Finish, now_ms, unstarted_finish
-from common.schemas import (
-    DEFAULT_PRIORITY,
-    BatchStatus,
-    JobState,
-    ResultLine,
-)
+from common.lifecycle import now_ms
+from common.schemas import DEFAULT_PRIORITY, BatchStatus, JobState, ResultLine
+from common.settings import Settings
 from common.store import Command, arun, queue, run
 from common.store import batches as batch_store
 from common.store import jobs as job_store
@@ -49,9 +45,7 @@ from producer.batchfile import BatchLine, Reject, Source, scan, valid_lines
 from producer.bundles import dispatches
 from producer.core import PreparedJob
 from producer.retry import retrying, retrying_async
-
-if TYPE_CHECKING:
-    from producer.client import AsyncClient, AsyncJobHandle, Client, JobHandle, _BaseClient
+from producer.submitter import CancelReport, Submitter
 
 SUBMIT_CHUNK = 500  # jobs written and dispatched per round
 FIRST_CHUNK = 50  # smaller, so that workers start while the rest is written
@@ -60,6 +54,38 @@ POLL_S = 1.0  # longest wait for a job's ending to be announced before the batch
 SHOWN_REJECTS = 20
 
 log = logging.getLogger("genq.client")
+
+H = TypeVar("H")  # a client's job handle: JobHandle, AsyncJobHandle
+H_co = TypeVar("H_co", covariant=True)
+
+
+class BatchClient(Protocol[H_co]):
+    """What a BatchHandle uses of its client (`producer.Client`), named here so that the
+    batches do not import the client, which imports them."""
+
+    @property
+    def keys(self) -> Keys: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def redis(self) -> redis.Redis: ...
+    @property
+    def submitter(self) -> Submitter: ...
+    def job(self, job_id: str, check: bool = True) -> H_co: ...
+
+
+class AsyncBatchClient(Protocol[H_co]):
+    """What an AsyncBatchHandle uses of its client (`producer.AsyncClient`)."""
+
+    @property
+    def keys(self) -> Keys: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def redis(self) -> redis.asyncio.Redis: ...
+    @property
+    def submitter(self) -> Submitter: ...
+    async def job(self, job_id: str, check: bool = True) -> H_co: ...
 
 
 @dataclass(frozen=True)
@@ -83,26 +109,6 @@ class Submission:
     rejects: list[Reject] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class CancelReport:
-    not_started: int  # queued jobs ended as cancelled
-    signalled: int  # running jobs told to stop (they end `cancelled` within a chunk)
-    already_ended: int
-
-    def __add__(self, other: CancelReport) -> CancelReport:
-        return CancelReport(
-            self.not_started + other.not_started,
-            self.signalled + other.signalled,
-            self.already_ended + other.already_ended,
-        )
-
-    def settled(self, applied: Sequence[int]) -> CancelReport:
-        """The report once the FINISH calls ran (`applied`: 1 or 0 each): a queued job that a
-        worker took meanwhile (0) was signalled instead, as it sees its cancel key."""
-        lost = list(applied).count(0)
-        return CancelReport(self.not_started - lost, self.signalled + lost, self.already_ended)
-
-
 def describe_rejects(source_name: str, rejects: Sequence[Reject]) -> str:
     shown = [f"  line {r.line}: {r.reason}" for r in rejects[:SHOWN_REJECTS]]
     more = len(rejects) - SHOWN_REJECTS
@@ -117,8 +123,10 @@ class BatchSubmitter:
     """Validates a whole batch first, then writes and dispatches it in chunks: one script call
     and one pipelined publish per chunk."""
 
-    def __init__(self, client: _BaseClient, options: BatchOptions, connection: redis.Redis) -> None:
-        self.client = client
+    def __init__(
+        self, submitter: Submitter, options: BatchOptions, connection: redis.Redis
+    ) -> None:
+        self.submitter = submitter
         self.redis = connection  # sync: AsyncClient runs a submission in a thread
         self.options = options
         given = options.batch_id
@@ -131,7 +139,7 @@ class BatchSubmitter:
         if not isinstance(source, str) and not hasattr(source, "open"):
             source = list(source)  # read twice: once to check, once to submit
         defaults = self.options.defaults
-        found = scan(source, defaults, self.client._check)
+        found = scan(source, defaults, self.submitter.check)
         name = str(source) if isinstance(source, str) or hasattr(source, "open") else "batch"
         if found.valid == 0 and not found.rejects:
             raise InvalidBatch(f"{name}: no jobs in it (it is empty)", [])
@@ -152,12 +160,12 @@ class BatchSubmitter:
         """Run SUBMIT for a chunk; the first chunk opens the batch's record in the same
         transaction, so that a batch exists only once a job of it does. Returns the job ids
         created."""
-        client = self.client
+        submitter = self.submitter
         opening = None
         if not self._opened:
             opening = Opening(now_ms(), self.options.priority, self.expires_ms)
         command = batch_store.submit(
-            client.keys, self.batch_id, jobs, client.settings.job_ttl_s, opening
+            submitter.keys, self.batch_id, jobs, submitter.settings.job_ttl_s, opening
         )
         pipe = self.redis.pipeline(transaction=True)
         queue(pipe, command)
@@ -174,9 +182,8 @@ class BatchSubmitter:
     def _submit_chunk(self, chunk: list[BatchLine]) -> int:
         """Write the chunk's new jobs, dispatch them (and any earlier job of the batch whose
         dispatch was interrupted), then mark them dispatched. Returns the jobs created."""
-        client = self.client
         jobs = [self._prepare(line) for line in chunk]
-        with redis_errors(client.settings):
+        with redis_errors(self.submitter.settings):
             created = self._write([NewJob(cid, job.job_id, job.record) for cid, job in jobs])
             pending = [job for _, job in jobs if job.job_id in created]
             if len(created) < len(jobs):
@@ -187,7 +194,7 @@ class BatchSubmitter:
         return len(created)
 
     def _prepare(self, line: BatchLine) -> tuple[str, PreparedJob]:
-        job = self.client._prepare(line.spec, {})
+        job = self.submitter.prepare(line.spec, {})
         record = job.record.model_copy(
             update={
                 "batch_id": self.batch_id,
@@ -203,7 +210,7 @@ class BatchSubmitter:
         """Jobs of an earlier submission of this batch that were written but whose dispatch
         did not complete (the submitter died): dispatched again. A second message for a job is
         harmless: only one attempt can claim it."""
-        keys = self.client.keys
+        keys = self.submitter.keys
         job_ids = run(self.redis, batch_store.job_ids_of(keys, self.batch_id, custom_ids))
         records = run(self.redis, job_store.read_many(keys, job_ids))
         return [
@@ -215,14 +222,12 @@ class BatchSubmitter:
     def _dispatch(self, jobs: list[PreparedJob]) -> None:
         if not jobs:
             return
-        client = self.client
-        settings = client.settings
-        try:
-            client._dispatcher.send(dispatches(jobs, settings.bundle_tokens, settings.bundle_jobs))
-        except Exception as exc:  # not queued; a resubmission with this batch id resumes
-            raise unavailable(client.settings, exc) from exc
-        with redis_errors(client.settings):
-            run(self.redis, job_store.mark_dispatched(client.keys, [job.job_id for job in jobs]))
+        submitter = self.submitter
+        settings = submitter.settings
+        # Not queued (RedisUnavailable): a resubmission with this batch id resumes.
+        submitter.send(dispatches(jobs, settings.bundle_tokens, settings.bundle_jobs))
+        with redis_errors(settings):
+            run(self.redis, job_store.mark_dispatched(submitter.keys, [job.job_id for job in jobs]))
 
 
 def _pairs(rejects: Sequence[Reject]) -> list[tuple[int, str]]:
@@ -455,11 +460,13 @@ class _BatchView:
         return batch_store.ended_channel(self._keys, self.batch_id)
 
 
-class BatchHandle(_BatchView):
+class BatchHandle(_BatchView, Generic[H]):
     """A batch: `status()`, `wait()`, `results()` in input order, `cancel()`, and its `jobs()`.
     After a submission, `submission` says what it created and what it rejected."""
 
-    def __init__(self, client: Client, batch_id: str, submission: Submission | None = None) -> None:
+    def __init__(
+        self, client: BatchClient[H], batch_id: str, submission: Submission | None = None
+    ) -> None:
         super().__init__(client.keys, batch_id, submission)
         self._client = client
 
@@ -502,7 +509,7 @@ class BatchHandle(_BatchView):
         for page in self._pages():
             yield from page
 
-    def jobs(self) -> Iterator[JobHandle]:
+    def jobs(self) -> Iterator[H]:
         """A handle on each job, in input order, to stream it (see Client.stream_many)."""
         for job_id in self.job_ids():
             yield self._client.job(job_id, check=False)
@@ -537,16 +544,16 @@ class BatchHandle(_BatchView):
             run(client.redis, batch_store.request_cancel(self._keys, self.batch_id))
         report = CancelReport(0, 0, 0)
         for page in self._pages():
-            report = report + client._cancel_jobs(page)
+            report = report + client.submitter.cancel(client.redis, page)
         return report
 
 
-class AsyncBatchHandle(_BatchView):
+class AsyncBatchHandle(_BatchView, Generic[H]):
     """The async face of BatchHandle: `await batch.wait()`, `async for line in
     batch.results()`, `await batch.cancel()`; the same methods, the same answers."""
 
     def __init__(
-        self, client: AsyncClient, batch_id: str, submission: Submission | None = None
+        self, client: AsyncBatchClient[H], batch_id: str, submission: Submission | None = None
     ) -> None:
         super().__init__(client.keys, batch_id, submission)
         self._client = client
@@ -589,7 +596,7 @@ class AsyncBatchHandle(_BatchView):
             for job_id in page:
                 yield job_id
 
-    async def jobs(self) -> AsyncIterator[AsyncJobHandle]:
+    async def jobs(self) -> AsyncIterator[H]:
         """A handle on each job, in input order (see AsyncClient.stream_many)."""
         async for job_id in self.job_ids():
             yield await self._client.job(job_id, check=False)
@@ -623,25 +630,5 @@ class AsyncBatchHandle(_BatchView):
             await arun(client.redis, batch_store.request_cancel(self._keys, self.batch_id))
         report = CancelReport(0, 0, 0)
         async for page in self._pages():
-            report = report + await client._cancel_jobs(page)
+            report = report + await client.submitter.acancel(client.redis, page)
         return report
-
-
-def cancel_calls(
-    job_ids: Sequence[str], records: Sequence[Mapping[str, str]]
-) -> tuple[list[Finish], CancelReport]:
-    """The FINISH calls that end the never-started jobs among `job_ids` as cancelled, and what
-    the cancel does to each job. A job queued again after its worker died is left to the
-    worker that claims it, which sees the cancel and ends it with its committed text."""
-    finishes = []
-    signalled = ended = 0
-    for job_id, raw in zip(job_ids, records, strict=True):
-        state = raw.get("state")
-        if state == JobState.QUEUED and raw.get("epoch") == "0":
-            record = job_store.decode(raw)
-            finishes.append(unstarted_finish(job_id, record, JobState.CANCELLED, []))
-        elif state in {JobState.QUEUED, JobState.RUNNING}:
-            signalled += 1
-        else:
-            ended += 1
-    return finishes, CancelReport(len(finishes), signalled, ended)

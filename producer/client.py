@@ -32,40 +32,29 @@ from typing import Any, Generic, Self, TypeVar
 import redis
 import redis.asyncio
 
-from common.connection import connect, connect_async, redis_errors, unavailable
-from common.dispatch import Dispatch, Dispatcher
+from common.connection import connect, connect_async, redis_errors
 from common.errors import InvalidEntry, InvalidJob, StreamTimeout
 from common.frames import Frame, TokenFrame
 from common.keys import Keys, check_batch_id, check_job_id, is_job_id
 from common.presence import live_workers, live_workers_async
-from common.prompts import PromptCounter
 from common.registry import ModelRegistry
 from common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec, WorkerInfo
 from common.settings import Settings
 from common.store import arun, jobs, leases, queue, run
 from common.store import streams as stream_store
-from producer.batches import (
-    AsyncBatchHandle,
-    BatchHandle,
-    BatchOptions,
-    BatchSubmitter,
-    CancelReport,
-    cancel_calls,
-)
+from producer.batches import AsyncBatchHandle, BatchHandle, BatchOptions, BatchSubmitter
 from producer.batchfile import Source
 from producer.core import (
     Placement,
     PreparedJob,
     StreamState,
     StreamStats,
-    check_job,
     parse_entry,
     parse_record,
-    parse_spec,
-    prepare_job,
     terminal_from_record,
 )
 from producer.retry import retrying, retrying_async
+from producer.submitter import CancelReport, Submitter
 
 OnChunk = Callable[[TokenFrame], object]
 STOP = True  # what an `on_chunk` callback returns to stop its job (any true value does)
@@ -78,27 +67,14 @@ log = logging.getLogger("genq.client")
 
 
 class _BaseClient:
-    """Settings, registry, validation and task dispatch; no Redis I/O of its own."""
+    """Settings, registry, and the submitter that checks, dispatches and cancels jobs (see
+    producer/submitter.py); no Redis I/O of its own."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.keys = Keys(self.settings.key_prefix)
         self.registry = ModelRegistry.from_settings(self.settings)
-        self._prompts = PromptCounter(self.registry)
-        self._dispatcher = Dispatcher(self.settings, main="genq-producer")
-
-    def _check(self, spec: JobSpec) -> None:
-        check_job(spec, self.settings, self.registry, self._prompts)
-
-    def _prepare(
-        self,
-        prompt: str | JobSpec | None,
-        fields: dict[str, Any],
-        placement: Placement | None = None,
-    ) -> PreparedJob:
-        spec = parse_spec(prompt, fields)
-        place = placement or Placement()
-        return prepare_job(spec, self.settings, self.registry, self._prompts, place)
+        self.submitter = Submitter(self.settings, self.registry)
 
     def _write_ops(self, pipe: Any, job: PreparedJob) -> None:
         """The commands that store a new job's record (a pipeline of either face)."""
@@ -106,29 +82,12 @@ class _BaseClient:
         if job.record.expires_ms:
             queue(pipe, leases.add_expiry(self.keys, job.job_id, job.record.expires_ms))
 
-    def _dispatch(self, job: PreparedJob) -> None:
-        record = job.record
-        try:
-            self._dispatcher.send(
-                [Dispatch(job.request, record.queue, record.priority, record.spec.model)]
-            )
-        except Exception as exc:  # kombu's errors vary by transport; all mean "not queued"
-            raise unavailable(self.settings, exc) from exc
-
-    def _submitter(
+    def _batch_submitter(
         self, connection: redis.Redis, batch_id: str | None, place: Placement, **options: Any
     ) -> BatchSubmitter:
         """A batch's submission, checked and placed as a job's is (see Client.submit_batch)."""
         batch_options = BatchOptions(batch_id, place.priority, place.expires_in_s, **options)
-        return BatchSubmitter(self, batch_options, connection)
-
-    def _cancel_ops(self, pipe: Any, job_ids: Sequence[str]) -> None:
-        """Set the jobs' cancel keys (running jobs see them at their next chunk) and read
-        their records, in one pipeline of either face."""
-        for job_id in job_ids:
-            queue(pipe, jobs.request_cancel(self.keys, job_id, self.settings.job_ttl_s))
-        for job_id in job_ids:
-            queue(pipe, jobs.fields(self.keys, job_id))
+        return BatchSubmitter(self.submitter, batch_options, connection)
 
 
 class _StreamCore:
@@ -234,34 +193,39 @@ class _StreamCore:
 class _StreamView:
     """What a reader sees of a stream, the same for the sync and async faces."""
 
-    _core: _StreamCore
+    core: _StreamCore  # the reading, without I/O (stream_many reads several at once)
 
     @property
     def text(self) -> str:
         """Text so far; once the stream is exhausted, the job's final text."""
-        return self._core.state.text
+        return self.core.state.text
 
     @property
     def result(self) -> JobResult:
         """The result, once the stream is exhausted: ResultNotReady before, JobFailed if the
         job failed."""
-        return self._core.state.outcome()
+        return self.core.state.outcome()
 
     @property
     def stats(self) -> StreamStats:
-        return self._core.state.stats()
+        return self.core.state.stats()
 
     @property
     def done(self) -> bool:
-        return self._core.state.done
+        return self.core.state.done
+
+    @property
+    def state(self) -> StreamState:
+        """The frames folded so far (see StreamState): what a TextFeed follows."""
+        return self.core.state
 
     def shown_text(self, eager: bool = False) -> str:
         """The text a printer may show now: without `eager`, only text that no resumed attempt
         can take back (see StreamState.shown_text); the whole text once the stream ended."""
-        return self._core.state.shown_text(eager)
+        return self.core.state.shown_text(eager)
 
     def set_timeout(self, timeout: float | None) -> None:
-        self._core.deadline = None if timeout is None else time.monotonic() + timeout
+        self.core.deadline = None if timeout is None else time.monotonic() + timeout
 
 
 S = TypeVar("S", bound=_StreamView)
@@ -280,18 +244,18 @@ class JobStream(_StreamView):
         core: _StreamCore,
         cancel: Callable[[], object] | None = None,
     ) -> None:
-        self._redis, self._settings, self._core = client, settings, core
+        self._redis, self._settings, self.core = client, settings, core
         self._cancel = cancel
 
     def __iter__(self) -> Self:
         return self
 
     def __next__(self) -> Frame:
-        core = self._core
+        core = self.core
         while not core.closed:
             frame = core.pop()
             if frame is not None:
-                self._mend()
+                self.mend()
                 if core.wants_stop(frame) and self._cancel is not None:
                     self._cancel()
                 return frame
@@ -302,23 +266,24 @@ class JobStream(_StreamView):
         raise StopIteration
 
     def _fill(self) -> None:
-        core, r = self._core, self._redis
+        core, r = self.core, self._redis
         read = stream_store.read({core.stream_key: core.last_id}, READ_COUNT, core.wait_ms())
         response = retrying(self._settings, lambda: run(r, read))
         if not core.take(response):
             core.after_idle(retrying(self._settings, lambda: run(r, core.record_fields)))
 
-    def _mend(self) -> None:
-        """After a hole in the frames, the checkpointed windows restore the text."""
-        core = self._core
+    def mend(self) -> None:
+        """After a hole in the frames, the checkpointed windows restore the text (reading the
+        stream does it for each frame; stream_many does it for the frames it reads)."""
+        core = self.core
         windows = core.windows_to_mend()
         if windows:
             read = stream_store.raw_entries(core.keys, core.state.job_id, windows)
-            self._core.mend(retrying(self._settings, lambda: run(self._redis, read)))
+            self.core.mend(retrying(self._settings, lambda: run(self._redis, read)))
 
     def close(self) -> None:
         """Stop reading (a client that leaves early); the job itself goes on."""
-        self._core.closed = True
+        self.core.closed = True
 
     def __enter__(self) -> Self:
         return self
@@ -337,18 +302,18 @@ class AsyncJobStream(_StreamView):
         core: _StreamCore,
         cancel: Callable[[], Any] | None = None,
     ) -> None:
-        self._redis, self._settings, self._core = client, settings, core
+        self._redis, self._settings, self.core = client, settings, core
         self._cancel = cancel
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> Frame:
-        core = self._core
+        core = self.core
         while not core.closed:
             frame = core.pop()
             if frame is not None:
-                await self._mend()
+                await self.mend()
                 if core.wants_stop(frame) and self._cancel is not None:
                     await self._cancel()
                 return frame
@@ -359,22 +324,23 @@ class AsyncJobStream(_StreamView):
         raise StopAsyncIteration
 
     async def _fill(self) -> None:
-        core, r = self._core, self._redis
+        core, r = self.core, self._redis
         read = stream_store.read({core.stream_key: core.last_id}, READ_COUNT, core.wait_ms())
         response = await retrying_async(self._settings, lambda: arun(r, read))
         if not core.take(response):
             raw = await retrying_async(self._settings, lambda: arun(r, core.record_fields))
             core.after_idle(raw)
 
-    async def _mend(self) -> None:
-        core, r = self._core, self._redis
+    async def mend(self) -> None:
+        """After a hole in the frames, the checkpointed windows restore the text."""
+        core, r = self.core, self._redis
         windows = core.windows_to_mend()
         if windows:
             read = stream_store.raw_entries(core.keys, core.state.job_id, windows)
             core.mend(await retrying_async(self._settings, lambda: arun(r, read)))
 
     async def aclose(self) -> None:
-        self._core.closed = True
+        self.core.closed = True
 
     async def __aenter__(self) -> Self:
         return self
@@ -393,30 +359,30 @@ class _Merge(Generic[H, M]):
 
     def __init__(self, streams: dict[str, tuple[H, M]]) -> None:
         self.streams = streams
-        self._by_key = {stream._core.stream_key: stream for _, stream in streams.values()}
+        self._by_key = {stream.core.stream_key: stream for _, stream in streams.values()}
 
     def ready(self) -> Iterator[tuple[H, M, Frame]]:
         """Each buffered frame, tagged by job (its stream mends the text before it is
         yielded); a stream whose terminal frame came out is then dropped."""
         for job_id, (job, stream) in list(self.streams.items()):
-            while (frame := stream._core.pop()) is not None:
+            while (frame := stream.core.pop()) is not None:
                 yield job, stream, frame
-            if stream._core.state.done:
+            if stream.core.state.done:
                 del self.streams[job_id]
-                del self._by_key[stream._core.stream_key]
+                del self._by_key[stream.core.stream_key]
 
     def positions(self) -> dict[Any, Any]:
-        return {key: stream._core.last_id for key, stream in self._by_key.items()}
+        return {key: stream.core.last_id for key, stream in self._by_key.items()}
 
     def wait_ms(self) -> int:
-        return min(stream._core.wait_ms() for stream in self._by_key.values())
+        return min(stream.core.wait_ms() for stream in self._by_key.values())
 
     def take(self, response: Any) -> list[_StreamCore]:
         """Buffer an XREAD reply; after an empty one, the cores to check against their job's
         record (see _StreamCore.after_idle)."""
         for item in response or []:
-            self._by_key[str(item[0])]._core.take([item])
-        return [] if response else [stream._core for stream in self._by_key.values()]
+            self._by_key[str(item[0])].core.take([item])
+        return [] if response else [stream.core for stream in self._by_key.values()]
 
 
 def _on_loop(progress: Callable[[int], None] | None) -> Callable[[int], None] | None:
@@ -527,13 +493,13 @@ class Client(_BaseClient):
         after which a job not started yet ends as `expired`. Raises InvalidJob (nothing
         queued) or RedisUnavailable."""
         submitted = time.monotonic()
-        job = self._prepare(prompt, fields, Placement(priority, expires_in))
+        job = self.submitter.prepare(prompt, fields, Placement(priority, expires_in))
         with redis_errors(self.settings):
             pipe = self.redis.pipeline()
             self._write_ops(pipe, job)
             pipe.execute()
         try:
-            self._dispatch(job)
+            self.submitter.dispatch(job)
         except Exception:
             with redis_errors(self.settings):  # not queued: leave no record behind
                 run(self.redis, jobs.delete(self.keys, job.job_id))
@@ -570,20 +536,20 @@ class Client(_BaseClient):
         defaults: dict[str, Any] | None = None,
         skip_invalid: bool = False,
         progress: Callable[[int], None] | None = None,
-    ) -> BatchHandle:
+    ) -> BatchHandle[JobHandle]:
         """Submit a batch: a JSONL file's path, or lines (JSON text or dicts), each a genq job
         or an OpenAI batch request with a `custom_id`. Every line is checked first: a bad one
         raises InvalidBatch naming each bad line, and nothing is submitted, unless
         `skip_invalid` (then the handle's `rejects` lists them). Submitting again with the same
         `batch_id` adds only the custom_ids the batch does not have."""
         place = Placement(priority, expires_in)  # checks them before anything is read
-        submitter = self._submitter(
+        submitter = self._batch_submitter(
             self.redis, batch_id, place, defaults=defaults or {}, skip_invalid=skip_invalid
         )
         submission = submitter.submit(source, progress)
         return BatchHandle(self, submitter.batch_id, submission)
 
-    def batch(self, batch_id: str) -> BatchHandle:
+    def batch(self, batch_id: str) -> BatchHandle[JobHandle]:
         """A handle on a batch submitted earlier; InvalidJob when there is none."""
         handle = BatchHandle(self, check_batch_id(batch_id))
         handle.status()
@@ -595,19 +561,8 @@ class Client(_BaseClient):
             with redis_errors(self.settings):
                 exists = run(self.redis, jobs.exists(self.keys, job_or_batch_id))
             if exists:
-                return self._cancel_jobs([job_or_batch_id])
+                return self.submitter.cancel(self.redis, [job_or_batch_id])
         return self.batch(job_or_batch_id).cancel()
-
-    def _cancel_jobs(self, job_ids: Sequence[str]) -> CancelReport:
-        with redis_errors(self.settings):
-            pipe = self.redis.pipeline(transaction=False)
-            self._cancel_ops(pipe, job_ids)
-            records = pipe.execute()[len(job_ids) :]
-            finishes, report = cancel_calls(job_ids, records)
-            pipe = self.redis.pipeline(transaction=False)
-            for finish in finishes:
-                queue(pipe, finish.command(self.keys, self.settings.job_ttl_s))
-            return report.settled(pipe.execute())
 
     def stream_many(
         self, jobs: Iterable[JobHandle], timeout: float | None = None
@@ -617,7 +572,7 @@ class Client(_BaseClient):
         merge = _Merge({job.job_id: (job, job.stream(timeout=timeout)) for job in jobs})
         while merge.streams:
             for job, stream, frame in merge.ready():
-                stream._mend()
+                stream.mend()
                 yield job, frame
             if merge.streams:
                 self._fill_many(merge)
@@ -701,14 +656,14 @@ class AsyncClient(_BaseClient):
         **fields: Any,
     ) -> AsyncJobHandle:
         submitted = time.monotonic()
-        job = self._prepare(prompt, fields, Placement(priority, expires_in))
+        job = self.submitter.prepare(prompt, fields, Placement(priority, expires_in))
         with redis_errors(self.settings):
             pipe = self.redis.pipeline()
             self._write_ops(pipe, job)
             await pipe.execute()
         try:
             # kombu publishes synchronously; a thread keeps the event loop free meanwhile.
-            await asyncio.to_thread(self._dispatch, job)
+            await asyncio.to_thread(self.submitter.dispatch, job)
         except Exception:
             with redis_errors(self.settings):  # not queued: leave no record behind
                 await arun(self.redis, jobs.delete(self.keys, job.job_id))
@@ -742,12 +697,12 @@ class AsyncClient(_BaseClient):
         defaults: dict[str, Any] | None = None,
         skip_invalid: bool = False,
         progress: Callable[[int], None] | None = None,
-    ) -> AsyncBatchHandle:
+    ) -> AsyncBatchHandle[AsyncJobHandle]:
         """Submit a batch (see Client.submit_batch). The submission is Client's own, run in a
         thread (reading the source and publishing to the broker block), so that the event
         loop stays free; `progress` is called on the event loop."""
         place = Placement(priority, expires_in)
-        submitter = self._submitter(
+        submitter = self._batch_submitter(
             self._sync_redis(), batch_id, place, defaults=defaults or {}, skip_invalid=skip_invalid
         )
         submission = await asyncio.to_thread(submitter.submit, source, _on_loop(progress))
@@ -758,7 +713,7 @@ class AsyncClient(_BaseClient):
             self._submit_redis = connect(self.settings)
         return self._submit_redis
 
-    async def batch(self, batch_id: str) -> AsyncBatchHandle:
+    async def batch(self, batch_id: str) -> AsyncBatchHandle[AsyncJobHandle]:
         """A handle on a batch submitted earlier; InvalidJob when there is none."""
         handle = AsyncBatchHandle(self, check_batch_id(batch_id))
         await handle.status()
@@ -770,19 +725,8 @@ class AsyncClient(_BaseClient):
             with redis_errors(self.settings):
                 exists = await arun(self.redis, jobs.exists(self.keys, job_or_batch_id))
             if exists:
-                return await self._cancel_jobs([job_or_batch_id])
+                return await self.submitter.acancel(self.redis, [job_or_batch_id])
         return await (await self.batch(job_or_batch_id)).cancel()
-
-    async def _cancel_jobs(self, job_ids: Sequence[str]) -> CancelReport:
-        with redis_errors(self.settings):
-            pipe = self.redis.pipeline(transaction=False)
-            self._cancel_ops(pipe, job_ids)
-            records = (await pipe.execute())[len(job_ids) :]
-            finishes, report = cancel_calls(job_ids, records)
-            pipe = self.redis.pipeline(transaction=False)
-            for finish in finishes:
-                queue(pipe, finish.command(self.keys, self.settings.job_ttl_s))
-            return report.settled(await pipe.execute())
 
     async def stream_many(
         self, jobs: Iterable[AsyncJobHandle], timeout: float | None = None
@@ -792,7 +736,7 @@ class AsyncClient(_BaseClient):
         merge = _Merge({job.job_id: (job, job.stream(timeout=timeout)) for job in jobs})
         while merge.streams:
             for job, stream, frame in merge.ready():
-                await stream._mend()
+                await stream.mend()
                 yield job, frame
             if merge.streams:
                 await self._fill_many(merge)

@@ -3,10 +3,11 @@ queue, and folding a job's frames into what a reader sees."""
 
 from __future__ import annotations
 
+import bisect
 import math
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +181,11 @@ class StreamState:
     `repair_through` then names how many checkpointed windows would restore it, and the
     terminal `done` frame always does. `committed` counts the characters of `text` that no
     later attempt can take back (checkpointed windows, or the final text).
+
+    The text is kept in parts and joined only when read whole: `length` counts it, and a
+    printer reads what is new with `text_between`, at the cost of the new text alone.
+    `rewrites` counts the times the text was replaced rather than added to (a resume that
+    cut it back, a repair): only then does a printer need to compare whole texts.
     """
 
     job_id: str
@@ -195,7 +201,10 @@ class StreamState:
     repair_through: int | None = None  # windows whose checkpointed text would mend the gap
     committed: int = 0
     skipped: int = 0
-    _parts: list[str] = field(default_factory=list)
+    length: int = 0  # characters of `text`
+    rewrites: int = 0  # times `text` was replaced rather than added to
+    _parts: list[str] = field(default_factory=list, init=False, repr=False)
+    _ends: list[int] = field(default_factory=list, init=False, repr=False)  # each part's end
 
     @property
     def done(self) -> bool:
@@ -203,7 +212,18 @@ class StreamState:
 
     @property
     def text(self) -> str:
-        return "".join(self._parts)
+        if len(self._parts) > 1:  # joined once: reading it again costs nothing
+            self._parts, self._ends = ["".join(self._parts)], [self.length]
+        return self._parts[0] if self._parts else ""
+
+    def text_between(self, start: int, end: int) -> str:
+        """`text[start:end]` (0 <= start), joining only the parts it spans."""
+        pieces = []
+        at = bisect.bisect_right(self._ends, start)  # the part that holds character `start`
+        while at < len(self._parts) and (begin := self._ends[at] - len(self._parts[at])) < end:
+            pieces.append(self._parts[at][max(start - begin, 0) : end - begin])
+            at += 1
+        return "".join(pieces)
 
     def apply(self, frame: Frame) -> None:
         now = time.monotonic()
@@ -212,7 +232,7 @@ class StreamState:
         if isinstance(frame, TokenFrame):
             self.chunks += 1
             self.tokens += frame.data.count
-            self._parts.append(frame.data.text)
+            self._add(frame.data.text)
             # A repair restores the text as of the window frame that asked for it; once later
             # text arrived it would drop that (the checkpoint may catch up only afterwards).
             self.repair_through = None
@@ -220,7 +240,8 @@ class StreamState:
                 self.first_token_at = now
         elif isinstance(frame, ResumeFrame):
             # A new attempt continues from the last checkpoint: later text is regenerated.
-            self._parts = [self.text[: frame.data.committed_chars]]
+            if frame.data.committed_chars < self.length:
+                self._rewrite(self.text[: frame.data.committed_chars])
             self.tokens = frame.data.committed_tokens
             self._want_repair(frame.data.from_window)
             self._commit()
@@ -237,22 +258,35 @@ class StreamState:
 
     def repair(self, text: str) -> None:
         """The text as checkpointed (or finished): the hole is mended."""
-        self._parts, self.gap, self.repair_through = [text], False, None
+        self._rewrite(text)
+        self.gap, self.repair_through = False, None
         self.committed = len(text)
+
+    def _add(self, text: str) -> None:
+        self._parts.append(text)
+        self.length += len(text)
+        self._ends.append(self.length)
+
+    def _rewrite(self, text: str) -> None:
+        self._parts, self._ends, self.length = [text], [len(text)], len(text)
+        self.rewrites += 1
 
     def _commit(self) -> None:
         """Without a hole, the text so far ends at a checkpoint (or is final)."""
         if not self.gap:
-            self.committed = len(self.text)
+            self.committed = self.length
+
+    def shown_length(self, eager: bool) -> int:
+        """How much of the text a printer may show now: all of it once the stream ended.
+        Before, while a hole waits to be mended, the committed text; otherwise the text so
+        far (`eager`) or its committed part, which no resumed attempt can take back."""
+        if self.done or (eager and not self.gap):
+            return self.length
+        return self.committed
 
     def shown_text(self, eager: bool) -> str:
-        """What a printer may show now: the whole text once the stream ended. Before, while a
-        hole waits to be mended, the committed text; otherwise the text so far (`eager`) or
-        its committed part, which no resumed attempt can take back."""
-        text = self.text
-        if self.done or (eager and not self.gap):
-            return text
-        return text[: self.committed]
+        """What a printer may show now (see `shown_length`)."""
+        return self.text[: self.shown_length(eager)]
 
     def _check_order(self, frame: Frame) -> None:
         if frame.epoch == self.epoch:
@@ -300,24 +334,62 @@ class TextFeed:
     regenerated differently what was already written (a remote model, or a job that is not
     deterministic): then `diverged_at` says from which character of the job's text, and
     `stale` how many characters written before were the earlier attempt's; the new attempt's
-    text from `diverged_at` on is written next, so that none of it is missing."""
+    text from `diverged_at` on is written next, so that none of it is missing.
 
-    written: str = ""  # the job's text as far as it was written
+    `follow` reads a StreamState at the cost of the text added since the last call: what was
+    written is a prefix of the state's text until the state rewrites it (a resume, a repair),
+    and only then are whole texts compared. After a resume took back text written, each
+    call compares the regenerated text with what was written there, once."""
+
     diverged_at: int | None = None
     stale: int = 0
+    _written: list[str] = field(default_factory=list, init=False, repr=False)  # in pieces
+    _length: int = field(default=0, init=False, repr=False)  # characters written
+    # Characters written that the text read has too (its first `_agreed` characters).
+    _agreed: int = field(default=0, init=False, repr=False)
+    _rewrites: int = field(default=0, init=False, repr=False)  # the state's, when last read
+
+    @property
+    def written(self) -> str:
+        """The job's text as far as it was written."""
+        if len(self._written) != 1:  # joined once, when a rewrite makes it needed
+            self._written = ["".join(self._written)]
+        return self._written[0]
+
+    def follow(self, state: StreamState, eager: bool = False) -> str:
+        """What to write now of the state's text (see StreamState.shown_length)."""
+        if state.rewrites != self._rewrites:  # text was replaced, not added to: compare it all
+            self._rewrites = state.rewrites
+            self._agreed = _common_prefix(state.text, self.written)
+        return self._step(state.text_between, state.shown_length(eager), state.done)
 
     def advance(self, text: str, final: bool = False) -> str:
-        """What to write now, given what may be shown now (`final`: the stream ended)."""
+        """What to write now, given the whole text that may be shown now (`final`: the stream
+        ended); it compares whole texts, as `follow` does only after a rewrite."""
+        self._agreed = _common_prefix(text, self.written)
+        return self._step(lambda start, end: text[start:end], len(text), final)
+
+    def _step(self, read: Callable[[int, int], str], shown: int, final: bool) -> str:
+        """`read(start, end)`: the text that may be shown, of which `shown` characters are."""
         self.diverged_at, self.stale = None, 0
-        if text.startswith(self.written):
-            new, self.written = text[len(self.written) :], text
-            return new
-        if self.written.startswith(text) and not final:
+        written, end = self._length, min(shown, self._length)
+        if self._agreed < end:  # a regeneration where text was written: compare that part
+            ours = read(self._agreed, end)
+            self._agreed += _common_prefix(ours, self.written[self._agreed : end])
+        at = min(self._agreed, end)  # the text shown and the text written agree up to here
+        if at == written:
+            return self._write(read(written, shown))
+        if at == shown and not final:
             return ""  # a resume took text back: its regeneration comes again first
-        at = _common_prefix(text, self.written)
-        self.diverged_at, self.stale = at, len(self.written) - at
-        self.written = text
-        return text[at:]
+        self.diverged_at, self.stale = at, written - at
+        self._written, self._length = [self.written[:at]], at
+        return self._write(read(at, shown))
+
+    def _write(self, new: str) -> str:
+        self._written.append(new)
+        self._length += len(new)
+        self._agreed = self._length
+        return new
 
 
 def _common_prefix(a: str, b: str) -> int:

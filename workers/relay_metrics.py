@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import redis
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -30,9 +30,6 @@ from common.registry import ModelRegistry
 from common.routing import queue_name
 from common.settings import Settings
 from workers.metrics import Endpoint, serve
-
-if TYPE_CHECKING:
-    from workers.relay import Relay
 
 log = logging.getLogger("genq.relay")
 
@@ -115,8 +112,23 @@ def sum_per_queue(lengths: Sequence[int], lists_per_queue: int) -> list[int]:
     ]
 
 
+class RelayCounts(Protocol):
+    """What the metrics read of the relay (`workers.relay.Relay`), named here so that the
+    metrics do not import the relay, which imports them."""
+
+    @property
+    def moved(self) -> int:
+        """Frames moved into the streams so far."""
+        ...
+
+    @property
+    def stats(self) -> RelayStats: ...
+
+
 class RelayCollector(Collector):
-    def __init__(self, relay: Relay, queues: Sequence[ModelQueue], client: redis.Redis) -> None:
+    def __init__(
+        self, relay: RelayCounts, queues: Sequence[ModelQueue], client: redis.Redis
+    ) -> None:
         self._relay = relay
         self._queues = tuple(queues)
         self._redis = client
@@ -214,7 +226,7 @@ def registry_queues(settings: Settings) -> list[ModelQueue]:
         return []
 
 
-def serve_relay(relay: Relay, settings: Settings) -> Endpoint | None:
+def serve_relay(relay: RelayCounts, settings: Settings) -> Endpoint | None:
     """The relay's endpoint on GENQ_RELAY_METRICS_PORT; None when that is 0 or in use."""
     if not settings.relay_metrics_port:
         return None

@@ -43,7 +43,7 @@ from ops.bench.stack import Stack, local_stack
 from ops.bench.workload import job_model
 from ops.localstack import StackError
 from producer.batches import BatchHandle
-from producer.client import Client
+from producer.client import Client, JobHandle
 
 PROCESSES = 2  # worker processes, and baseline processes, unless --overhead-processes
 JOBS = 200  # the target's batch, unless --overhead-jobs
@@ -202,7 +202,7 @@ def cpu_seconds(roles: dict[str, list[psutil.Process]]) -> dict[str, float]:
     return {role: sum(sum(proc.cpu_times()[:2]) for proc in procs) for role, procs in roles.items()}
 
 
-def job_times(client: Client, handle: BatchHandle) -> list[JobTimes]:
+def job_times(client: Client, handle: BatchHandle[JobHandle]) -> list[JobTimes]:
     pipe = client.redis.pipeline(transaction=False)
     for job_id in handle.job_ids():
         pipe.hmget(client.keys.job(job_id), _RECORD_FIELDS)

@@ -15,7 +15,7 @@ from common.settings import Settings
 from producer.batches import BatchHandle
 from producer.cli.options import parse_duration, priority_option
 from producer.cli.output import EXIT_FAILED, fail, note, stderr_console
-from producer.client import Client
+from producer.client import Client, JobHandle
 from producer.progress import BatchProgress
 
 
@@ -87,7 +87,7 @@ def submit(
             _wait(client.batch(batch.batch_id), None)
 
 
-def _report_submission(batch: BatchHandle, file: Path, rejects: Path | None) -> None:
+def _report_submission(batch: BatchHandle[JobHandle], file: Path, rejects: Path | None) -> None:
     done = batch.submission
     again = f" ({done.existing} already in it)" if done.existing else ""
     note(f"submitted {done.created} jobs to batch {escape(batch.batch_id)}{again}")
@@ -110,7 +110,7 @@ def wait(settings: Settings, /, batch_id: str, timeout: float | None) -> None:
         _wait(client.batch(batch_id), timeout)
 
 
-def _wait(batch: BatchHandle, timeout: float | None) -> None:
+def _wait(batch: BatchHandle[JobHandle], timeout: float | None) -> None:
     with BatchProgress(stderr_console(), "generating", None) as bar:
         final = batch.wait(timeout=timeout, progress=bar.update)
     lines = [f"{getattr(final, n)} {n}" for n in ("succeeded", "failed", "cancelled", "expired")]

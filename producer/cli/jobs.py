@@ -151,7 +151,7 @@ def _print_stream(
 
 
 def _write_text(out: IO[str], feed: TextFeed, stream: JobStream, tty: bool, job_id: str) -> None:
-    new = feed.advance(stream.shown_text(eager=tty), final=stream.done)
+    new = feed.follow(stream.state, eager=tty)
     out.write(terminal_safe(new) if tty else new)
     if feed.diverged_at is not None:
         note(

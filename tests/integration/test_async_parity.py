@@ -15,7 +15,15 @@ import redis
 from common.frames import TokenFrame
 from common.schemas import BatchStatus, FinishReason, JobState
 from ops.localstack import wait_for
-from producer import AsyncBatchHandle, AsyncClient, CancelReport, Client, ResultLine, Settings
+from producer import (
+    AsyncBatchHandle,
+    AsyncClient,
+    AsyncJobHandle,
+    CancelReport,
+    Client,
+    ResultLine,
+    Settings,
+)
 
 from .test_batches import ENDLESS, MIXED
 
@@ -33,7 +41,7 @@ def test_async_batch_runs_to_results_in_input_order_the_same_as_the_sync_faces(
 ) -> None:
     seen: list[tuple[int, int]] = []
 
-    async def main() -> tuple[AsyncBatchHandle, BatchStatus, list[ResultLine]]:
+    async def main() -> tuple[AsyncBatchHandle[AsyncJobHandle], BatchStatus, list[ResultLine]]:
         loop_thread = threading.get_ident()
         async with AsyncClient(settings) as aclient:
             batch = await aclient.submit_batch(

@@ -340,7 +340,7 @@ def test_stream_many_merges_several_jobs_frames_tagged_by_job(client: Client) ->
 
 
 def test_batch_handle_lists_its_jobs_and_attaches_by_id(client: Client) -> None:
-    batch: BatchHandle = client.submit_batch(MIXED[:2])
+    batch: BatchHandle[JobHandle] = client.submit_batch(MIXED[:2])
     again = client.batch(batch.batch_id)
     assert [job.job_id for job in again.jobs()] == list(batch.job_ids())
     assert again.wait(timeout=60).complete

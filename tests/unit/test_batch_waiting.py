@@ -7,7 +7,8 @@ import pytest
 
 from common.errors import StreamTimeout
 from common.schemas import BatchStatus
-from producer.batches import CancelReport, _ResultPage, _Waiting
+from producer.batches import _ResultPage, _Waiting
+from producer.submitter import CancelReport
 
 ENDED = ("succeeded", "c", '{"text": "t", "finish_reason": "length", "usage": null}', None, None)
 RUNNING = ("running", "c", None, None, None)

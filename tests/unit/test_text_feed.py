@@ -139,6 +139,91 @@ def test_resumed_stream_shows_the_committed_text_then_the_regeneration() -> None
     assert "".join(out) == "Once upon a time" == state.text
 
 
+class CountingState(StreamState):
+    """A StreamState that counts the characters of its text it hands out, whole or in part."""
+
+    touched = 0
+
+    @property
+    def text(self) -> str:
+        text = super().text
+        self.touched += len(text)
+        return text
+
+    def text_between(self, start: int, end: int) -> str:
+        text = super().text_between(start, end)
+        self.touched += len(text)
+        return text
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["terminal", "pipe"])
+def test_following_a_stream_reads_each_character_of_its_text_once(eager: bool) -> None:
+    """A frame costs the printer its new text, not the whole text so far (which grows with
+    the job: reading it at each frame made a long job's printing quadratic)."""
+    state, feed, out = CountingState(JOB), TextFeed(), []
+    seq = 0
+    for window_number in range(40):
+        for _ in range(10):
+            seq += 1
+            state.apply(token(0, seq, "word "))
+            out.append(feed.follow(state, eager))
+        seq += 1
+        state.apply(window(0, seq, window_number, "word " * 10))
+        out.append(feed.follow(state, eager))
+    assert "".join(out) == "word " * 400
+    assert state.touched == len("word " * 400)
+
+
+def test_following_a_resumed_stream_shows_the_committed_text_then_the_regeneration() -> None:
+    state, feed, out = CountingState(JOB), TextFeed(), []
+    for frame in (
+        token(0, 1, "Once "),
+        window(0, 2, 0, "Once "),
+        token(0, 3, "upon a"),  # the dead attempt's tail, written on a terminal
+        resume(1, 5),
+        token(1, 2, "upon"),  # regenerated as written: nothing new yet
+        token(1, 3, " a time"),
+    ):
+        state.apply(frame)
+        out.append(feed.follow(state, eager=True))
+    assert out == ["Once ", "", "upon a", "", "", " time"]
+    assert feed.diverged_at is None and feed.written == "Once upon a time" == state.text
+
+
+def test_following_a_regeneration_that_differs_says_where() -> None:
+    state, feed = StreamState(JOB), TextFeed()
+    for frame in (token(0, 1, "Once "), window(0, 2, 0, "Once "), token(0, 3, "upon a")):
+        state.apply(frame)
+        feed.follow(state, eager=True)
+    state.apply(resume(1, 5))
+    assert feed.follow(state, eager=True) == ""
+    state.apply(token(1, 2, "there"))
+    assert feed.follow(state, eager=True) == "there"
+    assert (feed.diverged_at, feed.stale) == (5, 6)
+    state.apply(token(1, 3, " was"))
+    assert feed.follow(state, eager=True) == " was" and feed.diverged_at is None
+
+
+def test_text_between_reads_across_parts() -> None:
+    state = StreamState(JOB)
+    for seq, part in enumerate(["Once ", "", "upon", " a time"], start=1):
+        state.apply(token(0, seq, part))
+    text = "Once upon a time"
+    assert state.length == len(text)
+    for start in range(len(text) + 1):
+        for end in range(start, len(text) + 2):
+            assert state.text_between(start, end) == text[start:end], (start, end)
+
+
+def test_a_resume_that_cuts_text_back_counts_as_a_rewrite() -> None:
+    state = StreamState(JOB)
+    state.apply(token(0, 1, "Once upon"))
+    state.apply(resume(1, 9))  # cuts nothing
+    assert (state.rewrites, state.text) == (0, "Once upon")
+    state.apply(resume(2, 5))
+    assert (state.rewrites, state.text, state.length) == (1, "Once ", 5)
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [({"state": "succeeded"}, "no field 'spec'"), ({"spec": "{}"}, "exactly one of")],

@@ -1,0 +1,143 @@
+"""`Submitter`: what a job goes through on its way in and out of the queue, whoever submits it
+(`Client.submit`, a batch's `BatchSubmitter`) or cancels it (a job handle, a batch handle):
+checking it against its model, preparing its record, sending its task messages, and
+cancelling it.
+
+Checking and preparing do no I/O; sending blocks on the broker (kombu publishes
+synchronously: an async caller runs it in a thread). Cancelling has a sync face (`cancel`) and
+an async face (`acancel`) over the same I/O-free plan (`cancel_calls`), on whichever Redis
+client the caller holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from common.connection import redis_errors, unavailable
+from common.dispatch import Dispatch, Dispatcher
+from common.keys import Keys
+from common.lifecycle import Finish, unstarted_finish
+from common.prompts import PromptCounter
+from common.registry import ModelRegistry
+from common.schemas import JobSpec, JobState
+from common.settings import Settings
+from common.store import jobs as job_store
+from common.store import queue
+from producer.core import Placement, PreparedJob, check_job, parse_spec, prepare_job
+
+
+@dataclass(frozen=True)
+class CancelReport:
+    not_started: int  # queued jobs ended as cancelled
+    signalled: int  # running jobs told to stop (they end `cancelled` within a chunk)
+    already_ended: int
+
+    def __add__(self, other: CancelReport) -> CancelReport:
+        return CancelReport(
+            self.not_started + other.not_started,
+            self.signalled + other.signalled,
+            self.already_ended + other.already_ended,
+        )
+
+    def settled(self, applied: Sequence[int]) -> CancelReport:
+        """The report once the FINISH calls ran (`applied`: 1 or 0 each): a queued job that a
+        worker took meanwhile (0) was signalled instead, as it sees its cancel key."""
+        lost = list(applied).count(0)
+        return CancelReport(self.not_started - lost, self.signalled + lost, self.already_ended)
+
+
+class Submitter:
+    """Checks, prepares, dispatches and cancels jobs for one client (one broker connection,
+    made once: a Celery app is not cheap to build)."""
+
+    def __init__(self, settings: Settings, registry: ModelRegistry) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.registry = registry
+        self._prompts = PromptCounter(registry)
+        self._dispatcher = Dispatcher(settings, main="genq-producer")
+
+    def check(self, spec: JobSpec) -> None:
+        """Raises InvalidJob (UnknownModel, PromptTooLong) for a job its model cannot run."""
+        check_job(spec, self.settings, self.registry, self._prompts)
+
+    def prepare(
+        self,
+        prompt: str | JobSpec | None,
+        fields: Mapping[str, Any],
+        placement: Placement | None = None,
+    ) -> PreparedJob:
+        """A checked job with its id, seed and record, ready to write; raises InvalidJob."""
+        spec = parse_spec(prompt, fields)
+        place = placement or Placement()
+        return prepare_job(spec, self.settings, self.registry, self._prompts, place)
+
+    def send(self, dispatches: Iterable[Dispatch]) -> None:
+        """Publish task messages; RedisUnavailable when the broker did not take them."""
+        try:
+            self._dispatcher.send(dispatches)
+        except Exception as exc:  # kombu's errors vary by transport; all mean "not queued"
+            raise unavailable(self.settings, exc) from exc
+
+    def dispatch(self, job: PreparedJob) -> None:
+        """Publish one job's task message (see `send`)."""
+        record = job.record
+        self.send([Dispatch(job.request, record.queue, record.priority, record.spec.model)])
+
+    def cancel(self, client: redis.Redis, job_ids: Sequence[str]) -> CancelReport:
+        """Cancel jobs: queued ones never start, running ones stop within a chunk, ended ones
+        keep their results. Two round trips, whatever the number of jobs."""
+        with redis_errors(self.settings):
+            pipe = client.pipeline(transaction=False)
+            self._cancel_ops(pipe, job_ids)
+            finishes, report = cancel_calls(job_ids, pipe.execute()[len(job_ids) :])
+            pipe = client.pipeline(transaction=False)
+            self._finish_ops(pipe, finishes)
+            return report.settled(pipe.execute())
+
+    async def acancel(self, client: redis.asyncio.Redis, job_ids: Sequence[str]) -> CancelReport:
+        """The async face of `cancel`."""
+        with redis_errors(self.settings):
+            pipe = client.pipeline(transaction=False)
+            self._cancel_ops(pipe, job_ids)
+            finishes, report = cancel_calls(job_ids, (await pipe.execute())[len(job_ids) :])
+            pipe = client.pipeline(transaction=False)
+            self._finish_ops(pipe, finishes)
+            return report.settled(await pipe.execute())
+
+    def _cancel_ops(self, pipe: Any, job_ids: Sequence[str]) -> None:
+        """Set the jobs' cancel keys (running jobs see them at their next chunk), then read
+        their records, in one pipeline of either face: the records' replies come last."""
+        for job_id in job_ids:
+            queue(pipe, job_store.request_cancel(self.keys, job_id, self.settings.job_ttl_s))
+        for job_id in job_ids:
+            queue(pipe, job_store.fields(self.keys, job_id))
+
+    def _finish_ops(self, pipe: Any, finishes: Sequence[Finish]) -> None:
+        for finish in finishes:
+            queue(pipe, finish.command(self.keys, self.settings.job_ttl_s))
+
+
+def cancel_calls(
+    job_ids: Sequence[str], records: Sequence[Mapping[str, str]]
+) -> tuple[list[Finish], CancelReport]:
+    """The FINISH calls that end the never-started jobs among `job_ids` as cancelled, and what
+    the cancel does to each job. A job queued again after its worker died is left to the
+    worker that claims it, which sees the cancel and ends it with its committed text."""
+    finishes = []
+    signalled = ended = 0
+    for job_id, raw in zip(job_ids, records, strict=True):
+        state = raw.get("state")
+        if state == JobState.QUEUED and raw.get("epoch") == "0":
+            record = job_store.decode(raw)
+            finishes.append(unstarted_finish(job_id, record, JobState.CANCELLED, []))
+        elif state in {JobState.QUEUED, JobState.RUNNING}:
+            signalled += 1
+        else:
+            ended += 1
+    return finishes, CancelReport(len(finishes), signalled, ended)
