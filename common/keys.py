@@ -93,6 +93,10 @@ class Keys:
         heartbeats stop."""
         return f"{self.prefix}:{{workers}}:{name}"
 
+    def draining(self, name: str) -> str:
+        """String set while a worker shuts down: its jobs hand themselves off (workers.handoff)."""
+        return f"{self.prefix}:draining:{name}"
+
     # A batch's keys share the hash tag of its id, as a job's keys do.
     def batch(self, batch_id: str) -> str:
         """Hash: the batch's settings, counts by state and tokens generated."""

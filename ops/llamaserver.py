@@ -46,6 +46,9 @@ class LlamaServer:
             "host": HOST,
             "port": self.port,
             "verbose": "false",  # the worker loads with verbose=False too
+            # Concurrent streams wait their turn (the server runs one at a time) instead of
+            # the newest cutting off the one in progress, llama_cpp.server's default.
+            "interrupt_requests": "false",
         }
         args = [f"--{name}={value}" for name, value in opts.items() if value is not None]
         return [sys.executable, "-m", "llama_cpp.server", *args]

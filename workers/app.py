@@ -18,12 +18,15 @@ from celery import Celery, signals
 from celery.utils.log import get_multiprocessing_logger
 
 from common.celery_config import celery_config
+from common.connection import connect
 from common.errors import RegistryError
+from common.keys import Keys
 from common.logs import configure, fields, use_formatter
 from common.registry import ModelRegistry
 from common.routing import Serving, serving, worker_slots
 from common.schemas import WorkerInfo
 from common.settings import Settings
+from workers import handoff
 from workers.heartbeat import Heartbeat
 from workers.metrics import Endpoint, MetricsDir, serve_pool
 
@@ -62,6 +65,7 @@ class GenqCelery(Celery):  # type: ignore[misc]
         signals.after_setup_logger.connect(self._on_setup_logger)
         signals.after_setup_task_logger.connect(self._on_setup_logger)
         signals.worker_ready.connect(self._on_worker_ready)
+        signals.worker_shutting_down.connect(self._on_shutting_down)
         signals.worker_shutdown.connect(self._on_worker_shutdown)
 
     def _on_worker_init(self, sender: str, instance: Any, **_: Any) -> None:
@@ -104,6 +108,7 @@ class GenqCelery(Celery):  # type: ignore[misc]
         if sender.app is not self or self.genq_serving is None:
             return
         info = self._worker_info(sender.hostname, self.genq_serving)
+        handoff.serving(connect(self.genq_settings), Keys(self.genq_settings.key_prefix), info.name)
         self._heartbeat = Heartbeat(self.genq_settings, info)
         self._heartbeat.start()
         log.info(
@@ -141,6 +146,16 @@ class GenqCelery(Celery):  # type: ignore[misc]
             heartbeat_ms=now_ms,
             heartbeat_interval_s=self.genq_settings.heartbeat_interval_s,
         )
+
+    def _on_shutting_down(self, sender: str, sig: str, how: str, **_: Any) -> None:
+        """A warm shutdown (SIGTERM): Celery stops taking jobs and waits for the running
+        ones, which hand themselves off at their next chunk (workers.handoff). A cold one
+        (SIGQUIT) leaves them to the lease reaper."""
+        if how != "Warm" or self._heartbeat is None:
+            return
+        log.info("worker shutting down: handing its running jobs off", extra=fields(signal=sig))
+        settings = self.genq_settings
+        handoff.start_draining(connect(settings), Keys(settings.key_prefix), sender)
 
     def _on_worker_shutdown(self, sender: Any, **_: Any) -> None:
         """A clean shutdown: the worker is gone at once, not when its record expires."""

@@ -34,6 +34,7 @@ from common.store import run, streams
 from common.store.leases import ClaimOutcome
 from workers.chunks import Chunker
 from workers.generation import Committed, Generated, generate
+from workers.handoff import DRAINING, HandBack, HandOff
 from workers.lease import Lease, LeaseLost, Leases
 from workers.models import MB, ModelCache
 from workers.observe import AttemptInfo, JobObserver, Observers
@@ -57,6 +58,13 @@ class WorkerContext:
     observers: list[ObserverFactory] = field(default_factory=list)
     # One outbox per job thread (a worker with slots runs a task message per thread).
     _outboxes: threading.local = field(default_factory=threading.local)
+    _hand_back: HandBack | None = None
+
+    @property
+    def hand_back(self) -> HandBack:
+        if self._hand_back is None:
+            self._hand_back = HandBack(self.redis, self.keys, self.settings)
+        return self._hand_back
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerContext:
@@ -92,7 +100,7 @@ def run_jobs(
     are all claimed at once, in one round trip; one job's failure does not stop the others.
     Raises the first job's GenqError after publishing it, so Celery (and Flower) see it.
     `observers` hear each attempt, after the context's own."""
-    claimed = _claim(ctx, requests, worker)
+    claimed = claim(ctx, requests, worker)
     if not claimed:
         return
     ttl_s = ctx.settings.lease_ttl_s
@@ -110,7 +118,10 @@ def run_jobs(
                     lease.job_id, lease.epoch, record.spec.model, record.batch_id, worker
                 )
                 observer = Observers([make(info) for make in (*ctx.observers, *observers)])
-                _attempt(ctx, record, lease, eager, outbox, info, observer)
+                if DRAINING.is_set():  # a bundle's later jobs, when the worker shuts down
+                    _hand_off(ctx, request, record, observer)
+                    continue
+                _attempt(ctx, record, lease, eager, outbox, info, observer, request)
             except Exception as exc:  # reported once the bundle's other jobs have run
                 failure = failure or exc
             finally:
@@ -131,9 +142,12 @@ def _attempt(
     outbox: Outbox,
     info: AttemptInfo,
     observer: JobObserver,
+    request: GenerateRequest,
 ) -> None:
     job_id, epoch = lease.job_id, lease.epoch
-    pub = FramePublisher(ctx.redis, ctx.keys, job_id, epoch, outbox, lease, observer)
+    pub = FramePublisher(
+        ctx.redis, ctx.keys, job_id, epoch, outbox, lease, observer, worker=info.worker
+    )
     record = record.model_copy(update={"started_ms": now_ms()})  # a bundle's jobs wait their turn
     try:
         _run(ctx, record, pub, eager, info)
@@ -144,6 +158,8 @@ def _attempt(
             extra=_fields(pub, record),
         )
         observer.ended("superseded", pub.first_token_ms)
+    except HandOff:
+        _hand_off(ctx, request, record, observer, pub.first_token_ms)
     except GenqError as exc:
         _fail(ctx, pub, record, exc)
         raise
@@ -163,7 +179,7 @@ def _run(
     _succeed(ctx, pub, record, out)
 
 
-def _claim(
+def claim(
     ctx: WorkerContext, requests: Sequence[GenerateRequest], worker: str
 ) -> list[tuple[GenerateRequest, JobRecord]]:
     """The records of the jobs now running under this worker's leases, in order. A job is
@@ -188,6 +204,18 @@ def _claim(
             extra=log_fields(job=request.job_id, epoch=request.epoch, outcome=claim.outcome),
         )
     return claimed
+
+
+def _hand_off(
+    ctx: WorkerContext,
+    request: GenerateRequest,
+    record: JobRecord,
+    observer: JobObserver,
+    first_token_ms: int | None = None,
+) -> None:
+    """The worker shuts down: requeue the job for another worker (workers.handoff)."""
+    handed = ctx.hand_back(request, record.spec.model)
+    observer.ended("handed_off" if handed else "superseded", first_token_ms)
 
 
 def _resume_point(ctx: WorkerContext, pub: FramePublisher) -> Committed:

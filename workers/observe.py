@@ -38,8 +38,9 @@ class JobObserver:
         windows of earlier attempts included."""
 
     def ended(self, outcome: str, first_token_ms: int | None) -> None:
-        """The attempt ended: `outcome` is succeeded, cancelled, failed or superseded (a
-        newer attempt took the job over). `first_token_ms`: when its first chunk went out
+        """The attempt ended: `outcome` is succeeded, cancelled, failed, superseded (a
+        newer attempt took the job over) or handed_off (the worker shut down and requeued it:
+        workers.handoff). `first_token_ms`: when its first chunk went out
         (epoch milliseconds), None if it produced none. The `tokens` calls before this add
         up to the tokens this attempt generated (a resume's committed ones are not
         repeated)."""

@@ -38,7 +38,8 @@ from common.frames import (
 )
 from common.keys import Keys
 from common.schemas import JobResult
-from common.store import jobs, queue, streams
+from common.store import jobs, presence, queue, streams
+from workers.handoff import DRAINING, HandOff
 from workers.lease import Lease
 from workers.observe import NOBODY, JobObserver
 from workers.outbox import Outbox
@@ -57,12 +58,15 @@ class FramePublisher:
         outbox: Outbox,
         lease: Lease | None = None,
         observer: JobObserver = NOBODY,
+        worker: str = "",
     ) -> None:
         self._redis = client
         self.outbox = outbox  # other jobs' endings, which ride along on this job's round trips
         self.observer = observer
         self._lease = lease
         self._cancel_asked = jobs.cancel_requested(keys, job_id)
+        # The worker's shutdown (workers.handoff), learnt with the cancel.
+        self._draining = presence.draining(keys, worker) if worker else None
         self.cancelled = False
         self.channel = keys.tokens(job_id)
         self.job_id = job_id
@@ -93,17 +97,22 @@ class FramePublisher:
         heard_at = len(pipe) - 1  # its reply: how many subscribers (relays) received it
         if check_cancel:
             queue(pipe, self._cancel_asked)
+            if self._draining is not None:
+                queue(pipe, self._draining)
         watching = bool(self._unconfirmed)
         if watching:
             queue(pipe, self._checkpoint_length)
         replies = pipe.execute()
         if settle is not None:
             settle(replies)
-        if check_cancel:
-            self.cancelled = self._cancel_asked.reply(replies[heard_at + 1 : heard_at + 2])
         if watching:
             length = self._checkpoint_length.reply(replies[-1:])
             self._checkpointed(length, heard=int(replies[heard_at]) > 0)
+        if check_cancel:
+            self.cancelled = self._cancel_asked.reply(replies[heard_at + 1 : heard_at + 2])
+            drain = self._draining
+            if DRAINING.is_set() or (drain and drain.reply(replies[heard_at + 2 : heard_at + 3])):
+                raise HandOff(f"job {self.job_id}: the worker is shutting down")
 
     def _checkpointed(self, length: int, heard: bool) -> None:
         """The checkpoint held `length` windows just now: forget the windows it has, and

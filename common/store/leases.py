@@ -283,6 +283,28 @@ return {'requeue', epoch, st[4], tonumber(st[3]), priority}
 """
 
 
+# KEYS: leases, job hash, stream, [batch hash]. ARGV: job_id, epoch, now_ms, grace_ms.
+# A running attempt gives its job back (its worker shuts down): as REAP's requeue, at once and
+# only for that attempt's epoch, and not counted as an attempt (a rolling deploy is no
+# failure). -> {action, epoch, queue, attempts, priority}
+HANDOFF = """
+local st = redis.call('HMGET', KEYS[2], 'state', 'epoch', 'attempts', 'queue', 'priority')
+if st[1] ~= 'running' or tonumber(st[2]) ~= tonumber(ARGV[2]) then
+  return {'gone', 0, '', 0, 0}
+end
+local epoch = tonumber(st[2]) + 1
+redis.call('HSET', KEYS[2], 'epoch', epoch, 'state', 'queued')
+redis.call('HINCRBY', KEYS[2], 'attempts', -1)
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('XSETID', KEYS[3], epoch .. '-0') end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[1])
+if KEYS[4] then
+  redis.call('HINCRBY', KEYS[4], 'running', -1)
+  redis.call('HINCRBY', KEYS[4], 'queued', 1)
+end
+return {'requeue', epoch, st[4], tonumber(st[3]) - 1, tonumber(st[5] or '5')}
+"""
+
+
 class ReapAction(StrEnum):
     """What REAP did with a job on the lease index."""
 
@@ -321,6 +343,23 @@ def reap(
         return Reaped(ReapAction(action), int(epoch), str(queue), int(attempts), int(priority))
 
     return Command((_eval(REAP, names, args),), decode)
+
+
+def hand_off(
+    keys: Keys, job_id: str, epoch: int, batch_id: str, now_ms: int, grace_ms: int
+) -> Command[Reaped]:
+    """Requeue a running job at a new epoch, for the attempt at `epoch` that gives it back;
+    GONE when that attempt no longer owns it. The caller sends the task message."""
+    names = [keys.leases, keys.job(job_id), keys.stream(job_id)]
+    if batch_id:
+        names.append(keys.batch(batch_id))
+    args = [job_id, epoch, now_ms, grace_ms]
+
+    def decode(replies: list[Any]) -> Reaped:
+        action, new_epoch, queue, attempts, priority = replies[0]
+        return Reaped(ReapAction(action), int(new_epoch), str(queue), int(attempts), int(priority))
+
+    return Command((_eval(HANDOFF, names, args),), decode)
 
 
 def lapsed(keys: Keys, now_ms: int, limit: int) -> Command[list[str]]:

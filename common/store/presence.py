@@ -65,3 +65,18 @@ def records(keys: Keys, worker_names: Sequence[str]) -> Command[Found]:
 def forget(keys: Keys, gone: Sequence[str]) -> Command[None]:
     """Drop names whose record expired (a worker back from a long pause adds itself again)."""
     return Command((("SREM", keys.workers, *gone),) if gone else (), _none)
+
+
+def drain(keys: Keys, name: str, ttl_ms: int) -> Command[None]:
+    """Mark a worker as shutting down, for its job processes to see (workers.handoff)."""
+    return Command((("SET", keys.draining(name), "1", "PX", ttl_ms),), _none)
+
+
+def undrain(keys: Keys, name: str) -> Command[None]:
+    """A worker of that name is serving (again): its jobs run."""
+    return Command((("DEL", keys.draining(name)),), _none)
+
+
+def draining(keys: Keys, name: str) -> Command[bool]:
+    """Whether the worker is shutting down (queued beside a job's cancel check)."""
+    return Command((("EXISTS", keys.draining(name)),), lambda replies: bool(replies[0]))

@@ -29,7 +29,7 @@ from common.schemas import (
 from common.settings import Settings
 from ops.localstack import wait_for
 from producer import Client
-from workers.jobs import WorkerContext, _claim, run_jobs
+from workers.jobs import WorkerContext, claim, run_jobs
 from workers.outbox import Outbox
 from workers.publisher import FramePublisher
 
@@ -116,7 +116,7 @@ def two_jobs(make_stack: Callable[[], Stack]) -> Iterator[TwoJobs]:
     with Client(stack.settings) as client:
         first, second = queued_batch(client, 2)
         ctx = context(stack.settings)
-        claimed = _claim(ctx, [first, second], "outbox@test")
+        claimed = claim(ctx, [first, second], "outbox@test")
         assert [request.job_id for request, _ in claimed] == [first.job_id, second.job_id]
         outbox = ctx.outbox(3600.0)
         yield TwoJobs(client, ctx, first, second, outbox)

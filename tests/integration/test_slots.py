@@ -1,0 +1,246 @@
+"""A worker with slots runs many jobs of one model at once (continuous batching, concurrent
+remote streams), and hands its running jobs off when it is told to shut down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from common.frames import DoneFrame, TokenFrame
+from common.schemas import JobState
+from ops.localstack import genq_executable, wait_for
+from producer import Client, InvalidJob, JobHandle
+
+from .conftest import Stack
+from .test_failover import WINDOW, assert_resumed_cleanly, entries, record
+from .test_remote import NO_EOS, REMOTE, remote_entry, remote_stack, start_server
+
+TIMEOUT_S = 120
+LONG: dict[str, Any] = {  # runs until cancelled: holds a slot
+    "max_tokens": 1_000_000,
+    "window_tokens": WINDOW,
+    "ignore_eos": True,
+}
+
+
+def job(seed: int, tokens: int = 3000, **more: Any) -> dict[str, Any]:
+    return {
+        "prompt": f"slots {seed}",
+        "max_tokens": tokens,
+        "window_tokens": WINDOW,
+        "seed": seed,
+        "ignore_eos": True,
+        **more,
+    }
+
+
+def streamed_text(client: Client, job_id: str) -> str:
+    """The job's text as its token chunks, each attempt cut back at its resume, give it."""
+    with client.job(job_id).stream(timeout=TIMEOUT_S) as stream:
+        for _frame in stream:
+            pass
+        return stream.text
+
+
+def state(client: Client, job_id: str) -> JobState:
+    return record(client, job_id).state
+
+
+def wait_running(client: Client, handles: list[JobHandle], windows: int = 1) -> None:
+    """Until every job runs and has checkpointed `windows` windows."""
+
+    def going() -> bool:
+        for handle in handles:
+            if state(client, handle.job_id) is not JobState.RUNNING:
+                return False
+            if client.redis.llen(client.keys.checkpoint(handle.job_id)) < windows:
+                return False
+        return True
+
+    wait_for(going, TIMEOUT_S, f"{len(handles)} jobs running")
+
+
+def first_token_and_done_ms(client: Client, job_id: str) -> tuple[int, int]:
+    frames = entries(client, job_id)
+    first = next(f.ts_ms for f in frames if isinstance(f, TokenFrame))
+    done = next(f.ts_ms for f in frames if isinstance(f, DoneFrame))
+    return first, done
+
+
+@pytest.fixture
+def slots_stack(make_stack: Callable[[], Stack]) -> Stack:
+    stack = make_stack()
+    stack.relay()
+    return stack
+
+
+def test_eight_jobs_on_eight_slots_stream_at_once_and_each_streams_its_result(
+    slots_stack: Stack,
+) -> None:
+    slots_stack.worker("a", "--slots", "8")
+    with Client(slots_stack.settings) as client:
+        handles = [client.submit(**job(seed)) for seed in range(8)]
+        results = [h.result(timeout=TIMEOUT_S) for h in handles]
+        for handle, result in zip(handles, results, strict=True):
+            assert result.usage.completion_tokens == 3000
+            assert streamed_text(client, handle.job_id) == result.text
+        times = [first_token_and_done_ms(client, h.job_id) for h in handles]
+        # One at a time, a job's first token would come after the one before it ended.
+        assert max(first for first, _ in times) < min(done for _, done in times)
+        assert len({r.text for r in results}) == 8
+
+
+def test_a_job_waiting_for_a_full_engine_takes_the_next_free_slot_by_priority(
+    slots_stack: Stack,
+) -> None:
+    slots_stack.worker("a", "--slots", "2")
+    with Client(slots_stack.settings) as client:
+        holders = [client.submit(prompt=f"holder {i}", seed=i, **LONG) for i in range(2)]
+        wait_running(client, holders)
+        low = client.submit(**job(1, tokens=200), priority=1)
+        high = client.submit(**job(2, tokens=200), priority=9)
+        holders[0].cancel()
+        high.result(timeout=TIMEOUT_S)
+        assert state(client, low.job_id) is JobState.QUEUED  # the other slot is still held
+        holders[1].cancel()
+        low.result(timeout=TIMEOUT_S)
+        assert record(client, high.job_id).started_ms < record(client, low.job_id).started_ms
+
+
+def test_cancelling_one_job_of_eight_leaves_the_others_intact(slots_stack: Stack) -> None:
+    slots_stack.worker("a", "--slots", "8")
+    with Client(slots_stack.settings) as client:
+        handles = [client.submit(**job(seed, tokens=4000)) for seed in range(8)]
+        wait_running(client, handles)
+        handles[3].cancel()
+        for i, handle in enumerate(handles):
+            result = handle.result(timeout=TIMEOUT_S)
+            assert streamed_text(client, handle.job_id) == result.text
+            if i == 3:
+                assert state(client, handle.job_id) is JobState.CANCELLED
+                assert result.usage.completion_tokens < 4000
+            else:
+                assert state(client, handle.job_id) is JobState.SUCCEEDED
+                assert result.usage.completion_tokens == 4000
+
+
+def test_eight_jobs_of_a_killed_worker_resume_elsewhere_with_no_text_lost_or_repeated(
+    slots_stack: Stack,
+) -> None:
+    a = slots_stack.worker("a", "--slots", "8")
+    with Client(slots_stack.settings) as client:
+        handles = [client.submit(**job(seed, tokens=8000)) for seed in range(8)]
+        wait_running(client, handles, windows=2)
+        a.signal(signal.SIGKILL)
+        slots_stack.worker("b", "--slots", "8")
+        for handle in handles:
+            result = handle.result(timeout=TIMEOUT_S)
+            assert result.usage.completion_tokens == 8000
+            assert streamed_text(client, handle.job_id) == result.text
+            assert_resumed_cleanly(client, handle.job_id, epochs=2)
+            assert record(client, handle.job_id).worker.startswith("b@")
+
+
+def test_a_deterministic_job_resumes_bit_for_bit_beside_batched_ones(slots_stack: Stack) -> None:
+    a = slots_stack.worker("a", "--slots", "4")
+    deterministic = job(7, tokens=20_000, temperature=1.0, deterministic=True)
+    with Client(slots_stack.settings) as client:
+        others = [client.submit(**job(seed, tokens=20_000)) for seed in range(3)]
+        handle = client.submit(**deterministic)
+        wait_running(client, [*others, handle], windows=3)
+        a.signal(signal.SIGKILL)
+        slots_stack.worker("b", "--slots", "4")
+        resumed = handle.result(timeout=TIMEOUT_S).text
+        assert_resumed_cleanly(client, handle.job_id, epochs=2)
+        for other in others:
+            other.result(timeout=TIMEOUT_S)
+        # Uninterrupted, on b, beside other batched jobs again.
+        beside = [client.submit(**job(seed + 10, tokens=20_000)) for seed in range(3)]
+        again = client.submit(**deterministic)
+        assert again.result(timeout=TIMEOUT_S).text == resumed
+        for other in beside:
+            other.result(timeout=TIMEOUT_S)
+
+
+@pytest.mark.parametrize("slots", ["2", "1"], ids=["threads-pool", "prefork-pool"])
+def test_sigterm_hands_running_jobs_off_and_they_finish_elsewhere(
+    make_stack: Callable[[], Stack], slots: str
+) -> None:
+    stack = make_stack()
+    stack.relay()
+    # Leases far longer than the test: only a hand-off can move the jobs in time.
+    a = stack.worker("a", "--slots", slots, GENQ_LEASE_TTL_S="600")
+    with Client(stack.settings) as client:
+        handles = [client.submit(**job(seed, tokens=20_000)) for seed in range(int(slots))]
+        wait_running(client, handles, windows=2)
+        stack.worker("b", "--slots", slots, GENQ_LEASE_TTL_S="600")
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGTERM)  # the main process only, as a deploy does
+        for handle in handles:
+            result = handle.result(timeout=TIMEOUT_S)
+            assert streamed_text(client, handle.job_id) == result.text
+            assert_resumed_cleanly(client, handle.job_id, epochs=2)
+            done = record(client, handle.job_id)
+            assert done.worker.startswith("b@")
+            assert done.attempts == 1  # a hand-off is not a failed attempt
+        assert a.proc.wait(timeout=TIMEOUT_S) == 0
+
+
+def test_remote_jobs_stream_concurrently_through_one_worker_process(
+    make_stack: Callable[[], Stack],
+) -> None:
+    stack = make_stack()
+    server = start_server(stack.settings, stack.logs / "server.log")
+    try:
+        remote_stack(stack, remote_entry(REMOTE, f"http://127.0.0.1:{server.port}/v1"))
+        stack.relay()
+        stack.worker("w", "--slots", "4", "--models", REMOTE)
+        with Client(stack.settings) as client:
+            spec = {"model": REMOTE, "max_tokens": 160, "logit_bias": NO_EOS}
+            handles = [client.submit(prompt=f"remote {i}", seed=i, **spec) for i in range(4)]
+            for handle in handles:
+                result = handle.result(timeout=TIMEOUT_S)
+                assert result.usage.completion_tokens == 160
+                assert streamed_text(client, handle.job_id) == result.text
+            times = [first_token_and_done_ms(client, h.job_id) for h in handles]
+            assert max(first for first, _ in times) < min(done for _, done in times)
+    finally:
+        server.stop()
+
+
+def genq_worker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [str(genq_executable()), "worker", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def worker_env(genq_env: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **genq_env}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--slots", "0"], "0 is not in the range 1<=x<=256"),
+        (["--slots", "abc"], "'abc' is not a valid integer"),
+        (["--slots", "4", "-c", "2"], "-c 2 starts processes of one slot each"),
+    ],
+)
+def test_bad_slots_are_refused_with_a_clear_message(
+    worker_env: dict[str, str], args: list[str], message: str
+) -> None:
+    done = genq_worker(*args, env=worker_env)
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_a_job_that_cannot_fit_a_slot_is_refused_with_the_numbers(slots_stack: Stack) -> None:
+    slots_stack.worker("a", "--slots", "4")
+    refused = r"prompt is \d+ tokens; model 'tiny' has a context of 256"
+    with Client(slots_stack.settings) as client, pytest.raises(InvalidJob, match=refused):
+        client.submit(prompt="word " * 400, max_tokens=8)
