@@ -201,7 +201,7 @@ def test_remote_jobs_stream_concurrently_through_one_worker_process(
         stack.relay()
         stack.worker("w", "--slots", "4", "--models", REMOTE)
         with Client(stack.settings) as client:
-            spec = {"model": REMOTE, "max_tokens": 160, "logit_bias": NO_EOS}
+            spec: dict[str, Any] = {"model": REMOTE, "max_tokens": 160, "logit_bias": NO_EOS}
             handles = [client.submit(prompt=f"remote {i}", seed=i, **spec) for i in range(4)]
             for handle in handles:
                 result = handle.result(timeout=TIMEOUT_S)
