@@ -19,6 +19,7 @@ from ops.bench import (
     relay_section,
     remote,
     report,
+    slots,
     streaming,
     submit,
     sweep,
@@ -50,6 +51,11 @@ SECTIONS: dict[str, tuple[str, Section]] = {
     "remote": (
         "remote: genq's remote backend vs the same llama_cpp.server streamed directly [tiny model]",
         remote.section,
+    ),
+    "slots": (
+        "slots: 8 jobs at once on one worker (continuous batching) vs in-process batched "
+        "llama.cpp, llama-server -np 8 and 8 one-slot processes [--model]",
+        slots.section,
     ),
 }
 DESCRIPTION = """\
@@ -91,6 +97,13 @@ sections (--suite, in this order):
             of a pass (first request to last token); first-token latency. Uses --prompt,
             --seed and --allow-stray-bytes. Target: genq / direct tok/s >= 0.90 (median over
             rounds).
+  slots     --slots-jobs (8) jobs of 128 tokens (512 on tiny) submitted at once to one worker
+            with as many slots: aggregate tok/s against the same sequences batched in one
+            llama.cpp context in this process (target >= 0.90), llama-server -np 8 with 8
+            streaming clients when `make llama-server` built it (target >= 1.0) and 8 one-slot
+            worker processes (-c 8); median first token of the 8 against a lone job's (target
+            <= 2x); a lone job's tok/s with the slots against one slot (target >= 0.90); the
+            workers' RSS and PSS.
 """
 
 
@@ -127,7 +140,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     _submit_options(parser.add_argument_group("submit"))
     _overhead_options(parser.add_argument_group("overhead"))
     _remote_options(parser.add_argument_group("remote"))
+    _slots_options(parser.add_argument_group("slots"))
     return parser.parse_args(argv)
+
+
+def _slots_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add("--slots-jobs", type=_positive, default=8, help="jobs at once, and the worker's slots (8)")
+    add("--slots-tokens", type=_positive, help="tokens per job (128 on a real model, 512 on tiny)")
 
 
 def _stream_options(group: argparse._ArgumentGroup) -> None:

@@ -60,6 +60,14 @@ def _default(field: str) -> object:
 @click.option("--stop", multiple=True, help="Stop sequence; repeat for several.")
 @click.option("--ignore-eos", is_flag=True, help="Keep generating past end-of-sequence.")
 @click.option(
+    "--deterministic/--batched",
+    default=None,
+    help="Decode in a sequence of its own, so that a resumed job is bit-for-bit the run it "
+    "continues; --batched shares decode steps with the worker's other jobs (faster; the "
+    "tokens differ slightly from a lone run) [default: deterministic on a one-slot worker, "
+    "batched on one with --slots].",
+)
+@click.option(
     "--window-tokens",
     type=int,
     help="Tokens per continuation window, a checkpoint after each [default: half the context "

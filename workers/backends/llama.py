@@ -15,7 +15,7 @@ import threading
 from collections.abc import Generator
 from pathlib import Path
 
-from llama_cpp import Llama
+from llama_cpp import Llama, llama_model_p
 
 from common.adapters.llama_vocab import end_check
 from common.errors import ModelLoadError
@@ -63,7 +63,7 @@ class LlamaBackend:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"model {name!r}: cannot load {path}: {exc}") from exc
         self.n_ctx: int = config.n_ctx
-        self._threads = config.n_threads or self._llm.n_threads
+        self.threads: int = config.n_threads or self._llm.n_threads
         self._pieces: dict[int, bytes] = {}
         self._is_end = end_check(self._llm)
         self.vocab = Vocabulary(self._llm.n_vocab(), self._llm.token_eos(), self._text)
@@ -80,7 +80,12 @@ class LlamaBackend:
 
     def _decoder(self, n_seq: int) -> Decoder:
         n_batch = min(self.config.n_batch, self.n_ctx)
-        return Decoder(self._llm.model, self.n_ctx, n_seq, n_batch, self._threads, self.name)
+        return Decoder(self.model, self.n_ctx, n_seq, n_batch, self.threads, self.name)
+
+    @property
+    def model(self) -> llama_model_p:
+        """The loaded weights, which every context of this model shares."""
+        return self._llm.model
 
     @property
     def engine(self) -> Engine:
