@@ -87,6 +87,10 @@ class Decoder:
             reason = "no room in the KV cache" if status == 1 else f"status {status}"
             raise GenerationError(f"model {self.name!r}: llama_decode failed: {reason}")
 
+    def clear_batch(self) -> None:
+        """Drop the batch being built (a step that failed before its decode)."""
+        self._batch.n_tokens = 0
+
     def forget(self, seq: int, start: int = 0) -> None:
         """Drop sequence `seq`'s cached positions from `start` on."""
         lc.llama_memory_seq_rm(self._memory, seq, start, -1)

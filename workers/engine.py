@@ -69,12 +69,18 @@ class Engine:
         self._order = itertools.count()
         self._stop = False
         self.steps = 0  # decode calls, for tests and metrics
+        self.evaluated = 0  # tokens decoded (prompts and generated), for tests and metrics
         self._thread = threading.Thread(target=self._run, name="genq-engine", daemon=True)
         self._thread.start()
 
     @property
     def slots(self) -> int:
         return len(self._slots)
+
+    @property
+    def running(self) -> bool:
+        """Whether the engine thread runs (until `close`)."""
+        return self._thread.is_alive()
 
     def in_use(self) -> int:
         with self._lock:
@@ -150,20 +156,31 @@ class Engine:
                     self._work.wait()
                 if self._stop:
                     return
-                outputs = self._build()
             try:
-                self._decoder.decode()
+                self._step()
             except GenerationError as exc:
-                self._failed(outputs, exc)
-                continue
-            self.steps += 1
-            with self._lock:
-                self._sample(outputs)
+                self._failed(exc)
+            except Exception as exc:  # the thread must live: its jobs would wait forever
+                log.exception("engine step failed")
+                self._failed(GenerationError(f"engine: {type(exc).__name__}: {exc}"))
+
+    def _step(self) -> None:
+        with self._lock:
+            outputs = self._build()
+            self.evaluated += len(self._decoder)
+        self._decoder.decode()
+        self.steps += 1
+        with self._lock:
+            self._sample(outputs)
 
     def _has_work(self) -> bool:
         return any(
-            slot.request is not None or slot.todo or self._decodes(slot) for slot in self._slots
+            slot.request is not None or slot.todo or self._decodes(slot) or self._is_full(slot)
+            for slot in self._slots
         )
+
+    def _is_full(self, slot: Slot) -> bool:
+        return slot.next is not None and len(slot.cached) >= self._decoder.n_ctx_seq
 
     def _decodes(self, slot: Slot) -> bool:
         """A sampled token to decode, the job's thread not too far behind, and room."""
@@ -182,7 +199,9 @@ class Engine:
                 self._start(slot, slot.request)
         outputs = []
         for slot in self._slots:
-            if self._decodes(slot):
+            if self._is_full(slot):
+                self._full(slot)
+            elif self._decodes(slot):
                 assert slot.next is not None
                 index = decoder.add(slot.next, len(slot.cached), slot.seq, output=True)
                 slot.cached.append(slot.next)
@@ -199,6 +218,12 @@ class Engine:
             if not slot.todo:
                 outputs.append((slot, index, slot.window))
         return outputs
+
+    def _full(self, slot: Slot) -> None:
+        """The window asked for more than its sequence holds (its job's windows never do)."""
+        slot.out.append(GenerationError(f"sequence full at {len(slot.cached)} tokens"))
+        slot.next = None
+        slot.ready.notify()
 
     def _start(self, slot: Slot, request: _Window) -> None:
         """Begin a window: keep the cached prefix it shares, evaluate the rest (at least
@@ -223,10 +248,11 @@ class Engine:
             slot.out.append(sampled)
             slot.ready.notify()
 
-    def _failed(self, outputs: list[tuple[Slot, int, int]], exc: GenerationError) -> None:
-        """A decode failed: its sequences' windows end with the error, their caches
+    def _failed(self, exc: GenerationError) -> None:
+        """A step failed: every running window ends with the error, and every cache is
         dropped (what the failed batch left in them is unknown)."""
-        log.error("engine: %s (%d outputs lost)", exc, len(outputs))
+        log.error("engine: %s", exc)
+        self._decoder.clear_batch()
         with self._lock:
             for slot in self._slots:
                 if slot.sampler is not None:

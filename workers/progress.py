@@ -110,7 +110,7 @@ class AttemptProgress(JobObserver):
         return f"{_plural(self.total_tokens, 'token')}, {_plural(self.windows, 'window')}"
 
     def _attempt(self) -> str:
-        return f" (attempt {self.info.epoch + 1})" if self.info.epoch else ""
+        return f" (epoch {self.info.epoch})" if self.info.epoch else ""
 
 
 class TaskProgress:

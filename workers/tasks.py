@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject
 
 from common.celery_config import BUNDLE_TASK, GENERATE_TASK
 from common.errors import GenqError
 from common.schemas import BundleRequest, GenerateRequest
 from workers.app import GenqCelery, app
+from workers.handoff import DRAINING
 from workers.jobs import WorkerContext, run_jobs
 from workers.metrics import WorkerMetrics
 from workers.progress import TaskProgress
@@ -51,6 +53,11 @@ class GenqTask(Task):  # type: ignore[misc]
 
     def run_requests(self, requests: Sequence[GenerateRequest]) -> str:
         """Run a message's jobs; their summary, for Flower. (Celery's `run` is the task body.)"""
+        if DRAINING.is_set():
+            # A message that reached this worker as it shuts down (a job it just handed off,
+            # say) goes back to its queue as it is, for another worker, not run and handed
+            # off again at a new epoch.
+            raise Reject("the worker is shutting down", requeue=True)
         ctx = self.context
         progress = TaskProgress(self.send_event, ctx.settings.progress_interval_s)
         worker = self.request.hostname or "unknown"

@@ -94,6 +94,9 @@ def local_stack(
         "GENQ_REDIS_URL": server.url,
         "GENQ_CACHE_DIR": str(Settings().cache_dir),
         "GENQ_MODELS_FILE": str(_registry(cache)),
+        # No metrics endpoints: a section's several workers would contend for one port.
+        "GENQ_METRICS_PORT": "0",
+        "GENQ_RELAY_METRICS_PORT": "0",
         **overrides,
     }
     stack = Stack(env, cache, server)

@@ -138,7 +138,7 @@ def test_a_resumed_attempt_counts_the_committed_windows_and_names_its_attempt() 
     attempt.window(2, 250)  # the third window ends the job: 250 tokens in all
     attempt.ended(JobState.SUCCEEDED, 1)
     summary = task.summary([GenerateRequest(job_id=JOB, epoch=1)])
-    assert summary == f"job {JOB}: 250 tokens, 3 windows, succeeded (attempt 2)"
+    assert summary == f"job {JOB}: 250 tokens, 3 windows, succeeded (epoch 1)"
 
 
 def test_a_job_with_nothing_to_run_says_so() -> None:

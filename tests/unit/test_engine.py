@@ -1,0 +1,167 @@
+"""workers.engine, workers.solo and workers.sampling on the tiny model (real llama.cpp, random
+weights): batched sequences, slot hand-outs, cache reuse between windows, deterministic windows
+and the native sampler chain."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from common.errors import GenerationError, InvalidJob
+from common.registry import LlamaModelConfig
+from common.schemas import JobSpec
+from common.tinymodel import TINY_EOS, TINY_N_CTX, ensure_tiny_model
+from workers.backends.llama import LlamaBackend
+from workers.engine import AHEAD, Engine
+from workers.generation import Sampled
+from workers.solo import solo_window
+
+SLOTS = 4
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaBackend]:
+    path = ensure_tiny_model(tmp_path_factory.mktemp("tiny"))
+    config = LlamaModelConfig(path=path, n_ctx=TINY_N_CTX, n_threads=1, n_batch=64)
+    loaded = LlamaBackend("tiny", config, path, slots=SLOTS)
+    yield loaded
+    loaded.close()
+
+
+def spec(seed: int = 1, **more: object) -> JobSpec:
+    return JobSpec(prompt="engine", seed=seed, ignore_eos=True, **more)  # type: ignore[arg-type]
+
+
+def take(tokens: Iterator[Sampled], n: int) -> list[Sampled]:
+    with closing(tokens):  # type: ignore[type-var]
+        return list(itertools.islice(tokens, n))
+
+
+def test_concurrent_jobs_share_decode_steps(backend: LlamaBackend) -> None:
+    engine = backend.engine
+    steps = engine.steps
+    out: dict[int, list[int]] = {}
+
+    def job(seed: int) -> None:
+        job_spec = spec(seed)
+        sequence = backend.sequence(job_spec)
+        try:
+            prompt = backend.prompt_tokens(job_spec)
+            out[seed] = [s.token for s in take(sequence.tokens(prompt, job_spec, seed), 100)]
+        finally:
+            sequence.close()
+
+    threads = [threading.Thread(target=job, args=(seed,)) for seed in range(SLOTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(len(tokens) == 100 for tokens in out.values())
+    # One at a time would take 100 steps a job; batched, most steps carry several jobs.
+    assert engine.steps - steps < 2 * 100
+    assert engine.in_use() == 0
+
+
+def test_a_job_waits_for_a_free_slot_and_gets_the_one_released(backend: LlamaBackend) -> None:
+    engine = backend.engine
+    held = [engine.acquire() for _ in range(SLOTS)]
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(engine.acquire()))
+    waiter.start()
+    waiter.join(timeout=0.2)
+    assert waiter.is_alive() and not got  # every slot is held
+    engine.release(held[2])
+    waiter.join(timeout=10)
+    assert got == [held[2]]
+    for slot in [*held[:2], *held[3:], held[2]]:
+        engine.release(slot)
+    assert engine.in_use() == 0
+
+
+def test_a_window_continuing_the_last_evaluates_only_what_changed(backend: LlamaBackend) -> None:
+    job_spec = JobSpec(prompt="engine " * 20, seed=3, ignore_eos=True)
+    sequence = backend.sequence(job_spec)
+    try:
+        prompt = backend.prompt_tokens(job_spec)
+        first = [s.token for s in take(sequence.tokens(prompt, job_spec, 3), 20)]
+        before = backend.engine.evaluated
+        take(sequence.tokens(prompt + first, job_spec, 4), 1)
+        # The last context token (for its logits), and what the engine decoded ahead of the
+        # job (AHEAD) before it closed the window; not the whole context.
+        assert backend.engine.evaluated - before <= 1 + AHEAD
+        before = backend.engine.evaluated
+        take(sequence.tokens(prompt + first[:5] + [first[0]], job_spec, 5), 1)
+        assert backend.engine.evaluated - before <= 1 + AHEAD
+        assert len(prompt) > 40
+        with pytest.raises(GenerationError, match="sequence full at 256 tokens"):
+            take(sequence.tokens(prompt, job_spec, 6), TINY_N_CTX)
+    finally:
+        sequence.close()
+
+
+def test_deterministic_windows_are_the_same_computation_wherever_they_run(
+    backend: LlamaBackend,
+) -> None:
+    job_spec = spec(9, temperature=1.0, deterministic=True)
+    prompt = backend.prompt_tokens(job_spec)
+    runs = []
+    for _ in range(2):
+        decoder = backend.solo.take()
+        try:
+            window = solo_window(decoder, prompt, backend.sampler(job_spec, 9))
+            first = [s.token for s in take(window, 30)]
+            second = take(solo_window(decoder, prompt + first, backend.sampler(job_spec, 10)), 30)
+            runs.append((first, [s.token for s in second]))
+        finally:
+            backend.solo.give(decoder)
+    assert runs[0] == runs[1]
+    assert backend.sequence(job_spec).__class__.__name__ == "_Solo"
+
+
+def test_native_logit_bias_and_ignore_eos_steer_sampling(backend: LlamaBackend) -> None:
+    forced = spec(2, temperature=1.0, logit_bias={7: 100.0})
+    sequence = backend.sequence(forced)
+    try:
+        prompt = backend.prompt_tokens(forced)
+        assert {s.token for s in take(sequence.tokens(prompt, forced, 2), 20)} == {7}
+        eos_first = spec(2, temperature=1.0, logit_bias={TINY_EOS: 100.0})
+        assert {s.token for s in take(sequence.tokens(prompt, eos_first, 2), 20)} != {TINY_EOS}
+    finally:
+        sequence.close()
+
+
+def test_a_logit_bias_outside_the_vocabulary_is_refused(backend: LlamaBackend) -> None:
+    with pytest.raises(InvalidJob, match="outside the model's vocabulary"):
+        backend.sampler(spec(logit_bias={10**6: 1.0}), 1)
+
+
+def test_log_probabilities_come_from_each_sequences_own_logits(backend: LlamaBackend) -> None:
+    greedy = spec(4, temperature=0.0, logprobs=3)
+    sequence = backend.sequence(greedy)
+    try:
+        prompt = backend.prompt_tokens(greedy)
+        for sampled in take(sequence.tokens(prompt, greedy, 4), 10):
+            assert sampled.logprob is not None
+            top = sampled.logprob.top
+            assert len(top) == 3
+            assert [t.logprob for t in top] == sorted((t.logprob for t in top), reverse=True)
+            # Greedy: the sampled token is the most likely one.
+            assert sampled.logprob.logprob == pytest.approx(top[0].logprob)
+            assert sampled.logprob.logprob <= 0.0
+    finally:
+        sequence.close()
+
+
+def test_engine_closes_with_its_thread(tmp_path: Path) -> None:
+    path = ensure_tiny_model(tmp_path)
+    config = LlamaModelConfig(path=path, n_ctx=TINY_N_CTX, n_threads=1, n_batch=64)
+    loaded = LlamaBackend("tiny", config, path, slots=2)
+    engine: Engine = loaded.engine
+    assert engine.running
+    loaded.close()
+    assert not engine.running
