@@ -13,6 +13,7 @@ from common.registry import ModelRegistry
 from common.settings import Settings
 from ops.bench import (
     genq_stream,
+    handoff,
     memory,
     overhead,
     recovery,
@@ -42,6 +43,10 @@ SECTIONS: dict[str, tuple[str, Section]] = {
         "recovery: a worker SIGKILLed mid-job, the job resumed elsewhere [--model]",
         recovery.section,
     ),
+    "handoff": (
+        "hand-off: a worker SIGTERMed mid-job, its job resumed elsewhere at once [--model]",
+        handoff.section,
+    ),
     "memory": ("memory: relay and reader RSS over a long job [tiny model]", memory.section),
     "submit": ("submission: a 10,000-job batch queued by one producer", submit.section),
     "overhead": (
@@ -62,7 +67,7 @@ DESCRIPTION = """\
 genq's benchmark. Every section starts its own private stack (redis-server, a relay, genq
 workers), prints figures with ratios against baselines measured in the same run, and stops
 everything it started on the way out (Ctrl-C included). It asserts nothing; targets are
-printed as met or MISSED. stream, recovery and overhead run on --model (default:
+printed as met or MISSED. stream, recovery, handoff and overhead run on --model (default:
 gemma-3-270m when its package, extra genq[gemma], is installed, else tiny); memory and
 remote on the tiny model; relay and submit run no model. In-process baselines run the
 worker's own code (workers/backends/llama.py, workers/generation.py) without the queue.
@@ -79,6 +84,12 @@ sections (--suite, in this order):
             240 in windows of 40 on a real model) with a second worker idle, per lease TTL:
             kill -> next token (target <= TTL + 2 s), tokens recomputed (<= one window), and
             whether the final text equals an uninterrupted run.
+  handoff   SIGTERM the main process of the worker running a long windowed job (20000 tokens
+            in windows of 100 on tiny, 400 in windows of 40 on a real model) past its third
+            checkpointed window, a second worker idle and warm, both with --slots 8
+            (--handoff-slots), leases of 600 s: SIGTERM -> first token of the new epoch
+            (target: median of --handoff-runs, 5, <= 1 s), -> resume frame, tokens
+            recomputed, streamed text = result, the old worker's exit status.
   memory    RSS of the relay, a reader process and the worker over a 100,000-token job, every
             0.5 s (target: relay and reader flat within 10 MB).
   submit    a 10,000-line JSONL batch queued with Client.submit_batch() by a producer process
@@ -96,7 +107,12 @@ sections (--suite, in this order):
             process), which of the two goes first alternating by round. tok/s = tokens / wall
             of a pass (first request to last token); first-token latency. Uses --prompt,
             --seed and --allow-stray-bytes. Target: genq / direct tok/s >= 0.90 (median over
-            rounds).
+            rounds). Then concurrently, in 5 rounds (--remote-concurrent-rounds): 16 jobs at
+            once (--remote-concurrent-jobs) through one worker process restarted with
+            --slots 16, against 16 direct SSE clients (threads) at once; aggregate tok/s =
+            all tokens / wall from the first request to the last end. Target: genq / direct
+            >= 0.90 (median). The server runs one request at a time (interrupt_requests=false),
+            so both paths queue on it.
   slots     --slots-jobs (8) jobs of 128 tokens (512 on tiny) submitted at once to one worker
             with as many slots: aggregate tok/s against the same sequences batched in one
             llama.cpp context in this process (target >= 0.90), llama-server -np 8 with 8
@@ -130,12 +146,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         default=default_model(),
-        help="registry model of the stream, recovery and overhead sections (default here: "
+        help="registry model of the stream, recovery, handoff and overhead sections (default here: "
         f"{default_model()}; gemma-3-270m when its package is installed, else {TINY})",
     )
     _stream_options(parser.add_argument_group("stream"))
     _relay_options(parser.add_argument_group("relay"))
     _recovery_options(parser.add_argument_group("recovery"))
+    _handoff_options(parser.add_argument_group("handoff"))
     _memory_options(parser.add_argument_group("memory"))
     _submit_options(parser.add_argument_group("submit"))
     _overhead_options(parser.add_argument_group("overhead"))
@@ -203,6 +220,14 @@ def _recovery_options(group: argparse._ArgumentGroup) -> None:
     add("--recovery-window", type=_positive, help="window_tokens (100 on tiny, 40 otherwise)")
 
 
+def _handoff_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add("--handoff-runs", type=_positive, default=5, help="signalled jobs (5)")
+    add("--handoff-slots", type=_positive, default=8, help="each worker's GENQ_SLOTS (8)")
+    add("--handoff-tokens", type=_positive, help="job size (20000 on tiny, 400 otherwise)")
+    add("--handoff-window", type=_positive, help="window_tokens (100 on tiny, 40 otherwise)")
+
+
 def _memory_options(group: argparse._ArgumentGroup) -> None:
     add = group.add_argument
     add("--memory-tokens", type=_positive, default=100_000, help="job size (100000)")
@@ -240,6 +265,18 @@ def _remote_options(group: argparse._ArgumentGroup) -> None:
     add("--remote-jobs", type=_positive, default=5, help="jobs per path per round (5)")
     add("--remote-tokens", type=_positive, default=200, help="tokens per job (200)")
     add("--remote-rounds", type=_positive, default=20, help="rounds of both paths (20)")
+    add(
+        "--remote-concurrent-jobs",
+        type=_positive,
+        default=16,
+        help="jobs at once per path, and the worker's --slots, in the concurrent part (16)",
+    )
+    add(
+        "--remote-concurrent-rounds",
+        type=_positive,
+        default=5,
+        help="rounds of both concurrent bursts (5)",
+    )
 
 
 def _suites(text: str) -> list[str]:
@@ -296,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         GenqError,
         genq_stream.BenchJobFailed,
         recovery.RecoveryFailed,
+        handoff.HandoffFailed,
     ) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1

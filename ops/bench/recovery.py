@@ -145,7 +145,7 @@ def _one_run(stack: Stack, client: Client, job: RecoveryJob, run: int, expected:
     killed: list[str] = []
 
     def kill() -> None:
-        killed.append(_holder(client, handle.job_id))
+        killed.append(holder(client, handle.job_id))
         stack.worker(killed[0]).signal(signal.SIGKILL)
 
     try:
@@ -160,7 +160,7 @@ def _one_run(stack: Stack, client: Client, job: RecoveryJob, run: int, expected:
     return _result(client, handle, watch, text == result.text == expected)
 
 
-def _holder(client: Client, job_id: str) -> str:
+def holder(client: Client, job_id: str) -> str:
     """The name of the worker running the job now (its node is `name@host`)."""
     record = JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
     return record.worker.partition("@")[0]
@@ -172,7 +172,7 @@ def _result(client: Client, handle: JobHandle, watch: Watch, same: bool) -> RunR
             f"job {handle.job_id}: killed {watch.killed_ms is not None}, resumed "
             f"{watch.resume_ms is not None}, epoch-1 token {watch.token_ms is not None}"
         )
-    frames = _entries(client, handle.job_id)
+    frames = entries(client, handle.job_id)
     resume = next(f for f in frames if isinstance(f, ResumeFrame))
     lost = sum(len(f.data.token_ids) for f in frames if isinstance(f, TokenFrame) and f.epoch == 0)
     seen = (watch.token_seen_ms or watch.token_ms) - watch.killed_ms
@@ -186,7 +186,7 @@ def _result(client: Client, handle: JobHandle, watch: Watch, same: bool) -> RunR
     )
 
 
-def _entries(client: Client, job_id: str) -> list[Frame]:
+def entries(client: Client, job_id: str) -> list[Frame]:
     raw: list[tuple[str, dict[str, str]]] = client.redis.xrange(client.keys.stream(job_id))  # type: ignore[assignment]
     return [parse_frame(fields["f"]) for _id, fields in raw]
 

@@ -4,7 +4,8 @@ another both ways: by one client streaming SSE from /v1/completions (a new conne
 job), and through genq (submit -> worker streaming from the server -> pub/sub -> relay ->
 stream -> reader) with one worker process. Each job is one server request on both paths (the
 registry's and the job's window hold the whole job), so both ask the server for the same work;
-the paths alternate in rounds, as the machine's speed drifts.
+the paths alternate in rounds, as the machine's speed drifts. Then the same job many at once
+on each path (ops/bench/remote_concurrent.py), the worker restarted with as many slots.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from common.prompts import prompt_tokens
 from common.registry import ModelRegistry
-from ops.bench import genq_stream, inprocess, openai_server
+from common.schemas import JobSpec
+from ops.bench import genq_stream, inprocess, openai_server, remote_concurrent
 from ops.bench.measure import MS_PER_S, Run
 from ops.bench.report import met, say
 from ops.bench.stack import Stack, local_stack, print_tail
@@ -93,10 +95,36 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         say(f"{openai_server.NAME}: {server.command_line()}", workload.describe())
         say(f"genq: 1 relay, 1 worker process (concurrency 1), model {REMOTE_MODEL!r}")
         load_before = os.getloadavg()[0]
-        rounds = _rounds(args, _paths(client, server, workload, eos))
+        paths = _paths(client, server, workload, eos)
+        rounds = _rounds(args, paths)
         stack.check_alive()
-    _summary(rounds, workload.tokens)
-    say(_load_line(load_before))
+        _summary(rounds, workload.tokens)
+        say(_load_line(load_before))
+        _concurrent(args, stack, client, paths)
+        stack.check_alive()
+
+
+def _concurrent(args: argparse.Namespace, stack: Stack, client: Client, paths: Paths) -> None:
+    """The same job, --remote-concurrent-jobs at once on each path: the worker restarted
+    with as many slots (one process, a threads pool), against as many direct clients."""
+    jobs, workload = args.remote_concurrent_jobs, paths.workload
+    stack.worker("bench").stop()
+    stack.env["GENQ_SLOTS"] = str(jobs)
+    stack.start_worker()
+    paths.genq(replace(workload, spec=_warm_spec(workload)))  # the new worker's first task
+    say(
+        "",
+        f"concurrent: {jobs} jobs at once per path, {args.remote_concurrent_rounds} rounds; "
+        f"genq: 1 relay, 1 worker process with --slots {jobs} (GENQ_SLOTS); the server runs "
+        "one request at a time (interrupt_requests=false), so both paths queue on it",
+    )
+    load_before = os.getloadavg()[0]
+    done = remote_concurrent.rounds(
+        lambda: remote_concurrent.direct_burst(lambda: paths.direct(workload).tokens, jobs),
+        lambda: remote_concurrent.genq_burst(client, workload, jobs),
+        args.remote_concurrent_rounds,
+    )
+    say(*remote_concurrent.summary(done, jobs, workload.tokens), _load_line(load_before))
 
 
 def _load_line(before: float) -> str:
@@ -167,9 +195,7 @@ def _paths(
 def _rounds(args: argparse.Namespace, paths: Paths) -> list[Round]:
     """One short job per path first (the server's graph, the worker's first task); then each
     round runs both passes, direct first in odd rounds and genq first in even ones."""
-    warm = paths.workload.spec.model_copy(
-        update={"max_tokens": WARM_TOKENS, "window_tokens": WARM_TOKENS}
-    )
+    warm = _warm_spec(paths.workload)
     paths.direct(replace(paths.workload, spec=warm))
     paths.genq(replace(paths.workload, spec=warm))
     jobs = args.remote_jobs
@@ -185,6 +211,12 @@ def _rounds(args: argparse.Namespace, paths: Paths) -> list[Round]:
         rounds.append(Round(direct, genq, genq.tokens_per_s / direct.tokens_per_s))
         say(_round_line(n + 1, rounds[-1]))
     return rounds
+
+
+def _warm_spec(workload: Workload) -> JobSpec:
+    return workload.spec.model_copy(
+        update={"max_tokens": WARM_TOKENS, "window_tokens": WARM_TOKENS}
+    )
 
 
 def _pass(name: str, run: Callable[[Workload], Run], workload: Workload, jobs: int) -> Pass:

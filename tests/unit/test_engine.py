@@ -149,10 +149,13 @@ def test_log_probabilities_come_from_each_sequences_own_logits(backend: LlamaBac
             assert sampled.logprob is not None
             top = sampled.logprob.top
             assert len(top) == 3
-            assert [t.logprob for t in top] == sorted((t.logprob for t in top), reverse=True)
+            values = [t.logprob for t in top]
+            assert None not in values
+            assert values == sorted(values, reverse=True)
             # Greedy: the sampled token is the most likely one.
-            assert sampled.logprob.logprob == pytest.approx(top[0].logprob)
-            assert sampled.logprob.logprob <= 0.0
+            own = sampled.logprob.logprob
+            assert own is not None and own <= 0.0
+            assert own == pytest.approx(values[0])
     finally:
         sequence.close()
 
