@@ -224,3 +224,34 @@ def test_flower_never_shows_the_redis_password(genq_env: dict[str, str], tmp_pat
         for proc in (flower, worker, server):
             if proc is not None:
                 proc.stop()
+
+
+def test_a_worker_with_slots_shows_each_concurrent_job_as_a_task_with_progress(
+    genq_env: dict[str, str], databases: Iterator[int], tmp_path: Path
+) -> None:
+    stack = new_stack(genq_env, tmp_path, databases)
+    stack.env.update(GENQ_PROGRESS_INTERVAL_S="0.2", GENQ_METRICS_PORT="0")
+    try:
+        stack.relay()
+        stack.worker("slotted", *SERVES_TINY, "--slots", "2")
+        flower = stack.flower(**LOOPBACK_API)
+        wait_for(lambda: any(flower.json("/api/workers?status=1").values()), 30, "events")
+        with Client(stack.settings) as client:
+            jobs = [
+                client.submit("Once upon a time", max_tokens=30_000, ignore_eos=True, seed=s)
+                for s in (1, 2)
+            ]
+            tasks = [f"{job.job_id}-0" for job in jobs]
+
+            def both_in_progress() -> bool:
+                states = [task_info(flower, task).get("state") for task in tasks]
+                assert "SUCCESS" not in states, "a job ended before both showed progress"
+                return states == ["PROGRESS", "PROGRESS"]
+
+            wait_for(both_in_progress, EVENT_TIMEOUT_S, "both tasks in progress at once")
+            for job, task in zip(jobs, tasks, strict=True):
+                done = wait_for_state(flower, task, "SUCCESS")
+                assert done["result"].startswith(f"'job {job.job_id}: 30000 tokens, ")
+                assert job.result(timeout=60).usage.completion_tokens == 30_000
+    finally:
+        stack.stop()

@@ -120,6 +120,23 @@ def test_a_worker_sums_its_pool_processes(make_stack: Callable[[], Stack]) -> No
     assert worker.now("genq_active_jobs", **TINY) == 0
 
 
+def test_a_worker_with_slots_counts_each_of_its_concurrent_jobs(
+    make_stack: Callable[[], Stack],
+) -> None:
+    stack = make_stack()
+    stack.relay()
+    worker = metrics_worker(stack, "a", "--slots", "3")
+    with Client(stack.settings) as client:
+        jobs = [client.submit(**{**JOB, "seed": seed}) for seed in (1, 2, 3)]
+        # One process, three jobs running at once: one job per thread, each counted.
+        wait_for(lambda: worker.now("genq_active_jobs", **TINY) == 3, 60, "three jobs running")
+        tokens = sum(job.result(timeout=90).usage.completion_tokens for job in jobs)
+    worker.wait("genq_jobs_total", 3, outcome="succeeded", **TINY)
+    assert worker.moved("genq_tokens_generated_total", **TINY) == tokens == 3 * JOB["max_tokens"]
+    assert worker.moved("genq_first_token_seconds_count", **TINY) == 3
+    assert worker.now("genq_active_jobs", **TINY) == 0
+
+
 def test_lone_jobs_and_bundles_in_one_pool_process_count_into_one_set_of_figures(
     make_stack: Callable[[], Stack],
 ) -> None:
