@@ -30,7 +30,7 @@ from common.frames import FrameType, WindowData, WindowFrame, is_json_error, par
 from common.keys import Keys
 from common.store import jobs, run_all
 from workers.relay_metrics import Drop, RelayStats
-from workers.relay_shape import canonical_token
+from workers.relay_shape import canonical_tokens
 
 log = logging.getLogger("genq.relay")
 
@@ -77,14 +77,13 @@ class Admission:
     def admit(self, messages: Sequence[bytes]) -> list[Admitted]:
         """The valid frames of existing jobs among `messages`, in order."""
         valid: list[Admitted] = []
-        for raw in messages:
-            match = canonical_token(raw)
+        append = valid.append
+        for raw, match in zip(messages, canonical_tokens(messages), strict=True):
             if match is not None:  # the common case, inline (and no Python-level __new__)
                 job, epoch, seq, ts_ms = match.groups()
-                entry = epoch + b"-" + seq
-                valid.append(_new(Admitted, (job.decode(), entry, ts_ms, raw, None, False)))
+                append(_new(Admitted, (job.decode(), epoch + b"-" + seq, ts_ms, raw, None, False)))
             elif (frame := self._validate(raw)) is not None:
-                valid.append(frame)
+                append(frame)
         missing = self._missing({frame.job_id for frame in valid})
         if not missing:
             return valid

@@ -71,9 +71,17 @@ class Writer:
         """Read replies until at most `keep` batches are unanswered; log the failures that
         are not expected."""
         while len(self._owed) > keep:
-            for reply in self._replies.take(self._owed.popleft()):
-                if isinstance(reply, redis.ResponseError) and FENCED not in str(reply):
-                    log.error("relay: write failed: %s", reply)
+            replies = self._replies.take(self._owed.popleft())
+            # Nearly every reply is an entry id: look at each only when the batch's reply
+            # types (collected in C) include an error.
+            if any(issubclass(kind, redis.ResponseError) for kind in set(map(type, replies))):
+                self._log_failures(replies)
+
+    @staticmethod
+    def _log_failures(replies: list[object]) -> None:
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError) and FENCED not in str(reply):
+                log.error("relay: write failed: %s", reply)
 
 
 class Commands:

@@ -4,7 +4,11 @@ Borrowed: redis-py's hiredis parser, `connection._parser` (`read_from_socket(tim
 raise_on_timeout)`) and its `hiredis.Reader` (`_parser._reader.gets()`), as in redis-py 5 to
 8. Taking replies straight off the reader skips redis-py's layers per reply (several Python
 calls, and in redis-py 8 a debug-log string formatted for each even with debug logging off),
-which cap a relay near 20k frames/s.
+which cap a relay near 20k frames/s. Where the reader's "not enough data" sentinel is redis-py's
+own plain object (`redis._parsers.hiredis.NOT_ENOUGH_DATA`, redis-py 5 to 8), replies are
+drained by C loops (`iter(gets, sentinel)`): no Python bytecode per reply. A sentinel that
+compares equal to a reply (hiredis's default, False, equals the integer reply 0) would stop
+such a loop early and lose that reply, so any other sentinel gets the Python loop.
 
 Fallback (any other parser, or the internal gone): the connection's public `can_read` and
 `read_response`, the same replies, slower. Error replies are returned as values
@@ -14,10 +18,16 @@ Contract: tests/unit/test_adapters.py.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 import redis
 from redis.connection import AbstractConnection
+
+try:  # the sentinel redis-py gives its hiredis reader
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - redis-py moved it: the Python loop
+    _NOT_ENOUGH_DATA = False
 
 
 def hiredis_reader(connection: AbstractConnection) -> tuple[Any, Any] | None:
@@ -32,6 +42,12 @@ def hiredis_reader(connection: AbstractConnection) -> tuple[Any, Any] | None:
     return None
 
 
+def identity_sentinel() -> object | None:
+    """redis-py's "not enough data" sentinel when only itself compares equal to it (a plain
+    object): then `iter(gets, sentinel)` stops at it and at no reply."""
+    return _NOT_ENOUGH_DATA if type(_NOT_ENOUGH_DATA) is object else None
+
+
 class Replies:
     """The replies arriving on one connected redis-py connection, in order."""
 
@@ -40,6 +56,7 @@ class Replies:
         found = hiredis_reader(connection) if fast else None
         self._parser: Any = found[0] if found else None
         self._reader: Any = found[1] if found else None
+        self._sentinel = identity_sentinel()
 
     @property
     def fast(self) -> bool:
@@ -69,7 +86,11 @@ class Replies:
         return out
 
     def _drain(self, out: list[Any], limit: int) -> None:
-        gets, append = self._reader.gets, out.append
+        gets = self._reader.gets
+        if self._sentinel is not None:  # the replies buffered, up to the limit, in C
+            out.extend(islice(iter(gets, self._sentinel), limit - len(out)))
+            return
+        append = out.append
         for _ in range(limit - len(out)):
             reply = gets()
             if reply is False or type(reply) is object:  # hiredis's "not enough data" sentinel

@@ -12,7 +12,7 @@ import redis
 from llama_cpp import Llama
 
 from common.adapters import llama_vocab
-from common.adapters.redis_replies import Replies, hiredis_reader
+from common.adapters.redis_replies import Replies, hiredis_reader, identity_sentinel
 from common.settings import Settings
 
 
@@ -28,8 +28,12 @@ def connection(settings: Settings) -> Iterator[redis.connection.Connection]:
 def test_redis_py_still_keeps_its_hiredis_reader_where_the_relay_borrows_it(
     connection: redis.connection.Connection,
 ) -> None:
-    assert hiredis_reader(connection) is not None, "redis-py moved _parser._reader: see adapter"
+    found = hiredis_reader(connection)
+    assert found is not None, "redis-py moved _parser._reader: see adapter"
     assert Replies(connection).fast
+    # The C drain stops at redis-py's sentinel: it must be the one this reader returns.
+    assert identity_sentinel() is not None, "redis-py moved NOT_ENOUGH_DATA: see adapter"
+    assert found[1].gets() is identity_sentinel()
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["hiredis", "fallback"])
@@ -51,6 +55,20 @@ def test_replies_come_in_order_with_errors_as_values(
     while len(got) < 2:
         got += replies.available(5.0, 10)
     assert got == [b"x", b"x"]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["hiredis", "fallback"])
+def test_replies_that_look_false_are_replies_too(
+    connection: redis.connection.Connection, fast: bool
+) -> None:
+    """0 equals False (hiredis's default sentinel); an empty list and nil are falsy: none of
+    them may end a drain early."""
+    replies = Replies(connection, fast=fast)
+    exists = b"*2\r\n$6\r\nEXISTS\r\n$7\r\nadapt-0\r\n"
+    lrange = b"*4\r\n$6\r\nLRANGE\r\n$7\r\nadapt-0\r\n$1\r\n0\r\n$1\r\n1\r\n"
+    get = b"*2\r\n$3\r\nGET\r\n$7\r\nadapt-0\r\n"
+    connection.send_packed_command([exists + lrange + get + exists], check_health=False)  # type: ignore[no-untyped-call]
+    assert replies.take(4) == [0, [], None, 0]
 
 
 @pytest.fixture(scope="module")

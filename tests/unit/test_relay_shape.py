@@ -4,12 +4,14 @@ pydantic reads, and catches the frames workers write (else the relay is slow, no
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from common.frames import TokenData, TokenFrame, parse_frame
-from workers.relay_shape import canonical_token
+from workers.relay_shape import canonical_token, canonical_tokens
 
 JOB = "ab" * 16
 texts = st.text(max_size=40)
@@ -57,3 +59,17 @@ def test_whatever_the_fast_path_accepts_pydantic_accepts_alike(
             parsed = parse_frame(raw)
             assert isinstance(parsed, TokenFrame)
             assert (parsed.job_id, parsed.epoch, parsed.seq, parsed.ts_ms) == fast
+
+
+def groups(match: re.Match[bytes] | None) -> tuple[bytes | Any, ...] | None:
+    return None if match is None else match.groups()
+
+
+NOT_UTF8 = frame().replace(b"\xc3\xa9", b"\xc3")
+MIXED = [frame(), frame("", []), frame(seq=0), NOT_UTF8, b"", b"{}", frame()[:-1]]
+
+
+@given(st.lists(st.sampled_from(MIXED)))
+def test_a_batch_is_recognized_as_its_frames_one_by_one(batch: list[bytes]) -> None:
+    batched = [groups(match) for match in canonical_tokens(batch)]
+    assert batched == [groups(canonical_token(raw)) for raw in batch]
