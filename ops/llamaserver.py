@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self
 
 from common.registry import LlamaModelConfig
 from ops.localstack import StackError, free_port, stop_process, wait_for
@@ -35,6 +36,10 @@ class LlamaServer:
     log: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # What messages call it, and what answers 200 once it is ready (a subclass runs another
+    # server: ops/bench/llama_server_peer.py).
+    name: ClassVar[str] = "llama_cpp.server"
+    ready_path: ClassVar[str] = "/v1/models"
 
     def command(self) -> list[str]:
         opts = {
@@ -58,18 +63,18 @@ class LlamaServer:
         args = self.command()[1:]
         return "python " + " ".join(a for a in args if not a.startswith("--model="))
 
-    def start(self) -> LlamaServer:
+    def start(self) -> Self:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        wait_for(self._ready, READY_TIMEOUT_S, f"llama_cpp.server (log: {self.log})")
+        wait_for(self._ready, READY_TIMEOUT_S, f"{self.name} (log: {self.log})")
         return self
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise StackError(f"llama_cpp.server exited with {self.proc.returncode}")
-        url = f"http://{HOST}:{self.port}/v1/models"
+            raise StackError(f"{self.name} exited with {self.proc.returncode}")
+        url = f"http://{HOST}:{self.port}{self.ready_path}"
         try:
             with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as resp:
                 return bool(resp.status == 200)
