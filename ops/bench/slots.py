@@ -14,9 +14,11 @@ the model's shared pages once).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +27,13 @@ import psutil
 
 from common.registry import LlamaModelConfig, ModelRegistry
 from common.schemas import JobResult, JobSpec
+from ops.bench import llama_server_bin
+from ops.bench.llama_server_peer import LlamaCppServer, PeerJob, run_peer, sampling
+from ops.bench.openai_server import ServerError
 from ops.bench.report import met, say
-from ops.bench.stack import Stack, local_stack
+from ops.bench.stack import Stack, local_stack, print_tail
 from ops.bench.workload import BENCH_MODEL, TINY, job_model
-from ops.localstack import Worker
+from ops.localstack import StackError, Worker
 from producer.client import Client
 from workers.backends.llama import LlamaBackend
 from workers.decoder import Decoder
@@ -208,18 +213,28 @@ def _memory(worker: Worker) -> Memory:
 def _llama_server(
     args: argparse.Namespace, name: str, config: LlamaModelConfig, path: Path, jobs: list[JobSpec]
 ) -> Batch | None:
-    peer = _peer()
-    if peer is None:
+    """llama.cpp's own server with a slot per job and a streaming client per slot, asked
+    for what genq's jobs were (prompt, seeds, sampling, tokens)."""
+    binary = llama_server_bin.find()
+    if binary is None:
         say("skipped llama-server: its binary was not found (make llama-server builds it)")
         return None
     if name == BENCH_MODEL:
         say("skipped llama-server: run the slots section with a real model (--model)")
         return None
-    return peer(path, config, jobs)
-
-
-def _peer() -> Callable[[Path, LlamaModelConfig, list[JobSpec]], Batch] | None:
-    return None
+    first = jobs[0]
+    job = PeerJob([args.prompt], first.max_tokens, first.seed or 0, sampling(first))
+    log = Path(tempfile.gettempdir()) / f"genq-bench-llama-server-{os.getpid()}.log"
+    server = LlamaCppServer(path, config, log, binary=binary, parallel=len(jobs))
+    try:
+        result = run_peer(server, job)
+    except (StackError, ServerError, OSError) as exc:
+        print_tail(log)
+        say(f"skipped llama-server: {exc}")
+        return None
+    say(result.describe())
+    first_s = [ms / 1000 for ms in result.first_token_ms]
+    return Batch(f"llama-server -np {len(jobs)}", result.tokens, result.wall_s, first_s)
 
 
 def _summary(
