@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.logs import QUERY_PASSWORD
@@ -153,6 +153,27 @@ class Settings(BaseSettings):
     relay_metrics_port: int = Field(
         9541, ge=0, le=65535, description="The relay's Prometheus metrics port. 0: no endpoint."
     )
+    http_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="`genq serve`'s interface. Another than loopback needs API keys "
+        "(GENQ_API_KEYS or GENQ_API_KEYS_FILE): without any the gateway listens on loopback only.",
+    )
+    http_port: int = Field(8000, ge=1, le=65535, description="`genq serve`'s HTTP port.")
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (),
+        description="Bearer API keys the gateway accepts, comma-separated. Never logged.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file of API keys the gateway accepts, one per line (# comments)."
+    )
+    reattach_grace_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=86_400.0,
+        description="A gateway stream's job is cancelled when no client has reattached this "
+        "long after its last one disconnected. 0: cancelled at once.",
+    )
     progress_interval_s: float = Field(
         1.0,
         ge=0.0,
@@ -176,6 +197,26 @@ class Settings(BaseSettings):
             stripped = [str(name).strip() for name in value]
             return tuple(dict.fromkeys(name for name in stripped if name))
         return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        """`k1, k2` -> two keys (blanks dropped)."""
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    def gateway_keys(self) -> frozenset[str]:
+        """The API keys the gateway accepts: GENQ_API_KEYS and the lines of
+        GENQ_API_KEYS_FILE (blank lines and # comments skipped). OSError if the file is
+        unreadable."""
+        keys = {key.get_secret_value() for key in self.api_keys}
+        if self.api_keys_file is not None:
+            for line in self.api_keys_file.read_text(encoding="utf-8").splitlines():
+                key = line.split("#", 1)[0].strip()
+                if key:
+                    keys.add(key)
+        return frozenset(keys)
 
     @field_validator("redis_url")
     @classmethod

@@ -4,7 +4,7 @@ One module per command group, each on the public client API (`producer.Client`):
 
 - producer/cli/jobs.py       `genq run`, `genq tail`, `genq status`, `genq cancel`
 - producer/cli/batches.py    `genq submit`, `genq wait`, `genq results`
-- producer/cli/processes.py  `genq worker`, `genq relay`, `genq flower`
+- producer/cli/processes.py  `genq worker`, `genq relay`, `genq flower`, `genq serve`
 - producer/cli/registry.py   `genq models`, `genq workers`, `genq make-tiny-model`
 - producer/cli/output.py     exit codes, the one-line error, stderr notes, tables
 - producer/cli/options.py    options several commands take (durations, priority)
@@ -49,7 +49,7 @@ class _Cli(click.Group):
 COMMANDS = (
     *(jobs.run, jobs.tail, jobs.status, jobs.cancel),
     *(batches.submit, batches.wait, batches.results),
-    *(processes.worker, processes.relay, processes.flower),
+    *(processes.worker, processes.relay, processes.flower, processes.serve),
     *(registry.models, registry.workers, registry.make_tiny_model),
 )
 

@@ -179,3 +179,70 @@ def flower(
         *([f"--url_prefix={url_prefix.strip('/')}"] if url_prefix else []),
         *flower_args,  # last: Flower takes the last value of an option given twice
     )
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+@click.command()
+@click.option(
+    "--host",
+    envvar="GENQ_HTTP_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on [env GENQ_HTTP_HOST]; another than loopback needs API keys.",
+)
+@click.option(
+    "--port",
+    envvar="GENQ_HTTP_PORT",
+    type=click.IntRange(1, 65535),
+    default=8000,
+    show_default=True,
+    help="HTTP port [env GENQ_HTTP_PORT].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Gateway processes (uvicorn workers); any of them serves any stream.",
+)
+def serve(host: str, port: int, workers: int) -> None:
+    """Start the OpenAI-compatible gateway: /v1/models, /v1/completions,
+    /v1/chat/completions (streamed over SSE or not), /v1/files, /v1/batches, streams that
+    survive disconnects (/v1/jobs/ID/stream with Last-Event-ID), and a page at /.
+
+    It is a producer: it queues jobs for genq's workers and never loads a model. Clients
+    authenticate with `Authorization: Bearer KEY`, one of GENQ_API_KEYS or the lines of
+    GENQ_API_KEYS_FILE; without any key configured it listens on loopback only.
+    """
+    import uvicorn
+
+    os.environ["GENQ_HTTP_HOST"], os.environ["GENQ_HTTP_PORT"] = host, str(port)
+    settings = Settings()
+    try:
+        keys = settings.gateway_keys()
+    except OSError as exc:
+        fail(f"GENQ_API_KEYS_FILE: cannot read {settings.api_keys_file}: {exc}", EXIT_USAGE)
+    if not keys and host not in LOOPBACK:
+        fail(
+            f"no API keys: the gateway listens on loopback only without them, not on {host}; "
+            "set GENQ_API_KEYS or GENQ_API_KEYS_FILE",
+            EXIT_USAGE,
+        )
+    if not keys:
+        print(
+            "genq serve: no API keys (GENQ_API_KEYS, GENQ_API_KEYS_FILE): accepting every "
+            f"request, on loopback only ({host}:{port})",
+            file=sys.stderr,
+            flush=True,
+        )
+    uvicorn.run(
+        "producer.gateway.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,  # a request line may carry a job id; prompts never, keys never
+    )
