@@ -10,7 +10,7 @@ call, whatever the settings, and sequences of one batch sample independently.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import llama_cpp as lc
@@ -38,7 +38,9 @@ class Vocabulary:
 class Sampler:
     """A job window's native sampler chain; freed with `close()` (or when collected)."""
 
-    def __init__(self, spec: JobSpec, seed: int, vocab: Vocabulary) -> None:
+    def __init__(
+        self, spec: JobSpec, seed: int, vocab: Vocabulary, context: Sequence[int] = ()
+    ) -> None:
         self._chain: lc.llama_sampler_p | None = None
         self.vocab = vocab
         self.top = spec.logprobs  # alternatives to report per token; None: no logprobs
@@ -52,7 +54,14 @@ class Sampler:
                 array[i] = lc.llama_logit_bias(token, value)
             self._add(lc.llama_sampler_init_logit_bias(n_vocab, len(bias), array))
         if spec.repeat_penalty != 1.0:
-            self._add(lc.llama_sampler_init_penalties(PENALTY_LAST_N, spec.repeat_penalty, 0, 0))
+            penalties = lc.llama_sampler_init_penalties(
+                n_vocab, PENALTY_LAST_N, spec.repeat_penalty, 0.0, 0.0
+            )
+            # The window's context is the history it penalizes, as llama.cpp's own samplers
+            # take the prompt: a window resumed elsewhere starts from the same history.
+            for token in context[-PENALTY_LAST_N:]:
+                lc.llama_sampler_accept(penalties, token)
+            self._add(penalties)
         if spec.temperature == 0:
             self._add(lc.llama_sampler_init_greedy())
             return

@@ -168,3 +168,29 @@ def test_engine_closes_with_its_thread(tmp_path: Path) -> None:
     assert engine.running
     loaded.close()
     assert not engine.running
+
+
+def test_a_repeat_penalty_lowers_repeats_and_keeps_a_window_reproducible(
+    backend: LlamaBackend,
+) -> None:
+    """The penalty sampler sees the window's context as history, so it is part of the window's
+    computation: the same window twice gives the same tokens, and a strong penalty repeats
+    the context's tokens less than no penalty does."""
+    plain = spec(6, temperature=0.0, deterministic=True)
+    penalized = spec(6, temperature=0.0, deterministic=True, repeat_penalty=5.0)
+    prompt = backend.prompt_tokens(plain)
+
+    def window(job_spec: JobSpec) -> list[int]:
+        decoder = backend.solo.take()
+        try:
+            sampler = backend.sampler(job_spec, 6, prompt)
+            return [s.token for s in take(solo_window(decoder, prompt, sampler), 40)]
+        finally:
+            backend.solo.give(decoder)
+
+    assert window(penalized) == window(penalized)
+
+    def repeats(tokens: list[int]) -> int:
+        return sum(1 for i, t in enumerate(tokens) if t in tokens[max(0, i - 64) : i])
+
+    assert repeats(window(penalized)) < repeats(window(plain))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 from llama_cpp import Llama, llama_model_p
@@ -121,8 +121,9 @@ class LlamaBackend:
         engine = self.engine
         return _Batched(self, engine, engine.acquire())
 
-    def sampler(self, spec: JobSpec, seed: int) -> Sampler:
-        return Sampler(spec, seed, self.vocab)
+    def sampler(self, spec: JobSpec, seed: int, context: Sequence[int] = ()) -> Sampler:
+        """A window's sampler chain; `context` is the history its repeat penalty sees."""
+        return Sampler(spec, seed, self.vocab, context)
 
     def prompt_tokens(self, spec: JobSpec) -> list[int]:
         tokens = prompt_tokens(self._llm, spec, self.config)
@@ -154,7 +155,7 @@ class _Solo:
     def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Generator[Sampled]:
         if self._decoder is None:
             self._decoder = self._backend.solo.take()
-        return solo_window(self._decoder, context, self._backend.sampler(spec, seed))
+        return solo_window(self._decoder, context, self._backend.sampler(spec, seed, context))
 
     def close(self) -> None:
         if self._decoder is not None:
@@ -169,7 +170,8 @@ class _Batched:
         self._backend, self._engine, self._slot = backend, engine, slot
 
     def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Generator[Sampled]:
-        return self._engine.window(self._slot, context, self._backend.sampler(spec, seed))
+        sampler = self._backend.sampler(spec, seed, context)
+        return self._engine.window(self._slot, context, sampler)
 
     def close(self) -> None:
         self._engine.release(self._slot)
