@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from common.schemas import JobState
 from common.settings import Settings
@@ -17,7 +18,7 @@ from ops.localstack import Gateway, Relay, Worker, free_port
 
 from .gateway_support import TIMEOUT_S, record, sdk, sse, start_gateway
 
-CHAT = [{"role": "user", "content": "hello"}]
+CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture(scope="module")
