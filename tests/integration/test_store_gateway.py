@@ -29,7 +29,8 @@ def test_a_due_job_is_claimed_once_and_only_with_no_client(redis_client: redis.R
     run(redis_client, gateway.attach(KEYS, left))
     assert run(redis_client, gateway.detach(KEYS, left)) == 0
     run(redis_client, gateway.set_deadline(KEYS, left, 1000))
-    assert sorted(run(redis_client, gateway.due(KEYS, 2000, 10))) == sorted([attached, left])
+    due: list[str] = run(redis_client, gateway.due(KEYS, 2000, 10))
+    assert sorted(due) == sorted([attached, left])
     assert run(redis_client, gateway.due(KEYS, 999, 10)) == []
     assert not run(redis_client, gateway.claim(KEYS, attached))  # a client is on it
     assert run(redis_client, gateway.claim(KEYS, left))
