@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -87,9 +88,12 @@ def read_until(events: Iterator[Event], count: int) -> list[Event]:
     return got
 
 
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
 def test_a_client_reattaches_after_a_gateway_restart_with_no_gap_or_repeat(
-    make_stack: Callable[[], Stack],
+    make_stack: Callable[[], Stack], stop: signal.Signals
 ) -> None:
+    """Killed (SIGKILL) or stopped (SIGTERM: it ends its streams and counts their clients out;
+    the reattach within the grace, 30 s, keeps the job)."""
     stack = make_stack()
     stack.relay()
     stack.worker("a")
@@ -99,7 +103,7 @@ def test_a_client_reattaches_after_a_gateway_restart_with_no_gap_or_repeat(
         with http.stream("POST", f"{first.url}/v1/completions", json=body) as response:
             job_id = response.headers["x-genq-job-id"]
             before = read_until(sse(response), 10)
-            first.signal(signal.SIGKILL)
+            first.signal(stop)
         second = gateway_of(stack, "second")
         headers = {"Last-Event-ID": before[-1].id}
         url = f"{second.url}/v1/jobs/{job_id}/stream"
@@ -112,6 +116,7 @@ def test_a_client_reattaches_after_a_gateway_restart_with_no_gap_or_repeat(
     job = record(stack.settings, job_id)
     assert job.result is not None
     assert "".join(e.text for e in before + after) == job.result.text
+    assert job.state == JobState.SUCCEEDED
 
 
 def test_reattaching_by_query_parameter_continues_the_chat_stream(gateway: Gateway) -> None:
@@ -173,3 +178,18 @@ def test_a_stream_reattached_within_the_grace_is_not_cancelled(
             rest = list(events)
     assert rest[-1].data == "[DONE]"
     assert record(settings, job_id).state == JobState.CANCELLED
+
+
+def test_with_no_grace_a_disconnected_stream_is_cancelled_at_once(
+    genq_env: dict[str, str], worker: Worker, relay: Relay, tmp_path: Path, settings: Settings
+) -> None:
+    gateway = start_gateway(genq_env, tmp_path, GENQ_REATTACH_GRACE_S="0")
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=TIMEOUT_S) as http:
+            job_id, _ = stream_then_leave(http, {**LONG, "stream": True})
+        wait_for(
+            lambda: record(settings, job_id).state == JobState.CANCELLED, TIMEOUT_S, "the cancel"
+        )
+        assert deadline(settings, job_id) is None  # cancelled by the gateway it left, no sweep
+    finally:
+        gateway.stop()
