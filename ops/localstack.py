@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -254,6 +255,32 @@ class Flower(GenqProcess):
         try:
             return self.get("/healthcheck", timeout_s=1.0) == b"OK"
         except OSError:  # not listening yet (URLError is an OSError)
+            return False
+
+
+@dataclass
+class Gateway(GenqProcess):
+    """`genq serve` on a free loopback port; ready when GET /v1/models answers (any status:
+    with API keys it answers 401)."""
+
+    args: tuple[str, ...] = ()
+    port: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return ["serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+
+    def _ready(self) -> bool:
+        self._check_running()
+        try:
+            with urllib.request.urlopen(self.url + "/v1/models", timeout=1.0):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answered
+        except OSError:  # not listening yet
             return False
 
 
