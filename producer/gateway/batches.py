@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.connection import redis_errors
-from common.errors import GenqError, InvalidBatch
+from common.errors import GenqError, InvalidBatch, InvalidJob
 from common.keys import is_job_id, new_batch_id
 from common.lifecycle import now_ms
 from common.schemas import BatchStatus, JobRecord, JobState
@@ -275,9 +275,13 @@ def batch_object(batch: ApiBatch, status: BatchStatus | None) -> dict[str, Any]:
 
 
 async def _genq_status(client: AsyncClient, batch: ApiBatch) -> BatchStatus | None:
+    """genq's counts of a submitted batch (None before); 404 once genq keeps it no more."""
     if batch.state != "submitted":
         return None
-    return await (await client.batch(batch.batch_id)).status()
+    try:
+        return await (await client.batch(batch.batch_id)).status()
+    except InvalidJob:  # its retention passed before the gateway's record's did
+        raise not_found(batch.batch_id) from None
 
 
 async def describe(client: AsyncClient, batch: ApiBatch) -> dict[str, Any]:

@@ -98,10 +98,12 @@ def jsonl(lines: list[Any]) -> bytes:
     return text.encode()
 
 
-def create(api: OpenAI, lines: list[Any], endpoint: Any, window: Any = "24h") -> Batch:
+def create(
+    api: OpenAI, lines: list[Any], endpoint: Any, window: Any = "24h", **options: Any
+) -> Batch:
     upload = api.files.create(file=("batch.jsonl", jsonl(lines)), purpose="batch")
     return api.batches.create(
-        input_file_id=upload.id, endpoint=endpoint, completion_window=window
+        input_file_id=upload.id, endpoint=endpoint, completion_window=window, **options
     )
 
 
@@ -125,8 +127,8 @@ def test_a_batch_of_chat_requests_completes_with_an_output_line_per_request(
     api: OpenAI, settings: Any
 ) -> None:
     lines = [chat_line(f"q{i}", "Hi", 4 + i, seed=i) for i in range(4)]
-    batch = create(api, lines, "/v1/chat/completions")
-    assert batch.id.startswith("batch_")
+    batch = create(api, lines, "/v1/chat/completions", metadata={"run": "nightly"})
+    assert batch.id.startswith("batch_") and batch.metadata == {"run": "nightly"}
     assert batch.status in {"in_progress", "completed"}
     done = wait_status(api, batch.id, DONE)
 
@@ -238,7 +240,7 @@ def test_a_file_with_invalid_lines_fails_the_batch_naming_each_line(api: OpenAI)
 
     assert batch.status == "failed" and batch.failed_at is not None
     assert batch.errors is not None and batch.errors.data is not None
-    by_line = {e.line: e for e in batch.errors.data}
+    by_line = {e.line or 0: e for e in batch.errors.data}
     assert sorted(by_line) == [2, 3, 4, 5]
     assert "invalid JSON" in str(by_line[2].message)
     assert "max_tokens" in str(by_line[3].message)
@@ -265,7 +267,7 @@ def test_unknown_file_and_batch_ids_are_404(api: OpenAI) -> None:
             endpoint="/v1/chat/completions",
             completion_window="24h",
         )
-    assert "input_file_id" == caught.value.body["param"]  # type: ignore[index]
+    assert caught.value.body["param"] == "input_file_id"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
         api.batches.retrieve("batch_" + "0" * 24)
 
