@@ -131,7 +131,8 @@ async def list_files(
     since = now_ms() - client.settings.job_ttl_s * 1000
     with redis_errors(client.settings):
         ids = await arun(client.redis, file_store.ids(client.keys, since, order == "desc"))
-        listed = await arun(client.redis, file_store.read_many(client.keys, _after(ids, after)))
+        wanted = _after(ids, after) if purpose else _after(ids, after)[: limit + 1]
+        listed = await arun(client.redis, file_store.read_many(client.keys, wanted))
     matching = [f for f in listed if purpose is None or f.purpose == purpose]
     data = [file_object(f) for f in matching[:limit]]
     return {

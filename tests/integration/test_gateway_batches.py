@@ -209,12 +209,12 @@ def test_requests_not_started_within_the_completion_window_expire(
     api: OpenAI, settings: Any
 ) -> None:
     lines = [long_line("busy"), completion_line("late1", 3), completion_line("late2", 3)]
-    batch = create(api, lines, "/v1/completions", window="1s")
-    assert batch.expires_at == batch.created_at + 1
+    batch = create(api, lines, "/v1/completions", window="2s")
+    assert batch.expires_at == batch.created_at + 2
 
     def late_ones_expired() -> bool:
         counts = api.batches.retrieve(batch.id).request_counts
-        return counts is not None and counts.failed == 2
+        return counts is not None and counts.failed >= 2
 
     wait_for(late_ones_expired, 30.0, "the queued requests to expire")
     with Client(settings) as client:  # the one that started never expires: stop it
