@@ -13,7 +13,9 @@ Modules: `jobs` (the job hash `genq:{id}:job` and the cancel key `genq:{id}:canc
 channel and the SUBMIT script); `leases` (the lease and expiry indexes, and the CLAIM, RENEW,
 FINISH and REAP scripts); `streams` (a job's stream `genq:{id}:stream` and checkpoint list
 `genq:{id}:ckpt`, with the CHECKPOINT script); `presence` (the workers' set `genq:{workers}`
-and records).
+and records); `files` (the gateway's files `genq:file:{id}`, their content and the
+`genq:files` index); `openai_batches` (the gateway's record of an OpenAI batch,
+`genq:openai-batch:{bid}`, and the `genq:openai-batches` index).
 """
 
 from common.store.command import Command, arun, arun_all, queue, run, run_all
