@@ -174,6 +174,13 @@ class Settings(BaseSettings):
         description="A gateway stream's job is cancelled when no client has reattached this "
         "long after its last one disconnected. 0: cancelled at once.",
     )
+    file_bytes_max: int = Field(
+        100 * 2**20,
+        ge=1,
+        le=2**30,
+        description="The largest file the gateway takes at POST /v1/files (bytes); a larger "
+        "upload is refused with 413. Files are kept in Redis for GENQ_JOB_TTL_S.",
+    )
     progress_interval_s: float = Field(
         1.0,
         ge=0.0,

@@ -14,7 +14,9 @@ channel and the SUBMIT script); `leases` (the lease and expiry indexes, and the 
 FINISH and REAP scripts); `streams` (a job's stream `genq:{id}:stream` and checkpoint list
 `genq:{id}:ckpt`, with the CHECKPOINT script); `presence` (the workers' set `genq:{workers}`
 and records); `gateway` (a gateway stream's meta `genq:{id}:gw`, attach count and the detach
-index `genq:gw:detach`).
+index `genq:gw:detach`); `files` (the gateway's files `genq:file:{id}`, their content and the
+`genq:files` index); `openai_batches` (the gateway's record of an OpenAI batch,
+`genq:openai-batch:{bid}`, and the `genq:openai-batches` index).
 """
 
 from common.store.command import Command, arun, arun_all, queue, run, run_all

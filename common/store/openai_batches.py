@@ -1,0 +1,97 @@
+"""What the gateway keeps of an OpenAI batch beside genq's own batch of the same id
+(common/store/batches.py): its input file, endpoint, window, metadata, its validation state and
+errors, and its output and error files once written.
+
+Keys: `genq:openai-batch:{<batch id>}`, a string holding an `ApiBatch` as JSON (version 1),
+kept for the retention; `genq:openai-batches`, a sorted set of batch ids by creation time (ms),
+which listings read, pruned of batches older than the retention as it is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.keys import Keys
+from common.store.command import Command
+
+ApiBatchState = Literal["validating", "submitted", "failed"]
+
+
+class LineErrorInfo(BaseModel):
+    """One of a failed batch's errors, as OpenAI's batch `errors.data` holds them."""
+
+    code: str
+    message: str
+    line: int | None = None
+    param: str | None = None
+
+
+class ApiBatch(BaseModel):
+    """The gateway's record of a batch."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = 1
+    batch_id: str
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    window_s: int = Field(ge=1)
+    metadata: dict[str, str] | None = None
+    created_ms: int
+    state: ApiBatchState = "validating"
+    submitted_ms: int = 0
+    failed_ms: int = 0
+    cancelling_ms: int = 0
+    errors: list[LineErrorInfo] = Field(default_factory=list)
+    output_file_id: str = Field(description="Reserved at creation; used once written.")
+    error_file_id: str = Field(description="Reserved at creation; used once written.")
+    files_written: bool = Field(False, description="The output and error files were written.")
+    output_lines: int = 0
+    error_lines: int = 0
+
+
+def _key(keys: Keys, batch_id: str) -> str:
+    return f"{keys.prefix}:openai-batch:{{{batch_id}}}"
+
+
+def _index_key(keys: Keys) -> str:
+    return f"{keys.prefix}:openai-batches"
+
+
+def write(keys: Keys, batch: ApiBatch, ttl_s: int) -> Command[None]:
+    """Store (or replace) a batch's record, kept for `ttl_s`, and list it."""
+    return Command(
+        (
+            ("SET", _key(keys, batch.batch_id), batch.model_dump_json(), "EX", ttl_s),
+            ("ZADD", _index_key(keys), batch.created_ms, batch.batch_id),
+        ),
+        lambda replies: None,
+    )
+
+
+def _decode(raw: Any) -> ApiBatch | None:
+    return None if raw is None else ApiBatch.model_validate_json(raw)
+
+
+def read(keys: Keys, batch_id: str) -> Command[ApiBatch | None]:
+    """A batch's record; None when the gateway keeps none."""
+    return Command((("GET", _key(keys, batch_id)),), lambda replies: _decode(replies[0]))
+
+
+def ids_page(keys: Keys, kept_since_ms: int, after: str | None, limit: int) -> Command[list[str]]:
+    """Up to `limit` batch ids, newest first, after the batch `after` (from the newest when
+    None, or when `after` is not listed), after pruning those created before `kept_since_ms`."""
+    index = _index_key(keys)
+    calls: list[tuple[Any, ...]] = [("ZREMRANGEBYSCORE", index, "-inf", f"({kept_since_ms}")]
+    calls.append(("ZREVRANK", index, after or ""))
+    calls.append(("ZREVRANGE", index, 0, -1))
+
+    def decode(replies: list[Any]) -> list[str]:
+        rank, every = replies[1], [str(i) for i in replies[2]]
+        start = 0 if after is None or rank is None else int(rank) + 1
+        return every[start : start + limit]
+
+    return Command(tuple(calls), decode)
