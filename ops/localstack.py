@@ -1,4 +1,5 @@
-"""Run genq's parts as local processes: a redis-server, `genq relay`, `genq worker`s, Flower.
+"""Run genq's parts as local processes: a redis-server, `genq relay`, `genq worker`s, Flower,
+the gateway (`genq serve`).
 
 Used by the local stack (ops/stackctl.py, which `make demo` uses), the benchmark and the
 integration tests' session fixtures.
@@ -254,6 +255,32 @@ class Flower(GenqProcess):
         try:
             return self.get("/healthcheck", timeout_s=1.0) == b"OK"
         except OSError:  # not listening yet (URLError is an OSError)
+            return False
+
+
+@dataclass
+class Gateway(GenqProcess):
+    """`genq serve` (the OpenAI-compatible gateway) on a free loopback port; ready when
+    GET /v1/models answers 200 (with `key` when the gateway wants one)."""
+
+    port: int = field(default_factory=free_port)
+    key: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
+
+    def _ready(self) -> bool:
+        self._check_running()
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        request = urllib.request.Request(self.url + "/v1/models", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=1.0) as reply:
+                return bool(reply.status == 200)
+        except OSError:  # not listening yet, or not yet answering (URLError, HTTPError)
             return False
 
 
