@@ -3,6 +3,7 @@ startup, closed at shutdown) serves every request; each route module adds its ro
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,7 +11,7 @@ from fastapi import Depends, FastAPI
 
 from common.settings import Settings
 from producer.client import AsyncClient
-from producer.gateway import auth, batches, completions, errors, files, jobs, models, page
+from producer.gateway import auth, batches, completions, errors, files, jobs, models, page, streams
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -20,9 +21,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = AsyncClient(settings)
         app.state.client = client
+        sweeper = asyncio.create_task(streams.sweep_forever(client))  # see streams.py
         try:
             yield
         finally:
+            sweeper.cancel()
             await client.aclose()
 
     app = FastAPI(title="genq", docs_url=None, redoc_url=None, lifespan=lifespan)

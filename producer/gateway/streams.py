@@ -1,0 +1,139 @@
+"""SSE streams that survive: a job's events from its durable stream (chunks.Renderer), sent
+after the client's last event id, and the attach count that decides when a job nobody follows
+is cancelled.
+
+A client that disconnects does not cancel its job at once: when the last client of a job
+leaves before its end, the job gets a deadline GENQ_REATTACH_GRACE_S away (0: cancelled at
+once) in the detach index (common/store/gateway.py); a client that reattaches, from any
+gateway process, takes it off. Every gateway process sweeps due deadlines (`sweep_forever`,
+started in the app's lifespan) and cancels the jobs that still have no client. A gateway
+killed outright (SIGKILL) never counts its clients out: their jobs are then not cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import redis
+from sse_starlette import ServerSentEvent
+
+from common.errors import GenqError, InvalidJob
+from common.frames import Frame
+from common.settings import Settings
+from common.store import arun
+from common.store import gateway as store
+from common.store.gateway import StreamMeta
+from producer.client import AsyncClient
+from producer.gateway.chunks import Payload, Renderer, error_body
+
+SWEEP_INTERVAL_S = 0.25  # how often each gateway process looks for due deadlines
+SWEEP_BATCH = 100  # due jobs handled per look
+
+log = logging.getLogger("genq.gateway")
+
+Position = tuple[int, int]  # an event id `<epoch>-<seq>` as numbers
+
+
+def parse_event_id(text: str) -> Position:
+    """`<epoch>-<seq>`; ValueError when it is not one."""
+    epoch, sep, seq = text.partition("-")
+    if not sep or not epoch.isdigit() or not seq.isdigit():
+        raise ValueError(f"an event id is EPOCH-SEQ (two integers), got {text!r}")
+    return int(epoch), int(seq)
+
+
+def _sent_before(frame: Frame, after: Position | None) -> bool:
+    """The client has this frame's events: it is at or before its last event id. A terminal
+    made from the job's record (seq 0, no stream entry) is never taken as sent."""
+    return after is not None and frame.seq > 0 and (frame.epoch, frame.seq) <= after
+
+
+def _event(payload: Payload, event_id: str) -> ServerSentEvent:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return ServerSentEvent(data=data, id=event_id)
+
+
+async def events(
+    client: AsyncClient, job_id: str, meta: StreamMeta, after: Position | None
+) -> AsyncIterator[ServerSentEvent]:
+    """The job's SSE events after `after` (None: from the start), to its end."""
+    renderer = Renderer(job_id, meta)
+    stream = (await client.job(job_id, check=False)).stream()
+    last = "0-0"
+    try:
+        async for frame in stream:
+            last = f"{frame.epoch}-{frame.seq}" if frame.seq > 0 else last
+            payloads = renderer.render(frame, stream.state)
+            if not _sent_before(frame, after):
+                for payload in payloads:
+                    yield _event(payload, last)
+            if renderer.ended:
+                return
+    except GenqError as exc:  # Redis lost past GENQ_REDIS_RETRY_S: say so, in OpenAI's shape
+        yield _event(error_body(str(exc), str(exc.code)), last)
+    finally:
+        await stream.aclose()
+
+
+async def followed(
+    client: AsyncClient, job_id: str, meta: StreamMeta, after: Position | None
+) -> AsyncIterator[ServerSentEvent]:
+    """`events`, counted as one attached client of the job while it is sent."""
+    settings, ended = client.settings, False
+    await arun(client.redis, store.attach(client.keys, job_id))
+    try:
+        async for event in events(client, job_id, meta, after):
+            yield event
+        ended = True
+    finally:
+        with anyio.CancelScope(shield=True):  # the client is gone: this must still run
+            await _leave(client, settings, job_id, ended)
+
+
+async def _leave(client: AsyncClient, settings: Settings, job_id: str, ended: bool) -> None:
+    try:
+        left = await arun(client.redis, store.detach(client.keys, job_id))
+        if left > 0 or ended:
+            return
+        if settings.reattach_grace_s == 0:
+            await _cancel(client, job_id)
+            return
+        deadline = time.time_ns() // 10**6 + int(settings.reattach_grace_s * 1000)
+        await arun(client.redis, store.set_deadline(client.keys, job_id, deadline))
+    except (GenqError, redis.RedisError) as exc:
+        log.warning("job %s: could not count its client out: %s", job_id, exc)
+
+
+async def _cancel(client: AsyncClient, job_id: str) -> None:
+    try:
+        await client.cancel(job_id)
+        log.info("job %s: cancelled, no client reattached", job_id)
+    except InvalidJob:  # no longer kept: nothing to cancel
+        pass
+
+
+async def sweep(client: AsyncClient) -> int:
+    """Cancel the jobs whose reattach deadline passed with no client attached; -> how many."""
+    now = time.time_ns() // 10**6
+    cancelled = 0
+    for job_id in await arun(client.redis, store.due(client.keys, now, SWEEP_BATCH)):
+        if await arun(client.redis, store.claim(client.keys, job_id)):
+            await _cancel(client, job_id)
+            cancelled += 1
+    return cancelled
+
+
+async def sweep_forever(client: AsyncClient) -> None:
+    """`sweep` every SWEEP_INTERVAL_S, for as long as the gateway runs; Redis trouble is
+    logged and the next sweep tries again."""
+    while True:
+        try:
+            await sweep(client)
+        except (GenqError, redis.RedisError) as exc:
+            log.warning("reattach sweep failed: %s", exc)
+        await asyncio.sleep(SWEEP_INTERVAL_S)
