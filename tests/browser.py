@@ -9,6 +9,7 @@ tab's session id.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -23,8 +24,11 @@ from typing import Any
 
 REPLY_TIMEOUT_S = 30.0
 POLL_S = 0.05
-# The shell gives Chromium the two pipe ends as its fds 3 and 4, where it looks for them.
+# bash gives Chromium the two pipe ends as its fds 3 and 4, where it looks for them; they are
+# first moved above 4, so that neither is overwritten by the other's move (and bash, unlike
+# dash, takes any fd number there).
 ON_FDS_3_AND_4 = 'exec "$@" 3<&"$CDP_IN" 4>&"$CDP_OUT"'
+ABOVE_4 = 10
 
 
 class BrowserError(RuntimeError):
@@ -112,15 +116,15 @@ def headless_tab(url: str) -> Iterator[Tab]:
     no /dev/shm; a throwaway profile); Chromium is stopped on the way out."""
     binary = chromium_binary()
     assert binary is not None
-    commands_r, commands_w = os.pipe()
-    replies_r, replies_w = os.pipe()
+    commands_r, commands_w = _high(os.pipe())
+    replies_r, replies_w = _high(os.pipe())
     with tempfile.TemporaryDirectory(prefix="genq-chromium-") as profile:
         argv = [
             *(binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"),
             *(f"--user-data-dir={Path(profile)}", "--remote-debugging-pipe", "about:blank"),
         ]
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", ON_FDS_3_AND_4, "sh", *argv],
+            ["bash", "-c", ON_FDS_3_AND_4, "bash", *argv],
             env={**os.environ, "CDP_IN": str(commands_r), "CDP_OUT": str(replies_w)},
             pass_fds=(commands_r, replies_w),
             stdout=subprocess.DEVNULL,
@@ -140,3 +144,11 @@ def headless_tab(url: str) -> Iterator[Tab]:
                 proc.kill()
                 proc.wait()
             os.close(replies_r)
+
+
+def _high(fds: tuple[int, int]) -> tuple[int, int]:
+    """The pipe's two ends on fds above 4 (the originals closed)."""
+    moved = tuple(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, ABOVE_4) for fd in fds)
+    for fd in fds:
+        os.close(fd)
+    return moved[0], moved[1]

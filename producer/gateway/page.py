@@ -36,7 +36,8 @@ SCRIPT = r"""
 "use strict";
 const STATE = "genq.stream", KEY = "genq.key", RETRIES = 5, RETRY_MS = 1000;
 const $ = (id) => document.getElementById(id);
-let state = null;  // {job, model, lastId, text, done}
+let state = null;  // kept: {job, model, lastId, text, done}; text = the events up to lastId
+let shown = "", group = null;  // the text shown, and the id of the events read last
 
 function headers(json) {
   const h = {};
@@ -57,7 +58,7 @@ function show(phase, message) {
 }
 
 function render() {
-  $("out").textContent = state ? state.text : "";
+  $("out").textContent = shown;
   $("job").textContent = state && state.job ? state.job : "";
 }
 
@@ -81,18 +82,24 @@ async function loadModels() {
   if (!document.body.dataset.state) show("idle", "ready");
 }
 
-// One SSE event: the page applies its text and keeps its id in the same save, so that what is
-// kept always says exactly which events the kept text holds.
+// One SSE event. Several events may share an id (one stream entry: its last token, the finish
+// chunk, [DONE]), and a resume sends what follows that id: so the text is kept with an id only
+// once an event with the next id shows that every event of the id has arrived.
 function apply(event) {
-  if (event.data === "[DONE]") { state.done = true; save(); show("done", "done"); return true; }
+  if (event.id !== null && event.id !== group) {
+    if (group !== null) { state.lastId = group; state.text = shown; save(); }
+    group = event.id;
+  }
+  if (event.data === "[DONE]") {
+    state.text = shown; state.done = true; save(); show("done", "done");
+    return true;
+  }
   const chunk = JSON.parse(event.data);
   if (chunk.error) throw new Error(chunk.error.message || "the stream failed");
   for (const choice of chunk.choices || []) {
     const delta = choice.delta ? choice.delta.content : choice.text;
-    if (delta) state.text += delta;
+    if (delta) shown += delta;
   }
-  if (event.id !== null) state.lastId = event.id;
-  save();
   render();
   return false;
 }
@@ -146,7 +153,9 @@ async function follow(response) {
 function resume() {
   const h = headers(false);
   if (state.lastId) h["Last-Event-ID"] = state.lastId;
-  else { state.text = ""; save(); render(); }  // nothing kept yet: from the start
+  else state.text = "";  // nothing kept yet: from the start
+  shown = state.text; group = state.lastId;
+  render();
   return fetch("/v1/jobs/" + encodeURIComponent(state.job) + "/stream", {headers: h});
 }
 
@@ -157,6 +166,7 @@ async function send(event) {
   const request = {model, stream: true, messages: [{role: "user", content: prompt}]};
   if (most) request.max_tokens = Number(most);
   state = {job: null, model, lastId: null, text: "", done: false};
+  shown = ""; group = null;
   save(); render();
   show("streaming", "submitting");
   const response = await fetch("/v1/chat/completions", {
@@ -186,6 +196,7 @@ async function start() {
     (error) => show("error", String(error.message || error))));
   $("stop").addEventListener("click", () => stop());
   state = JSON.parse(sessionStorage.getItem(STATE) || "null");
+  shown = state ? state.text : "";
   render();
   if (state && state.job && !state.done) {
     show("streaming", "resuming after event " + (state.lastId || "(none)"));
