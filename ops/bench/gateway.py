@@ -94,10 +94,13 @@ def _gateway(stack: Stack, cache: Path) -> Iterator[Gateway]:
 def _workload(
     args: argparse.Namespace, name: str, path: Path, config: LlamaModelConfig
 ) -> tuple[Workload, int]:
-    """The job (one context window, as in the stream section), and the model's EOS id."""
-    size = args.max_tokens or (REQUESTED_TOKENS if args.model == TINY else REAL_MODEL_TOKENS)
-    spec = base_spec(args.prompt, args.seed, size, model=name)
+    """The job (one context window, as in the stream section), and the model's EOS id. The
+    tiny model's stray byte tokens are banned on every path, as in the stream section."""
+    tiny = args.model == TINY
+    size = args.max_tokens or (REQUESTED_TOKENS if tiny else REAL_MODEL_TOKENS)
     with inprocess.vocabulary(path) as vocab:
+        banned = inprocess.non_utf8_tokens(vocab) if args.utf8_only and tiny else []
+        spec = base_spec(args.prompt, args.seed, size, banned, model=name)
         count, eos = len(prompt_tokens(vocab, spec, config)), vocab.token_eos()
     return fit(spec, count, config.n_ctx), eos
 
@@ -108,15 +111,18 @@ def _request(workload: Workload, eos: int | None) -> dict[str, Any]:
     spec = workload.spec
     extra: dict[str, Any] = {"top_k": spec.top_k, "min_p": spec.min_p}
     extra["repeat_penalty"] = spec.repeat_penalty
+    bias = {str(token): int(value) for token, value in spec.logit_bias.items()}
     if eos is None:
         extra.update(ignore_eos=True, window_tokens=spec.window_tokens)
+    else:
+        bias[str(eos)] = int(BAN_BIAS)
     return {
         "prompt": spec.prompt,
         "max_tokens": workload.tokens,
         "temperature": spec.temperature,
         "top_p": spec.top_p,
         "seed": spec.seed,
-        "logit_bias": {} if eos is None else {str(eos): int(BAN_BIAS)},
+        "logit_bias": bias,
         "extra_body": extra,
     }
 
@@ -223,7 +229,8 @@ def _peers(
     if binary is None:
         say("llama-server skipped: not built (`make llama-server`)")
     else:
-        servers.append(LlamaCppServer(path, config, cache / "llama-server.log", binary=binary))
+        log = cache / "llama-server.log"
+        servers.append(LlamaCppServer(path, config, log, binary=binary, parallel=1))
     return [_peer(server, workload, eos, args) for server in servers]
 
 
