@@ -38,6 +38,8 @@ const STATE = "genq.stream", KEY = "genq.key", RETRIES = 5, RETRY_MS = 1000;
 const $ = (id) => document.getElementById(id);
 let state = null;  // kept: {job, model, lastId, text, done}; text = the events up to lastId
 let shown = "", group = null;  // the text shown, and the id of the events read last
+let leaving = false;  // a reload or navigation cuts the stream off: not an error to show
+addEventListener("pagehide", () => { leaving = true; });
 
 function headers(json) {
   const h = {};
@@ -50,6 +52,7 @@ function headers(json) {
 function save() { sessionStorage.setItem(STATE, JSON.stringify(state)); }
 
 function show(phase, message) {
+  if (leaving) return;
   document.body.dataset.state = phase;
   $("status").textContent = message;
   $("status").className = phase === "error" ? "error" : "";

@@ -46,6 +46,18 @@ def send(tab: Tab, prompt: str, model: str, max_tokens: int) -> None:
     )
 
 
+def wait_for_page(tab: Tab, condition: str, timeout_s: float) -> Any:
+    """`condition`'s value once truthy; fails at once, with the page's message, if the page
+    shows an error."""
+    value = tab.wait_for(
+        f"{STATE}.state === 'error' ? {{error: document.getElementById('status').textContent}}"
+        f" : ({condition})",
+        timeout_s,
+    )
+    assert not (isinstance(value, dict) and "error" in value), value
+    return value
+
+
 def page_view(tab: Tab) -> dict[str, Any]:
     view: dict[str, Any] = tab.evaluate(
         f"({{text: {OUT}, job: document.getElementById('job').textContent, "
@@ -63,10 +75,10 @@ def test_the_page_picks_the_stream_up_after_a_reload_with_no_gap_and_no_repeat(
 ) -> None:
     with headless_tab(gateway.url + "/") as tab:
         send(tab, PROMPT, gemma.NAME, MAX_TOKENS)
-        before: str = tab.wait_for(f"{OUT}.length >= {SHOWN_BEFORE_RELOAD} && {OUT}", 60)
+        before: str = wait_for_page(tab, f"{OUT}.length >= {SHOWN_BEFORE_RELOAD} && {OUT}", 60)
         tab.command("Page.reload")
-        tab.wait_for(f"{STATE}.resumedAt !== undefined", 30)  # the reloaded page resumes
-        tab.wait_for(f"{STATE}.state === 'done'", 120)
+        wait_for_page(tab, f"{STATE}.resumedAt !== undefined", 30)  # the reloaded page resumes
+        wait_for_page(tab, f"{STATE}.state === 'done'", 120)
         view = page_view(tab)
     result = client.job(view["job"]).result(timeout=60)
     assert view["text"] == result.text  # no gap, no repeat
