@@ -38,7 +38,6 @@ from ops.localstack import (
     StackError,
     Worker,
     free_port,
-    settings_for,
 )
 from ops.processes import has_proc, start_time, stop_groups, with_environment
 from ops.stackstate import ProcessRecord, Role, RunDir, StackState
@@ -232,12 +231,10 @@ class _Starting:
         return started
 
     def _gateway(self) -> GenqProcess:
-        """`genq serve` on loopback; ready once GET /v1/models answers, with one of its keys."""
+        """`genq serve` on loopback; ready once GET /v1/models answers."""
         given = self.options.env.get("GENQ_HTTP_PORT", os.environ.get("GENQ_HTTP_PORT"))
         port = int(given) if given else self._free_port()
-        keys = settings_for(_genq_vars(self.env)).gateway_keys()  # and os.environ's
-        key = min(keys) if keys else None
-        gateway = Gateway(env=self.env, log=self.run.log("gateway"), port=port, key=key)
+        gateway = Gateway(env=self.env, log=self.run.log("gateway"), port=port)
         return self._spawn(gateway, "gateway", "gateway", port, gateway.url)
 
     def _spawn(

@@ -13,7 +13,8 @@ Modules: `jobs` (the job hash `genq:{id}:job` and the cancel key `genq:{id}:canc
 channel and the SUBMIT script); `leases` (the lease and expiry indexes, and the CLAIM, RENEW,
 FINISH and REAP scripts); `streams` (a job's stream `genq:{id}:stream` and checkpoint list
 `genq:{id}:ckpt`, with the CHECKPOINT script); `presence` (the workers' set `genq:{workers}`
-and records).
+and records); `gateway` (a gateway stream's meta `genq:{id}:gw`, attach count and the detach
+index `genq:gw:detach`).
 """
 
 from common.store.command import Command, arun, arun_all, queue, run, run_all

@@ -1,0 +1,38 @@
+"""common.store.gateway against a real Redis: a stream's meta round-trips with the job's
+retention, and a due job is claimed for cancelling once, only while no client is attached."""
+
+from __future__ import annotations
+
+import redis
+
+from common.keys import Keys, new_job_id
+from common.store import gateway, run
+from common.store.gateway import StreamMeta
+
+KEYS = Keys("gwtest")
+
+
+def test_a_streams_meta_round_trips_and_expires_with_the_job(redis_client: redis.Redis) -> None:
+    job_id, meta = new_job_id(), StreamMeta("chat", "tiny", 1_700_000_000, include_usage=True)
+    run(redis_client, gateway.save(KEYS, job_id, meta, ttl_s=60))
+    assert run(redis_client, gateway.read(KEYS, job_id)) == meta
+    assert 0 < redis_client.ttl(gateway.meta_key(KEYS, job_id)) <= 60
+    assert run(redis_client, gateway.read(KEYS, new_job_id())) is None
+
+
+def test_a_due_job_is_claimed_once_and_only_with_no_client(redis_client: redis.Redis) -> None:
+    attached, left = new_job_id(), new_job_id()
+    run(redis_client, gateway.set_deadline(KEYS, attached, 1000))
+    assert run(redis_client, gateway.attach(KEYS, attached)) == 1
+    assert run(redis_client, gateway.deadlines(KEYS, [attached])) == [None]  # attach took it off
+    run(redis_client, gateway.set_deadline(KEYS, attached, 1000))  # a detach raced the attach
+    run(redis_client, gateway.attach(KEYS, left))
+    assert run(redis_client, gateway.detach(KEYS, left)) == 0
+    run(redis_client, gateway.set_deadline(KEYS, left, 1000))
+    due: list[str] = run(redis_client, gateway.due(KEYS, 2000, 10))
+    assert sorted(due) == sorted([attached, left])
+    assert run(redis_client, gateway.due(KEYS, 999, 10)) == []
+    assert not run(redis_client, gateway.claim(KEYS, attached))  # a client is on it
+    assert run(redis_client, gateway.claim(KEYS, left))
+    assert not run(redis_client, gateway.claim(KEYS, left))  # another gateway came second
+    assert run(redis_client, gateway.due(KEYS, 2000, 10)) == []
