@@ -168,6 +168,7 @@ async function send(event) {
   if (!prompt.trim() || !model) { show("error", "type a prompt and pick a model"); return; }
   const request = {model, stream: true, messages: [{role: "user", content: prompt}]};
   if (most) request.max_tokens = Number(most);
+  if ($("temperature").value) request.temperature = Number($("temperature").value);
   state = {job: null, model, lastId: null, text: "", done: false};
   shown = ""; group = null;
   save(); render();
@@ -230,6 +231,8 @@ BODY = """<!doctype html>
 <p>
 <label>Model <select id="model"></select></label>
 <label>Max tokens <input id="max" type="number" min="1" size="6"></label>
+<label>Temperature <input id="temperature" type="number" min="0" max="2" step="0.1" size="4">
+</label>
 <label>API key <input id="key" type="password" autocomplete="off" size="24"></label>
 <button id="send" type="submit">Send</button>
 <button id="stop" type="button" disabled>Stop</button>

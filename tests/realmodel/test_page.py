@@ -18,7 +18,7 @@ from ops.localstack import Gateway, Worker
 from producer import Client
 from tests.browser import Tab, chromium_binary, headless_tab
 
-PROMPT = "Count from 1 to 100, separated by commas."
+PROMPT = "Write a short story about a lighthouse keeper."
 MAX_TOKENS = 96  # a few seconds on two cores: the reload comes after the first few tokens
 SHOWN_BEFORE_RELOAD = 8  # characters of the answer on the page when it is reloaded
 OUT = "document.getElementById('out').textContent"
@@ -37,9 +37,10 @@ def gateway(
 
 
 def send(tab: Tab, prompt: str, model: str, max_tokens: int) -> None:
-    """Types the prompt, picks the model and the tokens, and presses Send, as a person would."""
+    """Types the prompt, picks the model, the tokens and greedy sampling (the answer is then
+    the same every time: long enough to reload in the middle), and presses Send."""
     tab.wait_for(f"{STATE}.state === 'idle' && document.getElementById('model').length > 0", 30)
-    fill = {"prompt": prompt, "model": model, "max": str(max_tokens)}
+    fill = {"prompt": prompt, "model": model, "max": str(max_tokens), "temperature": "0"}
     tab.evaluate(
         f"Object.entries({json.dumps(fill)}).forEach(([id, value]) => "
         "document.getElementById(id).value = value); document.getElementById('send').click()"
