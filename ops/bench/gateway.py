@@ -123,25 +123,29 @@ def _request(workload: Workload, eos: int | None) -> dict[str, Any]:
         "top_p": spec.top_p,
         "seed": spec.seed,
         "logit_bias": bias,
+        "stream_options": {"include_usage": True},  # llama_cpp.server ignores it
         "extra_body": extra,
     }
 
 
-def sdk_run(sdk: openai.OpenAI, model: str, request: dict[str, Any], tokens: int) -> Run:
+def sdk_run(sdk: openai.OpenAI, model: str, request: dict[str, Any]) -> Run:
     """One streamed completion: clock from the request to the first text, then to the end.
-    It must end by length (EOS is banned): `tokens` tokens."""
+    It must end by length (EOS is banned). Tokens by the usage chunk where the server sends
+    one, else one per chunk (llama_cpp.server streams a token per event)."""
     started = time.perf_counter()
     first: float | None = None
-    finish = None
+    finish, usage, pieces = None, None, 0
     for chunk in sdk.completions.create(model=model, stream=True, **request):
         for choice in chunk.choices:
             if first is None and choice.text:
                 first = time.perf_counter()
+            pieces += choice.finish_reason is None
             finish = choice.finish_reason or finish
+        usage = chunk.usage.completion_tokens if chunk.usage else usage
     ended = time.perf_counter()
     if first is None or finish != "length":
         raise genq_stream.BenchJobFailed(f"an SDK stream ended with {finish!r}, no text: {first}")
-    return Run(tokens, first - started, ended - first)
+    return Run(pieces if usage is None else usage, first - started, ended - first)
 
 
 def _sdk(base_url: str) -> openai.OpenAI:
@@ -159,7 +163,10 @@ def _alternate(
     with _sdk(gateway.url + "/v1") as sdk, Client(stack.settings) as client:
 
         def through_gateway() -> Run:
-            return sdk_run(sdk, model, request, workload.tokens)
+            run = sdk_run(sdk, model, request)
+            if run.tokens != workload.tokens:
+                raise genq_stream.BenchJobFailed(f"the gateway streamed {run.tokens} tokens")
+            return run
 
         def through_client() -> Run:
             return genq_stream.run_once(client, workload).run
@@ -243,7 +250,7 @@ def _peer(
         request = _request(workload, eos)
         with _sdk(f"http://{HOST}:{server.port}/v1") as sdk:
             runs = [
-                sdk_run(sdk, workload.spec.model, request, workload.tokens)
+                sdk_run(sdk, workload.spec.model, request)
                 for _ in range(args.warmup + args.gateway_jobs)
             ]
     finally:
@@ -257,8 +264,8 @@ def _summary(
     via_gateway, via_client = pair
     for path in (via_gateway, via_client, *peers):
         say(
-            f"  {path.name:34s} {path.tokens_per_s:8,.1f} tok/s   first token "
-            f"{path.first_token_ms:7.1f} ms (p90 {path.first_token_p90_ms:.1f})"
+            f"  {path.name:34s} {path.tokens:5d} tokens {path.tokens_per_s:8,.1f} tok/s   "
+            f"first token {path.first_token_ms:7.1f} ms (p90 {path.first_token_p90_ms:.1f})"
         )
     ratio = via_gateway.tokens_per_s / via_client.tokens_per_s
     added = _added_ms(via_gateway, via_client)
