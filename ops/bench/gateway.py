@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 import psutil
 
 from common.prompts import prompt_tokens
@@ -44,6 +44,9 @@ from ops.bench.workload import (
 from ops.llamaserver import HOST, LlamaServer, missing_modules
 from ops.localstack import Gateway
 from producer.client import Client
+
+if TYPE_CHECKING:  # imported where used: the other sections run without the SDK installed
+    import openai
 
 TARGET_RATIO = 0.90  # gateway tok/s over genq client tok/s, at least
 TARGET_ADDED_MS = 10.0  # first-token latency the gateway adds, median, at most
@@ -69,6 +72,9 @@ class Concurrent:
 
 def section(args: argparse.Namespace, cache: Path) -> None:
     """The SDK through the gateway vs genq's client, the peers, then many clients at once."""
+    if importlib.util.find_spec("openai") is None:
+        say("skipped: the `openai` package is not installed (pip install openai)")
+        return
     with local_stack(cache, {}) as stack, _gateway(stack, cache) as gateway:
         registry = ModelRegistry.from_settings(stack.settings)
         name = job_model(args.model)
@@ -149,6 +155,8 @@ def sdk_run(sdk: openai.OpenAI, model: str, request: dict[str, Any]) -> Run:
 
 
 def _sdk(base_url: str) -> openai.OpenAI:
+    import openai
+
     return openai.OpenAI(base_url=base_url, api_key=NO_KEY, max_retries=0, timeout=SDK_TIMEOUT_S)
 
 
@@ -191,6 +199,7 @@ async def _concurrent(gateway: Gateway, clients: int) -> Concurrent:
         "extra_body": {"ignore_eos": True, "window_tokens": CONCURRENT_TOKENS},
     }
     import httpx2  # the SDK's HTTP client (openai 3.x); its default pool holds too few
+    import openai
 
     limits = httpx2.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with (
