@@ -73,8 +73,8 @@ DESCRIPTION = """\
 genq's benchmark. Every section starts its own private stack (redis-server, a relay, genq
 workers), prints figures with ratios against baselines measured in the same run, and stops
 everything it started on the way out (Ctrl-C included). It asserts nothing; targets are
-printed as met or MISSED. stream, recovery, handoff and overhead run on --model (default:
-gemma-3-270m when its package, extra genq[gemma], is installed, else tiny); memory and
+printed as met or MISSED. stream, recovery, handoff, overhead and gateway run on --model
+(default: gemma-3-270m when its package, extra genq[gemma], is installed, else tiny); memory and
 remote on the tiny model; relay and submit run no model. In-process baselines run the
 worker's own code (workers/backends/llama.py, workers/generation.py) without the queue.
 
@@ -160,7 +160,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         default=default_model(),
-        help="registry model of the stream, recovery, handoff and overhead sections (default here: "
+        help="registry model of the stream, recovery, handoff, overhead and gateway sections "
+        "(default here: "
         f"{default_model()}; gemma-3-270m when its package is installed, else {TINY})",
     )
     _stream_options(parser.add_argument_group("stream"))
