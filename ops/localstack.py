@@ -1,4 +1,5 @@
-"""Run genq's parts as local processes: a redis-server, `genq relay`, `genq worker`s, Flower.
+"""Run genq's parts as local processes: a redis-server, `genq relay`, `genq worker`s, Flower,
+the gateway (`genq serve`).
 
 Used by the local stack (ops/stackctl.py, which `make demo` uses), the benchmark and the
 integration tests' session fixtures.

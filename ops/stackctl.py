@@ -1,10 +1,11 @@
 """`ops/stack up | status | down`: genq's whole stack as local processes, no containers.
 
 `up` starts a redis-server with append-only persistence (unless GENQ_REDIS_URL names a Redis),
-a relay, N workers and optionally Flower, each detached in a session of its own so that they
-outlive the command, and waits until each is ready. The relay runs under a supervisor
-(ops/supervisor.py) that starts it again whenever it exits: every job's streams, checkpoints
-and resumes depend on it, and `up` has exited by then; `status` counts its restarts.
+a relay, N workers and optionally Flower and the gateway (`genq serve`), each detached in a
+session of its own so that they outlive the command, and waits until each is ready. The relay
+runs under a supervisor (ops/supervisor.py) that starts it again whenever it exits: every job's
+streams, checkpoints and resumes depend on it, and `up` has exited by then; `status` counts its
+restarts.
 Everything it knows lives in one run directory (ops/stackstate.py); `status` and `down` read
 it from there. `make demo` runs its
 jobs against a stack it brings up and down with `up` and `down` below.
@@ -30,6 +31,7 @@ import click
 from common.settings import redact_url
 from ops.localstack import (
     Flower,
+    Gateway,
     GenqProcess,
     RedisServer,
     Relay,
@@ -45,7 +47,11 @@ DEFAULT_DIR = Path(".genq-stack")
 RUN_ID_VAR = "GENQ_STACK_RUN"  # in every process's environment: what `down` sweeps for
 # Each process's own: not part of the configuration a producer shares with the stack.
 PER_PROCESS_VARS = {"GENQ_METRICS_PORT", "GENQ_RELAY_METRICS_PORT", RUN_ID_VAR, "GENQ_STACK_DIR"}
-STOP_ORDER: tuple[tuple[Role, ...], ...] = (("worker",), ("relay", "flower"), ("redis",))
+STOP_ORDER: tuple[tuple[Role, ...], ...] = (
+    ("gateway", "worker"),
+    ("relay", "flower"),
+    ("redis",),
+)
 EXIT_ALL_RUNNING = 0
 EXIT_SOME_DEAD = 1
 EXIT_NONE_RUNNING = 3
@@ -74,6 +80,7 @@ class SupervisedRelay(Relay):
 class StackOptions:
     workers: int = 1
     flower: bool = False
+    gateway: bool = False  # `genq serve` on loopback (GENQ_HTTP_PORT, else a free port)
     env: Mapping[str, str] = field(default_factory=dict)  # for every process, e.g. a cache dir
 
 
@@ -219,7 +226,16 @@ class _Starting:
             env = {**self.env, "FLOWER_UNAUTHENTICATED_API": "true"}
             flower = Flower(env=env, log=self.run.log("flower"), port=self._free_port())
             started.append(self._spawn(flower, "flower", "flower", flower.port, flower.url))
+        if self.options.gateway:
+            started.append(self._gateway())
         return started
+
+    def _gateway(self) -> GenqProcess:
+        """`genq serve` on loopback; ready once GET /v1/models answers."""
+        given = self.options.env.get("GENQ_HTTP_PORT", os.environ.get("GENQ_HTTP_PORT"))
+        port = int(given) if given else self._free_port()
+        gateway = Gateway(env=self.env, log=self.run.log("gateway"), port=port)
+        return self._spawn(gateway, "gateway", "gateway", port, gateway.url)
 
     def _spawn(
         self,
@@ -345,10 +361,12 @@ def _run_dir_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """genq's whole stack as local processes: redis-server, a relay, workers, Flower.
+    """genq's whole stack as local processes: redis-server, a relay, workers, Flower, the
+    gateway.
 
     \b
       ops/stack up --workers 2 --flower   start it (once ready, it runs until `down`)
+      ops/stack up --gateway              with the OpenAI-compatible gateway (genq serve)
       source .genq-stack/env              GENQ_REDIS_URL and the rest, for genq commands
       genq run "hi"
       ops/stack status                    what runs (exit 0 all, 1 some, 3 none)
@@ -371,12 +389,19 @@ def cli() -> None:
     help="`genq worker` processes.",
 )
 @click.option("--flower", is_flag=True, help="Also Flower, Celery's dashboard, on loopback.")
-def up_command(run_dir: Path, workers: int, flower: bool) -> None:
+@click.option(
+    "--gateway",
+    is_flag=True,
+    help="Also `genq serve`, the OpenAI-compatible gateway and its page, on loopback "
+    "(GENQ_HTTP_PORT, else a free port; GENQ_API_KEYS as for `genq serve`).",
+)
+def up_command(run_dir: Path, workers: int, flower: bool, gateway: bool) -> None:
     """Start the stack and wait until every process is ready.
 
     Starts redis-server with append-only persistence (data in DIR/redis) unless GENQ_REDIS_URL
     names a Redis to use (never stopped by `down`), then `genq relay`, WORKERS `genq worker`s
-    (worker1@HOST, ...; each with its own metrics port) and with --flower Flower. Writes
+    (worker1@HOST, ...; each with its own metrics port), with --flower Flower and with
+    --gateway `genq serve`. Writes
     DIR/env to source.
 
     Run again: exits 0 if the stack in DIR runs whole, refuses (exit 1) if only part of it
@@ -384,19 +409,23 @@ def up_command(run_dir: Path, workers: int, flower: bool) -> None:
     """
     run = RunDir(run_dir)
     with _errors():
-        result = up(run, StackOptions(workers=workers, flower=flower), say=click.echo)
+        options = StackOptions(workers=workers, flower=flower, gateway=gateway)
+        result = up(run, options, say=click.echo)
     if result.already_running:
         click.echo(f"the stack in {run.path} is already running")
-        _note_differences(result.state, workers, flower)
+        _note_differences(result.state, options)
     _print_summary(run, result.state)
 
 
-def _note_differences(state: StackState, workers: int, flower: bool) -> None:
+def _note_differences(state: StackState, options: StackOptions) -> None:
     running = sum(r.role == "worker" for r in state.processes)
     has_flower = any(r.role == "flower" for r in state.processes)
-    if running != workers or has_flower != flower:
+    has_gateway = any(r.role == "gateway" for r in state.processes)
+    wanted = (options.workers, options.flower, options.gateway)
+    if (running, has_flower, has_gateway) != wanted:
+        more = " and Flower" * has_flower + " and the gateway" * has_gateway
         click.echo(
-            f"(it has {running} worker{'s' * (running != 1)}{' and Flower' * has_flower}; "
+            f"(it has {running} worker{'s' * (running != 1)}{more}; "
             "to change that, `down` then `up`)"
         )
 
@@ -407,6 +436,8 @@ def _print_summary(run: RunDir, state: StackState) -> None:
     for record in state.processes:
         if record.role == "flower":
             click.echo(f"flower   {record.url}")
+        elif record.role == "gateway":
+            click.echo(f"gateway  {record.url}  (the page: {record.url}/)")
         elif record.url is not None:
             click.echo(f"metrics  {record.url}  ({record.name})")
     env = _shown_path(run.env_file)

@@ -27,20 +27,24 @@ LOCK_FILE = "stack.lock"
 ENV_FILE = "env"
 LOCK_TIMEOUT_S = 180.0  # another `up` waits for its processes to be ready: a minute or two
 
-Role = Literal["redis", "relay", "worker", "flower"]
+Role = Literal["redis", "relay", "worker", "flower", "gateway"]
 
 
 class ProcessRecord(BaseModel):
     """One process the stack started."""
 
-    name: str = Field(description="redis, relay, worker1, worker2, ..., flower")
+    name: str = Field(description="redis, relay, worker1, worker2, ..., flower, gateway")
     role: Role
     pid: int = Field(description="Its pid, also its process group's id (a session of its own).")
     start_time: int | None = Field(
         description="Clock ticks after boot (/proc/<pid>/stat); None where there is no /proc."
     )
-    port: int | None = Field(None, description="Redis's or Flower's port, or a metrics port.")
-    url: str | None = Field(None, description="Where to reach it: Flower, a metrics endpoint.")
+    port: int | None = Field(
+        None, description="Redis's, Flower's or the gateway's port, or a metrics port."
+    )
+    url: str | None = Field(
+        None, description="Where to reach it: Flower, the gateway, a metrics endpoint."
+    )
     log: Path
     supervisor: Path | None = Field(
         None,

@@ -12,6 +12,7 @@ from common.errors import GenqError
 from common.registry import ModelRegistry
 from common.settings import Settings
 from ops.bench import (
+    gateway,
     genq_stream,
     handoff,
     memory,
@@ -62,13 +63,18 @@ SECTIONS: dict[str, tuple[str, Section]] = {
         "llama.cpp, llama-server -np 8 and 8 one-slot processes [--model]",
         slots.section,
     ),
+    "gateway": (
+        "gateway: the openai SDK through `genq serve` vs genq's client, vs llama_cpp.server and "
+        "llama-server; 64 SSE clients on one gateway [--model]",
+        gateway.section,
+    ),
 }
 DESCRIPTION = """\
 genq's benchmark. Every section starts its own private stack (redis-server, a relay, genq
 workers), prints figures with ratios against baselines measured in the same run, and stops
 everything it started on the way out (Ctrl-C included). It asserts nothing; targets are
-printed as met or MISSED. stream, recovery, handoff and overhead run on --model (default:
-gemma-3-270m when its package, extra genq[gemma], is installed, else tiny); memory and
+printed as met or MISSED. stream, recovery, handoff, overhead and gateway run on --model
+(default: gemma-3-270m when its package, extra genq[gemma], is installed, else tiny); memory and
 remote on the tiny model; relay and submit run no model. In-process baselines run the
 worker's own code (workers/backends/llama.py, workers/generation.py) without the queue.
 
@@ -120,6 +126,14 @@ sections (--suite, in this order):
             worker processes (-c 8); median first token of the 8 against a lone job's (target
             <= 2x); a lone job's tok/s with the slots against one slot (target >= 0.90); the
             workers' RSS and PSS.
+  gateway   one job (as in stream) streamed with the openai SDK from /v1/completions through
+            `genq serve` (1 uvicorn process), against the same job read with genq's Python
+            client, job by job in turn (--gateway-jobs, 10, after --warmup). Targets: gateway
+            / client tok/s >= 0.90; first token added by the gateway <= 10 ms (median of the
+            pairs). The same SDK against llama_cpp.server and llama-server (when built) on the
+            same model file, as peers. Then --gateway-clients (64) SSE clients at once (async
+            SDK, 256 tokens each on the tiny model): every stream complete, aggregate tok/s and
+            the gateway process's CPU time per token (psutil).
 """
 
 
@@ -146,7 +160,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         default=default_model(),
-        help="registry model of the stream, recovery, handoff and overhead sections (default here: "
+        help="registry model of the stream, recovery, handoff, overhead and gateway sections "
+        "(default here: "
         f"{default_model()}; gemma-3-270m when its package is installed, else {TINY})",
     )
     _stream_options(parser.add_argument_group("stream"))
@@ -158,7 +173,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     _overhead_options(parser.add_argument_group("overhead"))
     _remote_options(parser.add_argument_group("remote"))
     _slots_options(parser.add_argument_group("slots"))
+    _gateway_options(parser.add_argument_group("gateway"))
     return parser.parse_args(argv)
+
+
+def _gateway_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add("--gateway-jobs", type=_positive, default=10, help="measured jobs per path (10)")
+    add("--gateway-clients", type=_positive, default=64, help="SSE clients at once (64)")
 
 
 def _slots_options(group: argparse._ArgumentGroup) -> None:

@@ -211,3 +211,29 @@ def test_a_killed_worker_makes_up_refuse_and_down_still_cleans_up(stack_dir: Sta
         assert client.job(job_id).result(timeout=10).text == text
     ok(stack_dir.run("down"))
     assert_all_gone(stack_dir, restarted)
+
+
+def test_up_with_the_gateway_serves_the_api_and_its_page_and_down_stops_it(
+    stack_dir: StackDir,
+) -> None:
+    out = ok(stack_dir.run("up", "--gateway")).stdout
+    report = json.loads(ok(stack_dir.run("status", "--json")).stdout)
+    gateway = {p["name"]: p for p in report["processes"]}["gateway"]
+    assert gateway["alive"] and gateway["role"] == "gateway"
+    url = gateway["url"]
+    assert url == f"http://127.0.0.1:{gateway['port']}" and f"gateway  {url}" in out
+    with urllib.request.urlopen(url + "/", timeout=10) as page:
+        assert b"<title>genq</title>" in page.read()
+    body = {"model": "tiny", "prompt": "stack", "max_tokens": 4, "ignore_eos": True}
+    request = urllib.request.Request(
+        url + "/v1/completions",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        completion = json.load(answer)
+    assert completion["usage"]["completion_tokens"] == 4
+    state = stack_dir.state()
+    ok(stack_dir.run("down"))
+    assert_all_gone(stack_dir, state)
+    assert (stack_dir.path / "gateway.log").stat().st_size > 0

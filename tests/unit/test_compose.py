@@ -16,7 +16,7 @@ from common.settings import Settings
 from producer.cli import cli
 
 COMPOSE = Path(__file__).parents[2] / "compose"
-GENQ_SERVICES = ["relay", "worker-cpu", "worker-gpu", "flower"]
+GENQ_SERVICES = ["relay", "worker-cpu", "worker-gpu", "flower", "gateway"]
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +128,14 @@ def test_every_service_is_started_again_when_it_exits(
     assert {name: s.get("restart") for name, s in services.items()} == dict.fromkeys(
         services, "unless-stopped"
     )
+
+
+def test_gateway_serves_every_interface_with_the_api_keys_given_to_compose(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    gateway = services["gateway"]
+    params = parse_genq(gateway["command"]).params
+    assert params["host"] == "0.0.0.0"
+    # `genq serve` refuses another interface than loopback without keys: compose passes them.
+    assert gateway["environment"]["GENQ_API_KEYS"] == "${GENQ_API_KEYS:-}"
+    assert f"{params['port']}:{params['port']}" in gateway["ports"]
