@@ -14,7 +14,7 @@ from producer.cli import cli, main
 GROUPS = {
     "jobs": {"run", "tail", "status", "cancel"},
     "batches": {"submit", "wait", "results"},
-    "processes": {"worker", "relay", "flower"},
+    "processes": {"worker", "relay", "flower", "serve"},
     "registry": {"models", "workers", "make-tiny-model"},
 }
 MODULES = [*GROUPS, "output", "options"]
