@@ -29,10 +29,11 @@ from common.store import files as file_store
 from common.store import jobs as job_store
 from common.store import openai_batches as batch_store
 from common.store.files import StoredFile
+from common.store.gateway import Kind, StreamMeta
 from common.store.openai_batches import ApiBatch, LineErrorInfo
 from producer.batchfile import scan
 from producer.client import AsyncClient
-from producer.gateway import files, shapes
+from producer.gateway import chunks, files
 from producer.gateway.errors import ApiError
 
 router = APIRouter()
@@ -361,7 +362,10 @@ def output_line(job_id: str, record: JobRecord | None, endpoint: str) -> tuple[b
         return False, json.dumps({**line, "error": error})
     line["custom_id"] = record.custom_id
     if record.state == JobState.SUCCEEDED and record.result is not None:
-        body = shapes.completion(endpoint, record.result, record.finished_ms // 1000)
+        kind: Kind = "chat" if endpoint == "/v1/chat/completions" else "completion"
+        result = record.result
+        meta = StreamMeta(kind, result.model, record.finished_ms // 1000, include_usage=False)
+        body = chunks.response(meta, result)  # what a non-streaming request is answered
         line["response"] = {"status_code": 200, "request_id": job_id, "body": body}
         return True, json.dumps({**line, "error": None})
     code, message = _ENDED_CODES.get(record.state, ("generation_failed", "the request failed"))
