@@ -65,7 +65,7 @@ def response(meta: StreamMeta, result: JobResult) -> dict[str, Any]:
     """The non-streaming body of a finished job."""
     choice: dict[str, Any] = {"index": 0, "finish_reason": FINISH[result.finish_reason]}
     if meta.kind == "chat":
-        choice["message"] = {"role": "assistant", "content": result.text}
+        choice["message"] = {"role": "assistant", "content": result.text, "refusal": None}
     else:
         choice["text"] = result.text
     choice["logprobs"] = logprobs(meta, result.logprobs)
