@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
     EXPIRED = "expired"
     NOT_RETAINED = "not_retained"
+    QUEUE_FULL = "queue_full"
     INTERNAL = "internal"
 
 
@@ -79,6 +80,14 @@ class WorkerConfigError(RegistryError):
 
 
 class RedisUnavailable(GenqError, ConnectionError):
+    retryable = True
+
+
+class QueueFull(GenqError):
+    """A model's queue holds GENQ_MAX_QUEUED waiting jobs: this one was refused, nothing was
+    queued; the same request may succeed later."""
+
+    code = ErrorCode.QUEUE_FULL
     retryable = True
 
 

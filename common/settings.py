@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         "one streams them at once. 1 runs one job at a time, each deterministic. A registry "
         "entry's `slots` overrides it for that model.",
     )
+    max_queued: int = Field(
+        0,
+        ge=0,
+        le=100_000_000,
+        description="Jobs waiting in one model's queue at most: a job submitted beyond it is "
+        "refused (QueueFull; the gateway answers 429), nothing queued. Batches are not "
+        "counted against it. 0: no limit.",
+    )
     model_budget_mb: float = Field(
         0.0,
         ge=0.0,

@@ -494,6 +494,9 @@ class Client(_BaseClient):
         queued) or RedisUnavailable."""
         submitted = time.monotonic()
         job = self.submitter.prepare(prompt, fields, Placement(priority, expires_in))
+        depth = self.submitter.queue_depth(job)
+        if depth is not None:
+            self.submitter.admit(job, retrying(self.settings, lambda: run(self.redis, depth)))
         with redis_errors(self.settings):
             pipe = self.redis.pipeline()
             self._write_ops(pipe, job)
@@ -657,6 +660,10 @@ class AsyncClient(_BaseClient):
     ) -> AsyncJobHandle:
         submitted = time.monotonic()
         job = self.submitter.prepare(prompt, fields, Placement(priority, expires_in))
+        depth = self.submitter.queue_depth(job)
+        if depth is not None:
+            waiting = await retrying_async(self.settings, lambda: arun(self.redis, depth))
+            self.submitter.admit(job, waiting)
         with redis_errors(self.settings):
             pipe = self.redis.pipeline()
             self._write_ops(pipe, job)

@@ -20,6 +20,7 @@ import redis.asyncio
 
 from common.connection import redis_errors, unavailable
 from common.dispatch import Dispatch, Dispatcher
+from common.errors import QueueFull
 from common.keys import Keys
 from common.lifecycle import Finish, unstarted_finish
 from common.prompts import PromptCounter
@@ -27,7 +28,8 @@ from common.registry import ModelRegistry
 from common.schemas import JobSpec, JobState
 from common.settings import Settings
 from common.store import jobs as job_store
-from common.store import queue
+from common.store import queue, queues
+from common.store.command import Command
 from producer.core import Placement, PreparedJob, check_job, parse_spec, prepare_job
 
 
@@ -76,6 +78,21 @@ class Submitter:
         spec = parse_spec(prompt, fields)
         place = placement or Placement()
         return prepare_job(spec, self.settings, self.registry, self._prompts, place)
+
+    def queue_depth(self, job: PreparedJob) -> Command[int] | None:
+        """What `admit` needs to know (the job's queue depth), when a limit is set."""
+        return queues.depth(job.record.queue) if self.settings.max_queued else None
+
+    def admit(self, job: PreparedJob, depth: int) -> None:
+        """QueueFull when the job's queue already holds GENQ_MAX_QUEUED waiting jobs. A soft
+        limit: submitters racing may pass it by as many jobs as they are."""
+        limit = self.settings.max_queued
+        if limit and depth >= limit:
+            raise QueueFull(
+                f"model {job.record.spec.model!r}: {depth} jobs are waiting in queue "
+                f"{job.record.queue}, the most GENQ_MAX_QUEUED allows ({limit}); nothing was "
+                "queued, try again later"
+            )
 
     def send(self, dispatches: Iterable[Dispatch]) -> None:
         """Publish task messages; RedisUnavailable when the broker did not take them."""

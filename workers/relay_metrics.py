@@ -24,11 +24,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from common.celery_config import BROKER_PRIORITY_STEPS, priority_lists
 from common.errors import RegistryError
 from common.registry import ModelRegistry
 from common.routing import queue_name
 from common.settings import Settings
+from common.store import queues as queue_store
+from common.store import run
 from workers.metrics import Endpoint, serve
 
 log = logging.getLogger("genq.relay")
@@ -97,19 +98,7 @@ def model_queues(registry: ModelRegistry) -> list[ModelQueue]:
 def queue_depths(client: redis.Redis, queues: Sequence[str]) -> list[int]:
     """Task messages waiting in each queue (one Redis list per priority step), in one round
     trip. Messages a worker has taken (unacked) are not waiting."""
-    pipe = client.pipeline(transaction=False)
-    for queue in queues:
-        for name in priority_lists(queue):
-            pipe.llen(name)
-    return sum_per_queue(pipe.execute(), len(BROKER_PRIORITY_STEPS))
-
-
-def sum_per_queue(lengths: Sequence[int], lists_per_queue: int) -> list[int]:
-    """The lengths of consecutive runs of `lists_per_queue` lists, summed."""
-    return [
-        sum(lengths[start : start + lists_per_queue])
-        for start in range(0, len(lengths), lists_per_queue)
-    ]
+    return run(client, queue_store.depths(list(queues)))
 
 
 class RelayCounts(Protocol):

@@ -1,6 +1,7 @@
 """OpenAI's error body, `{"error": {"message", "type", "param", "code"}}`, with the HTTP
 status each kind of failure gets: 400 bad input (naming the field), 401 no valid key, 404 an
-unknown model or object, 429 load genq refuses, 503 Redis unavailable."""
+unknown model or object, 429 load genq refuses (a model's queue holds GENQ_MAX_QUEUED
+jobs), 503 Redis unavailable."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from common.errors import GenqError, InvalidJob, RedisUnavailable, UnknownModel
+from common.errors import GenqError, InvalidJob, QueueFull, RedisUnavailable, UnknownModel
 
 
 class ApiError(Exception):
@@ -49,6 +50,8 @@ def from_genq(exc: GenqError) -> ApiError:
         return ApiError(404, str(exc), param="model", code="model_not_found")
     if isinstance(exc, InvalidJob):
         return ApiError(400, str(exc), code=str(exc.code))
+    if isinstance(exc, QueueFull):
+        return ApiError(429, str(exc), kind="requests", code="queue_full")
     if isinstance(exc, RedisUnavailable):
         return ApiError(503, str(exc), kind="service_unavailable", code="redis_unavailable")
     return ApiError(500, str(exc), kind="server_error", code=str(getattr(exc, "code", "")) or None)

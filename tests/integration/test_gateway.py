@@ -12,9 +12,12 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from common.errors import QueueFull
 from common.schemas import JobState
 from common.settings import Settings
-from ops.localstack import Gateway, Relay, Worker, free_port
+from common.store import queues, run
+from ops.localstack import Gateway, Relay, Worker, free_port, settings_for
+from producer import Client
 
 from .gateway_support import TIMEOUT_S, record, sdk, sse, start_gateway
 
@@ -210,3 +213,28 @@ def test_a_cancelled_job_finishes_its_stream_with_stop(
     assert rest[-1].data == "[DONE]"
     assert rest[-2].json["choices"][0]["finish_reason"] == "stop"
     assert record(settings, job_id).state == JobState.CANCELLED
+
+
+def test_a_full_queue_is_a_429_and_nothing_is_queued(
+    genq_env: dict[str, str], databases: Iterator[int], tmp_path: Path
+) -> None:
+    """No worker serves this database: two waiting jobs fill a queue of at most two."""
+    url = genq_env["GENQ_REDIS_URL"].rsplit("/", 1)[0] + f"/{next(databases)}"
+    env = {**genq_env, "GENQ_REDIS_URL": url, "GENQ_MAX_QUEUED": "2"}
+    gateway = start_gateway(env, tmp_path)
+    try:
+        with Client(settings_for(env)) as client:
+            for seed in (1, 2):
+                client.submit("fill", seed=seed, max_tokens=4)
+            with pytest.raises(QueueFull, match="GENQ_MAX_QUEUED allows \\(2\\)"):
+                client.submit("one more", max_tokens=4)
+            with sdk(gateway) as api, pytest.raises(openai.RateLimitError) as caught:
+                api.chat.completions.create(model="tiny", messages=CHAT)
+            body = caught.value.body
+            assert caught.value.status_code == 429
+            assert isinstance(body, dict) and body["code"] == "queue_full"
+            assert "tiny" in body["message"]
+            # The refused jobs left nothing in the queue.
+            assert run(client.redis, queues.depth("cpu.tiny")) == 2
+    finally:
+        gateway.stop()

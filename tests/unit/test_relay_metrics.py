@@ -9,9 +9,11 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
+from common.celery_config import BROKER_PRIORITY_STEPS, priority_lists
 from common.frames import TokenData, TokenFrame
 from common.registry import ModelRegistry
 from common.settings import Settings
+from common.store import queues
 from ops.localstack import free_port
 from workers.relay import Relay
 from workers.relay_metrics import (
@@ -20,15 +22,20 @@ from workers.relay_metrics import (
     RelayCollector,
     RelayStats,
     model_queues,
-    sum_per_queue,
 )
 
 # kombu's naming of the priority lists: tests/unit/test_adapters.py.
 
 
 def test_depth_sums_each_queues_priority_lists() -> None:
-    assert sum_per_queue([1, 0, 2, 0, 0, 5, 3, 0], lists_per_queue=4) == [3, 8]
-    assert sum_per_queue([], lists_per_queue=10) == []
+    one = queues.depth("cpu.tiny")
+    assert len(one.calls) == len(BROKER_PRIORITY_STEPS)
+    assert one.decode([1, 0, 2, 0, 0, 5, 3, 0, 0, 0]) == 11
+    two = queues.depths(["cpu.a", "cpu.b"])
+    lists = [call[1] for call in two.calls]
+    assert lists == [*priority_lists("cpu.a"), *priority_lists("cpu.b")]
+    assert two.decode([1] * 10 + [2] * 10) == [10, 20]
+    assert queues.depths([]).decode([]) == []
 
 
 def test_every_registry_model_has_its_queue() -> None:
