@@ -180,9 +180,11 @@ def test_sigterm_hands_running_jobs_off_and_they_finish_elsewhere(
     with Client(stack.settings) as client:
         handles = [client.submit(**job(seed, tokens=20_000)) for seed in range(int(slots))]
         wait_running(client, handles, windows=2)
-        stack.worker("b", "--slots", slots, GENQ_LEASE_TTL_S="600")
         assert a.proc is not None
         a.proc.send_signal(signal.SIGTERM)  # the main process only, as a deploy does
+        # Started after the signal, so that no job can end on `a` while `b` starts: a
+        # handed-off job waits, queued, for `b`.
+        stack.worker("b", "--slots", slots, GENQ_LEASE_TTL_S="600")
         for handle in handles:
             result = handle.result(timeout=TIMEOUT_S)
             assert streamed_text(client, handle.job_id) == result.text

@@ -23,6 +23,8 @@ MAX_TOKENS = 96  # a few seconds on two cores: the reload comes after the first 
 SHOWN_BEFORE_RELOAD = 8  # characters of the answer on the page when it is reloaded
 OUT = "document.getElementById('out').textContent"
 STATE = "document.body.dataset"
+# What the page keeps for a reload (sessionStorage "genq.stream"): text up to its last event id.
+KEPT = "JSON.parse(sessionStorage.getItem('genq.stream') || '{}')"
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,9 @@ def test_the_page_picks_the_stream_up_after_a_reload_with_no_gap_and_no_repeat(
 ) -> None:
     with headless_tab(gateway.url + "/") as tab:
         send(tab, PROMPT, gemma.NAME, MAX_TOKENS)
-        before: str = wait_for_page(tab, f"{OUT}.length >= {SHOWN_BEFORE_RELOAD} && {OUT}", 60)
+        # Some text shown, and an event id kept: a reload now resumes after that event.
+        shown = f"{OUT}.length >= {SHOWN_BEFORE_RELOAD} && {KEPT}.lastId && {OUT}"
+        before: str = wait_for_page(tab, shown, 60)
         tab.command("Page.reload")
         wait_for_page(tab, f"{STATE}.resumedAt !== undefined", 30)  # the reloaded page resumes
         wait_for_page(tab, f"{STATE}.state === 'done'", 120)
