@@ -193,6 +193,10 @@ async def _answer(
     )
     headers = {JOB_ID_HEADER: handle.job_id}
     if body.stream:
+        # Counted as abandoned until its stream attaches (ms later): a client gone before its
+        # first byte never attaches, and its job must not run on for nobody.
+        deadline = time.time_ns() // 10**6 + int((client.settings.reattach_grace_s + 2) * 1000)
+        await arun(client.redis, store.set_deadline(client.keys, handle.job_id, deadline))
         return EventSourceResponse(
             streams.followed(client, handle.job_id, meta, None), headers=headers
         )
