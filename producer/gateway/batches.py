@@ -326,13 +326,7 @@ async def list_batches(
             data.append(await describe(client, await find(client, batch_id)))
         except ApiError:  # its retention passed since the index was read
             continue
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": len(ids) > limit,
-    }
+    return chunks.list_page(data, has_more=len(ids) > limit)
 
 
 @router.post("/v1/batches/{batch_id}/cancel")

@@ -14,6 +14,7 @@ from common.store import arun
 from common.store import files as file_store
 from common.store.files import StoredFile
 from producer.client import AsyncClient
+from producer.gateway import chunks
 from producer.gateway.errors import ApiError
 
 router = APIRouter()
@@ -135,13 +136,7 @@ async def list_files(
         listed = await arun(client.redis, file_store.read_many(client.keys, wanted))
     matching = [f for f in listed if purpose is None or f.purpose == purpose]
     data = [file_object(f) for f in matching[:limit]]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": len(matching) > limit,
-    }
+    return chunks.list_page(data, has_more=len(matching) > limit)
 
 
 @router.get("/v1/files/{file_id}")
