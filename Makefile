@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp from source on install (minutes on a small machine).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+# Without llamafile's sgemm, which sums products of two rows or more in another order than one
+# row: a sequence's logits then do not depend on its batch (workers/decoder.py). Added to any
+# CMAKE_ARGS of your own (a CUDA build, say).
+export CMAKE_ARGS := $(strip $(CMAKE_ARGS) -DGGML_LLAMAFILE=OFF)
 
 .PHONY: install install-test demo test lint bench llama-server smoke redis-server clean
 

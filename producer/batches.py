@@ -340,7 +340,7 @@ class _Listener:
 
     def _subscribe(self) -> None:
         try:
-            self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             self._pubsub.subscribe(self._channel)
         except redis.RedisError as exc:  # the caller's next read retries or reports it
             log.debug("no announcements from %s: %s", self._channel, exc)
@@ -390,7 +390,7 @@ class _AsyncListener:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._pubsub is not None:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
 
     async def _subscribe(self) -> None:
         try:
@@ -409,7 +409,7 @@ class _AsyncListener:
         try:
             return await _drain_async(self._pubsub, timeout_s)
         except redis.RedisError:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
             self._pubsub = None
             return set()
 

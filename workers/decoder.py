@@ -5,6 +5,18 @@ decode with.
 A context holds `n_seq` sequences, each with its own KV cache of `n_ctx_seq` cells (llama.cpp's
 non-unified cache): one sequence's room never depends on the others', and its attention reads
 only its own cells.
+
+Batch invariance: a sequence's logits here are bit-identical whatever else shares its batch and
+however its context was evaluated (token by token or in chunks of any size). That takes three
+settings, each removing a computation whose order of summation depends on the batch's shape:
+- no llamafile `sgemm` (a build option, `-DGGML_LLAMAFILE=OFF`, see workers.weights): it
+  serves matrix products of two or more rows, while one row takes ggml's `vec_dot`;
+- no weight repacking (`use_extra_bufts = false`, workers.weights): CPU_REPACK switches
+  between gemv and gemm kernels by batch size;
+- no flash attention: ggml's CPU kernel tiles a chunk of 64 or more queries, and splits a
+  lone query's keys across threads from 512 cells on; without it attention is `vec_dot` rows
+  and a row-wise softmax, whose masked cells add exact zeros.
+Every remaining op is computed row by row. tests/realmodel and tests/integration check it.
 """
 
 from __future__ import annotations
@@ -15,6 +27,9 @@ from collections.abc import Sequence
 import llama_cpp as lc
 
 from common.errors import GenerationError, ModelLoadError
+
+# A token's logits from a batch-invariant attention path (see the module's docstring).
+FLASH_ATTN = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
 
 
 class Decoder:
@@ -37,6 +52,7 @@ class Decoder:
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
         params.kv_unified = False
+        params.flash_attn_type = FLASH_ATTN
         params.no_perf = True
         ctx = lc.llama_init_from_model(model, params)
         if not ctx:
@@ -54,11 +70,19 @@ class Decoder:
         """Tokens in the batch being built."""
         return int(self._batch.n_tokens)
 
+    @property
+    def room(self) -> int:
+        """Tokens the batch being built can still take."""
+        return self.n_batch - int(self._batch.n_tokens)
+
     def add(self, token: int, pos: int, seq: int, output: bool) -> int:
         """Add a token at position `pos` of sequence `seq`; its batch index (for sampling)
-        when `output` asks for its logits."""
+        when `output` asks for its logits. GenerationError when the batch is full: the
+        engine never builds one larger than `n_batch`, and a bug must not write past it."""
         batch = self._batch
         i = batch.n_tokens
+        if i >= self.n_batch:
+            raise GenerationError(f"model {self.name!r}: batch full at {i} tokens")
         batch.token[i] = token
         batch.pos[i] = pos
         batch.n_seq_id[i] = 1

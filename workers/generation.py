@@ -1,10 +1,10 @@
 """The generation loop: continuation windows of tokens, text assembly, stops, chunks.
 
-A job runs in windows; after each a `window` frame carries what a resume needs. A backend's
-session produces a window's tokens: a local model samples them (`TokenSession`, the same
-computation whether or not the job was resumed), a remote one streams them from a server,
-continuing from the text so far. Stop sequences, lengths and chunking are done here, so they
-behave the same on every backend.
+A job runs in windows; after each a `window` frame carries what the checkpoint keeps. A
+backend's session produces a window's tokens: a local model samples them (`TokenSession`, the
+same computation whether or not the job was resumed, and wherever it was resumed, inside a
+window too), a remote one streams them from a server, continuing from the text so far. Stop
+sequences, lengths and chunking are done here, so they behave the same on every backend.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Protocol
 from common.frames import TokenData, WindowData
 from common.schemas import FinishReason, JobSpec, TokenLogprob
 from workers.chunks import Chunker
+from workers.resume import Committed
 from workers.text import TextAssembler
 
 
@@ -49,13 +50,15 @@ class Session(Protocol):
     stops: Sequence[str]  # stop sequences of the rendering, beside the job's (a transcript's)
 
     def replay(self, committed: Committed) -> bytes:
-        """Take the committed output as generated; returns its bytes."""
+        """Take the committed output (its partial window too) as generated; returns its
+        bytes."""
         ...
 
-    def window(self, window: int, size: int) -> Generator[Piece]:
-        """Up to `size` pieces after everything generated so far; ends early, setting `end`,
-        when the model ends the job (a remote server may also end a window early, leaving
-        `end` unset). Closing the iterator early releases its resources."""
+    def window(self, window: int, size: int, started: int = 0) -> Generator[Piece]:
+        """Up to `size - started` pieces after everything generated so far, `started` being
+        the window's tokens already generated (a resume inside the window); ends early,
+        setting `end`, when the model ends the job (a remote server may also end a window
+        early, leaving `end` unset). Closing the iterator early releases its resources."""
         ...
 
     def close(self) -> None:
@@ -68,12 +71,14 @@ class Backend(Protocol):
 
 
 class TokenSequence(Protocol):
-    """Where a local job's windows are decoded: a sequence of a batched engine, or a context
-    of its own for a deterministic job. Held from the job's first window to its end."""
+    """Where a local job's windows are decoded: a sequence of the model's batched engine,
+    held from the job's first window to its end."""
 
-    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Generator[Sampled]:
-        """Sampled tokens after `context`, endlessly; the caller decides when to stop, and
-        closes the generator."""
+    def tokens(
+        self, context: list[int], spec: JobSpec, seed: int, position: int
+    ) -> Generator[Sampled]:
+        """Sampled tokens after `context`, endlessly, the first being output token
+        `position`; the caller decides when to stop, and closes the generator."""
         ...
 
     def close(self) -> None: ...
@@ -92,9 +97,10 @@ class TokenBackend(Protocol):
 
 class TokenSession:
     """Windows over a local model. Each starts from the prompt plus the latest output that
-    fits beside the window, with a sampler seeded from the job seed and the window number: a
-    window resumed on another worker starts from the same tokens and seed (and, for a
-    deterministic job, is the same computation)."""
+    fits beside the window; each token is drawn with a seed of the job seed and its output
+    position. The engine's logits do not depend on batch neighbours or on how the context
+    was evaluated, so a resumed window, from its start or from inside it, on any worker,
+    samples what an uninterrupted one did."""
 
     def __init__(self, backend: TokenBackend, spec: JobSpec) -> None:
         self.backend, self.spec = backend, spec
@@ -108,16 +114,22 @@ class TokenSession:
         self._sequence: TokenSequence | None = None  # taken at the first window
 
     def replay(self, committed: Committed) -> bytes:
-        self.output.extend(committed.token_ids)
-        return b"".join(self.backend.piece(token) for token in committed.token_ids)
+        tokens = committed.all_token_ids
+        self.output.extend(tokens)
+        return b"".join(self.backend.piece(token) for token in tokens)
 
-    def window(self, window: int, size: int) -> Generator[Piece]:
+    def window(self, window: int, size: int, started: int = 0) -> Generator[Piece]:
         backend, spec = self.backend, self.spec
         if self._sequence is None:
             self._sequence = backend.sequence(spec)
-        context = self.prompt + kept_output(self.output, self.room, size)
-        seed = window_seed(spec.seed or 0, window)
-        with closing(self._sequence.tokens(context, spec, seed)) as sampled:
+        before = self.output[: len(self.output) - started]  # the output at the window's start
+        context = [
+            *self.prompt,
+            *kept_output(before, self.room, size),
+            *self.output[len(before) :],
+        ]
+        position = len(self.output)
+        with closing(self._sequence.tokens(context, spec, spec.seed or 0, position)) as sampled:
             for item in sampled:
                 token = item.token
                 if not spec.ignore_eos and backend.is_end(token):
@@ -138,18 +150,6 @@ class FrameSink(Protocol):
     def token(self, data: TokenData, ending: bool = False) -> None: ...
     def continuation(self, window: int) -> None: ...
     def window(self, data: WindowData) -> None: ...
-
-
-@dataclass(frozen=True)
-class Committed:
-    """Output committed by earlier windows: where a resumed attempt starts."""
-
-    windows: int = 0
-    token_ids: Sequence[int] = ()  # empty from a backend without token ids
-    text: str = ""  # the committed windows' released text
-    tokens: int = 0
-    finish_reason: FinishReason | None = None  # the job ended in the last committed window
-    logprobs: Sequence[TokenLogprob] | None = None  # the committed windows', when asked for
 
 
 @dataclass(frozen=True)
@@ -214,9 +214,11 @@ class _Run:
             self.sink.token(self.chunker.take(), ending=self.finish is not None)
 
     def run_window(self, window: int, size: int) -> None:
-        """Generate up to `size` tokens; sets `finish` when the job ends inside the window."""
-        with closing(self.session.window(window, size)) as pieces:
-            for produced, piece in enumerate(pieces, 1):
+        """Generate the window's tokens up to `size` (some may be there already: a resume
+        inside it); sets `finish` when the job ends inside the window."""
+        started = self.window_tokens
+        with closing(self.session.window(window, size, started)) as pieces:
+            for produced, piece in enumerate(pieces, started + 1):
                 self.produced += 1
                 self.window_tokens += 1
                 if piece.token is not None:
@@ -261,7 +263,7 @@ def generate(
     spec: JobSpec,
     sink: FrameSink,
     chunker: Chunker,
-    committed: Committed = Committed(),
+    committed: Committed | None = None,
 ) -> Generated:
     """Run a job, or resume it after `committed`, to the end: end-of-sequence or a stop
     sequence (`stop`), max_tokens or max_windows (`length`), or a cancel (`cancelled`, seen
@@ -269,7 +271,7 @@ def generate(
     attempts, each cut back to its resume point, concatenate to the result text."""
     session = backend.session(spec)
     try:
-        return _generate(session, spec, sink, chunker, committed)
+        return _generate(session, spec, sink, chunker, committed or Committed())
     finally:
         session.close()
 
@@ -283,12 +285,14 @@ def _generate(
     # Bring the text assembler to where the committed windows left it (held-back bytes and
     # stop-sequence prefixes included), emitting nothing.
     run.text.feed(session.replay(committed))
-    run.produced = committed.tokens
+    run.produced = committed.total_tokens
     run.finish = committed.finish_reason
     window = committed.windows
+    _take_partial(run, committed)
     while run.finish is None:
-        size = window_size(spec, session, run.produced)
-        sink.continuation(window)
+        size = window_size(spec, session, run.produced - run.window_tokens)
+        if not run.window_tokens:  # not a window its frame began in an earlier attempt
+            sink.continuation(window)
         if sink.cancelled:
             run.finish = FinishReason.CANCELLED
         else:
@@ -307,6 +311,15 @@ def _generate(
         window,
         run.logprobs,
     )
+
+
+def _take_partial(run: _Run, committed: Committed) -> None:
+    """A resume inside a window: its tokens so far belong to the window frame to come."""
+    partial = committed.partial
+    run.window_ids = list(partial.token_ids)
+    run.window_tokens = partial.tokens
+    run.window_text = [partial.text] if partial.text else []
+    run.window_logprobs = list(partial.logprobs)
 
 
 def _last_window(spec: JobSpec, windows: int, produced: int) -> bool:

@@ -33,13 +33,14 @@ from common.store import leases as lease_store
 from common.store import run, streams
 from common.store.leases import ClaimOutcome
 from workers.chunks import Chunker
-from workers.generation import Committed, Generated, generate
+from workers.generation import Generated, generate
 from workers.handoff import DRAINING, HandBack, HandOff
 from workers.lease import Lease, LeaseLost, Leases
 from workers.models import MB, ModelCache
 from workers.observe import AttemptInfo, JobObserver, Observers
 from workers.outbox import Outbox
 from workers.publisher import FramePublisher
+from workers.resume import Committed, committed
 
 ObserverFactory = Callable[[AttemptInfo], JobObserver]
 
@@ -219,20 +220,19 @@ def _hand_off(
 
 
 def _resume_point(ctx: WorkerContext, pub: FramePublisher) -> Committed:
-    """The checkpointed windows, announced with a `resume` frame: readers drop any text of
-    the lost attempt beyond `committed_chars`."""
+    """Everything the job's stream holds (workers.resume), announced with a `resume` frame:
+    readers drop any text of the lost attempt beyond `committed_chars`."""
     entries = run(ctx.redis, streams.entries(ctx.keys, pub.job_id))
-    token_ids = [t for entry in entries for t in entry.token_ids]
-    text = "".join(entry.text for entry in entries)
-    tokens = sum(entry.count for entry in entries)
-    finish = entries[-1].finish_reason if entries else None
-    logprobs = None
-    if all(entry.logprobs is not None for entry in entries):
-        logprobs = [lp for entry in entries for lp in entry.logprobs or []]
+    frames = run(ctx.redis, streams.raw_frames(ctx.keys, pub.job_id))
+    point = committed(entries, frames, pub.job_id)
     pub.resume(
-        ResumeData(from_window=len(entries), committed_tokens=tokens, committed_chars=len(text))
+        ResumeData(
+            from_window=point.windows,
+            committed_tokens=point.total_tokens,
+            committed_chars=point.total_chars,
+        )
     )
-    return Committed(len(entries), token_ids, text, tokens, finish, logprobs)
+    return point
 
 
 def _succeed(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, out: Generated) -> None:

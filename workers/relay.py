@@ -140,7 +140,7 @@ class Relay:
 
     @contextmanager
     def _subscription(self) -> Iterator[FrameReader]:
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.psubscribe(self.keys.tokens_pattern())
             log.info("relay: moving frames of %s, reaping leases", self.keys.tokens_pattern())

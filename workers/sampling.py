@@ -2,14 +2,17 @@
 probabilities from the sequence's own logits row.
 
 One chain per sequence and window: logit bias (with `ignore_eos`), repeat penalty, top-k,
-top-p, min-p, temperature and a distribution seeded from the job seed and the window number
-(temperature 0: greedy). The chain runs in llama.cpp, so the per-token work in Python is one
-call, whatever the settings, and sequences of one batch sample independently.
+top-p, min-p, temperature and a draw (temperature 0: greedy). The draw of the token at output
+position p is seeded from the job seed and p alone (`token_seed`), not from a generator that
+advanced through the tokens before it: a job resumed at any position, on any worker, draws
+what an uninterrupted run drew there. The chain runs in llama.cpp, so the per-token work in
+Python is a few calls, whatever the settings, and sequences of one batch sample independently.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,13 +38,28 @@ class Vocabulary:
     text: Callable[[int], str]
 
 
+def token_seed(seed: int, position: int) -> int:
+    """The draw's seed for output token `position` of a job seeded `seed` (32 bits, as
+    llama.cpp's distribution sampler takes)."""
+    digest = hashlib.blake2b(f"{seed}:{position}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
 class Sampler:
-    """A job window's native sampler chain; freed with `close()` (or when collected)."""
+    """A job window's native sampler chain; freed with `close()` (or when collected).
+    `position` is the output position of the next token it samples."""
 
     def __init__(
-        self, spec: JobSpec, seed: int, vocab: Vocabulary, context: Sequence[int] = ()
+        self,
+        spec: JobSpec,
+        seed: int,
+        vocab: Vocabulary,
+        context: Sequence[int] = (),
+        position: int = 0,
     ) -> None:
         self._chain: lc.llama_sampler_p | None = None
+        self.seed, self.position = seed, position
+        self._drawn_at: int | None = None  # the position the chain's draw is seeded for
         self.vocab = vocab
         self.top = spec.logprobs  # alternatives to report per token; None: no logprobs
         n_vocab = vocab.n_vocab
@@ -70,7 +88,8 @@ class Sampler:
         self._add(lc.llama_sampler_init_top_p(spec.top_p, 1))
         self._add(lc.llama_sampler_init_min_p(spec.min_p, 1))
         self._add(lc.llama_sampler_init_temp(spec.temperature))
-        self._add(lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        self._add(lc.llama_sampler_init_dist(token_seed(seed, position)))
+        self._drawn_at = position
 
     def _add(self, sampler: lc.llama_sampler_p) -> None:
         lc.llama_sampler_chain_add(self._chain, sampler)
@@ -78,11 +97,23 @@ class Sampler:
     def sample(self, ctx: lc.llama_context_p, index: int) -> Sampled:
         """The next token from the logits of the batch's `index`-th token (-1: the last
         output); the chain takes it as generated (the repeat penalty's history)."""
+        if self._drawn_at is not None and self._drawn_at != self.position:
+            self._reseed()
         token = int(lc.llama_sampler_sample(self._chain, ctx, index))
+        self.position += 1
         if self.top is None:
             return Sampled(token)
         vocab = self.vocab
         return Sampled(token, logprob(ctx, index, vocab.n_vocab, token, self.top, vocab.text))
+
+    def _reseed(self) -> None:
+        """Replace the chain's last sampler, the draw, by one seeded for this position
+        (llama.cpp's draw cannot be re-seeded in place)."""
+        chain = self._chain
+        last = lc.llama_sampler_chain_n(chain) - 1
+        lc.llama_sampler_free(lc.llama_sampler_chain_remove(chain, last))
+        self._add(lc.llama_sampler_init_dist(token_seed(self.seed, self.position)))
+        self._drawn_at = self.position
 
     def close(self) -> None:
         if self._chain is not None:

@@ -8,4 +8,6 @@ by tests/unit/test_adapters.py, which fails loudly when an upgrade moves the int
 - llama_vocab: llama-cpp-python's model vocabulary (`Llama._model.vocab`), for end tokens.
 - prometheus_values: prometheus_client's `values.ValueClass`, picked again for multiprocess.
 - kombu_priority: kombu's Redis transport's naming of a queue's priority lists.
+- ggml_invariance: ggml's switch for its tiled K-quant product and llama.cpp's build report,
+  for batch-invariant decoding.
 """

@@ -141,6 +141,16 @@ def frames(keys: Keys, job_id: str, start: str = "-", end: str = "+") -> Command
     return Command((("XRANGE", keys.stream(job_id), start, end),), lambda r: list(r[0]))
 
 
+def raw_frames(keys: Keys, job_id: str) -> Command[list[tuple[str, str]]]:
+    """One job's whole stream as (entry id, frame JSON), undecoded: a resuming worker folds
+    it (workers.resume); an entry without a frame reads as an empty one."""
+
+    def decode(replies: list[Any]) -> list[tuple[str, str]]:
+        return [(str(entry_id), fields.get("f", "")) for entry_id, fields in replies[0]]
+
+    return Command((("XRANGE", keys.stream(job_id), "-", "+"),), decode)
+
+
 def append(keys: Keys, job_id: str, entry_id: str, frame: str) -> Command[str]:
     """XADD one frame at `entry_id`; a ResponseError when the id is at or below the last."""
     return Command((("XADD", keys.stream(job_id), entry_id, "f", frame),), lambda r: str(r[0]))

@@ -117,7 +117,7 @@ def test_tail_prints_the_result_after_a_relay_outage_mid_job(
     with Client(stack.settings) as client:
         job = client.submit(**job_spec)
         tailing = Genq(stack.env, "tail", job.job_id)
-        live = client.redis.pubsub()  # type: ignore[no-untyped-call]
+        live = client.redis.pubsub()
         live.subscribe(client.keys.tokens(job.job_id))
 
         def relay_down_for_ten_windows() -> None:

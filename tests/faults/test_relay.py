@@ -304,7 +304,7 @@ class Live:
     """The job's frames as published, whether or not a relay runs (a SUBSCRIBE of its own)."""
 
     def __init__(self, client: Client, job_id: str) -> None:
-        self._pubsub = client.redis.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub = client.redis.pubsub()
         self._pubsub.subscribe(client.keys.tokens(job_id))
         self.window = -1  # the last window its worker started
 

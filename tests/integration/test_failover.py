@@ -207,7 +207,7 @@ def test_reader_ends_with_the_final_text_when_no_relay_ran_for_part_of_the_job(
     with Client(stack.settings) as client:
         expected = client.submit(**job_spec).result(timeout=90).text
         job = client.submit(**job_spec)
-        live = client.redis.pubsub()  # type: ignore[no-untyped-call]
+        live = client.redis.pubsub()
         live.subscribe(client.keys.tokens(job.job_id))
 
         def relay_down_for_a_while() -> None:

@@ -124,7 +124,7 @@ def two_jobs(make_stack: Callable[[], Stack]) -> Iterator[TwoJobs]:
 
 def test_a_waiting_ending_rides_along_with_the_next_round_trip(two_jobs: TwoJobs) -> None:
     client, first, outbox = two_jobs.client, two_jobs.first, two_jobs.outbox
-    listener = client.redis.pubsub()  # type: ignore[no-untyped-call]
+    listener = client.redis.pubsub()
     listener.subscribe(client.keys.tokens(first.job_id))
     outbox.add(client.keys.tokens(first.job_id), [], _done(first), _never)
     assert len(outbox) == 1

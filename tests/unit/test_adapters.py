@@ -11,7 +11,7 @@ import pytest
 from kombu.transport.redis import Channel
 from prometheus_client import values
 
-from common.adapters import kombu_priority, prometheus_values
+from common.adapters import ggml_invariance, kombu_priority, prometheus_values
 from common.celery_config import BROKER_PRIORITY_STEPS, priority_lists
 
 
@@ -64,3 +64,24 @@ def test_metrics_made_after_the_pick_are_file_backed(multiprocess_dir: Path, bor
     # A metric made now would keep a file in the directory open for the process's life: the
     # class that metrics will read is checked instead.
     assert values.ValueClass is not values.MutexValue
+
+
+def _libllama() -> bytes:
+    import llama_cpp
+
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    files = {path.resolve() for path in lib.glob("libggml*.so*")}
+    return b"".join(path.read_bytes() for path in sorted(files))
+
+
+def test_ggml_still_reads_the_variable_that_turns_off_its_tiled_product() -> None:
+    assert ggml_invariance.TILED_MM.encode() in _libllama(), "ggml dropped GGML_CPU_TILED_MM"
+
+
+def test_llama_cpp_still_reports_its_cpu_features_in_the_form_the_check_reads() -> None:
+    # Built without llamafile, the marker is compiled out with it: the form is what is checked.
+    assert " = 1 | " in ggml_invariance.system_info()
+
+
+def test_genqs_install_builds_llama_cpp_without_llamafile() -> None:
+    assert ggml_invariance.invariant_build(), "rebuild llama-cpp-python: make install"

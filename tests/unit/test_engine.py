@@ -1,6 +1,6 @@
-"""workers.engine, workers.solo and workers.sampling on the tiny model (real llama.cpp, random
-weights): batched sequences, slot hand-outs, cache reuse between windows, deterministic windows
-and the native sampler chain."""
+"""workers.engine and workers.sampling on the tiny model (real llama.cpp, random weights):
+batched sequences, slot hand-outs, cache reuse between windows, resumes at any token that
+sample what an uninterrupted run did, and the native sampler chain."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from common.schemas import JobSpec
 from common.tinymodel import TINY_EOS, TINY_N_CTX, ensure_tiny_model
 from workers.backends.llama import LlamaBackend
 from workers.engine import AHEAD, Engine
-from workers.generation import Sampled
-from workers.solo import solo_window
+from workers.generation import Sampled, TokenSequence
 
 SLOTS = 4
 
@@ -52,7 +51,7 @@ def test_concurrent_jobs_share_decode_steps(backend: LlamaBackend) -> None:
         sequence = backend.sequence(job_spec)
         try:
             prompt = backend.prompt_tokens(job_spec)
-            out[seed] = [s.token for s in take(sequence.tokens(prompt, job_spec, seed), 100)]
+            out[seed] = [s.token for s in take(sequence.tokens(prompt, job_spec, seed, 0), 100)]
         finally:
             sequence.close()
 
@@ -88,39 +87,78 @@ def test_a_window_continuing_the_last_evaluates_only_what_changed(backend: Llama
     sequence = backend.sequence(job_spec)
     try:
         prompt = backend.prompt_tokens(job_spec)
-        first = [s.token for s in take(sequence.tokens(prompt, job_spec, 3), 20)]
+        first = [s.token for s in take(sequence.tokens(prompt, job_spec, 3, 0), 20)]
         before = backend.engine.evaluated
-        take(sequence.tokens(prompt + first, job_spec, 4), 1)
+        take(sequence.tokens(prompt + first, job_spec, 4, 20), 1)
         # The last context token (for its logits), and what the engine decoded ahead of the
         # job (AHEAD) before it closed the window; not the whole context.
         assert backend.engine.evaluated - before <= 1 + AHEAD
         before = backend.engine.evaluated
-        take(sequence.tokens(prompt + first[:5] + [first[0]], job_spec, 5), 1)
+        take(sequence.tokens(prompt + first[:5] + [first[0]], job_spec, 5, 6), 1)
         assert backend.engine.evaluated - before <= 1 + AHEAD
         assert len(prompt) > 40
         with pytest.raises(GenerationError, match="sequence full at 256 tokens"):
-            take(sequence.tokens(prompt, job_spec, 6), TINY_N_CTX)
+            take(sequence.tokens(prompt, job_spec, 6, 0), TINY_N_CTX)
     finally:
         sequence.close()
 
 
-def test_deterministic_windows_are_the_same_computation_wherever_they_run(
+def sampled(
+    backend: LlamaBackend, job_spec: JobSpec, context: list[int], position: int, n: int
+) -> list[int]:
+    """`n` tokens after `context` in a slot of the engine, the first at output `position`."""
+    sequence: TokenSequence = backend.sequence(job_spec)
+    try:
+        seed = job_spec.seed or 0
+        return [s.token for s in take(sequence.tokens(context, job_spec, seed, position), n)]
+    finally:
+        sequence.close()
+
+
+def busy_neighbours(backend: LlamaBackend, n: int, stop: threading.Event) -> list[threading.Thread]:
+    """`n` jobs decoding in other slots until `stop`: different batches at every step."""
+
+    def run(seed: int) -> None:
+        job_spec = JobSpec(prompt="neighbour " * (seed + 1), seed=seed, ignore_eos=True)
+        sequence = backend.sequence(job_spec)
+        try:
+            tokens = sequence.tokens(backend.prompt_tokens(job_spec), job_spec, seed, 0)
+            with closing(tokens):
+                for _ in tokens:
+                    if stop.is_set():
+                        return
+        except GenerationError:  # its sequence filled up: it has done its part
+            return
+        finally:
+            sequence.close()
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(n)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_a_sampled_job_resumed_at_any_token_beside_other_jobs_draws_the_same_tokens(
     backend: LlamaBackend,
 ) -> None:
-    job_spec = spec(9, temperature=1.0, deterministic=True)
+    """Bit-identical logits whatever the batch and however the context was evaluated, and a
+    draw seeded by the token's position: a resume at token k, beside other jobs, continues
+    with exactly the tokens that a lone, uninterrupted run had."""
+    job_spec = spec(9, temperature=1.0, repeat_penalty=1.3, top_k=20)
     prompt = backend.prompt_tokens(job_spec)
-    runs = []
-    for _ in range(2):
-        decoder = backend.solo.take()
-        try:
-            window = solo_window(decoder, prompt, backend.sampler(job_spec, 9))
-            first = [s.token for s in take(window, 30)]
-            second = take(solo_window(decoder, prompt + first, backend.sampler(job_spec, 10)), 30)
-            runs.append((first, [s.token for s in second]))
-        finally:
-            backend.solo.give(decoder)
-    assert runs[0] == runs[1]
-    assert backend.sequence(job_spec).__class__.__name__ == "_Solo"
+    alone = sampled(backend, job_spec, prompt, 0, 60)
+    assert len(set(alone)) > 5  # sampled, not one token over and over
+    stop = threading.Event()
+    neighbours = busy_neighbours(backend, SLOTS - 1, stop)
+    try:
+        for k in (0, 1, 7, 23, 59):
+            assert sampled(backend, job_spec, prompt + alone[:k], k, 60 - k) == alone[k:]
+    finally:
+        stop.set()
+        for thread in neighbours:
+            thread.join()
+    other_seed = spec(10, temperature=1.0, repeat_penalty=1.3, top_k=20)
+    assert sampled(backend, other_seed, prompt, 0, 60) != alone
 
 
 def test_native_logit_bias_and_ignore_eos_steer_sampling(backend: LlamaBackend) -> None:
@@ -128,9 +166,9 @@ def test_native_logit_bias_and_ignore_eos_steer_sampling(backend: LlamaBackend) 
     sequence = backend.sequence(forced)
     try:
         prompt = backend.prompt_tokens(forced)
-        assert {s.token for s in take(sequence.tokens(prompt, forced, 2), 20)} == {7}
+        assert {s.token for s in take(sequence.tokens(prompt, forced, 2, 0), 20)} == {7}
         eos_first = spec(2, temperature=1.0, logit_bias={TINY_EOS: 100.0})
-        assert {s.token for s in take(sequence.tokens(prompt, eos_first, 2), 20)} != {TINY_EOS}
+        assert {s.token for s in take(sequence.tokens(prompt, eos_first, 2, 0), 20)} != {TINY_EOS}
     finally:
         sequence.close()
 
@@ -145,7 +183,7 @@ def test_log_probabilities_come_from_each_sequences_own_logits(backend: LlamaBac
     sequence = backend.sequence(greedy)
     try:
         prompt = backend.prompt_tokens(greedy)
-        for sampled in take(sequence.tokens(prompt, greedy, 4), 10):
+        for sampled in take(sequence.tokens(prompt, greedy, 4, 0), 10):
             assert sampled.logprob is not None
             top = sampled.logprob.top
             assert len(top) == 3
@@ -176,17 +214,12 @@ def test_a_repeat_penalty_lowers_repeats_and_keeps_a_window_reproducible(
     """The penalty sampler sees the window's context as history, so it is part of the window's
     computation: the same window twice gives the same tokens, and a strong penalty repeats
     the context's tokens less than no penalty does."""
-    plain = spec(6, temperature=0.0, deterministic=True)
-    penalized = spec(6, temperature=0.0, deterministic=True, repeat_penalty=5.0)
+    plain = spec(6, temperature=0.0)
+    penalized = spec(6, temperature=0.0, repeat_penalty=5.0)
     prompt = backend.prompt_tokens(plain)
 
     def window(job_spec: JobSpec) -> list[int]:
-        decoder = backend.solo.take()
-        try:
-            sampler = backend.sampler(job_spec, 6, prompt)
-            return [s.token for s in take(solo_window(decoder, prompt, sampler), 40)]
-        finally:
-            backend.solo.give(decoder)
+        return sampled(backend, job_spec, prompt, 0, 40)
 
     assert window(penalized) == window(penalized)
 

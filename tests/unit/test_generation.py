@@ -1,5 +1,6 @@
 """workers.generation.generate: the token loop, its windows and finish reasons, the frames it
-emits, and resuming a job after its committed windows."""
+emits, and resuming a job after its committed windows, or inside a window from the tokens its
+stream holds (workers.resume)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,21 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from common.frames import ContinuationData, TokenData, WindowData
-from common.schemas import SEED_MAX, FinishReason, JobSpec, TokenLogprob, TopLogprob
-from workers.chunks import Chunker
-from workers.generation import (
-    Committed,
-    Generated,
-    Sampled,
-    TokenSession,
-    generate,
-    window_seed,
+from common.frames import (
+    ContinuationData,
+    ContinuationFrame,
+    ResumeData,
+    ResumeFrame,
+    TokenData,
+    TokenFrame,
+    WindowData,
+    WindowFrame,
 )
+from common.schemas import SEED_MAX, FinishReason, JobSpec, TokenLogprob, TopLogprob
+from common.store.streams import entry_of
+from workers.chunks import Chunker
+from workers.generation import Generated, Sampled, TokenSession, generate, window_seed
+from workers.resume import Committed, committed
 
 # Token ids: EOS is 0, ids 1..255 are that one byte (id 104 is b"h"), ids from 256 up are
 # pieces of several bytes. The prompt's ids are never decoded.
@@ -45,10 +50,12 @@ def piece(token: int) -> bytes:
 
 @dataclass
 class Call:
-    """One `tokens()` call: one window's context and seed, and the tokens drawn for it."""
+    """One `tokens()` call: one window's context, seed and first output position, and the
+    tokens drawn for it."""
 
     context: list[int]
     seed: int
+    position: int
     drawn: list[int] = field(default_factory=list)
 
 
@@ -71,16 +78,18 @@ class Backend:
     def piece(self, token: int) -> bytes:
         return piece(token)
 
-    def draw(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
+    def draw(self, context: list[int], spec: JobSpec, seed: int, position: int) -> Iterator[int]:
         raise NotImplementedError  # each scripted backend draws its own
 
     def sequence(self, spec: JobSpec) -> Backend:
         self.sequences += 1
         return self
 
-    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Generator[Sampled]:
+    def tokens(
+        self, context: list[int], spec: JobSpec, seed: int, position: int
+    ) -> Generator[Sampled]:
         """What a TokenSequence yields: the drawn tokens, with log probabilities if asked."""
-        for token in self.draw(context, spec, seed):
+        for token in self.draw(context, spec, seed, position):
             top = spec.logprobs
             yield Sampled(token, None if top is None else self.logprob(token, top))
 
@@ -99,8 +108,8 @@ class Backend:
     def drawn(self) -> list[int]:
         return [token for call in self.calls for token in call.drawn]
 
-    def _record(self, context: list[int], seed: int) -> Call:
-        self.calls.append(Call(list(context), seed))
+    def _record(self, context: list[int], seed: int, position: int) -> Call:
+        self.calls.append(Call(list(context), seed, position))
         return self.calls[-1]
 
 
@@ -115,8 +124,8 @@ class ScriptBackend(Backend):
     def __post_init__(self) -> None:
         self._source = iter(self.script)
 
-    def draw(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
-        call = self._record(context, seed)
+    def draw(self, context: list[int], spec: JobSpec, seed: int, position: int) -> Iterator[int]:
+        call = self._record(context, seed, position)
         for token in self._source:
             call.drawn.append(token)
             yield token
@@ -130,16 +139,20 @@ WEIGHTS = [1] + [4] * (len(VOCAB) - 1)
 
 @dataclass
 class SeededBackend(Backend):
-    """A stand-in model: a window's tokens are a pure function of (context, seed), so a
-    wrong context or a wrong seed gives other tokens."""
+    """A stand-in model, as genq's engine is: each token a pure function of the job seed, its
+    output position and the context before it (however that context was split between a
+    window's start and its tokens), so a wrong context, seed or position gives other tokens."""
 
-    def draw(self, context: list[int], spec: JobSpec, seed: int) -> Iterator[int]:
-        call = self._record(context, seed)
-        key = hashlib.blake2b(repr((tuple(context), seed)).encode(), digest_size=8).digest()
-        rng = random.Random(int.from_bytes(key, "big"))
+    def draw(self, context: list[int], spec: JobSpec, seed: int, position: int) -> Iterator[int]:
+        call = self._record(context, seed, position)
+        before = list(context)
         while True:
+            key = repr((tuple(before), seed, position)).encode()
+            rng = random.Random(hashlib.blake2b(key, digest_size=8).digest())
             token = rng.choices(VOCAB, WEIGHTS)[0]
             call.drawn.append(token)
+            before.append(token)
+            position += 1
             yield token
 
 
@@ -429,7 +442,7 @@ def test_a_job_longer_than_the_context_runs_in_windows_framed_in_order(
     window_tokens=st.none() | st.integers(1, 14),
     max_tokens=st.integers(1, 40),
 )
-def test_each_window_sees_the_prompt_and_the_latest_output_that_fits_and_its_own_seed(
+def test_each_window_sees_the_prompt_and_the_latest_output_that_fits_the_job_seed_and_position(
     seed: int, room: int, window_tokens: int | None, max_tokens: int
 ) -> None:
     n_ctx = len(PROMPT) + room
@@ -440,9 +453,9 @@ def test_each_window_sees_the_prompt_and_the_latest_output_that_fits_and_its_own
 
     assert len(backend.calls) == len(out.windows)
     output: list[int] = []
-    for k, (call, frame) in enumerate(zip(backend.calls, out.windows, strict=True)):
+    for call, frame in zip(backend.calls, out.windows, strict=True):
         size = len(frame.token_ids)  # every window is full: no EOS, no stop
-        assert call.seed == window_seed(seed, k)
+        assert call.seed == seed and call.position == len(output)
         assert call.context[: len(PROMPT)] == PROMPT
         assert len(call.context) <= n_ctx - size
         kept = min(len(output), n_ctx - size - len(PROMPT))  # as much as fits
@@ -541,6 +554,132 @@ def test_a_resumed_job_computes_what_the_uninterrupted_run_would_have(
     assert first.text_of(k) + resumed.chunk_text == first.result.text
 
 
+JOB = "job-1"
+
+
+def stream_of(
+    events: Iterable[Event], epoch: int = 0, resume: ResumeData | None = None
+) -> list[tuple[str, str]]:
+    """The stream entries the relay writes for an attempt's frames, numbered from 1."""
+    frames: list[TokenFrame | WindowFrame | ContinuationFrame | ResumeFrame] = []
+    if resume is not None:
+        frames.append(ResumeFrame(job_id=JOB, epoch=epoch, seq=1, data=resume))
+    for event in events:
+        seq = len(frames) + 1
+        if isinstance(event, TokenData):
+            frames.append(TokenFrame(job_id=JOB, epoch=epoch, seq=seq, data=event))
+        elif isinstance(event, WindowData):
+            frames.append(WindowFrame(job_id=JOB, epoch=epoch, seq=seq, data=event))
+        else:
+            frames.append(ContinuationFrame(job_id=JOB, epoch=epoch, seq=seq, data=event))
+    return [(f"{f.epoch}-{f.seq}", f.model_dump_json()) for f in frames]
+
+
+def cut_after_chunk(out: Run, chunk: int) -> tuple[list[Event], int]:
+    """The attempt's frames up to its `chunk`-th token chunk (what reached the stream before
+    its worker died), and how many windows they finished."""
+    events: list[Event] = []
+    seen = 0
+    for event in out.events:
+        if seen == chunk and isinstance(event, TokenData):
+            break
+        events.append(event)
+        seen += isinstance(event, TokenData)
+    return events, sum(isinstance(event, WindowData) for event in events)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, SEED_MAX),
+    room=st.integers(1, 12),
+    window_tokens=st.none() | st.integers(1, 14),
+    max_tokens=st.integers(1, 40),
+    stops=st.lists(st.text(alphabet="ab é€", min_size=1, max_size=3), max_size=2),
+    logprobs=st.none() | st.integers(0, 2),
+    chunk_tokens=st.integers(1, 4),
+    data=st.data(),
+)
+def test_a_job_resumed_inside_a_window_from_its_stream_computes_the_uninterrupted_run(
+    seed: int,
+    room: int,
+    window_tokens: int | None,
+    max_tokens: int,
+    stops: list[str],
+    logprobs: int | None,
+    chunk_tokens: int,
+    data: st.DataObject,
+) -> None:
+    """Every chunk that reached the stream is committed: a resume continues after the last
+    one, inside its window, recomputing nothing, and its frames complete the window."""
+    spec: dict[str, object] = {
+        "seed": seed,
+        "window_tokens": window_tokens,
+        "max_tokens": max_tokens,
+        "stop": stops,
+        "ignore_eos": True,
+        "logprobs": logprobs,
+    }
+    first = run(SeededBackend(n_ctx=len(PROMPT) + room), spec, chunk_tokens=chunk_tokens)
+    chunk = data.draw(st.integers(0, len(first.chunks)), "chunks in the stream")
+    events, windows = cut_after_chunk(first, chunk)
+    entries = [entry_of(frame) for frame in first.windows[:windows]]
+    point = committed(entries, stream_of(events), JOB)
+    assert point.all_token_ids == [t for c in first.chunks[:chunk] for t in c.token_ids]
+    assert point.text + point.partial.text == "".join(c.text for c in first.chunks[:chunk])
+
+    if point.finish_reason is not None:
+        return  # the job had ended: nothing to resume
+    resumed = run(
+        SeededBackend(n_ctx=len(PROMPT) + room), spec, chunk_tokens=chunk_tokens, committed=point
+    )
+    assert resumed.result == first.result
+    assert resumed.windows == first.windows[windows:]
+    assert point.text + point.partial.text + resumed.chunk_text == first.result.text
+
+
+def test_a_later_attempts_resume_frame_cuts_the_partial_window_back_to_what_it_kept() -> None:
+    first = run(
+        SeededBackend(n_ctx=len(PROMPT) + 40),
+        {"seed": 3},
+        window_tokens=20,
+        max_tokens=20,
+        ignore_eos=True,
+    )
+    assert len(first.chunks) > 4  # the first token alone, then chunks of 4, one window
+    # Attempt 0 streamed 3 chunks; attempt 1 kept 2 of them (the 3rd reached the stream
+    # after it read it) and streamed one more chunk before it died too.
+    stream = stream_of(first.events[:4])
+    kept = sum(c.count for c in first.chunks[:2])
+    chars = len(first.chunks[0].text + first.chunks[1].text)
+    resume = ResumeData(from_window=0, committed_tokens=kept, committed_chars=chars)
+    stream += stream_of([first.chunks[2]], epoch=1, resume=resume)
+    point = committed([], stream, JOB)
+    assert list(point.partial.token_ids) == [t for c in first.chunks[:3] for t in c.token_ids]
+
+
+def test_a_hole_in_the_stream_leaves_the_window_to_be_computed_again() -> None:
+    first = run(
+        SeededBackend(n_ctx=len(PROMPT) + 40),
+        {"seed": 3},
+        window_tokens=20,
+        max_tokens=20,
+        ignore_eos=True,
+    )
+    stream = stream_of(first.events[:4])
+    del stream[2]  # the 2nd chunk never reached the stream (no relay ran)
+    assert not committed([], stream, JOB).partial.token_ids
+    stream = stream_of(first.events[:4])
+    stream[2] = (stream[2][0], "not a frame")
+    assert not committed([], stream, JOB).partial.token_ids
+
+
+def test_a_remote_models_chunks_without_token_ids_resume_from_the_window_start() -> None:
+    chunk = TokenData(text="abc", token_ids=[], tokens=3)
+    stream = stream_of([ContinuationData(window=0), chunk])
+    point = committed([], stream, JOB)
+    assert point.partial.tokens == 0 and point.total_chars == 0
+
+
 def test_a_stop_sequence_spanning_the_resume_point_still_ends_the_text() -> None:
     script = ids("hello world ")
     spec: dict[str, object] = {"window_tokens": 4, "stop": ["lo w"]}
@@ -595,7 +734,7 @@ def test_resuming_after_the_last_window_emits_nothing_that_window_carried(
     assert resumed.chunks == []
 
 
-def test_window_seeds_are_the_job_seed_then_a_fixed_hash_of_seed_and_window() -> None:
+def test_a_remote_window_seed_is_the_job_seed_then_a_fixed_hash_of_seed_and_window() -> None:
     # Fixed values: a window resumed on another worker, process or release draws the same.
     assert [window_seed(7, k) for k in range(4)] == [7, 1207947808, 3697423975, 442239123]
     assert len({window_seed(7, k) for k in range(1000)}) == 1000

@@ -18,7 +18,8 @@ from common.registry import RemoteModelConfig
 from common.schemas import FinishReason, JobSpec, TokenLogprob, TopLogprob
 from workers.backends.remote import RemoteBackend
 from workers.chunks import Chunker
-from workers.generation import Committed, Generated, generate, window_seed
+from workers.generation import Generated, generate, window_seed
+from workers.resume import Committed
 
 KEY = "sk-test-0123456789"
 

@@ -1,10 +1,10 @@
 """The llama backend: a local GGUF model run by llama-cpp-python.
 
-`Llama` loads the model and provides its vocabulary, tokenizer and chat template; tokens are
-decoded through llama.cpp's low-level API, in one of two places per job:
-- a slot of the model's batched engine (workers.engine), beside up to `slots - 1` other jobs;
-- a context of its own (workers.solo), for a deterministic job, and for every job on a worker
-  with one slot.
+`Llama` provides the vocabulary, tokenizer and chat template (`vocab_only`); the weights are
+loaded for batch-invariant decoding (workers.weights), and every job's tokens are decoded in a
+slot of the model's batched engine (workers.engine), beside up to `slots - 1` other jobs. The
+engine's logits do not depend on the batch, so every job is deterministic, batched: a resume
+on any worker continues with the tokens an uninterrupted run would have had.
 Sampling is llama.cpp's native sampler chain (workers.sampling).
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from llama_cpp import Llama, llama_model_p
 
+from common.adapters.ggml_invariance import make_invariant, warn_if_variant
 from common.adapters.llama_vocab import end_check
 from common.errors import ModelLoadError
 from common.logs import fields
@@ -33,10 +34,10 @@ from workers.decoder import Decoder
 from workers.engine import Engine, Slot
 from workers.generation import Sampled, TokenSequence, TokenSession
 from workers.sampling import Sampler, Vocabulary
-from workers.solo import SoloPool, solo_window
+from workers.weights import free_weights, load_weights
 
 log = logging.getLogger(__name__)
-# The context `Llama` itself creates is never decoded in (the decoders have their own): the
+# The context `Llama` itself creates is never decoded in (the engine has its own): the
 # smallest llama.cpp accepts keeps its memory small.
 LOADER_N_CTX = 64
 
@@ -51,23 +52,25 @@ class LlamaBackend:
         try:
             self._llm = Llama(
                 model_path=str(path),
+                vocab_only=True,
                 n_ctx=LOADER_N_CTX,
                 n_batch=LOADER_N_CTX,
                 # Its idle OpenMP threads would spin between jobs, starving other workers
                 # (measured: 5 ms jobs took 55-125).
                 n_threads=config.n_threads,
                 n_threads_batch=config.n_threads,
-                n_gpu_layers=config.n_gpu_layers,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"model {name!r}: cannot load {path}: {exc}") from exc
+        make_invariant()
+        warn_if_variant()
+        self.model: llama_model_p = load_weights(path, config.n_gpu_layers, name)
         self.n_ctx: int = config.n_ctx
         self.threads: int = config.n_threads or self._llm.n_threads
         self._pieces: dict[int, bytes] = {}
         self._is_end = end_check(self._llm)
         self.vocab = Vocabulary(self._llm.n_vocab(), self._llm.token_eos(), self._text)
-        self.solo = SoloPool(lambda: self._decoder(1))
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         if chat_template(self._llm, config) is None:
@@ -81,11 +84,6 @@ class LlamaBackend:
     def _decoder(self, n_seq: int) -> Decoder:
         n_batch = min(self.config.n_batch, self.n_ctx)
         return Decoder(self.model, self.n_ctx, n_seq, n_batch, self.threads, self.name)
-
-    @property
-    def model(self) -> llama_model_p:
-        """The loaded weights, which every context of this model shares."""
-        return self._llm.model
 
     @property
     def engine(self) -> Engine:
@@ -103,7 +101,7 @@ class LlamaBackend:
         """Free the model's memory now (the worker's budget unloaded it)."""
         if self._engine is not None:
             self._engine.close()
-        self.solo.close()
+        free_weights(self.model)
         self._llm.close()
 
     def session(self, spec: JobSpec) -> TokenSession:
@@ -111,19 +109,16 @@ class LlamaBackend:
         session.stops = implicit_stops(self._llm, spec, self.config)
         return session
 
-    def deterministic(self, spec: JobSpec) -> bool:
-        """Whether the job decodes in a context of its own: asked for, or one slot."""
-        return self.slots == 1 or spec.deterministic is True
-
     def sequence(self, spec: JobSpec) -> TokenSequence:
-        if self.deterministic(spec):
-            return _Solo(self)
         engine = self.engine
         return _Batched(self, engine, engine.acquire())
 
-    def sampler(self, spec: JobSpec, seed: int, context: Sequence[int] = ()) -> Sampler:
-        """A window's sampler chain; `context` is the history its repeat penalty sees."""
-        return Sampler(spec, seed, self.vocab, context)
+    def sampler(
+        self, spec: JobSpec, seed: int, context: Sequence[int] = (), position: int = 0
+    ) -> Sampler:
+        """A window's sampler chain; `context` is the history its repeat penalty sees, and
+        `position` the output position of its first token."""
+        return Sampler(spec, seed, self.vocab, context, position)
 
     def prompt_tokens(self, spec: JobSpec) -> list[int]:
         tokens = prompt_tokens(self._llm, spec, self.config)
@@ -145,32 +140,16 @@ class LlamaBackend:
         return self.piece(token).decode("utf-8", "replace")
 
 
-class _Solo:
-    """A deterministic job's context, from the model's pool."""
-
-    def __init__(self, backend: LlamaBackend) -> None:
-        self._backend = backend
-        self._decoder: Decoder | None = None
-
-    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Generator[Sampled]:
-        if self._decoder is None:
-            self._decoder = self._backend.solo.take()
-        return solo_window(self._decoder, context, self._backend.sampler(spec, seed, context))
-
-    def close(self) -> None:
-        if self._decoder is not None:
-            self._backend.solo.give(self._decoder)
-            self._decoder = None
-
-
 class _Batched:
     """A job's slot of the model's engine."""
 
     def __init__(self, backend: LlamaBackend, engine: Engine, slot: Slot) -> None:
         self._backend, self._engine, self._slot = backend, engine, slot
 
-    def tokens(self, context: list[int], spec: JobSpec, seed: int) -> Generator[Sampled]:
-        sampler = self._backend.sampler(spec, seed, context)
+    def tokens(
+        self, context: list[int], spec: JobSpec, seed: int, position: int
+    ) -> Generator[Sampled]:
+        sampler = self._backend.sampler(spec, seed, context, position)
         return self._engine.window(self._slot, context, sampler)
 
     def close(self) -> None:

@@ -31,7 +31,8 @@ from common.errors import RemoteRejected, RemoteUnavailable
 from common.registry import RemoteModelConfig
 from common.schemas import FinishReason, JobSpec, TokenLogprob, TopLogprob
 from common.settings import redact_url
-from workers.generation import Committed, Piece, window_seed
+from workers.generation import Piece, window_seed
+from workers.resume import Committed
 
 log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -139,7 +140,7 @@ class RemoteSession:
         self.generated = [committed.text] if committed.text else []
         return committed.text.encode("utf-8")
 
-    def window(self, window: int, size: int) -> Generator[Piece]:
+    def window(self, window: int, size: int, started: int = 0) -> Generator[Piece]:
         spec, backend = self.spec, self.backend
         chat = spec.messages is not None
         path = "/chat/completions" if chat else "/completions"
