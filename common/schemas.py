@@ -205,9 +205,9 @@ class JobSpec(_Model):
     deterministic: bool | None = Field(
         None,
         strict=True,
-        description="Decode in a sequence of its own, so that a resumed job is bit-for-bit the "
-        "run it continues; false shares batches with other jobs (faster, but llama.cpp's "
-        "batched decode changes the tokens slightly). Default: true on a one-slot worker.",
+        description="Kept for compatibility, no effect: every local job is deterministic "
+        "(genq's engine is batch-invariant, so a resumed job is bit-for-bit the run it "
+        "continues, batched or not); a remote model's never is.",
     )
     window_tokens: StrictInt | None = Field(
         None,

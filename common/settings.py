@@ -80,7 +80,8 @@ class Settings(BaseSettings):
         le=256,
         description="Jobs one worker process runs at once per model (`genq worker --slots`): "
         "a local model decodes them together in one context (continuous batching), a remote "
-        "one streams them at once. 1 runs one job at a time, each deterministic. A registry "
+        "one streams them at once. Every local job resumes bit-for-bit, whatever the slots. A "
+        "registry "
         "entry's `slots` overrides it for that model.",
     )
     max_queued: int = Field(

@@ -331,8 +331,8 @@ def terminal_from_record(record: JobRecord, job_id: str) -> DoneFrame | ErrorFra
 class TextFeed:
     """Writes a job's text as it settles (see StreamState.shown_text) without taking back
     what it wrote. What it writes is the job's final text, unless a resumed attempt
-    regenerated differently what was already written (a remote model, or a job that is not
-    deterministic): then `diverged_at` says from which character of the job's text, and
+    regenerated differently what was already written (a remote model's job): then
+    `diverged_at` says from which character of the job's text, and
     `stale` how many characters written before were the earlier attempt's; the new attempt's
     text from `diverged_at` on is written next, so that none of it is missing.
 

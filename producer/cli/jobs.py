@@ -62,10 +62,8 @@ def _default(field: str) -> object:
 @click.option(
     "--deterministic/--batched",
     default=None,
-    help="Decode in a sequence of its own, so that a resumed job is bit-for-bit the run it "
-    "continues; --batched shares decode steps with the worker's other jobs (faster; the "
-    "tokens differ slightly from a lone run) [default: deterministic on a one-slot worker, "
-    "batched on one with --slots].",
+    hidden=True,  # kept so that old scripts still run: every local job is deterministic
+    help="No effect: every local job is deterministic, batched or not.",
 )
 @click.option(
     "--window-tokens",

@@ -48,7 +48,7 @@ FLOWER_COLUMNS = "name,uuid,state,result,args,received,runtime,worker"
     show_default=True,
     help="Jobs at once per model in one process [env GENQ_SLOTS]: a local model decodes them "
     "together (continuous batching), a remote one streams them at once; a registry entry's "
-    "`slots` overrides it. 1: one job at a time, each deterministic.",
+    "`slots` overrides it. Every local job resumes bit-for-bit, whatever the slots.",
 )
 @click.option(
     "-c",

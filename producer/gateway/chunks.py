@@ -6,7 +6,7 @@ What a client was sent is a pure function of the job's durable stream up to an e
 gateway rebuilds it by replaying the stream from the start through a Renderer, sending only
 the events after the client's `Last-Event-ID`. Text is sent as it comes (TextFeed, eager);
 after a resume (a worker died) the regenerated text that was already sent is skipped. When a
-resumed attempt's text differs from what was sent (a job that is not deterministic, a remote
+resumed attempt's text differs from what was sent (a remote
 model), the stream ends with an error event `resumed_text_differs`: the client should read the
 final result (GET the job, or a non-streaming request).
 """

@@ -1,5 +1,6 @@
-"""Workers die, pause and relays come and go: jobs resume from their last window, and a reader
-of the stream always ends with the job's exact final text."""
+"""Workers die, pause and relays come and go: jobs resume from the last token their stream
+holds, with the text an uninterrupted run has, and a reader of the stream always ends with the
+job's exact final text."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from producer import Client, JobFailed
 from .conftest import Stack
 
 WINDOW = 100
+# Tokens a resume may compute again: only what never reached the stream (the chunk being cut,
+# 16 tokens by default, and one in flight); never the window.
+RECOMPUTED_MAX = 32
 # Forty windows: long enough to be killed in the middle, short enough to run in a second.
 JOB: dict[str, Any] = {
     "prompt": "failover",
@@ -65,7 +69,7 @@ def uninterrupted(client: Client) -> str:
 
 def assert_resumed_cleanly(client: Client, job_id: str, epochs: int) -> None:
     """Every epoch after the first starts with `resume`; no entry of an older epoch follows
-    it; and each resume recomputes at most one window of what the dead attempt produced."""
+    it; and each resume keeps what the dead attempt streamed but for its last chunk or two."""
     frames = entries(client, job_id)
     assert [f.epoch for f in frames] == sorted(f.epoch for f in frames)
     resumes = [f for f in frames if isinstance(f, ResumeFrame)]
@@ -80,7 +84,7 @@ def assert_resumed_cleanly(client: Client, job_id: str, epochs: int) -> None:
             len(f.data.token_ids) for f in lost if isinstance(f, TokenFrame)
         )
         assert resume.data.from_window >= 1
-        assert produced - resume.data.committed_tokens <= WINDOW
+        assert 0 <= produced - resume.data.committed_tokens <= RECOMPUTED_MAX
         started_at = resume.data.committed_tokens
 
 

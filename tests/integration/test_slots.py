@@ -148,12 +148,17 @@ def test_eight_jobs_of_a_killed_worker_resume_elsewhere_with_no_text_lost_or_rep
             assert record(client, handle.job_id).worker.startswith("b@")
 
 
-def test_a_deterministic_job_resumes_bit_for_bit_beside_batched_ones(slots_stack: Stack) -> None:
+def test_a_sampled_batched_job_resumes_bit_for_bit_beside_other_neighbours(
+    slots_stack: Stack,
+) -> None:
+    """No job is set apart to be exact: a job sampled at temperature 1, resumed after
+    SIGKILL beside batched jobs, ends with the text of an uninterrupted run that had other
+    neighbours (and no flag asked for it)."""
     a = slots_stack.worker("a", "--slots", "4")
-    deterministic = job(7, tokens=20_000, temperature=1.0, deterministic=True)
+    sampled = job(7, tokens=20_000, temperature=1.0)
     with Client(slots_stack.settings) as client:
         others = [client.submit(**job(seed, tokens=20_000)) for seed in range(3)]
-        handle = client.submit(**deterministic)
+        handle = client.submit(**sampled)
         wait_running(client, [*others, handle], windows=3)
         a.signal(signal.SIGKILL)
         slots_stack.worker("b", "--slots", "4")
@@ -161,9 +166,9 @@ def test_a_deterministic_job_resumes_bit_for_bit_beside_batched_ones(slots_stack
         assert_resumed_cleanly(client, handle.job_id, epochs=2)
         for other in others:
             other.result(timeout=TIMEOUT_S)
-        # Uninterrupted, on b, beside other batched jobs again.
-        beside = [client.submit(**job(seed + 10, tokens=20_000)) for seed in range(3)]
-        again = client.submit(**deterministic)
+        # Uninterrupted, on b, beside two other jobs than before.
+        beside = [client.submit(**job(seed + 10, tokens=5000)) for seed in range(2)]
+        again = client.submit(**sampled)
         assert again.result(timeout=TIMEOUT_S).text == resumed
         for other in beside:
             other.result(timeout=TIMEOUT_S)

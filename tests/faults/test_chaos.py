@@ -1,0 +1,135 @@
+"""Chaos: sampled jobs batched on `--slots 8` workers that are killed (SIGKILL) or told to
+shut down (SIGTERM) again and again, at random token counts. Every job must end with exactly
+the text of an uninterrupted run whose batch neighbours were different: the engine's logits
+do not depend on the batch, a token's draw depends only on the seed and its position, and a
+resume continues from every token the stream holds."""
+
+from __future__ import annotations
+
+import random
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from common.frames import ResumeFrame, TokenFrame
+from common.schemas import JobState
+from ops.localstack import Worker, wait_for
+from producer import Client, JobHandle
+from tests.integration.conftest import Stack
+from tests.integration.test_failover import entries, record
+
+KILLS = 20
+SLOTS = "8"
+TIMEOUT_S = 240
+
+
+def sampled(seed: int, **more: Any) -> dict[str, Any]:
+    """A long job sampled at temperature 0.9, with a repeat penalty (whose history must
+    reproduce too) and windows smaller than a run between kills."""
+    return {
+        "prompt": f"chaos {seed}",
+        "max_tokens": 30_000,
+        "window_tokens": 150,
+        "temperature": 0.9,
+        "repeat_penalty": 1.1,
+        "seed": seed,
+        "ignore_eos": True,
+        **more,
+    }
+
+
+def neighbours(seed: int) -> list[dict[str, Any]]:
+    """Other jobs decoding beside them: different prompts, seeds and lengths each run."""
+    return [
+        sampled(seed + i, prompt=f"neighbour {seed} {i}" * (i + 1), max_tokens=10_000)
+        for i in range(4)
+    ]
+
+
+def streamed_tokens(client: Client, job_id: str) -> int:
+    """Tokens of the job's stream after the last resume's committed ones."""
+    tokens = 0
+    for frame in entries(client, job_id):
+        if isinstance(frame, ResumeFrame):
+            tokens = frame.data.committed_tokens
+        elif isinstance(frame, TokenFrame):
+            tokens += frame.data.count
+    return tokens
+
+
+def references(stack: Stack, jobs: list[dict[str, Any]]) -> list[str]:
+    """Each job's text, uninterrupted, beside other neighbours than in the chaos run."""
+    worker = stack.worker("reference", "--slots", SLOTS)
+    with Client(stack.settings) as client:
+        handles = [client.submit(**spec) for spec in [*jobs, *neighbours(500)]]
+        texts = [handle.result(timeout=TIMEOUT_S).text for handle in handles]
+    worker.stop()
+    return texts[: len(jobs)]
+
+
+def live(client: Client, handles: list[JobHandle]) -> list[JobHandle]:
+    ended = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+    return [h for h in handles if record(client, h.job_id).state not in ended]
+
+
+def kill_once(
+    stack: Stack, client: Client, rng: random.Random, handles: list[JobHandle], n: int
+) -> str | None:
+    """Wait for a running job to stream a random number more tokens, then SIGKILL or
+    SIGTERM its worker and start another; the signal sent, None when every job ended."""
+    running = live(client, handles)
+    if not running:
+        return None
+    target = rng.choice(running)
+    goal = streamed_tokens(client, target.job_id) + rng.randint(10, 300)
+
+    def reached() -> bool:
+        job = record(client, target.job_id)
+        return job.state is not JobState.RUNNING or (
+            job.worker != "" and streamed_tokens(client, target.job_id) >= goal
+        )
+
+    wait_for(reached, TIMEOUT_S, f"job {target.job_id} to stream {goal} tokens")
+    job = record(client, target.job_id)
+    if job.state is not JobState.RUNNING:
+        return "none"
+    sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
+    holder = stack.holder(client, target.job_id)
+    assert holder.proc is not None
+    if sig is signal.SIGKILL:
+        holder.signal(sig)  # the whole process group, as the OOM killer or a crash would
+    else:
+        holder.proc.send_signal(sig)  # the main process, as a deploy does
+    # Not waited for: the jobs resume on the other worker, or on this one once it is up.
+    name = f"w{n + 2}"
+    log = stack.logs / f"{name}.log"
+    replacement = Worker(env=stack.env, log=log, args=("--slots", SLOTS), name=name)
+    stack.procs.append(replacement.spawn())
+    return sig.name
+
+
+@pytest.mark.timeout(900)
+def test_sampled_batched_jobs_survive_twenty_kills_with_the_uninterrupted_text(
+    make_stack: Callable[[], Stack],
+) -> None:
+    stack = make_stack()
+    stack.relay()
+    jobs = [sampled(seed) for seed in range(8)]
+    expected = references(stack, jobs)
+    rng = random.Random(2026)
+    stack.worker("w0", "--slots", SLOTS), stack.worker("w1", "--slots", SLOTS)
+    with Client(stack.settings) as client:
+        handles = [client.submit(**spec) for spec in [*jobs, *neighbours(900)]]
+        signals: list[str] = []
+        while len(signals) < KILLS:
+            sent = kill_once(stack, client, rng, handles, len(signals))
+            assert sent is not None, f"every job ended after {signals}: make them longer"
+            if sent != "none":
+                signals.append(sent)
+        assert {"SIGKILL", "SIGTERM"} <= set(signals)
+        for handle, text in zip(handles, expected, strict=False):
+            result = handle.result(timeout=TIMEOUT_S)
+            assert result.text == text
+        assert sum(record(client, h.job_id).epoch for h in handles) >= KILLS
