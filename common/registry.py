@@ -70,7 +70,11 @@ class LlamaModelConfig(BaseModel):
         "every step (prompt chunks beside the running jobs' tokens).",
     )
     slots: int | None = Field(
-        None, ge=1, le=256, description="Jobs at once on one worker process; default GENQ_SLOTS."
+        None,
+        ge=1,
+        le=256,
+        description="Jobs at once on one worker process; default GENQ_SLOTS. At most n_batch "
+        "(and n_ctx): a decode step holds a token of each (common.plan).",
     )
     device: Device = Field("cpu", description="Device class; also the Celery queue.")
     chat_template: str | None = Field(

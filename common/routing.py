@@ -3,8 +3,9 @@ model (`cpu.tiny`), and a worker consumes the queues of the models it serves on 
 class, so that a job is only ever taken by a worker that can run its model.
 
 `serving()` works out what a worker serves from its settings (`GENQ_DEVICE`,
-`GENQ_WORKER_MODELS`) and checks, before it takes any job, that it can: `genq worker` runs it
-before starting celery, and the worker process again at start (`celery -A workers.app worker`).
+`GENQ_WORKER_MODELS`), with each model's plan (common.plan: slots, context, batch), and checks,
+before it takes any job, that it can: `genq worker` runs it before starting celery, and the
+worker process again at start (`celery -A workers.app worker`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from common.errors import WorkerConfigError
+from common.plan import LlamaPlan, ModelPlan, resolve
 from common.registry import (
     BUILT_IN,
     AnyModelConfig,
@@ -52,11 +54,19 @@ def worker_command(device: str, model: str) -> str:
 
 @dataclass(frozen=True)
 class Serving:
-    """What one worker serves: its device class and models, so its queues."""
+    """What one worker serves: its device class and its models' plans, so its queues."""
 
     device: Device
-    models: tuple[str, ...]
-    slots: int = 1  # jobs at once in one worker process: the most any of its models takes
+    plans: tuple[ModelPlan, ...]
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(plan.model for plan in self.plans)
+
+    @property
+    def slots(self) -> int:
+        """Jobs at once in one worker process: the most any of its models takes."""
+        return max(plan.slots for plan in self.plans)
 
     @property
     def queues(self) -> list[str]:
@@ -76,16 +86,18 @@ def serving(settings: Settings, registry: ModelRegistry) -> Serving:
     configs = [_served(registry, name, device) for name in models]
     if device == "gpu" and any(isinstance(c, LlamaModelConfig) for c in configs):
         check_gpu()
-    return Serving(device, models, max(c.slots or settings.slots for c in configs))
+    plans = resolve(settings, registry)
+    for name in models:
+        _check_plan(registry, plans[name])
+    return Serving(device, tuple(plans[name] for name in models))
 
 
 def worker_slots(settings: Settings, registry: ModelRegistry) -> int:
     """Jobs a worker process of these settings runs at once: the most slots of the models it
-    serves (GENQ_SLOTS, or a registry entry's own). Names it does not know are left to
-    `serving` to report."""
+    serves (their plans'). Names it does not know are left to `serving` to report."""
     names = settings.worker_models or tuple(registry.names(settings.device))
-    known = [registry.models[name] for name in names if name in registry.models]
-    return max((c.slots or settings.slots for c in known), default=settings.slots)
+    plans = resolve(settings, registry)
+    return max((plans[name].slots for name in names if name in plans), default=settings.slots)
 
 
 def _served(registry: ModelRegistry, name: str, device: Device) -> AnyModelConfig:
@@ -126,6 +138,11 @@ def _check_local(registry: ModelRegistry, name: str, config: LlamaModelConfig) -
         raise WorkerConfigError(f"{where} path {config.path}: no such file")
     if not config.path.is_file():
         raise WorkerConfigError(f"{where} path {config.path}: not a file")
+
+
+def _check_plan(registry: ModelRegistry, plan: ModelPlan) -> None:
+    if isinstance(plan, LlamaPlan) and plan.problem is not None:
+        raise WorkerConfigError(f"{registry.where(plan.model)}: {plan.problem}")
 
 
 def _check_remote(where: str, config: RemoteModelConfig) -> None:

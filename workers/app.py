@@ -118,28 +118,32 @@ class GenqCelery(Celery):  # type: ignore[misc]
         if self._metrics_dir is not None:
             self._serve_metrics(self._metrics_dir, self.genq_serving)
 
-    def _serve_metrics(self, directory: MetricsDir, plan: Serving) -> None:
+    def _serve_metrics(self, directory: MetricsDir, served: Serving) -> None:
         settings = self.genq_settings
         self._metrics = serve_pool(
-            directory.path, settings.metrics_host, settings.metrics_port, plan.device, plan.models
+            directory.path,
+            settings.metrics_host,
+            settings.metrics_port,
+            served.device,
+            served.models,
         )
         if self._metrics is not None:
             log.info("metrics endpoint", extra=fields(url=self._metrics.url))
 
-    def _worker_info(self, name: str, plan: Serving) -> WorkerInfo:
+    def _worker_info(self, name: str, served: Serving) -> WorkerInfo:
         queues = sorted(self.amqp.queues.consume_from)  # as consumed, -Q included
-        if set(queues) != set(plan.queues):
+        if set(queues) != set(served.queues):
             log.warning(
                 "this worker consumes %s (-Q) but serves %s: use GENQ_WORKER_MODELS and "
                 "GENQ_DEVICE (genq worker --models, --device) instead of -Q",
                 queues,
-                plan.queues,
+                served.queues,
             )
         now_ms = time.time_ns() // 10**6
         return WorkerInfo(
             name=name,
-            device=plan.device,
-            models=list(plan.models),
+            device=served.device,
+            models=list(served.models),
             queues=queues,
             pid=os.getpid(),
             started_ms=now_ms,

@@ -67,6 +67,7 @@ class Engine:
         self._slots = [Slot(seq, threading.Condition(self._lock)) for seq in range(decoder.n_seq)]
         self._free = deque(self._slots)
         self._order = itertools.count()
+        self._turn = 0  # the slot whose next token goes first in the next batch (round-robin)
         self._stop = False
         self.steps = 0  # decode calls, for tests and metrics
         self.evaluated = 0  # tokens decoded (prompts and generated), for tests and metrics
@@ -191,33 +192,52 @@ class Engine:
         )
 
     def _build(self) -> list[tuple[Slot, int, int]]:
-        """This step's batch: generating sequences' next tokens, then prompt chunks. The
-        outputs to sample: (slot, batch index, window)."""
-        decoder = self._decoder
+        """This step's batch, never more than `n_batch` tokens: generating sequences' next
+        tokens, then prompt chunks. The outputs to sample: (slot, batch index, window)."""
         for slot in self._slots:
             if slot.request is not None:
                 self._start(slot, slot.request)
-        outputs = []
-        for slot in self._slots:
+        outputs: list[tuple[Slot, int, int]] = []
+        for slot in self._generating():
+            assert slot.next is not None
+            index = self._decoder.add(slot.next, len(slot.cached), slot.seq, output=True)
+            slot.cached.append(slot.next)
+            slot.next = None
+            outputs.append((slot, index, slot.window))
+        self._add_prompts(outputs)
+        return outputs
+
+    def _generating(self) -> list[Slot]:
+        """The sequences whose next token this step decodes: as many as the batch holds,
+        less one token for a waiting prompt, taken round-robin from the one after the last
+        taken, so that none starves. (Start-up refuses more slots than `n_batch`, so they all
+        fit; common.plan.)"""
+        n = len(self._slots)
+        turn = [self._slots[(self._turn + i) % n] for i in range(n)]
+        ready = []
+        for slot in turn:
             if self._is_full(slot):
                 self._full(slot)
             elif self._decodes(slot):
-                assert slot.next is not None
-                index = decoder.add(slot.next, len(slot.cached), slot.seq, output=True)
-                slot.cached.append(slot.next)
-                slot.next = None
-                outputs.append((slot, index, slot.window))
-        budget = decoder.n_batch - len(decoder)
+                ready.append(slot)
+        reserved = 1 if any(slot.todo for slot in self._slots) else 0
+        taken = ready[: max(self._decoder.room - reserved, 0)]
+        if taken:
+            self._turn = (taken[-1].seq + 1) % n
+        return taken
+
+    def _add_prompts(self, outputs: list[tuple[Slot, int, int]]) -> None:
+        """Fill the batch with prompt chunks, first come first served."""
+        decoder = self._decoder
         for slot in sorted((s for s in self._slots if s.todo), key=lambda s: s.order):
-            if budget <= 0:
+            room = decoder.room
+            if room <= 0:
                 break
-            chunk, slot.todo = slot.todo[:budget], slot.todo[budget:]
+            chunk, slot.todo = slot.todo[:room], slot.todo[room:]
             index = decoder.add_all(chunk, len(slot.cached), slot.seq, output_last=not slot.todo)
             slot.cached.extend(chunk)
-            budget -= len(chunk)
             if not slot.todo:
                 outputs.append((slot, index, slot.window))
-        return outputs
 
     def _full(self, slot: Slot) -> None:
         """The window asked for more than its sequence holds (its job's windows never do)."""

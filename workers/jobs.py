@@ -18,6 +18,7 @@ from common.frames import ResumeData
 from common.keys import Keys
 from common.lifecycle import Finish, end_unstarted, now_ms
 from common.logs import fields as log_fields
+from common.plan import resolve
 from common.registry import ModelRegistry
 from common.schemas import (
     FinishReason,
@@ -74,7 +75,7 @@ class WorkerContext:
             settings,
             connect(settings),
             Keys(settings.key_prefix),
-            ModelCache(registry, int(settings.model_budget_mb * MB), settings.slots),
+            ModelCache(registry, resolve(settings, registry), int(settings.model_budget_mb * MB)),
         )
 
     def outbox(self, max_delay_s: float) -> Outbox:

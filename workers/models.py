@@ -9,13 +9,14 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from common.logs import fields
+from common.plan import LlamaPlan, ModelPlan
 from common.registry import AnyModelConfig, LlamaModelConfig, ModelRegistry
 from common.settings import redact_url
 from workers.backends.llama import LlamaBackend
@@ -30,13 +31,16 @@ class LoadedModel(Backend, Protocol):
     def close(self) -> None: ...
 
 
-Loader = Callable[[str, AnyModelConfig, Path | None, int], LoadedModel]
+Loader = Callable[[str, AnyModelConfig, Path | None, ModelPlan], LoadedModel]
 
 
-def load_backend(name: str, config: AnyModelConfig, path: Path | None, slots: int) -> LoadedModel:
+def load_backend(
+    name: str, config: AnyModelConfig, path: Path | None, plan: ModelPlan
+) -> LoadedModel:
     if isinstance(config, LlamaModelConfig):
-        assert path is not None  # ModelCache passes a local model's file
-        return LlamaBackend(name, config, path, slots)
+        # ModelCache passes a local model's file, and its plan
+        assert path is not None and isinstance(plan, LlamaPlan)
+        return LlamaBackend(name, config, path, plan)
     return RemoteBackend(name, config)
 
 
@@ -50,8 +54,8 @@ class _Loaded:
 @dataclass
 class ModelCache:
     registry: ModelRegistry
+    plans: Mapping[str, ModelPlan]  # every registry model's (common.plan.resolve)
     budget_bytes: int = 0  # 0: no limit
-    slots: int = 1  # GENQ_SLOTS: jobs at once per local model
     load: Loader = load_backend
     _loaded: OrderedDict[str, _Loaded] = field(default_factory=OrderedDict)
     # Job threads share the cache (a worker with slots): one loads a model, the others wait.
@@ -95,7 +99,7 @@ class ModelCache:
             source, size = redact_url(config.base_url), 0
         self._make_room(size)
         started = time.monotonic()
-        backend = self.load(name, config, path, self.slots)
+        backend = self.load(name, config, path, self.plans[name])
         self._loaded[name] = _Loaded(backend, size)
         log.info(
             "model loaded",

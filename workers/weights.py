@@ -15,12 +15,15 @@ import llama_cpp as lc
 
 from common.errors import ModelLoadError
 
+# No CPU_REPACK buffers (llama.cpp's "extra buffer types"): see the module's docstring.
+EXTRA_BUFTS = False
+
 
 def load_weights(path: Path, n_gpu_layers: int, name: str) -> lc.llama_model_p:
     """The model's weights, not repacked; ModelLoadError when llama.cpp cannot load them."""
     params = lc.llama_model_default_params()
     params.n_gpu_layers = n_gpu_layers
-    params.use_extra_bufts = False
+    params.use_extra_bufts = EXTRA_BUFTS
     model: lc.llama_model_p = lc.llama_model_load_from_file(str(path).encode(), params)
     if not model:
         raise ModelLoadError(f"model {name!r}: llama.cpp cannot load the weights in {path}")

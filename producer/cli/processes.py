@@ -85,25 +85,25 @@ def worker(
     os.environ["GENQ_SLOTS"] = str(slots)
     settings = Settings()
     try:
-        plan = serving(settings, ModelRegistry.from_settings(settings))
+        served = serving(settings, ModelRegistry.from_settings(settings))
     except RegistryError as exc:
         fail(str(exc), EXIT_USAGE)
-    if plan.slots > 1 and concurrency not in (None, 1):
+    if served.slots > 1 and concurrency not in (None, 1):
         fail(
             f"-c {concurrency} starts processes of one slot each, but this worker runs "
-            f"{plan.slots} slots in one process: give one of --slots and -c, or start more "
+            f"{served.slots} slots in one process: give one of --slots and -c, or start more "
             "workers",
             EXIT_USAGE,
         )
     pool = (
-        ["-P", "threads", "-c", str(plan.slots)]
-        if plan.slots > 1
+        ["-P", "threads", "-c", str(served.slots)]
+        if served.slots > 1
         else ["-c", str(concurrency or 1)]
     )
     _exec_celery(
         "worker",
         "-Q",
-        ",".join(plan.queues),
+        ",".join(served.queues),
         *pool,
         "-l",
         loglevel,

@@ -6,13 +6,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from common.frames import DoneFrame, TokenFrame
 from common.schemas import JobState
+from common.tinymodel import ensure_tiny_model
 from ops.localstack import genq_executable, wait_for
 from producer import Client, InvalidJob, JobHandle
 
@@ -246,6 +249,56 @@ def test_bad_slots_are_refused_with_a_clear_message(
     done = genq_worker(*args, env=worker_env)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+SMALL = "tiny32"  # the tiny model with a context of 32 tokens: a decode step holds 32
+
+
+def small_context_registry(root: Path) -> Path:
+    registry = root / "small-models.toml"
+    gguf = ensure_tiny_model(root)
+    registry.write_text(f'[models.{SMALL}]\nbackend = "llama"\npath = "{gguf}"\nn_ctx = 32\n')
+    return registry
+
+
+def test_more_slots_than_a_decode_step_holds_are_refused_before_celery_starts(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    """llama.cpp would abort the worker at its first job (an output per sequence, in a
+    buffer of n_batch outputs), and the requeued jobs the next one."""
+    registry = small_context_registry(tmp_path)
+    env = {**worker_env, "GENQ_MODELS_FILE": str(registry)}
+    refused = (
+        f"model registry {registry}: [models.{SMALL}]: 64 slots do not fit a decode step of "
+        "32 tokens (its n_batch, at most its n_ctx of 32)"
+    )
+    done = genq_worker("--models", SMALL, "--slots", "64", env=env)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and refused in done.stderr  # one line, no banner
+    plain = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker"],
+        env={**env, "GENQ_WORKER_MODELS": SMALL, "GENQ_SLOTS": "64"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert plain.returncode == 2
+    assert f"genq worker: error: {refused}" in plain.stderr
+
+
+def test_as_many_slots_as_a_decode_step_holds_run_every_job(
+    make_stack: Callable[[], Stack],
+) -> None:
+    stack = make_stack()
+    stack.env["GENQ_MODELS_FILE"] = str(small_context_registry(stack.logs))
+    stack.relay()
+    stack.worker("a", "--models", SMALL, "--slots", "32")
+    with Client(stack.settings) as client:
+        spec: dict[str, Any] = {"model": SMALL, "max_tokens": 16, "ignore_eos": True}
+        handles = [client.submit(prompt=f"small {i}", seed=i, **spec) for i in range(48)]
+        for handle in handles:
+            assert handle.result(timeout=TIMEOUT_S).usage.completion_tokens == 16
 
 
 def test_a_job_that_cannot_fit_a_slot_is_refused_with_the_numbers(slots_stack: Stack) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import GenerationError, InvalidJob
+from common.plan import plan_llama
 from common.registry import LlamaModelConfig
 from common.schemas import JobSpec
 from common.tinymodel import TINY_EOS, TINY_N_CTX, ensure_tiny_model
@@ -27,7 +28,7 @@ SLOTS = 4
 def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaBackend]:
     path = ensure_tiny_model(tmp_path_factory.mktemp("tiny"))
     config = LlamaModelConfig(path=path, n_ctx=TINY_N_CTX, n_threads=1, n_batch=64)
-    loaded = LlamaBackend("tiny", config, path, slots=SLOTS)
+    loaded = LlamaBackend("tiny", config, path, plan_llama("tiny", config, SLOTS))
     yield loaded
     loaded.close()
 
@@ -201,7 +202,7 @@ def test_log_probabilities_come_from_each_sequences_own_logits(backend: LlamaBac
 def test_engine_closes_with_its_thread(tmp_path: Path) -> None:
     path = ensure_tiny_model(tmp_path)
     config = LlamaModelConfig(path=path, n_ctx=TINY_N_CTX, n_threads=1, n_batch=64)
-    loaded = LlamaBackend("tiny", config, path, slots=2)
+    loaded = LlamaBackend("tiny", config, path, plan_llama("tiny", config, 2))
     engine: Engine = loaded.engine
     assert engine.running
     loaded.close()

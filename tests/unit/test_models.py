@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from common.errors import UnknownModel
+from common.plan import ModelPlan, plan_model
 from common.registry import AnyModelConfig, LlamaModelConfig, ModelRegistry
 from workers.models import ModelCache
 
@@ -30,9 +31,11 @@ class Loads:
     loaded: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
 
-    def __call__(self, name: str, config: AnyModelConfig, path: Path | None, slots: int) -> Any:
+    def __call__(
+        self, name: str, config: AnyModelConfig, path: Path | None, plan: ModelPlan
+    ) -> Any:
         assert isinstance(config, LlamaModelConfig)
-        assert path == config.path
+        assert path == config.path and plan.model == name
         self.loaded.append(name)
         return FakeBackend(name, self.closed)
 
@@ -48,7 +51,9 @@ def registry(tmp_path: Path, sizes_mb: dict[str, float]) -> ModelRegistry:
 
 def cache(tmp_path: Path, budget_mb: float, **sizes_mb: float) -> tuple[ModelCache, Loads]:
     loads = Loads()
-    models = ModelCache(registry(tmp_path, sizes_mb), int(budget_mb * MB), load=loads)
+    models_registry = registry(tmp_path, sizes_mb)
+    plans = {name: plan_model(name, c) for name, c in models_registry.models.items()}
+    models = ModelCache(models_registry, plans, int(budget_mb * MB), load=loads)
     return models, loads
 
 

@@ -21,6 +21,7 @@ from common.adapters.ggml_invariance import make_invariant, warn_if_variant
 from common.adapters.llama_vocab import end_check
 from common.errors import ModelLoadError
 from common.logs import fields
+from common.plan import LlamaPlan, plan_llama
 from common.prompts import (
     chat_template,
     check_context,
@@ -45,10 +46,16 @@ LOADER_N_CTX = 64
 class LlamaBackend:
     """One loaded model, shared by a worker process's job threads."""
 
-    def __init__(self, name: str, config: LlamaModelConfig, path: Path, slots: int = 1) -> None:
+    def __init__(
+        self, name: str, config: LlamaModelConfig, path: Path, plan: LlamaPlan | None = None
+    ) -> None:
+        """`plan`: how to run it (common.plan; by default, its entry's with one slot)."""
         self.name = name
         self.config = config
-        self.slots = config.slots or slots
+        self.plan = plan or plan_llama(name, config)
+        if self.plan.problem is not None:  # a worker refuses it at start (common.routing)
+            raise ModelLoadError(f"model {name!r}: {self.plan.problem}")
+        self.slots = self.plan.slots
         try:
             self._llm = Llama(
                 model_path=str(path),
@@ -57,17 +64,17 @@ class LlamaBackend:
                 n_batch=LOADER_N_CTX,
                 # Its idle OpenMP threads would spin between jobs, starving other workers
                 # (measured: 5 ms jobs took 55-125).
-                n_threads=config.n_threads,
-                n_threads_batch=config.n_threads,
+                n_threads=self.plan.threads,
+                n_threads_batch=self.plan.threads,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"model {name!r}: cannot load {path}: {exc}") from exc
         make_invariant()
         warn_if_variant()
-        self.model: llama_model_p = load_weights(path, config.n_gpu_layers, name)
-        self.n_ctx: int = config.n_ctx
-        self.threads: int = config.n_threads or self._llm.n_threads
+        self.model: llama_model_p = load_weights(path, self.plan.n_gpu_layers, name)
+        self.n_ctx: int = self.plan.n_ctx
+        self.threads: int = self.plan.threads
         self._pieces: dict[int, bytes] = {}
         self._is_end = end_check(self._llm)
         self.vocab = Vocabulary(self._llm.n_vocab(), self._llm.token_eos(), self._text)
@@ -81,19 +88,26 @@ class LlamaBackend:
                 extra=fields(model=name, labels=",".join(dict.fromkeys(labels.values()))),
             )
 
-    def _decoder(self, n_seq: int) -> Decoder:
-        n_batch = min(self.config.n_batch, self.n_ctx)
-        return Decoder(self.model, self.n_ctx, n_seq, n_batch, self.threads, self.name)
+    def _decoder(self) -> Decoder:
+        plan = self.plan
+        return Decoder(self.model, plan.n_ctx, plan.slots, plan.n_batch, plan.threads, self.name)
 
     @property
     def engine(self) -> Engine:
         """The batched engine, made when a job first needs it."""
         with self._engine_lock:
             if self._engine is None:
-                self._engine = Engine(self._decoder(self.slots))
+                self._engine = Engine(self._decoder())
+                plan = self.plan
                 log.info(
                     "engine started",
-                    extra=fields(model=self.name, slots=self.slots, n_ctx=self.n_ctx),
+                    extra=fields(
+                        model=self.name,
+                        slots=plan.slots,
+                        n_ctx=plan.n_ctx,
+                        n_batch=plan.n_batch,
+                        threads=plan.threads,
+                    ),
                 )
             return self._engine
 
