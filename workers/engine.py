@@ -12,8 +12,9 @@ decoded on the next step. A slot keeps its sequence's cache after a window or jo
 that continues the previous one, or a job that repeats a prompt, evaluates only what differs.
 Every edit of the cache and every decode happens on the engine thread.
 
-Batched decode is not batch-invariant (a sequence's logits depend on its batch), so a job's
-tokens here are not bit-for-bit reproducible; jobs that need that run in workers.solo.
+Batched decode here is batch-invariant (workers.decoder): a sequence's logits, and so its
+job's tokens, are the same beside any neighbours and however its context was evaluated, so
+every job is reproducible bit for bit, and a resume anywhere continues it exactly.
 """
 
 from __future__ import annotations
