@@ -1,9 +1,9 @@
 """The engine's batch invariance on gemma-3-270m (Q5_0, Q8_0, Q4_K and Q6_K weights, sliding
 window attention): sequence 0's logits are bit-identical beside 0 to 7 other sequences, and
 after prompt chunks of 1, 7, 64 and n_batch tokens (128 here, to keep the token-by-token
-reference short; the kernels that differed switch at 2, 8 and 64 rows). Before genq's settings they were not:
-beside 3 others (CPU_REPACK), beside 7 and after 64-token chunks (ggml's tiled K-quant
-product), by up to 22.9 in a logit."""
+reference short; the kernels that differed switch at 2, 8 and 64 rows). Before genq's
+settings they were not: beside 3 others (CPU_REPACK), beside 7 and after 64-token chunks
+(ggml's tiled K-quant product), by up to 22.9 in a logit."""
 
 from __future__ import annotations
 
