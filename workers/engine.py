@@ -12,6 +12,10 @@ decoded on the next step. A slot keeps its sequence's cache after a window or jo
 that continues the previous one, or a job that repeats a prompt, evaluates only what differs.
 Every edit of the cache and every decode happens on the engine thread.
 
+A job never waits for a slot here: workers.admission keeps it in its queue until one is free.
+A sequence whose sampling fails ends its own job's window and no other; a failed decode ends
+every running window (`Engine._failed` says why).
+
 Batched decode here is batch-invariant (workers.decoder): a sequence's logits, and so its
 job's tokens, are the same beside any neighbours and however its context was evaluated, so
 every job is reproducible bit for bit, and a resume anywhere continues it exactly.
@@ -64,7 +68,6 @@ class Engine:
         self._decoder = decoder
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the engine thread waits here
-        self._freed = threading.Condition(self._lock)  # jobs waiting for a slot
         self._slots = [Slot(seq, threading.Condition(self._lock)) for seq in range(decoder.n_seq)]
         self._free = deque(self._slots)
         self._order = itertools.count()
@@ -89,17 +92,17 @@ class Engine:
             return len(self._slots) - len(self._free)
 
     def acquire(self) -> Slot:
-        """A free slot, waiting first come, first served until one is."""
+        """A free slot. A job never waits here: the worker starts at most `slots` jobs of a
+        model at once (workers.admission), and a job waiting for one waits in its queue."""
         with self._lock:
-            while not self._free:
-                self._freed.wait()
+            if not self._free:
+                raise GenerationError(f"every one of the engine's {self.slots} slots is in use")
             return self._free.popleft()
 
     def release(self, slot: Slot) -> None:
         with self._lock:
             self._end_window(slot)
             self._free.append(slot)
-            self._freed.notify()
 
     def window(self, slot: Slot, context: Sequence[int], sampler: Sampler) -> Generator[Sampled]:
         """Tokens after `context` on the slot's sequence, endlessly; closing the generator
@@ -264,21 +267,35 @@ class Engine:
         for slot, index, window in outputs:
             if slot.window != window or slot.sampler is None:
                 continue  # the window ended while its token was decoded
-            sampled = slot.sampler.sample(ctx, index)
+            try:
+                sampled = slot.sampler.sample(ctx, index)
+            except Exception as exc:  # this sequence's sampler or logprobs: its job alone
+                log.exception("engine: sampling sequence %d failed", slot.seq)
+                self._end_with(slot, GenerationError(f"sampling: {type(exc).__name__}: {exc}"))
+                continue
             slot.next = sampled.token
             slot.out.append(sampled)
             slot.ready.notify()
 
+    def _end_with(self, slot: Slot, exc: GenerationError) -> None:
+        """End the slot's window with an error for its job (under the lock). Its cache stays:
+        the decode that filled it succeeded."""
+        slot.out.append(exc)
+        slot.next, slot.todo = None, []
+        slot.ready.notify()
+
     def _failed(self, exc: GenerationError) -> None:
-        """A step failed: every running window ends with the error, and every cache is
-        dropped (what the failed batch left in them is unknown)."""
+        """A step failed before its sampling (building or decoding the batch): every running
+        window ends with the error, and every cache is dropped. llama_decode answers for the
+        whole batch, not per sequence, and a failed one may have stored some of its ubatches
+        in the KV cache and not others: no sequence's cache is known to match its tokens, so
+        none is kept, and no window goes on from one. (A sampler's error is one sequence's,
+        and ends that window alone: `_sample`.)"""
         log.error("engine: %s", exc)
         self._decoder.clear_batch()
         with self._lock:
             for slot in self._slots:
                 if slot.sampler is not None:
-                    slot.out.append(exc)
-                    slot.next, slot.todo = None, []
-                    slot.ready.notify()
+                    self._end_with(slot, exc)
                 self._decoder.forget(slot.seq, 0)
                 slot.cached.clear()

@@ -11,6 +11,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from llama_cpp import llama_context_p
 
 from common.errors import GenerationError, InvalidJob
 from common.plan import plan_llama
@@ -20,6 +21,7 @@ from common.tinymodel import TINY_EOS, TINY_N_CTX, ensure_tiny_model
 from workers.backends.llama import LlamaBackend
 from workers.engine import AHEAD, Engine
 from workers.generation import Sampled, TokenSequence
+from workers.sampling import Sampler
 
 SLOTS = 4
 
@@ -67,18 +69,17 @@ def test_concurrent_jobs_share_decode_steps(backend: LlamaBackend) -> None:
     assert engine.in_use() == 0
 
 
-def test_a_job_waits_for_a_free_slot_and_gets_the_one_released(backend: LlamaBackend) -> None:
+def test_a_full_engine_refuses_a_job_and_hands_a_released_slot_out_again(
+    backend: LlamaBackend,
+) -> None:
+    """A job waits for a slot in its queue (workers.admission), never in the engine."""
     engine = backend.engine
     held = [engine.acquire() for _ in range(SLOTS)]
-    got: list[object] = []
-    waiter = threading.Thread(target=lambda: got.append(engine.acquire()))
-    waiter.start()
-    waiter.join(timeout=0.2)
-    assert waiter.is_alive() and not got  # every slot is held
+    with pytest.raises(GenerationError, match=f"every one of the engine's {SLOTS} slots"):
+        engine.acquire()
     engine.release(held[2])
-    waiter.join(timeout=10)
-    assert got == [held[2]]
-    for slot in [*held[:2], *held[3:], held[2]]:
+    assert engine.acquire() is held[2]
+    for slot in held:
         engine.release(slot)
     assert engine.in_use() == 0
 
@@ -228,3 +229,63 @@ def test_a_repeat_penalty_lowers_repeats_and_keeps_a_window_reproducible(
         return sum(1 for i, t in enumerate(tokens) if t in tokens[max(0, i - 64) : i])
 
     assert repeats(window(penalized)) < repeats(window(plain))
+
+
+class BreaksWhenArmed(Sampler):
+    """A real sampler chain whose draw fails from the moment `armed` is set (a sampler's or
+    a log probability's bug, say), and says so in `failed` first."""
+
+    armed = threading.Event()
+    failed = threading.Event()
+
+    def sample(self, ctx: llama_context_p, index: int) -> Sampled:
+        if self.armed.is_set():
+            self.failed.set()
+            raise RuntimeError("the sampler broke")
+        return super().sample(ctx, index)
+
+
+def test_one_failing_sequence_ends_its_job_alone_and_leaves_the_others_exact(
+    backend: LlamaBackend,
+) -> None:
+    """Three jobs run beside a fourth whose sampler fails while they are half way: the
+    fourth ends with a GenerationError, and the three end with exactly the tokens they have
+    without it (the engine is batch-invariant, so any other difference is the failure's)."""
+    n, half = 80, 20
+    specs = [spec(seed, temperature=1.0, top_k=20, repeat_penalty=1.2) for seed in (31, 32, 33)]
+    alone = [sampled(backend, s, backend.prompt_tokens(s), 0, n) for s in specs]
+    BreaksWhenArmed.armed.clear()
+    BreaksWhenArmed.failed.clear()
+    halfway = threading.Barrier(len(specs), action=BreaksWhenArmed.armed.set)
+    got: dict[int, list[int]] = {}
+
+    def neighbour(i: int) -> None:
+        sequence = backend.sequence(specs[i])
+        try:
+            tokens = sequence.tokens(backend.prompt_tokens(specs[i]), specs[i], 31 + i, 0)
+            with closing(tokens):
+                got[i] = [s.token for s in itertools.islice(tokens, half)]
+                halfway.wait(timeout=60)  # then the fourth job's sampler fails,
+                assert BreaksWhenArmed.failed.wait(timeout=60)  # while this window is open
+                got[i] += [s.token for s in itertools.islice(tokens, n - half)]
+        finally:
+            sequence.close()
+
+    engine = backend.engine
+    slot = engine.acquire()
+    failing = spec(34, temperature=1.0)
+    prompt = backend.prompt_tokens(failing)
+    window = engine.window(slot, prompt, BreaksWhenArmed(failing, 34, backend.vocab, prompt))
+    threads = [threading.Thread(target=neighbour, args=(i,)) for i in range(len(specs))]
+    for thread in threads:
+        thread.start()
+    try:
+        with closing(window), pytest.raises(GenerationError, match="the sampler broke"):
+            for _ in window:  # until its sampler fails
+                pass
+    finally:
+        engine.release(slot)
+        for thread in threads:
+            thread.join()
+    assert [got.get(i) for i in range(len(specs))] == alone
+    assert engine.in_use() == 0
