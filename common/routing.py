@@ -72,6 +72,11 @@ class Serving:
     def queues(self) -> list[str]:
         return [queue_name(self.device, model) for model in self.models]
 
+    @property
+    def queue_slots(self) -> dict[str, int]:
+        """Jobs at once per queue: its model's slots (what workers.admission lets in)."""
+        return {queue_name(self.device, plan.model): plan.slots for plan in self.plans}
+
 
 def serving(settings: Settings, registry: ModelRegistry) -> Serving:
     """The worker's models (every one of its device class unless `worker_models` names some),

@@ -27,24 +27,35 @@ from common.routing import Serving, serving, worker_slots
 from common.schemas import WorkerInfo
 from common.settings import Settings
 from workers import handoff
+from workers.admission import Admission, QueueGate
 from workers.heartbeat import Heartbeat
 from workers.metrics import Endpoint, MetricsDir, serve_pool
 
 log = logging.getLogger(__name__)
 EXIT_CONFIG = 2  # as `genq worker`: the worker cannot serve what it is asked to
+RESUME_POLL_S = 0.1  # a worker with slots waits on its broker queues this long per BRPOP
 
 
 def pool_config(settings: Settings) -> dict[str, Any]:
     """With slots, one process runs that many jobs at once, each in a thread of Celery's
-    threads pool (the jobs of a local model share its engine); plain `celery -A workers.app
-    worker` reads these too. With one slot, Celery's default (prefork) pool as before."""
+    threads pool (the jobs of a local model share its engine; a model with fewer slots takes
+    no more, workers.admission); plain `celery -A workers.app worker` reads these too. With
+    one slot, Celery's default (prefork) pool as before."""
     try:
         slots = worker_slots(settings, ModelRegistry.from_settings(settings))
     except RegistryError:  # reported when the worker starts (_on_worker_init)
         slots = settings.slots
     if slots == 1:
         return {}
-    return {"worker_pool": "threads", "worker_concurrency": slots}
+    transport = celery_config(settings)["broker_transport_options"]
+    return {
+        "worker_pool": "threads",
+        "worker_concurrency": slots,
+        # A model's queue that was paused while the model was full (workers.admission) is
+        # polled again once the BRPOP waiting on the other queues returns (kombu cannot cut
+        # it short): within this many seconds, not the default 1.
+        "broker_transport_options": {**transport, "polling_interval": RESUME_POLL_S},
+    }
 
 
 class GenqCelery(Celery):  # type: ignore[misc]
@@ -57,6 +68,8 @@ class GenqCelery(Celery):  # type: ignore[misc]
         self.conf.update(celery_config(settings))
         self.conf.update(pool_config(settings))
         self.genq_serving: Serving | None = None  # set in a worker's main process at start
+        self.genq_admission: Admission | None = None  # and its free slots (workers.admission)
+        self.steps["consumer"].add(QueueGate)
         self._heartbeat: Heartbeat | None = None
         self._node = "unknown"  # the worker's node name, on every log line
         self._metrics_dir: MetricsDir | None = None
@@ -86,6 +99,7 @@ class GenqCelery(Celery):  # type: ignore[misc]
             print(f"genq worker: error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_CONFIG) from None
         self.amqp.queues.select(self.genq_serving.queues)
+        self.genq_admission = Admission(self.genq_serving.queue_slots)
         # What this worker serves, in the configuration Celery's `conf` inspect command
         # returns: Flower's worker page (Config tab) and /api/workers show it.
         self.conf.update(

@@ -16,6 +16,7 @@ from celery.exceptions import Reject
 from common.celery_config import BUNDLE_TASK, GENERATE_TASK
 from common.errors import GenqError
 from common.schemas import BundleRequest, GenerateRequest
+from workers.admission import Admission
 from workers.app import GenqCelery, app
 from workers.handoff import DRAINING
 from workers.jobs import WorkerContext, run_jobs
@@ -58,6 +59,19 @@ class GenqTask(Task):  # type: ignore[misc]
             # say) goes back to its queue as it is, for another worker, not run and handed
             # off again at a new epoch.
             raise Reject("the worker is shutting down", requeue=True)
+        genq_app: GenqCelery = self.app
+        admission = genq_app.genq_admission or Admission({})
+        queue = (self.request.delivery_info or {}).get("routing_key")
+        if not admission.reserve(queue):
+            # Its model is full here (the message came in as the last slot was taken): back
+            # to its queue as it is, for the next free slot of any worker (workers.admission).
+            raise Reject(f"every slot of {queue} is taken", requeue=True)
+        try:
+            return self._run(requests)
+        finally:
+            admission.release(queue)
+
+    def _run(self, requests: Sequence[GenerateRequest]) -> str:
         ctx = self.context
         progress = TaskProgress(self.send_event, ctx.settings.progress_interval_s)
         worker = self.request.hostname or "unknown"

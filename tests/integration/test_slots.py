@@ -3,6 +3,7 @@ remote streams), and hands its running jobs off when it is told to shut down."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -14,8 +15,11 @@ from typing import Any
 import pytest
 
 from common.frames import DoneFrame, TokenFrame
+from common.registry import ModelRegistry
+from common.routing import queue_name
 from common.schemas import JobState
-from common.tinymodel import ensure_tiny_model
+from common.store import queues, run
+from common.tinymodel import TINY_N_CTX, ensure_tiny_model
 from ops.localstack import genq_executable, wait_for
 from producer import Client, InvalidJob, JobHandle
 
@@ -105,6 +109,8 @@ def test_a_job_waiting_for_a_full_engine_takes_the_next_free_slot_by_priority(
     with Client(slots_stack.settings) as client:
         holders = [client.submit(prompt=f"holder {i}", seed=i, **LONG) for i in range(2)]
         wait_running(client, holders)
+        # Both wait in the broker queue, which the worker does not consume while its two
+        # slots are held (workers.admission): the broker hands out the more urgent first.
         low = client.submit(**job(1, tokens=200), priority=1)
         high = client.submit(**job(2, tokens=200), priority=9)
         holders[0].cancel()  # one slot frees: the later, more urgent job takes it
@@ -115,6 +121,52 @@ def test_a_job_waiting_for_a_full_engine_takes_the_next_free_slot_by_priority(
         # The other slot stayed held, so the low job waited for the high one to end.
         assert first.finished_ms > 0 and second.started_ms > 0
         assert second.started_ms >= first.finished_ms
+
+
+ONE_SLOT = "tiny-one-slot"
+
+
+def one_slot_model(stack: Stack) -> None:
+    """A registry entry `ONE_SLOT`: the tiny model's file, one slot."""
+    tiny = ModelRegistry.from_settings(stack.settings).local_path("tiny")
+    registry = stack.logs / "one-slot-models.toml"
+    registry.write_text(
+        f'[models.{ONE_SLOT}]\nbackend = "llama"\npath = "{tiny}"\n'
+        f"n_ctx = {TINY_N_CTX}\nn_threads = 1\nslots = 1\n"
+    )
+    stack.env["GENQ_MODELS_FILE"] = str(registry)
+
+
+def test_jobs_of_a_one_slot_model_wait_in_its_queue_without_a_lease_beside_a_four_slot_one(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """The worker runs 4 jobs at once (tiny's slots), but one of its one-slot model's: the
+    others wait in the model's queue, not claimed, for any worker, while tiny's run."""
+    stack = make_stack()
+    one_slot_model(stack)
+    stack.relay()
+    stack.worker("a", "--slots", "4", "--models", f"tiny,{ONE_SLOT}")
+    with Client(stack.settings) as client:
+        holder = client.submit(model=ONE_SLOT, prompt="one slot holder", seed=1, **LONG)
+        wait_running(client, [holder])
+        waiting = [client.submit(**job(seed, tokens=200), model=ONE_SLOT) for seed in range(3)]
+        beside = [client.submit(**job(seed, tokens=200)) for seed in range(3)]
+        for handle in beside:  # sent after them, run by the worker's free threads
+            assert handle.result(timeout=TIMEOUT_S).usage.completion_tokens == 200
+        for handle in waiting:
+            waited = record(client, handle.job_id)
+            assert (waited.state, waited.epoch, waited.worker) == (JobState.QUEUED, 0, "")
+            assert client.redis.zscore(client.keys.leases, handle.job_id) is None
+        assert run(client.redis, queues.depth(queue_name("cpu", ONE_SLOT))) == 3
+        holder.cancel()
+        for handle in waiting:
+            assert handle.result(timeout=TIMEOUT_S).usage.completion_tokens == 200
+        runs = sorted(
+            (record(client, h.job_id) for h in [holder, *waiting]), key=lambda r: r.started_ms
+        )
+        for before, after in itertools.pairwise(runs):  # one at a time
+            assert after.started_ms >= before.finished_ms
+        assert all(r.attempts == 1 for r in runs)
 
 
 def test_cancelling_one_job_of_eight_leaves_the_others_intact(slots_stack: Stack) -> None:

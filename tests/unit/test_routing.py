@@ -83,6 +83,13 @@ def test_a_worker_serves_every_model_of_its_device_class_by_default(serve: Serve
     assert served.queues == ["cpu.api", "cpu.small", "cpu.tiny"]
 
 
+def test_each_queue_admits_its_models_slots(serve: Serve, registry_file: Path) -> None:
+    registry_file.write_text(registry_file.read_text() + "slots = 2\n")  # [models.api]'s
+    plan = serve(slots=4)
+    assert plan.queue_slots == {"cpu.api": 2, "cpu.small": 4, "cpu.tiny": 4}
+    assert plan.slots == 4
+
+
 def test_a_worker_serves_the_models_it_is_given(serve: Serve) -> None:
     assert serve(worker_models="tiny,small").queues == ["cpu.tiny", "cpu.small"]
 
