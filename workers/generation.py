@@ -217,6 +217,10 @@ class _Run:
         """Generate the window's tokens up to `size` (some may be there already: a resume
         inside it); sets `finish` when the job ends inside the window."""
         started = self.window_tokens
+        if started >= size:
+            return  # every token of it reached the stream before its attempt ended: only
+            # its frame is due (one more token here would be the next window's, sampled
+            # from another context)
         with closing(self.session.window(window, size, started)) as pieces:
             for produced, piece in enumerate(pieces, started + 1):
                 self.produced += 1

@@ -6,7 +6,11 @@ committed too, so a resume recomputes only the prompt's evaluation and the token
 reached the stream (the last chunk or two), not the whole window.
 
 Those frames count only where the stream is certain: the frames after the last window frame,
-numbered without a hole, cut back by each later attempt's `resume` frame to what it kept.
+numbered without a hole, cut back by each later attempt's `resume` frame to what it kept, and
+never the last frame an attempt left when that is a chunk. Such a chunk may be the job's
+ending one, whose text includes what the end released (a held-back partial character): its
+window and `done` frames did not land, so a resumed attempt could not tell, and replaying its
+tokens would not give its text. It is computed again instead (at most `chunk_tokens`).
 A backend without token ids (a remote model) has no partial window: it resumes from the
 last checkpointed window, as it always did.
 """
@@ -104,6 +108,7 @@ class _Fold:
     windows: int = 0
     chunks: list[TokenData] = field(default_factory=list)
     certain: bool = True  # no hole since the last window frame
+    tail: bool = False  # the last frame read is a chunk kept in `chunks`
     epoch: int = -1
     seq: int = 0
 
@@ -119,6 +124,7 @@ class _Fold:
             self._resume(frame, entries)
         elif isinstance(frame, TokenFrame) and self.certain:
             self.chunks.append(frame.data)
+        self.tail = isinstance(frame, TokenFrame) and self.certain
 
     def _in_order(self, frame: Frame) -> bool:
         if frame.epoch == self.epoch:
@@ -150,8 +156,9 @@ def _partial(frames: Iterable[Frame | None], entries: Sequence[CheckpointEntry])
     usable = fold.certain and fold.windows == len(entries)
     if not usable or any(chunk.tokens is not None for chunk in fold.chunks):
         return Partial()  # a hole, a checkpoint behind its stream, or no token ids (remote)
+    chunks = fold.chunks[:-1] if fold.tail else fold.chunks
     return Partial(
-        token_ids=[t for chunk in fold.chunks for t in chunk.token_ids],
-        text="".join(chunk.text for chunk in fold.chunks),
-        logprobs=[lp for chunk in fold.chunks for lp in chunk.logprobs or []],
+        token_ids=[t for chunk in chunks for t in chunk.token_ids],
+        text="".join(chunk.text for chunk in chunks),
+        logprobs=[lp for chunk in chunks for lp in chunk.logprobs or []],
     )

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
+from common.frames import ResumeFrame
 from common.schemas import JobState
 from ops.localstack import Worker, wait_for
 from producer import Client, JobHandle
 from tests.integration.conftest import Stack
-from tests.integration.test_failover import record
+from tests.integration.test_failover import entries, record
 
 KILLS = 20
 SLOTS = "8"
@@ -30,7 +31,7 @@ def sampled(seed: int, **more: Any) -> dict[str, Any]:
     reproduce too) and windows smaller than a run between kills."""
     return {
         "prompt": f"chaos {seed}",
-        "max_tokens": 30_000,
+        "max_tokens": 12_000,
         "window_tokens": 150,
         "temperature": 0.9,
         "repeat_penalty": 1.1,
@@ -53,19 +54,41 @@ def stream_length(client: Client, job_id: str) -> int:
     return int(client.redis.xlen(client.keys.stream(job_id)))
 
 
-def references(stack: Stack, jobs: list[dict[str, Any]]) -> list[str]:
-    """Each job's text, uninterrupted, beside other neighbours than in the chaos run."""
+def where_it_differs(client: Client, job_id: str, text: str, expected: str) -> str:
+    """The first character that differs, beside the job's resume points (its frames'
+    committed characters): what a failure needs to say."""
+    at = next((i for i, (a, b) in enumerate(zip(text, expected, strict=False)) if a != b), None)
+    # (epoch, window, chars) of each resume
+    resumes = [
+        (f.epoch, f.data.from_window, f.data.committed_chars)
+        for f in entries(client, job_id)
+        if isinstance(f, ResumeFrame)
+    ]
+    return f"job {job_id}: differs at {at} of {len(expected)}; resumes: {resumes}"
+
+
+def references(stack: Stack, jobs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Each job's text, uninterrupted, beside other neighbours than in the chaos run, and its
+    job id."""
     worker = stack.worker("reference", "--slots", SLOTS)
     with Client(stack.settings) as client:
         handles = [client.submit(**spec) for spec in [*jobs, *neighbours(500)]]
-        texts = [handle.result(timeout=TIMEOUT_S).text for handle in handles]
+        texts = [(handle.result(timeout=TIMEOUT_S).text, handle.job_id) for handle in handles]
     worker.stop()
     return texts[: len(jobs)]
 
 
+def dump(stack: Stack, client: Client, job_id: str) -> None:
+    """The job's frames, for the post-mortem of a failure."""
+    lines = [frame.model_dump_json() for frame in entries(client, job_id)]
+    (stack.logs / f"{job_id}.frames").write_text("\n".join(lines))
+
+
 def live(client: Client, handles: list[JobHandle]) -> list[JobHandle]:
     ended = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
-    return [h for h in handles if record(client, h.job_id).state not in ended]
+    records = [record(client, h.job_id) for h in handles]
+    assert JobState.FAILED not in {r.state for r in records}, [r.error for r in records]
+    return [h for h, r in zip(handles, records, strict=True) if r.state not in ended]
 
 
 def kill_once(
@@ -107,7 +130,7 @@ def test_sampled_batched_jobs_survive_twenty_kills_with_the_uninterrupted_text(
     make_stack: Callable[[], Stack],
 ) -> None:
     stack = make_stack()
-    stack.relay()
+    stack.relay(GENQ_MAX_ATTEMPTS="100")  # every SIGKILL costs its jobs an attempt
     jobs = [sampled(seed) for seed in range(8)]
     expected = references(stack, jobs)
     rng = random.Random(2026)
@@ -124,7 +147,9 @@ def test_sampled_batched_jobs_survive_twenty_kills_with_the_uninterrupted_text(
                 signals.append(sent)
             print(f"{time.monotonic() - started:6.1f}s: {sent}")  # shown when the test fails
         assert {"SIGKILL", "SIGTERM"} <= set(signals)
-        for handle, text in zip(handles, expected, strict=False):
+        for handle, (text, reference) in zip(handles, expected, strict=False):
             result = handle.result(timeout=TIMEOUT_S)
-            assert result.text == text
+            if result.text != text:
+                dump(stack, client, handle.job_id), dump(stack, client, reference)
+            assert result.text == text, where_it_differs(client, handle.job_id, result.text, text)
         assert sum(record(client, h.job_id).epoch for h in handles) >= KILLS

@@ -575,17 +575,11 @@ def stream_of(
     return [(f"{f.epoch}-{f.seq}", f.model_dump_json()) for f in frames]
 
 
-def cut_after_chunk(out: Run, chunk: int) -> tuple[list[Event], int]:
-    """The attempt's frames up to its `chunk`-th token chunk (what reached the stream before
-    its worker died), and how many windows they finished."""
-    events: list[Event] = []
-    seen = 0
-    for event in out.events:
-        if seen == chunk and isinstance(event, TokenData):
-            break
-        events.append(event)
-        seen += isinstance(event, TokenData)
-    return events, sum(isinstance(event, WindowData) for event in events)
+def cuts(out: Run) -> list[int]:
+    """Where an attempt's stream may end when its worker dies: before any chunk or window
+    frame (a window's last chunk can be there without its frame)."""
+    kinds = (TokenData, WindowData)
+    return [i for i, event in enumerate(out.events) if isinstance(event, kinds)] + [len(out.events)]
 
 
 @settings(max_examples=300, deadline=None)
@@ -609,8 +603,9 @@ def test_a_job_resumed_inside_a_window_from_its_stream_computes_the_uninterrupte
     chunk_tokens: int,
     data: st.DataObject,
 ) -> None:
-    """Every chunk that reached the stream is committed: a resume continues after the last
-    one, inside its window, recomputing nothing, and its frames complete the window."""
+    """Every chunk that reached the stream is committed, but for an attempt's last frame when
+    that is a chunk: a resume continues after them, inside their window, and its frames
+    complete the window."""
     spec: dict[str, object] = {
         "seed": seed,
         "window_tokens": window_tokens,
@@ -620,12 +615,15 @@ def test_a_job_resumed_inside_a_window_from_its_stream_computes_the_uninterrupte
         "logprobs": logprobs,
     }
     first = run(SeededBackend(n_ctx=len(PROMPT) + room), spec, chunk_tokens=chunk_tokens)
-    chunk = data.draw(st.integers(0, len(first.chunks)), "chunks in the stream")
-    events, windows = cut_after_chunk(first, chunk)
+    events = first.events[: data.draw(st.sampled_from(cuts(first)), "events in the stream")]
+    chunks = [event for event in events if isinstance(event, TokenData)]
+    windows = sum(isinstance(event, WindowData) for event in events)
+    if events and isinstance(events[-1], TokenData):
+        chunks = chunks[:-1]  # the attempt's last frame, a chunk: computed again
     entries = [entry_of(frame) for frame in first.windows[:windows]]
     point = committed(entries, stream_of(events), JOB)
-    assert point.all_token_ids == [t for c in first.chunks[:chunk] for t in c.token_ids]
-    assert point.text + point.partial.text == "".join(c.text for c in first.chunks[:chunk])
+    assert point.all_token_ids == [t for c in chunks for t in c.token_ids]
+    assert point.text + point.partial.text == "".join(c.text for c in chunks)
 
     if point.finish_reason is not None:
         return  # the job had ended: nothing to resume
@@ -646,13 +644,14 @@ def test_a_later_attempts_resume_frame_cuts_the_partial_window_back_to_what_it_k
         ignore_eos=True,
     )
     assert len(first.chunks) > 4  # the first token alone, then chunks of 4, one window
-    # Attempt 0 streamed 3 chunks; attempt 1 kept 2 of them (the 3rd reached the stream
-    # after it read it) and streamed one more chunk before it died too.
+    # Attempt 0 streamed 3 chunks; attempt 1 kept 2 of them (the 3rd, its last frame, could
+    # have been an ending chunk) and streamed two more before it died too: the last of
+    # those is not committed either.
     stream = stream_of(first.events[:4])
     kept = sum(c.count for c in first.chunks[:2])
     chars = len(first.chunks[0].text + first.chunks[1].text)
     resume = ResumeData(from_window=0, committed_tokens=kept, committed_chars=chars)
-    stream += stream_of([first.chunks[2]], epoch=1, resume=resume)
+    stream += stream_of(first.chunks[2:4], epoch=1, resume=resume)
     point = committed([], stream, JOB)
     assert list(point.partial.token_ids) == [t for c in first.chunks[:3] for t in c.token_ids]
 
