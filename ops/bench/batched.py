@@ -87,6 +87,7 @@ class Loop:
     decode_s: float
     pick_s: float
     batch_s: float
+    cpu_s: float  # the process's, every thread's
     greedy_chain_s: float  # one greedy chain's llama_sampler_sample, per token
 
 
@@ -170,7 +171,7 @@ def _argmax(ctx: lc.llama_context_p, n_vocab: int) -> Pick:
 def _loop(
     ctx: lc.llama_context_p, batch: lc.llama_batch, spec: Spec, picks: Sequence[Pick], tokens: int
 ) -> Loop:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     n = len(spec.prompt)
     if n * spec.n_seq > spec.n_batch:
         raise StackError(f"{spec.n_seq} prompts of {n} tokens exceed n_batch {spec.n_batch}")
@@ -189,8 +190,8 @@ def _loop(
         c = time.perf_counter()
         _decode(ctx, batch)
         decode, build = decode + time.perf_counter() - c, build + c - b
-    wall = time.perf_counter() - started
-    return Loop(tokens * spec.n_seq, tokens - 1, wall, first, decode, pick, build, 0.0)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return Loop(tokens * spec.n_seq, tokens - 1, wall, first, decode, pick, build, cpu, 0.0)
 
 
 def _add(batch: lc.llama_batch, token: int, pos: int, seq: int, output: bool) -> int:

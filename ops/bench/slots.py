@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from subprocess import Popen
 
 import psutil
 
@@ -75,17 +76,22 @@ class Rounds:
 
     batches: dict[str, list[Batch]] = field(default_factory=dict)
     loops: dict[str, list[batched.Loop]] = field(default_factory=dict)
+    cpu_s: list[dict[str, float]] = field(default_factory=list)  # genq's processes', by round
 
     def add(self, key: str, batch: Batch) -> None:
         self.batches.setdefault(key, []).append(batch)
 
     def median(self, key: str) -> Batch:
         """The round of median tok/s (the lower of the middle two)."""
-        ranked = sorted(self.batches[key], key=lambda b: b.tokens_per_s)
+        ranked = sorted(self.batches[key], key=_rate)
         return ranked[(len(ranked) - 1) // 2]
 
     def loop(self, key: str) -> batched.Loop:
         return self.loops[key][self.batches[key].index(self.median(key))]
+
+
+def _rate(batch: Batch) -> float:
+    return batch.tokens_per_s
 
 
 @dataclass(frozen=True)
@@ -125,12 +131,13 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         )
         rounds = Rounds()
         measure_round = _baselines(args, rounds, name, config, path, jobs)
+        k = args.slots_rounds
         lone_slots, slots_memory = _genq(
-            stack, rounds, f"--slots {n}", jobs, [], args.slots_rounds, measure_round
+            stack, rounds, f"--slots {n}", jobs, [], k, k, measure_round
         )
         one = Rounds()
         args_one = ["--slots", "1", "-c", str(n)]
-        lone_one, one_memory = _genq(stack, one, f"-c {n} (one slot each)", jobs, args_one)
+        lone_one, one_memory = _genq(stack, one, f"-c {n} (one slot each)", jobs, args_one, k, 1)
     _summary(n, rounds, one.batches[GENQ][0])
     _breakdown(rounds, jobs[0].max_tokens)
     _lone(n, rounds.median(GENQ), lone_slots, lone_one)
@@ -200,24 +207,29 @@ def _genq(
     label: str,
     jobs: list[JobSpec],
     args: list[str],
-    n_rounds: int = 1,
+    lone: int,
+    n_rounds: int,
     before: Callable[[], None] = lambda: None,
 ) -> tuple[Batch, Memory]:
-    """A warm-up, a lone job, then the jobs at once, `n_rounds` times (`before` each)."""
+    """A warm-up, `lone` jobs alone (the median's), then the jobs at once `n_rounds` times
+    (`before` each)."""
     with _worker(stack, args) as worker, Client(stack.settings) as client:
         _submit_all(client, jobs)  # warm-up: every process loads the model
-        lone = _submit_all(client, jobs[:1])
+        lones = sorted((_submit_all(client, jobs[:1]) for _ in range(lone)), key=_rate)
+        alone = lones[(len(lones) - 1) // 2]
         for _ in range(n_rounds):
             before()
+            cpu = _cpu_s(stack, worker)
             rounds.add(GENQ, _submit_all(client, jobs, f"genq {label}"))
+            rounds.cpu_s.append({k: v - cpu[k] for k, v in _cpu_s(stack, worker).items()})
         memory = _memory(worker)
     batch = rounds.median(GENQ)
     say(
-        f"genq, {label}: lone job {lone.tokens_per_s:,.1f} tok/s, first token "
-        f"{lone.first_token_ms:.0f} ms; {len(jobs)} at once {batch.tokens_per_s:,.1f} tok/s "
+        f"genq, {label}: lone job {alone.tokens_per_s:,.1f} tok/s, first token "
+        f"{alone.first_token_ms:.0f} ms; {len(jobs)} at once {batch.tokens_per_s:,.1f} tok/s "
         f"aggregate (median round), first token median {batch.first_token_ms:.0f} ms"
     )
-    return lone, memory
+    return alone, memory
 
 
 def _submit_all(client: Client, jobs: list[JobSpec], name: str = GENQ) -> Batch:
@@ -232,11 +244,23 @@ def _submit_all(client: Client, jobs: list[JobSpec], name: str = GENQ) -> Batch:
 
 def _memory(worker: Worker) -> Memory:
     """The worker's processes (Celery's main process and its pool's)."""
-    assert worker.proc is not None
-    root = psutil.Process(worker.proc.pid)
-    procs = [root, *root.children(recursive=True)]
-    infos = [p.memory_full_info() for p in procs]
+    infos = [p.memory_full_info() for p in _tree(worker.proc)]
     return Memory(sum(i.rss for i in infos), sum(i.pss for i in infos))
+
+
+def _cpu_s(stack: Stack, worker: Worker) -> dict[str, float]:
+    """CPU seconds so far of the worker's processes, the relay, redis-server and this one."""
+    relay = stack.relay.proc if stack.relay else None
+    procs = {"worker": worker.proc, "relay": relay, "redis-server": stack.redis.proc}
+    used = {k: sum(sum(p.cpu_times()[:2]) for p in _tree(proc)) for k, proc in procs.items()}
+    return {**used, "client": sum(psutil.Process().cpu_times()[:2])}
+
+
+def _tree(proc: Popen[bytes] | None) -> list[psutil.Process]:
+    if proc is None:
+        raise StackError("a process of the stack is not running")
+    root = psutil.Process(proc.pid)
+    return [root, *root.children(recursive=True)]
 
 
 def _llama_server(
@@ -270,14 +294,14 @@ def _summary(n: int, rounds: Rounds, one: Batch) -> None:
     genq = rounds.median(GENQ)
     rows = [(key, rounds.median(key)) for key in rounds.batches] + [("one", one)]
     width = max(len(b.name) for _, b in rows)
-    say("", f"{'path':<{width}}  tok/s  first token ms  genq / path   tok/s each round")
+    say("", f"{'path':<{width}}  tok/s  first token ms  each round        genq / path")
     for key, b in rows:
         ratio = genq.tokens_per_s / b.tokens_per_s
         goal = TARGETS.get(key)
         versus = f"{ratio:.2f}" + (f" (target >= {goal}: {met(ratio >= goal)})" if goal else "")
         each = " ".join(f"{x.tokens_per_s:.1f}" for x in rounds.batches.get(key, [b]))
-        figures = f"{b.tokens_per_s:5.1f}  {b.first_token_ms:14.0f}  {versus:<11}"
-        say(f"{b.name:<{width}}  {figures}  {each}")
+        figures = f"{b.tokens_per_s:5.1f}  {b.first_token_ms:14.0f}  {each:<16}"
+        say(f"{b.name:<{width}}  {figures}  {versus}")
     settings = rounds.median("invariant").tokens_per_s / rounds.median("llama.cpp").tokens_per_s
     say(
         "",
@@ -290,29 +314,45 @@ def _breakdown(rounds: Rounds, tokens: int) -> None:
     """Where a step's time goes, from the bare loop to genq (a step: a token of every job)."""
     limit, inv = rounds.loop("limit"), rounds.loop("invariant")
     step = {key: rounds.median(key).wall_s * 1000 / tokens for key in rounds.batches}
+    _phases(rounds, step)
+    per_token = 1000 / limit.steps / (limit.tokens // tokens)  # ms per token from s per run
+    base, flash_off = rounds.loop("llama.cpp"), rounds.loop("llama-cpp-python")
+    costs = {
+        "the sampler chain instead of an argmax": base.pick_s - limit.pick_s,
+        "flash attention off (llama-cpp-python's default too)": flash_off.decode_s - base.decode_s,
+        "weights not repacked, no tiled K-quant product": inv.decode_s - flash_off.decode_s,
+    }
+    lines = [f"  {v * 1000 / limit.steps:+7.1f}  {k}" for k, v in costs.items()]
+    rest = step["invariant"] - step["limit"] - sum(costs.values()) * 1000 / limit.steps
+    say(
+        "where a step goes, from the bare loop to genq (ms):",
+        f"  {step['limit']:7.1f}  the bare loop (llama.cpp's defaults, an argmax)",
+        *lines,
+        f"  {rest:+7.1f}  the rest (batch building, the prompts, noise)",
+        f"  {step['invariant']:7.1f}  the in-process loop with genq's settings and chain",
+        f"  {step[GENQ] - step['invariant']:+7.1f}  genq's worker around the same decode (job "
+        "threads, text, chunks, Redis and the relay on the same cores)",
+        f"  {step[GENQ]:7.1f}  genq --slots {limit.tokens // tokens}",
+        f"the chain: {inv.pick_s * per_token:.2f} ms a token, of which "
+        f"{inv.greedy_chain_s * 1000:.2f} ms copying the row's logits into candidates (a greedy "
+        f"chain alone); an argmax in place: {limit.pick_s * per_token:.2f} ms",
+    )
+    cpu = rounds.cpu_s[rounds.batches[GENQ].index(rounds.median(GENQ))]
+    say(
+        f"CPU ms per step, every thread: the in-process loop {inv.cpu_s * 1000 / inv.steps:.1f}; "
+        "genq's "
+        + ", ".join(f"{name} {used * 1000 / tokens:.1f}" for name, used in cpu.items())
+        + " (this client: the bench's submitting and waiting)"
+    )
+
+
+def _phases(rounds: Rounds, step: dict[str, float]) -> None:
     say("", "ms per step, in-process (median round): decode   picks   batch   whole step")
     for key in rounds.loops:
         loop = rounds.loop(key)
         parts = (loop.decode_s, loop.pick_s, loop.batch_s)
         say(f"  {key:<37}" + "".join(f"{s * 1000 / loop.steps:8.2f}" for s in parts)
             + f"{step[key]:11.2f}")  # fmt: skip
-    per_token = 1000 / limit.steps / (limit.tokens // tokens)  # ms per token from s per run
-    settings = (inv.decode_s - limit.decode_s) * 1000 / limit.steps
-    chain = (inv.pick_s - limit.pick_s) * 1000 / limit.steps
-    say(
-        "where a step goes, from the bare loop to genq (ms):",
-        f"  {step['limit']:7.1f}  the bare loop (llama.cpp's defaults, an argmax)",
-        f"  {settings:+7.1f}  genq's invariant settings (the decode's share)",
-        f"  {chain:+7.1f}  the sampler chain instead of an argmax: {inv.pick_s * per_token:.2f} "
-        f"ms a token, of which {inv.greedy_chain_s * 1000:.2f} ms copying the row's logits into "
-        f"candidates (a greedy chain alone); an argmax in place {limit.pick_s * per_token:.2f} ms",
-        f"  {step['invariant'] - step['limit'] - settings - chain:+7.1f}  the rest (batch "
-        "building, the prompts, noise)",
-        f"  {step['invariant']:7.1f}  the in-process loop with genq's settings and chain",
-        f"  {step[GENQ] - step['invariant']:+7.1f}  genq's worker around the same decode (job "
-        "threads, text, chunks, Redis and the relay on the same cores)",
-        f"  {step[GENQ]:7.1f}  genq --slots {limit.tokens // tokens}",
-    )
 
 
 def _lone(n: int, slots: Batch, lone_slots: Batch, lone_one: Batch) -> None:
