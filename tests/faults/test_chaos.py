@@ -150,6 +150,7 @@ def test_sampled_batched_jobs_survive_twenty_kills_with_the_uninterrupted_text(
         for handle, (text, reference) in zip(handles, expected, strict=False):
             result = handle.result(timeout=TIMEOUT_S)
             if result.text != text:
-                dump(stack, client, handle.job_id), dump(stack, client, reference)
+                dump(stack, client, handle.job_id)
+                dump(stack, client, reference)
             assert result.text == text, where_it_differs(client, handle.job_id, result.text, text)
         assert sum(record(client, h.job_id).epoch for h in handles) >= KILLS
