@@ -30,7 +30,7 @@ def test_every_command_explains_itself_in_help(command: str) -> None:
 
 
 def test_run_prints_tokens_then_a_summary(genq_env: dict[str, str], worker: Worker) -> None:
-    proc = run_genq(genq_env, "run", "Hello", "-n", "30", "--seed", "4")
+    proc = run_genq(genq_env, "run", "Hello", "-n", "30", "--seed", "4", "--ignore-eos")
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout) > 1  # piped: the text exactly, no newline added
     assert "30 tokens" in proc.stderr and "first token" in proc.stderr and "tok/s" in proc.stderr
