@@ -10,6 +10,7 @@ import anyio
 
 from common.registry import ModelRegistry
 from common.settings import Settings
+from producer.gateway.errors import ID_SHOWN, ApiError, shown
 
 CREATED = 0  # the registry keeps no creation time
 
@@ -50,5 +51,9 @@ class ModelList:
         return {"object": "list", "data": [model_object(name) for name in names]}
 
     async def get(self, name: str) -> dict[str, Any]:
-        (await self.registry()).get(name)  # UnknownModel: 404
+        registry = await self.registry()
+        if len(name) > ID_SHOWN and name not in registry.models:  # not echoed whole
+            message = f"unknown model {shown(name)!r}"
+            raise ApiError(404, message, param="model", code="model_not_found")
+        registry.get(name)  # UnknownModel: 404
         return model_object(name)
