@@ -23,6 +23,7 @@ from dataclasses import asdict
 from typing import Any, TypeVar
 
 import anyio
+import redis
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
@@ -114,7 +115,7 @@ class Serving:
         """Cancel a job the gateway could not record; -> what became of it, for the error."""
         try:
             await self._client.cancel(job_id)
-        except GenqError as exc:
+        except (GenqError, redis.RedisError) as exc:
             log.warning("job %s: not recorded, and could not be cancelled: %s", job_id, exc)
             return "could not be cancelled either"
         log.warning("job %s: cancelled, the gateway could not record it", job_id)

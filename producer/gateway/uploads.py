@@ -1,16 +1,17 @@
-"""Reading POST /v1/files's multipart body without reading past GENQ_FILE_BYTES_MAX: a body
-that declares more (Content-Length) is refused before any of it is read, and one that sends
-more (chunked) is refused once it has. The file is held in memory, never spooled to disk.
-Its text must be UTF-8, not empty, with no NUL byte."""
+"""Reading POST /v1/files's multipart body no further than GENQ_FILE_BYTES_MAX (and the
+form around the file): a body that declares more (Content-Length) is refused before any of it
+is read, and one that sends more (chunked) once it has; so no more than the limit is ever
+held or spooled to disk. The file's text must be UTF-8, not empty, with no NUL byte."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
+import anyio
 from fastapi import Request
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.exceptions import HTTPException
+from starlette.types import Message, Receive
 
 from producer.gateway.errors import ApiError, shown
 
@@ -40,16 +41,19 @@ def too_large(limit: int) -> ApiError:
     )
 
 
-async def _capped(
-    stream: AsyncIterator[bytes], cap: int, limit: int
-) -> AsyncGenerator[bytes, None]:
-    """The body's chunks; 413 once they pass `cap` bytes (the rest is never read)."""
+def _capped(receive: Receive, cap: int, limit: int) -> Receive:
+    """The request's body messages; 413 once they pass `cap` bytes (the rest is never read)."""
     total = 0
-    async for chunk in stream:
-        total += len(chunk)
+
+    async def capped() -> Message:
+        nonlocal total
+        message = await receive()
+        total += len(message.get("body", b""))
         if total > cap:
             raise too_large(limit)
-        yield chunk
+        return message
+
+    return capped
 
 
 async def read_upload(request: Request, limit: int) -> Upload:
@@ -60,24 +64,18 @@ async def read_upload(request: Request, limit: int) -> Upload:
         raise too_large(limit)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError(400, "file: send a multipart/form-data body with `file` and `purpose`")
-    parser = MultiPartParser(
-        request.headers,
-        _capped(request.stream(), cap, limit),
-        max_files=1,
-        max_fields=FIELDS_MAX,
-        max_part_size=FIELD_BYTES_MAX,
-    )
-    parser.spool_max_size = cap  # in memory: nothing of an upload is written to disk
+    capped = Request(request.scope, _capped(request.receive, cap, limit))
     try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise ApiError(400, f"file: {exc.message}", param="file") from None
+        form = await capped.form(max_files=1, max_fields=FIELDS_MAX, max_part_size=FIELD_BYTES_MAX)
+    except HTTPException as exc:  # Starlette's 400 for a malformed form
+        raise ApiError(400, f"file: {exc.detail}", param="file") from None
     try:
         file, purpose = form.get("file"), form.get("purpose")
         if not isinstance(file, UploadFile):
             raise ApiError(400, "file: missing; send the JSONL file as `file`", param="file")
         data = await file.read()
-        return Upload(_text(data, limit), len(data), _filename(file), _purpose(purpose))
+        text = await anyio.to_thread.run_sync(_text, data, limit)  # up to 100 MiB to scan
+        return Upload(text, len(data), _filename(file), _purpose(purpose))
     finally:
         await form.close()
 
