@@ -1,8 +1,11 @@
-"""Whether a GGUF file's metadata holds a key, read without loading the model.
+"""What a GGUF file's metadata says, read without loading the model: whether it holds a key,
+and the size of its vocabulary.
 
-`genq models` asks whether each model's file has a chat template. llama-cpp-python's
-vocabulary-only load takes seconds on gemma-3-270m's 262,144-token vocabulary, and
-`gguf.GGUFReader` half a minute; this walks the key-value section alone (about 0.2 s).
+`genq models` asks whether each model's file has a chat template, and a producer checks a
+job's `logit_bias` ids and the length of its prompt against the model's vocabulary (see
+common/prompts.py). llama-cpp-python's vocabulary-only load takes seconds on gemma-3-270m's
+262,144-token vocabulary, and `gguf.GGUFReader` half a minute; this walks the key-value
+section alone (about 0.2 s).
 Format: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md (little-endian, version 2+).
 """
 
@@ -10,16 +13,53 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+TOKENS_KEY = "tokenizer.ggml.tokens"  # the vocabulary: an array of strings, by token id
 _SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # by type id
 _STRING, _ARRAY = 8, 9
 _HEADER = struct.Struct("<4sIQQ")  # magic, version, tensor count, key-value count
 
 
+@dataclass(frozen=True)
+class Vocabulary:
+    """A model's vocabulary, as its file spells it."""
+
+    size: int  # tokens: ids run from 0 to size - 1
+    # Bytes of the longest token's text. No token stands for more bytes of a prompt: the file
+    # spells a token with at least the bytes it covers (SentencePiece writes a space as the
+    # 3-byte "▁", byte-level BPE a byte as a character of 1 or 2 bytes, a byte token as <0xNN>).
+    longest: int
+
+
 def has_key(path: Path, key: str) -> bool:
     """True if the file's metadata has `key`; ValueError for a file that is not GGUF v2+ (or
     is cut short)."""
+    with _metadata(path) as (data, n_kv):
+        return _value_at(data, n_kv, key.encode()) is not None
+
+
+def vocabulary(path: Path) -> Vocabulary | None:
+    """The file's vocabulary (None when it has no token list); ValueError as `has_key`."""
+    with _metadata(path) as (data, n_kv):
+        pos = _value_at(data, n_kv, TOKENS_KEY.encode())
+        if pos is None or _u32(data, pos) != _ARRAY or _u32(data, pos + 4) != _STRING:
+            return None
+        count, pos, longest = _u64(data, pos + 8), pos + 16, 1
+        for _ in range(count):
+            length = _u64(data, pos)
+            longest, pos = max(longest, length), pos + 8 + length
+        if pos > len(data):
+            raise struct.error("the token list runs past the end of the file")
+        return Vocabulary(count, longest)
+
+
+@contextmanager
+def _metadata(path: Path) -> Iterator[tuple[mmap.mmap, int]]:
+    """The file mapped, and its key-value count; a short or foreign file is a ValueError."""
     with path.open("rb") as file:
         header = file.read(_HEADER.size)
         if len(header) < _HEADER.size or header[:4] != b"GGUF":
@@ -29,20 +69,21 @@ def has_key(path: Path, key: str) -> bool:
             raise ValueError(f"{path}: not a GGUF file of version 2 or later")
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
             try:
-                return _find(data, n_kv, key.encode())
+                yield data, n_kv
             except struct.error as exc:
                 raise ValueError(f"{path}: not a GGUF file (its metadata is cut short)") from exc
 
 
-def _find(data: mmap.mmap, n_kv: int, wanted: bytes) -> bool:
+def _value_at(data: mmap.mmap, n_kv: int, wanted: bytes) -> int | None:
+    """Where the value of key `wanted` starts (at its type id), or None without the key."""
     pos = _HEADER.size
     for _ in range(n_kv):
         length = _u64(data, pos)
         name, pos = data[pos + 8 : pos + 8 + length], pos + 8 + length
         if name == wanted:
-            return True
+            return pos
         pos = _skip(data, _u32(data, pos), pos + 4)
-    return False
+    return None
 
 
 def _skip(data: mmap.mmap, kind: int, pos: int) -> int:

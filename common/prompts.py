@@ -2,20 +2,25 @@
 
 The worker renders and tokenizes with its loaded model; the producer does the same with the
 model's vocabulary alone (llama-cpp-python's `vocab_only`, no weights) to reject a prompt that
-cannot fit the context before anything is queued. The runtime is imported lazily, so a
-producer without the GGUF file simply leaves that check to the worker.
+cannot fit the context before anything is queued, tokenizing at most a prefix that already
+cannot fit (`prefix_bytes`), and checks `logit_bias` ids against the vocabulary's size (read
+from the GGUF file's metadata). The runtime is imported lazily, so a producer without the GGUF
+file simply leaves those checks to the worker.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from common.errors import PromptTooLong
+from common import ggufmeta
+from common.errors import InvalidJob, PromptTooLong
+from common.ggufmeta import Vocabulary
 from common.registry import TEMPLATE_KEY, LlamaModelConfig, ModelRegistry
 from common.schemas import ROLES, ChatMessage, JobSpec, Role
 
@@ -72,49 +77,117 @@ def render_chat(llm: Llama, messages: list[ChatMessage], template: str) -> str:
     return rendered
 
 
-def prompt_tokens(llm: Llama, spec: JobSpec, config: LlamaModelConfig | None = None) -> list[int]:
-    """Token ids the model is fed. A chat template writes its own BOS (llama-cpp-python's
-    convention); a plain prompt and a transcript get one added (measured on gemma-3-270m:
-    without it, the transcript's answer is `<h2><h2>...`)."""
+def prompt_text(
+    llm: Llama, spec: JobSpec, config: LlamaModelConfig | None = None
+) -> tuple[str, bool]:
+    """The text the model is fed, and whether a BOS goes before it. A chat template writes its
+    own BOS (llama-cpp-python's convention); a plain prompt and a transcript get one added
+    (measured on gemma-3-270m: without it, the transcript's answer is `<h2><h2>...`)."""
     if spec.messages is not None and (template := chat_template(llm, config)):
-        text, add_bos = render_chat(llm, spec.messages, template), False
-    elif spec.messages is not None:
-        labels = config.chat_labels if config else None
-        text, add_bos = render_transcript(spec.messages, labels), True
-    else:
-        text, add_bos = spec.prompt or "", True
+        return render_chat(llm, spec.messages, template), False
+    if spec.messages is not None:
+        return render_transcript(spec.messages, config.chat_labels if config else None), True
+    return spec.prompt or "", True
+
+
+def prompt_tokens(llm: Llama, spec: JobSpec, config: LlamaModelConfig | None = None) -> list[int]:
+    """Token ids the model is fed (see `prompt_text`)."""
+    text, add_bos = prompt_text(llm, spec, config)
     tokens: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
     return tokens
 
 
-def check_context(n_prompt: int, n_ctx: int, model: str) -> None:
-    """At least one token must fit after the prompt."""
+def check_context(n_prompt: int, n_ctx: int, model: str, whole: bool = True) -> None:
+    """At least one token must fit after the prompt (`whole`: n_prompt counts all of it; else
+    a prefix of it)."""
     if n_prompt >= n_ctx:
+        size = f"{n_prompt}" if whole else f"at least {n_prompt}"
         raise PromptTooLong(
-            f"prompt is {n_prompt} tokens; model {model!r} has a context of {n_ctx} tokens"
+            f"prompt is {size} tokens; model {model!r} has a context of {n_ctx} tokens"
         )
+
+
+def prefix_bytes(n_ctx: int, longest: int) -> int:
+    """A prompt's bytes beyond which no tokenization can fit `n_ctx` tokens: each token covers
+    at most `longest` bytes (see common.ggufmeta.Vocabulary). One token more, so that a prefix
+    cut back to a character boundary still holds that many."""
+    return (n_ctx + 1) * longest
+
+
+def count_tokens(llm: Llama, text: bytes, add_bos: bool, limit: int) -> tuple[int, bool]:
+    """The tokens of `text`, or of its first `limit` bytes when it is longer: (count, whether
+    it is the whole text's). Tokenizing a run with no spaces costs the square of its length
+    (a million characters: minutes); a prefix of `prefix_bytes` already tells a prompt that
+    does not fit."""
+    whole = len(text) <= limit
+    if not whole:
+        while limit > 0 and text[limit] & 0xC0 == 0x80:  # not inside a UTF-8 character
+            limit -= 1
+        text = text[:limit]
+    return len(llm.tokenize(text, add_bos=add_bos, special=True)), whole
 
 
 @dataclass
 class PromptCounter:
-    """Producer-side check; holds one vocabulary-only model per GGUF file."""
+    """Producer-side checks against a model's vocabulary (read from its GGUF file when the
+    producer has it): prompts that cannot fit the context, `logit_bias` ids outside the
+    vocabulary. Holds one vocabulary-only model per GGUF file; safe to call from several
+    threads (an async producer checks off its event loop)."""
 
     registry: ModelRegistry
     _vocabs: dict[str, Any] = field(default_factory=dict)
+    _sizes: dict[str, Vocabulary | None] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def check_fits(self, spec: JobSpec, model: LlamaModelConfig) -> None:
         # Every token covers at least one byte: a plain prompt with fewer UTF-8 bytes than the
         # context has tokens fits whatever the vocabulary, and needs no vocabulary loaded.
         if spec.prompt is not None and len(spec.prompt.encode("utf-8")) + 1 < model.n_ctx:
             return
-        llm = self._vocab(spec.model)
-        if llm is not None:
-            check_context(len(prompt_tokens(llm, spec, model)), model.n_ctx, spec.model)
+        llm, vocab = self._vocab(spec.model), self.vocabulary(spec.model)
+        if llm is None:
+            return
+        text, add_bos = prompt_text(llm, spec, model)
+        data = text.encode("utf-8")
+        limit = prefix_bytes(model.n_ctx, vocab.longest) if vocab else len(data)
+        count, whole = count_tokens(llm, data, add_bos, limit)
+        if not whole and count < model.n_ctx:  # a tokenizer that normalizes text shorter
+            count, whole = count_tokens(llm, data, add_bos, len(data))
+        check_context(count, model.n_ctx, spec.model, whole)
+
+    def check_bias(self, spec: JobSpec) -> None:
+        """InvalidJob for a logit_bias id outside the model's vocabulary."""
+        vocab = self.vocabulary(spec.model) if spec.logit_bias else None
+        if vocab is None:
+            return
+        outside = [token for token in spec.logit_bias if token >= vocab.size]
+        if outside:
+            raise InvalidJob(
+                f"logit_bias: token id {min(outside)} is outside model {spec.model!r}'s "
+                f"vocabulary of {vocab.size} tokens (ids 0-{vocab.size - 1})"
+            )
+
+    def vocabulary(self, name: str) -> Vocabulary | None:
+        """The model's vocabulary, from its file's metadata; None without a readable file."""
+        with self._lock:
+            if name not in self._sizes:
+                self._sizes[name] = self._read_vocabulary(name)
+            return self._sizes[name]
+
+    def _read_vocabulary(self, name: str) -> Vocabulary | None:
+        path = self.registry.local_path(name)
+        try:
+            return ggufmeta.vocabulary(path) if path.is_file() else None
+        except (OSError, ValueError):
+            return None  # an unreadable file is reported by the worker that tries to run it
 
     def _vocab(self, name: str) -> Any:
-        if name not in self._vocabs:
-            self._vocabs[name] = self._load(name)
-        return self._vocabs[name]
+        # One load at a time: each swaps file descriptor 2 (see _quiet_stderr), and two at once
+        # would leave it pointing at /dev/null.
+        with self._lock:
+            if name not in self._vocabs:
+                self._vocabs[name] = self._load(name)
+            return self._vocabs[name]
 
     def _load(self, name: str) -> Any:
         path = self.registry.local_path(name)

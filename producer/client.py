@@ -658,8 +658,9 @@ class AsyncClient(_BaseClient):
         expires_in: float | None = None,
         **fields: Any,
     ) -> AsyncJobHandle:
-        submitted = time.monotonic()
-        job = self.submitter.prepare(prompt, fields, Placement(priority, expires_in))
+        submitted, place = time.monotonic(), Placement(priority, expires_in)
+        # Checking renders the prompt and may load a vocabulary and tokenize: not on the loop.
+        job = await asyncio.to_thread(self.submitter.prepare, prompt, fields, place)
         depth = self.submitter.queue_depth(job)
         if depth is not None:
             waiting = await retrying_async(self.settings, lambda: arun(self.redis, depth))

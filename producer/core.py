@@ -101,13 +101,15 @@ class Placement:
 def check_job(
     spec: JobSpec, settings: Settings, registry: ModelRegistry, prompts: PromptCounter
 ) -> None:
-    """Raises InvalidJob (UnknownModel, PromptTooLong) for a job its model cannot run."""
+    """Raises InvalidJob (UnknownModel, PromptTooLong, a logit_bias id outside the vocabulary)
+    for a job its model cannot run."""
     model = registry.get(spec.model)
     if spec.prompt_chars > settings.max_prompt_chars:
         raise PromptTooLong(
             f"prompt has {spec.prompt_chars} characters; the limit is {settings.max_prompt_chars}"
         )
     if isinstance(model, LlamaModelConfig):  # a remote server checks its own context
+        prompts.check_bias(spec)
         prompts.check_fits(spec, model)
 
 

@@ -66,6 +66,25 @@ def save(keys: Keys, job_id: str, meta: StreamMeta, ttl_s: int) -> Command[None]
     return Command((("HSET", key, *fields), ("EXPIRE", key, ttl_s)), _none)
 
 
+def start(
+    keys: Keys,
+    job_id: str,
+    meta: StreamMeta,
+    ttl_s: int,
+    attached: int = 0,
+    deadline_ms: int | None = None,
+) -> Command[None]:
+    """The gateway's records of a job it just submitted, in one round trip: its stream meta
+    (`save`), `attached` clients counted at once (a request that waits for the result), and
+    the deadline by which one must attach (`set_deadline`), if any."""
+    calls = [*save(keys, job_id, meta, ttl_s).calls]
+    if attached:
+        calls.append(("HINCRBY", meta_key(keys, job_id), "attached", attached))
+    if deadline_ms is not None:
+        calls.extend(set_deadline(keys, job_id, deadline_ms).calls)
+    return Command(tuple(calls), _none)
+
+
 def _meta(raw: dict[str, str]) -> StreamMeta | None:
     if not raw or raw.get("kind") not in ("chat", "completion"):
         return None

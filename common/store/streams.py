@@ -141,6 +141,15 @@ def frames(keys: Keys, job_id: str, start: str = "-", end: str = "+") -> Command
     return Command((("XRANGE", keys.stream(job_id), start, end),), lambda r: list(r[0]))
 
 
+def last_id(keys: Keys, job_id: str) -> Command[str | None]:
+    """The id of the job's last stream entry; None while its stream holds none."""
+
+    def decode(replies: list[Any]) -> str | None:
+        return str(replies[0][0][0]) if replies[0] else None
+
+    return Command((("XREVRANGE", keys.stream(job_id), "+", "-", "COUNT", 1),), decode)
+
+
 def raw_frames(keys: Keys, job_id: str) -> Command[list[tuple[str, str]]]:
     """One job's whole stream as (entry id, frame JSON), undecoded: a resuming worker folds
     it (workers.resume); an entry without a frame reads as an empty one."""

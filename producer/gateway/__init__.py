@@ -1,15 +1,19 @@
 """genq's OpenAI-compatible HTTP gateway (`genq serve`): a producer that speaks the OpenAI API
-in front of genq's queue, never loading a model.
+in front of genq's queue, never loading a model. Start reading at serving.py.
 
-- app.py          the ASGI app (FastAPI): settings, the shared AsyncClient, routers, errors
-- errors.py       OpenAI's error body and the HTTP status of each genq error
-- auth.py         Bearer API keys (GENQ_API_KEYS / GENQ_API_KEYS_FILE)
-- models.py       GET /v1/models
-- completions.py  POST /v1/completions and /v1/chat/completions (SSE or not)
+- app.py          the ASGI app (FastAPI): one Serving per process, the routers, the errors
+- routes.py       every /v1 route, a few lines each: it calls the Serving
+- serving.py      `Serving`, the one object behind the routes: submit, answer or stream,
+                  reattach, cancel; it holds the files, the batches and the model list
+- errors.py       the one error boundary: OpenAI's error body and each failure's status
+- records.py      the gateway's own Redis state, behind that boundary (any failure: 503)
+- completions.py  the completion and chat requests, and the genq job each asks for
 - chunks.py       OpenAI's response and chunk shapes from genq's frames (no I/O)
 - streams.py      SSE events after a Last-Event-ID, attach counts, the reattach grace sweep
-- jobs.py         GET /v1/jobs/{job_id}/stream (reattach with Last-Event-ID), POST .../cancel
+- models.py       GET /v1/models, the registry cached until its file changes
 - files.py        /v1/files (JSONL uploads for batches)
+- uploads.py      reading an upload's multipart body, never past GENQ_FILE_BYTES_MAX
 - batches.py      /v1/batches on genq's batches
+- auth.py         Bearer API keys (GENQ_API_KEYS / GENQ_API_KEYS_FILE)
 - page.py         GET /: a small page that streams a prompt and survives a reload
 """

@@ -14,17 +14,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.connection import redis_errors
 from common.errors import GenqError, InvalidBatch, InvalidJob
 from common.keys import is_job_id, new_batch_id
 from common.lifecycle import now_ms
-from common.schemas import BatchStatus, JobRecord, JobState
-from common.store import arun
+from common.schemas import BatchStatus, JobRecord, JobSpec, JobState
 from common.store import files as file_store
 from common.store import jobs as job_store
 from common.store import openai_batches as batch_store
@@ -33,10 +31,12 @@ from common.store.gateway import Kind, StreamMeta
 from common.store.openai_batches import ApiBatch, LineErrorInfo
 from producer.batchfile import scan
 from producer.client import AsyncClient
-from producer.gateway import chunks, files
-from producer.gateway.errors import ApiError
+from producer.gateway import chunks
+from producer.gateway.errors import ApiError, shown
+from producer.gateway.errors import not_found as _not_found
+from producer.gateway.files import Files
+from producer.gateway.records import Records
 
-router = APIRouter()
 WINDOW_MAX_S = 7 * 86_400
 _WINDOW = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -68,7 +68,7 @@ def window_s(window: str) -> int:
     seconds = int(match[1]) * _UNIT_S[match[2]] if match else 0
     if not 1 <= seconds <= WINDOW_MAX_S:
         message = (
-            f"completion_window: {window!r} is not a window genq takes: 24h, or <N>s|m|h|d "
+            f"completion_window: {shown(window)!r} is not a window genq takes: 24h, or <N>s|m|h|d "
             "from 1s to 7d"
         )
         raise ApiError(400, message, param="completion_window")
@@ -89,34 +89,8 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
         raise ApiError(400, message, param="metadata")
 
 
-def _client(request: Request) -> AsyncClient:
-    client: AsyncClient = request.app.state.client
-    return client
-
-
 def not_found(batch_id: str) -> ApiError:
-    return ApiError(
-        404, f"No such Batch object: {batch_id}", kind="not_found_error", param="batch_id"
-    )
-
-
-# -- creating a batch --------------------------------------------------------------------
-
-
-async def _input_lines(client: AsyncClient, file_id: str) -> list[str]:
-    file = await _input_file(client, file_id)
-    if file.purpose != "batch":
-        message = f"input_file_id: {file_id} has purpose {file.purpose!r}, not 'batch'"
-        raise ApiError(400, message, param="input_file_id")
-    return (await files.text_of(client, file_id)).split("\n")
-
-
-async def _input_file(client: AsyncClient, file_id: str) -> StoredFile:
-    try:
-        return await files.find(client, file_id)
-    except ApiError as exc:
-        exc.param = "input_file_id"
-        raise
+    return _not_found("Batch object", batch_id, "batch_id")
 
 
 def endpoint_errors(lines: list[str], endpoint: str) -> list[LineErrorInfo]:
@@ -141,73 +115,6 @@ def _rejects(exc: InvalidBatch) -> list[LineErrorInfo]:
         LineErrorInfo(code="invalid_request", message=reason, line=line)
         for line, reason in exc.rejects
     ]
-
-
-async def _validate(client: AsyncClient, lines: list[str], endpoint: str) -> list[LineErrorInfo]:
-    """Every line's faults, when some line's url is not the endpoint (nothing is submitted)."""
-    wrong = endpoint_errors(lines, endpoint)
-    if not wrong:
-        return []
-    found = await asyncio.to_thread(scan, lines, {}, client.submitter.check)
-    others = [
-        LineErrorInfo(code="invalid_request", message=r.reason, line=r.line)
-        for r in found.rejects
-        if r.line not in {w.line for w in wrong}
-    ]
-    return sorted([*wrong, *others], key=lambda e: e.line or 0)
-
-
-async def _save(client: AsyncClient, batch: ApiBatch) -> None:
-    with redis_errors(client.settings):
-        await arun(client.redis, batch_store.write(client.keys, batch, client.settings.job_ttl_s))
-
-
-async def _fail(client: AsyncClient, batch: ApiBatch, errors: list[LineErrorInfo]) -> ApiBatch:
-    failed = batch.model_copy(update={"state": "failed", "errors": errors, "failed_ms": now_ms()})
-    await _save(client, failed)
-    return failed
-
-
-async def _submit(client: AsyncClient, batch: ApiBatch, lines: list[str]) -> ApiBatch:
-    """Check and submit the lines as genq's batch `batch.batch_id`; the batch failed, with
-    each line's reason, when any is invalid."""
-    errors = await _validate(client, lines, batch.endpoint)
-    if errors:
-        return await _fail(client, batch, errors)
-    try:
-        await client.submit_batch(lines, batch_id=batch.batch_id, expires_in=batch.window_s)
-    except InvalidBatch as exc:
-        return await _fail(client, batch, _rejects(exc))
-    except GenqError as exc:  # nothing or part submitted: reported, and the batch failed
-        await _fail(client, batch, [LineErrorInfo(code="submission_failed", message=str(exc))])
-        raise
-    submitted = batch.model_copy(update={"state": "submitted", "submitted_ms": now_ms()})
-    await _save(client, submitted)
-    return submitted
-
-
-@router.post("/v1/batches")
-async def create_batch(body: CreateBatch, request: Request) -> dict[str, Any]:
-    client = _client(request)
-    seconds = window_s(body.completion_window)
-    _check_metadata(body.metadata)
-    lines = await _input_lines(client, body.input_file_id)
-    batch = ApiBatch(
-        batch_id=new_batch_id(),
-        endpoint=body.endpoint,
-        input_file_id=body.input_file_id,
-        completion_window=body.completion_window,
-        window_s=seconds,
-        metadata=body.metadata,
-        created_ms=now_ms(),
-        output_file_id=file_store.new_file_id(),
-        error_file_id=file_store.new_file_id(),
-    )
-    await _save(client, batch)  # seen as `validating` meanwhile
-    return await describe(client, await _submit(client, batch, lines))
-
-
-# -- reading a batch ---------------------------------------------------------------------
 
 
 def status_of(batch: ApiBatch, status: BatchStatus | None) -> str:
@@ -275,78 +182,6 @@ def batch_object(batch: ApiBatch, status: BatchStatus | None) -> dict[str, Any]:
     }
 
 
-async def _genq_status(client: AsyncClient, batch: ApiBatch) -> BatchStatus | None:
-    """genq's counts of a submitted batch (None before); 404 once genq keeps it no more."""
-    if batch.state != "submitted":
-        return None
-    try:
-        return await (await client.batch(batch.batch_id)).status()
-    except InvalidJob:  # its retention passed before the gateway's record's did
-        raise not_found(batch.batch_id) from None
-
-
-async def describe(client: AsyncClient, batch: ApiBatch) -> dict[str, Any]:
-    """The batch object; writes the output and error files first when the batch has ended."""
-    status = await _genq_status(client, batch)
-    if status is not None and status.complete and not batch.files_written:
-        batch = await _write_files(client, batch)
-    return batch_object(batch, status)
-
-
-async def find(client: AsyncClient, batch_id: str) -> ApiBatch:
-    if not _BATCH_ID.fullmatch(batch_id):
-        raise not_found(batch_id)
-    with redis_errors(client.settings):
-        batch = await arun(client.redis, batch_store.read(client.keys, batch_id))
-    if batch is None:
-        raise not_found(batch_id)
-    return batch
-
-
-@router.get("/v1/batches/{batch_id}")
-async def get_batch(batch_id: str, request: Request) -> dict[str, Any]:
-    client = _client(request)
-    return await describe(client, await find(client, batch_id))
-
-
-@router.get("/v1/batches")
-async def list_batches(
-    request: Request,
-    limit: Annotated[int, Query(ge=1, le=LIST_MAX)] = 20,
-    after: str | None = None,
-) -> dict[str, Any]:
-    client = _client(request)
-    since = now_ms() - client.settings.job_ttl_s * 1000
-    page = batch_store.ids_page(client.keys, since, after, limit + 1)
-    with redis_errors(client.settings):
-        ids = await arun(client.redis, page)
-    data = []
-    for batch_id in ids[:limit]:
-        try:
-            data.append(await describe(client, await find(client, batch_id)))
-        except ApiError:  # its retention passed since the index was read
-            continue
-    return chunks.list_page(data, has_more=len(ids) > limit)
-
-
-@router.post("/v1/batches/{batch_id}/cancel")
-async def cancel_batch(batch_id: str, request: Request) -> dict[str, Any]:
-    client = _client(request)
-    batch = await find(client, batch_id)
-    state = status_of(batch, await _genq_status(client, batch))
-    if state not in ("in_progress", "cancelling"):
-        message = f"Cannot cancel a batch with status {state!r}"
-        raise ApiError(409, message, kind="invalid_request_error", code="batch_not_cancellable")
-    if not batch.cancelling_ms:
-        batch = batch.model_copy(update={"cancelling_ms": now_ms()})
-        await _save(client, batch)
-    await (await client.batch(batch_id)).cancel()
-    return await describe(client, batch)
-
-
-# -- output and error files --------------------------------------------------------------
-
-
 def output_line(job_id: str, record: JobRecord | None, endpoint: str) -> tuple[bool, str]:
     """A job's line of the output file (True) or of the error file (False), OpenAI's
     shape: {"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}."""
@@ -368,47 +203,187 @@ def output_line(job_id: str, record: JobRecord | None, endpoint: str) -> tuple[b
     return False, json.dumps({**line, "error": {"code": code, "message": message}})
 
 
-async def _lines(client: AsyncClient, batch: ApiBatch) -> tuple[list[str], list[str]]:
-    """The batch's output and error lines, in input order."""
-    handle = await client.batch(batch.batch_id)
-    outputs: list[str] = []
-    errors: list[str] = []
-    page: list[str] = []
-    async for job_id in handle.job_ids():
-        page.append(job_id)
-        if len(page) == READ_PAGE:
-            await _read_lines(client, batch, page, (outputs, errors))
-            page = []
-    await _read_lines(client, batch, page, (outputs, errors))
-    return outputs, errors
+class Batches:
+    """OpenAI's batches on genq's: the gateway's record of each (through its Records), the
+    batch itself through the client, the input and output files through Files. `check`
+    judges a job as the client's submit would (used to list every bad line of a file)."""
 
+    def __init__(
+        self, records: Records, client: AsyncClient, files: Files, check: Callable[[JobSpec], None]
+    ) -> None:
+        self._records, self._client, self._files, self._check = records, client, files, check
 
-async def _read_lines(
-    client: AsyncClient, batch: ApiBatch, job_ids: list[str], into: tuple[list[str], list[str]]
-) -> None:
-    ids = [job_id for job_id in job_ids if is_job_id(job_id)]
-    with redis_errors(client.settings):
-        records = await arun(client.redis, job_store.read_many(client.keys, ids))
-    for job_id, record in zip(ids, records, strict=True):
-        ok, line = output_line(job_id, record, batch.endpoint)
-        (into[0] if ok else into[1]).append(line)
+    # -- creating a batch ----------------------------------------------------------------
 
+    async def create(self, body: CreateBatch) -> dict[str, Any]:
+        seconds = window_s(body.completion_window)
+        _check_metadata(body.metadata)
+        lines = await self._input_lines(body.input_file_id)
+        batch = ApiBatch(
+            batch_id=new_batch_id(),
+            endpoint=body.endpoint,
+            input_file_id=body.input_file_id,
+            completion_window=body.completion_window,
+            window_s=seconds,
+            metadata=body.metadata,
+            created_ms=now_ms(),
+            output_file_id=file_store.new_file_id(),
+            error_file_id=file_store.new_file_id(),
+        )
+        await self._save(batch)  # seen as `validating` meanwhile
+        return await self.describe(await self._submit(batch, lines))
 
-async def _write_file(client: AsyncClient, file_id: str, name: str, lines: list[str]) -> None:
-    if not lines:
-        return
-    text = "".join(line + "\n" for line in lines)
-    file = StoredFile(file_id, len(text.encode("utf-8")), now_ms(), name, "batch_output")
-    await files.store(client, file, text)
+    async def _input_lines(self, file_id: str) -> list[str]:
+        file = await self._input_file(file_id)
+        if file.purpose != "batch":
+            message = f"input_file_id: {file_id} has purpose {file.purpose!r}, not 'batch'"
+            raise ApiError(400, message, param="input_file_id")
+        return (await self._files.text_of(file_id)).split("\n")
 
+    async def _input_file(self, file_id: str) -> StoredFile:
+        try:
+            return await self._files.find(file_id)
+        except ApiError as exc:
+            exc.param = "input_file_id"
+            raise
 
-async def _write_files(client: AsyncClient, batch: ApiBatch) -> ApiBatch:
-    """Write an ended batch's output and error files (two gateways that do it at once write
-    the same files under the same ids)."""
-    outputs, errors = await _lines(client, batch)
-    await _write_file(client, batch.output_file_id, f"{batch.batch_id}_output.jsonl", outputs)
-    await _write_file(client, batch.error_file_id, f"{batch.batch_id}_error.jsonl", errors)
-    update = {"files_written": True, "output_lines": len(outputs), "error_lines": len(errors)}
-    written = batch.model_copy(update=update)
-    await _save(client, written)
-    return written
+    async def _validate(self, lines: list[str], endpoint: str) -> list[LineErrorInfo]:
+        """Every line's faults, when some line's url is not the endpoint (nothing is
+        submitted)."""
+        wrong = endpoint_errors(lines, endpoint)
+        if not wrong:
+            return []
+        found = await asyncio.to_thread(scan, lines, {}, self._check)
+        others = [
+            LineErrorInfo(code="invalid_request", message=r.reason, line=r.line)
+            for r in found.rejects
+            if r.line not in {w.line for w in wrong}
+        ]
+        return sorted([*wrong, *others], key=lambda e: e.line or 0)
+
+    async def _save(self, batch: ApiBatch) -> None:
+        records = self._records
+        await records.run(batch_store.write(records.keys, batch, records.settings.job_ttl_s))
+
+    async def _fail(self, batch: ApiBatch, errors: list[LineErrorInfo]) -> ApiBatch:
+        update = {"state": "failed", "errors": errors, "failed_ms": now_ms()}
+        failed = batch.model_copy(update=update)
+        await self._save(failed)
+        return failed
+
+    async def _submit(self, batch: ApiBatch, lines: list[str]) -> ApiBatch:
+        """Check and submit the lines as genq's batch `batch.batch_id`; the batch failed, with
+        each line's reason, when any is invalid."""
+        errors = await self._validate(lines, batch.endpoint)
+        if errors:
+            return await self._fail(batch, errors)
+        try:
+            await self._client.submit_batch(
+                lines, batch_id=batch.batch_id, expires_in=batch.window_s
+            )
+        except InvalidBatch as exc:
+            return await self._fail(batch, _rejects(exc))
+        except GenqError as exc:  # nothing or part submitted: reported, and the batch failed
+            error = LineErrorInfo(code="submission_failed", message=str(exc))
+            await self._fail(batch, [error])
+            raise
+        submitted = batch.model_copy(update={"state": "submitted", "submitted_ms": now_ms()})
+        await self._save(submitted)
+        return submitted
+
+    # -- reading a batch -----------------------------------------------------------------
+
+    async def _genq_status(self, batch: ApiBatch) -> BatchStatus | None:
+        """genq's counts of a submitted batch (None before); 404 once genq keeps it no more."""
+        if batch.state != "submitted":
+            return None
+        try:
+            return await (await self._client.batch(batch.batch_id)).status()
+        except InvalidJob:  # its retention passed before the gateway's record's did
+            raise not_found(batch.batch_id) from None
+
+    async def describe(self, batch: ApiBatch) -> dict[str, Any]:
+        """The batch object; writes the output and error files first when the batch has
+        ended."""
+        status = await self._genq_status(batch)
+        if status is not None and status.complete and not batch.files_written:
+            batch = await self._write_files(batch)
+        return batch_object(batch, status)
+
+    async def find(self, batch_id: str) -> ApiBatch:
+        if not _BATCH_ID.fullmatch(batch_id):
+            raise not_found(batch_id)
+        batch = await self._records.run(batch_store.read(self._records.keys, batch_id))
+        if batch is None:
+            raise not_found(batch_id)
+        return batch
+
+    async def get(self, batch_id: str) -> dict[str, Any]:
+        return await self.describe(await self.find(batch_id))
+
+    async def page(self, limit: int, after: str | None) -> dict[str, Any]:
+        records = self._records
+        since = now_ms() - records.settings.job_ttl_s * 1000
+        ids = await records.run(batch_store.ids_page(records.keys, since, after, limit + 1))
+        data = []
+        for batch_id in ids[:limit]:
+            try:
+                data.append(await self.describe(await self.find(batch_id)))
+            except ApiError:  # its retention passed since the index was read
+                continue
+        return chunks.list_page(data, has_more=len(ids) > limit)
+
+    async def cancel(self, batch_id: str) -> dict[str, Any]:
+        batch = await self.find(batch_id)
+        state = status_of(batch, await self._genq_status(batch))
+        if state not in ("in_progress", "cancelling"):
+            message = f"Cannot cancel a batch with status {state!r}"
+            raise ApiError(409, message, code="batch_not_cancellable")
+        if not batch.cancelling_ms:
+            batch = batch.model_copy(update={"cancelling_ms": now_ms()})
+            await self._save(batch)
+        await (await self._client.batch(batch_id)).cancel()
+        return await self.describe(batch)
+
+    # -- output and error files ----------------------------------------------------------
+
+    async def _lines(self, batch: ApiBatch) -> tuple[list[str], list[str]]:
+        """The batch's output and error lines, in input order."""
+        handle = await self._client.batch(batch.batch_id)
+        outputs: list[str] = []
+        errors: list[str] = []
+        page: list[str] = []
+        async for job_id in handle.job_ids():
+            page.append(job_id)
+            if len(page) == READ_PAGE:
+                await self._read_lines(batch, page, (outputs, errors))
+                page = []
+        await self._read_lines(batch, page, (outputs, errors))
+        return outputs, errors
+
+    async def _read_lines(
+        self, batch: ApiBatch, job_ids: list[str], into: tuple[list[str], list[str]]
+    ) -> None:
+        ids = [job_id for job_id in job_ids if is_job_id(job_id)]
+        records = await self._records.run(job_store.read_many(self._records.keys, ids))
+        for job_id, record in zip(ids, records, strict=True):
+            ok, line = output_line(job_id, record, batch.endpoint)
+            (into[0] if ok else into[1]).append(line)
+
+    async def _write_file(self, file_id: str, name: str, lines: list[str]) -> None:
+        if not lines:
+            return
+        text = "".join(line + "\n" for line in lines)
+        file = StoredFile(file_id, len(text.encode("utf-8")), now_ms(), name, "batch_output")
+        await self._files.store(file, text)
+
+    async def _write_files(self, batch: ApiBatch) -> ApiBatch:
+        """Write an ended batch's output and error files (two gateways that do it at once
+        write the same files under the same ids)."""
+        outputs, errors = await self._lines(batch)
+        await self._write_file(batch.output_file_id, f"{batch.batch_id}_output.jsonl", outputs)
+        await self._write_file(batch.error_file_id, f"{batch.batch_id}_error.jsonl", errors)
+        update = {"files_written": True, "output_lines": len(outputs), "error_lines": len(errors)}
+        written = batch.model_copy(update=update)
+        await self._save(written)
+        return written

@@ -1,33 +1,22 @@
-"""POST /v1/completions and /v1/chat/completions: OpenAI's requests as genq jobs, answered
-when the job ends or streamed as SSE (see streams.py: events carry `<epoch>-<seq>` ids, and a
-client reattaches with GET /v1/jobs/{job_id}/stream).
+"""The requests of POST /v1/completions and /v1/chat/completions, and the genq job each asks
+for (no I/O; serving.py submits them, and answers when the job ends or streams it as SSE).
 
 Fields map to genq's JobSpec (defaults are genq's, e.g. max_tokens 256, temperature 0.8);
 genq's own fields come as extra body fields (the SDK's `extra_body`): window_tokens,
 max_windows, ignore_eos, top_k, min_p, repeat_penalty, deterministic, priority (0-9). `n` must
-be 1, frequency/presence penalties 0; an unknown field is refused (400 naming it).
+be 1, frequency/presence penalties 0; an unknown field is refused (400 naming it). Booleans
+must be JSON's true or false (`"stream": "yes"` is a 400, as OpenAI answers it).
 """
 
 from __future__ import annotations
 
-import time
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sse_starlette import EventSourceResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from common.errors import JobFailed
 from common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, JobSpec
-from common.store import arun
-from common.store import gateway as store
-from common.store.gateway import Kind, StreamMeta
-from producer.client import AsyncClient
-from producer.gateway import chunks, streams
+from common.store.gateway import Kind
 from producer.gateway.errors import ApiError
-
-router = APIRouter()
 
 JOB_ID_HEADER = "X-Genq-Job-Id"
 # Passed to JobSpec as given, so that its strict validation judges them (400 naming the field).
@@ -49,15 +38,17 @@ PASSED = (
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
-class _Request(BaseModel):
+class ApiRequest(BaseModel):
     """What both endpoints take. Sampling fields are `Any` here: JobSpec checks them."""
 
     model_config = ConfigDict(extra="forbid")
+    kind: ClassVar[Kind]  # the endpoint's: the shape of its answer
+
     model: str
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     n: int | None = None
     frequency_penalty: float | None = None
@@ -93,11 +84,19 @@ class _Request(BaseModel):
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
+    def spec_fields(self) -> dict[str, Any]:
+        raise NotImplementedError
 
-class CompletionRequest(_Request):
+    def spec(self) -> JobSpec:
+        """The job this request asks for; 400 naming the first field genq refuses."""
+        return _spec(self.spec_fields())
+
+
+class CompletionRequest(ApiRequest):
+    kind: ClassVar[Kind] = "completion"
     prompt: str | list[str]
     logprobs: Any = None
-    echo: bool = False
+    echo: StrictBool = False
     suffix: str | None = None
     best_of: int | None = None
 
@@ -118,10 +117,11 @@ class CompletionRequest(_Request):
         return out
 
 
-class ChatRequest(_Request):
+class ChatRequest(ApiRequest):
+    kind: ClassVar[Kind] = "chat"
     messages: list[dict[str, Any]]
     max_completion_tokens: Any = None
-    logprobs: bool = False
+    logprobs: StrictBool = False
     top_logprobs: Any = None
 
     def spec_fields(self) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def _refuse_unsupported(request: _Request) -> None:
+def _refuse_unsupported(request: ApiRequest) -> None:
     if request.n not in (None, 1):
         raise ApiError(400, "n must be 1: genq runs one choice per request", param="n")
     for name in ("frequency_penalty", "presence_penalty"):
@@ -165,43 +165,3 @@ def _spec(fields: dict[str, Any]) -> JobSpec:
         param = ".".join(str(p) for p in first["loc"]) or None
         message = f"{param}: {first['msg']}" if param else str(first["msg"])
         raise ApiError(400, message, param=param) from None
-
-
-@router.post("/v1/completions", response_model=None)
-async def completions(
-    body: CompletionRequest, request: Request
-) -> JSONResponse | EventSourceResponse:
-    return await _answer(request, body, "completion", body.spec_fields())
-
-
-@router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(
-    body: ChatRequest, request: Request
-) -> JSONResponse | EventSourceResponse:
-    return await _answer(request, body, "chat", body.spec_fields())
-
-
-async def _answer(
-    request: Request, body: _Request, kind: Kind, fields: dict[str, Any]
-) -> JSONResponse | EventSourceResponse:
-    client: AsyncClient = request.app.state.client
-    spec = _spec(fields)
-    handle = await client.submit(spec, priority=body.priority)
-    meta = StreamMeta(kind, body.model, int(time.time()), body.include_usage)
-    await arun(
-        client.redis, store.save(client.keys, handle.job_id, meta, client.settings.job_ttl_s)
-    )
-    headers = {JOB_ID_HEADER: handle.job_id}
-    if body.stream:
-        # Counted as abandoned until its stream attaches (ms later): a client gone before its
-        # first byte never attaches, and its job must not run on for nobody.
-        deadline = time.time_ns() // 10**6 + int((client.settings.reattach_grace_s + 2) * 1000)
-        await arun(client.redis, store.set_deadline(client.keys, handle.job_id, deadline))
-        return EventSourceResponse(
-            streams.followed(client, handle.job_id, meta, None), headers=headers
-        )
-    try:
-        result = await handle.result()
-    except JobFailed as exc:
-        raise ApiError(500, str(exc), kind="server_error", code=exc.error_code) from None
-    return JSONResponse(chunks.response(meta, result), headers=headers)

@@ -2,12 +2,20 @@
 after the client's last event id, and the attach count that decides when a job nobody follows
 is cancelled.
 
+A client reattaches after the last event it received (`Last-Event-ID`): the events after it
+are sent, and none before. At the job's last event, the stream sends that event's last payload
+again (`[DONE]`, or the error of a job that failed) and ends, so that a client that reconnects
+after the end, as a browser's EventSource does, is told the stream is over. An id past the
+stream's last entry was never sent: the reattach is refused with 400 (see serving.py).
+
 A client that disconnects does not cancel its job at once: when the last client of a job
 leaves before its end, the job gets a deadline GENQ_REATTACH_GRACE_S away (0: cancelled at
 once) in the detach index (common/store/gateway.py); a client that reattaches, from any
-gateway process, takes it off. Every gateway process sweeps due deadlines (`sweep_forever`,
-started in the app's lifespan) and cancels the jobs that still have no client. A gateway
-killed outright (SIGKILL) never counts its clients out: their jobs are then not cancelled.
+gateway process, takes it off. A request that waits for its result without streaming counts
+as a client of its job too, from its submit until it is answered or its client disconnects.
+Every gateway process sweeps due deadlines (`sweep_forever`, started in the app's lifespan)
+and cancels the jobs that still have no client. A gateway killed outright (SIGKILL) never
+counts its clients out: their jobs are then not cancelled.
 """
 
 from __future__ import annotations
@@ -24,12 +32,12 @@ from sse_starlette import ServerSentEvent
 
 from common.errors import GenqError, InvalidJob
 from common.frames import Frame
-from common.settings import Settings
-from common.store import arun
 from common.store import gateway as store
 from common.store.gateway import StreamMeta
 from producer.client import AsyncClient
-from producer.gateway.chunks import Payload, Renderer, error_body
+from producer.gateway.chunks import Payload, Renderer
+from producer.gateway.errors import api_error, body, shown
+from producer.gateway.records import Records
 
 SWEEP_INTERVAL_S = 0.25  # how often each gateway process looks for due deadlines
 SWEEP_BATCH = 100  # due jobs handled per look
@@ -43,7 +51,7 @@ def parse_event_id(text: str) -> Position:
     """`<epoch>-<seq>`; ValueError when it is not one."""
     epoch, sep, seq = text.partition("-")
     if not sep or not epoch.isdigit() or not seq.isdigit():
-        raise ValueError(f"an event id is EPOCH-SEQ (two integers), got {text!r}")
+        raise ValueError(f"an event id is EPOCH-SEQ (two integers), got {shown(text)!r}")
     return int(epoch), int(seq)
 
 
@@ -56,6 +64,12 @@ def _sent_before(frame: Frame, after: Position | None) -> bool:
 def _event(payload: Payload, event_id: str) -> ServerSentEvent:
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     return ServerSentEvent(data=data, id=event_id)
+
+
+def error_event(exc: BaseException, event_id: str) -> ServerSentEvent:
+    """A failure after the response started: OpenAI's error body, as the stream's last event."""
+    error = api_error(exc)
+    return _event(body(error.message, error.kind, error.param, error.code), event_id)
 
 
 async def events(
@@ -72,39 +86,48 @@ async def events(
             if not _sent_before(frame, after):
                 for payload in payloads:
                     yield _event(payload, last)
+            elif renderer.ended and payloads:  # the client's last event is the job's last
+                yield _event(payloads[-1], last)
             if renderer.ended:
                 return
     except GenqError as exc:  # Redis lost past GENQ_REDIS_RETRY_S: say so, in OpenAI's shape
-        yield _event(error_body(str(exc), str(exc.code)), last)
+        yield error_event(exc, last)
     finally:
         await stream.aclose()
 
 
 async def followed(
-    client: AsyncClient, job_id: str, meta: StreamMeta, after: Position | None
+    records: Records, client: AsyncClient, job_id: str, meta: StreamMeta, after: Position | None
 ) -> AsyncIterator[ServerSentEvent]:
     """`events`, counted as one attached client of the job while it is sent."""
-    settings, ended = client.settings, False
-    await arun(client.redis, store.attach(client.keys, job_id))
+    try:
+        await records.run(store.attach(records.keys, job_id))
+    except GenqError as exc:
+        yield error_event(exc, "0-0")
+        return
+    ended = False
     try:
         async for event in events(client, job_id, meta, after):
             yield event
         ended = True
     finally:
         with anyio.CancelScope(shield=True):  # the client is gone: this must still run
-            await _leave(client, settings, job_id, ended)
+            await leave(records, client, job_id, ended)
 
 
-async def _leave(client: AsyncClient, settings: Settings, job_id: str, ended: bool) -> None:
+async def leave(records: Records, client: AsyncClient, job_id: str, ended: bool) -> None:
+    """A client of the job left (`ended`: after the job's end). The last one to leave before
+    the end gives the job GENQ_REATTACH_GRACE_S to be reattached, or cancels it at once."""
+    grace_s = records.settings.reattach_grace_s
     try:
-        left = await arun(client.redis, store.detach(client.keys, job_id))
+        left = await records.run(store.detach(records.keys, job_id))
         if left > 0 or ended:
             return
-        if settings.reattach_grace_s == 0:
+        if grace_s == 0:
             await _cancel(client, job_id)
             return
-        deadline = time.time_ns() // 10**6 + int(settings.reattach_grace_s * 1000)
-        await arun(client.redis, store.set_deadline(client.keys, job_id, deadline))
+        deadline = time.time_ns() // 10**6 + int(grace_s * 1000)
+        await records.run(store.set_deadline(records.keys, job_id, deadline))
     except (GenqError, redis.RedisError) as exc:
         log.warning("job %s: could not count its client out: %s", job_id, exc)
 
@@ -117,23 +140,23 @@ async def _cancel(client: AsyncClient, job_id: str) -> None:
         pass
 
 
-async def sweep(client: AsyncClient) -> int:
+async def sweep(records: Records, client: AsyncClient) -> int:
     """Cancel the jobs whose reattach deadline passed with no client attached; -> how many."""
     now = time.time_ns() // 10**6
     cancelled = 0
-    for job_id in await arun(client.redis, store.due(client.keys, now, SWEEP_BATCH)):
-        if await arun(client.redis, store.claim(client.keys, job_id)):
+    for job_id in await records.run(store.due(records.keys, now, SWEEP_BATCH)):
+        if await records.run(store.claim(records.keys, job_id)):
             await _cancel(client, job_id)
             cancelled += 1
     return cancelled
 
 
-async def sweep_forever(client: AsyncClient) -> None:
+async def sweep_forever(records: Records, client: AsyncClient) -> None:
     """`sweep` every SWEEP_INTERVAL_S, for as long as the gateway runs; Redis trouble is
     logged and the next sweep tries again."""
     while True:
         try:
-            await sweep(client)
+            await sweep(records, client)
         except (GenqError, redis.RedisError) as exc:
             log.warning("reattach sweep failed: %s", exc)
         await asyncio.sleep(SWEEP_INTERVAL_S)

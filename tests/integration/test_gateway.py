@@ -130,6 +130,10 @@ def test_logprobs_come_with_each_token(api: openai.OpenAI) -> None:
         ({"priority": 12}, "priority"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"tools": []}, "tools"),
+        ({"stream": "yes"}, "stream"),  # OpenAI takes JSON's true and false only
+        ({"stream": "true"}, "stream"),
+        ({"stream": 1}, "stream"),
+        ({"logprobs": "true"}, "logprobs"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(
@@ -172,15 +176,27 @@ def test_a_request_without_a_valid_key_is_a_401(genq_env: dict[str, str], tmp_pa
         gateway.stop()
 
 
-def test_redis_down_is_a_503(genq_env: dict[str, str], tmp_path: Path) -> None:
+def test_redis_down_is_a_503_on_every_route(genq_env: dict[str, str], tmp_path: Path) -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"
-    gateway = start_gateway(genq_env, tmp_path, GENQ_REDIS_URL=closed)
+    # No retries of reads (the cancel's look-up rides through GENQ_REDIS_RETRY_S otherwise).
+    gateway = start_gateway(genq_env, tmp_path, GENQ_REDIS_URL=closed, GENQ_REDIS_RETRY_S="0")
     try:
         with sdk(gateway) as api, pytest.raises(openai.InternalServerError) as caught:
             api.chat.completions.create(model="tiny", messages=CHAT)
         body = caught.value.body
         assert caught.value.status_code == 503
         assert isinstance(body, dict) and body["code"] == "redis_unavailable"
+        job = "0" * 32
+        with httpx.Client(base_url=gateway.url, timeout=TIMEOUT_S) as http:
+            for answer in (
+                http.get(f"/v1/jobs/{job}/stream"),
+                http.get(f"/v1/jobs/{job}/stream", headers={"Last-Event-ID": "0-3"}),
+                http.post(f"/v1/jobs/{job}/cancel"),
+                http.get("/v1/files"),
+                http.get("/v1/batches"),
+            ):
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["error"]["code"] == "redis_unavailable"
     finally:
         gateway.stop()
 

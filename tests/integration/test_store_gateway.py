@@ -1,5 +1,6 @@
 """common.store.gateway against a real Redis: a stream's meta round-trips with the job's
-retention, and a due job is claimed for cancelling once, only while no client is attached."""
+retention, a submitted job's records are written in one step, and a due job is claimed for
+cancelling once, only while no client is attached."""
 
 from __future__ import annotations
 
@@ -36,3 +37,17 @@ def test_a_due_job_is_claimed_once_and_only_with_no_client(redis_client: redis.R
     assert run(redis_client, gateway.claim(KEYS, left))
     assert not run(redis_client, gateway.claim(KEYS, left))  # another gateway came second
     assert run(redis_client, gateway.due(KEYS, 2000, 10)) == []
+
+
+def test_a_submitted_jobs_records_count_its_client_or_set_its_deadline(
+    redis_client: redis.Redis,
+) -> None:
+    waiting, streamed = new_job_id(), new_job_id()
+    meta = StreamMeta("completion", "tiny", 1_700_000_000, include_usage=False)
+    run(redis_client, gateway.start(KEYS, waiting, meta, ttl_s=60, attached=1))
+    run(redis_client, gateway.start(KEYS, streamed, meta, ttl_s=60, deadline_ms=5000))
+    assert run(redis_client, gateway.read(KEYS, waiting)) == meta
+    assert run(redis_client, gateway.deadlines(KEYS, [waiting, streamed])) == [None, 5000.0]
+    assert run(redis_client, gateway.detach(KEYS, waiting)) == 0  # the one counted
+    assert run(redis_client, gateway.attach(KEYS, streamed)) == 1
+    assert run(redis_client, gateway.deadlines(KEYS, [streamed])) == [None]

@@ -66,6 +66,13 @@ def test_frames_read_back_in_order_and_a_fenced_id_is_refused(redis_client: redi
     assert read == redis_client.xread({key: "1-1"}, count=10)  # the reply readers parse
 
 
+def test_the_last_entry_id_is_none_until_the_stream_holds_one(redis_client: redis.Redis) -> None:
+    job_id = new_job_id()
+    assert run(redis_client, streams.last_id(KEYS, job_id)) is None
+    run_all(redis_client, [streams.append(KEYS, job_id, entry, "{}") for entry in ("0-1", "1-3")])
+    assert run(redis_client, streams.last_id(KEYS, job_id)) == "1-3"
+
+
 def test_a_blocking_read_of_a_quiet_stream_returns_nothing_on_both_faces(
     redis_client: redis.Redis, settings: Settings
 ) -> None:

@@ -1,4 +1,5 @@
-"""common.ggufmeta: whether a GGUF file's metadata has a key, read without loading it."""
+"""common.ggufmeta: whether a GGUF file's metadata has a key, and its vocabulary, read without
+loading it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from common.ggufmeta import has_key
+from common.ggufmeta import Vocabulary, has_key, vocabulary
 from common.tinymodel import write_tiny_model
 
 TEMPLATE = "tokenizer.chat_template"
@@ -52,3 +53,26 @@ def test_a_gguf_file_cut_short_raises_value_error(tmp_path: Path) -> None:
     cut.write_bytes(whole[:2000])  # inside the token list
     with pytest.raises(ValueError, match="cut short"):
         has_key(cut, TEMPLATE)
+
+
+def test_the_vocabulary_is_the_token_lists_size_and_longest_spelling(tmp_path: Path) -> None:
+    assert vocabulary(metadata_only(tmp_path / "m.gguf")) == Vocabulary(size=3, longest=3)
+    # tiny: 3 specials, 256 byte tokens, 17 pieces; the longest is "▁über" (3 + 2 + 3 bytes).
+    assert vocabulary(write_tiny_model(tmp_path / "tiny.gguf")) == Vocabulary(276, 8)
+
+
+def test_a_file_without_a_token_list_has_no_vocabulary(tmp_path: Path) -> None:
+    writer = gguf.GGUFWriter(tmp_path / "bare.gguf", "llama")
+    writer.add_string("general.name", "no tokens")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert vocabulary(tmp_path / "bare.gguf") is None
+
+
+def test_a_token_list_cut_short_raises_value_error(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(write_tiny_model(tmp_path / "tiny.gguf").read_bytes()[:2000])
+    with pytest.raises(ValueError, match="cut short"):
+        vocabulary(cut)
