@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from common.adapters import kombu_priority
-from common.settings import Settings
+from genq.common.adapters import kombu_priority
+from genq.common.settings import Settings
 
 GENERATE_TASK = "genq.generate"
 BUNDLE_TASK = "genq.generate_bundle"  # several short jobs of a batch in one message
@@ -16,7 +16,7 @@ BROKER_PRIORITY_STEPS = list(range(10))
 
 def priority_lists(queue: str) -> list[str]:
     """The Redis lists holding a queue's waiting task messages, one per priority step (named
-    as kombu names them: common.adapters.kombu_priority)."""
+    as kombu names them: genq.common.adapters.kombu_priority)."""
     return kombu_priority.priority_lists(queue, BROKER_PRIORITY_STEPS)
 
 
@@ -72,7 +72,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "queue_order_strategy": "round_robin",
         },
         "broker_connection_retry_on_startup": True,
-        # Queues are per model (common.routing.queue_name), so not declared here: a producer
+        # Queues are per model (genq.common.routing.queue_name), so not declared here: a producer
         # sends to a model's queue whether or not a worker for it has started yet.
         "task_create_missing_queues": True,
     }

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 import redis
 import redis.asyncio
 
-from common.errors import RedisUnavailable
-from common.settings import Settings
+from genq.common.errors import RedisUnavailable
+from genq.common.settings import Settings
 
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_CHECK_INTERVAL_S = 30

@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from common.celery_config import BUNDLE_TASK, GENERATE_TASK, make_celery
-from common.schemas import PRIORITY_MAX, BundleRequest, GenerateRequest
-from common.settings import Settings
+from genq.common.celery_config import BUNDLE_TASK, GENERATE_TASK, make_celery
+from genq.common.schemas import PRIORITY_MAX, BundleRequest, GenerateRequest
+from genq.common.settings import Settings
 
 PUBLISH_BATCH = 500  # broker commands per pipelined flush
 

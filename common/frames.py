@@ -8,7 +8,7 @@ outage lost its first frame; the relay appends it to the checkpoint and nowhere 
 Field order: pydantic writes fields in declaration order, so every frame starts
 `{"v":1,"job_id":"…","epoch":…,"seq":…,"ts_ms":…,"type":"…"` (`HEADER_FIELDS`, enforced by
 tests/unit/test_frames.py). The relay's correctness does not depend on it (a frame it does
-not recognize by its bytes, workers.relay_shape, is validated whole by `parse_frame`), but its
+not recognize by its bytes, genq.workers.relay.shape, is validated whole by `parse_frame`), but its
 speed does, and the benchmark's frame templates (ops/bench/tokenframes.py) cut frames at those
 fields: keep `_Frame`'s fields first, in this order, and `type` and `data` last in each frame
 class (tests/unit/test_relay_shape.py fails when token frames stop taking the fast path).
@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from common.schemas import FinishReason, JobResult, TokenLogprob
+from genq.common.schemas import FinishReason, JobResult, TokenLogprob
 
 PROTOCOL_VERSION: Literal[1] = 1
 MAX_ID_PART = 2**63 - 1

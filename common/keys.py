@@ -7,7 +7,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from common.errors import InvalidJob
+from genq.common.errors import InvalidJob
 
 JOB_ID_BYTES = 16  # 128 random bits: unguessable
 BATCH_ID_BYTES = 12  # generated batch ids: 96 random bits
@@ -94,7 +94,7 @@ class Keys:
         return f"{self.prefix}:{{workers}}:{name}"
 
     def draining(self, name: str) -> str:
-        """String set while a worker shuts down: its jobs hand themselves off (workers.handoff)."""
+        """String set while a worker shuts down: its jobs hand themselves off (celery/handoff)."""
         return f"{self.prefix}:draining:{name}"
 
     # A batch's keys share the hash tag of its id, as a job's keys do.

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 import redis
 
-from common.errors import ErrorCode
-from common.frames import DoneFrame, ErrorData, ErrorFrame
-from common.keys import Keys
-from common.schemas import FinishReason, JobRecord, JobResult, JobState, Timings, Usage
-from common.store import Command, jobs, leases, run, streams
-from common.store.streams import CheckpointEntry
+from genq.common.errors import ErrorCode
+from genq.common.frames import DoneFrame, ErrorData, ErrorFrame
+from genq.common.keys import Keys
+from genq.common.schemas import FinishReason, JobRecord, JobResult, JobState, Timings, Usage
+from genq.common.store import Command, jobs, leases, run, streams
+from genq.common.store.streams import CheckpointEntry
 
 
 def now_ms() -> int:
@@ -32,7 +32,7 @@ class Finish(leases.Ending):
 
     def command(self, keys: Keys, ttl_s: int) -> Command[bool]:
         """The FINISH command, stamped now; True when applied. Queue it on a pipeline with
-        `common.store.queue` (its reply there is 1 or 0)."""
+        `genq.common.store.queue` (its reply there is 1 or 0)."""
         return leases.finish(keys, self, ttl_s, now_ms())
 
     def run(self, client: redis.Redis, keys: Keys, ttl_s: int) -> bool:

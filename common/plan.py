@@ -4,7 +4,7 @@ registry entry and the worker's settings, and checked before the worker takes a 
 Each value has one rule, here: `slots` is the entry's own, else GENQ_SLOTS (`--slots`); a
 local model's `n_batch` is its entry's, at most its `n_ctx` (llama.cpp caps a causal batch at
 the context); `threads` is the entry's `n_threads`, else llama-cpp-python's default (half the
-CPUs). `genq worker`, the Celery worker process (its pool, common.routing), the model cache
+CPUs). `genq worker`, the Celery worker process (its pool, genq.common.routing), the model cache
 and the llama backend all read the plan; none of them applies a rule of its own.
 
 A plan llama.cpp cannot run is refused at start, with the numbers (`problem`): a context holds
@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from common.registry import AnyModelConfig, LlamaModelConfig, ModelRegistry
-from common.settings import Settings
+from genq.common.registry import AnyModelConfig, LlamaModelConfig, ModelRegistry
+from genq.common.settings import Settings
 
 # Sequences one llama.cpp context holds at most (LLAMA_MAX_SEQ in llama-cparams.h).
 LLAMA_MAX_SEQ = 256
@@ -29,9 +29,9 @@ LLAMA_MAX_SEQ = 256
 @dataclass(frozen=True)
 class Invariance:
     """What a local model's engine turns off so that a sequence's logits do not depend on its
-    batch (see workers.decoder): recorded here, applied by workers.decoder (flash attention),
-    workers.weights (repacked weights) and common.adapters.ggml_invariance (the tiled matrix
-    product); tests/unit/test_plan.py checks that they agree."""
+    batch (see workers.runtime.decoder): recorded here, applied by workers.runtime.decoder (flash
+    attention), workers.runtime.weights (repacked weights) and common.adapters.ggml_invariance
+    (the tiled matrix product); tests/unit/test_plan.py checks that they agree."""
 
     flash_attention: bool = False
     weight_repack: bool = False

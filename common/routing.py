@@ -3,9 +3,9 @@ model (`cpu.tiny`), and a worker consumes the queues of the models it serves on 
 class, so that a job is only ever taken by a worker that can run its model.
 
 `serving()` works out what a worker serves from its settings (`GENQ_DEVICE`,
-`GENQ_WORKER_MODELS`), with each model's plan (common.plan: slots, context, batch), and checks,
+`GENQ_WORKER_MODELS`), with each model's plan (genq.common.plan: slots, context, batch), and checks,
 before it takes any job, that it can: `genq worker` runs it before starting celery, and the
-worker process again at start (`celery -A workers.app worker`).
+worker process again at start (`celery -A genq.workers.app worker`).
 """
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from common.errors import WorkerConfigError
-from common.plan import LlamaPlan, ModelPlan, resolve
-from common.registry import (
+from genq.common.errors import WorkerConfigError
+from genq.common.plan import LlamaPlan, ModelPlan, resolve
+from genq.common.registry import (
     BUILT_IN,
     AnyModelConfig,
     LlamaModelConfig,
     ModelRegistry,
     RemoteModelConfig,
 )
-from common.schemas import Device
-from common.settings import Settings
+from genq.common.schemas import Device
+from genq.common.settings import Settings
 
 # llama-cpp-python with CUDA: compiled from source (needs the CUDA toolkit's nvcc).
 CUDA_BUILD = (
@@ -74,7 +74,7 @@ class Serving:
 
     @property
     def queue_slots(self) -> dict[str, int]:
-        """Jobs at once per queue: its model's slots (what workers.admission lets in)."""
+        """Jobs at once per queue: its model's slots (what workers.celery.admission lets in)."""
         return {queue_name(self.device, plan.model): plan.slots for plan in self.plans}
 
 

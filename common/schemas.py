@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from common.keys import BATCH_ID_CHARS, JOB_ID_PATTERN
+from genq.common.keys import BATCH_ID_CHARS, JOB_ID_PATTERN
 
 SEED_MAX = 2**32 - 1
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
@@ -117,7 +117,7 @@ Text = Annotated[str, StringConstraints(strict=True), _Utf8]
 StopText = Annotated[str, StringConstraints(min_length=1, max_length=256, strict=True), _Utf8]
 MessageText = Annotated[str, StringConstraints(max_length=10_000_000, strict=True), _Utf8]
 StrictInt = Annotated[int, BeforeValidator(_integer)]
-# Ids in task messages become Redis keys: only what common.keys.check_job_id accepts.
+# Ids in task messages become Redis keys: only what genq.common.keys.check_job_id accepts.
 JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN, strict=True)]
 Number = Annotated[float, BeforeValidator(_number)]
 TokenId = Annotated[int, BeforeValidator(_token_id), Field(ge=0)]
@@ -252,7 +252,7 @@ class GenerateRequest(_Model):
     epoch: StrictInt = Field(0, ge=0)
     batch_id: str = Field(
         "",
-        pattern=f"^({BATCH_ID_CHARS})?$",  # as common.keys.check_batch_id, or none
+        pattern=f"^({BATCH_ID_CHARS})?$",  # as genq.common.keys.check_batch_id, or none
         description="The job's batch, whose counts the worker keeps.",
     )
 
@@ -337,14 +337,14 @@ class JobRecord(_Model):
 
     def to_hash(self) -> Mapping[Any, Any]:
         """Redis-ready field map; the encoding is common/store/jobs.py's."""
-        from common.store import jobs  # the store builds on these models
+        from genq.common.store import jobs  # the store builds on these models
 
         return jobs.encode(self)
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> JobRecord:
         """A record from its hash fields (common/store/jobs.py decodes)."""
-        from common.store import jobs
+        from genq.common.store import jobs
 
         return jobs.decode(raw)
 
@@ -385,7 +385,7 @@ class BatchStatus(_Model):
     @classmethod
     def from_hash(cls, batch_id: str, raw: Mapping[str, str]) -> BatchStatus:
         """The record's decoding, which common/store/batches.py owns."""
-        from common.store.batches import decode_status  # the store imports this module
+        from genq.common.store.batches import decode_status  # the store imports this module
 
         return decode_status(batch_id, raw)
 

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from common.logs import QUERY_PASSWORD
-from common.schemas import BUNDLE_JOBS_MAX, Device, ModelName
+from genq.common.logs import QUERY_PASSWORD
+from genq.common.schemas import BUNDLE_JOBS_MAX, Device, ModelName
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 

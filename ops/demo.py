@@ -27,18 +27,18 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from common import gemma
-from common.errors import UnknownModel
-from common.frames import ContinuationFrame, Frame, ResumeFrame, TokenFrame
-from common.registry import ModelRegistry
-from common.schemas import JobRecord
-from common.settings import Settings
+from genq import STOP, Client, GenqError, JobHandle
+from genq.common import gemma
+from genq.common.errors import UnknownModel
+from genq.common.frames import ContinuationFrame, Frame, ResumeFrame, TokenFrame
+from genq.common.registry import ModelRegistry
+from genq.common.schemas import JobRecord
+from genq.common.settings import Settings
+from genq.producer.cli import terminal_safe
+from genq.producer.progress import BatchProgress
 from ops.localstack import StackError, Worker, settings_for
 from ops.stackctl import StackOptions, UpResult, down, shared_env, up
 from ops.stackstate import RunDir
-from producer import STOP, Client, GenqError, JobHandle
-from producer.cli import terminal_safe
-from producer.progress import BatchProgress
 
 DEFAULT_MODEL = gemma.NAME
 TINY = "tiny"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Self
 
-from common.registry import LlamaModelConfig
+from genq.common.registry import LlamaModelConfig
 from ops.localstack import StackError, free_port, stop_process, wait_for
 
 HOST = "127.0.0.1"

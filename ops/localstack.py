@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol, Self
 
 import redis
 
-from common.settings import Settings
+from genq.common.settings import Settings
 
 READY_TIMEOUT_S = 60.0
 

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 import click
 
-from common.settings import redact_url
+from genq.common.settings import redact_url
 from ops.localstack import (
     Flower,
     Gateway,

@@ -1,71 +1,14 @@
-"""genq's client side: submit generation jobs and stream their tokens.
+"""genq's client side: submit generation jobs and stream their tokens (public face: `genq`).
 
-from producer import Client
-with Client() as client:
-    job = client.submit("Once upon a time", max_tokens=64)
-    print(job.result().text)
+Module map:
+    client      `Client` and `AsyncClient`: submit a job, stream it, read its result
+    core        what both faces share, with no I/O
+    submitter   a job's way into and out of the queue, whoever submits it
+    batches     many jobs as one: submit, watch, read back in order, cancel
+    batchfile   reading JSONL batch lines (genq's form or OpenAI's)
+    bundles     several short jobs of a batch to one task message
+    retry       reads that ride through a Redis blip
+    progress    the command line's progress bar for batches
+    cli/        the `genq` command line
+    gateway/    the OpenAI-compatible HTTP gateway (`genq serve`)
 """
-
-from common.errors import (
-    GenqError,
-    InvalidBatch,
-    InvalidEntry,
-    InvalidJob,
-    JobFailed,
-    PromptTooLong,
-    RedisUnavailable,
-    StreamTimeout,
-    UnknownModel,
-)
-from common.frames import Frame, FrameType
-from common.schemas import (
-    BatchStatus,
-    ChatMessage,
-    FinishReason,
-    JobRecord,
-    JobResult,
-    JobSpec,
-    JobState,
-    ResultLine,
-    WorkerInfo,
-)
-from common.settings import Settings
-from producer.batches import AsyncBatchHandle, BatchHandle
-from producer.batchfile import Reject
-from producer.client import STOP, AsyncClient, AsyncJobHandle, Client, JobHandle
-from producer.core import StreamStats
-from producer.submitter import CancelReport
-
-__all__ = [
-    "STOP",
-    "AsyncBatchHandle",
-    "AsyncClient",
-    "AsyncJobHandle",
-    "BatchHandle",
-    "BatchStatus",
-    "CancelReport",
-    "ChatMessage",
-    "Client",
-    "FinishReason",
-    "Frame",
-    "FrameType",
-    "GenqError",
-    "InvalidBatch",
-    "InvalidEntry",
-    "InvalidJob",
-    "JobFailed",
-    "JobHandle",
-    "JobRecord",
-    "JobResult",
-    "JobSpec",
-    "JobState",
-    "PromptTooLong",
-    "RedisUnavailable",
-    "Reject",
-    "ResultLine",
-    "Settings",
-    "StreamStats",
-    "StreamTimeout",
-    "UnknownModel",
-    "WorkerInfo",
-]

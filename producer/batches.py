@@ -31,21 +31,21 @@ import redis
 import redis.asyncio
 import redis.asyncio.client
 
-from common.connection import redis_errors
-from common.errors import InvalidBatch, InvalidJob, StreamTimeout
-from common.keys import Keys, check_batch_id, new_batch_id
-from common.lifecycle import now_ms
-from common.schemas import DEFAULT_PRIORITY, BatchStatus, JobState, ResultLine
-from common.settings import Settings
-from common.store import Command, arun, queue, run
-from common.store import batches as batch_store
-from common.store import jobs as job_store
-from common.store.batches import NewJob, Opening, result_line
-from producer.batchfile import BatchLine, Reject, Source, scan, valid_lines
-from producer.bundles import dispatches
-from producer.core import PreparedJob
-from producer.retry import retrying, retrying_async
-from producer.submitter import CancelReport, Submitter
+from genq.common.connection import redis_errors
+from genq.common.errors import InvalidBatch, InvalidJob, StreamTimeout
+from genq.common.keys import Keys, check_batch_id, new_batch_id
+from genq.common.lifecycle import now_ms
+from genq.common.schemas import DEFAULT_PRIORITY, BatchStatus, JobState, ResultLine
+from genq.common.settings import Settings
+from genq.common.store import Command, arun, queue, run
+from genq.common.store import batches as batch_store
+from genq.common.store import jobs as job_store
+from genq.common.store.batches import NewJob, Opening, result_line
+from genq.producer.batchfile import BatchLine, Reject, Source, scan, valid_lines
+from genq.producer.bundles import dispatches
+from genq.producer.core import PreparedJob
+from genq.producer.retry import retrying, retrying_async
+from genq.producer.submitter import CancelReport, Submitter
 
 SUBMIT_CHUNK = 500  # jobs written and dispatched per round
 FIRST_CHUNK = 50  # smaller, so that workers start while the rest is written
@@ -60,7 +60,7 @@ H_co = TypeVar("H_co", covariant=True)
 
 
 class BatchClient(Protocol[H_co]):
-    """What a BatchHandle uses of its client (`producer.Client`), named here so that the
+    """What a BatchHandle uses of its client (`genq.producer.Client`), named here so that the
     batches do not import the client, which imports them."""
 
     @property
@@ -75,7 +75,7 @@ class BatchClient(Protocol[H_co]):
 
 
 class AsyncBatchClient(Protocol[H_co]):
-    """What an AsyncBatchHandle uses of its client (`producer.AsyncClient`)."""
+    """What an AsyncBatchHandle uses of its client (`genq.producer.AsyncClient`)."""
 
     @property
     def keys(self) -> Keys: ...

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from common.errors import InvalidBatch, InvalidJob
-from common.schemas import JobSpec, json_kind, unencodable
-from producer.core import parse_spec
+from genq.common.errors import InvalidBatch, InvalidJob
+from genq.common.schemas import JobSpec, json_kind, unencodable
+from genq.producer.core import parse_spec
 
 CUSTOM_ID_MAX = 256  # characters
 # Limits checked before a line is parsed, so that no line can exhaust memory or recursion.

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from common.dispatch import Dispatch
-from common.schemas import BundleRequest
-from producer.core import PreparedJob
+from genq.common.dispatch import Dispatch
+from genq.common.schemas import BundleRequest
+from genq.producer.core import PreparedJob
 
 MIN_MESSAGES = 16
 

@@ -32,19 +32,19 @@ from typing import Any, Generic, Self, TypeVar
 import redis
 import redis.asyncio
 
-from common.connection import connect, connect_async, redis_errors
-from common.errors import InvalidEntry, InvalidJob, StreamTimeout
-from common.frames import Frame, TokenFrame
-from common.keys import Keys, check_batch_id, check_job_id, is_job_id
-from common.presence import live_workers, live_workers_async
-from common.registry import ModelRegistry
-from common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec, WorkerInfo
-from common.settings import Settings
-from common.store import arun, jobs, leases, queue, run
-from common.store import streams as stream_store
-from producer.batches import AsyncBatchHandle, BatchHandle, BatchOptions, BatchSubmitter
-from producer.batchfile import Source
-from producer.core import (
+from genq.common.connection import connect, connect_async, redis_errors
+from genq.common.errors import InvalidEntry, InvalidJob, StreamTimeout
+from genq.common.frames import Frame, TokenFrame
+from genq.common.keys import Keys, check_batch_id, check_job_id, is_job_id
+from genq.common.presence import live_workers, live_workers_async
+from genq.common.registry import ModelRegistry
+from genq.common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec, WorkerInfo
+from genq.common.settings import Settings
+from genq.common.store import arun, jobs, leases, queue, run
+from genq.common.store import streams as stream_store
+from genq.producer.batches import AsyncBatchHandle, BatchHandle, BatchOptions, BatchSubmitter
+from genq.producer.batchfile import Source
+from genq.producer.core import (
     Placement,
     PreparedJob,
     StreamState,
@@ -53,8 +53,8 @@ from producer.core import (
     parse_record,
     terminal_from_record,
 )
-from producer.retry import retrying, retrying_async
-from producer.submitter import CancelReport, Submitter
+from genq.producer.retry import retrying, retrying_async
+from genq.producer.submitter import CancelReport, Submitter
 
 OnChunk = Callable[[TokenFrame], object]
 STOP = True  # what an `on_chunk` callback returns to stop its job (any true value does)

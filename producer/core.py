@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from common.errors import InvalidEntry, InvalidJob, JobFailed, PromptTooLong, ResultNotReady
-from common.frames import (
+from genq.common.errors import InvalidEntry, InvalidJob, JobFailed, PromptTooLong, ResultNotReady
+from genq.common.frames import (
     DoneFrame,
     ErrorData,
     ErrorFrame,
@@ -24,11 +24,11 @@ from common.frames import (
     WindowFrame,
     parse_frame,
 )
-from common.keys import new_job_id
-from common.prompts import PromptCounter
-from common.registry import LlamaModelConfig, ModelRegistry
-from common.routing import model_queue
-from common.schemas import (
+from genq.common.keys import new_job_id
+from genq.common.prompts import PromptCounter
+from genq.common.registry import LlamaModelConfig, ModelRegistry
+from genq.common.routing import model_queue
+from genq.common.schemas import (
     DEFAULT_PRIORITY,
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -41,8 +41,8 @@ from common.schemas import (
     describe_validation,
     json_kind,
 )
-from common.settings import Settings
-from common.store import jobs
+from genq.common.settings import Settings
+from genq.common.store import jobs
 
 
 def parse_spec(prompt: str | JobSpec | None, fields: Mapping[str, Any]) -> JobSpec:

@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from common.schemas import BatchStatus
+from genq.common.schemas import BatchStatus
 
 
 class BatchProgress:

@@ -19,9 +19,9 @@ from typing import TypeVar
 import redis
 import redis.exceptions
 
-from common.connection import unavailable
-from common.errors import InvalidEntry
-from common.settings import Settings
+from genq.common.connection import unavailable
+from genq.common.errors import InvalidEntry
+from genq.common.settings import Settings
 
 T = TypeVar("T")
 # A lost or refused connection, a timeout, and a restarted Redis still loading its data

@@ -18,19 +18,19 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from common.connection import redis_errors, unavailable
-from common.dispatch import Dispatch, Dispatcher
-from common.errors import QueueFull
-from common.keys import Keys
-from common.lifecycle import Finish, unstarted_finish
-from common.prompts import PromptCounter
-from common.registry import ModelRegistry
-from common.schemas import JobSpec, JobState
-from common.settings import Settings
-from common.store import jobs as job_store
-from common.store import queue, queues
-from common.store.command import Command
-from producer.core import Placement, PreparedJob, check_job, parse_spec, prepare_job
+from genq.common.connection import redis_errors, unavailable
+from genq.common.dispatch import Dispatch, Dispatcher
+from genq.common.errors import QueueFull
+from genq.common.keys import Keys
+from genq.common.lifecycle import Finish, unstarted_finish
+from genq.common.prompts import PromptCounter
+from genq.common.registry import ModelRegistry
+from genq.common.schemas import JobSpec, JobState
+from genq.common.settings import Settings
+from genq.common.store import jobs as job_store
+from genq.common.store import queue, queues
+from genq.common.store.command import Command
+from genq.producer.core import Placement, PreparedJob, check_job, parse_spec, prepare_job
 
 
 @dataclass(frozen=True)

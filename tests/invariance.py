@@ -1,8 +1,8 @@
 """Batch invariance, measured: a sequence's logits under different batches and chunkings.
 
-Every probe decodes the same sequence 0 in genq's decoder (workers.decoder, over weights
-loaded by workers.weights): a prompt, then `STEPS` greedy tokens. The reference evaluates the
-prompt token by token, alone. A variant changes the prompt's chunk size, or adds `others`
+Every probe decodes the same sequence 0 in genq's decoder (workers.runtime.decoder, over weights
+loaded by workers.runtime.weights): a prompt, then `STEPS` greedy tokens. The reference evaluates
+the prompt token by token, alone. A variant changes the prompt's chunk size, or adds `others`
 sequences (other prompts, so other positions) that decode a token in every one of sequence
 0's batches, its prompt chunks included. A probe returns sequence 0's logits after its
 prompt and after each step, compared bit for bit.
@@ -20,9 +20,9 @@ import llama_cpp as lc
 import numpy as np
 import numpy.typing as npt
 
-from common.adapters.ggml_invariance import make_invariant
-from workers.decoder import Decoder
-from workers.weights import free_weights, load_weights
+from genq.common.adapters.ggml_invariance import make_invariant
+from genq.workers.runtime.decoder import Decoder
+from genq.workers.runtime.weights import free_weights, load_weights
 
 Logits = npt.NDArray[np.float32]
 STEPS = 16

@@ -1,9 +1,9 @@
-"""The Celery app: `celery -A workers.app worker` (or `genq worker`) runs it.
+"""The Celery app: `celery -A genq.workers.app worker` (or `genq worker`) runs it.
 
 Settings are read once, here, from GENQ_* environment variables. A worker serves the models of
-its settings (`GENQ_DEVICE`, `GENQ_WORKER_MODELS`; see common.routing): at start it checks that
-it can, and consumes their queues; once ready it records itself in Redis (workers.heartbeat)
-and serves its Prometheus metrics on GENQ_METRICS_PORT (workers.metrics).
+its settings (`GENQ_DEVICE`, `GENQ_WORKER_MODELS`; see genq.common.routing): at start it checks that
+it can, and consumes their queues; once ready it records itself in Redis (workers.celery.heartbeat)
+and serves its Prometheus metrics on GENQ_METRICS_PORT (genq.workers.publishing.metrics).
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ from typing import Any
 from celery import Celery, signals
 from celery.utils.log import get_multiprocessing_logger
 
-from common.celery_config import celery_config
-from common.connection import connect
-from common.errors import RegistryError
-from common.keys import Keys
-from common.logs import configure, fields, use_formatter
-from common.registry import ModelRegistry
-from common.routing import Serving, serving, worker_slots
-from common.schemas import WorkerInfo
-from common.settings import Settings
-from workers import handoff
-from workers.admission import Admission, QueueGate
-from workers.heartbeat import Heartbeat
-from workers.metrics import Endpoint, MetricsDir, serve_pool
+from genq.common.celery_config import celery_config
+from genq.common.connection import connect
+from genq.common.errors import RegistryError
+from genq.common.keys import Keys
+from genq.common.logs import configure, fields, use_formatter
+from genq.common.registry import ModelRegistry
+from genq.common.routing import Serving, serving, worker_slots
+from genq.common.schemas import WorkerInfo
+from genq.common.settings import Settings
+from genq.workers.celery import handoff
+from genq.workers.celery.admission import Admission, QueueGate
+from genq.workers.celery.heartbeat import Heartbeat
+from genq.workers.publishing.metrics import Endpoint, MetricsDir, serve_pool
 
 log = logging.getLogger(__name__)
 EXIT_CONFIG = 2  # as `genq worker`: the worker cannot serve what it is asked to
@@ -39,7 +39,7 @@ RESUME_POLL_S = 0.1  # a worker with slots waits on its broker queues this long 
 def pool_config(settings: Settings) -> dict[str, Any]:
     """With slots, one process runs that many jobs at once, each in a thread of Celery's
     threads pool (the jobs of a local model share its engine; a model with fewer slots takes
-    no more, workers.admission); plain `celery -A workers.app worker` reads these too. With
+    no more, workers.celery.admission); plain `celery -A workers.app worker` reads these too. With
     one slot, Celery's default (prefork) pool as before."""
     try:
         slots = worker_slots(settings, ModelRegistry.from_settings(settings))
@@ -51,7 +51,7 @@ def pool_config(settings: Settings) -> dict[str, Any]:
     return {
         "worker_pool": "threads",
         "worker_concurrency": slots,
-        # A model's queue that was paused while the model was full (workers.admission) is
+        # A model's queue that was paused while the model was full (workers.celery.admission) is
         # polled again once the BRPOP waiting on the other queues returns (kombu cannot cut
         # it short): within this many seconds, not the default 1.
         "broker_transport_options": {**transport, "polling_interval": RESUME_POLL_S},
@@ -63,12 +63,14 @@ class GenqCelery(Celery):  # type: ignore[misc]
     models of those settings."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__("genq", include=["workers.tasks"])
+        super().__init__("genq", include=["genq.workers.celery.tasks"])
         self.genq_settings = settings
         self.conf.update(celery_config(settings))
         self.conf.update(pool_config(settings))
         self.genq_serving: Serving | None = None  # set in a worker's main process at start
-        self.genq_admission: Admission | None = None  # and its free slots (workers.admission)
+        self.genq_admission: Admission | None = (
+            None  # and its free slots (genq.workers.celery.admission)
+        )
         self.steps["consumer"].add(QueueGate)
         self._heartbeat: Heartbeat | None = None
         self._node = "unknown"  # the worker's node name, on every log line
@@ -167,7 +169,7 @@ class GenqCelery(Celery):  # type: ignore[misc]
 
     def _on_shutting_down(self, sender: str, sig: str, how: str, **_: Any) -> None:
         """A warm shutdown (SIGTERM): Celery stops taking jobs and waits for the running
-        ones, which hand themselves off at their next chunk (workers.handoff). A cold one
+        ones, which hand themselves off at their next chunk (workers.celery.handoff). A cold one
         (SIGQUIT) leaves them to the lease reaper."""
         if how != "Warm" or self._heartbeat is None:
             return

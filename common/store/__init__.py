@@ -19,6 +19,6 @@ index `genq:gw:detach`); `files` (the gateway's files `genq:file:{id}`, their co
 `genq:openai-batch:{bid}`, and the `genq:openai-batches` index).
 """
 
-from common.store.command import Command, arun, arun_all, queue, run, run_all
+from genq.common.store.command import Command, arun, arun_all, queue, run, run_all
 
 __all__ = ["Command", "arun", "arun_all", "queue", "run", "run_all"]

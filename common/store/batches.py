@@ -19,11 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import ErrorCode
-from common.keys import Keys
-from common.schemas import BatchStatus, JobRecord, JobState, ResultError, ResultLine
-from common.store import jobs as job_store
-from common.store.command import Command
+from genq.common.errors import ErrorCode
+from genq.common.keys import Keys
+from genq.common.schemas import BatchStatus, JobRecord, JobState, ResultError, ResultLine
+from genq.common.store import jobs as job_store
+from genq.common.store.command import Command
 
 CANCEL_FLAG = "1"  # how the record's `cancel_requested` is written
 

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from common.keys import Keys
-from common.store.command import Command
+from genq.common.keys import Keys
+from genq.common.store.command import Command
 
 Kind = Literal["chat", "completion"]
 

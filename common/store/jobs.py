@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from common.errors import InvalidEntry
-from common.keys import Keys
-from common.schemas import JobRecord, JobResult, JobSpec, describe_validation
-from common.store.command import Command
+from genq.common.errors import InvalidEntry
+from genq.common.keys import Keys
+from genq.common.schemas import JobRecord, JobResult, JobSpec, describe_validation
+from genq.common.store.command import Command
 
 _JSON_FIELDS = frozenset({"spec", "result"})
 

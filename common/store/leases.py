@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from common.keys import Keys
-from common.schemas import JobRecord, JobState
-from common.store import jobs
-from common.store.command import Call, Command
+from genq.common.keys import Keys
+from genq.common.schemas import JobRecord, JobState
+from genq.common.store import jobs
+from genq.common.store.command import Call, Command
 
 # KEYS: leases, expiries, [batch hash], then per job: job hash, cancel key.
 # ARGV: now_ms, lease_ms, worker, has_batch (1 or 0), then per job: job_id, epoch.
@@ -43,7 +43,7 @@ from common.store.command import Call, Command
 # then the job's hash when claimed (else an empty list). One call claims a bundle's jobs, each
 # under its own lease, and reads their records. A queued job whose cancel was asked for, or
 # that was not started before its expiry, is not started: the caller ends it
-# (common.lifecycle). A job that started once never expires.
+# (genq.common.lifecycle). A job that started once never expires.
 CLAIM = """
 local now, lease_ms, worker = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local batch, first = nil, 3

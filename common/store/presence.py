@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from common.keys import Keys
-from common.schemas import WorkerInfo
-from common.store.command import Command
+from genq.common.keys import Keys
+from genq.common.schemas import WorkerInfo
+from genq.common.store.command import Command
 
 PRESENCE_MISSED_BEATS = 3  # heartbeats a worker may miss before it is considered gone
 
@@ -68,7 +68,7 @@ def forget(keys: Keys, gone: Sequence[str]) -> Command[None]:
 
 
 def drain(keys: Keys, name: str, ttl_ms: int) -> Command[None]:
-    """Mark a worker as shutting down, for its job processes to see (workers.handoff)."""
+    """Mark a worker as shutting down, for its job processes to see (workers.celery.handoff)."""
     return Command((("SET", keys.draining(name), "1", "PX", ttl_ms),), _none)
 
 

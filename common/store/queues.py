@@ -1,12 +1,12 @@
 """A model's broker queue as Redis holds it: one list per priority step (named as kombu names
-them: common.celery_config.priority_lists). Kombu owns the lists; genq only counts them."""
+them: genq.common.celery_config.priority_lists). Kombu owns the lists; genq only counts them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from common.celery_config import priority_lists
-from common.store.command import Command
+from genq.common.celery_config import priority_lists
+from genq.common.store.command import Command
 
 
 def depth(queue: str) -> Command[int]:

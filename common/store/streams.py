@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.errors import InvalidEntry
-from common.frames import WindowData
-from common.keys import Keys
-from common.schemas import FinishReason, TokenLogprob, describe_validation
-from common.store.command import Command
+from genq.common.errors import InvalidEntry
+from genq.common.frames import WindowData
+from genq.common.keys import Keys
+from genq.common.schemas import FinishReason, TokenLogprob, describe_validation
+from genq.common.store.command import Command
 
 ENTRY_VERSION = 1
 
@@ -152,7 +152,7 @@ def last_id(keys: Keys, job_id: str) -> Command[str | None]:
 
 def raw_frames(keys: Keys, job_id: str) -> Command[list[tuple[str, str]]]:
     """One job's whole stream as (entry id, frame JSON), undecoded: a resuming worker folds
-    it (workers.resume); an entry without a frame reads as an empty one."""
+    it (genq.workers.generation.resume); an entry without a frame reads as an empty one."""
 
     def decode(replies: list[Any]) -> list[tuple[str, str]]:
         return [(str(entry_id), fields.get("f", "")) for entry_id, fields in replies[0]]

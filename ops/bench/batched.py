@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, replace
 import llama_cpp as lc
 import numpy as np
 
-from common.adapters.ggml_invariance import TILED_MM
+from genq.common.adapters.ggml_invariance import TILED_MM
 from ops.localstack import StackError
 
 RUN_TIMEOUT_S = 900.0

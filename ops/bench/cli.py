@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from common.errors import GenqError
-from common.registry import ModelRegistry
-from common.settings import Settings
+from genq.common.errors import GenqError
+from genq.common.registry import ModelRegistry
+from genq.common.settings import Settings
 from ops.bench import (
     gateway,
     genq_stream,

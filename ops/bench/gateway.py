@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from common.prompts import prompt_tokens
-from common.registry import LlamaModelConfig, ModelRegistry
+from genq.common.prompts import prompt_tokens
+from genq.common.registry import LlamaModelConfig, ModelRegistry
+from genq.producer.client import Client
 from ops.bench import genq_stream, inprocess, llama_server_bin
 from ops.bench.llama_server_peer import LlamaCppServer
 from ops.bench.measure import MS_PER_S, PathResult, Run
@@ -43,7 +44,6 @@ from ops.bench.workload import (
 )
 from ops.llamaserver import HOST, LlamaServer, missing_modules
 from ops.localstack import Gateway
-from producer.client import Client
 
 if TYPE_CHECKING:  # imported where used: the other sections run without the SDK installed
     import openai

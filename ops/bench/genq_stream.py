@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from common.frames import DoneFrame, ErrorFrame, TokenFrame
+from genq.common.frames import DoneFrame, ErrorFrame, TokenFrame
+from genq.producer.client import Client
 from ops.bench.measure import PathResult, Run
 from ops.bench.workload import Workload
-from producer.client import Client
 
 NAME = "genq end to end"
 STREAM_TIMEOUT_S = 120.0

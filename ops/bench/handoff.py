@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.errors import JobFailed, StreamTimeout
-from common.frames import Frame, ResumeFrame, TokenFrame
+from genq.common.errors import JobFailed, StreamTimeout
+from genq.common.frames import Frame, ResumeFrame, TokenFrame
+from genq.producer.client import Client
 from ops.bench.recovery import entries, holder
 from ops.bench.report import met, say
 from ops.bench.stack import Stack, local_stack
 from ops.bench.workload import TINY, job_model
 from ops.localstack import Worker
-from producer.client import Client
 
 TARGET_S = 0.5  # signal -> first token of the new epoch, median of the runs
 STREAM_TIMEOUT_S = 180.0

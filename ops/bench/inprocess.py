@@ -17,15 +17,15 @@ from pathlib import Path
 
 from llama_cpp import Llama
 
-from common.frames import TokenData, WindowData
-from common.registry import LlamaModelConfig
-from common.schemas import JobSpec
-from common.settings import Settings
+from genq.common.frames import TokenData, WindowData
+from genq.common.registry import LlamaModelConfig
+from genq.common.schemas import JobSpec
+from genq.common.settings import Settings
+from genq.workers.backends.llama import LlamaBackend
+from genq.workers.generation.chunks import Chunker
+from genq.workers.generation.loop import generate
 from ops.bench.measure import Run
 from ops.bench.workload import Workload
-from workers.backends.llama import LlamaBackend
-from workers.chunks import Chunker
-from workers.generation import generate
 
 NAME = "in-process (worker's backend)"
 

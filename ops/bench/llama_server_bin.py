@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from common.settings import Settings
+from genq.common.settings import Settings
 from ops.localstack import StackError
 
 __all__ = ["BINARY", "ENV_VAR", "LlamaServerNotFound", "build", "cache_root", "find"]

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from common.errors import GenqError
-from common.registry import ModelRegistry
-from common.schemas import JobSpec
-from common.settings import Settings
+from genq.common.errors import GenqError
+from genq.common.registry import ModelRegistry
+from genq.common.schemas import JobSpec
+from genq.common.settings import Settings
+from genq.workers.backends.remote import sse_data
 from ops.bench import llama_server_bin
 from ops.bench.measure import MS_PER_S, Run
 from ops.bench.openai_server import REQUEST_TIMEOUT_S, ServerError
@@ -38,7 +39,6 @@ from ops.bench.stack import print_tail
 from ops.bench.workload import DEFAULT_PROMPT, DEFAULT_SEED, default_model, job_model
 from ops.llamaserver import HOST, LlamaServer
 from ops.localstack import StackError
-from workers.backends.remote import sse_data
 
 __all__ = ["LlamaCppServer", "PeerResult", "measure", "request_body", "run_peer", "sampling"]
 

@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from genq.workers.backends.remote import sse_data
 from ops.bench.measure import PathResult, Run
 from ops.bench.workload import Workload
 from ops.llamaserver import HOST, LlamaServer, missing_modules
-from workers.backends.remote import sse_data
 
 __all__ = ["NAME", "LlamaServer", "ServerError", "measure", "missing_modules", "run_once"]
 

@@ -36,14 +36,14 @@ from typing import Any
 
 import psutil
 
+from genq.producer.batches import BatchHandle
+from genq.producer.client import Client, JobHandle
 from ops.bench.overhead_child import READY
 from ops.bench.procs import BenchProcess, running
 from ops.bench.report import met, say
 from ops.bench.stack import Stack, local_stack
 from ops.bench.workload import job_model
 from ops.localstack import StackError
-from producer.batches import BatchHandle
-from producer.client import Client, JobHandle
 
 PROCESSES = 2  # worker processes, and baseline processes, unless --overhead-processes
 JOBS = 200  # the target's batch, unless --overhead-jobs

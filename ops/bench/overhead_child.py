@@ -15,9 +15,9 @@ import json
 import sys
 import time
 
-from common.registry import ModelRegistry
-from common.schemas import JobSpec
-from common.settings import Settings
+from genq.common.registry import ModelRegistry
+from genq.common.schemas import JobSpec
+from genq.common.settings import Settings
 from ops.bench import inprocess
 
 READY = "ready"

@@ -8,11 +8,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from genq.producer.client import Client
+from genq.workers.backends.llama import LlamaBackend
 from ops.bench import genq_stream, inprocess
 from ops.bench.measure import PathResult, Run
 from ops.bench.workload import Workload
-from producer.client import Client
-from workers.backends.llama import LlamaBackend
 
 SETTLE_S = 0.05
 

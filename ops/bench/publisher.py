@@ -24,8 +24,8 @@ from types import FrameType
 
 import redis
 
-from common.adapters.redis_replies import Replies
-from common.keys import Keys
+from genq.common.adapters.redis_replies import Replies
+from genq.common.keys import Keys
 from ops.bench.tokenframes import FrameTemplate, templates
 
 SUBSCRIBER_WAIT_S = 30.0

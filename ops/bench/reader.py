@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import sys
 
-from common.frames import TokenFrame
-from common.settings import Settings
-from producer.client import Client
+from genq.common.frames import TokenFrame
+from genq.common.settings import Settings
+from genq.producer.client import Client
 
 READY = "ready"
 TIMEOUT_S = 1800.0

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.errors import JobFailed, StreamTimeout
-from common.frames import Frame, ResumeFrame, TokenFrame, parse_frame
-from common.schemas import JobRecord
+from genq.common.errors import JobFailed, StreamTimeout
+from genq.common.frames import Frame, ResumeFrame, TokenFrame, parse_frame
+from genq.common.schemas import JobRecord
+from genq.producer.client import Client, JobHandle
 from ops.bench.report import met, say
 from ops.bench.stack import Stack, local_stack
 from ops.bench.workload import TINY
-from producer.client import Client, JobHandle
 
 STREAM_TIMEOUT_S = 180.0
 SLACK_S = 2.0  # target: next token within lease TTL + this

@@ -1,4 +1,4 @@
-"""Where the relay's time goes: `workers.relay.Relay(settings).run(stop)` in a thread of this
+"""Where the relay's time goes: `relay.service.Relay(settings).run(stop)` in a thread of this
 process under cProfile, fed by the benchmark's publisher for a few seconds. The parts are
 found by function name, in the relay as it is now (its reader was `Relay._read` and may be a
 `read` method of a reader class).
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import redis
 
-from common.keys import Keys
-from common.settings import Settings
+from genq.common.keys import Keys
+from genq.common.settings import Settings
+from genq.workers.relay.service import Relay
 from ops.bench.procs import running
 from ops.bench.relay_rate import RelayOptions, publisher, record_jobs
 from ops.bench.stack import Stack
-from workers.relay import Relay
 
 TOP = 12
 ROOT = Path(__file__).resolve().parents[2]

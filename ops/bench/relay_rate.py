@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 import redis
 
-from common.keys import Keys
+from genq.common.keys import Keys
+from genq.workers.relay.service import BATCH_FRAMES, Relay
 from ops.bench.procs import BenchProcess, running
 from ops.bench.sampling import CpuClock, Rate, merge, sample_while, steady_rate, wait_until
 from ops.bench.stack import Stack
 from ops.bench.tokenframes import job_ids, templates
 from ops.localstack import StackError
-from workers.relay import BATCH_FRAMES, Relay
 
 TARGET_FPS = 100_000
 TARGET_OF_XADD = 0.6  # and at least this share of raw pipelined XADD in the same run

@@ -20,9 +20,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from common.prompts import prompt_tokens
-from common.registry import ModelRegistry
-from common.schemas import JobSpec
+from genq.common.prompts import prompt_tokens
+from genq.common.registry import ModelRegistry
+from genq.common.schemas import JobSpec
+from genq.producer.client import Client
 from ops.bench import genq_stream, inprocess, openai_server, remote_concurrent
 from ops.bench.measure import MS_PER_S, Run
 from ops.bench.report import met, say
@@ -31,7 +32,6 @@ from ops.bench.streaming import Model
 from ops.bench.workload import BENCH_MODEL, Workload, base_spec, fit
 from ops.llamaserver import HOST
 from ops.localstack import StackError
-from producer.client import Client
 
 TARGET_RATIO = 0.9  # genq tok/s over direct tok/s, at least (median over rounds)
 REMOTE_MODEL = "tiny-remote"  # the registry entry the worker streams from the server

@@ -28,9 +28,10 @@ from subprocess import Popen
 
 import psutil
 
-from common.adapters.ggml_invariance import invariant_build
-from common.registry import LlamaModelConfig, ModelRegistry
-from common.schemas import JobResult, JobSpec
+from genq.common.adapters.ggml_invariance import invariant_build
+from genq.common.registry import LlamaModelConfig, ModelRegistry
+from genq.common.schemas import JobResult, JobSpec
+from genq.producer.client import Client
 from ops.bench import batched, llama_server_bin
 from ops.bench.inprocess import vocabulary
 from ops.bench.llama_server_peer import LlamaCppServer, PeerJob, run_peer, sampling
@@ -39,7 +40,6 @@ from ops.bench.report import met, say
 from ops.bench.stack import Stack, local_stack, print_tail
 from ops.bench.workload import BENCH_MODEL, TINY, job_model
 from ops.localstack import StackError, Worker
-from producer.client import Client
 
 # genq's aggregate tok/s over each baseline's, at least (TARGETS), and the invariant loop's
 # over llama.cpp's defaults (the cost of the invariant settings).

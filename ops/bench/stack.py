@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.settings import Settings
-from common.tinymodel import ensure_tiny_model
+from genq.common.settings import Settings
+from genq.common.tinymodel import ensure_tiny_model
 from ops.bench.workload import BENCH_MODEL, BENCH_N_CTX
 from ops.localstack import GenqProcess, RedisServer, Relay, StackError, Worker, settings_for
 

@@ -14,7 +14,9 @@ from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.registry import LlamaModelConfig, ModelRegistry
+from genq.common.registry import LlamaModelConfig, ModelRegistry
+from genq.producer.client import Client
+from genq.workers.backends.llama import LlamaBackend
 from ops.bench import genq_stream, inprocess, openai_server, paired, report
 from ops.bench.measure import PathResult
 from ops.bench.paired import Paired
@@ -30,8 +32,6 @@ from ops.bench.workload import (
     job_model,
 )
 from ops.localstack import StackError
-from producer.client import Client
-from workers.backends.llama import LlamaBackend
 
 TARGET_RATIO = 0.90  # genq tok/s over in-process tok/s, at least
 TARGET_ADDED_MS = 15.0  # first-token latency the queue adds, median, at most

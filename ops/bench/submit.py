@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genq.producer.client import Client
 from ops.bench.procs import BenchProcess, running
 from ops.bench.report import mb, met, say
 from ops.bench.stack import Stack, local_stack
 from ops.bench.workload import BENCH_MODEL
 from ops.localstack import StackError
-from producer.client import Client
 
 TARGET_JOBS_PER_S = 2_000.0
 TARGET_PEAK_RSS = 150_000_000  # bytes, decimal MB as report.mb prints them

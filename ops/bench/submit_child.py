@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.settings import Settings
-from producer.client import Client
+from genq.common.settings import Settings
+from genq.producer.client import Client
 
 
 def status_kib(field: str) -> int:

@@ -1,6 +1,6 @@
 """The relay's read half alone: `python -m ops.bench.subscriber COUNTER` (GENQ_* settings).
 
-It runs the relay's own loop (`workers.relay.Relay.run`: its pub/sub reader, batching and
+It runs the relay's own loop (`workers.relay.service.Relay.run`: its pub/sub reader, batching and
 reaper), whatever the relay's read path is, with `write` replaced by adding the batch's size
 to the COUNTER key: a subscriber that only counts, at the relay's reading speed.
 """
@@ -14,8 +14,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from common.settings import Settings
-from workers.relay import Relay
+from genq.common.settings import Settings
+from genq.workers.relay.service import Relay
 
 
 class CountingRelay(Relay):

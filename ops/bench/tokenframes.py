@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from common.frames import TokenData, TokenFrame
-from common.keys import Keys
+from genq.common.frames import TokenData, TokenFrame
+from genq.common.keys import Keys
 
 CHUNK_TEXT = "▁the quick brown fox über naïve café 日本語 jumps over"
 CHUNK_TOKENS = 16

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common import gemma
-from common.errors import PromptTooLong
-from common.schemas import JobSpec
+from genq.common import gemma
+from genq.common.errors import PromptTooLong
+from genq.common.schemas import JobSpec
 
 TINY = "tiny"
 REQUESTED_TOKENS = 2000  # the tiny model's streaming job

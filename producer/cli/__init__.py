@@ -1,6 +1,6 @@
 """The `genq` command line: the group, its error handling, and `main` (the console script).
 
-One module per command group, each on the public client API (`producer.Client`):
+One module per command group, each on the public client API (`genq.producer.Client`):
 
 - producer/cli/jobs.py       `genq run`, `genq tail`, `genq status`, `genq cancel`
 - producer/cli/batches.py    `genq submit`, `genq wait`, `genq results`
@@ -22,11 +22,11 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from common.errors import GenqError, InvalidJob
-from common.schemas import describe_validation
-from common.settings import Settings
-from producer.cli import batches, jobs, processes, registry
-from producer.cli.output import EXIT_FAILED, EXIT_USAGE, fail, terminal_safe
+from genq.common.errors import GenqError, InvalidJob
+from genq.common.schemas import describe_validation
+from genq.common.settings import Settings
+from genq.producer.cli import batches, jobs, processes, registry
+from genq.producer.cli.output import EXIT_FAILED, EXIT_USAGE, fail, terminal_safe
 
 __all__ = ["cli", "main", "terminal_safe"]
 

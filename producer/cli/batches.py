@@ -11,12 +11,12 @@ from typing import IO, Any
 import click
 from rich.markup import escape
 
-from common.settings import Settings
-from producer.batches import BatchHandle
-from producer.cli.options import parse_duration, priority_option
-from producer.cli.output import EXIT_FAILED, fail, note, stderr_console
-from producer.client import Client, JobHandle
-from producer.progress import BatchProgress
+from genq.common.settings import Settings
+from genq.producer.batches import BatchHandle
+from genq.producer.cli.options import parse_duration, priority_option
+from genq.producer.cli.output import EXIT_FAILED, fail, note, stderr_console
+from genq.producer.client import Client, JobHandle
+from genq.producer.progress import BatchProgress
 
 
 @click.command()

@@ -1,6 +1,6 @@
 """Job commands: `genq run` (submit one prompt and print its text), `genq tail` (replay and
 follow a job), `genq status` (a job's or a batch's state) and `genq cancel` (a job or a
-batch). They use only the public client API (`producer.Client`)."""
+batch). They use only the public client API (`genq.producer.Client`)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from typing import IO, Any
 import click
 from rich.markup import escape
 
-from common.errors import InvalidJob
-from common.keys import check_batch_id, is_job_id
-from common.presence import waiting_reason
-from common.schemas import LOGPROBS_MAX, BatchStatus, JobRecord, JobSpec
-from common.settings import Settings
-from producer.cli.options import priority_option, seconds
-from producer.cli.output import note, show, terminal_safe
-from producer.client import Client, JobHandle, JobStream
-from producer.core import TextFeed
+from genq.common.errors import InvalidJob
+from genq.common.keys import check_batch_id, is_job_id
+from genq.common.presence import waiting_reason
+from genq.common.schemas import LOGPROBS_MAX, BatchStatus, JobRecord, JobSpec
+from genq.common.settings import Settings
+from genq.producer.cli.options import priority_option, seconds
+from genq.producer.cli.output import note, show, terminal_safe
+from genq.producer.client import Client, JobHandle, JobStream
+from genq.producer.core import TextFeed
 
 
 def _default(field: str) -> object:

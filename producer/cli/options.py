@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN
+from genq.common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -13,11 +13,11 @@ from typing import NoReturn
 
 import click
 
-from common.errors import RegistryError
-from common.registry import ModelRegistry
-from common.routing import serving
-from common.settings import Settings
-from producer.cli.output import EXIT_USAGE, fail
+from genq.common.errors import RegistryError
+from genq.common.registry import ModelRegistry
+from genq.common.routing import serving
+from genq.common.settings import Settings
+from genq.producer.cli.output import EXIT_USAGE, fail
 
 # The tasks page's columns: args (job id, epoch, model; never the prompt) and result (progress
 # while a job runs, its summary after) are what tell genq's tasks apart.
@@ -69,7 +69,7 @@ def worker(
     hostname: str | None,
     celery_args: tuple[str, ...],
 ) -> NoReturn:
-    """Start a worker: `celery -A workers.app worker` with genq's defaults, consuming the
+    """Start a worker: `celery -A genq.workers.app worker` with genq's defaults, consuming the
     queues of the models it serves (`cpu.tiny`: device class and model).
 
     Checks first that it can serve them (known models of its device class, model files and
@@ -115,8 +115,10 @@ def worker(
 
 
 def _exec_celery(command: str, *args: str) -> NoReturn:
-    """Become `celery -A workers.app COMMAND ARGS` (genq's Celery app)."""
-    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "workers.app", command, *args])
+    """Become `celery -A genq.workers.app COMMAND ARGS` (genq's Celery app)."""
+    os.execv(
+        sys.executable, [sys.executable, "-m", "celery", "-A", "genq.workers.app", command, *args]
+    )
 
 
 @click.command()
@@ -126,7 +128,7 @@ def relay() -> NoReturn:
 
     Run one or two per deployment; two relays never duplicate or double-act.
     """
-    os.execv(sys.executable, [sys.executable, "-m", "workers.relay"])
+    os.execv(sys.executable, [sys.executable, "-m", "genq.workers.relay"])
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -159,7 +161,7 @@ def flower(
     port: int, address: str, url_prefix: str | None, flower_args: tuple[str, ...]
 ) -> NoReturn:
     """Start Flower, Celery's web dashboard, on genq's workers and tasks: `celery -A
-    workers.app flower`, with the Redis of GENQ_REDIS_URL (its password never shown).
+    genq.workers.app flower`, with the Redis of GENQ_REDIS_URL (its password never shown).
 
     Workers: each one's queues (`cpu.tiny`: device class and model) and, in its Config tab,
     `genq_device` and `genq_models`. Tasks: `genq.generate` (one job) and `genq.generate_bundle`
@@ -238,7 +240,7 @@ def serve(host: str, port: int, workers: int) -> None:
             flush=True,
         )
     uvicorn.run(
-        "producer.gateway.app:create_app",
+        "genq.producer.gateway.app:create_app",
         factory=True,
         host=host,
         port=port,

@@ -13,12 +13,12 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from common.registry import AnyModelConfig, ModelRegistry, RemoteModelConfig, chat_rendering
-from common.routing import queue_name
-from common.settings import Settings, redact_url
-from common.tinymodel import write_tiny_model
-from producer.cli.output import note, print_table
-from producer.client import Client
+from genq.common.registry import AnyModelConfig, ModelRegistry, RemoteModelConfig, chat_rendering
+from genq.common.routing import queue_name
+from genq.common.settings import Settings, redact_url
+from genq.common.tinymodel import write_tiny_model
+from genq.producer.cli.output import note, print_table
+from genq.producer.client import Client
 
 
 @click.command()

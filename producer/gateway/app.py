@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from common.settings import Settings
-from producer.gateway import auth, errors, page, routes
-from producer.gateway.serving import Serving
+from genq.common.settings import Settings
+from genq.producer.gateway import auth, errors, page, routes
+from genq.producer.gateway.serving import Serving
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

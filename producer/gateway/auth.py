@@ -9,7 +9,7 @@ import hmac
 
 from fastapi import Request
 
-from producer.gateway.errors import ApiError
+from genq.producer.gateway.errors import ApiError
 
 
 def check(request: Request) -> None:

@@ -19,23 +19,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.errors import GenqError, InvalidBatch, InvalidJob
-from common.keys import is_job_id, new_batch_id
-from common.lifecycle import now_ms
-from common.schemas import BatchStatus, JobRecord, JobSpec, JobState
-from common.store import files as file_store
-from common.store import jobs as job_store
-from common.store import openai_batches as batch_store
-from common.store.files import StoredFile
-from common.store.gateway import Kind, StreamMeta
-from common.store.openai_batches import ApiBatch, LineErrorInfo
-from producer.batchfile import scan
-from producer.client import AsyncClient
-from producer.gateway import chunks
-from producer.gateway.errors import ApiError, shown
-from producer.gateway.errors import not_found as _not_found
-from producer.gateway.files import Files
-from producer.gateway.records import Records
+from genq.common.errors import GenqError, InvalidBatch, InvalidJob
+from genq.common.keys import is_job_id, new_batch_id
+from genq.common.lifecycle import now_ms
+from genq.common.schemas import BatchStatus, JobRecord, JobSpec, JobState
+from genq.common.store import files as file_store
+from genq.common.store import jobs as job_store
+from genq.common.store import openai_batches as batch_store
+from genq.common.store.files import StoredFile
+from genq.common.store.gateway import Kind, StreamMeta
+from genq.common.store.openai_batches import ApiBatch, LineErrorInfo
+from genq.producer.batchfile import scan
+from genq.producer.client import AsyncClient
+from genq.producer.gateway import chunks
+from genq.producer.gateway.errors import ApiError, shown
+from genq.producer.gateway.errors import not_found as _not_found
+from genq.producer.gateway.files import Files
+from genq.producer.gateway.records import Records
 
 WINDOW_MAX_S = 7 * 86_400
 _WINDOW = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")

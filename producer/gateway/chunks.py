@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.frames import DoneFrame, ErrorFrame, Frame, TokenFrame
-from common.schemas import FinishReason, JobResult, TokenLogprob
-from common.store.gateway import StreamMeta
-from producer.core import StreamState, TextFeed
+from genq.common.frames import DoneFrame, ErrorFrame, Frame, TokenFrame
+from genq.common.schemas import FinishReason, JobResult, TokenLogprob
+from genq.common.store.gateway import StreamMeta
+from genq.producer.core import StreamState, TextFeed
 
 DONE = "[DONE]"
 DIVERGED = "resumed_text_differs"

@@ -14,9 +14,9 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, JobSpec
-from common.store.gateway import Kind
-from producer.gateway.errors import ApiError
+from genq.common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, JobSpec
+from genq.common.store.gateway import Kind
+from genq.producer.gateway.errors import ApiError
 
 JOB_ID_HEADER = "X-Genq-Job-Id"
 # Passed to JobSpec as given, so that its strict validation judges them (400 naming the field).

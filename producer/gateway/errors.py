@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from common.errors import (
+from genq.common.errors import (
     ErrorCode,
     GenqError,
     InvalidJob,

@@ -8,14 +8,14 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from common.lifecycle import now_ms
-from common.store import files as file_store
-from common.store.files import StoredFile
-from producer.gateway import chunks
-from producer.gateway.errors import ApiError
-from producer.gateway.errors import not_found as _not_found
-from producer.gateway.records import Records
-from producer.gateway.uploads import read_upload
+from genq.common.lifecycle import now_ms
+from genq.common.store import files as file_store
+from genq.common.store.files import StoredFile
+from genq.producer.gateway import chunks
+from genq.producer.gateway.errors import ApiError
+from genq.producer.gateway.errors import not_found as _not_found
+from genq.producer.gateway.records import Records
+from genq.producer.gateway.uploads import read_upload
 
 LIST_MAX = 10_000  # OpenAI's largest `limit`
 

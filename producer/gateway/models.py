@@ -8,9 +8,9 @@ from typing import Any
 
 import anyio
 
-from common.registry import ModelRegistry
-from common.settings import Settings
-from producer.gateway.errors import ID_SHOWN, ApiError, shown
+from genq.common.registry import ModelRegistry
+from genq.common.settings import Settings
+from genq.producer.gateway.errors import ID_SHOWN, ApiError, shown
 
 CREATED = 0  # the registry keeps no creation time
 

@@ -8,11 +8,11 @@ from typing import TypeVar
 
 import redis
 
-from common.connection import connect_async, unavailable
-from common.errors import RedisUnavailable
-from common.keys import Keys
-from common.settings import Settings
-from common.store import Command, arun
+from genq.common.connection import connect_async, unavailable
+from genq.common.errors import RedisUnavailable
+from genq.common.keys import Keys
+from genq.common.settings import Settings
+from genq.common.store import Command, arun
 
 T = TypeVar("T")
 

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from producer.gateway import batches, files
-from producer.gateway.batches import CreateBatch
-from producer.gateway.completions import ChatRequest, CompletionRequest
-from producer.gateway.serving import Serving
+from genq.producer.gateway import batches, files
+from genq.producer.gateway.batches import CreateBatch
+from genq.producer.gateway.completions import ChatRequest, CompletionRequest
+from genq.producer.gateway.serving import Serving
 
 router = APIRouter()
 

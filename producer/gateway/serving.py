@@ -28,22 +28,22 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
-from common.errors import GenqError, InvalidJob, JobFailed
-from common.keys import is_job_id
-from common.lifecycle import now_ms
-from common.schemas import JobResult
-from common.settings import Settings
-from common.store import gateway as store
-from common.store import streams as stream_store
-from common.store.gateway import StreamMeta
-from producer.client import AsyncClient, AsyncJobHandle
-from producer.gateway import chunks, streams
-from producer.gateway.batches import Batches
-from producer.gateway.completions import JOB_ID_HEADER, ApiRequest
-from producer.gateway.errors import ApiError, api_error, shown
-from producer.gateway.files import Files
-from producer.gateway.models import ModelList
-from producer.gateway.records import Records
+from genq.common.errors import GenqError, InvalidJob, JobFailed
+from genq.common.keys import is_job_id
+from genq.common.lifecycle import now_ms
+from genq.common.schemas import JobResult
+from genq.common.settings import Settings
+from genq.common.store import gateway as store
+from genq.common.store import streams as stream_store
+from genq.common.store.gateway import StreamMeta
+from genq.producer.client import AsyncClient, AsyncJobHandle
+from genq.producer.gateway import chunks, streams
+from genq.producer.gateway.batches import Batches
+from genq.producer.gateway.completions import JOB_ID_HEADER, ApiRequest
+from genq.producer.gateway.errors import ApiError, api_error, shown
+from genq.producer.gateway.files import Files
+from genq.producer.gateway.models import ModelList
+from genq.producer.gateway.records import Records
 
 # A new stream's job is counted as abandoned until its response starts and attaches (ms
 # later), then GENQ_REATTACH_GRACE_S: a client gone before its first byte never attaches.

@@ -30,14 +30,14 @@ import anyio
 import redis
 from sse_starlette import ServerSentEvent
 
-from common.errors import GenqError, InvalidJob
-from common.frames import Frame
-from common.store import gateway as store
-from common.store.gateway import StreamMeta
-from producer.client import AsyncClient
-from producer.gateway.chunks import Payload, Renderer
-from producer.gateway.errors import api_error, body, shown
-from producer.gateway.records import Records
+from genq.common.errors import GenqError, InvalidJob
+from genq.common.frames import Frame
+from genq.common.store import gateway as store
+from genq.common.store.gateway import StreamMeta
+from genq.producer.client import AsyncClient
+from genq.producer.gateway.chunks import Payload, Renderer
+from genq.producer.gateway.errors import api_error, body, shown
+from genq.producer.gateway.records import Records
 
 SWEEP_INTERVAL_S = 0.25  # how often each gateway process looks for due deadlines
 SWEEP_BATCH = 100  # due jobs handled per look

@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
-from producer.gateway.errors import ApiError, shown
+from genq.producer.gateway.errors import ApiError, shown
 
 # What a multipart body holds beyond its file: boundaries, part headers (a filename of at most
 # FILENAME_MAX characters) and the `purpose` field.

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from common.frames import ResumeFrame
-from common.schemas import JobState
+from genq import Client, JobHandle
+from genq.common.frames import ResumeFrame
+from genq.common.schemas import JobState
 from ops.localstack import Worker, wait_for
-from producer import Client, JobHandle
 from tests.integration.conftest import Stack
 from tests.integration.test_failover import entries, record
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import redis
 
-from common.frames import (
+from genq import Client
+from genq.common.frames import (
     ContinuationFrame,
     DoneFrame,
     Frame,
@@ -31,9 +32,8 @@ from common.frames import (
     WindowFrame,
     parse_frame,
 )
-from common.schemas import JobRecord
-from producer import Client
-from producer.cli import terminal_safe
+from genq.common.schemas import JobRecord
+from genq.producer.cli import terminal_safe
 from tests.integration.conftest import Stack
 from tests.integration.support import GENQ
 from tests.integration.test_failover import JOB, at_window, entries, follow

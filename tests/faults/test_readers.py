@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from producer import AsyncClient, Client, GenqError
+from genq import AsyncClient, Client, GenqError
 from tests.integration.support import GENQ
 
 JOB: dict[str, Any] = {

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from common.settings import Settings
+from genq import AsyncClient, Client, RedisUnavailable
+from genq.common.settings import Settings
 from ops.localstack import RedisServer, settings_for, wait_for
-from producer import AsyncClient, Client, RedisUnavailable
 from tests.integration.conftest import Stack
 
 LINE: dict[str, Any] = {"max_tokens": 800, "window_tokens": 100, "ignore_eos": True}

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.frames import (
+from genq import Client
+from genq.common.frames import (
     ContinuationFrame,
     DoneFrame,
     ErrorData,
@@ -27,13 +28,12 @@ from common.frames import (
     WindowFrame,
     parse_frame,
 )
-from common.keys import Keys
+from genq.common.keys import Keys
+from genq.workers.relay.service import Relay
 from ops.localstack import RedisServer, free_port, settings_for, wait_for
-from producer import Client
 from tests.integration.conftest import Stack
 from tests.integration.test_metrics import scrape, total
 from tests.integration.test_stack import StackDir, assert_all_gone, ok, running
-from workers.relay import Relay
 
 # The job id of the PUBLISH: no job has it.
 GHOST = "0123456789abcdef0123456789abcdef"

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import redis
 
-from common.settings import Settings
-from producer import AsyncClient, Client, InvalidJob
+from genq import AsyncClient, Client, InvalidJob
+from genq.common.settings import Settings
 from tests.integration.conftest import new_stack
 from tests.integration.support import GENQ
 

@@ -15,11 +15,11 @@ from typing import TypeVar
 import pytest
 import redis
 
-from common.registry import ModelRegistry
-from common.schemas import JobRecord
-from common.settings import Settings
+from genq import Client
+from genq.common.registry import ModelRegistry
+from genq.common.schemas import JobRecord
+from genq.common.settings import Settings
 from ops.localstack import Flower, GenqProcess, RedisServer, Relay, Worker, settings_for
-from producer import Client
 
 from .support import BROKEN_MODEL
 

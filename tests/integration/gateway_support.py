@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import openai
 
-from common.schemas import JobRecord
-from common.settings import Settings
-from common.store import jobs as job_store
-from common.store import run
+from genq import Client
+from genq.common.schemas import JobRecord
+from genq.common.settings import Settings
+from genq.common.store import jobs as job_store
+from genq.common.store import run
 from ops.localstack import Gateway
-from producer import Client
 
 TIMEOUT_S = 90.0
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common.tinymodel import TINY_N_CTX, ensure_tiny_model
+from genq.common.tinymodel import TINY_N_CTX, ensure_tiny_model
 
 BROKEN_MODEL = "broken"  # a registry entry whose file is not a GGUF model
 GENQ = Path(sys.executable).with_name("genq")

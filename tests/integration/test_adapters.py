@@ -1,4 +1,4 @@
-"""Contracts of the borrowed internals that need a service (common.adapters): redis-py's
+"""Contracts of the borrowed internals that need a service (genq.common.adapters): redis-py's
 hiredis reader against a real redis-server, llama-cpp-python's vocabulary against the tiny
 model. Each fails loudly when an upgrade moves the internal; each fallback is held to the
 same answers."""
@@ -11,9 +11,9 @@ import pytest
 import redis
 from llama_cpp import Llama
 
-from common.adapters import llama_vocab
-from common.adapters.redis_replies import Replies, hiredis_reader, identity_sentinel
-from common.settings import Settings
+from genq.common.adapters import llama_vocab
+from genq.common.adapters.redis_replies import Replies, hiredis_reader, identity_sentinel
+from genq.common.settings import Settings
 
 
 @pytest.fixture

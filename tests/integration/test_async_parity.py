@@ -12,10 +12,7 @@ from typing import Any
 
 import redis
 
-from common.frames import TokenFrame
-from common.schemas import BatchStatus, FinishReason, JobState
-from ops.localstack import wait_for
-from producer import (
+from genq import (
     AsyncBatchHandle,
     AsyncClient,
     AsyncJobHandle,
@@ -24,6 +21,9 @@ from producer import (
     ResultLine,
     Settings,
 )
+from genq.common.frames import TokenFrame
+from genq.common.schemas import BatchStatus, FinishReason, JobState
+from ops.localstack import wait_for
 
 from .test_batches import ENDLESS, MIXED
 

@@ -7,10 +7,7 @@ from typing import Any
 import pytest
 import redis
 
-from common.frames import ErrorFrame
-from common.schemas import JobRecord, JobState
-from ops.localstack import Worker, free_port
-from producer import (
+from genq import (
     Client,
     InvalidJob,
     JobFailed,
@@ -19,6 +16,9 @@ from producer import (
     Settings,
     UnknownModel,
 )
+from genq.common.frames import ErrorFrame
+from genq.common.schemas import JobRecord, JobState
+from ops.localstack import Worker, free_port
 
 from .support import BROKEN_MODEL, run_genq
 

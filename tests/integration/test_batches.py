@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from common.errors import InvalidBatch
-from common.frames import ErrorFrame, TokenFrame
-from common.schemas import FinishReason, JobRecord, JobState
+from genq import STOP, BatchHandle, Client, JobFailed, JobHandle
+from genq.common.errors import InvalidBatch
+from genq.common.frames import ErrorFrame, TokenFrame
+from genq.common.schemas import FinishReason, JobRecord, JobState
 from ops.localstack import wait_for
-from producer import STOP, BatchHandle, Client, JobFailed, JobHandle
 
 from .conftest import Stack
 from .support import run_genq

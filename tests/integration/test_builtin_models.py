@@ -11,12 +11,12 @@ import sys
 
 import redis
 
-from common import gemma
+from genq.common import gemma
 
 # `genq` as a user runs it, on a machine where the package cannot be imported.
 WITHOUT_GEMMA = (
     f"import sys; sys.modules[{gemma.PACKAGE!r}] = None; "
-    "from producer.cli import main; sys.argv[0] = 'genq'; main()"
+    "from genq.producer.cli import main; sys.argv[0] = 'genq'; main()"
 )
 
 

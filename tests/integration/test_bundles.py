@@ -9,8 +9,9 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from common.celery_config import BUNDLE_TASK
-from common.frames import (
+from genq import Client
+from genq.common.celery_config import BUNDLE_TASK
+from genq.common.frames import (
     ContinuationFrame,
     DoneFrame,
     Frame,
@@ -18,9 +19,8 @@ from common.frames import (
     WindowFrame,
     parse_frame,
 )
-from common.schemas import JobRecord, JobState
+from genq.common.schemas import JobRecord, JobState
 from ops.localstack import wait_for
-from producer import Client
 
 from .conftest import Stack
 

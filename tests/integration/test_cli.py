@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from common import gemma
-from common.keys import Keys
-from common.schemas import JobRecord
+from genq.common import gemma
+from genq.common.keys import Keys
+from genq.common.schemas import JobRecord
 from ops.localstack import Worker, settings_for
 
 from .support import GENQ, run_genq
@@ -112,7 +112,7 @@ def test_make_tiny_model_writes_the_same_bytes_for_the_same_seed(tmp_path: Path)
 
 def test_plain_celery_command_loads_the_app() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "inspect", "--help"],
+        [sys.executable, "-m", "celery", "-A", "genq.workers.app", "inspect", "--help"],
         capture_output=True,
         text=True,
         check=False,

@@ -10,9 +10,16 @@ from typing import Any
 
 import pytest
 
-from common.frames import ContinuationFrame, ErrorFrame, Frame, ResumeFrame, TokenFrame, parse_frame
-from common.schemas import JobRecord, JobState
-from producer import Client, JobFailed
+from genq import Client, JobFailed
+from genq.common.frames import (
+    ContinuationFrame,
+    ErrorFrame,
+    Frame,
+    ResumeFrame,
+    TokenFrame,
+    parse_frame,
+)
+from genq.common.schemas import JobRecord, JobState
 
 from .conftest import Stack
 

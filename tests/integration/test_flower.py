@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from genq import Client
 from ops.localstack import Flower, RedisServer, Worker, wait_for
-from producer import Client
 
 from .conftest import Stack, new_stack
 

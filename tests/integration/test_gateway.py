@@ -12,12 +12,12 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from common.errors import QueueFull
-from common.schemas import JobState
-from common.settings import Settings
-from common.store import queues, run
+from genq import Client
+from genq.common.errors import QueueFull
+from genq.common.schemas import JobState
+from genq.common.settings import Settings
+from genq.common.store import queues, run
 from ops.localstack import Gateway, Relay, Worker, free_port, settings_for
-from producer import Client
 
 from .gateway_support import TIMEOUT_S, record, sdk, sse, start_gateway
 

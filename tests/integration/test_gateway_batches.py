@@ -15,8 +15,8 @@ import pytest
 from openai import OpenAI
 from openai.types import Batch
 
+from genq import Client
 from ops.localstack import GenqProcess, Relay, Worker, free_port, wait_for
-from producer import Client
 
 KEY = "test-key-batches"
 FILE_BYTES_MAX = 64 * 1024  # the test gateway's upload limit

@@ -21,14 +21,14 @@ import openai
 import pytest
 import redis
 
-from common.keys import Keys
-from common.registry import ModelRegistry
-from common.schemas import JobState
-from common.settings import Settings
-from common.store import gateway as gateway_store
-from common.store import leases, run
+from genq import Client
+from genq.common.keys import Keys
+from genq.common.registry import ModelRegistry
+from genq.common.schemas import JobState
+from genq.common.settings import Settings
+from genq.common.store import gateway as gateway_store
+from genq.common.store import leases, run
 from ops.localstack import Gateway, Relay, Worker, settings_for, wait_for
-from producer import Client
 
 from .conftest import Stack
 from .gateway_support import TIMEOUT_S, position, record, sdk, sse, start_gateway

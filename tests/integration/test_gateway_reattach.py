@@ -14,14 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from common.frames import ResumeFrame
-from common.schemas import JobState
-from common.settings import Settings
-from common.store import gateway as gateway_store
-from common.store import run
+from genq import Client
+from genq.common.frames import ResumeFrame
+from genq.common.schemas import JobState
+from genq.common.settings import Settings
+from genq.common.store import gateway as gateway_store
+from genq.common.store import run
+from genq.producer.gateway.streams import SWEEP_INTERVAL_S
 from ops.localstack import Gateway, Relay, Worker, wait_for
-from producer import Client
-from producer.gateway.streams import SWEEP_INTERVAL_S
 
 from .conftest import Stack
 from .gateway_support import TIMEOUT_S, Event, position, record, sdk, sse, start_gateway

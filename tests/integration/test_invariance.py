@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from common.tinymodel import TINY_N_CTX, ensure_tiny_model
+from genq.common.tinymodel import TINY_N_CTX, ensure_tiny_model
 from tests.invariance import Model, assert_invariant, open_model
 
 SLOTS = 8

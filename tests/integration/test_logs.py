@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis
 
+from genq import Client
 from ops.localstack import wait_for
-from producer import Client
 
 from .conftest import Stack
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.frames import WindowFrame
+from genq import Client
+from genq.common.frames import WindowFrame
 from ops.localstack import Worker, free_port, wait_for
-from producer import Client
 
 from .conftest import Stack
 from .test_failover import JOB, at_window, entries, follow
@@ -148,7 +148,7 @@ def test_lone_jobs_and_bundles_in_one_pool_process_count_into_one_set_of_figures
     lines = [
         {"custom_id": f"b{n}", "prompt": "m", "model": "tiny", "max_tokens": 3, "seed": n}
         | {"ignore_eos": True}
-        for n in range(32)  # enough for bundles of two (producer.bundles)
+        for n in range(32)  # enough for bundles of two (genq.producer.bundles)
     ]
     with Client(stack.settings) as client:
         first = client.submit(**KNOWN_JOB).result(timeout=60)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from common.tinymodel import ensure_tiny_model
-from producer import Client
+from genq import Client
+from genq.common.tinymodel import ensure_tiny_model
 
 from .conftest import Stack
 from .support import two_models

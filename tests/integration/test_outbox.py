@@ -1,6 +1,6 @@
-"""workers.outbox: a bundle's finished jobs share round trips, and each still ends whole.
+"""workers.publishing.outbox: a bundle's finished jobs share round trips, and each still ends whole.
 
-The jobs run in this process (workers.jobs.run_jobs, the tiny model, a real Redis and relay),
+The jobs run in this process (workers.celery.jobs.run_jobs, the tiny model, a real Redis and relay),
 with a client that counts the pipelines it runs: a round trip each."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import pytest
 import redis
 from redis.client import Pipeline
 
-from common.frames import DoneFrame, TokenData, parse_frame
-from common.keys import Keys
-from common.lifecycle import Finish
-from common.schemas import (
+from genq import Client
+from genq.common.frames import DoneFrame, TokenData, parse_frame
+from genq.common.keys import Keys
+from genq.common.lifecycle import Finish
+from genq.common.schemas import (
     FinishReason,
     GenerateRequest,
     JobRecord,
@@ -26,12 +27,11 @@ from common.schemas import (
     Timings,
     Usage,
 )
-from common.settings import Settings
+from genq.common.settings import Settings
+from genq.workers.celery.jobs import WorkerContext, claim, run_jobs
+from genq.workers.publishing.outbox import Outbox
+from genq.workers.publishing.publisher import FramePublisher
 from ops.localstack import wait_for
-from producer import Client
-from workers.jobs import WorkerContext, claim, run_jobs
-from workers.outbox import Outbox
-from workers.publisher import FramePublisher
 
 from .conftest import Stack
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from common.frames import ContinuationFrame, DoneFrame, TokenFrame, WindowFrame
-from common.schemas import JobRecord, JobState
+from genq import Client, InvalidJob
+from genq.common.frames import ContinuationFrame, DoneFrame, TokenFrame, WindowFrame
+from genq.common.schemas import JobRecord, JobState
+from genq.producer.client import JobStream
 from ops.localstack import wait_for
-from producer import Client, InvalidJob
-from producer.client import JobStream
 
 from .support import run_genq
 
@@ -66,7 +66,7 @@ def test_job_ten_times_longer_than_the_context_runs_in_order_in_windows(client: 
 
 
 def test_result_is_not_ready_until_the_stream_is_consumed(client: Client) -> None:
-    from producer import GenqError
+    from genq import GenqError
 
     job = client.submit("ready", max_tokens=30, seed=2, ignore_eos=True)
     stream = job.stream(timeout=60)

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from producer import AsyncClient, Client, InvalidJob, JobRecord, JobState, Settings
+from genq import AsyncClient, Client, InvalidJob, JobRecord, JobState, Settings
 
 UNKNOWN_JOB = "0123456789abcdef0123456789abcdef"
 

@@ -1,5 +1,5 @@
 """Every form of GENQ_REDIS_URL that genq accepts runs a job end to end: a relay, a worker
-(whose broker is kombu, which spells some of them differently: common.celery_config) and the
+(whose broker is kombu, which spells some of them differently: genq.common.celery_config) and the
 CLI, against a password-protected redis-server reached over TLS, a Unix socket, or a
 password given as `?password=`. The password never shows in their output or logs."""
 

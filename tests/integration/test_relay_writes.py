@@ -1,4 +1,4 @@
-"""workers.relay_writes against a real Redis: the replies of a batch are read in bulk, and only
+"""genq.workers.relay.writes against a real Redis: the replies of a batch are read in bulk, and only
 refusals other than fencing are logged."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import logging
 import pytest
 import redis
 
-from common.frames import TokenData, TokenFrame
-from common.keys import Keys, new_job_id
-from workers.relay_admission import Admission, Admitted
-from workers.relay_metrics import RelayStats
-from workers.relay_writes import Writer
+from genq.common.frames import TokenData, TokenFrame
+from genq.common.keys import Keys, new_job_id
+from genq.workers.relay.admission import Admission, Admitted
+from genq.workers.relay.metrics import RelayStats
+from genq.workers.relay.writes import Writer
 
 KEYS = Keys()
 

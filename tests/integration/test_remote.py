@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import JobFailed
-from common.frames import (
+from genq import Client
+from genq.common.errors import JobFailed
+from genq.common.frames import (
     ContinuationFrame,
     DoneFrame,
     ErrorFrame,
@@ -21,13 +22,12 @@ from common.frames import (
     TokenFrame,
     WindowFrame,
 )
-from common.registry import TINY, ModelRegistry
-from common.schemas import FinishReason, JobRecord, JobResult, JobState, TokenLogprob
-from common.settings import Settings
-from common.tinymodel import TINY_EOS
+from genq.common.registry import TINY, ModelRegistry
+from genq.common.schemas import FinishReason, JobRecord, JobResult, JobState, TokenLogprob
+from genq.common.settings import Settings
+from genq.common.tinymodel import TINY_EOS
 from ops.llamaserver import LlamaServer
 from ops.localstack import wait_for
-from producer import Client
 
 from .conftest import Stack
 from .proxy import FlakyProxy

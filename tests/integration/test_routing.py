@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from common.registry import ModelRegistry
-from common.schemas import JobRecord, JobState
-from common.tinymodel import ensure_tiny_model
+from genq import AsyncClient, Client, Settings, WorkerInfo
+from genq.common.registry import ModelRegistry
+from genq.common.schemas import JobRecord, JobState
+from genq.common.tinymodel import ensure_tiny_model
 from ops.localstack import Worker, settings_for, wait_for
-from producer import AsyncClient, Client, Settings, WorkerInfo
 
 from .conftest import Stack
 from .support import run_genq, two_models
@@ -142,7 +142,7 @@ def test_worker_refuses_an_unknown_model_or_one_of_another_device_class(
 
 def test_plain_celery_worker_makes_the_same_checks(genq_env: dict[str, str]) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "worker"],
+        [sys.executable, "-m", "celery", "-A", "genq.workers.app", "worker"],
         env={**os.environ, **genq_env, "GENQ_WORKER_MODELS": "nope"},
         capture_output=True,
         text=True,

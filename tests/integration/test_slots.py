@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from common.frames import DoneFrame, TokenFrame
-from common.registry import ModelRegistry
-from common.routing import queue_name
-from common.schemas import JobState
-from common.store import queues, run
-from common.tinymodel import TINY_N_CTX, ensure_tiny_model
+from genq import Client, InvalidJob, JobHandle
+from genq.common.frames import DoneFrame, TokenFrame
+from genq.common.registry import ModelRegistry
+from genq.common.routing import queue_name
+from genq.common.schemas import JobState
+from genq.common.store import queues, run
+from genq.common.tinymodel import TINY_N_CTX, ensure_tiny_model
 from ops.localstack import genq_executable, wait_for
-from producer import Client, InvalidJob, JobHandle
 
 from .conftest import Stack
 from .test_failover import WINDOW, assert_resumed_cleanly, entries, record
@@ -110,7 +110,7 @@ def test_a_job_waiting_for_a_full_engine_takes_the_next_free_slot_by_priority(
         holders = [client.submit(prompt=f"holder {i}", seed=i, **LONG) for i in range(2)]
         wait_running(client, holders)
         # Both wait in the broker queue, which the worker does not consume while its two
-        # slots are held (workers.admission): the broker hands out the more urgent first.
+        # slots are held (workers.celery.admission): the broker hands out the more urgent first.
         low = client.submit(**job(1, tokens=200), priority=1)
         high = client.submit(**job(2, tokens=200), priority=9)
         holders[0].cancel()  # one slot frees: the later, more urgent job takes it
@@ -328,7 +328,7 @@ def test_more_slots_than_a_decode_step_holds_are_refused_before_celery_starts(
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and refused in done.stderr  # one line, no banner
     plain = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "worker"],
+        [sys.executable, "-m", "celery", "-A", "genq.workers.app", "worker"],
         env={**env, "GENQ_WORKER_MODELS": SMALL, "GENQ_SLOTS": "64"},
         capture_output=True,
         text=True,

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from common.frames import DoneFrame, TokenFrame
+from genq import Client
+from genq.common.frames import DoneFrame, TokenFrame
 from ops.localstack import settings_for, wait_for
-from producer import Client
 
 STACK = Path(__file__).parents[2] / "ops" / "stack"
 PROC = Path("/proc")

@@ -1,4 +1,4 @@
-"""common.store.gateway against a real Redis: a stream's meta round-trips with the job's
+"""genq.common.store.gateway against a real Redis: a stream's meta round-trips with the job's
 retention, a submitted job's records are written in one step, and a due job is claimed for
 cancelling once, only while no client is attached."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import redis
 
-from common.keys import Keys, new_job_id
-from common.store import gateway, run
-from common.store.gateway import StreamMeta
+from genq.common.keys import Keys, new_job_id
+from genq.common.store import gateway, run
+from genq.common.store.gateway import StreamMeta
 
 KEYS = Keys("gwtest")
 

@@ -1,4 +1,4 @@
-"""common.store.leases against a real Redis: a job's lifecycle through the scripts, read back
+"""genq.common.store.leases against a real Redis: a job's lifecycle through the scripts, read back
 as typed values, on both executors."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import asyncio
 import redis
 import redis.asyncio
 
-from common.keys import Keys, new_job_id
-from common.schemas import JobRecord, JobSpec, JobState
-from common.settings import Settings
-from common.store import arun, jobs, leases, run
-from common.store.leases import Claimed, ClaimOutcome, Ending, ReapAction
+from genq.common.keys import Keys, new_job_id
+from genq.common.schemas import JobRecord, JobSpec, JobState
+from genq.common.settings import Settings
+from genq.common.store import arun, jobs, leases, run
+from genq.common.store.leases import Claimed, ClaimOutcome, Ending, ReapAction
 
 # A prefix of its own: the session's relay reaps and expires only genq's indexes.
 KEYS = Keys("storeleases")

@@ -1,4 +1,4 @@
-"""common.store.streams against a real Redis: the CHECKPOINT script's fencing, the stream's
+"""genq.common.store.streams against a real Redis: the CHECKPOINT script's fencing, the stream's
 writes and reads on both executors, and the retention after a terminal frame."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import pytest
 import redis
 import redis.asyncio
 
-from common.keys import Keys, new_job_id
-from common.schemas import JobRecord, JobSpec, JobState
-from common.settings import Settings
-from common.store import arun, jobs, run, run_all, streams
-from common.store.streams import CheckpointEntry
+from genq.common.keys import Keys, new_job_id
+from genq.common.schemas import JobRecord, JobSpec, JobState
+from genq.common.settings import Settings
+from genq.common.store import arun, jobs, run, run_all, streams
+from genq.common.store.streams import CheckpointEntry
 
 KEYS = Keys()
 

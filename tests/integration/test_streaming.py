@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from common.frames import DoneFrame, TokenFrame
-from producer import AsyncClient, Client, FinishReason, JobHandle, Settings
+from genq import AsyncClient, Client, FinishReason, JobHandle, Settings
+from genq.common.frames import DoneFrame, TokenFrame
 
 EOS = 2  # the tiny model's </s>
 LONG = 230  # tokens: most of the tiny model's 256-token context

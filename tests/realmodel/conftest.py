@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from common import gemma
-from common.settings import Settings
+from genq import Client
+from genq.common import gemma
+from genq.common.settings import Settings
 from ops.localstack import Relay, Worker
-from producer import Client
 from tests.integration import conftest as integration
 
 # The integration tier's fixtures, found here by name.

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from common import gemma
-from common.errors import PromptTooLong
-from common.frames import TokenFrame
-from common.schemas import FinishReason, JobState
+from genq import Client
+from genq.common import gemma
+from genq.common.errors import PromptTooLong
+from genq.common.frames import TokenFrame
+from genq.common.schemas import FinishReason, JobState
 from ops.localstack import Worker
-from producer import Client
 from tests.integration.conftest import Stack
 from tests.integration.test_failover import assert_resumed_cleanly, at_window, follow, record
 
@@ -114,7 +114,9 @@ def test_a_job_resumes_after_sigkill_to_the_text_of_an_uninterrupted_run(
 
 def test_processes_assembling_the_model_at_once_leave_one_good_file(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    assemble = "import sys; from pathlib import Path; from common.gemma import ensure_gemma_model"
+    assemble = (
+        "import sys; from pathlib import Path; from genq.common.gemma import ensure_gemma_model"
+    )
     assemble += "; print(ensure_gemma_model(Path(sys.argv[1])))"
     procs = [
         subprocess.Popen([sys.executable, "-c", assemble, str(cache)], stdout=subprocess.PIPE)

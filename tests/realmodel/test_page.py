@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from common import gemma
+from genq import Client
+from genq.common import gemma
 from ops.localstack import Gateway, Worker
-from producer import Client
 from tests.browser import Tab, chromium_binary, headless_tab
 
 PROMPT = "Write a short story about a lighthouse keeper."

@@ -27,8 +27,8 @@ from pytest_celery import (
 )
 from pytest_docker_tools import build, container, fxtr
 
+from genq import Client
 from ops.localstack import settings_for
-from producer import Client
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]

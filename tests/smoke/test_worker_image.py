@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from common.frames import DoneFrame, Frame, ResumeFrame, TokenFrame, WindowFrame
+from genq import Client
+from genq.common.frames import DoneFrame, Frame, ResumeFrame, TokenFrame, WindowFrame
 from ops.localstack import wait_for
-from producer import Client
 
 pytestmark = pytest.mark.smoke
 

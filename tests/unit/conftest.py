@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from common.schemas import FinishReason, JobResult, Timings, Usage
+from genq.common.schemas import FinishReason, JobResult, Timings, Usage
 
 MakeResult = Callable[..., JobResult]
 

@@ -1,4 +1,4 @@
-"""Contracts of the borrowed internals that need no service (common.adapters): kombu's naming
+"""Contracts of the borrowed internals that need no service (genq.common.adapters): kombu's naming
 of a queue's priority lists, prometheus_client's value class. Each fails loudly when an
 upgrade moves the internal; each fallback is held to the same answers."""
 
@@ -11,8 +11,8 @@ import pytest
 from kombu.transport.redis import Channel
 from prometheus_client import values
 
-from common.adapters import ggml_invariance, kombu_priority, prometheus_values
-from common.celery_config import BROKER_PRIORITY_STEPS, priority_lists
+from genq.common.adapters import ggml_invariance, kombu_priority, prometheus_values
+from genq.common.celery_config import BROKER_PRIORITY_STEPS, priority_lists
 
 
 class Unconnected(Channel):

@@ -1,11 +1,11 @@
-"""workers.admission: a job starts only on a free slot of its model's queue; the worker hears
+"""workers.celery.admission: a job starts only on a free slot of its model's queue; the worker hears
 when a queue fills and when it frees, so that it consumes only queues with a free slot."""
 
 from __future__ import annotations
 
 import threading
 
-from workers.admission import Admission
+from genq.workers.celery.admission import Admission
 
 
 def test_a_queue_admits_its_slots_and_one_more_after_a_release() -> None:

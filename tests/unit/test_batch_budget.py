@@ -1,5 +1,5 @@
 """The batch budget on the tiny model (real llama.cpp): a decode step never holds more than
-`n_batch` tokens. A worker refuses more slots than that at start (common.plan); the decoder
+`n_batch` tokens. A worker refuses more slots than that at start (genq.common.plan); the decoder
 refuses a token past it, and the engine, given more generating sequences than a step holds,
 takes them in turn and leaves the rest for the next step."""
 
@@ -12,14 +12,14 @@ from contextlib import closing
 
 import pytest
 
-from common.errors import GenerationError
-from common.plan import plan_llama
-from common.registry import LlamaModelConfig
-from common.schemas import JobSpec
-from common.tinymodel import TINY_N_CTX, ensure_tiny_model
-from workers.backends.llama import LlamaBackend
-from workers.decoder import Decoder
-from workers.engine import Engine
+from genq.common.errors import GenerationError
+from genq.common.plan import plan_llama
+from genq.common.registry import LlamaModelConfig
+from genq.common.schemas import JobSpec
+from genq.common.tinymodel import TINY_N_CTX, ensure_tiny_model
+from genq.workers.backends.llama import LlamaBackend
+from genq.workers.runtime.decoder import Decoder
+from genq.workers.runtime.engine import Engine
 
 SLOTS = 4
 BUDGET = 2  # tokens per step: half the sequences that generate

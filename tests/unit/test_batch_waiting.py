@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import StreamTimeout
-from common.schemas import BatchStatus
-from producer.batches import _ResultPage, _Waiting
-from producer.submitter import CancelReport
+from genq.common.errors import StreamTimeout
+from genq.common.schemas import BatchStatus
+from genq.producer.batches import _ResultPage, _Waiting
+from genq.producer.submitter import CancelReport
 
 ENDED = ("succeeded", "c", '{"text": "t", "finish_reason": "length", "usage": null}', None, None)
 RUNNING = ("running", "c", None, None, None)

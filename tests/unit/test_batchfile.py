@@ -1,4 +1,4 @@
-"""producer.batchfile: JSONL batch lines in genq's form or OpenAI's, every bad line reported
+"""genq.producer.batchfile: JSONL batch lines in genq's form or OpenAI's, every bad line reported
 with its number and reason."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import InvalidBatch, UnknownModel
-from common.schemas import ChatMessage, JobSpec
-from producer.batchfile import (
+from genq.common.errors import InvalidBatch, UnknownModel
+from genq.common.schemas import ChatMessage, JobSpec
+from genq.producer.batchfile import (
     JSON_DEPTH_MAX,
     LINE_BYTES_MAX,
     SHOWN_CHARS_MAX,

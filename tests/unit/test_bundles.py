@@ -1,15 +1,15 @@
-"""producer.bundles: which jobs of a batch share a task message, and what that message is."""
+"""genq.producer.bundles: which jobs of a batch share a task message, and what that message is."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from common.celery_config import BUNDLE_TASK, GENERATE_TASK
-from common.dispatch import Dispatch
-from common.schemas import BundleRequest, GenerateRequest, JobRecord, JobSpec, JobState
-from producer.bundles import MIN_MESSAGES, bundles, dispatches
-from producer.core import PreparedJob
+from genq.common.celery_config import BUNDLE_TASK, GENERATE_TASK
+from genq.common.dispatch import Dispatch
+from genq.common.schemas import BundleRequest, GenerateRequest, JobRecord, JobSpec, JobState
+from genq.producer.bundles import MIN_MESSAGES, bundles, dispatches
+from genq.producer.core import PreparedJob
 
 
 def job(n: int, max_tokens: int = 16, priority: int = 5, model: str = "tiny") -> PreparedJob:

@@ -1,4 +1,4 @@
-"""workers.chunks.Chunker: when a chunk of tokens is due, and what it carries."""
+"""genq.workers.generation.chunks.Chunker: when a chunk of tokens is due, and what it carries."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from workers.chunks import Chunker
+from genq.workers.generation.chunks import Chunker
 
 
 class FakeClock:

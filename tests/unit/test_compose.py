@@ -1,5 +1,5 @@
 """compose/docker-compose.yml, read without Docker: the services it promises, and a command line
-in each that the genq CLI (or Celery, for `celery -A workers.app`) accepts."""
+in each that the genq CLI (or Celery, for `celery -A genq.workers.app`) accepts."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import click
 import pytest
 import yaml
 
-from common.settings import Settings
-from producer.cli import cli
+from genq.common.settings import Settings
+from genq.producer.cli import cli
 
 COMPOSE = Path(__file__).parents[2] / "compose"
 GENQ_SERVICES = ["relay", "worker-cpu", "worker-gpu", "flower", "gateway"]
@@ -86,8 +86,8 @@ def test_service_command_is_one_genq_or_celery_accepts(
 ) -> None:
     command = services[name]["command"]
     if command[0] == "celery":
-        assert command[1:3] == ["-A", "workers.app"]
-        importlib.import_module("workers.app")  # the app Celery is pointed at exists
+        assert command[1:3] == ["-A", "genq.workers.app"]
+        importlib.import_module("genq.workers.app")  # the app Celery is pointed at exists
         return
     context = parse_genq(command)
     # `genq worker` hands options it does not know to celery: compose gives it none.

@@ -1,4 +1,4 @@
-"""workers.engine and workers.sampling on the tiny model (real llama.cpp, random weights):
+"""runtime/engine and runtime/sampling on the tiny model (real llama.cpp, random weights):
 batched sequences, slot hand-outs, cache reuse between windows, resumes at any token that
 sample what an uninterrupted run did, and the native sampler chain."""
 
@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 from llama_cpp import llama_context_p
 
-from common.errors import GenerationError, InvalidJob
-from common.plan import plan_llama
-from common.registry import LlamaModelConfig
-from common.schemas import JobSpec
-from common.tinymodel import TINY_EOS, TINY_N_CTX, ensure_tiny_model
-from workers.backends.llama import LlamaBackend
-from workers.engine import AHEAD, Engine
-from workers.generation import Sampled, TokenSequence
-from workers.sampling import Sampler
+from genq.common.errors import GenerationError, InvalidJob
+from genq.common.plan import plan_llama
+from genq.common.registry import LlamaModelConfig
+from genq.common.schemas import JobSpec
+from genq.common.tinymodel import TINY_EOS, TINY_N_CTX, ensure_tiny_model
+from genq.workers.backends.llama import LlamaBackend
+from genq.workers.generation.loop import TokenSequence
+from genq.workers.generation.sampled import Sampled
+from genq.workers.runtime.engine import AHEAD, Engine
+from genq.workers.runtime.sampling import Sampler
 
 SLOTS = 4
 
@@ -72,7 +73,7 @@ def test_concurrent_jobs_share_decode_steps(backend: LlamaBackend) -> None:
 def test_a_full_engine_refuses_a_job_and_hands_a_released_slot_out_again(
     backend: LlamaBackend,
 ) -> None:
-    """A job waits for a slot in its queue (workers.admission), never in the engine."""
+    """A job waits for a slot in its queue (genq.workers.celery.admission), never in the engine."""
     engine = backend.engine
     held = [engine.acquire() for _ in range(SLOTS)]
     with pytest.raises(GenerationError, match=f"every one of the engine's {SLOTS} slots"):

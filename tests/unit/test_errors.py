@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import (
+from genq.common.errors import (
     ErrorCode,
     GenerationError,
     GenqError,

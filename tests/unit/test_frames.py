@@ -1,4 +1,4 @@
-"""common.frames: protocol v1, one JSON frame per message on a job's channel."""
+"""genq.common.frames: protocol v1, one JSON frame per message on a job's channel."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from common.frames import (
+from genq.common.frames import (
     FRAME_CLASSES,
     HEADER_FIELDS,
     ContinuationData,
@@ -28,7 +28,7 @@ from common.frames import (
     checkpoint_only,
     parse_frame,
 )
-from common.schemas import JobResult, TokenLogprob, TopLogprob
+from genq.common.schemas import JobResult, TokenLogprob, TopLogprob
 
 JOB = "0123456789abcdef" * 2
 HEAD: dict[str, Any] = {"job_id": JOB, "epoch": 1, "seq": 7, "ts_ms": 1_700_000_000_123}

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from common.keys import Keys
-from common.schemas import (
+from genq.common.keys import Keys
+from genq.common.schemas import (
     BatchStatus,
     FinishReason,
     JobRecord,
@@ -19,11 +19,11 @@ from common.schemas import (
     Timings,
     Usage,
 )
-from common.store import files, openai_batches
-from common.store.files import StoredFile
-from common.store.openai_batches import ApiBatch
-from producer.gateway.batches import endpoint_errors, output_line, status_of, window_s
-from producer.gateway.errors import ApiError
+from genq.common.store import files, openai_batches
+from genq.common.store.files import StoredFile
+from genq.common.store.openai_batches import ApiBatch
+from genq.producer.gateway.batches import endpoint_errors, output_line, status_of, window_s
+from genq.producer.gateway.errors import ApiError
 
 KEYS = Keys()
 JOB = "ab" * 16

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from common.frames import DoneFrame, Frame, ResumeData, ResumeFrame, TokenData, TokenFrame
-from common.schemas import FinishReason, JobResult, Timings, Usage
-from common.store.gateway import StreamMeta
-from producer.core import StreamState
-from producer.gateway.chunks import DIVERGED, DONE, Renderer
-from producer.gateway.streams import parse_event_id
+from genq.common.frames import DoneFrame, Frame, ResumeData, ResumeFrame, TokenData, TokenFrame
+from genq.common.schemas import FinishReason, JobResult, Timings, Usage
+from genq.common.store.gateway import StreamMeta
+from genq.producer.core import StreamState
+from genq.producer.gateway.chunks import DIVERGED, DONE, Renderer
+from genq.producer.gateway.streams import parse_event_id
 
 JOB = "0" * 32
 META = StreamMeta("chat", "tiny", 1, include_usage=True)

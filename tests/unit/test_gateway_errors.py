@@ -11,11 +11,11 @@ import inspect
 import redis
 from fastapi.routing import APIRoute
 
-from common.errors import InvalidJob, JobFailed, QueueFull, RedisUnavailable, UnknownModel
-from common.settings import Settings
-from producer.gateway import routes
-from producer.gateway.errors import ID_SHOWN, api_error, not_found, shown
-from producer.gateway.records import Records
+from genq.common.errors import InvalidJob, JobFailed, QueueFull, RedisUnavailable, UnknownModel
+from genq.common.settings import Settings
+from genq.producer.gateway import routes
+from genq.producer.gateway.errors import ID_SHOWN, api_error, not_found, shown
+from genq.producer.gateway.records import Records
 
 
 def test_every_redis_failure_is_a_503_redis_unavailable() -> None:

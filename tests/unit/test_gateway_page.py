@@ -8,7 +8,7 @@ import base64
 import hashlib
 import re
 
-from producer.gateway.page import HEADERS, PAGE
+from genq.producer.gateway.page import HEADERS, PAGE
 
 
 def csp_hashes(directive: str) -> set[str]:

@@ -1,6 +1,6 @@
-"""workers.generation.generate: the token loop, its windows and finish reasons, the frames it
+"""workers.generation.loop.generate: the token loop, its windows and finish reasons, the frames it
 emits, and resuming a job after its committed windows, or inside a window from the tokens its
-stream holds (workers.resume)."""
+stream holds (genq.workers.generation.resume)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from common.frames import (
+from genq.common.frames import (
     ContinuationData,
     ContinuationFrame,
     ResumeData,
@@ -25,11 +25,12 @@ from common.frames import (
     WindowData,
     WindowFrame,
 )
-from common.schemas import SEED_MAX, FinishReason, JobSpec, TokenLogprob, TopLogprob
-from common.store.streams import entry_of
-from workers.chunks import Chunker
-from workers.generation import Generated, Sampled, TokenSession, generate, window_seed
-from workers.resume import Committed, committed
+from genq.common.schemas import SEED_MAX, FinishReason, JobSpec, TokenLogprob, TopLogprob
+from genq.common.store.streams import entry_of
+from genq.workers.generation.chunks import Chunker
+from genq.workers.generation.loop import Generated, TokenSession, generate, window_seed
+from genq.workers.generation.resume import Committed, committed
+from genq.workers.generation.sampled import Sampled
 
 # Token ids: EOS is 0, ids 1..255 are that one byte (id 104 is b"h"), ids from 256 up are
 # pieces of several bytes. The prompt's ids are never decoded.
@@ -930,7 +931,7 @@ def test_a_resume_without_the_committed_logprobs_gives_a_result_without_them() -
 @dataclass
 class TranscriptBackend(ScriptBackend):
     """A backend whose rendering ends the assistant's turn at the next role line, as a chat
-    rendered as a transcript does (common.prompts.implicit_stops)."""
+    rendered as a transcript does (genq.common.prompts.implicit_stops)."""
 
     def session(self, spec: JobSpec) -> TokenSession:
         session = TokenSession(self, spec)

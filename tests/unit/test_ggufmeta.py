@@ -1,4 +1,4 @@
-"""common.ggufmeta: whether a GGUF file's metadata has a key, and its vocabulary, read without
+"""genq.common.ggufmeta: whether a GGUF file's metadata has a key, and its vocabulary, read without
 loading it."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 import gguf
 import pytest
 
-from common.ggufmeta import Vocabulary, has_key, vocabulary
-from common.tinymodel import write_tiny_model
+from genq.common.ggufmeta import Vocabulary, has_key, vocabulary
+from genq.common.tinymodel import write_tiny_model
 
 TEMPLATE = "tokenizer.chat_template"
 

@@ -1,4 +1,4 @@
-"""common.keys: Redis key names and job ids."""
+"""genq.common.keys: Redis key names and job ids."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from common.errors import InvalidJob
-from common.keys import Keys, check_job_id, new_job_id
+from genq.common.errors import InvalidJob
+from genq.common.keys import Keys, check_job_id, new_job_id
 
 JOB = "0123456789abcdef0123456789abcdef"
 

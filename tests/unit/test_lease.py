@@ -1,12 +1,12 @@
-"""workers.lease.Leases: one job's view of a bundle's shared leases."""
+"""genq.workers.celery.lease.Leases: one job's view of a bundle's shared leases."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
-from common.keys import Keys
-from workers.lease import LeaseLost, Leases
+from genq.common.keys import Keys
+from genq.workers.celery.lease import LeaseLost, Leases
 
 
 def test_a_job_superseded_while_waiting_its_turn_stops_at_its_first_frame() -> None:

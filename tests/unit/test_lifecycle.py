@@ -1,4 +1,4 @@
-"""common.lifecycle: the FINISH command's arguments, and the end of a job that never started
+"""genq.common.lifecycle: the FINISH command's arguments, and the end of a job that never started
 (cancelled while queued, or expired)."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from common import lifecycle
-from common.frames import DoneFrame, ErrorFrame, parse_frame
-from common.keys import Keys
-from common.lifecycle import Finish, unstarted_finish
-from common.schemas import FinishReason, JobRecord, JobResult, JobSpec, JobState
-from common.store.streams import CheckpointEntry
+from genq.common import lifecycle
+from genq.common.frames import DoneFrame, ErrorFrame, parse_frame
+from genq.common.keys import Keys
+from genq.common.lifecycle import Finish, unstarted_finish
+from genq.common.schemas import FinishReason, JobRecord, JobResult, JobSpec, JobState
+from genq.common.store.streams import CheckpointEntry
 
 JOB = "0123456789abcdef0123456789abcdef"
 NOW_MS = 1_700_000_005_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.registry import LlamaModelConfig
-from common.schemas import JobSpec
+from genq.common.registry import LlamaModelConfig
+from genq.common.schemas import JobSpec
 from ops.bench.llama_server_peer import LlamaCppServer, PeerJob, sampling
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from common.logs import EventFormatter, fields, mask_secrets
+from genq.common.logs import EventFormatter, fields, mask_secrets
 
 
 def record(

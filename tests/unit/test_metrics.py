@@ -1,4 +1,4 @@
-"""workers.metrics: a job attempt's figures by model and device class, summed over a worker's
+"""publishing/metrics: a job attempt's figures by model and device class, summed over a worker's
 pool processes, and an endpoint that never takes the worker down."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.schemas import JobState
+from genq.common.schemas import JobState
+from genq.workers.publishing.metrics import PoolCollector, WorkerMetrics, forget_dead, serve
+from genq.workers.publishing.observe import AttemptInfo
 from ops.localstack import free_port
-from workers.metrics import PoolCollector, WorkerMetrics, forget_dead, serve
-from workers.observe import AttemptInfo
 
 JOB_ID, BATCH_ID = "a" * 32, "b" * 32
 LABELS = {"model": "tiny", "device": "gpu"}
@@ -107,8 +107,8 @@ def test_labels_are_models_devices_and_outcomes_never_ids(registry: CollectorReg
 
 POOL_PROCESS = """
 import sys
-from workers.metrics import WorkerMetrics
-from workers.observe import AttemptInfo
+from genq.workers.publishing.metrics import WorkerMetrics
+from genq.workers.publishing.observe import AttemptInfo
 
 info = AttemptInfo("a" * 32, 0, "tiny", "", "genq@host")
 observer = WorkerMetrics("cpu").observer(info)
@@ -186,6 +186,6 @@ def test_a_port_in_use_is_a_warning_naming_the_setting(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with caplog.at_level(logging.WARNING, logger="workers.metrics"):
+        with caplog.at_level(logging.WARNING, logger="genq.workers.publishing.metrics"):
             assert serve(registry, "127.0.0.1", port, "GENQ_METRICS_PORT") is None
     assert [r.getMessage() for r in caplog.records if "GENQ_METRICS_PORT" in r.getMessage()]

@@ -1,4 +1,4 @@
-"""workers.models.ModelCache: models loaded on first use, kept while they fit the budget,
+"""workers.backends.models.ModelCache: models loaded on first use, kept while they fit the budget,
 the least recently used unloaded first."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from common.errors import UnknownModel
-from common.plan import ModelPlan, plan_model
-from common.registry import AnyModelConfig, LlamaModelConfig, ModelRegistry
-from workers.models import ModelCache
+from genq.common.errors import UnknownModel
+from genq.common.plan import ModelPlan, plan_model
+from genq.common.registry import AnyModelConfig, LlamaModelConfig, ModelRegistry
+from genq.workers.backends.models import ModelCache
 
 MB = 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""common.plan: each model's serving plan, resolved once from its registry entry and the
+"""genq.common.plan: each model's serving plan, resolved once from its registry entry and the
 worker's settings, and refused at start when llama.cpp could not run it."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from pathlib import Path
 import llama_cpp as lc
 import pytest
 
-from common.adapters import ggml_invariance
-from common.errors import WorkerConfigError
-from common.plan import LLAMA_MAX_SEQ, Invariance, LlamaPlan, ModelPlan, plan_llama, plan_model
-from common.registry import LlamaModelConfig, ModelRegistry, RemoteModelConfig
-from common.routing import serving, worker_slots
-from common.settings import Settings
-from workers import decoder, weights
+from genq.common.adapters import ggml_invariance
+from genq.common.errors import WorkerConfigError
+from genq.common.plan import LLAMA_MAX_SEQ, Invariance, LlamaPlan, ModelPlan, plan_llama, plan_model
+from genq.common.registry import LlamaModelConfig, ModelRegistry, RemoteModelConfig
+from genq.common.routing import serving, worker_slots
+from genq.common.settings import Settings
+from genq.workers.runtime import decoder, weights
 
 
 def entry(tmp_path: Path, **fields: object) -> LlamaModelConfig:

@@ -1,11 +1,11 @@
-"""common.presence: which running workers serve a queue, and what a waiting job lacks."""
+"""genq.common.presence: which running workers serve a queue, and what a waiting job lacks."""
 
 from __future__ import annotations
 
 import pytest
 
-from common.presence import serving_queue, waiting_reason
-from common.schemas import JobRecord, JobSpec, JobState, WorkerInfo
+from genq.common.presence import serving_queue, waiting_reason
+from genq.common.schemas import JobRecord, JobSpec, JobState, WorkerInfo
 
 
 def worker(name: str, *queues: str, device: str = "cpu") -> WorkerInfo:

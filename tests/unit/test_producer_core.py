@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from common.dispatch import Dispatch, broker_priority
-from common.errors import InvalidJob, JobFailed, ResultNotReady
-from common.frames import (
+from genq.common.dispatch import Dispatch, broker_priority
+from genq.common.errors import InvalidJob, JobFailed, ResultNotReady
+from genq.common.frames import (
     ContinuationData,
     ContinuationFrame,
     DoneFrame,
@@ -24,9 +24,9 @@ from common.frames import (
     WindowData,
     WindowFrame,
 )
-from common.schemas import GenerateRequest, JobRecord, JobResult, JobSpec, JobState
-from producer import core
-from producer.core import Placement, PreparedJob, StreamState, parse_spec
+from genq.common.schemas import GenerateRequest, JobRecord, JobResult, JobSpec, JobState
+from genq.producer import core
+from genq.producer.core import Placement, PreparedJob, StreamState, parse_spec
 
 JOB = "ab" * 16
 MakeResult = Callable[..., JobResult]
@@ -100,7 +100,7 @@ class FakeMonotonic:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeMonotonic:
-    """Replace the clock producer.core reads (only there, not the time module itself)."""
+    """Replace the clock genq.producer.core reads (only there, not the time module itself)."""
     fake = FakeMonotonic()
     monkeypatch.setattr(core, "time", SimpleNamespace(monotonic=fake, time_ns=time.time_ns))
     return fake

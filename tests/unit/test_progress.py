@@ -1,4 +1,4 @@
-"""workers.progress: Flower's progress events (throttled, never for a short job, never fatal)
+"""workers.celery.progress: Flower's progress events (throttled, never for a short job, never fatal)
 and the summary a task returns."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from common.schemas import GenerateRequest, JobState
-from workers.observe import AttemptInfo, JobObserver
-from workers.progress import PROGRESS_EVENT, TaskProgress, Throttle
+from genq.common.schemas import GenerateRequest, JobState
+from genq.workers.celery.progress import PROGRESS_EVENT, TaskProgress, Throttle
+from genq.workers.publishing.observe import AttemptInfo, JobObserver
 
 JOB = "a" * 32
 
@@ -119,7 +119,7 @@ def test_an_event_that_cannot_be_sent_is_logged_once_and_the_job_goes_on(
     task = TaskProgress(broken, 0.5, clock)
     attempt = task.observe(info())
     attempt.started(info(), 0)
-    with caplog.at_level(logging.WARNING, logger="workers.progress"):
+    with caplog.at_level(logging.WARNING, logger="genq.workers.celery.progress"):
         for _ in range(5):
             clock.now += 1.0
             attempt.tokens(16)

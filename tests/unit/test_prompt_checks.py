@@ -1,4 +1,4 @@
-"""The producer's checks against a model's vocabulary (common.prompts.PromptCounter, on the
+"""The producer's checks against a model's vocabulary (genq.common.prompts.PromptCounter, on the
 built-in tiny model, 256 tokens of context): a prompt that cannot fit is told from a bounded
 prefix of it, one near the limit is counted whole, and a logit_bias id outside the
 vocabulary is refused before anything is queued."""
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import InvalidJob, PromptTooLong
-from common.prompts import PromptCounter, count_tokens, prefix_bytes
-from common.registry import LlamaModelConfig, ModelRegistry
-from common.schemas import JobSpec
-from common.settings import Settings
-from producer.core import check_job
+from genq.common.errors import InvalidJob, PromptTooLong
+from genq.common.prompts import PromptCounter, count_tokens, prefix_bytes
+from genq.common.registry import LlamaModelConfig, ModelRegistry
+from genq.common.schemas import JobSpec
+from genq.common.settings import Settings
+from genq.producer.core import check_job
 
 TINY_LONGEST = 8  # bytes of tiny's longest token, "▁über" (see test_ggufmeta.py)
 

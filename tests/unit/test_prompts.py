@@ -1,4 +1,4 @@
-"""common.prompts: how a chat is rendered for a model without a chat template, and where its
+"""genq.common.prompts: how a chat is rendered for a model without a chat template, and where its
 turn ends."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from common.prompts import implicit_stops, render_transcript
-from common.registry import LlamaModelConfig
-from common.schemas import ChatMessage, JobSpec
+from genq.common.prompts import implicit_stops, render_transcript
+from genq.common.registry import LlamaModelConfig
+from genq.common.schemas import ChatMessage, JobSpec
 
 CHAT = [
     ChatMessage(role="system", content="Be brief."),

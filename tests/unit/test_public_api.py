@@ -1,4 +1,4 @@
-"""The public surface of `producer` is exactly its `__all__` (as httpx tests its own)."""
+"""The public surface of `genq` is exactly its `__all__` (as httpx tests its own)."""
 
 from __future__ import annotations
 
@@ -10,45 +10,46 @@ from types import ModuleType
 
 import pytest
 
-import producer
-from producer.client import AsyncJobStream, JobStream
+import genq
+from genq.producer.client import AsyncJobStream, JobStream
 
 
 def test_all_has_no_duplicates() -> None:
-    assert len(producer.__all__) == len(set(producer.__all__))
+    assert len(genq.__all__) == len(set(genq.__all__))
 
 
 def test_public_names_are_exactly_all() -> None:
     public = {
         name
-        for name, value in vars(producer).items()
+        for name, value in vars(genq).items()
         if not name.startswith("_") and not isinstance(value, ModuleType)
     }
-    assert public == set(producer.__all__)
+    assert public == set(genq.__all__)
 
 
-@pytest.mark.parametrize("name", producer.__all__)
+@pytest.mark.parametrize("name", genq.__all__)
 def test_every_exported_name_is_importable(name: str) -> None:
     namespace: dict[str, object] = {}
-    exec(f"from producer import {name}", namespace)
-    assert namespace[name] is getattr(producer, name)
+    exec(f"from genq import {name}", namespace)
+    assert namespace[name] is getattr(genq, name)
 
 
 def test_star_import_gives_exactly_all() -> None:
     namespace: dict[str, object] = {}
-    exec("from producer import *", namespace)
-    assert set(namespace) - {"__builtins__"} == set(producer.__all__)
+    exec("from genq import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(genq.__all__)
 
 
-def test_importing_producer_loads_no_worker_or_model_runtime() -> None:
+def test_importing_genq_loads_no_worker_or_model_runtime() -> None:
     """A producer machine needs neither the workers package nor llama-cpp-python."""
     probe = (
-        "import sys, producer; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'workers', 'llama_cpp'}))"
+        "import sys, genq; "
+        "print(sorted({'.'.join(m.split('.')[:2]) for m in sys.modules} & "
+        "{'genq.workers', 'llama_cpp'}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
-        cwd=Path(producer.__file__).parents[1],
+        cwd=Path(genq.__file__).parents[1],
         capture_output=True,
         text=True,
         check=True,
@@ -70,9 +71,9 @@ PROTOCOLS = set(ASYNC_SPELLING) | set(ASYNC_SPELLING.values())
 # Returns at once on both faces: a stream is opened by reading it.
 SYNC_ON_BOTH = {"stream"}
 FACES = [
-    (producer.Client, producer.AsyncClient),
-    (producer.JobHandle, producer.AsyncJobHandle),
-    (producer.BatchHandle, producer.AsyncBatchHandle),
+    (genq.Client, genq.AsyncClient),
+    (genq.JobHandle, genq.AsyncJobHandle),
+    (genq.BatchHandle, genq.AsyncBatchHandle),
     (JobStream, AsyncJobStream),
 ]
 

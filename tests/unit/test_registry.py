@@ -1,4 +1,4 @@
-"""common.registry: the built-in `tiny` and `gemma-3-270m` models plus the models of a TOML
+"""genq.common.registry: the built-in `tiny` and `gemma-3-270m` models plus the models of a TOML
 file. Whether gemma's package is installed is given to the registry (`installed`), so that
 these tests hold on machines with and without it."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from common import gemma
-from common.errors import RegistryError, UnknownModel
-from common.registry import GEMMA, ModelRegistry
-from common.settings import Settings
-from common.tinymodel import TINY_N_CTX, tiny_model_path
+from genq.common import gemma
+from genq.common.errors import RegistryError, UnknownModel
+from genq.common.registry import GEMMA, ModelRegistry
+from genq.common.settings import Settings
+from genq.common.tinymodel import TINY_N_CTX, tiny_model_path
 
 MISTRAL = """
 [models.mistral-7b]

@@ -1,4 +1,4 @@
-"""workers.relay_admission: what the relay refuses to move, and why (no Redis needed: a
+"""genq.workers.relay.admission: what the relay refuses to move, and why (no Redis needed: a
 refused message never reaches the job lookup)."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import logging
 import pytest
 import redis
 
-from common.frames import TokenData, TokenFrame, WindowData, WindowFrame
-from common.keys import Keys
-from common.schemas import FinishReason, TokenLogprob
+from genq.common.frames import TokenData, TokenFrame, WindowData, WindowFrame
+from genq.common.keys import Keys
+from genq.common.schemas import FinishReason, TokenLogprob
+from genq.workers.relay.admission import Admission
+from genq.workers.relay.metrics import Drop, RelayStats
+from genq.workers.relay.writes import checkpoint_entry
 from ops.localstack import free_port
-from workers.relay_admission import Admission
-from workers.relay_metrics import Drop, RelayStats
-from workers.relay_writes import checkpoint_entry
 
 JOB = "ab" * 16
 SECRET = "the prompt's secret words"

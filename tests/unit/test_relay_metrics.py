@@ -1,4 +1,4 @@
-"""workers.relay_metrics: the relay's figures, and queue depths read over kombu's priority
+"""genq.workers.relay.metrics: the relay's figures, and queue depths read over kombu's priority
 lists."""
 
 from __future__ import annotations
@@ -9,20 +9,20 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from common.celery_config import BROKER_PRIORITY_STEPS, priority_lists
-from common.frames import TokenData, TokenFrame
-from common.registry import ModelRegistry
-from common.settings import Settings
-from common.store import queues
-from ops.localstack import free_port
-from workers.relay import Relay
-from workers.relay_metrics import (
+from genq.common.celery_config import BROKER_PRIORITY_STEPS, priority_lists
+from genq.common.frames import TokenData, TokenFrame
+from genq.common.registry import ModelRegistry
+from genq.common.settings import Settings
+from genq.common.store import queues
+from genq.workers.relay.metrics import (
     Drop,
     ModelQueue,
     RelayCollector,
     RelayStats,
     model_queues,
 )
+from genq.workers.relay.service import Relay
+from ops.localstack import free_port
 
 # kombu's naming of the priority lists: tests/unit/test_adapters.py.
 

@@ -1,4 +1,4 @@
-"""workers.relay_shape: the relay's fast path accepts only valid token frames, with the header
+"""genq.workers.relay.shape: the relay's fast path accepts only valid token frames, with the header
 pydantic reads, and catches the frames workers write (else the relay is slow, not wrong)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.frames import TokenData, TokenFrame, parse_frame
-from workers.relay_shape import canonical_token, canonical_tokens
+from genq.common.frames import TokenData, TokenFrame, parse_frame
+from genq.workers.relay.shape import canonical_token, canonical_tokens
 
 JOB = "ab" * 16
 texts = st.text(max_size=40)

@@ -1,4 +1,4 @@
-"""workers.relay_writes: the commands a batch becomes. Each names one job's keys (one hash
+"""genq.workers.relay.writes: the commands a batch becomes. Each names one job's keys (one hash
 slot: Redis Cluster takes it), and they run in the order the guarantees need."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import hiredis
 from redis.crc import key_slot
 
-from common.frames import (
+from genq.common.frames import (
     ErrorData,
     ErrorFrame,
     TokenData,
@@ -15,10 +15,10 @@ from common.frames import (
     WindowFrame,
     _Frame,
 )
-from common.keys import Keys
-from workers.relay_admission import Admission, Admitted
-from workers.relay_metrics import RelayStats
-from workers.relay_writes import Commands
+from genq.common.keys import Keys
+from genq.workers.relay.admission import Admission, Admitted
+from genq.workers.relay.metrics import RelayStats
+from genq.workers.relay.writes import Commands
 
 A, B = "aa" * 16, "bb" * 16
 TTL_S = 3600

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from common.errors import RemoteRejected, RemoteUnavailable
-from common.frames import TokenData, WindowData
-from common.registry import RemoteModelConfig
-from common.schemas import FinishReason, JobSpec, TokenLogprob, TopLogprob
-from workers.backends.remote import RemoteBackend
-from workers.chunks import Chunker
-from workers.generation import Generated, generate, window_seed
-from workers.resume import Committed
+from genq.common.errors import RemoteRejected, RemoteUnavailable
+from genq.common.frames import TokenData, WindowData
+from genq.common.registry import RemoteModelConfig
+from genq.common.schemas import FinishReason, JobSpec, TokenLogprob, TopLogprob
+from genq.workers.backends.remote import RemoteBackend
+from genq.workers.generation.chunks import Chunker
+from genq.workers.generation.loop import Generated, generate, window_seed
+from genq.workers.generation.resume import Committed
 
 KEY = "sk-test-0123456789"
 

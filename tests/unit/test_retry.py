@@ -1,4 +1,4 @@
-"""producer.retry: reads retry a lost Redis connection with backoff for GENQ_REDIS_RETRY_S,
+"""genq.producer.retry: reads retry a lost Redis connection with backoff for GENQ_REDIS_RETRY_S,
 then raise RedisUnavailable; the sync and async faces behave the same."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import time
 import pytest
 import redis
 
-from common.errors import InvalidEntry, RedisUnavailable
-from common.settings import Settings
-from producer.retry import MAX_DELAY_S, Backoff, retrying, retrying_async
+from genq.common.errors import InvalidEntry, RedisUnavailable
+from genq.common.settings import Settings
+from genq.producer.retry import MAX_DELAY_S, Backoff, retrying, retrying_async
 
 
 class Flaky:

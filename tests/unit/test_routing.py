@@ -1,4 +1,4 @@
-"""common.routing: queue names, and what a worker serves, checked before it starts."""
+"""genq.common.routing: queue names, and what a worker serves, checked before it starts."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from common import gemma
-from common.errors import WorkerConfigError
-from common.registry import ModelRegistry
-from common.routing import Serving, model_queue, queue_device, queue_name, serving
-from common.settings import Settings
+from genq.common import gemma
+from genq.common.errors import WorkerConfigError
+from genq.common.registry import ModelRegistry
+from genq.common.routing import Serving, model_queue, queue_device, queue_name, serving
+from genq.common.settings import Settings
 
 Serve = Callable[..., Serving]
 

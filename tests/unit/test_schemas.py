@@ -1,4 +1,4 @@
-"""common.schemas: the versioned models that cross Redis and Celery."""
+"""genq.common.schemas: the versioned models that cross Redis and Celery."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from common.schemas import (
+from genq.common.schemas import (
     SEED_MAX,
     BatchStatus,
     ChatMessage,

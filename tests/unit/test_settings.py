@@ -1,4 +1,4 @@
-"""common.settings: one settings object from GENQ_* variables, with bounds and no leaked
+"""genq.common.settings: one settings object from GENQ_* variables, with bounds and no leaked
 passwords."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from common.celery_config import broker_url, celery_config
-from common.settings import DEFAULT_REDIS_URL, Settings, redact_url
+from genq.common.celery_config import broker_url, celery_config
+from genq.common.settings import DEFAULT_REDIS_URL, Settings, redact_url
 
 PASSWORD = "s3cr3t-pw"
 

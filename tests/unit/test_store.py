@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import InvalidEntry
-from common.keys import Keys
-from common.schemas import JobRecord, JobSpec, JobState
-from common.store import jobs
+from genq.common.errors import InvalidEntry
+from genq.common.keys import Keys
+from genq.common.schemas import JobRecord, JobSpec, JobState
+from genq.common.store import jobs
 
 KEYS = Keys()
 JOB = "ab" * 16

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from common.errors import ErrorCode
-from common.keys import Keys
-from common.schemas import BatchStatus, JobRecord, JobSpec, JobState
-from common.store import batches, jobs
-from common.store.batches import NewJob, Opening
+from genq.common.errors import ErrorCode
+from genq.common.keys import Keys
+from genq.common.schemas import BatchStatus, JobRecord, JobSpec, JobState
+from genq.common.store import batches, jobs
+from genq.common.store.batches import NewJob, Opening
 
 KEYS = Keys()
 JOB = "ab" * 16

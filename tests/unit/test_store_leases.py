@@ -1,4 +1,4 @@
-"""common.store.leases without Redis: the KEYS and ARGV each lifecycle script is called with,
+"""genq.common.store.leases without Redis: the KEYS and ARGV each lifecycle script is called with,
 and how its replies become typed values."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from common.errors import InvalidEntry
-from common.keys import Keys
-from common.schemas import JobRecord, JobSpec, JobState
-from common.store import jobs, leases
-from common.store.command import Command
-from common.store.leases import ClaimOutcome, Ending, ReapAction, Reaped
+from genq.common.errors import InvalidEntry
+from genq.common.keys import Keys
+from genq.common.schemas import JobRecord, JobSpec, JobState
+from genq.common.store import jobs, leases
+from genq.common.store.command import Command
+from genq.common.store.leases import ClaimOutcome, Ending, ReapAction, Reaped
 
 KEYS = Keys("staging")
 JOB = "ab" * 16

@@ -1,10 +1,10 @@
-"""common.store.presence without Redis: the calls its commands make and how they decode."""
+"""genq.common.store.presence without Redis: the calls its commands make and how they decode."""
 
 from __future__ import annotations
 
-from common.keys import Keys
-from common.schemas import WorkerInfo
-from common.store import presence
+from genq.common.keys import Keys
+from genq.common.schemas import WorkerInfo
+from genq.common.store import presence
 
 KEYS = Keys()
 

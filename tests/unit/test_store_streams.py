@@ -1,4 +1,4 @@
-"""common.store.streams without Redis: the calls its commands make, how they decode replies,
+"""genq.common.store.streams without Redis: the calls its commands make, how they decode replies,
 and the versioned checkpoint entry."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from common.errors import InvalidEntry
-from common.frames import WindowData
-from common.keys import Keys
-from common.schemas import FinishReason, TokenLogprob
-from common.store import streams
-from common.store.streams import CheckpointEntry
+from genq.common.errors import InvalidEntry
+from genq.common.frames import WindowData
+from genq.common.keys import Keys
+from genq.common.schemas import FinishReason, TokenLogprob
+from genq.common.store import streams
+from genq.common.store.streams import CheckpointEntry
 
 KEYS = Keys()
 JOB = "ab" * 16

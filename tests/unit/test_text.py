@@ -1,4 +1,4 @@
-"""workers.text.TextAssembler: token bytes in, final text out, incrementally."""
+"""genq.workers.generation.text.TextAssembler: token bytes in, final text out, incrementally."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from workers.text import TextAssembler
+from genq.workers.generation.text import TextAssembler
 
 REPLACEMENT = "\ufffd"
 

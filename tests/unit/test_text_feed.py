@@ -1,4 +1,4 @@
-"""What a reader prints of a job's text (producer.core: parse_entry, StreamState.shown_text,
+"""What a reader prints of a job's text (genq.producer.core: parse_entry, StreamState.shown_text,
 TextFeed): entries that do not validate are refused by name, uncommitted text is held back
 from a pipe, and nothing written is taken back."""
 
@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from common.errors import GenqError, InvalidEntry
-from common.frames import (
+from genq.common.errors import GenqError, InvalidEntry
+from genq.common.frames import (
     DoneFrame,
     ResumeData,
     ResumeFrame,
@@ -19,8 +19,8 @@ from common.frames import (
     WindowData,
     WindowFrame,
 )
-from common.schemas import JobResult
-from producer.core import StreamState, TextFeed, parse_entry, parse_record
+from genq.common.schemas import JobResult
+from genq.producer.core import StreamState, TextFeed, parse_entry, parse_record
 
 JOB = "ab" * 16
 MakeResult = Callable[..., JobResult]

@@ -10,8 +10,8 @@ from typing import Any
 import gguf
 import pytest
 
-from common import tinymodel
-from common.tinymodel import (
+from genq.common import tinymodel
+from genq.common.tinymodel import (
     TINY_MODEL_VERSION,
     TINY_N_CTX,
     ensure_tiny_model,

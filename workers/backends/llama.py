@@ -1,11 +1,11 @@
 """The llama backend: a local GGUF model run by llama-cpp-python.
 
 `Llama` provides the vocabulary, tokenizer and chat template (`vocab_only`); the weights are
-loaded for batch-invariant decoding (workers.weights), and every job's tokens are decoded in a
-slot of the model's batched engine (workers.engine), beside up to `slots - 1` other jobs. The
+loaded for batch-invariant decoding (runtime/weights), and every job's tokens are decoded in a
+slot of the model's batched engine (runtime/engine), beside up to `slots - 1` other jobs. The
 engine's logits do not depend on the batch, so every job is deterministic, batched: a resume
 on any worker continues with the tokens an uninterrupted run would have had.
-Sampling is llama.cpp's native sampler chain (workers.sampling).
+Sampling is llama.cpp's native sampler chain (genq.workers.runtime.sampling).
 """
 
 from __future__ import annotations
@@ -17,25 +17,26 @@ from pathlib import Path
 
 from llama_cpp import Llama, llama_model_p
 
-from common.adapters.ggml_invariance import make_invariant, warn_if_variant
-from common.adapters.llama_vocab import end_check
-from common.errors import ModelLoadError
-from common.logs import fields
-from common.plan import LlamaPlan, plan_llama
-from common.prompts import (
+from genq.common.adapters.ggml_invariance import make_invariant, warn_if_variant
+from genq.common.adapters.llama_vocab import end_check
+from genq.common.errors import ModelLoadError
+from genq.common.logs import fields
+from genq.common.plan import LlamaPlan, plan_llama
+from genq.common.prompts import (
     chat_template,
     check_context,
     implicit_stops,
     prompt_tokens,
     transcript_labels,
 )
-from common.registry import LlamaModelConfig
-from common.schemas import JobSpec
-from workers.decoder import Decoder
-from workers.engine import Engine, Slot
-from workers.generation import Sampled, TokenSequence, TokenSession
-from workers.sampling import Sampler, Vocabulary
-from workers.weights import free_weights, load_weights
+from genq.common.registry import LlamaModelConfig
+from genq.common.schemas import JobSpec
+from genq.workers.generation.loop import TokenSequence, TokenSession
+from genq.workers.generation.sampled import Sampled
+from genq.workers.runtime.decoder import Decoder
+from genq.workers.runtime.engine import Engine, Slot
+from genq.workers.runtime.sampling import Sampler, Vocabulary
+from genq.workers.runtime.weights import free_weights, load_weights
 
 log = logging.getLogger(__name__)
 # The context `Llama` itself creates is never decoded in (the engine has its own): the
@@ -49,11 +50,11 @@ class LlamaBackend:
     def __init__(
         self, name: str, config: LlamaModelConfig, path: Path, plan: LlamaPlan | None = None
     ) -> None:
-        """`plan`: how to run it (common.plan; by default, its entry's with one slot)."""
+        """`plan`: how to run it (genq.common.plan; by default, its entry's with one slot)."""
         self.name = name
         self.config = config
         self.plan = plan or plan_llama(name, config)
-        if self.plan.problem is not None:  # a worker refuses it at start (common.routing)
+        if self.plan.problem is not None:  # a worker refuses it at start (genq.common.routing)
             raise ModelLoadError(f"model {name!r}: {self.plan.problem}")
         self.slots = self.plan.slots
         try:

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from common.errors import RemoteRejected, RemoteUnavailable
-from common.registry import RemoteModelConfig
-from common.schemas import FinishReason, JobSpec, TokenLogprob, TopLogprob
-from common.settings import redact_url
-from workers.generation import Piece, window_seed
-from workers.resume import Committed
+from genq.common.errors import RemoteRejected, RemoteUnavailable
+from genq.common.registry import RemoteModelConfig
+from genq.common.schemas import FinishReason, JobSpec, TokenLogprob, TopLogprob
+from genq.common.settings import redact_url
+from genq.workers.generation.loop import Piece, window_seed
+from genq.workers.generation.resume import Committed
 
 log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
