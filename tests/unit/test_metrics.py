@@ -46,8 +46,8 @@ def test_an_attempt_counts_its_tokens_windows_and_outcome(registry: CollectorReg
     assert value(registry, "genq_active_jobs") == 1
     for count in (1, 16, 16, 4):
         observer.tokens(count)
-    observer.window(0, 32)
-    observer.window(1, 37)
+    observer.window_ended(0, 32)
+    observer.window_ended(1, 37)
     observer.ended(JobState.SUCCEEDED, first_token_ms=None)
     assert value(registry, "genq_tokens_generated_total") == 37
     assert value(registry, "genq_windows_completed_total") == 2

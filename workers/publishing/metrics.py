@@ -220,7 +220,7 @@ class MetricsObserver(JobObserver):
     def tokens(self, count: int) -> None:
         self._series.tokens.inc(count)
 
-    def window(self, window: int, tokens_total: int) -> None:
+    def window_ended(self, window: int, tokens_total: int) -> None:
         self._series.windows.inc()
 
     def ended(self, outcome: str, first_token_ms: int | None) -> None:

@@ -33,7 +33,7 @@ class JobObserver:
         """A token chunk went out with `count` new tokens (counted as they are published,
         so a chunk held back for the final record is reported just before `ended`)."""
 
-    def window(self, window: int, tokens_total: int) -> None:
+    def window_ended(self, window: int, tokens_total: int) -> None:
         """Window `window` (0-based) completed; `tokens_total` in the job so far, committed
         windows of earlier attempts included."""
 
@@ -60,9 +60,9 @@ class Observers(JobObserver):
         for o in self._all:
             o.tokens(count)
 
-    def window(self, window: int, tokens_total: int) -> None:
+    def window_ended(self, window: int, tokens_total: int) -> None:
         for o in self._all:
-            o.window(window, tokens_total)
+            o.window_ended(window, tokens_total)
 
     def ended(self, outcome: str, first_token_ms: int | None) -> None:
         for o in self._all:
