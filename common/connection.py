@@ -24,6 +24,17 @@ def connect(settings: Settings) -> redis.Redis:
     )
 
 
+def connect_bytes(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
+    """A client whose replies stay bytes (no decoding): the relay moves frames through as
+    they came. `timeout_s` bounds a connect and each reply (None: a connect takes up to
+    CONNECT_TIMEOUT_S, a reply as long as it takes)."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=timeout_s or CONNECT_TIMEOUT_S,
+        socket_timeout=timeout_s,
+    )
+
+
 def connect_async(settings: Settings) -> redis.asyncio.Redis:
     return redis.asyncio.Redis.from_url(
         settings.redis_url,

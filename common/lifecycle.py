@@ -15,9 +15,9 @@ import redis
 
 from genq.common.errors import ErrorCode
 from genq.common.frames import DoneFrame, ErrorData, ErrorFrame
-from genq.common.keys import Keys
 from genq.common.schemas import FinishReason, JobRecord, JobResult, JobState, Timings, Usage
 from genq.common.store import Command, jobs, leases, run, streams
+from genq.common.store.keys import Keys
 from genq.common.store.streams import CheckpointEntry
 
 

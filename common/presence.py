@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import redis
 import redis.asyncio
 
-from genq.common.keys import Keys
 from genq.common.routing import queue_device, worker_command
 from genq.common.schemas import JobRecord, JobState, WorkerInfo
 from genq.common.store import arun, presence, run
+from genq.common.store.keys import Keys
 
 
 def live_workers(client: redis.Redis, keys: Keys) -> list[WorkerInfo]:

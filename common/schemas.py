@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Literal, Self, get_args
 
 from pydantic import (
     AliasChoices,
@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from genq.common.keys import BATCH_ID_CHARS, JOB_ID_PATTERN
+from genq.common.ids import BATCH_ID_CHARS, JOB_ID_PATTERN
 
 SEED_MAX = 2**32 - 1
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
@@ -117,7 +117,7 @@ Text = Annotated[str, StringConstraints(strict=True), _Utf8]
 StopText = Annotated[str, StringConstraints(min_length=1, max_length=256, strict=True), _Utf8]
 MessageText = Annotated[str, StringConstraints(max_length=10_000_000, strict=True), _Utf8]
 StrictInt = Annotated[int, BeforeValidator(_integer)]
-# Ids in task messages become Redis keys: only what genq.common.keys.check_job_id accepts.
+# Ids in task messages become Redis keys: only what genq.common.ids.check_job_id accepts.
 JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN, strict=True)]
 Number = Annotated[float, BeforeValidator(_number)]
 TokenId = Annotated[int, BeforeValidator(_token_id), Field(ge=0)]
@@ -252,7 +252,7 @@ class GenerateRequest(_Model):
     epoch: StrictInt = Field(0, ge=0)
     batch_id: str = Field(
         "",
-        pattern=f"^({BATCH_ID_CHARS})?$",  # as genq.common.keys.check_batch_id, or none
+        pattern=f"^({BATCH_ID_CHARS})?$",  # as genq.common.ids.check_batch_id, or none
         description="The job's batch, whose counts the worker keeps.",
     )
 
@@ -314,8 +314,8 @@ class JobResult(_Model):
 
 
 class JobRecord(_Model):
-    """The job hash `genq:{id}:job`, one field per attribute (JSON for nested values); its
-    encoding is common/store/jobs.py's."""
+    """A job's record, kept in the job hash: its encoding (one field per attribute, JSON for
+    nested values) is common/store/jobs.py's (`encode`, `decode`)."""
 
     spec: JobSpec
     state: JobState
@@ -335,23 +335,11 @@ class JobRecord(_Model):
     error: str = ""
     error_code: str = ""
 
-    def to_hash(self) -> Mapping[Any, Any]:
-        """Redis-ready field map; the encoding is common/store/jobs.py's."""
-        from genq.common.store import jobs  # the store builds on these models
-
-        return jobs.encode(self)
-
-    @classmethod
-    def from_hash(cls, raw: Mapping[Any, Any]) -> JobRecord:
-        """A record from its hash fields (common/store/jobs.py decodes)."""
-        from genq.common.store import jobs
-
-        return jobs.decode(raw)
-
 
 class BatchStatus(_Model):
-    """A batch's hash `genq:batch:{id}`: counts by job state, kept by the scripts that move
-    jobs between states, so reading it costs one command however large the batch."""
+    """A batch's record: counts by job state, kept by the scripts that move jobs between
+    states, so reading it costs one command however large the batch (its encoding is
+    common/store/batches.py's: `decode_status`)."""
 
     batch_id: str
     total: int = 0
@@ -382,13 +370,6 @@ class BatchStatus(_Model):
             return "cancelling" if self.cancel_requested else "in_progress"
         return "cancelled" if self.cancel_requested else "completed"
 
-    @classmethod
-    def from_hash(cls, batch_id: str, raw: Mapping[str, str]) -> BatchStatus:
-        """The record's decoding, which common/store/batches.py owns."""
-        from genq.common.store.batches import decode_status  # the store imports this module
-
-        return decode_status(batch_id, raw)
-
 
 class ResultError(_Model):
     code: str
@@ -408,8 +389,8 @@ class ResultLine(_Model):
 
 
 class WorkerInfo(_Model):
-    """What a running worker records about itself in Redis (`Keys.worker`), refreshed by its
-    heartbeat."""
+    """What a running worker records about itself in Redis (common/store/presence.py),
+    refreshed by its heartbeat."""
 
     v: Literal[1] = 1
     name: str = Field(description="Celery node name, e.g. genq@host.")

@@ -33,14 +33,15 @@ import redis.asyncio.client
 
 from genq.common.connection import redis_errors
 from genq.common.errors import InvalidBatch, InvalidJob, StreamTimeout
-from genq.common.keys import Keys, check_batch_id, new_batch_id
+from genq.common.ids import check_batch_id, new_batch_id
 from genq.common.lifecycle import now_ms
 from genq.common.schemas import DEFAULT_PRIORITY, BatchStatus, JobState, ResultLine
 from genq.common.settings import Settings
-from genq.common.store import Command, arun, queue, run
+from genq.common.store import Command, arun, channels, run, run_transaction
 from genq.common.store import batches as batch_store
 from genq.common.store import jobs as job_store
 from genq.common.store.batches import NewJob, Opening, result_line
+from genq.common.store.keys import Keys
 from genq.producer.batchfile import BatchLine, Reject, Source, scan, valid_lines
 from genq.producer.bundles import dispatches
 from genq.producer.core import PreparedJob
@@ -167,9 +168,7 @@ class BatchSubmitter:
         command = batch_store.submit(
             submitter.keys, self.batch_id, jobs, submitter.settings.job_ttl_s, opening
         )
-        pipe = self.redis.pipeline(transaction=True)
-        queue(pipe, command)
-        created = command.reply(pipe.execute())
+        created: set[str] | None = run_transaction(self.redis, [command])[0]
         if created is None:
             raise InvalidBatch(
                 f"batch {self.batch_id} was cancelled: it takes no new jobs "
@@ -327,7 +326,7 @@ class _Listener:
 
     def __init__(self, client: redis.Redis, channel: str, enabled: bool = True) -> None:
         self._client, self._channel, self._enabled = client, channel, enabled
-        self._pubsub: redis.client.PubSub | None = None
+        self._pubsub: channels.Subscription | None = None
 
     def __enter__(self) -> Self:
         if self._enabled:  # a reader that will not wait needs no subscription
@@ -340,8 +339,7 @@ class _Listener:
 
     def _subscribe(self) -> None:
         try:
-            self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-            self._pubsub.subscribe(self._channel)
+            self._pubsub = channels.subscribe(self._client, self._channel)
         except redis.RedisError as exc:  # the caller's next read retries or reports it
             log.debug("no announcements from %s: %s", self._channel, exc)
             self._pubsub = None
@@ -361,18 +359,18 @@ class _Listener:
             return set()
 
 
-def _drain(pubsub: redis.client.PubSub, timeout_s: float) -> set[str]:
+def _drain(pubsub: channels.Subscription, timeout_s: float) -> set[str]:
     heard: set[str] = set()
     deadline = time.monotonic() + timeout_s
     while not heard:
         left = deadline - time.monotonic()
-        message = pubsub.get_message(timeout=max(left, 0.0))
+        message = pubsub.message(max(left, 0.0))
         if message is not None:
-            heard.add(str(message["data"]))
+            heard.add(message)
         elif left <= 0:
             return heard
-    while (message := pubsub.get_message(timeout=0.0)) is not None:
-        heard.add(str(message["data"]))
+    while (message := pubsub.message(0.0)) is not None:
+        heard.add(message)
     return heard
 
 
@@ -381,7 +379,7 @@ class _AsyncListener:
 
     def __init__(self, client: redis.asyncio.Redis, channel: str, enabled: bool = True) -> None:
         self._client, self._channel, self._enabled = client, channel, enabled
-        self._pubsub: redis.asyncio.client.PubSub | None = None
+        self._pubsub: channels.AsyncSubscription | None = None
 
     async def __aenter__(self) -> Self:
         if self._enabled:
@@ -394,8 +392,7 @@ class _AsyncListener:
 
     async def _subscribe(self) -> None:
         try:
-            self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-            await self._pubsub.subscribe(self._channel)
+            self._pubsub = await channels.asubscribe(self._client, self._channel)
         except redis.RedisError as exc:
             log.debug("no announcements from %s: %s", self._channel, exc)
             self._pubsub = None
@@ -414,18 +411,18 @@ class _AsyncListener:
             return set()
 
 
-async def _drain_async(pubsub: redis.asyncio.client.PubSub, timeout_s: float) -> set[str]:
+async def _drain_async(pubsub: channels.AsyncSubscription, timeout_s: float) -> set[str]:
     heard: set[str] = set()
     deadline = time.monotonic() + timeout_s
     while not heard:
         left = deadline - time.monotonic()
-        message = await pubsub.get_message(timeout=max(left, 0.0))
+        message = await pubsub.message(max(left, 0.0))
         if message is not None:
-            heard.add(str(message["data"]))
+            heard.add(message)
         elif left <= 0:
             return heard
-    while (message := await pubsub.get_message(timeout=0.0)) is not None:
-        heard.add(str(message["data"]))
+    while (message := await pubsub.message(0.0)) is not None:
+        heard.add(message)
     return heard
 
 

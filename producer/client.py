@@ -35,13 +35,14 @@ import redis.asyncio
 from genq.common.connection import connect, connect_async, redis_errors
 from genq.common.errors import InvalidEntry, InvalidJob, StreamTimeout
 from genq.common.frames import Frame, TokenFrame
-from genq.common.keys import Keys, check_batch_id, check_job_id, is_job_id
+from genq.common.ids import check_batch_id, check_job_id, is_job_id
 from genq.common.presence import live_workers, live_workers_async
 from genq.common.registry import ModelRegistry
 from genq.common.schemas import DEFAULT_PRIORITY, JobRecord, JobResult, JobSpec, WorkerInfo
 from genq.common.settings import Settings
-from genq.common.store import arun, jobs, leases, queue, run
+from genq.common.store import Command, arun, arun_transaction, jobs, leases, run, run_transaction
 from genq.common.store import streams as stream_store
+from genq.common.store.keys import Keys
 from genq.producer.batches import AsyncBatchHandle, BatchHandle, BatchOptions, BatchSubmitter
 from genq.producer.batchfile import Source
 from genq.producer.core import (
@@ -76,11 +77,15 @@ class _BaseClient:
         self.registry = ModelRegistry.from_settings(self.settings)
         self.submitter = Submitter(self.settings, self.registry)
 
-    def _write_ops(self, pipe: Any, job: PreparedJob) -> None:
-        """The commands that store a new job's record (a pipeline of either face)."""
-        queue(pipe, jobs.write(self.keys, job.job_id, job.record, self.settings.job_ttl_s))
-        if job.record.expires_ms:
-            queue(pipe, leases.add_expiry(self.keys, job.job_id, job.record.expires_ms))
+    def _write_ops(self, job: PreparedJob) -> list[Command[Any]]:
+        """The commands that store a new job's record (one transaction, of either face)."""
+        record = job.record
+        ops: list[Command[Any]] = [
+            jobs.write(self.keys, job.job_id, record, self.settings.job_ttl_s)
+        ]
+        if record.expires_ms:
+            ops.append(leases.add_expiry(self.keys, job.job_id, record.expires_ms))
+        return ops
 
     def _batch_submitter(
         self, connection: redis.Redis, batch_id: str | None, place: Placement, **options: Any
@@ -498,9 +503,7 @@ class Client(_BaseClient):
         if depth is not None:
             self.submitter.admit(job, retrying(self.settings, lambda: run(self.redis, depth)))
         with redis_errors(self.settings):
-            pipe = self.redis.pipeline()
-            self._write_ops(pipe, job)
-            pipe.execute()
+            run_transaction(self.redis, self._write_ops(job))
         try:
             self.submitter.dispatch(job)
         except Exception:
@@ -666,9 +669,7 @@ class AsyncClient(_BaseClient):
             waiting = await retrying_async(self.settings, lambda: arun(self.redis, depth))
             self.submitter.admit(job, waiting)
         with redis_errors(self.settings):
-            pipe = self.redis.pipeline()
-            self._write_ops(pipe, job)
-            await pipe.execute()
+            await arun_transaction(self.redis, self._write_ops(job))
         try:
             # kombu publishes synchronously; a thread keeps the event loop free meanwhile.
             await asyncio.to_thread(self.submitter.dispatch, job)

@@ -24,7 +24,7 @@ from genq.common.frames import (
     WindowFrame,
     parse_frame,
 )
-from genq.common.keys import new_job_id
+from genq.common.ids import new_job_id
 from genq.common.prompts import PromptCounter
 from genq.common.registry import LlamaModelConfig, ModelRegistry
 from genq.common.routing import model_queue
@@ -42,7 +42,7 @@ from genq.common.schemas import (
     json_kind,
 )
 from genq.common.settings import Settings
-from genq.common.store import jobs
+from genq.common.store import jobs, streams
 
 
 def parse_spec(prompt: str | JobSpec | None, fields: Mapping[str, Any]) -> JobSpec:
@@ -140,7 +140,7 @@ def prepare_job(
 def parse_entry(job_id: str, entry_id: str, fields: Mapping[str, str]) -> Frame:
     """The frame of one stream entry of `job_id`; InvalidEntry when it is not one the relay
     writes there: a valid frame of this job in field `f`, at the entry id `EPOCH-SEQ`."""
-    raw = fields.get("f")
+    raw = streams.frame_of(fields)
     if raw is None:
         raise InvalidEntry(f"job {job_id}: stream entry {entry_id} has no frame")
     try:

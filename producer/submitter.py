@@ -21,15 +21,15 @@ import redis.asyncio
 from genq.common.connection import redis_errors, unavailable
 from genq.common.dispatch import Dispatch, Dispatcher
 from genq.common.errors import QueueFull
-from genq.common.keys import Keys
 from genq.common.lifecycle import Finish, unstarted_finish
 from genq.common.prompts import PromptCounter
 from genq.common.registry import ModelRegistry
 from genq.common.schemas import JobSpec, JobState
 from genq.common.settings import Settings
+from genq.common.store import arun_all, queues, run_all
 from genq.common.store import jobs as job_store
-from genq.common.store import queue, queues
 from genq.common.store.command import Command
+from genq.common.store.keys import Keys
 from genq.producer.core import Placement, PreparedJob, check_job, parse_spec, prepare_job
 
 
@@ -46,10 +46,11 @@ class CancelReport:
             self.already_ended + other.already_ended,
         )
 
-    def settled(self, applied: Sequence[int]) -> CancelReport:
-        """The report once the FINISH calls ran (`applied`: 1 or 0 each): a queued job that a
-        worker took meanwhile (0) was signalled instead, as it sees its cancel key."""
-        lost = list(applied).count(0)
+    def settled(self, applied: Sequence[bool]) -> CancelReport:
+        """The report once the FINISH calls ran (`applied`: whether each was): a queued job
+        that a worker took meanwhile (not applied) was signalled instead, as it sees its
+        cancel key."""
+        lost = list(applied).count(False)
         return CancelReport(self.not_started - lost, self.signalled + lost, self.already_ended)
 
 
@@ -110,34 +111,26 @@ class Submitter:
         """Cancel jobs: queued ones never start, running ones stop within a chunk, ended ones
         keep their results. Two round trips, whatever the number of jobs."""
         with redis_errors(self.settings):
-            pipe = client.pipeline(transaction=False)
-            self._cancel_ops(pipe, job_ids)
-            finishes, report = cancel_calls(job_ids, pipe.execute()[len(job_ids) :])
-            pipe = client.pipeline(transaction=False)
-            self._finish_ops(pipe, finishes)
-            return report.settled(pipe.execute())
+            values = run_all(client, self._cancel_ops(job_ids))
+            finishes, report = cancel_calls(job_ids, values[len(job_ids) :])
+            return report.settled(run_all(client, self._finish_ops(finishes)))
 
     async def acancel(self, client: redis.asyncio.Redis, job_ids: Sequence[str]) -> CancelReport:
         """The async face of `cancel`."""
         with redis_errors(self.settings):
-            pipe = client.pipeline(transaction=False)
-            self._cancel_ops(pipe, job_ids)
-            finishes, report = cancel_calls(job_ids, (await pipe.execute())[len(job_ids) :])
-            pipe = client.pipeline(transaction=False)
-            self._finish_ops(pipe, finishes)
-            return report.settled(await pipe.execute())
+            values = await arun_all(client, self._cancel_ops(job_ids))
+            finishes, report = cancel_calls(job_ids, values[len(job_ids) :])
+            return report.settled(await arun_all(client, self._finish_ops(finishes)))
 
-    def _cancel_ops(self, pipe: Any, job_ids: Sequence[str]) -> None:
+    def _cancel_ops(self, job_ids: Sequence[str]) -> list[Command[Any]]:
         """Set the jobs' cancel keys (running jobs see them at their next chunk), then read
-        their records, in one pipeline of either face: the records' replies come last."""
-        for job_id in job_ids:
-            queue(pipe, job_store.request_cancel(self.keys, job_id, self.settings.job_ttl_s))
-        for job_id in job_ids:
-            queue(pipe, job_store.fields(self.keys, job_id))
+        their records, in one pipeline of either face: the records' values come last."""
+        ttl_s = self.settings.job_ttl_s
+        cancels = [job_store.request_cancel(self.keys, job_id, ttl_s) for job_id in job_ids]
+        return [*cancels, *(job_store.fields(self.keys, job_id) for job_id in job_ids)]
 
-    def _finish_ops(self, pipe: Any, finishes: Sequence[Finish]) -> None:
-        for finish in finishes:
-            queue(pipe, finish.command(self.keys, self.settings.job_ttl_s))
+    def _finish_ops(self, finishes: Sequence[Finish]) -> list[Command[Any]]:
+        return [finish.command(self.keys, self.settings.job_ttl_s) for finish in finishes]
 
 
 def cancel_calls(

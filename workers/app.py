@@ -20,12 +20,12 @@ from celery.utils.log import get_multiprocessing_logger
 from genq.common.celery_config import celery_config
 from genq.common.connection import connect
 from genq.common.errors import RegistryError
-from genq.common.keys import Keys
 from genq.common.logs import configure, fields, use_formatter
 from genq.common.registry import ModelRegistry
 from genq.common.routing import Serving, serving, worker_slots
 from genq.common.schemas import WorkerInfo
 from genq.common.settings import Settings
+from genq.common.store.keys import Keys
 from genq.workers.celery import handoff
 from genq.workers.celery.admission import Admission, QueueGate
 from genq.workers.celery.heartbeat import Heartbeat

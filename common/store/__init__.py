@@ -19,6 +19,24 @@ index `genq:gw:detach`); `files` (the gateway's files `genq:file:{id}`, their co
 `genq:openai-batch:{bid}`, and the `genq:openai-batches` index).
 """
 
-from genq.common.store.command import Command, arun, arun_all, queue, run, run_all
+from genq.common.store.command import (
+    Command,
+    arun,
+    arun_all,
+    arun_transaction,
+    queue,
+    run,
+    run_all,
+    run_transaction,
+)
 
-__all__ = ["Command", "arun", "arun_all", "queue", "run", "run_all"]
+__all__ = [
+    "Command",
+    "arun",
+    "arun_all",
+    "arun_transaction",
+    "queue",
+    "run",
+    "run_all",
+    "run_transaction",
+]

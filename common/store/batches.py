@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from genq.common.errors import ErrorCode
-from genq.common.keys import Keys
 from genq.common.schemas import BatchStatus, JobRecord, JobState, ResultError, ResultLine
 from genq.common.store import jobs as job_store
 from genq.common.store.command import Command
+from genq.common.store.indexes import expiries_key
+from genq.common.store.keys import Keys
 
 CANCEL_FLAG = "1"  # how the record's `cancel_requested` is written
 
@@ -80,9 +81,23 @@ class NewJob:
     record: JobRecord
 
 
+def record_key(keys: Keys, batch_id: str) -> str:
+    """The batch's record (its keys share the tag of its id, as a job's keys do)."""
+    return f"{keys.prefix}:batch:{{{batch_id}}}"
+
+
+def jobs_key(keys: Keys, batch_id: str) -> str:
+    return f"{record_key(keys, batch_id)}:jobs"
+
+
+def index_key(keys: Keys, batch_id: str) -> str:
+    return f"{record_key(keys, batch_id)}:ids"
+
+
 def ended_channel(keys: Keys, batch_id: str) -> str:
-    """The channel a waiter subscribes to before it reads the batch."""
-    return keys.batch_ended(batch_id)
+    """The channel FINISH announces each ending job of the batch on, which a waiter
+    subscribes to before it reads the batch."""
+    return f"{record_key(keys, batch_id)}:ended"
 
 
 def decode_status(batch_id: str, raw: Mapping[Any, Any]) -> BatchStatus:
@@ -97,7 +112,7 @@ def status(keys: Keys, batch_id: str) -> Command[BatchStatus | None]:
     def decode(replies: list[Any]) -> BatchStatus | None:
         return decode_status(batch_id, replies[0]) if replies[0] else None
 
-    return Command((("HGETALL", keys.batch(batch_id)),), decode)
+    return Command((("HGETALL", record_key(keys, batch_id)),), decode)
 
 
 def _created(replies: list[Any]) -> set[str] | None:
@@ -112,13 +127,13 @@ def submit(
     of those created, or None when the batch was cancelled. With `opening`, the record's
     settings are written first: queue it in a transaction (see `queue`), so that a batch exists
     only once a job of it does."""
-    record_key = keys.batch(batch_id)
+    record = record_key(keys, batch_id)
     names = [
-        record_key,
-        keys.batch_jobs(batch_id),
-        keys.batch_index(batch_id),
-        keys.expiries,
-        *(keys.job(job.job_id) for job in jobs),
+        record,
+        jobs_key(keys, batch_id),
+        index_key(keys, batch_id),
+        expiries_key(keys),
+        *(job_store.record_key(keys, job.job_id) for job in jobs),
     ]
     args: list[Any] = [ttl_s]
     for job in jobs:
@@ -127,9 +142,9 @@ def submit(
     calls: list[tuple[Any, ...]] = []
     if opening is not None:
         calls += [
-            ("HSETNX", record_key, "created_ms", opening.created_ms),
-            ("HSETNX", record_key, "priority", opening.priority),
-            ("HSETNX", record_key, "expires_ms", opening.expires_ms),
+            ("HSETNX", record, "created_ms", opening.created_ms),
+            ("HSETNX", record, "priority", opening.priority),
+            ("HSETNX", record, "expires_ms", opening.expires_ms),
         ]
     calls.append(("EVAL", SUBMIT, len(names), *names, *args))
     return Command(tuple(calls), _created)
@@ -141,12 +156,12 @@ def job_ids_of(keys: Keys, batch_id: str, custom_ids: Sequence[str]) -> Command[
     def decode(replies: list[Any]) -> list[str]:
         return [str(job_id) for job_id in replies[0] if job_id is not None]
 
-    return Command((("HMGET", keys.batch_index(batch_id), *custom_ids),), decode)
+    return Command((("HMGET", index_key(keys, batch_id), *custom_ids),), decode)
 
 
 def job_ids(keys: Keys, batch_id: str, start: int, count: int) -> Command[list[str]]:
     """`count` of the batch's job ids in input order from `start` (fewer at its end)."""
-    key = keys.batch_jobs(batch_id)
+    key = jobs_key(keys, batch_id)
     return Command(
         (("LRANGE", key, start, start + count - 1),),
         lambda replies: [str(job_id) for job_id in replies[0]],
@@ -157,7 +172,7 @@ def result_fields(keys: Keys, job_ids: Sequence[str]) -> Command[list[list[str |
     """Each job's `RESULT_FIELDS` in order (None for a field or a job no longer kept), for
     `result_line`."""
     return Command(
-        tuple(("HMGET", keys.job(job_id), *RESULT_FIELDS) for job_id in job_ids),
+        tuple(("HMGET", job_store.record_key(keys, job_id), *RESULT_FIELDS) for job_id in job_ids),
         lambda replies: [list(row) for row in replies],
     )
 
@@ -169,7 +184,7 @@ def _none(replies: list[Any]) -> None:
 def request_cancel(keys: Keys, batch_id: str) -> Command[None]:
     """Flag the batch cancelled: CLAIM starts none of its jobs and SUBMIT adds none to it,
     whatever becomes of the jobs' own cancel keys."""
-    return Command((("HSET", keys.batch(batch_id), "cancel_requested", CANCEL_FLAG),), _none)
+    return Command((("HSET", record_key(keys, batch_id), "cancel_requested", CANCEL_FLAG),), _none)
 
 
 def result_line(job_id: str, values: Sequence[str | None]) -> ResultLine | None:

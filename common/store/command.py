@@ -1,6 +1,8 @@
 """`Command`: Redis calls and the pure decoding of their replies, run by `run` (sync) or
-`arun` (async). Commands do no I/O, so that both faces share them and unit tests can check
-their calls and decoding without Redis."""
+`arun` (async); several commands by `run_all`/`arun_all` in one pipeline, or by
+`run_transaction`/`arun_transaction` in one MULTI/EXEC (all applied, or none). Commands do no
+I/O, so that both faces share them and unit tests can check their calls and decoding without
+Redis."""
 
 from __future__ import annotations
 
@@ -66,7 +68,19 @@ def run(client: redis.Redis, command: Command[T]) -> T:
 
 def run_all(client: redis.Redis, commands: Sequence[Command[Any]]) -> list[Any]:
     """Execute several commands in one pipeline (not a transaction); their values in order."""
-    pipe = client.pipeline(transaction=False)
+    return _run_pipeline(client, commands, transaction=False)
+
+
+def run_transaction(client: redis.Redis, commands: Sequence[Command[Any]]) -> list[Any]:
+    """Execute several commands as one transaction (MULTI/EXEC, one round trip): another
+    client sees all their writes or none. Their values in order."""
+    return _run_pipeline(client, commands, transaction=True)
+
+
+def _run_pipeline(
+    client: redis.Redis, commands: Sequence[Command[Any]], transaction: bool
+) -> list[Any]:
+    pipe = client.pipeline(transaction=transaction)
     queue(pipe, *commands)
     return _split(commands, pipe.execute(raise_on_error=False))
 
@@ -82,6 +96,19 @@ async def arun(client: redis.asyncio.Redis, command: Command[T]) -> T:
 
 async def arun_all(client: redis.asyncio.Redis, commands: Sequence[Command[Any]]) -> list[Any]:
     """The async face of `run_all`."""
-    pipe = client.pipeline(transaction=False)
+    return await _arun_pipeline(client, commands, transaction=False)
+
+
+async def arun_transaction(
+    client: redis.asyncio.Redis, commands: Sequence[Command[Any]]
+) -> list[Any]:
+    """The async face of `run_transaction`."""
+    return await _arun_pipeline(client, commands, transaction=True)
+
+
+async def _arun_pipeline(
+    client: redis.asyncio.Redis, commands: Sequence[Command[Any]], transaction: bool
+) -> list[Any]:
+    pipe = client.pipeline(transaction=transaction)
     queue(pipe, *commands)
     return _split(commands, await pipe.execute(raise_on_error=False))

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from genq.common.keys import Keys
 from genq.common.store.command import Command
+from genq.common.store.keys import Keys
 
 FILE_ID_BYTES = 16  # 128 random bits: unguessable
 _FILE_ID = re.compile(r"^file-[0-9a-f]{32}$")

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from genq.common.keys import Keys
 from genq.common.store.command import Command
+from genq.common.store.keys import Keys
 
 Kind = Literal["chat", "completion"]
 
@@ -45,7 +45,7 @@ class StreamMeta:
 
 
 def meta_key(keys: Keys, job_id: str) -> str:
-    return f"{keys.prefix}:{{{job_id}}}:gw"
+    return keys.per_job(job_id, "gw")
 
 
 def detach_key(keys: Keys) -> str:

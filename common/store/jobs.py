@@ -18,11 +18,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from genq.common.errors import InvalidEntry
-from genq.common.keys import Keys
 from genq.common.schemas import JobRecord, JobResult, JobSpec, describe_validation
 from genq.common.store.command import Command
+from genq.common.store.keys import Keys
 
 _JSON_FIELDS = frozenset({"spec", "result"})
+
+
+def record_key(keys: Keys, job_id: str) -> str:
+    """The job's hash (also named in the scripts that move a job between states)."""
+    return keys.per_job(job_id, "job")
+
+
+def cancel_key(keys: Keys, job_id: str) -> str:
+    return keys.per_job(job_id, "cancel")
 
 
 def _text(value: Any) -> str:
@@ -72,7 +81,8 @@ def read(keys: Keys, job_id: str) -> Command[JobRecord | None]:
     """One job's record; None when no such job is kept; InvalidEntry when it does not
     validate."""
     return Command(
-        (("HGETALL", keys.job(job_id)),), lambda replies: _record_or_none(job_id, replies[0])
+        (("HGETALL", record_key(keys, job_id)),),
+        lambda replies: _record_or_none(job_id, replies[0]),
     )
 
 
@@ -83,13 +93,13 @@ def read_many(keys: Keys, job_ids: Sequence[str]) -> Command[list[JobRecord | No
     def decode_all(replies: list[Any]) -> list[JobRecord | None]:
         return [_record_or_none(j, raw) for j, raw in zip(ids, replies, strict=True)]
 
-    return Command(tuple(("HGETALL", keys.job(j)) for j in ids), decode_all)
+    return Command(tuple(("HGETALL", record_key(keys, j)) for j in ids), decode_all)
 
 
 def fields(keys: Keys, job_id: str) -> Command[dict[str, str]]:
     """One job's hash fields undecoded ({} when no such job is kept), for a reader that
     tolerates a record genq did not write (it decodes with `parse` and goes on)."""
-    return Command((("HGETALL", keys.job(job_id)),), lambda replies: dict(replies[0]))
+    return Command((("HGETALL", record_key(keys, job_id)),), lambda replies: dict(replies[0]))
 
 
 def _none(replies: list[Any]) -> None:
@@ -98,34 +108,31 @@ def _none(replies: list[Any]) -> None:
 
 def write(keys: Keys, job_id: str, record: JobRecord, ttl_s: int) -> Command[None]:
     """Store a new job's record, kept for `ttl_s`."""
-    key = keys.job(job_id)
+    key = record_key(keys, job_id)
     pairs = [part for item in encode(record).items() for part in item]
     return Command((("HSET", key, *pairs), ("EXPIRE", key, ttl_s)), _none)
 
 
 def mark_dispatched(keys: Keys, job_ids: Sequence[str]) -> Command[None]:
     """Record that the jobs' task messages were sent to the broker."""
-    return Command(tuple(("HSET", keys.job(j), "dispatched", _text(True)) for j in job_ids), _none)
-
-
-def record_key(keys: Keys, job_id: str) -> str:
-    """The record's key, for the relay's hand-encoded pipelines (speed; see relay_writes)."""
-    return keys.job(job_id)
+    return Command(
+        tuple(("HSET", record_key(keys, j), "dispatched", _text(True)) for j in job_ids), _none
+    )
 
 
 def exists(keys: Keys, job_id: str) -> Command[bool]:
-    return Command((("EXISTS", keys.job(job_id)),), lambda replies: bool(replies[0]))
+    return Command((("EXISTS", record_key(keys, job_id)),), lambda replies: bool(replies[0]))
 
 
 def delete(keys: Keys, job_id: str) -> Command[None]:
-    return Command((("DEL", keys.job(job_id)),), _none)
+    return Command((("DEL", record_key(keys, job_id)),), _none)
 
 
 def request_cancel(keys: Keys, job_id: str, ttl_s: int) -> Command[None]:
     """Set the job's cancel key: CLAIM refuses to start it, and a running job's publisher
     sees it at its next chunk."""
-    return Command((("SET", keys.cancel(job_id), "1", "EX", ttl_s),), _none)
+    return Command((("SET", cancel_key(keys, job_id), "1", "EX", ttl_s),), _none)
 
 
 def cancel_requested(keys: Keys, job_id: str) -> Command[bool]:
-    return Command((("EXISTS", keys.cancel(job_id)),), lambda replies: bool(replies[0]))
+    return Command((("EXISTS", cancel_key(keys, job_id)),), lambda replies: bool(replies[0]))

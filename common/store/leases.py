@@ -32,10 +32,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from genq.common.keys import Keys
 from genq.common.schemas import JobRecord, JobState
-from genq.common.store import jobs
+from genq.common.store import batches, jobs, streams
 from genq.common.store.command import Call, Command
+from genq.common.store.indexes import expiries_key, leases_key
+from genq.common.store.keys import Keys
 
 # KEYS: leases, expiries, [batch hash], then per job: job hash, cancel key.
 # ARGV: now_ms, lease_ms, worker, has_batch (1 or 0), then per job: job_id, epoch.
@@ -129,10 +130,14 @@ def claim(
     """Claim a bundle's jobs (of one batch, or none: `batch_id` empty) at their epochs, each
     under its own lease of `lease_ms`; their outcomes in order. InvalidEntry when a claimed
     job's record does not validate."""
-    names = [keys.leases, keys.expiries, *([keys.batch(batch_id)] if batch_id else [])]
+    names = [
+        leases_key(keys),
+        expiries_key(keys),
+        *([batches.record_key(keys, batch_id)] if batch_id else []),
+    ]
     args: list[str | int] = [now_ms, lease_ms, worker, int(bool(batch_id))]
     for job_id, epoch in jobs_epochs:
-        names += [keys.job(job_id), keys.cancel(job_id)]
+        names += [jobs.record_key(keys, job_id), jobs.cancel_key(keys, job_id)]
         args += [job_id, epoch]
     ids = [job_id for job_id, _ in jobs_epochs]
 
@@ -176,7 +181,7 @@ def renew(
 ) -> Command[list[bool]]:
     """Move running jobs' leases to `deadline_ms`; per job, False when its attempt was
     superseded (its epoch moved on, or it is no longer running)."""
-    names = [keys.leases, *(keys.job(job_id) for job_id, _ in jobs_epochs)]
+    names = [leases_key(keys), *(jobs.record_key(keys, job_id) for job_id, _ in jobs_epochs)]
     args = [deadline_ms, *(part for pair in jobs_epochs for part in pair)]
     return Command((_eval(RENEW, names, args),), lambda replies: [bool(ok) for ok in replies[0]])
 
@@ -223,17 +228,22 @@ def finish(keys: Keys, ending: Ending, ttl_s: int, now_ms: int) -> Command[bool]
     """Apply an ending while the job is still in `from_state` at its epoch: the final record
     (kept `ttl_s`), out of both indexes, the batch's counts, the job id on the batch's
     `:ended` channel, the terminal frame on the job's channel. True when applied."""
-    names = [keys.job(ending.job_id), keys.leases, keys.expiries]
+    names = [jobs.record_key(keys, ending.job_id), leases_key(keys), expiries_key(keys)]
     if ending.batch_id:
         b = ending.batch_id
-        names += [keys.batch(b), keys.batch_jobs(b), keys.batch_index(b), keys.batch_ended(b)]
+        names += [
+            batches.record_key(keys, b),
+            batches.jobs_key(keys, b),
+            batches.index_key(keys, b),
+            batches.ended_channel(keys, b),
+        ]
     pairs = [str(part) for name, value in ending.fields.items() for part in (name, value)]
     args: list[str | int] = [
         ending.job_id,
         ending.epoch,
         ending.from_state,
         ttl_s,
-        keys.tokens(ending.job_id),
+        streams.channel(keys, ending.job_id),
         ending.frame,
         ending.tokens,
         now_ms,
@@ -333,9 +343,9 @@ def reap(
     ttl_s: int,
 ) -> Command[Reaped]:
     """Requeue (under a grace lease) or fail a job whose lease lapsed before `now_ms`."""
-    names = [keys.leases, keys.job(job_id), keys.stream(job_id)]
+    names = [leases_key(keys), jobs.record_key(keys, job_id), streams.stream_key(keys, job_id)]
     if batch_id:
-        names.append(keys.batch(batch_id))
+        names.append(batches.record_key(keys, batch_id))
     args = [job_id, now_ms, max_attempts, grace_ms, ttl_s]
 
     def decode(replies: list[Any]) -> Reaped:
@@ -350,9 +360,9 @@ def hand_off(
 ) -> Command[Reaped]:
     """Requeue a running job at a new epoch, for the attempt at `epoch` that gives it back;
     GONE when that attempt no longer owns it. The caller sends the task message."""
-    names = [keys.leases, keys.job(job_id), keys.stream(job_id)]
+    names = [leases_key(keys), jobs.record_key(keys, job_id), streams.stream_key(keys, job_id)]
     if batch_id:
-        names.append(keys.batch(batch_id))
+        names.append(batches.record_key(keys, batch_id))
     args = [job_id, epoch, now_ms, grace_ms]
 
     def decode(replies: list[Any]) -> Reaped:
@@ -364,21 +374,21 @@ def hand_off(
 
 def lapsed(keys: Keys, now_ms: int, limit: int) -> Command[list[str]]:
     """Up to `limit` jobs whose lease ended by `now_ms`, for the reaper."""
-    call = ("ZRANGEBYSCORE", keys.leases, "-inf", now_ms, "LIMIT", 0, limit)
+    call = ("ZRANGEBYSCORE", leases_key(keys), "-inf", now_ms, "LIMIT", 0, limit)
     return Command((call,), lambda replies: [str(j) for j in replies[0]])
 
 
 def due_expiries(keys: Keys, now_ms: int, limit: int) -> Command[list[str]]:
     """Up to `limit` queued jobs whose expiry time is `now_ms` or earlier, for the expirer."""
-    call = ("ZRANGEBYSCORE", keys.expiries, "-inf", now_ms, "LIMIT", 0, limit)
+    call = ("ZRANGEBYSCORE", expiries_key(keys), "-inf", now_ms, "LIMIT", 0, limit)
     return Command((call,), lambda replies: [str(j) for j in replies[0]])
 
 
 def drop_expiry(keys: Keys, job_id: str) -> Command[None]:
     """Forget a job's expiry (it started, ended or is gone)."""
-    return Command((("ZREM", keys.expiries, job_id),), lambda replies: None)
+    return Command((("ZREM", expiries_key(keys), job_id),), lambda replies: None)
 
 
 def add_expiry(keys: Keys, job_id: str, expires_ms: int) -> Command[None]:
     """Index a new job's expiry time, for the relay's expirer (CLAIM and FINISH drop it)."""
-    return Command((("ZADD", keys.expiries, expires_ms, job_id),), lambda replies: None)
+    return Command((("ZADD", expiries_key(keys), expires_ms, job_id),), lambda replies: None)

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genq.common.keys import Keys
 from genq.common.store.command import Command
+from genq.common.store.keys import Keys
 
 ApiBatchState = Literal["validating", "submitted", "failed"]
 

@@ -10,11 +10,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from genq.common.keys import Keys
 from genq.common.schemas import WorkerInfo
 from genq.common.store.command import Command
+from genq.common.store.keys import Keys
 
 PRESENCE_MISSED_BEATS = 3  # heartbeats a worker may miss before it is considered gone
+
+
+def workers_key(keys: Keys) -> str:
+    return f"{keys.prefix}:{{workers}}"
+
+
+def worker_key(keys: Keys, name: str) -> str:
+    return f"{keys.prefix}:{{workers}}:{name}"
+
+
+def draining_key(keys: Keys, name: str) -> str:
+    """Set while the worker shuts down: its jobs hand themselves off (workers/celery/handoff)."""
+    return f"{keys.prefix}:draining:{name}"
 
 
 def _none(replies: list[Any]) -> None:
@@ -29,19 +42,19 @@ def ttl_ms(info: WorkerInfo) -> int:
 def record(keys: Keys, info: WorkerInfo) -> Command[None]:
     """Record or refresh a worker (in a MULTI pipeline: the name and its record together)."""
     calls = (
-        ("SADD", keys.workers, info.name),
-        ("SET", keys.worker(info.name), info.model_dump_json(), "PX", ttl_ms(info)),
+        ("SADD", workers_key(keys), info.name),
+        ("SET", worker_key(keys, info.name), info.model_dump_json(), "PX", ttl_ms(info)),
     )
     return Command(calls, _none)
 
 
 def remove(keys: Keys, name: str) -> Command[None]:
-    return Command((("SREM", keys.workers, name), ("DEL", keys.worker(name))), _none)
+    return Command((("SREM", workers_key(keys), name), ("DEL", worker_key(keys, name))), _none)
 
 
 def names(keys: Keys) -> Command[list[str]]:
     """The names of the workers that recorded themselves, sorted (some may have expired)."""
-    return Command((("SMEMBERS", keys.workers),), lambda r: sorted(str(n) for n in r[0]))
+    return Command((("SMEMBERS", workers_key(keys)),), lambda r: sorted(str(n) for n in r[0]))
 
 
 Found = tuple[list[WorkerInfo], list[str]]  # (live workers, names whose record expired)
@@ -58,25 +71,29 @@ def records(keys: Keys, worker_names: Sequence[str]) -> Command[Found]:
         return live, gone
 
     # MGET needs a key: with no names, an EXISTS of the set stands in (its reply is unused).
-    call = ("MGET", *(keys.worker(n) for n in listed)) if listed else ("EXISTS", keys.workers)
+    call = (
+        ("MGET", *(worker_key(keys, n) for n in listed))
+        if listed
+        else ("EXISTS", workers_key(keys))
+    )
     return Command((call,), decode)
 
 
 def forget(keys: Keys, gone: Sequence[str]) -> Command[None]:
     """Drop names whose record expired (a worker back from a long pause adds itself again)."""
-    return Command((("SREM", keys.workers, *gone),) if gone else (), _none)
+    return Command((("SREM", workers_key(keys), *gone),) if gone else (), _none)
 
 
 def drain(keys: Keys, name: str, ttl_ms: int) -> Command[None]:
     """Mark a worker as shutting down, for its job processes to see (workers.celery.handoff)."""
-    return Command((("SET", keys.draining(name), "1", "PX", ttl_ms),), _none)
+    return Command((("SET", draining_key(keys, name), "1", "PX", ttl_ms),), _none)
 
 
 def undrain(keys: Keys, name: str) -> Command[None]:
     """A worker of that name is serving (again): its jobs run."""
-    return Command((("DEL", keys.draining(name)),), _none)
+    return Command((("DEL", draining_key(keys, name)),), _none)
 
 
 def draining(keys: Keys, name: str) -> Command[bool]:
     """Whether the worker is shutting down (queued beside a job's cancel check)."""
-    return Command((("EXISTS", keys.draining(name)),), lambda replies: bool(replies[0]))
+    return Command((("EXISTS", draining_key(keys, name)),), lambda replies: bool(replies[0]))

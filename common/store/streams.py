@@ -1,12 +1,14 @@
-"""A job's stream `genq:{id}:stream` (its frames, at ids `<epoch>-<seq>`, field `f`) and its
-checkpoint list `genq:{id}:ckpt` (entry k: window k, what a resume needs).
+"""A job's frames: its live channel `genq:{id}:tokens` (workers publish there, the relay moves
+them on), its stream `genq:{id}:stream` (its frames at ids `<epoch>-<seq>`, each entry one
+field, FRAME_FIELD `f`: `frame_of` reads it) and its checkpoint list `genq:{id}:ckpt` (entry k:
+window k, what a resume needs).
 
 Encoding of a checkpoint entry (version 1): a `CheckpointEntry` as JSON. Entries written before
 the version field existed have none and read as version 1.
 
-The relay writes both structures at ~190k frames/s by encoding RESP itself
-(workers/relay_writes.py); it takes the key names, the CHECKPOINT script and the entry encoding
-from here, so that this module stays the one place that defines them.
+The relay writes both structures at ~190k frames/s through common/store/stream_writes.py,
+which encodes RESP itself; it takes the key names, the CHECKPOINT script and the entry
+encoding from here, so that this module stays the one place that defines them.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genq.common.errors import InvalidEntry
 from genq.common.frames import WindowData
-from genq.common.keys import Keys
 from genq.common.schemas import FinishReason, TokenLogprob, describe_validation
+from genq.common.store import jobs
 from genq.common.store.command import Command
+from genq.common.store.keys import Keys
 
 ENTRY_VERSION = 1
+FRAME_FIELD = "f"  # a stream entry's one field: the frame's JSON, as its worker published it
 
 # KEYS: checkpoint list, job hash (one job's: the relay pipelines it beside plain XADDs).
 # ARGV: epoch, window, entry (JSON).
@@ -40,7 +44,7 @@ return n + 1
 """
 
 Positions = Mapping[str, str]  # stream key -> the last entry id read
-XreadReply = list[Any]  # [[stream key, [(id, {"f": frame})]]], as redis-py parses XREAD
+XreadReply = list[Any]  # [[stream key, [(id, fields)]]], as redis-py parses XREAD
 
 
 class CheckpointEntry(BaseModel):
@@ -87,12 +91,27 @@ def parse_entry(job_id: str, raw: str | bytes) -> CheckpointEntry:
         ) from None
 
 
+def frame_of(fields: Mapping[str, Any]) -> Any:
+    """The frame (JSON, as stored) of a stream entry's fields; None when it holds none."""
+    return fields.get(FRAME_FIELD)
+
+
 def stream_key(keys: Keys, job_id: str) -> str:
-    return keys.stream(job_id)
+    return keys.per_job(job_id, "stream")
 
 
 def checkpoint_key(keys: Keys, job_id: str) -> str:
-    return keys.checkpoint(job_id)
+    return keys.per_job(job_id, "ckpt")
+
+
+def channel(keys: Keys, job_id: str) -> str:
+    """The pub/sub channel of a job's live frames, which the relay moves into its stream."""
+    return keys.per_job(job_id, "tokens")
+
+
+def channel_pattern(keys: Keys) -> str:
+    """Every job's live channel, as the relay subscribes to them."""
+    return f"{keys.prefix}:{{*}}:tokens"
 
 
 def _count(replies: list[Any]) -> int:
@@ -103,7 +122,15 @@ def checkpoint(
     keys: Keys, job_id: str, epoch: int, window: int, entry: CheckpointEntry
 ) -> Command[int]:
     """Append window `window` of attempt `epoch` (see CHECKPOINT for the reply)."""
-    call = ("EVAL", CHECKPOINT, 2, keys.checkpoint(job_id), keys.job(job_id), epoch, window)
+    call = (
+        "EVAL",
+        CHECKPOINT,
+        2,
+        checkpoint_key(keys, job_id),
+        jobs.record_key(keys, job_id),
+        epoch,
+        window,
+    )
     return Command(((*call, encode_entry(entry)),), _count)
 
 
@@ -113,18 +140,18 @@ def entries(keys: Keys, job_id: str) -> Command[list[CheckpointEntry]]:
     def decode(replies: list[Any]) -> list[CheckpointEntry]:
         return [parse_entry(job_id, raw) for raw in replies[0]]
 
-    return Command((("LRANGE", keys.checkpoint(job_id), 0, -1),), decode)
+    return Command((("LRANGE", checkpoint_key(keys, job_id), 0, -1),), decode)
 
 
 def checkpointed(keys: Keys, job_id: str) -> Command[int]:
     """How many windows the checkpoint holds."""
-    return Command((("LLEN", keys.checkpoint(job_id)),), _count)
+    return Command((("LLEN", checkpoint_key(keys, job_id)),), _count)
 
 
 def raw_entries(keys: Keys, job_id: str, windows: int) -> Command[list[str]]:
     """The first `windows` entries undecoded, for a reader that tolerates one genq did not
     write (it decodes each with `parse_entry` and goes on)."""
-    key = keys.checkpoint(job_id)
+    key = checkpoint_key(keys, job_id)
     return Command((("LRANGE", key, 0, windows - 1),), lambda replies: list(replies[0]))
 
 
@@ -138,7 +165,7 @@ def read(positions: Positions, count: int, block_ms: int | None) -> Command[Xrea
 
 def frames(keys: Keys, job_id: str, start: str = "-", end: str = "+") -> Command[Any]:
     """XRANGE of one job's stream: [(id, fields)]."""
-    return Command((("XRANGE", keys.stream(job_id), start, end),), lambda r: list(r[0]))
+    return Command((("XRANGE", stream_key(keys, job_id), start, end),), lambda r: list(r[0]))
 
 
 def last_id(keys: Keys, job_id: str) -> Command[str | None]:
@@ -147,7 +174,7 @@ def last_id(keys: Keys, job_id: str) -> Command[str | None]:
     def decode(replies: list[Any]) -> str | None:
         return str(replies[0][0][0]) if replies[0] else None
 
-    return Command((("XREVRANGE", keys.stream(job_id), "+", "-", "COUNT", 1),), decode)
+    return Command((("XREVRANGE", stream_key(keys, job_id), "+", "-", "COUNT", 1),), decode)
 
 
 def raw_frames(keys: Keys, job_id: str) -> Command[list[tuple[str, str]]]:
@@ -155,14 +182,16 @@ def raw_frames(keys: Keys, job_id: str) -> Command[list[tuple[str, str]]]:
     it (genq.workers.generation.resume); an entry without a frame reads as an empty one."""
 
     def decode(replies: list[Any]) -> list[tuple[str, str]]:
-        return [(str(entry_id), fields.get("f", "")) for entry_id, fields in replies[0]]
+        return [(str(entry_id), frame_of(fields) or "") for entry_id, fields in replies[0]]
 
-    return Command((("XRANGE", keys.stream(job_id), "-", "+"),), decode)
+    return Command((("XRANGE", stream_key(keys, job_id), "-", "+"),), decode)
 
 
 def append(keys: Keys, job_id: str, entry_id: str, frame: str) -> Command[str]:
     """XADD one frame at `entry_id`; a ResponseError when the id is at or below the last."""
-    return Command((("XADD", keys.stream(job_id), entry_id, "f", frame),), lambda r: str(r[0]))
+    return Command(
+        (("XADD", stream_key(keys, job_id), entry_id, FRAME_FIELD, frame),), lambda r: str(r[0])
+    )
 
 
 def _none(replies: list[Any]) -> None:
@@ -176,4 +205,4 @@ def retain(keys: Keys, job_id: str, ttl_s: int) -> Command[None]:
 
 
 def _both(keys: Keys, job_id: str) -> Sequence[str]:
-    return (keys.stream(job_id), keys.checkpoint(job_id))
+    return (stream_key(keys, job_id), checkpoint_key(keys, job_id))

@@ -25,7 +25,7 @@ from types import FrameType
 import redis
 
 from genq.common.adapters.redis_replies import Replies
-from genq.common.keys import Keys
+from genq.common.store.keys import Keys
 from ops.bench.tokenframes import FrameTemplate, templates
 
 SUBSCRIBER_WAIT_S = 30.0

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import redis
 
-from genq.common.keys import Keys
 from genq.common.settings import Settings
+from genq.common.store.keys import Keys
 from genq.workers.relay.service import Relay
 from ops.bench.procs import running
 from ops.bench.relay_rate import RelayOptions, publisher, record_jobs

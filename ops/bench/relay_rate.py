@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import redis
 
-from genq.common.keys import Keys
+from genq.common.store.keys import Keys
 from genq.workers.relay.service import BATCH_FRAMES, Relay
 from ops.bench.procs import BenchProcess, running
 from ops.bench.sampling import CpuClock, Rate, merge, sample_while, steady_rate, wait_until

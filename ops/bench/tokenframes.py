@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 from genq.common.frames import TokenData, TokenFrame
-from genq.common.keys import Keys
+from genq.common.store.keys import Keys
 
 CHUNK_TEXT = "▁the quick brown fox über naïve café 日本語 jumps over"
 CHUNK_TOKENS = 16

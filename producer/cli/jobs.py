@@ -12,7 +12,7 @@ import click
 from rich.markup import escape
 
 from genq.common.errors import InvalidJob
-from genq.common.keys import check_batch_id, is_job_id
+from genq.common.ids import check_batch_id, is_job_id
 from genq.common.presence import waiting_reason
 from genq.common.schemas import LOGPROBS_MAX, BatchStatus, JobRecord, JobSpec
 from genq.common.settings import Settings

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from genq.common.errors import GenqError, InvalidBatch, InvalidJob
-from genq.common.keys import is_job_id, new_batch_id
+from genq.common.ids import is_job_id, new_batch_id
 from genq.common.lifecycle import now_ms
 from genq.common.schemas import BatchStatus, JobRecord, JobSpec, JobState
 from genq.common.store import files as file_store

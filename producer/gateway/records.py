@@ -10,9 +10,9 @@ import redis
 
 from genq.common.connection import connect_async, unavailable
 from genq.common.errors import RedisUnavailable
-from genq.common.keys import Keys
 from genq.common.settings import Settings
 from genq.common.store import Command, arun
+from genq.common.store.keys import Keys
 
 T = TypeVar("T")
 

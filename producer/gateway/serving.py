@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
 from genq.common.errors import GenqError, InvalidJob, JobFailed
-from genq.common.keys import is_job_id
+from genq.common.ids import is_job_id
 from genq.common.lifecycle import now_ms
 from genq.common.schemas import JobResult
 from genq.common.settings import Settings

@@ -28,7 +28,7 @@ from genq.common.frames import (
     WindowFrame,
     parse_frame,
 )
-from genq.common.keys import Keys
+from genq.common.store.keys import Keys
 from genq.workers.relay.service import Relay
 from ops.localstack import RedisServer, free_port, settings_for, wait_for
 from tests.integration.conftest import Stack

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from genq.common import gemma
-from genq.common.keys import Keys
 from genq.common.schemas import JobRecord
+from genq.common.store.keys import Keys
 from ops.localstack import Worker, settings_for
 
 from .support import GENQ, run_genq

@@ -22,12 +22,12 @@ import pytest
 import redis
 
 from genq import Client
-from genq.common.keys import Keys
 from genq.common.registry import ModelRegistry
 from genq.common.schemas import JobState
 from genq.common.settings import Settings
 from genq.common.store import gateway as gateway_store
 from genq.common.store import leases, run
+from genq.common.store.keys import Keys
 from ops.localstack import Gateway, Relay, Worker, settings_for, wait_for
 
 from .conftest import Stack

@@ -16,7 +16,6 @@ from redis.client import Pipeline
 
 from genq import Client
 from genq.common.frames import DoneFrame, TokenData, parse_frame
-from genq.common.keys import Keys
 from genq.common.lifecycle import Finish
 from genq.common.schemas import (
     FinishReason,
@@ -28,6 +27,7 @@ from genq.common.schemas import (
     Usage,
 )
 from genq.common.settings import Settings
+from genq.common.store.keys import Keys
 from genq.workers.celery.jobs import WorkerContext, claim, run_jobs
 from genq.workers.publishing.outbox import Outbox
 from genq.workers.publishing.publisher import FramePublisher

@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from genq.common.frames import TokenData, TokenFrame
-from genq.common.keys import Keys, new_job_id
+from genq.common.ids import new_job_id
+from genq.common.store.keys import Keys
 from genq.workers.relay.admission import Admission, Admitted
 from genq.workers.relay.metrics import RelayStats
 from genq.workers.relay.writes import Writer

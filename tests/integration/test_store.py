@@ -8,10 +8,11 @@ import asyncio
 import redis
 import redis.asyncio
 
-from genq.common.keys import Keys, new_job_id
+from genq.common.ids import new_job_id
 from genq.common.schemas import JobRecord, JobSpec, JobState
 from genq.common.settings import Settings
 from genq.common.store import arun, arun_all, jobs, run, run_all
+from genq.common.store.keys import Keys
 
 KEYS = Keys()
 

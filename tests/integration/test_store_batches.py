@@ -9,11 +9,12 @@ import asyncio
 import redis
 import redis.asyncio
 
-from genq.common.keys import Keys, new_batch_id, new_job_id
+from genq.common.ids import new_batch_id, new_job_id
 from genq.common.schemas import BatchStatus, JobRecord, JobSpec, JobState
 from genq.common.settings import Settings
 from genq.common.store import arun, arun_all, batches, jobs, queue, run, run_all
 from genq.common.store.batches import NewJob, Opening
+from genq.common.store.keys import Keys
 
 KEYS = Keys()
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import redis
 
-from genq.common.keys import Keys, new_job_id
+from genq.common.ids import new_job_id
 from genq.common.store import gateway, run
 from genq.common.store.gateway import StreamMeta
+from genq.common.store.keys import Keys
 
 KEYS = Keys("gwtest")
 

@@ -8,10 +8,11 @@ import asyncio
 import redis
 import redis.asyncio
 
-from genq.common.keys import Keys, new_job_id
+from genq.common.ids import new_job_id
 from genq.common.schemas import JobRecord, JobSpec, JobState
 from genq.common.settings import Settings
 from genq.common.store import arun, jobs, leases, run
+from genq.common.store.keys import Keys
 from genq.common.store.leases import Claimed, ClaimOutcome, Ending, ReapAction
 
 # A prefix of its own: the session's relay reaps and expires only genq's indexes.

@@ -9,10 +9,11 @@ import pytest
 import redis
 import redis.asyncio
 
-from genq.common.keys import Keys, new_job_id
+from genq.common.ids import new_job_id
 from genq.common.schemas import JobRecord, JobSpec, JobState
 from genq.common.settings import Settings
 from genq.common.store import arun, jobs, run, run_all, streams
+from genq.common.store.keys import Keys
 from genq.common.store.streams import CheckpointEntry
 
 KEYS = Keys()

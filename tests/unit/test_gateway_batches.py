@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from genq.common.keys import Keys
 from genq.common.schemas import (
     BatchStatus,
     FinishReason,
@@ -21,6 +20,7 @@ from genq.common.schemas import (
 )
 from genq.common.store import files, openai_batches
 from genq.common.store.files import StoredFile
+from genq.common.store.keys import Keys
 from genq.common.store.openai_batches import ApiBatch
 from genq.producer.gateway.batches import endpoint_errors, output_line, status_of, window_s
 from genq.producer.gateway.errors import ApiError

@@ -9,7 +9,8 @@ from fnmatch import fnmatchcase
 import pytest
 
 from genq.common.errors import InvalidJob
-from genq.common.keys import Keys, check_job_id, new_job_id
+from genq.common.ids import check_job_id, new_job_id
+from genq.common.store.keys import Keys
 
 JOB = "0123456789abcdef0123456789abcdef"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from genq.common.keys import Keys
+from genq.common.store.keys import Keys
 from genq.workers.celery.lease import LeaseLost, Leases
 
 

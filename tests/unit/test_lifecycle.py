@@ -9,9 +9,9 @@ import pytest
 
 from genq.common import lifecycle
 from genq.common.frames import DoneFrame, ErrorFrame, parse_frame
-from genq.common.keys import Keys
 from genq.common.lifecycle import Finish, unstarted_finish
 from genq.common.schemas import FinishReason, JobRecord, JobResult, JobSpec, JobState
+from genq.common.store.keys import Keys
 from genq.common.store.streams import CheckpointEntry
 
 JOB = "0123456789abcdef0123456789abcdef"

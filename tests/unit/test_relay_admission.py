@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from genq.common.frames import TokenData, TokenFrame, WindowData, WindowFrame
-from genq.common.keys import Keys
 from genq.common.schemas import FinishReason, TokenLogprob
+from genq.common.store.keys import Keys
 from genq.workers.relay.admission import Admission
 from genq.workers.relay.metrics import Drop, RelayStats
 from genq.workers.relay.writes import checkpoint_entry

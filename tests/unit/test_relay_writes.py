@@ -15,7 +15,7 @@ from genq.common.frames import (
     WindowFrame,
     _Frame,
 )
-from genq.common.keys import Keys
+from genq.common.store.keys import Keys
 from genq.workers.relay.admission import Admission, Admitted
 from genq.workers.relay.metrics import RelayStats
 from genq.workers.relay.writes import Commands

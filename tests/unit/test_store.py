@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from genq.common.errors import InvalidEntry
-from genq.common.keys import Keys
 from genq.common.schemas import JobRecord, JobSpec, JobState
 from genq.common.store import jobs
+from genq.common.store.keys import Keys
 
 KEYS = Keys()
 JOB = "ab" * 16

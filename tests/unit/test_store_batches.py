@@ -8,10 +8,10 @@ import json
 import pytest
 
 from genq.common.errors import ErrorCode
-from genq.common.keys import Keys
 from genq.common.schemas import BatchStatus, JobRecord, JobSpec, JobState
 from genq.common.store import batches, jobs
 from genq.common.store.batches import NewJob, Opening
+from genq.common.store.keys import Keys
 
 KEYS = Keys()
 JOB = "ab" * 16

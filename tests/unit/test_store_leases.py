@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from genq.common.errors import InvalidEntry
-from genq.common.keys import Keys
 from genq.common.schemas import JobRecord, JobSpec, JobState
 from genq.common.store import jobs, leases
 from genq.common.store.command import Command
+from genq.common.store.keys import Keys
 from genq.common.store.leases import ClaimOutcome, Ending, ReapAction, Reaped
 
 KEYS = Keys("staging")

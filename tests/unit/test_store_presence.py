@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from genq.common.keys import Keys
 from genq.common.schemas import WorkerInfo
 from genq.common.store import presence
+from genq.common.store.keys import Keys
 
 KEYS = Keys()
 

@@ -9,9 +9,9 @@ import pytest
 
 from genq.common.errors import InvalidEntry
 from genq.common.frames import WindowData
-from genq.common.keys import Keys
 from genq.common.schemas import FinishReason, TokenLogprob
 from genq.common.store import streams
+from genq.common.store.keys import Keys
 from genq.common.store.streams import CheckpointEntry
 
 KEYS = Keys()

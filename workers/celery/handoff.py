@@ -18,12 +18,12 @@ import threading
 import redis
 
 from genq.common.dispatch import Dispatch, Dispatcher
-from genq.common.keys import Keys
 from genq.common.lifecycle import now_ms
 from genq.common.logs import fields
 from genq.common.schemas import GenerateRequest
 from genq.common.settings import Settings
 from genq.common.store import leases, presence, run
+from genq.common.store.keys import Keys
 from genq.common.store.leases import ReapAction
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ import time
 import redis
 
 from genq.common.connection import connect
-from genq.common.keys import Keys
 from genq.common.schemas import WorkerInfo
 from genq.common.settings import Settings
-from genq.common.store import presence, queue
+from genq.common.store import presence, run_transaction
+from genq.common.store.keys import Keys
 
 log = logging.getLogger(__name__)
 STOP_WAIT_S = 5.0  # longest wait for the thread's last beat at shutdown
@@ -37,9 +37,7 @@ class Heartbeat:
         self._stopping.set()
         self._thread.join(STOP_WAIT_S)
         try:
-            pipe = self._redis.pipeline()
-            queue(pipe, presence.remove(self._keys, self.info.name))
-            pipe.execute()
+            run_transaction(self._redis, [presence.remove(self._keys, self.info.name)])
         except redis.RedisError as exc:
             log.warning(
                 "presence: could not remove %s (it expires anyway): %s", self.info.name, exc
@@ -53,8 +51,7 @@ class Heartbeat:
     def _beat(self) -> None:
         self.info = self.info.model_copy(update={"heartbeat_ms": time.time_ns() // 10**6})
         try:
-            pipe = self._redis.pipeline()  # MULTI: the name and its record together
-            queue(pipe, presence.record(self._keys, self.info))
-            pipe.execute()
+            # MULTI: the name and its record together
+            run_transaction(self._redis, [presence.record(self._keys, self.info)])
         except redis.RedisError as exc:  # redis-py reconnects at the next beat
             log.warning("presence: heartbeat not recorded: %s", exc)

@@ -15,7 +15,6 @@ import redis
 from genq.common.connection import connect
 from genq.common.errors import GenerationError, GenqError
 from genq.common.frames import ResumeData
-from genq.common.keys import Keys
 from genq.common.lifecycle import Finish, end_unstarted, now_ms
 from genq.common.logs import fields as log_fields
 from genq.common.plan import resolve
@@ -32,6 +31,7 @@ from genq.common.schemas import (
 from genq.common.settings import Settings
 from genq.common.store import leases as lease_store
 from genq.common.store import run, streams
+from genq.common.store.keys import Keys
 from genq.common.store.leases import ClaimOutcome
 from genq.workers.backends.models import MB, ModelCache
 from genq.workers.celery.handoff import DRAINING, HandBack, HandOff

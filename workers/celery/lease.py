@@ -15,8 +15,8 @@ from types import TracebackType
 
 import redis
 
-from genq.common.keys import Keys
 from genq.common.store import leases, run
+from genq.common.store.keys import Keys
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import redis
 
-from genq.common.keys import Keys
 from genq.common.lifecycle import Finish
-from genq.common.store import queue
+from genq.common.store import Command, channels, run_all
+from genq.common.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,12 @@ class Outbox:
         if not self.max_delay_s:
             self.flush()
 
-    def attach(self, pipe: Any) -> Settle:
-        """Queue the waiting endings first on `pipe`, a round trip about to be made; the
-        returned function takes the pipeline's replies once it has run."""
+    def attach(self, commands: list[Command[Any]]) -> Settle:
+        """Add the waiting endings' commands to `commands`, a round trip about to be made
+        (`run_all`); the returned function takes its values once it has run."""
         with self._cond:
             endings = self._take()
-        return self._queue(pipe, endings)
+        return self._queue(commands, endings)
 
     def flush(self) -> None:
         """Send what waits, in a round trip of its own. When it fails, those jobs are left to
@@ -86,10 +86,10 @@ class Outbox:
                 endings = self._take()
             if not endings:
                 return
-            pipe = self._redis.pipeline(transaction=False)
-            settle = self._queue(pipe, endings)
+            commands: list[Command[Any]] = []
+            settle = self._queue(commands, endings)
             try:
-                replies = pipe.execute()
+                values = run_all(self._redis, commands)
             except redis.RedisError as exc:
                 log.error(
                     "%d finished job(s) could not be recorded: %s; they will be resumed",
@@ -97,7 +97,7 @@ class Outbox:
                     exc,
                 )
                 raise
-        settle(replies)
+        settle(values)
 
     def _take(self) -> list[_Ending]:
         """The waiting endings, now the caller's to send (with the condition's lock held)."""
@@ -125,17 +125,16 @@ class Outbox:
     def _due_in(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
 
-    def _queue(self, pipe: Any, endings: list[_Ending]) -> Settle:
-        applied: list[int] = []  # reply index of each ending's FINISH
+    def _queue(self, commands: list[Command[Any]], endings: list[_Ending]) -> Settle:
+        applied: list[int] = []  # index of each ending's FINISH among the commands
         for ending in endings:
-            for raw in ending.frames:
-                pipe.publish(ending.channel, raw)
-            queue(pipe, ending.finish.command(self._keys, self._ttl_s))
-            applied.append(len(pipe) - 1)
+            commands += [channels.publish(ending.channel, raw) for raw in ending.frames]
+            commands.append(ending.finish.command(self._keys, self._ttl_s))
+            applied.append(len(commands) - 1)
 
-        def settle(replies: list[Any]) -> None:
+        def settle(values: list[Any]) -> None:
             for ending, index in zip(endings, applied, strict=True):
-                if not replies[index]:
+                if not values[index]:
                     ending.superseded()
 
         return settle

@@ -36,9 +36,9 @@ from genq.common.frames import (
     WindowData,
     WindowFrame,
 )
-from genq.common.keys import Keys
 from genq.common.schemas import JobResult
-from genq.common.store import jobs, presence, queue, streams
+from genq.common.store import Command, channels, jobs, presence, run_all, streams
+from genq.common.store.keys import Keys
 from genq.workers.celery.handoff import DRAINING, HandOff
 from genq.workers.celery.lease import Lease
 from genq.workers.publishing.observe import NOBODY, JobObserver
@@ -68,7 +68,7 @@ class FramePublisher:
         # The worker's shutdown (genq.workers.celery.handoff), learnt with the cancel.
         self._draining = presence.draining(keys, worker) if worker else None
         self.cancelled = False
-        self.channel = keys.tokens(job_id)
+        self.channel = streams.channel(keys, job_id)
         self.job_id = job_id
         self.epoch = epoch
         self._seq = 1  # stream entry ids are `<epoch>-<seq>`, and Redis refuses 0-0
@@ -89,29 +89,27 @@ class FramePublisher:
     def _publish(self, frame: Frame, check_cancel: bool = False) -> None:
         """Publish the pending frames and this one in one round trip; with `check_cancel`,
         also learn whether the job's cancel was asked for."""
-        pipe = self._redis.pipeline(transaction=False)
-        settle = self.outbox.attach(pipe) if len(self.outbox) else None
-        for raw in self.pending():
-            pipe.publish(self.channel, raw)
-        pipe.publish(self.channel, frame.model_dump_json())
-        heard_at = len(pipe) - 1  # its reply: how many subscribers (relays) received it
+        commands: list[Command[Any]] = []
+        settle = self.outbox.attach(commands) if len(self.outbox) else None
+        commands += [channels.publish(self.channel, raw) for raw in self.pending()]
+        commands.append(channels.publish(self.channel, frame.model_dump_json()))
+        heard_at = len(commands) - 1  # its value: how many subscribers (relays) received it
         if check_cancel:
-            queue(pipe, self._cancel_asked)
+            commands.append(self._cancel_asked)
             if self._draining is not None:
-                queue(pipe, self._draining)
+                commands.append(self._draining)
         watching = bool(self._unconfirmed)
         if watching:
-            queue(pipe, self._checkpoint_length)
-        replies = pipe.execute()
+            commands.append(self._checkpoint_length)
+        values = run_all(self._redis, commands)
         if settle is not None:
-            settle(replies)
+            settle(values)
         if watching:
-            length = self._checkpoint_length.reply(replies[-1:])
-            self._checkpointed(length, heard=int(replies[heard_at]) > 0)
+            self._checkpointed(values[-1], heard=values[heard_at] > 0)
         if check_cancel:
-            self.cancelled = self._cancel_asked.reply(replies[heard_at + 1 : heard_at + 2])
-            drain = self._draining
-            if DRAINING.is_set() or (drain and drain.reply(replies[heard_at + 2 : heard_at + 3])):
+            self.cancelled = values[heard_at + 1]
+            draining = self._draining is not None and values[heard_at + 2]
+            if DRAINING.is_set() or draining:
                 raise HandOff(f"job {self.job_id}: the worker is shutting down")
 
     def _checkpointed(self, length: int, heard: bool) -> None:

@@ -22,13 +22,13 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import redis
 
-from genq.common.frames import FrameType, WindowData, WindowFrame, is_json_error, parse_frame
-from genq.common.keys import Keys
+from genq.common.frames import FrameType, WindowFrame, is_json_error, parse_frame
 from genq.common.store import jobs, run_all
+from genq.common.store.keys import Keys
+from genq.common.store.stream_writes import FrameWrite, WindowWrite
 from genq.workers.relay.metrics import Drop, RelayStats
 from genq.workers.relay.shape import canonical_tokens
 
@@ -44,25 +44,6 @@ NO_JOB_NAMED = "-"
 _TERMINAL = {FrameType.DONE, FrameType.ERROR}
 
 
-class Checkpoint(NamedTuple):
-    """A window frame's part for the checkpoint."""
-
-    epoch: int
-    data: WindowData
-
-
-class Admitted(NamedTuple):  # a tuple: made once per frame, cheaply
-    """A valid frame of an existing job: what its writes need, and its bytes as they came
-    (they go into the stream as they are)."""
-
-    job_id: str
-    entry: bytes | None  # its stream entry id, `<epoch>-<seq>`; None: for the checkpoint only
-    ts_ms: bytes  # when its worker sent it, in digits
-    raw: bytes
-    checkpoint: Checkpoint | None = None  # a window frame's
-    terminal: bool = False  # done or error: the job's last frame
-
-
 _new = tuple.__new__
 
 
@@ -74,14 +55,16 @@ class Admission:
         self._known: dict[str, float] = {}  # job id -> until when it is known to exist
         self._warned: set[tuple[str, Drop]] = set()
 
-    def admit(self, messages: Sequence[bytes]) -> list[Admitted]:
+    def admit(self, messages: Sequence[bytes]) -> list[FrameWrite]:
         """The valid frames of existing jobs among `messages`, in order."""
-        valid: list[Admitted] = []
+        valid: list[FrameWrite] = []
         append = valid.append
         for raw, match in zip(messages, canonical_tokens(messages), strict=True):
             if match is not None:  # the common case, inline (and no Python-level __new__)
                 job, epoch, seq, ts_ms = match.groups()
-                append(_new(Admitted, (job.decode(), epoch + b"-" + seq, ts_ms, raw, None, False)))
+                append(
+                    _new(FrameWrite, (job.decode(), epoch + b"-" + seq, ts_ms, raw, None, False))
+                )
             elif (frame := self._validate(raw)) is not None:
                 append(frame)
         missing = self._missing({frame.job_id for frame in valid})
@@ -92,7 +75,7 @@ class Admission:
             self.drop(Drop.NO_JOB, job_id, "the job has no record", count)
         return [frame for frame in valid if frame.job_id not in missing]
 
-    def _validate(self, raw: bytes) -> Admitted | None:
+    def _validate(self, raw: bytes) -> FrameWrite | None:
         try:
             frame = parse_frame(raw)
         except ValueError as exc:  # pydantic's ValidationError, or undecodable bytes
@@ -103,9 +86,9 @@ class Admission:
             self.drop(Drop.SEQ, frame.job_id, f"seq 0 on a {frame.type} frame")
             return None
         entry = b"%d-%d" % (frame.epoch, frame.seq) if frame.seq else None
-        checkpoint = Checkpoint(frame.epoch, window) if window is not None else None
+        checkpoint = WindowWrite(frame.epoch, window) if window is not None else None
         terminal = frame.type in _TERMINAL
-        return Admitted(frame.job_id, entry, b"%d" % frame.ts_ms, raw, checkpoint, terminal)
+        return FrameWrite(frame.job_id, entry, b"%d" % frame.ts_ms, raw, checkpoint, terminal)
 
     def _refuse(self, raw: bytes, exc: ValueError) -> None:
         errors = getattr(exc, "errors", None)

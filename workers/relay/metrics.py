@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from genq.common.connection import connect_bytes
 from genq.common.errors import RegistryError
 from genq.common.registry import ModelRegistry
 from genq.common.routing import queue_name
@@ -219,11 +220,7 @@ def serve_relay(relay: RelayCounts, settings: Settings) -> Endpoint | None:
     """The relay's endpoint on GENQ_RELAY_METRICS_PORT; None when that is 0 or in use."""
     if not settings.relay_metrics_port:
         return None
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=SCRAPE_TIMEOUT_S,
-        socket_timeout=SCRAPE_TIMEOUT_S,
-    )
+    client = connect_bytes(settings, SCRAPE_TIMEOUT_S)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RelayCollector(relay, registry_queues(settings), client))
     ProcessCollector(registry=registry)  # the relay's CPU and memory

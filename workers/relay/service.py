@@ -6,7 +6,8 @@ whose worker died are resumed elsewhere. Run it with `genq relay`
   moved (genq.workers.relay.admission): anything else that arrives is counted, logged once per job
   and dropped, and never stops the relay.
 - It writes each frame to the job's stream with entry id `<epoch>-<seq>`: one XADD per frame,
-  a batch per pipeline, one job's keys per command (Redis Cluster ready: genq.workers.relay.writes).
+  a batch per pipeline, one job's keys per command (Redis Cluster ready:
+  genq.common.store.stream_writes).
   Redis refuses an id not above the stream's last one, so a second relay or a redelivered
   frame adds nothing, and a frame from an older epoch than the stream has seen is fenced out.
 - A `window` frame is appended to the job's checkpoint (window k only as entry k, only from the
@@ -36,24 +37,23 @@ from contextlib import contextmanager
 from types import FrameType as StackFrame
 
 import redis
-from redis.client import PubSub
 
-from genq.common.adapters.redis_replies import Replies
-from genq.common.connection import connect
+from genq.common.connection import connect, connect_bytes
 from genq.common.dispatch import Dispatch, Dispatcher
 from genq.common.errors import ErrorCode
 from genq.common.frames import ErrorData, ErrorFrame
-from genq.common.keys import Keys
 from genq.common.lifecycle import end_unstarted
 from genq.common.logs import configure, fields
 from genq.common.routing import queue_device
 from genq.common.schemas import GenerateRequest, JobState
 from genq.common.settings import Settings
-from genq.common.store import jobs, leases, run
+from genq.common.store import channels, jobs, leases, run, streams
+from genq.common.store.channels import PatternMessages
+from genq.common.store.keys import Keys
 from genq.common.store.leases import ReapAction
+from genq.common.store.stream_writes import StreamWriter
 from genq.workers.relay.admission import Admission
 from genq.workers.relay.metrics import RelayStats, serve_relay
-from genq.workers.relay.writes import Writer
 
 log = logging.getLogger("genq.relay")
 
@@ -65,33 +65,13 @@ BATCH_FRAMES = 1000  # frames written per pipeline at most
 IN_FLIGHT = 2
 WAIT_S = 0.1  # longest wait for a first frame before the reaper gets a turn
 RECONNECT_S = 1.0
-PMESSAGE = b"pmessage"
 REAP_BATCH = 100
 # The cyclic collector's first threshold in the relay process. Each frame leaves a list
-# (hiredis's pmessage) and a tuple (Admitted) alive for a batch; at Python's default (700) the
+# (hiredis's pmessage) and a tuple (FrameWrite) alive for a batch; at Python's default (700) the
 # collector ran every few hundred frames, promoted batches to older generations and so ran
 # full collections too: about a tenth of the relay's CPU (perf). Nothing on the hot path
 # makes a cycle; the rare one (a traceback) still goes, a little later.
 GC_THRESHOLD = 100_000
-
-
-class FrameReader:
-    """The frames arriving on the relay's subscription, in batches (replies taken off the
-    connection in bulk: genq.common.adapters.redis_replies)."""
-
-    def __init__(self, pubsub: PubSub) -> None:
-        self._replies = Replies(pubsub.connection)  # type: ignore[arg-type]
-
-    def read(self, wait_s: float, limit: int) -> list[bytes]:
-        replies = self._replies.available(wait_s, limit)
-        # [pmessage, pattern, channel, frame] (hiredis: a list subclass); the rest confirm
-        # the psubscribe
-        batch = [r[3] for r in replies if isinstance(r, list) and r[0] == PMESSAGE]
-        if len(batch) < len(replies):
-            for reply in replies:
-                if isinstance(reply, Exception):  # no command of ours is answered here
-                    raise redis.ConnectionError(str(reply))
-        return batch
 
 
 class Relay:
@@ -99,13 +79,13 @@ class Relay:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         # Frames are moved as bytes: no decoding on the way through.
-        self.redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        self.redis = connect_bytes(settings)
         self._text = connect(settings)
         self._dispatcher = Dispatcher(settings, main="genq-relay")
         self.moved = 0
         self.stats = RelayStats()
         self.admission = Admission(self.redis, self.keys, self.stats)
-        self._writes: Writer | None = None  # connected on first use, again after an outage
+        self._writes: StreamWriter | None = None  # connected on first use, again after an outage
 
     def run(self, stop: threading.Event) -> None:
         """Move frames and reap leases until `stop`; a lost connection is re-established
@@ -122,7 +102,7 @@ class Relay:
             finally:
                 self._close_writer()
 
-    def _turn(self, frames: FrameReader, next_reap: float) -> float:
+    def _turn(self, frames: PatternMessages, next_reap: float) -> float:
         """Move the frames that arrived; reap when it is time. The next time to reap."""
         batch = frames.read(WAIT_S, BATCH_FRAMES)
         if batch:  # read older batches' replies while Redis appends this one
@@ -140,14 +120,14 @@ class Relay:
         return time.monotonic() + self.settings.reap_interval_s
 
     @contextmanager
-    def _subscription(self) -> Iterator[FrameReader]:
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+    def _subscription(self) -> Iterator[PatternMessages]:
+        pattern = streams.channel_pattern(self.keys)
+        frames = channels.psubscribe(self.redis, pattern)
         try:
-            pubsub.psubscribe(self.keys.tokens_pattern())
-            log.info("relay: moving frames of %s, reaping leases", self.keys.tokens_pattern())
-            yield FrameReader(pubsub)
+            log.info("relay: moving frames of %s, reaping leases", pattern)
+            yield frames
         finally:
-            pubsub.close()
+            frames.close()
 
     def write(self, messages: Sequence[bytes]) -> None:
         """Move the batch's valid frames (the rest are dropped: admission) and wait until
@@ -156,7 +136,7 @@ class Relay:
         self.settle(0)
 
     def send(self, messages: Sequence[bytes]) -> None:
-        """Send the batch's valid frames to Redis in one pipeline (genq.workers.relay.writes);
+        """Send the batch's valid frames to Redis in one pipeline (common/store/stream_writes);
         their replies are read later (`settle`)."""
         admitted = self.admission.admit(messages)
         if not admitted:
@@ -170,11 +150,12 @@ class Relay:
     def settle(self, keep: int) -> None:
         """Read replies until at most `keep` batches sent are unanswered."""
         if self._writes is not None:
-            self._writes.settle(keep)
+            for failure in self._writes.settle(keep):
+                log.error("relay: write failed: %s", failure)
 
-    def _writer(self) -> Writer:
+    def _writer(self) -> StreamWriter:
         if self._writes is None:
-            self._writes = Writer(self.redis, self.keys, self.settings.job_ttl_s)
+            self._writes = StreamWriter(self.redis, self.keys, self.settings.job_ttl_s)
         return self._writes
 
     def _close_writer(self) -> None:
@@ -223,7 +204,10 @@ class Relay:
         self.stats.failed += 1
         data = ErrorData(code=ErrorCode.ATTEMPTS_EXHAUSTED, message=message, retryable=True)
         frame = ErrorFrame(job_id=job_id, epoch=epoch, seq=1, data=data)
-        self._text.publish(self.keys.tokens(job_id), frame.model_dump_json())
+        run(
+            self._text,
+            channels.publish(streams.channel(self.keys, job_id), frame.model_dump_json()),
+        )
 
 
 def main() -> None:

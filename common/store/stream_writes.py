@@ -1,42 +1,63 @@
-"""The relay's writes: each batch of admitted frames as one pipeline of per-job commands.
+"""Frames into their jobs' streams and checkpoints at the relay's rate: each batch of frames
+as one pipeline of per-job commands, encoded as RESP here (redis-py's packing costs more than
+the rest of a frame's trip) and sent on a connection of their own.
 
-- A frame becomes `XADD <job's stream> <epoch>-<seq> f <frame>`: one key per command, so the
-  relay works on Redis Cluster (a script naming many jobs' streams would be refused there,
-  CROSSSLOT). Redis refuses an id at or below the stream's last one: a duplicate, or a frame of
-  an epoch the reaper fenced out (XSETID). Those refusals are expected and not logged.
-- A window frame is first appended to its job's checkpoint (CHECKPOINT, whose keys are that
-  one job's), then streamed: the commands run in the order sent on one connection, so whoever
-  reads window k in the stream finds it checkpointed. A checkpoint-only window (seq 0) is
-  checkpointed and not streamed.
-- After a terminal frame, EXPIRE gives the job's stream and checkpoint the retention time.
+- A frame becomes `XADD <job's stream> <epoch>-<seq> f <frame>` (streams.FRAME_FIELD): one
+  key per command, so the writes work on Redis Cluster (a script naming many jobs' streams
+  would be refused there, CROSSSLOT). Redis refuses an id at or below the stream's last one:
+  a duplicate, or a frame of an epoch the reaper fenced out (XSETID). Those refusals are
+  expected, and `settle` does not report them.
+- A window frame is first appended to its job's checkpoint (streams.checkpoint, whose keys
+  are that one job's), then streamed: the commands run in the order sent on one connection,
+  so whoever reads window k in the stream finds it checkpointed. A checkpoint-only window
+  (no entry id) is checkpointed and not streamed.
+- After a terminal frame, streams.retain gives the job's stream and checkpoint the retention
+  time.
 
-Commands are encoded as RESP by hand (redis-py's packing costs more than the rest of a
-frame's trip) and sent on a redis-py connection of their own; their replies are read through
-genq.common.adapters.redis_replies. `send` returns at once; `settle(keep)` reads replies until at
-most `keep` batches are unanswered, so the relay can read and validate the next batch while
-Redis appends this one.
+The key names, the CHECKPOINT script and the entry encodings are common/store/streams.py's;
+replies are read in bulk through genq.common.adapters.redis_replies. `send` returns at once;
+`settle(keep)` reads replies until at most `keep` batches are unanswered, so the caller can
+prepare the next batch while Redis appends this one.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import redis
 from redis.connection import Connection
 
 from genq.common.adapters.redis_replies import Replies
 from genq.common.frames import WindowData
-from genq.common.keys import Keys
 from genq.common.store import streams
-from genq.workers.relay.admission import Admitted, Checkpoint
-
-log = logging.getLogger("genq.relay")
+from genq.common.store.keys import Keys
 
 FENCED = "equal or smaller"  # XADD's refusal of an id at or below the stream's last one
 STREAM_KEYS_MAX = 100_000  # stream key names cached; past this many, forget them all
-XADD = b"%s$%d\r\n%s\r\n$1\r\nf\r\n$%d\r\n%s\r\n"  # after the head: id, field, frame
+_FIELD = streams.FRAME_FIELD.encode()
+# after the head (`XADD <stream>`): id, the frame field, the frame
+XADD = b"%s$%d\r\n%s\r\n" + b"$%d\r\n%s\r\n" % (len(_FIELD), _FIELD) + b"$%d\r\n%s\r\n"
+
+
+class WindowWrite(NamedTuple):
+    """A window frame's part for the checkpoint."""
+
+    epoch: int
+    data: WindowData
+
+
+class FrameWrite(NamedTuple):  # a tuple: made once per frame, cheaply
+    """A frame to write: where it goes, and its bytes as they came (they go into the stream
+    as they are)."""
+
+    job_id: str
+    entry: bytes | None  # its stream entry id, `<epoch>-<seq>`; None: for the checkpoint only
+    ts_ms: bytes  # when its worker sent it, in digits (not written: the caller's to use)
+    raw: bytes
+    checkpoint: WindowWrite | None = None  # a window frame's
+    terminal: bool = False  # done or error: the job's last frame
 
 
 def command(*args: bytes) -> bytes:
@@ -47,19 +68,22 @@ def command(*args: bytes) -> bytes:
     return b"".join(parts)
 
 
-class Writer:
+class StreamWriter:
+    """Batches of frames written on a connection taken from `client`'s pool (a client
+    without decode_responses), until `close`."""
+
     def __init__(self, client: redis.Redis, keys: Keys, ttl_s: int) -> None:
         self._pool = client.connection_pool
         self._connection: Connection = self._pool.get_connection()
         self._replies = Replies(self._connection)
-        self._commands = Commands(keys, ttl_s)
+        self._commands = FrameCommands(keys, ttl_s)
         self._owed: deque[int] = deque()  # replies owed, per batch sent
 
     def close(self) -> None:
         self._connection.disconnect()  # type: ignore[no-untyped-call]
         self._pool.release(self._connection)
 
-    def send(self, frames: Sequence[Admitted]) -> None:
+    def send(self, frames: Sequence[FrameWrite]) -> None:
         """Send the batch's commands, in one write; their replies are read by `settle`."""
         parts = self._commands.encode(frames)
         if parts:
@@ -67,24 +91,24 @@ class Writer:
             self._connection.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
             self._owed.append(len(parts))
 
-    def settle(self, keep: int = 0) -> None:
-        """Read replies until at most `keep` batches are unanswered; log the failures that
-        are not expected."""
+    def settle(self, keep: int = 0) -> list[redis.ResponseError]:
+        """Read replies until at most `keep` batches are unanswered. The refusals among them
+        that are not expected (not a fenced or duplicate entry id)."""
+        failures: list[redis.ResponseError] = []
         while len(self._owed) > keep:
             replies = self._replies.take(self._owed.popleft())
             # Nearly every reply is an entry id: look at each only when the batch's reply
             # types (collected in C) include an error.
             if any(issubclass(kind, redis.ResponseError) for kind in set(map(type, replies))):
-                self._log_failures(replies)
-
-    @staticmethod
-    def _log_failures(replies: list[object]) -> None:
-        for reply in replies:
-            if isinstance(reply, redis.ResponseError) and FENCED not in str(reply):
-                log.error("relay: write failed: %s", reply)
+                failures += _unexpected(replies)
+        return failures
 
 
-class Commands:
+def _unexpected(replies: list[object]) -> list[redis.ResponseError]:
+    return [r for r in replies if isinstance(r, redis.ResponseError) and FENCED not in str(r)]
+
+
+class FrameCommands:
     """A batch's frames as the commands that write them (RESP, no I/O)."""
 
     def __init__(self, keys: Keys, ttl_s: int) -> None:
@@ -92,7 +116,7 @@ class Commands:
         self._ttl_s = ttl_s
         self._heads: dict[str, bytes] = {}  # job id -> `XADD <its stream>`
 
-    def encode(self, frames: Sequence[Admitted]) -> list[bytes]:
+    def encode(self, frames: Sequence[FrameWrite]) -> list[bytes]:
         """One command per element, in the order they must run."""
         parts: list[bytes] = []
         heads = self._heads
@@ -115,7 +139,7 @@ class Commands:
         head = self._heads[job_id] = b"*5\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n" % (len(stream), stream)
         return head
 
-    def _checkpoint(self, job_id: str, checkpoint: Checkpoint) -> bytes:
+    def _checkpoint(self, job_id: str, checkpoint: WindowWrite) -> bytes:
         """The store's CHECKPOINT call, as RESP (a window frame: rare beside token frames)."""
         entry = streams.entry_of(checkpoint.data)
         window = checkpoint.data.window
@@ -126,8 +150,3 @@ class Commands:
         """After the terminal frame, the stream and checkpoint live for the retention time."""
         calls = streams.retain(self._keys, job_id, self._ttl_s).calls  # one job's: rare
         return [command(*(str(arg).encode() for arg in call)) for call in calls]
-
-
-def checkpoint_entry(data: WindowData) -> str:
-    """A window as its checkpoint entry stores it (see genq.common.store.streams)."""
-    return streams.encode_entry(streams.entry_of(data))
