@@ -168,6 +168,11 @@ def frames(keys: Keys, job_id: str, start: str = "-", end: str = "+") -> Command
     return Command((("XRANGE", stream_key(keys, job_id), start, end),), lambda r: list(r[0]))
 
 
+def length(keys: Keys, job_id: str) -> Command[int]:
+    """How many entries the job's stream holds (0 when it has none)."""
+    return Command((("XLEN", stream_key(keys, job_id)),), _count)
+
+
 def last_id(keys: Keys, job_id: str) -> Command[str | None]:
     """The id of the job's last stream entry; None while its stream holds none."""
 

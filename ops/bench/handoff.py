@@ -28,6 +28,7 @@ from typing import Any
 
 from genq.common.errors import JobFailed, StreamTimeout
 from genq.common.frames import Frame, ResumeFrame, TokenFrame
+from genq.common.store import streams
 from genq.producer.client import Client
 from ops.bench.recovery import entries, holder
 from ops.bench.report import met, say
@@ -202,7 +203,7 @@ def _one_run(stack: Stack, client: Client, job: HandoffJob, expected: str) -> Ru
     signalled: list[ExitWatch] = []
 
     def send() -> float | None:
-        if client.redis.llen(client.keys.checkpoint(handle.job_id)) < WINDOWS_BEFORE:
+        if client.redis.llen(streams.checkpoint_key(client.keys, handle.job_id)) < WINDOWS_BEFORE:
             return None  # checked again at the next token frame
         worker = stack.worker(holder(client, handle.job_id))
         other = next(w for w in stack.workers if w is not worker)

@@ -36,6 +36,7 @@ from typing import Any
 
 import psutil
 
+from genq.common.store import jobs
 from genq.producer.batches import BatchHandle
 from genq.producer.client import Client, JobHandle
 from ops.bench.overhead_child import READY
@@ -205,7 +206,7 @@ def cpu_seconds(roles: dict[str, list[psutil.Process]]) -> dict[str, float]:
 def job_times(client: Client, handle: BatchHandle[JobHandle]) -> list[JobTimes]:
     pipe = client.redis.pipeline(transaction=False)
     for job_id in handle.job_ids():
-        pipe.hmget(client.keys.job(job_id), _RECORD_FIELDS)
+        pipe.hmget(jobs.record_key(client.keys, job_id), _RECORD_FIELDS)
     rows: list[list[str]] = pipe.execute()
     return [
         JobTimes(worker, int(submitted), int(started), int(finished))

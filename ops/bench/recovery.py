@@ -27,7 +27,7 @@ from typing import Any
 
 from genq.common.errors import JobFailed, StreamTimeout
 from genq.common.frames import Frame, ResumeFrame, TokenFrame, parse_frame
-from genq.common.schemas import JobRecord
+from genq.common.store import jobs, streams
 from genq.producer.client import Client, JobHandle
 from ops.bench.report import met, say
 from ops.bench.stack import Stack, local_stack
@@ -173,7 +173,7 @@ def _one_run(stack: Stack, client: Client, job: RecoveryJob, run: int, expected:
 
 def holder(client: Client, job_id: str) -> str:
     """The name of the worker running the job now (its node is `name@host`)."""
-    record = JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
+    record = jobs.decode(client.redis.hgetall(jobs.record_key(client.keys, job_id)))
     return record.worker.partition("@")[0]
 
 
@@ -208,7 +208,9 @@ def generated(frames: Sequence[Frame], stopped_ms: float) -> float:
 
 
 def entries(client: Client, job_id: str) -> list[Frame]:
-    raw: list[tuple[str, dict[str, str]]] = client.redis.xrange(client.keys.stream(job_id))  # type: ignore[assignment]
+    raw: list[tuple[str, dict[str, str]]] = client.redis.xrange(
+        streams.stream_key(client.keys, job_id)
+    )  # type: ignore[assignment]
     return [parse_frame(fields["f"]) for _id, fields in raw]
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import redis
 
+from genq.common.store import jobs as job_store
+from genq.common.store import streams as stream_store
 from genq.common.store.keys import Keys
 from genq.workers.relay.service import BATCH_FRAMES, Relay
 from ops.bench.procs import BenchProcess, running
@@ -83,12 +85,12 @@ def record_jobs(client: redis.Redis, keys: Keys, tag: str, jobs: int) -> None:
     """A record for each of the load's jobs: the relay moves only frames of jobs that exist."""
     pipe = client.pipeline(transaction=False)
     for job_id in job_ids(tag, jobs):
-        pipe.hset(keys.job(job_id), mapping={"state": "running", "epoch": 0})
+        pipe.hset(job_store.record_key(keys, job_id), mapping={"state": "running", "epoch": 0})
     pipe.execute()
 
 
 def stream_progress(client: redis.Redis, keys: Keys, tag: str, jobs: int) -> Callable[[], int]:
-    streams = [keys.stream(job_id) for job_id in job_ids(tag, jobs)]
+    streams = [stream_store.stream_key(keys, job_id) for job_id in job_ids(tag, jobs)]
 
     def count() -> int:
         pipe = client.pipeline(transaction=False)

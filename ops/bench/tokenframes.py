@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 from genq.common.frames import TokenData, TokenFrame
+from genq.common.store import streams
 from genq.common.store.keys import Keys
 
 CHUNK_TEXT = "▁the quick brown fox über naïve café 日本語 jumps over"
@@ -49,7 +50,10 @@ class FrameTemplate:
         whole = sample_frame(job_id, _SEQ_MARK, _TS_MARK)
         head, rest = whole.split(b"%d" % _SEQ_MARK)
         middle, tail = rest.split(b"%d" % _TS_MARK)
-        channel, stream = keys.tokens(job_id).encode(), keys.stream(job_id).encode()
+        channel, stream = (
+            streams.channel(keys, job_id).encode(),
+            streams.stream_key(keys, job_id).encode(),
+        )
         return cls(job_id, channel, stream, head, middle, tail)
 
     def frame(self, seq: int, ts: bytes) -> bytes:

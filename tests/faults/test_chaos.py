@@ -18,6 +18,7 @@ from genq import Client, JobHandle
 from genq.common.frames import ResumeFrame
 from genq.common.schemas import JobState
 from ops.localstack import Worker, wait_for
+from tests import state
 from tests.integration.conftest import Stack
 from tests.integration.test_failover import entries, record
 
@@ -51,7 +52,7 @@ def neighbours(seed: int) -> list[dict[str, Any]]:
 
 def stream_length(client: Client, job_id: str) -> int:
     """Entries of the job's stream (a chunk of up to 16 tokens each, mostly): cheap to poll."""
-    return int(client.redis.xlen(client.keys.stream(job_id)))
+    return state.stream_length(client.redis, client.keys, job_id)
 
 
 def where_it_differs(client: Client, job_id: str, text: str, expected: str) -> str:

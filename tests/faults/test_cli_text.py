@@ -32,11 +32,12 @@ from genq.common.frames import (
     WindowFrame,
     parse_frame,
 )
-from genq.common.schemas import JobRecord
+from genq.common.store import streams
 from genq.producer.cli import terminal_safe
 from tests.integration.conftest import Stack
 from tests.integration.support import GENQ
 from tests.integration.test_failover import JOB, at_window, entries, follow
+from tests.state import job_record
 
 
 class Genq:
@@ -91,7 +92,7 @@ def same_text(printed: str, result: str) -> bool:
 
 
 def result_text(client: Client, job_id: str) -> str:
-    record = JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
+    record = job_record(client.redis, client.keys, job_id)
     assert record.result is not None, record
     return record.result.text
 
@@ -118,7 +119,7 @@ def test_tail_prints_the_result_after_a_relay_outage_mid_job(
         job = client.submit(**job_spec)
         tailing = Genq(stack.env, "tail", job.job_id)
         live = client.redis.pubsub()
-        live.subscribe(client.keys.tokens(job.job_id))
+        live.subscribe(streams.channel(client.keys, job.job_id))
 
         def relay_down_for_ten_windows() -> None:
             relay.signal(signal.SIGKILL)
@@ -221,7 +222,7 @@ def test_tail_on_a_terminal_says_when_a_resumed_attempt_differs_from_what_it_pri
         token(1, 2, "there was"),
         DoneFrame(job_id=job_id, epoch=1, seq=3, data=result),
     ]
-    key = client.keys.stream(job_id)
+    key = streams.stream_key(client.keys, job_id)
     redis_client.delete(key)
     for frame in frames:
         redis_client.xadd(key, {"f": frame.model_dump_json()}, id=f"{frame.epoch}-{frame.seq}")

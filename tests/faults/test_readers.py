@@ -16,6 +16,8 @@ import pytest
 import redis
 
 from genq import AsyncClient, Client, GenqError
+from genq.common.store import run, streams
+from genq.common.store.streams import FRAME_FIELD as F
 from tests.integration.support import GENQ
 
 JOB: dict[str, Any] = {
@@ -29,19 +31,20 @@ JOB: dict[str, Any] = {
 
 def spoil(r: redis.Redis, client: Client, job_id: str) -> list[str]:
     """Rewrite a finished job's stream with four of its token frames replaced by entries that
-    do not validate, as a hostile writer could add them; the ids of the spoiled entries."""
-    key = client.keys.stream(job_id)
-    entries: list[tuple[str, dict[str, str]]] = r.xrange(key)  # type: ignore[assignment]
-    tokens = [i for i, (_, f) in enumerate(entries) if json.loads(f["f"])["type"] == "token"]
+    do not validate, as a hostile writer could add them; the ids of the spoiled entries. The
+    rewrite is raw XADDs on purpose: no store command writes what genq never would."""
+    key = streams.stream_key(client.keys, job_id)
+    entries: list[tuple[str, dict[str, str]]] = run(r, streams.frames(client.keys, job_id))
+    tokens = [i for i, (_, f) in enumerate(entries) if json.loads(f[F])["type"] == "token"]
     picks = [tokens[1], tokens[len(tokens) // 3], tokens[len(tokens) // 2], tokens[-2]]
-    bad_body = json.loads(entries[picks[0]][1]["f"])
+    bad_body = json.loads(entries[picks[0]][1][F])
     bad_body["data"]["text"] = 12345  # a valid header, a body of the wrong type
-    other_job = entries[picks[3]][1]["f"].replace(job_id, "f" * 32)
+    other_job = entries[picks[3]][1][F].replace(job_id, "f" * 32)
     spoiled = {
-        picks[0]: {"f": json.dumps(bad_body)},
-        picks[1]: {"f": '{"v":1,"job_id":"' + job_id + '","epoch":0,"seq":'},  # cut short
-        picks[2]: {"frame": entries[picks[2]][1]["f"]},  # not in the field the relay uses
-        picks[3]: {"f": other_job},  # another job's frame
+        picks[0]: {F: json.dumps(bad_body)},
+        picks[1]: {F: '{"v":1,"job_id":"' + job_id + '","epoch":0,"seq":'},  # cut short
+        picks[2]: {"frame": entries[picks[2]][1][F]},  # not in the field the relay uses
+        picks[3]: {F: other_job},  # another job's frame
     }
     r.delete(key)
     for i, (entry_id, fields) in enumerate(entries):
@@ -91,7 +94,8 @@ def test_a_junk_checkpoint_entry_leaves_the_text_to_the_result(
     client: Client, spoiled: tuple[str, str, list[str]], redis_client: redis.Redis
 ) -> None:
     job_id, text, _ = spoiled
-    redis_client.lset(client.keys.checkpoint(job_id), 0, "junk")
+    # A raw write on purpose: junk that no store command would write.
+    redis_client.lset(streams.checkpoint_key(client.keys, job_id), 0, "junk")
     with client.job(job_id).stream(timeout=30) as stream:
         for _ in stream:
             pass
@@ -138,8 +142,9 @@ def test_a_stream_key_of_the_wrong_type_is_a_clear_error(
 ) -> None:
     job = client.submit(**{**JOB, "max_tokens": 4})
     job.result(timeout=60)
-    redis_client.delete(client.keys.stream(job.job_id))
-    redis_client.set(client.keys.stream(job.job_id), "not a stream")
+    # Raw writes on purpose: a key of a type genq never gives it.
+    redis_client.delete(streams.stream_key(client.keys, job.job_id))
+    redis_client.set(streams.stream_key(client.keys, job.job_id), "not a stream")
     with pytest.raises(GenqError, match="WRONGTYPE"):
         client.job(job.job_id).result(timeout=30)
     proc = tail(genq_env, job.job_id)

@@ -18,6 +18,7 @@ import pytest
 
 from genq import AsyncClient, Client, RedisUnavailable
 from genq.common.settings import Settings
+from genq.common.store import streams
 from ops.localstack import RedisServer, settings_for, wait_for
 from tests.integration.conftest import Stack
 
@@ -92,7 +93,7 @@ def test_readers_ride_through_a_redis_restart_mid_batch(
             batch_async = pool.submit(
                 run_async, wait_and_read_async(stack.settings, batch.batch_id)
             )
-            stream_key = client.keys.stream(job.job_id)
+            stream_key = streams.stream_key(client.keys, job.job_id)
             wait_for(lambda: client.redis.xlen(stream_key) >= 20, 60, "the long job to run")
             restart(own_redis)
             assert waited.result(timeout=120).succeeded == len(lines)

@@ -28,12 +28,14 @@ from genq.common.frames import (
     WindowFrame,
     parse_frame,
 )
+from genq.common.store import jobs, streams
 from genq.common.store.keys import Keys
 from genq.workers.relay.service import Relay
 from ops.localstack import RedisServer, free_port, settings_for, wait_for
 from tests.integration.conftest import Stack
 from tests.integration.test_metrics import scrape, total
 from tests.integration.test_stack import StackDir, assert_all_gone, ok, running
+from tests.state import stream_frames
 
 # The job id of the issue's PUBLISH: no job has it.
 GHOST = "0123456789abcdef0123456789abcdef"
@@ -44,8 +46,7 @@ SMALL: dict[str, Any] = {"max_tokens": 8, "seed": 3, "ignore_eos": True}
 
 def frames_of(client: Client, job_id: str) -> list[Frame]:
     """Every entry of the job's stream, validated as any reader validates it."""
-    raw: list[tuple[str, dict[str, str]]] = client.redis.xrange(client.keys.stream(job_id))  # type: ignore[assignment]
-    return [parse_frame(fields["f"]) for _id, fields in raw]
+    return stream_frames(client.redis, client.keys, job_id)
 
 
 def publish_then_sync(client: Client, messages: list[tuple[str, bytes]], marker: str) -> None:
@@ -55,7 +56,7 @@ def publish_then_sync(client: Client, messages: list[tuple[str, bytes]], marker:
         client.redis.publish(channel, payload)
     seq = max(f.seq for f in frames_of(client, marker)) + 1
     frame = TokenFrame(job_id=marker, epoch=0, seq=seq, data=TokenData(text="", token_ids=[]))
-    client.redis.publish(client.keys.tokens(marker), frame.model_dump_json())
+    client.redis.publish(streams.channel(client.keys, marker), frame.model_dump_json())
     moved = lambda: frames_of(client, marker)[-1].seq == seq  # noqa: E731
     wait_for(moved, WAIT_S, "the relay to move a frame published after the hostile ones")
 
@@ -100,14 +101,16 @@ def test_relay_survives_a_hostile_frame_and_moves_nothing_of_it(
         target = job_id or victim.job_id
         seq = str(before[-1].seq + 1)
         message = template.replace("{job}", target).replace('"{seq}"', seq).replace("{seq}", seq)
-        channel = client.keys.tokens(target)
+        channel = streams.channel(client.keys, target)
         # Twice: counted twice, logged once.
         publish_then_sync(client, [(channel, message.encode())] * 2, marker=victim.job_id)
 
         assert relay.proc is not None and relay.proc.poll() is None, "the relay exited"
         after = frames_of(client, victim.job_id)  # every entry still validates
         assert [f.seq for f in after] == [f.seq for f in before] + [before[-1].seq + 1]
-        assert not client.redis.exists(client.keys.stream(GHOST), client.keys.checkpoint(GHOST))
+        assert not client.redis.exists(
+            streams.stream_key(client.keys, GHOST), streams.checkpoint_key(client.keys, GHOST)
+        )
         samples = scrape(port)
         reason = "json" if case == "window_frame_cut_short" else "schema"
         assert total(samples, "genq_relay_dropped_frames_total", reason=reason) == 2
@@ -133,11 +136,18 @@ def test_a_frame_for_a_job_that_does_not_exist_creates_nothing(client: Client) -
             job_id=GHOST, epoch=0, seq=3, data=ErrorData(code="x", message="y", retryable=False)
         ),
     ]
-    channel = client.keys.tokens(GHOST)
+    channel = streams.channel(client.keys, GHOST)
     messages = [(channel, frame.model_dump_json().encode()) for frame in ghost]
     publish_then_sync(client, messages, marker=marker.job_id)
     keys = client.keys
-    assert client.redis.exists(keys.stream(GHOST), keys.checkpoint(GHOST), keys.job(GHOST)) == 0
+    assert (
+        client.redis.exists(
+            streams.stream_key(keys, GHOST),
+            streams.checkpoint_key(keys, GHOST),
+            jobs.record_key(keys, GHOST),
+        )
+        == 0
+    )
 
 
 # --- the relay's frame handling, driven with generated junk -------------------------------
@@ -216,7 +226,7 @@ def test_relay_moves_the_valid_frames_whatever_junk_comes_before_them(
     def check(data: st.DataObject) -> None:
         before = frames_of(client, job_id)
         seq = before[-1].seq + 1 if before else 1
-        window = client.redis.llen(keys.checkpoint(job_id))
+        window = client.redis.llen(streams.checkpoint_key(keys, job_id))
         token = TokenFrame(job_id=job_id, epoch=0, seq=seq, data=TokenData(text="é", token_ids=[7]))
         done = WindowData(window=window, token_ids=[7], text="é", tokens_total=window + 1)
         closing = WindowFrame(job_id=job_id, epoch=0, seq=seq + 1, data=done)
@@ -227,10 +237,10 @@ def test_relay_moves_the_valid_frames_whatever_junk_comes_before_them(
 
         entries = frames_of(client, job_id)  # each one validates, as a reader needs
         assert entries == [*before, token, closing]
-        checkpoint = client.redis.lrange(keys.checkpoint(job_id), 0, -1)
+        checkpoint = client.redis.lrange(streams.checkpoint_key(keys, job_id), 0, -1)
         assert len(checkpoint) == window + 1
         assert json.loads(checkpoint[-1])["text"] == "é"
-        assert not client.redis.exists(keys.stream(GHOST))
+        assert not client.redis.exists(streams.stream_key(keys, GHOST))
 
     check()
     assert relay.stats.dropped  # the junk was counted
@@ -305,7 +315,7 @@ class Live:
 
     def __init__(self, client: Client, job_id: str) -> None:
         self._pubsub = client.redis.pubsub()
-        self._pubsub.subscribe(client.keys.tokens(job_id))
+        self._pubsub.subscribe(streams.channel(client.keys, job_id))
         self.window = -1  # the last window its worker started
 
     def until_window(self, window: int) -> None:
@@ -340,7 +350,7 @@ def test_checkpoint_catches_up_after_a_relay_outage_so_a_kill_recomputes_one_win
     with Client(stack.settings) as client:
         expected = client.submit(**LONG).result(timeout=120).text
         job = client.submit(**LONG)
-        checkpoint = client.keys.checkpoint(job.job_id)
+        checkpoint = streams.checkpoint_key(client.keys, job.job_id)
         live = Live(client, job.job_id)
         live.until_window(3)
         relay.signal(signal.SIGKILL)  # its window frames are lost from here on

@@ -17,9 +17,9 @@ import redis
 
 from genq import Client
 from genq.common.registry import ModelRegistry
-from genq.common.schemas import JobRecord
 from genq.common.settings import Settings
 from ops.localstack import Flower, GenqProcess, RedisServer, Relay, Worker, settings_for
+from tests.state import job_record
 
 from .support import BROKEN_MODEL
 
@@ -136,7 +136,7 @@ class Stack:
 
     def holder(self, client: Client, job_id: str) -> Worker:
         """The worker running the job now, from the job's record."""
-        record = JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
+        record = job_record(client.redis, client.keys, job_id)
         name = record.worker.partition("@")[0]
         return next(p for p in self.procs if isinstance(p, Worker) and p.name == name)
 

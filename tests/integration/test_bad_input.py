@@ -17,8 +17,10 @@ from genq import (
     UnknownModel,
 )
 from genq.common.frames import ErrorFrame
-from genq.common.schemas import JobRecord, JobState
+from genq.common.schemas import JobState
+from genq.common.store.keys import Keys
 from ops.localstack import Worker, free_port
+from tests.state import job_record
 
 from .support import BROKEN_MODEL, run_genq
 
@@ -75,7 +77,7 @@ def test_unloadable_model_fails_the_job_and_the_worker_serves_the_next(
     assert "broken.gguf" in frames[-1].data.message
     with pytest.raises(JobFailed, match="model_load_failed"):
         job.result()
-    record = JobRecord.from_hash(redis_client.hgetall(f"genq:{{{job.job_id}}}:job"))
+    record = job_record(redis_client, Keys(), job.job_id)
     assert record.state == JobState.FAILED and record.attempts == 1
     assert worker.proc is not None and worker.proc.poll() is None
     assert (
@@ -86,7 +88,7 @@ def test_unloadable_model_fails_the_job_and_the_worker_serves_the_next(
 def test_successful_job_record_holds_the_result(client: Client, redis_client: redis.Redis) -> None:
     job = client.submit("record", max_tokens=6, seed=1, ignore_eos=True)
     result = job.result(60)
-    record = JobRecord.from_hash(redis_client.hgetall(f"genq:{{{job.job_id}}}:job"))
+    record = job_record(redis_client, Keys(), job.job_id)
     assert record.state == JobState.SUCCEEDED
     assert record.result == result
     assert record.spec.seed == 1 and record.worker.startswith("genq@")

@@ -16,7 +16,9 @@ from genq import STOP, BatchHandle, Client, JobFailed, JobHandle
 from genq.common.errors import InvalidBatch
 from genq.common.frames import ErrorFrame, TokenFrame
 from genq.common.schemas import FinishReason, JobRecord, JobState
+from genq.common.store import jobs, streams
 from ops.localstack import wait_for
+from tests.state import job_record, stream_length
 
 from .conftest import Stack
 from .support import run_genq
@@ -52,7 +54,7 @@ MIXED: list[dict[str, Any]] = [
 
 
 def record(client: Client, job_id: str) -> JobRecord:
-    return JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
+    return job_record(client.redis, client.keys, job_id)
 
 
 def write_jsonl(path: Path, lines: list[Any]) -> Path:
@@ -215,7 +217,7 @@ def test_cancelling_a_batch_midway_stops_running_jobs_and_starts_no_queued_one(
     lines += [{"custom_id": f"long-{i}", **ENDLESS} for i in range(4)]
     batch = client.submit_batch(lines)
     ids = list(batch.job_ids())
-    stream_key = client.keys.stream(ids[1])
+    stream_key = streams.stream_key(client.keys, ids[1])
     wait_for(lambda: client.redis.xlen(stream_key) >= 5, 30, "the first long job's frames")
     proc = run_genq(genq_env, "cancel", batch.batch_id)
     assert proc.returncode == 0, proc.stderr
@@ -245,7 +247,7 @@ def test_a_running_job_stops_within_one_chunk_of_its_cancel_and_keeps_its_text(
     client: Client,
 ) -> None:
     job = client.submit(**ENDLESS)
-    wait_for(lambda: client.redis.xlen(client.keys.stream(job.job_id)) >= 10, 30, "frames")
+    wait_for(lambda: stream_length(client.redis, client.keys, job.job_id) >= 10, 30, "frames")
     report = job.cancel()
     cancelled_ms = time.time_ns() // 1_000_000  # the cancel is in Redis by now
     assert (report.not_started, report.signalled) == (0, 1)
@@ -369,12 +371,12 @@ def test_a_cancelled_batch_starts_no_job_whatever_became_of_its_jobs_cancel_keys
     with Client(stack.settings) as client:
         batch = client.submit_batch([{"custom_id": "long", **ENDLESS, "window_tokens": 50}])
         (job_id,) = batch.job_ids()
-        ckpt = client.keys.checkpoint(job_id)
+        ckpt = streams.checkpoint_key(client.keys, job_id)
         wait_for(lambda: client.redis.llen(ckpt) >= 2, 30, "two committed windows")
         first.signal(signal.SIGKILL)
         wait_for(lambda: record(client, job_id).epoch == 1, 30, "the reaper's requeue")
         batch.cancel()
-        client.redis.delete(client.keys.cancel(job_id))  # lost: the batch's flag must do
+        client.redis.delete(jobs.cancel_key(client.keys, job_id))  # lost: the batch's flag must do
         stack.worker("second")
         result = client.job(job_id).result(timeout=30)
         committed = "".join(json.loads(w)["text"] for w in client.redis.lrange(ckpt, 0, -1))

@@ -17,10 +17,12 @@ from genq.common.frames import (
     Frame,
     TokenFrame,
     WindowFrame,
-    parse_frame,
 )
 from genq.common.schemas import JobRecord, JobState
+from genq.common.store import streams
 from ops.localstack import wait_for
+from tests import state
+from tests.state import job_record
 
 from .conftest import Stack
 
@@ -41,12 +43,11 @@ def broker_tasks(client: Client) -> list[dict[str, Any]]:
 
 
 def record(client: Client, job_id: str) -> JobRecord:
-    return JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
+    return job_record(client.redis, client.keys, job_id)
 
 
 def stream_frames(client: Client, job_id: str) -> list[Frame]:
-    raw: list[tuple[str, dict[str, str]]] = client.redis.xrange(client.keys.stream(job_id))  # type: ignore[assignment]
-    return [parse_frame(fields["f"]) for _id, fields in raw]
+    return state.stream_frames(client.redis, client.keys, job_id)
 
 
 def test_a_batch_of_short_jobs_goes_out_in_bundles_and_each_job_ends_as_if_run_alone(
@@ -92,7 +93,7 @@ def test_a_worker_killed_mid_bundle_has_the_bundles_unfinished_jobs_run_by_anoth
         wait_for(lambda: record(client, ids[0]).state == JobState.SUCCEEDED, 60, "a job")
         first.signal(signal.SIGKILL)
         held = [i for i in ids if record(client, i).state == JobState.RUNNING]
-        waiting = [i for i in held if not client.redis.exists(client.keys.stream(i))]
+        waiting = [i for i in held if not client.redis.exists(streams.stream_key(client.keys, i))]
         assert held, "the killed worker held no job"
         assert waiting, "no job of the killed bundle was still waiting its turn"
         stack.worker("b")

@@ -11,9 +11,9 @@ import pytest
 import redis
 
 from genq.common import gemma
-from genq.common.schemas import JobRecord
 from genq.common.store.keys import Keys
 from ops.localstack import Worker, settings_for
+from tests.state import job_record
 
 from .support import GENQ, run_genq
 
@@ -135,8 +135,8 @@ def test_run_takes_every_job_field_a_terminal_user_may_want(
     )
     tokens = [f for f in frames if f["type"] == "token"]
     assert all(len(f["data"]["logprobs"][0]["top"]) == 1 for f in tokens)
-    raw = redis_client.hgetall(Keys(settings_for(genq_env).key_prefix).job(done["job_id"]))
-    record = JobRecord.from_hash(raw)
+    keys = Keys(settings_for(genq_env).key_prefix)
+    record = job_record(redis_client, keys, done["job_id"])
     spec = record.spec
     assert (spec.ignore_eos, spec.window_tokens, spec.max_windows, spec.logprobs) == (
         True,

@@ -20,6 +20,8 @@ from genq.common.frames import (
     parse_frame,
 )
 from genq.common.schemas import JobRecord, JobState
+from genq.common.store import streams
+from tests.state import job_record, stream_frames
 
 from .conftest import Stack
 
@@ -38,12 +40,11 @@ JOB: dict[str, Any] = {
 
 
 def entries(client: Client, job_id: str) -> list[Frame]:
-    raw: list[tuple[str, dict[str, str]]] = client.redis.xrange(client.keys.stream(job_id))  # type: ignore[assignment]
-    return [parse_frame(fields["f"]) for _id, fields in raw]
+    return stream_frames(client.redis, client.keys, job_id)
 
 
 def record(client: Client, job_id: str) -> JobRecord:
-    return JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
+    return job_record(client.redis, client.keys, job_id)
 
 
 def follow(client: Client, job_id: str, act: Callable[[Frame], None]) -> tuple[str, Any]:
@@ -184,7 +185,7 @@ def test_two_relays_write_every_entry_exactly_once(make_stack: Callable[[], Stac
         assert [f.seq for f in frames] == list(range(1, len(frames) + 1))
         assert text == result.text
         assert (
-            len(client.redis.lrange(client.keys.checkpoint(job.job_id), 0, -1))
+            len(client.redis.lrange(streams.checkpoint_key(client.keys, job.job_id), 0, -1))
             == JOB["max_tokens"] // WINDOW
         )
 
@@ -219,7 +220,7 @@ def test_reader_ends_with_the_final_text_when_no_relay_ran_for_part_of_the_job(
         expected = client.submit(**job_spec).result(timeout=90).text
         job = client.submit(**job_spec)
         live = client.redis.pubsub()
-        live.subscribe(client.keys.tokens(job.job_id))
+        live.subscribe(streams.channel(client.keys, job.job_id))
 
         def relay_down_for_a_while() -> None:
             relay.signal(signal.SIGKILL)

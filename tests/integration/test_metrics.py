@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from genq import Client
 from genq.common.frames import WindowFrame
 from ops.localstack import Worker, free_port, wait_for
+from tests.state import stream_length
 
 from .conftest import Stack
 from .test_failover import JOB, at_window, entries, follow
@@ -90,7 +91,7 @@ def test_a_known_job_moves_worker_and_relay_figures_by_what_it_did(
     worker = metrics_worker(stack, "a")
     with Client(stack.settings) as client:
         result = client.submit(**KNOWN_JOB).result(timeout=60)
-        frames = client.redis.xlen(client.keys.stream(result.job_id))
+        frames = stream_length(client.redis, client.keys, result.job_id)
         windows = sum(isinstance(f, WindowFrame) for f in entries(client, result.job_id))
     assert result.usage.completion_tokens == 37 and windows == 3
     worker.wait("genq_jobs_total", 1, outcome="succeeded", **TINY)  # counted after its record

@@ -27,11 +27,13 @@ from genq.common.schemas import (
     Usage,
 )
 from genq.common.settings import Settings
+from genq.common.store import streams
 from genq.common.store.keys import Keys
 from genq.workers.celery.jobs import WorkerContext, claim, run_jobs
 from genq.workers.publishing.outbox import Outbox
 from genq.workers.publishing.publisher import FramePublisher
 from ops.localstack import wait_for
+from tests.state import job_record
 
 from .conftest import Stack
 
@@ -69,7 +71,7 @@ def queued_batch(client: Client, count: int) -> list[GenerateRequest]:
 
 
 def record(client: Client, job_id: str) -> JobRecord:
-    return JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
+    return job_record(client.redis, client.keys, job_id)
 
 
 # With a long chunk interval, 8-token jobs make no round trip of their own (chunks hold 16
@@ -125,8 +127,8 @@ def two_jobs(make_stack: Callable[[], Stack]) -> Iterator[TwoJobs]:
 def test_a_waiting_ending_rides_along_with_the_next_round_trip(two_jobs: TwoJobs) -> None:
     client, first, outbox = two_jobs.client, two_jobs.first, two_jobs.outbox
     listener = client.redis.pubsub()
-    listener.subscribe(client.keys.tokens(first.job_id))
-    outbox.add(client.keys.tokens(first.job_id), [], _done(first), _never)
+    listener.subscribe(streams.channel(client.keys, first.job_id))
+    outbox.add(streams.channel(client.keys, first.job_id), [], _done(first), _never)
     assert len(outbox) == 1
     assert record(client, first.job_id).state is JobState.RUNNING  # still waiting
 
@@ -147,7 +149,7 @@ def test_a_waiting_ending_goes_out_by_itself_after_the_delay(two_jobs: TwoJobs) 
     """Even when the next job makes no round trip for a long while (a long prompt)."""
     client, first = two_jobs.client, two_jobs.first
     outbox = two_jobs.ctx.outbox(0.2)
-    outbox.add(client.keys.tokens(first.job_id), [], _done(first), _never)
+    outbox.add(streams.channel(client.keys, first.job_id), [], _done(first), _never)
     wait_for(
         lambda: record(client, first.job_id).state is JobState.SUCCEEDED, 30, "the flusher's flush"
     )
@@ -161,7 +163,7 @@ def test_an_ending_not_applied_is_reported_and_the_others_still_apply(two_jobs: 
     client, first, second = two_jobs.client, two_jobs.first, two_jobs.second
     superseded: list[str] = []
     for job, epoch in ((first, 1), (second, 0)):  # epoch 1: a newer attempt's ending
-        channel = client.keys.tokens(job.job_id)
+        channel = streams.channel(client.keys, job.job_id)
         two_jobs.outbox.add(channel, [], _done(job, epoch), _report(superseded, job.job_id))
     two_jobs.outbox.flush()
     assert superseded == [first.job_id]

@@ -25,9 +25,11 @@ from genq.common.frames import (
 from genq.common.registry import TINY, ModelRegistry
 from genq.common.schemas import FinishReason, JobRecord, JobResult, JobState, TokenLogprob
 from genq.common.settings import Settings
+from genq.common.store import streams
 from genq.common.tinymodel import TINY_EOS
 from ops.llamaserver import LlamaServer
 from ops.localstack import wait_for
+from tests.state import job_record
 
 from .conftest import Stack
 from .proxy import FlakyProxy
@@ -323,7 +325,7 @@ def test_a_remote_job_resumes_on_another_worker_from_its_committed_text(
         handle = client.submit(
             prompt="Once", model=REMOTE, max_tokens=3000, logit_bias=NO_EOS, logprobs=1
         )
-        checkpoint = client.keys.checkpoint(handle.job_id)
+        checkpoint = streams.checkpoint_key(client.keys, handle.job_id)
         wait_for(lambda: client.redis.llen(checkpoint) >= 2, 60, "two remote windows")
         stack.holder(client, handle.job_id).signal(signal.SIGKILL)
         result = handle.result(timeout=120)
@@ -346,4 +348,4 @@ def _text(entry: str) -> str:
 
 
 def record(client: Client, job_id: str) -> JobRecord:
-    return JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
+    return job_record(client.redis, client.keys, job_id)

@@ -17,8 +17,10 @@ import pytest
 from genq import AsyncClient, Client, Settings, WorkerInfo
 from genq.common.registry import ModelRegistry
 from genq.common.schemas import JobRecord, JobState
+from genq.common.store import presence
 from genq.common.tinymodel import ensure_tiny_model
 from ops.localstack import Worker, settings_for, wait_for
+from tests.state import job_record
 
 from .conftest import Stack
 from .support import run_genq, two_models
@@ -28,7 +30,7 @@ WIDE = {"COLUMNS": "200"}  # tables on one line per row
 
 
 def record(client: Client, job_id: str) -> JobRecord:
-    return JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
+    return job_record(client.redis, client.keys, job_id)
 
 
 def test_a_job_waits_for_a_worker_of_its_model_and_status_says_which_to_start(
@@ -198,4 +200,6 @@ def test_a_stopped_worker_leaves_at_once_and_a_killed_one_after_missed_heartbeat
         assert names() == {"killed"}
         killed.signal(signal.SIGKILL)
         wait_for(lambda: not names(), 10, "the killed worker's record to expire")
-        assert not client.redis.smembers(client.keys.workers)  # the reader dropped its name
+        assert not client.redis.smembers(
+            presence.workers_key(client.keys)
+        )  # the reader dropped its name

@@ -32,7 +32,7 @@ def test_the_sync_executor_writes_and_reads_a_job_in_one_pipeline(
         redis_client, [jobs.exists(KEYS, job_id), jobs.read_many(KEYS, [job_id, missing])]
     )
     assert (found, records) == (True, [_record(), None])
-    assert 0 < redis_client.ttl(KEYS.job(job_id)) <= 60
+    assert 0 < redis_client.ttl(jobs.record_key(KEYS, job_id)) <= 60
     run(redis_client, jobs.delete(KEYS, job_id))
     assert run(redis_client, jobs.read(KEYS, job_id)) is None
 

@@ -64,12 +64,12 @@ def test_submit_creates_each_custom_id_once_and_stops_once_the_batch_is_cancelle
     assert ids == [first[0].job_id, first[1].job_id, again[1].job_id]
     assert found == [first[1].job_id]
     assert record == _record(bid, "a")
-    assert 0 < redis_client.ttl(KEYS.batch(bid)) <= 60
+    assert 0 < redis_client.ttl(batches.record_key(KEYS, bid)) <= 60
 
     run(redis_client, batches.request_cancel(KEYS, bid))
     late = [NewJob("d", new_job_id(), _record(bid, "d"))]
     assert _submit(redis_client, bid, late, None) is None
-    assert redis_client.hget(KEYS.batch(bid), "cancel_requested") == "1"
+    assert redis_client.hget(batches.record_key(KEYS, bid), "cancel_requested") == "1"
 
 
 def test_the_async_face_reads_a_batch_as_the_sync_one(
@@ -78,7 +78,9 @@ def test_the_async_face_reads_a_batch_as_the_sync_one(
     bid = new_batch_id()
     new = [NewJob("a", new_job_id(), _record(bid, "a"))]
     _submit(redis_client, bid, new, Opening(5, 7, 0))
-    redis_client.hset(KEYS.batch(bid), "cancel_requested", "True")  # written by genq before 1
+    redis_client.hset(
+        batches.record_key(KEYS, bid), "cancel_requested", "True"
+    )  # written by genq before 1
 
     async def main() -> list[object]:
         r = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)

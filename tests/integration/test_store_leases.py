@@ -11,7 +11,7 @@ import redis.asyncio
 from genq.common.ids import new_job_id
 from genq.common.schemas import JobRecord, JobSpec, JobState
 from genq.common.settings import Settings
-from genq.common.store import arun, jobs, leases, run
+from genq.common.store import arun, indexes, jobs, leases, run
 from genq.common.store.keys import Keys
 from genq.common.store.leases import Claimed, ClaimOutcome, Ending, ReapAction
 
@@ -57,8 +57,10 @@ def test_a_job_is_claimed_renewed_reaped_reclaimed_and_finished_once(
     assert first.outcome is ClaimOutcome.CLAIMED and first.record is not None
     assert (first.record.state, first.record.worker, first.record.attempts) == ("running", "w1", 1)
     assert (again.outcome, again.record) == (ClaimOutcome.HELD, None)
-    assert redis_client.zscore(KEYS.leases, job_id) == NOW + LEASE_MS
-    assert redis_client.zscore(KEYS.expiries, job_id) is None  # a started job never expires
+    assert redis_client.zscore(indexes.leases_key(KEYS), job_id) == NOW + LEASE_MS
+    assert (
+        redis_client.zscore(indexes.expiries_key(KEYS), job_id) is None
+    )  # a started job never expires
 
     renewal = leases.renew(KEYS, [(job_id, 0), (job_id, 1)], NOW + 5_000)
     assert run(redis_client, renewal) == [True, False]  # epoch 1 is not the running attempt
@@ -78,6 +80,6 @@ def test_a_job_is_claimed_renewed_reaped_reclaimed_and_finished_once(
     ending = Ending(job_id, 1, "", JobState.RUNNING, {"state": "failed"}, "{}")
     assert run(redis_client, leases.finish(KEYS, ending, 60, NOW + 20_000)) is True
     assert run(redis_client, leases.finish(KEYS, ending, 60, NOW + 20_000)) is False
-    assert redis_client.zscore(KEYS.leases, job_id) is None
+    assert redis_client.zscore(indexes.leases_key(KEYS), job_id) is None
     record = run(redis_client, jobs.read(KEYS, job_id))
     assert record is not None and record.state is JobState.FAILED

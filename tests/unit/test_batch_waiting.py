@@ -63,5 +63,5 @@ def test_a_wait_past_its_timeout_raises_with_the_counts() -> None:
 
 def test_a_queued_job_taken_by_a_worker_before_its_cancel_counts_as_signalled() -> None:
     report = CancelReport(not_started=3, signalled=1, already_ended=1)
-    assert report.settled([1, 0, 1]) == CancelReport(2, 2, 1)
+    assert report.settled([True, False, True]) == CancelReport(2, 2, 1)
     assert report.settled([]) == report

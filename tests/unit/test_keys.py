@@ -1,4 +1,4 @@
-"""genq.common.keys: Redis key names and job ids."""
+"""Redis key names (each the store module's that uses it) and job ids (genq.common.ids)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,18 @@ import pytest
 
 from genq.common.errors import InvalidJob
 from genq.common.ids import check_job_id, new_job_id
+from genq.common.store import batches, gateway, indexes, jobs, presence, streams
 from genq.common.store.keys import Keys
 
 JOB = "0123456789abcdef0123456789abcdef"
 
 PER_JOB: dict[str, Callable[[Keys, str], str]] = {
-    "tokens": Keys.tokens,
-    "stream": Keys.stream,
-    "checkpoint": Keys.checkpoint,
-    "job": Keys.job,
-    "cancel": Keys.cancel,
+    "tokens": streams.channel,
+    "stream": streams.stream_key,
+    "checkpoint": streams.checkpoint_key,
+    "job": jobs.record_key,
+    "cancel": jobs.cancel_key,
+    "gateway": gateway.meta_key,
 }
 
 
@@ -51,27 +53,27 @@ def test_prefix_is_honoured_for_per_job_keys(kind: str) -> None:
 
 def test_prefix_is_honoured_for_shared_keys() -> None:
     keys = Keys("staging")
-    assert keys.leases == "staging:leases"
-    assert keys.batch("b1") == "staging:batch:{b1}"
-    assert keys.batch_jobs("b1") == "staging:batch:{b1}:jobs"
-    assert keys.expiries == "staging:expiries"
-    assert keys.tokens_pattern().startswith("staging:")
+    assert indexes.leases_key(keys) == "staging:leases"
+    assert batches.record_key(keys, "b1") == "staging:batch:{b1}"
+    assert batches.jobs_key(keys, "b1") == "staging:batch:{b1}:jobs"
+    assert indexes.expiries_key(keys) == "staging:expiries"
+    assert streams.channel_pattern(keys).startswith("staging:")
 
 
 def test_worker_presence_keys_share_one_hash_tag_and_are_not_job_channels() -> None:
     keys = Keys("staging")
-    assert keys.workers == "staging:{workers}"
-    assert keys.worker("genq@host") == "staging:{workers}:genq@host"
-    assert not fnmatchcase(keys.worker("genq@host"), keys.tokens_pattern())
+    assert presence.workers_key(keys) == "staging:{workers}"
+    assert presence.worker_key(keys, "genq@host") == "staging:{workers}:genq@host"
+    assert not fnmatchcase(presence.worker_key(keys, "genq@host"), streams.channel_pattern(keys))
 
 
 def test_tokens_pattern_matches_every_job_channel_and_nothing_else() -> None:
     keys = Keys()
-    pattern = keys.tokens_pattern()
-    assert fnmatchcase(keys.tokens(JOB), pattern)
-    assert fnmatchcase(keys.tokens(new_job_id()), pattern)
-    assert not fnmatchcase(keys.stream(JOB), pattern)
-    assert not fnmatchcase(Keys("other").tokens(JOB), pattern)
+    pattern = streams.channel_pattern(keys)
+    assert fnmatchcase(streams.channel(keys, JOB), pattern)
+    assert fnmatchcase(streams.channel(keys, new_job_id()), pattern)
+    assert not fnmatchcase(streams.stream_key(keys, JOB), pattern)
+    assert not fnmatchcase(streams.channel(Keys("other"), JOB), pattern)
 
 
 def test_new_job_id_is_32_lowercase_hex_digits() -> None:

@@ -11,6 +11,7 @@ from genq.common import lifecycle
 from genq.common.frames import DoneFrame, ErrorFrame, parse_frame
 from genq.common.lifecycle import Finish, unstarted_finish
 from genq.common.schemas import FinishReason, JobRecord, JobResult, JobSpec, JobState
+from genq.common.store import batches, indexes, jobs, streams
 from genq.common.store.keys import Keys
 from genq.common.store.streams import CheckpointEntry
 
@@ -119,7 +120,11 @@ def test_finish_call_without_a_batch_names_the_job_leases_and_expiries() -> None
     keys = Keys()
     finish = unstarted_finish(JOB, record(), JobState.CANCELLED, COMMITTED)
     names, _ = call_parts(finish, keys, 3600)
-    assert names == [keys.job(JOB), keys.leases, keys.expiries]
+    assert names == [
+        jobs.record_key(keys, JOB),
+        indexes.leases_key(keys),
+        indexes.expiries_key(keys),
+    ]
 
 
 def test_finish_call_with_a_batch_adds_its_hash_jobs_list_index_and_ended_channel() -> None:
@@ -127,13 +132,13 @@ def test_finish_call_with_a_batch_adds_its_hash_jobs_list_index_and_ended_channe
     finish = unstarted_finish(JOB, record(batch_id="b1"), JobState.CANCELLED, COMMITTED)
     names, _ = call_parts(finish, keys, 3600)
     assert names == [
-        keys.job(JOB),
-        keys.leases,
-        keys.expiries,
-        keys.batch("b1"),
-        keys.batch_jobs("b1"),
-        keys.batch_index("b1"),
-        keys.batch_ended("b1"),
+        jobs.record_key(keys, JOB),
+        indexes.leases_key(keys),
+        indexes.expiries_key(keys),
+        batches.record_key(keys, "b1"),
+        batches.jobs_key(keys, "b1"),
+        batches.index_key(keys, "b1"),
+        batches.ended_channel(keys, "b1"),
     ]
 
 
@@ -147,7 +152,7 @@ def test_finish_call_argv_is_the_fence_the_frame_the_tokens_then_field_pairs() -
         4,
         "queued",
         600,
-        keys.tokens(JOB),
+        streams.channel(keys, JOB),
         '{"frame": 1}',
         9,
         NOW_MS,
@@ -164,7 +169,7 @@ def test_finish_call_argv_is_the_fence_the_frame_the_tokens_then_field_pairs() -
 def test_unstarted_finish_argv_carries_the_frame_and_the_committed_token_count() -> None:
     finish = unstarted_finish(JOB, record(batch_id="b1"), JobState.CANCELLED, COMMITTED)
     _, args = call_parts(finish, Keys(), 60)
-    assert args[:8] == [JOB, 2, "queued", 60, Keys().tokens(JOB), finish.frame, 5, NOW_MS]
+    assert args[:8] == [JOB, 2, "queued", 60, streams.channel(Keys(), JOB), finish.frame, 5, NOW_MS]
     pairs = dict(zip(args[8::2], args[9::2], strict=True))
     assert pairs["state"] == "cancelled"
     assert pairs["finished_ms"] == str(NOW_MS)

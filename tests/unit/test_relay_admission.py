@@ -11,10 +11,10 @@ import redis
 
 from genq.common.frames import TokenData, TokenFrame, WindowData, WindowFrame
 from genq.common.schemas import FinishReason, TokenLogprob
+from genq.common.store import streams
 from genq.common.store.keys import Keys
 from genq.workers.relay.admission import Admission
 from genq.workers.relay.metrics import Drop, RelayStats
-from genq.workers.relay.writes import checkpoint_entry
 from ops.localstack import free_port
 
 JOB = "ab" * 16
@@ -80,7 +80,7 @@ def test_a_checkpoint_entry_holds_what_a_resume_reads() -> None:
         finish_reason=FinishReason.STOP,
     )
     frame = WindowFrame(job_id=JOB, epoch=1, seq=9, data=data)
-    entry = json.loads(checkpoint_entry(frame.data))
+    entry = json.loads(streams.encode_entry(streams.entry_of(frame.data)))
     assert entry == {
         "v": 1,
         "token_ids": [],

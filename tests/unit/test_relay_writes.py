@@ -1,5 +1,6 @@
-"""genq.workers.relay.writes: the commands a batch becomes. Each names one job's keys (one hash
-slot: Redis Cluster takes it), and they run in the order the guarantees need."""
+"""genq.common.store.stream_writes: the commands a batch of the relay's frames becomes. Each
+names one job's keys (one hash slot: Redis Cluster takes it), and they run in the order the
+guarantees need."""
 
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ from genq.common.frames import (
     WindowFrame,
     _Frame,
 )
+from genq.common.store import streams
 from genq.common.store.keys import Keys
-from genq.workers.relay.admission import Admission, Admitted
+from genq.common.store.stream_writes import FrameCommands, FrameWrite
+from genq.workers.relay.admission import Admission
 from genq.workers.relay.metrics import RelayStats
-from genq.workers.relay.writes import Commands
 
 A, B = "aa" * 16, "bb" * 16
 TTL_S = 3600
 
 
-def admitted(*frames: _Frame) -> list[Admitted]:
+def admitted(*frames: _Frame) -> list[FrameWrite]:
     """The frames as admission passes them on (every job exists: none is looked up)."""
     admission = Admission(None, Keys(), RelayStats())  # type: ignore[arg-type]
     raws = [frame.model_dump_json().encode() for frame in frames]
@@ -66,17 +68,17 @@ def keys_of(command: list[bytes]) -> list[bytes]:
 
 def test_a_batch_becomes_per_job_commands_in_the_order_its_guarantees_need() -> None:
     frames = [token(A, 1), token(B, 1), window(A, 2, 0), window(B, 0, 3), done(A, 3)]
-    commands = decoded(Commands(Keys(), TTL_S).encode(admitted(*frames)))
+    commands = decoded(FrameCommands(Keys(), TTL_S).encode(admitted(*frames)))
     keys = Keys()
     assert [(c[0], c[1] if c[0] != b"EVAL" else c[3]) for c in commands] == [
-        (b"XADD", keys.stream(A).encode()),
-        (b"XADD", keys.stream(B).encode()),
-        (b"EVAL", keys.checkpoint(A).encode()),  # window 0 checkpointed first ...
-        (b"XADD", keys.stream(A).encode()),  # ... then readable
-        (b"EVAL", keys.checkpoint(B).encode()),  # seq 0: for the checkpoint only
-        (b"XADD", keys.stream(A).encode()),
-        (b"EXPIRE", keys.stream(A).encode()),  # after the terminal frame
-        (b"EXPIRE", keys.checkpoint(A).encode()),
+        (b"XADD", streams.stream_key(keys, A).encode()),
+        (b"XADD", streams.stream_key(keys, B).encode()),
+        (b"EVAL", streams.checkpoint_key(keys, A).encode()),  # window 0 checkpointed first ...
+        (b"XADD", streams.stream_key(keys, A).encode()),  # ... then readable
+        (b"EVAL", streams.checkpoint_key(keys, B).encode()),  # seq 0: for the checkpoint only
+        (b"XADD", streams.stream_key(keys, A).encode()),
+        (b"EXPIRE", streams.stream_key(keys, A).encode()),  # after the terminal frame
+        (b"EXPIRE", streams.checkpoint_key(keys, A).encode()),
     ]
     assert [c[2] for c in commands if c[0] == b"XADD"] == [b"1-1", b"1-1", b"1-2", b"1-3"]
     assert commands[2][5:7] == [b"1", b"0"]  # epoch, window: the script fences and orders
@@ -84,5 +86,5 @@ def test_a_batch_becomes_per_job_commands_in_the_order_its_guarantees_need() -> 
 
 def test_no_command_names_keys_of_two_hash_slots() -> None:
     frames = [token(A, 1), window(A, 2, 0), done(A, 3), token(B, 1), window(B, 0, 1)]
-    for command in decoded(Commands(Keys("tenant"), TTL_S).encode(admitted(*frames))):
+    for command in decoded(FrameCommands(Keys("tenant"), TTL_S).encode(admitted(*frames))):
         assert len({key_slot(key) for key in keys_of(command)}) == 1, command

@@ -21,6 +21,7 @@ from genq.common.schemas import (
     Usage,
     unencodable,
 )
+from genq.common.store import batches, jobs
 
 MakeResult = Callable[..., JobResult]
 HELLO = [{"role": "user", "content": "hello"}]
@@ -278,16 +279,16 @@ def test_job_record_round_trips_through_a_redis_hash(
         else None,
         error="",
     )
-    raw = record.to_hash()
+    raw = jobs.encode(record)
     assert all(isinstance(key, str) and isinstance(value, str) for key, value in raw.items())
-    assert JobRecord.from_hash(raw) == record
+    assert jobs.decode(raw) == record
 
 
 def test_job_record_hash_stores_state_as_its_value() -> None:
     record = JobRecord(
         spec=JobSpec(prompt="x"), state=JobState.RUNNING, queue="cpu.tiny", submitted_ms=1
     )
-    raw = record.to_hash()
+    raw = jobs.encode(record)
     assert raw["state"] == "running"
     assert raw["result"] == ""
 
@@ -361,10 +362,10 @@ def test_job_record_round_trips_its_queue_and_batch_fields_through_a_redis_hash(
         error="the job was not started before its expiry time",
         error_code="expired",
     )
-    raw = record.to_hash()
+    raw = jobs.encode(record)
     assert all(isinstance(key, str) and isinstance(value, str) for key, value in raw.items())
     assert (raw["priority"], raw["batch_id"], raw["expires_ms"]) == ("9", "batch_1", "61000")
-    back = JobRecord.from_hash(raw)
+    back = jobs.decode(raw)
     assert back == record
     assert back.dispatched is False
 
@@ -405,7 +406,7 @@ def test_batch_status_from_hash_parses_strings_and_ignores_unknown_fields() -> N
         "input_file": "batch.jsonl",
         "batch_id": "someone-else",
     }
-    status = BatchStatus.from_hash("b1", raw)
+    status = batches.decode_status("b1", raw)
     assert status == BatchStatus(
         batch_id="b1",
         total=4,
@@ -422,7 +423,7 @@ def test_batch_status_from_hash_parses_strings_and_ignores_unknown_fields() -> N
 
 
 def test_batch_status_from_an_empty_hash_has_zero_counts() -> None:
-    status = BatchStatus.from_hash("b1", {})
+    status = batches.decode_status("b1", {})
     assert (status.total, status.ended, status.complete, status.cancel_requested) == (
         0,
         0,

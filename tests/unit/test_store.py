@@ -55,20 +55,25 @@ def test_reading_a_record_genq_did_not_write_is_an_invalid_entry() -> None:
 
 def test_reading_many_jobs_decodes_each_reply_in_order() -> None:
     command = jobs.read_many(KEYS, [JOB, OTHER])
-    assert [call[1] for call in command.calls] == [KEYS.job(JOB), KEYS.job(OTHER)]
+    assert [call[1] for call in command.calls] == [
+        jobs.record_key(KEYS, JOB),
+        jobs.record_key(KEYS, OTHER),
+    ]
     assert command.reply([{}, jobs.encode(_record(attempts=2))]) == [None, _record(attempts=2)]
 
 
 def test_writing_a_job_sets_its_fields_then_its_retention() -> None:
     hset, expire = jobs.write(KEYS, JOB, _record(), ttl_s=60).calls
-    assert hset[:2] == ("HSET", KEYS.job(JOB))
+    assert hset[:2] == ("HSET", jobs.record_key(KEYS, JOB))
     assert dict(zip(hset[2::2], hset[3::2], strict=True)) == jobs.encode(_record())
-    assert expire == ("EXPIRE", KEYS.job(JOB), 60)
+    assert expire == ("EXPIRE", jobs.record_key(KEYS, JOB), 60)
 
 
 def test_marking_jobs_dispatched_writes_one() -> None:
     command = jobs.mark_dispatched(KEYS, [JOB, OTHER])
-    assert command.calls == tuple(("HSET", KEYS.job(j), "dispatched", "1") for j in (JOB, OTHER))
+    assert command.calls == tuple(
+        ("HSET", jobs.record_key(KEYS, j), "dispatched", "1") for j in (JOB, OTHER)
+    )
 
 
 def test_a_cancel_request_is_the_jobs_cancel_key_with_a_retention() -> None:
@@ -80,5 +85,5 @@ def test_a_cancel_request_is_the_jobs_cancel_key_with_a_retention() -> None:
 
 def test_a_jobs_fields_are_read_undecoded_for_tolerant_readers() -> None:
     command = jobs.fields(KEYS, JOB)
-    assert command.calls == (("HGETALL", KEYS.job(JOB)),)
+    assert command.calls == (("HGETALL", jobs.record_key(KEYS, JOB)),)
     assert command.reply([{"state": "bogus"}]) == {"state": "bogus"}

@@ -35,8 +35,8 @@ def test_submit_names_the_batch_keys_then_each_job_and_passes_four_args_per_job(
         "genq:batch:{b1}:jobs",
         "genq:batch:{b1}:ids",
         "genq:expiries",
-        KEYS.job(JOB),
-        KEYS.job(OTHER),
+        jobs.record_key(KEYS, JOB),
+        jobs.record_key(KEYS, OTHER),
     ]
     ttl, *per_job = rest[6:]
     assert ttl == 60
@@ -76,7 +76,7 @@ def test_a_batch_status_parses_strings_and_ignores_unknown_fields() -> None:
 def test_the_cancel_flag_reads_in_both_spellings(stored: str) -> None:
     status = batches.decode_status("b1", {"total": "1", "cancel_requested": stored})
     assert status.cancel_requested is True
-    assert BatchStatus.from_hash("b1", {"cancel_requested": stored}) == status.model_copy(
+    assert batches.decode_status("b1", {"cancel_requested": stored}) == status.model_copy(
         update={"total": 0}
     )
 
@@ -101,8 +101,8 @@ def test_the_index_maps_custom_ids_to_job_ids_leaving_out_unknown_ones() -> None
 def test_results_read_each_jobs_result_fields_and_make_lines() -> None:
     command = batches.result_fields(KEYS, [JOB, OTHER])
     assert command.calls == (
-        ("HMGET", KEYS.job(JOB), *batches.RESULT_FIELDS),
-        ("HMGET", KEYS.job(OTHER), *batches.RESULT_FIELDS),
+        ("HMGET", jobs.record_key(KEYS, JOB), *batches.RESULT_FIELDS),
+        ("HMGET", jobs.record_key(KEYS, OTHER), *batches.RESULT_FIELDS),
     )
     outcome = '{"text": "t", "finish_reason": "length", "usage": null}'
     ended, running = ["succeeded", "c", outcome, None, None], ["running", "c", None, None, None]

@@ -9,7 +9,7 @@ import pytest
 
 from genq.common.errors import InvalidEntry
 from genq.common.schemas import JobRecord, JobSpec, JobState
-from genq.common.store import jobs, leases
+from genq.common.store import batches, jobs, leases, streams
 from genq.common.store.command import Command
 from genq.common.store.keys import Keys
 from genq.common.store.leases import ClaimOutcome, Ending, ReapAction, Reaped
@@ -48,17 +48,22 @@ def test_a_claim_names_both_indexes_then_each_jobs_hash_and_cancel_key() -> None
     assert names == [
         "staging:leases",
         "staging:expiries",
-        KEYS.job(JOB),
-        KEYS.cancel(JOB),
-        KEYS.job(OTHER),
-        KEYS.cancel(OTHER),
+        jobs.record_key(KEYS, JOB),
+        jobs.cancel_key(KEYS, JOB),
+        jobs.record_key(KEYS, OTHER),
+        jobs.cancel_key(KEYS, OTHER),
     ]
     assert args == [1000, 30_000, "w1", 0, JOB, 0, OTHER, 2]
 
 
 def test_a_claim_of_a_batchs_jobs_names_the_batch_hash_after_the_indexes() -> None:
     names, args = parts(leases.claim(KEYS, "b1", [(JOB, 1)], "w1", 5, 10), leases.CLAIM)
-    assert names[:4] == ["staging:leases", "staging:expiries", KEYS.batch("b1"), KEYS.job(JOB)]
+    assert names[:4] == [
+        "staging:leases",
+        "staging:expiries",
+        batches.record_key(KEYS, "b1"),
+        jobs.record_key(KEYS, JOB),
+    ]
     assert args[3] == 1  # has_batch
 
 
@@ -93,7 +98,7 @@ def test_an_outcome_genq_does_not_know_is_refused() -> None:
 def test_a_renewal_names_the_lease_index_then_each_jobs_hash_with_its_epoch() -> None:
     command = leases.renew(KEYS, [(JOB, 3), (OTHER, 0)], 99_000)
     names, args = parts(command, leases.RENEW)
-    assert names == ["staging:leases", KEYS.job(JOB), KEYS.job(OTHER)]
+    assert names == ["staging:leases", jobs.record_key(KEYS, JOB), jobs.record_key(KEYS, OTHER)]
     assert args == [99_000, JOB, 3, OTHER, 0]
     assert command.reply([[1, 0]]) == [True, False]
 
@@ -105,8 +110,8 @@ def test_a_finish_names_the_job_and_both_indexes_and_its_argv_is_the_fence_first
     ending = Ending(JOB, 4, "", JobState.RUNNING, {"state": "succeeded", "tokens": 7}, "{}", 7)
     command = leases.finish(KEYS, ending, 600, 123)
     names, args = parts(command, leases.FINISH)
-    assert names == [KEYS.job(JOB), "staging:leases", "staging:expiries"]
-    assert args[:8] == [JOB, 4, "running", 600, KEYS.tokens(JOB), "{}", 7, 123]
+    assert names == [jobs.record_key(KEYS, JOB), "staging:leases", "staging:expiries"]
+    assert args[:8] == [JOB, 4, "running", 600, streams.channel(KEYS, JOB), "{}", 7, 123]
     assert args[8:] == ["state", "succeeded", "tokens", "7"]
     assert (command.reply([1]), command.reply([0])) == (True, False)
 
@@ -115,10 +120,10 @@ def test_a_batch_jobs_finish_adds_its_hash_list_index_and_ended_channel() -> Non
     ending = Ending(JOB, 0, "b1", JobState.QUEUED, {"state": "cancelled"}, "{}")
     names, _ = parts(leases.finish(KEYS, ending, 60, 1), leases.FINISH)
     assert names[3:] == [
-        KEYS.batch("b1"),
-        KEYS.batch_jobs("b1"),
-        KEYS.batch_index("b1"),
-        KEYS.batch_ended("b1"),
+        batches.record_key(KEYS, "b1"),
+        batches.jobs_key(KEYS, "b1"),
+        batches.index_key(KEYS, "b1"),
+        batches.ended_channel(KEYS, "b1"),
     ]
 
 
@@ -128,10 +133,10 @@ def test_a_batch_jobs_finish_adds_its_hash_list_index_and_ended_channel() -> Non
 def test_a_reap_names_the_lease_index_the_job_and_its_stream() -> None:
     command = leases.reap(KEYS, JOB, "", 1000, 3, 500, 600)
     names, args = parts(command, leases.REAP)
-    assert names == ["staging:leases", KEYS.job(JOB), KEYS.stream(JOB)]
+    assert names == ["staging:leases", jobs.record_key(KEYS, JOB), streams.stream_key(KEYS, JOB)]
     assert args == [JOB, 1000, 3, 500, 600]
     names, _ = parts(leases.reap(KEYS, JOB, "b1", 1000, 3, 500, 600), leases.REAP)
-    assert names[3:] == [KEYS.batch("b1")]
+    assert names[3:] == [batches.record_key(KEYS, "b1")]
 
 
 def test_reap_replies_become_an_action_and_typed_numbers() -> None:
