@@ -33,12 +33,12 @@ from genq.common.errors import UnknownModel
 from genq.common.frames import ContinuationFrame, Frame, ResumeFrame, TokenFrame
 from genq.common.registry import ModelRegistry
 from genq.common.settings import Settings
+from genq.common.store import jobs, run
 from genq.producer.cli import terminal_safe
 from genq.producer.progress import BatchProgress
 from ops.localstack import StackError, Worker, settings_for
 from ops.stackctl import StackOptions, UpResult, down, shared_env, up
 from ops.stackstate import RunDir
-from tests.state import job_record
 
 DEFAULT_MODEL = gemma.NAME
 TINY = "tiny"
@@ -419,8 +419,8 @@ def _verdict(watch: _Watch, job: JobHandle, expected: str, client: Client, sizes
 
 def _holder(client: Client, job_id: str) -> str:
     """The node name of the worker running (or that ran) the job: `worker1@host`."""
-    record = job_record(client.redis, client.keys, job_id)
-    return record.worker
+    record = run(client.redis, jobs.read(client.keys, job_id))
+    return record.worker if record is not None else ""
 
 
 if __name__ == "__main__":

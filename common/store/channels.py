@@ -12,6 +12,7 @@ unchanged (a subscriber decides whether a lost subscription is worth a retry).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -28,7 +29,7 @@ def _count(replies: list[Any]) -> int:
     return int(replies[0])
 
 
-def publish(channel: str, message: str) -> Command[int]:
+def publish(channel: str, message: str | bytes) -> Command[int]:
     """PUBLISH `message`; its value: how many subscribers received it."""
     return Command((("PUBLISH", channel, message),), _count)
 
@@ -40,10 +41,15 @@ class Subscription:
         self._pubsub = pubsub
 
     def message(self, timeout_s: float) -> str | None:
-        """The next message's payload, waiting up to `timeout_s`; None when none came (or
-        a subscribe confirmation did)."""
-        message = self._pubsub.get_message(timeout=timeout_s)
-        return None if message is None else str(message["data"])
+        """The next message's payload, waiting up to `timeout_s`; None when none came."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = max(deadline - time.monotonic(), 0.0)
+            message = self._pubsub.get_message(timeout=left)
+            if message is not None:
+                return str(message["data"])
+            if left <= 0:  # a subscribe confirmation, or nothing, within the time
+                return None
 
     def close(self) -> None:
         self._pubsub.close()
@@ -67,8 +73,14 @@ class AsyncSubscription:
         self._pubsub = pubsub
 
     async def message(self, timeout_s: float) -> str | None:
-        message = await self._pubsub.get_message(timeout=timeout_s)
-        return None if message is None else str(message["data"])
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = max(deadline - time.monotonic(), 0.0)
+            message = await self._pubsub.get_message(timeout=left)
+            if message is not None:
+                return str(message["data"])
+            if left <= 0:
+                return None
 
     async def aclose(self) -> None:
         await self._pubsub.aclose()

@@ -6,8 +6,7 @@ booleans were `1`/`0` hold `True`/`False`, which still read (pydantic's lax bool
 
 The Lua scripts that move a job between states read and write this hash too: CLAIM, FINISH,
 RENEW and REAP in common/store/leases.py, SUBMIT in common/store/batches.py, CHECKPOINT in
-common/store/streams.py. The relay's reads of single fields (workers/relay.py) have not moved
-into the store yet.
+common/store/streams.py.
 """
 
 from __future__ import annotations

@@ -372,6 +372,12 @@ def hand_off(
     return Command((_eval(HANDOFF, names, args),), decode)
 
 
+def deadline(keys: Keys, job_id: str) -> Command[int | None]:
+    """The deadline (ms) of the job's lease; None while it holds none."""
+    call = ("ZSCORE", leases_key(keys), job_id)
+    return Command((call,), lambda replies: None if replies[0] is None else int(replies[0]))
+
+
 def lapsed(keys: Keys, now_ms: int, limit: int) -> Command[list[str]]:
     """Up to `limit` jobs whose lease ended by `now_ms`, for the reaper."""
     call = ("ZRANGEBYSCORE", leases_key(keys), "-inf", now_ms, "LIMIT", 0, limit)

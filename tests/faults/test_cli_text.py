@@ -32,7 +32,7 @@ from genq.common.frames import (
     WindowFrame,
     parse_frame,
 )
-from genq.common.store import streams
+from genq.common.store import channels, run, streams
 from genq.producer.cli import terminal_safe
 from tests.integration.conftest import Stack
 from tests.integration.support import GENQ
@@ -118,14 +118,13 @@ def test_tail_prints_the_result_after_a_relay_outage_mid_job(
     with Client(stack.settings) as client:
         job = client.submit(**job_spec)
         tailing = Genq(stack.env, "tail", job.job_id)
-        live = client.redis.pubsub()
-        live.subscribe(streams.channel(client.keys, job.job_id))
+        live = channels.subscribe(client.redis, streams.channel(client.keys, job.job_id))
 
         def relay_down_for_ten_windows() -> None:
             relay.signal(signal.SIGKILL)
             while True:
-                msg = live.get_message(timeout=10)
-                frame = parse_frame(msg["data"]) if msg and msg["type"] == "message" else None
+                raw = live.message(10)
+                frame = parse_frame(raw) if raw is not None else None
                 if isinstance(frame, ContinuationFrame) and frame.data.window >= 13:
                     break
             stack.relay("relay-again")
@@ -222,10 +221,11 @@ def test_tail_on_a_terminal_says_when_a_resumed_attempt_differs_from_what_it_pri
         token(1, 2, "there was"),
         DoneFrame(job_id=job_id, epoch=1, seq=3, data=result),
     ]
-    key = streams.stream_key(client.keys, job_id)
-    redis_client.delete(key)
+    # A raw DEL on purpose: the stream is rewritten as the relay would write another attempt's.
+    redis_client.delete(streams.stream_key(client.keys, job_id))
     for frame in frames:
-        redis_client.xadd(key, {"f": frame.model_dump_json()}, id=f"{frame.epoch}-{frame.seq}")
+        entry_id = f"{frame.epoch}-{frame.seq}"
+        run(redis_client, streams.append(client.keys, job_id, entry_id, frame.model_dump_json()))
     out, err = Genq(genq_env, "tail", job_id, terminal=True).printed()
     assert out == "Once upon athere was\n"
     assert "the last 6 characters printed were the earlier attempt's" in err

@@ -18,9 +18,9 @@ import pytest
 
 from genq import AsyncClient, Client, RedisUnavailable
 from genq.common.settings import Settings
-from genq.common.store import streams
 from ops.localstack import RedisServer, settings_for, wait_for
 from tests.integration.conftest import Stack
+from tests.state import stream_length
 
 LINE: dict[str, Any] = {"max_tokens": 800, "window_tokens": 100, "ignore_eos": True}
 LONG: dict[str, Any] = {**LINE, "prompt": "restart", "max_tokens": 4000, "seed": 99}
@@ -93,8 +93,11 @@ def test_readers_ride_through_a_redis_restart_mid_batch(
             batch_async = pool.submit(
                 run_async, wait_and_read_async(stack.settings, batch.batch_id)
             )
-            stream_key = streams.stream_key(client.keys, job.job_id)
-            wait_for(lambda: client.redis.xlen(stream_key) >= 20, 60, "the long job to run")
+            wait_for(
+                lambda: stream_length(client.redis, client.keys, job.job_id) >= 20,
+                60,
+                "the long job to run",
+            )
             restart(own_redis)
             assert waited.result(timeout=120).succeeded == len(lines)
             lines_read = results.result(timeout=60)

@@ -28,14 +28,14 @@ from genq.common.frames import (
     WindowFrame,
     parse_frame,
 )
-from genq.common.store import jobs, streams
+from genq.common.store import channels, jobs, run, run_all, streams
 from genq.common.store.keys import Keys
 from genq.workers.relay.service import Relay
 from ops.localstack import RedisServer, free_port, settings_for, wait_for
 from tests.integration.conftest import Stack
 from tests.integration.test_metrics import scrape, total
 from tests.integration.test_stack import StackDir, assert_all_gone, ok, running
-from tests.state import stream_frames
+from tests.state import stream_frames, stream_length
 
 # The job id of the issue's PUBLISH: no job has it.
 GHOST = "0123456789abcdef0123456789abcdef"
@@ -52,11 +52,13 @@ def frames_of(client: Client, job_id: str) -> list[Frame]:
 def publish_then_sync(client: Client, messages: list[tuple[str, bytes]], marker: str) -> None:
     """Publish `messages` (channel, payload), then a valid token frame of job `marker`, and
     wait until the relay has moved that one: it read everything published before it."""
-    for channel, payload in messages:
-        client.redis.publish(channel, payload)
+    run_all(client.redis, [channels.publish(channel, payload) for channel, payload in messages])
     seq = max(f.seq for f in frames_of(client, marker)) + 1
     frame = TokenFrame(job_id=marker, epoch=0, seq=seq, data=TokenData(text="", token_ids=[]))
-    client.redis.publish(streams.channel(client.keys, marker), frame.model_dump_json())
+    run(
+        client.redis,
+        channels.publish(streams.channel(client.keys, marker), frame.model_dump_json()),
+    )
     moved = lambda: frames_of(client, marker)[-1].seq == seq  # noqa: E731
     wait_for(moved, WAIT_S, "the relay to move a frame published after the hostile ones")
 
@@ -226,7 +228,7 @@ def test_relay_moves_the_valid_frames_whatever_junk_comes_before_them(
     def check(data: st.DataObject) -> None:
         before = frames_of(client, job_id)
         seq = before[-1].seq + 1 if before else 1
-        window = client.redis.llen(streams.checkpoint_key(keys, job_id))
+        window = run(client.redis, streams.checkpointed(keys, job_id))
         token = TokenFrame(job_id=job_id, epoch=0, seq=seq, data=TokenData(text="é", token_ids=[7]))
         done = WindowData(window=window, token_ids=[7], text="é", tokens_total=window + 1)
         closing = WindowFrame(job_id=job_id, epoch=0, seq=seq + 1, data=done)
@@ -237,10 +239,10 @@ def test_relay_moves_the_valid_frames_whatever_junk_comes_before_them(
 
         entries = frames_of(client, job_id)  # each one validates, as a reader needs
         assert entries == [*before, token, closing]
-        checkpoint = client.redis.lrange(streams.checkpoint_key(keys, job_id), 0, -1)
+        checkpoint = run(client.redis, streams.entries(keys, job_id))
         assert len(checkpoint) == window + 1
-        assert json.loads(checkpoint[-1])["text"] == "é"
-        assert not client.redis.exists(streams.stream_key(keys, GHOST))
+        assert checkpoint[-1].text == "é"
+        assert stream_length(client.redis, keys, GHOST) == 0
 
     check()
     assert relay.stats.dropped  # the junk was counted
@@ -314,31 +316,29 @@ class Live:
     """The job's frames as published, whether or not a relay runs (a SUBSCRIBE of its own)."""
 
     def __init__(self, client: Client, job_id: str) -> None:
-        self._pubsub = client.redis.pubsub()
-        self._pubsub.subscribe(streams.channel(client.keys, job_id))
+        self._live = channels.subscribe(client.redis, streams.channel(client.keys, job_id))
         self.window = -1  # the last window its worker started
 
     def until_window(self, window: int) -> None:
         """Read live frames until the worker starts `window` (or a later one)."""
         while self.window < window:
-            message = self._pubsub.get_message(timeout=WAIT_S)
+            message = self._live.message(WAIT_S)
             assert message is not None, f"no live frame for {WAIT_S}s"
             self._see(message)
 
     def now(self) -> int:
         """The window the worker is in now: every frame published so far read."""
-        while (message := self._pubsub.get_message(timeout=0)) is not None:
+        while (message := self._live.message(0)) is not None:
             self._see(message)
         return self.window
 
-    def _see(self, message: dict[str, Any]) -> None:
-        if message["type"] == "message":
-            frame = parse_frame(message["data"])
-            if isinstance(frame, ContinuationFrame):
-                self.window = frame.data.window
+    def _see(self, message: str) -> None:
+        frame = parse_frame(message)
+        if isinstance(frame, ContinuationFrame):
+            self.window = frame.data.window
 
     def close(self) -> None:
-        self._pubsub.close()
+        self._live.close()
 
 
 def test_checkpoint_catches_up_after_a_relay_outage_so_a_kill_recomputes_one_window(
@@ -350,7 +350,7 @@ def test_checkpoint_catches_up_after_a_relay_outage_so_a_kill_recomputes_one_win
     with Client(stack.settings) as client:
         expected = client.submit(**LONG).result(timeout=120).text
         job = client.submit(**LONG)
-        checkpoint = streams.checkpoint_key(client.keys, job.job_id)
+        checkpointed = streams.checkpointed(client.keys, job.job_id)
         live = Live(client, job.job_id)
         live.until_window(3)
         relay.signal(signal.SIGKILL)  # its window frames are lost from here on
@@ -358,7 +358,7 @@ def test_checkpoint_catches_up_after_a_relay_outage_so_a_kill_recomputes_one_win
         stack.relay("relay-again")
         lost = live.now()  # windows up to here (most since 3) were published while none ran
         wait_for(
-            lambda: client.redis.llen(checkpoint) > lost,
+            lambda: run(client.redis, checkpointed) > lost,
             WAIT_S,
             f"the checkpoint to catch up past window {lost}",
         )

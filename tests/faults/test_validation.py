@@ -23,6 +23,8 @@ import redis
 
 from genq import AsyncClient, Client, InvalidJob
 from genq.common.settings import Settings
+from genq.common.store import batches, run
+from genq.common.store.keys import Keys
 from tests.integration.conftest import new_stack
 from tests.integration.support import GENQ
 
@@ -187,7 +189,8 @@ def test_a_line_over_16_mib_is_refused_and_only_its_start_kept_as_the_reject(
     assert reject["line"] == 2
     assert reject["error"] == "line longer than 16,777,216 bytes (16 MiB), the limit on a line"
     assert len(reject["input"]) == 1000
-    assert int(db.hget(f"genq:batch:{{{done.stdout.strip()}}}", "total") or 0) == 1
+    status = run(db, batches.status(Keys(), done.stdout.strip()))
+    assert status is not None and status.total == 1
 
 
 def fifo(tmp_path: Path) -> Path:

@@ -23,8 +23,9 @@ from genq import (
 )
 from genq.common.frames import TokenFrame
 from genq.common.schemas import BatchStatus, FinishReason, JobState
-from genq.common.store import batches, streams
+from genq.common.store import batches
 from ops.localstack import wait_for
+from tests.state import stream_length
 
 from .test_batches import ENDLESS, MIXED
 
@@ -90,9 +91,12 @@ def test_async_cancel_of_a_batch_reports_what_the_sync_cancel_reports(
         async with AsyncClient(settings) as aclient:
             batch = await aclient.submit_batch(lines)
             ids = [job_id async for job_id in batch.job_ids()]
-            stream_key = streams.stream_key(aclient.keys, ids[1])
+            long_job = ids[1]
             await asyncio.to_thread(
-                wait_for, lambda: client.redis.xlen(stream_key) >= 5, 30, "the long job's frames"
+                wait_for,
+                lambda: stream_length(client.redis, client.keys, long_job) >= 5,
+                30,
+                "the long job's frames",
             )
             report = await aclient.cancel(batch.batch_id)
             status = await batch.wait(timeout=30)
@@ -114,8 +118,12 @@ def test_async_cancel_of_a_job_reports_what_the_sync_cancel_reports(
     async def main() -> tuple[CancelReport, CancelReport, str]:
         async with AsyncClient(settings) as aclient:
             job = await aclient.submit(**ENDLESS)
-            key = streams.stream_key(aclient.keys, job.job_id)
-            await asyncio.to_thread(wait_for, lambda: client.redis.xlen(key) >= 3, 30, "frames")
+            await asyncio.to_thread(
+                wait_for,
+                lambda: stream_length(client.redis, client.keys, job.job_id) >= 3,
+                30,
+                "frames",
+            )
             running = await aclient.cancel(job.job_id)
             await job.result(timeout=30)
             return running, await job.cancel(), job.job_id
@@ -187,6 +195,7 @@ def test_a_batch_wait_that_hears_no_announcement_still_returns_after_one_bounded
     moves the batch's counts without FINISH) is seen by the read after `poll_s`."""
     with Client(settings) as client, ThreadPoolExecutor(1) as pool:
         batch_id = f"unheard-{secrets.token_hex(4)}"
+        # Raw writes on purpose: a batch's counts moved as only the reaper moves them.
         key = batches.record_key(client.keys, batch_id)
         redis_client.hset(key, mapping={"total": 1, "running": 1})
         batch = client.batch(batch_id)

@@ -18,6 +18,7 @@ from genq import (
 )
 from genq.common.frames import ErrorFrame
 from genq.common.schemas import JobState
+from genq.common.store import jobs
 from genq.common.store.keys import Keys
 from ops.localstack import Worker, free_port
 from tests.state import job_record
@@ -92,7 +93,7 @@ def test_successful_job_record_holds_the_result(client: Client, redis_client: re
     assert record.state == JobState.SUCCEEDED
     assert record.result == result
     assert record.spec.seed == 1 and record.worker.startswith("genq@")
-    assert 0 < redis_client.ttl(f"genq:{{{job.job_id}}}:job") <= 86_400
+    assert 0 < redis_client.ttl(jobs.record_key(Keys(), job.job_id)) <= 86_400  # no store TTL read
 
 
 def test_redis_unreachable_at_submit_is_a_clear_error_without_the_password(

@@ -16,7 +16,7 @@ from genq import STOP, BatchHandle, Client, JobFailed, JobHandle
 from genq.common.errors import InvalidBatch
 from genq.common.frames import ErrorFrame, TokenFrame
 from genq.common.schemas import FinishReason, JobRecord, JobState
-from genq.common.store import jobs, streams
+from genq.common.store import jobs, run, streams
 from ops.localstack import wait_for
 from tests.state import job_record, stream_length
 
@@ -217,8 +217,12 @@ def test_cancelling_a_batch_midway_stops_running_jobs_and_starts_no_queued_one(
     lines += [{"custom_id": f"long-{i}", **ENDLESS} for i in range(4)]
     batch = client.submit_batch(lines)
     ids = list(batch.job_ids())
-    stream_key = streams.stream_key(client.keys, ids[1])
-    wait_for(lambda: client.redis.xlen(stream_key) >= 5, 30, "the first long job's frames")
+    long_job = ids[1]
+    wait_for(
+        lambda: stream_length(client.redis, client.keys, long_job) >= 5,
+        30,
+        "the first long job's frames",
+    )
     proc = run_genq(genq_env, "cancel", batch.batch_id)
     assert proc.returncode == 0, proc.stderr
     assert "3 not started, 1 running told to stop, 1 already ended" in proc.stderr
@@ -371,15 +375,16 @@ def test_a_cancelled_batch_starts_no_job_whatever_became_of_its_jobs_cancel_keys
     with Client(stack.settings) as client:
         batch = client.submit_batch([{"custom_id": "long", **ENDLESS, "window_tokens": 50}])
         (job_id,) = batch.job_ids()
-        ckpt = streams.checkpoint_key(client.keys, job_id)
-        wait_for(lambda: client.redis.llen(ckpt) >= 2, 30, "two committed windows")
+        ckpt = streams.checkpointed(client.keys, job_id)
+        wait_for(lambda: run(client.redis, ckpt) >= 2, 30, "two committed windows")
         first.signal(signal.SIGKILL)
         wait_for(lambda: record(client, job_id).epoch == 1, 30, "the reaper's requeue")
         batch.cancel()
-        client.redis.delete(jobs.cancel_key(client.keys, job_id))  # lost: the batch's flag must do
+        # A raw DEL on purpose: the job's own cancel key lost, so that the batch's flag must do.
+        client.redis.delete(jobs.cancel_key(client.keys, job_id))
         stack.worker("second")
         result = client.job(job_id).result(timeout=30)
-        committed = "".join(json.loads(w)["text"] for w in client.redis.lrange(ckpt, 0, -1))
+        committed = "".join(w.text for w in run(client.redis, streams.entries(client.keys, job_id)))
         ended = record(client, job_id)
     assert result.finish_reason == FinishReason.CANCELLED
     assert result.text == committed and committed

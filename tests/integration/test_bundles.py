@@ -19,7 +19,6 @@ from genq.common.frames import (
     WindowFrame,
 )
 from genq.common.schemas import JobRecord, JobState
-from genq.common.store import streams
 from ops.localstack import wait_for
 from tests import state
 from tests.state import job_record
@@ -93,7 +92,7 @@ def test_a_worker_killed_mid_bundle_has_the_bundles_unfinished_jobs_run_by_anoth
         wait_for(lambda: record(client, ids[0]).state == JobState.SUCCEEDED, 60, "a job")
         first.signal(signal.SIGKILL)
         held = [i for i in ids if record(client, i).state == JobState.RUNNING]
-        waiting = [i for i in held if not client.redis.exists(streams.stream_key(client.keys, i))]
+        waiting = [i for i in held if not state.stream_length(client.redis, client.keys, i)]
         assert held, "the killed worker held no job"
         assert waiting, "no job of the killed bundle was still waiting its turn"
         stack.worker("b")

@@ -20,7 +20,7 @@ from genq.common.frames import (
     parse_frame,
 )
 from genq.common.schemas import JobRecord, JobState
-from genq.common.store import streams
+from genq.common.store import channels, run, streams
 from tests.state import job_record, stream_frames
 
 from .conftest import Stack
@@ -184,10 +184,8 @@ def test_two_relays_write_every_entry_exactly_once(make_stack: Callable[[], Stac
         frames = entries(client, job.job_id)
         assert [f.seq for f in frames] == list(range(1, len(frames) + 1))
         assert text == result.text
-        assert (
-            len(client.redis.lrange(streams.checkpoint_key(client.keys, job.job_id), 0, -1))
-            == JOB["max_tokens"] // WINDOW
-        )
+        checkpointed = run(client.redis, streams.checkpointed(client.keys, job.job_id))
+        assert checkpointed == JOB["max_tokens"] // WINDOW
 
 
 def test_stream_stays_complete_when_one_of_two_relays_is_killed(
@@ -219,14 +217,13 @@ def test_reader_ends_with_the_final_text_when_no_relay_ran_for_part_of_the_job(
     with Client(stack.settings) as client:
         expected = client.submit(**job_spec).result(timeout=90).text
         job = client.submit(**job_spec)
-        live = client.redis.pubsub()
-        live.subscribe(streams.channel(client.keys, job.job_id))
+        live = channels.subscribe(client.redis, streams.channel(client.keys, job.job_id))
 
         def relay_down_for_a_while() -> None:
             relay.signal(signal.SIGKILL)
             while True:  # restart it once the worker is ten windows further, seen live
-                msg = live.get_message(timeout=10)
-                frame = parse_frame(msg["data"]) if msg and msg["type"] == "message" else None
+                raw = live.message(10)
+                frame = parse_frame(raw) if raw is not None else None
                 if isinstance(frame, ContinuationFrame) and frame.data.window >= 13:
                     break
             stack.relay("relay-again")

@@ -27,7 +27,7 @@ from genq.common.schemas import (
     Usage,
 )
 from genq.common.settings import Settings
-from genq.common.store import streams
+from genq.common.store import channels, streams
 from genq.common.store.keys import Keys
 from genq.workers.celery.jobs import WorkerContext, claim, run_jobs
 from genq.workers.publishing.outbox import Outbox
@@ -126,8 +126,7 @@ def two_jobs(make_stack: Callable[[], Stack]) -> Iterator[TwoJobs]:
 
 def test_a_waiting_ending_rides_along_with_the_next_round_trip(two_jobs: TwoJobs) -> None:
     client, first, outbox = two_jobs.client, two_jobs.first, two_jobs.outbox
-    listener = client.redis.pubsub()
-    listener.subscribe(streams.channel(client.keys, first.job_id))
+    listener = channels.subscribe(client.redis, streams.channel(client.keys, first.job_id))
     outbox.add(streams.channel(client.keys, first.job_id), [], _done(first), _never)
     assert len(outbox) == 1
     assert record(client, first.job_id).state is JobState.RUNNING  # still waiting
@@ -138,10 +137,9 @@ def test_a_waiting_ending_rides_along_with_the_next_round_trip(two_jobs: TwoJobs
 
     assert len(outbox) == 0
     assert record(client, first.job_id).state is JobState.SUCCEEDED
-    listener.get_message(timeout=5)  # the subscribe confirmation
-    message = listener.get_message(timeout=5)
+    message = listener.message(5)
     assert message is not None
-    assert isinstance(parse_frame(message["data"]), DoneFrame)
+    assert isinstance(parse_frame(message), DoneFrame)
     listener.close()
 
 

@@ -11,10 +11,9 @@ import pytest
 from genq import Client, InvalidJob
 from genq.common.frames import ContinuationFrame, DoneFrame, TokenFrame, WindowFrame
 from genq.common.schemas import JobState
-from genq.common.store import streams
 from genq.producer.client import JobStream
 from ops.localstack import wait_for
-from tests.state import job_record
+from tests.state import job_record, stream_length
 
 from .support import run_genq
 
@@ -38,8 +37,11 @@ def test_reader_attaching_after_the_job_finished_replays_it_whole(client: Client
 
 def test_reader_attaching_mid_job_catches_up_and_follows(client: Client) -> None:
     job = client.submit(**LONG_JOB)
-    stream_key = streams.stream_key(client.keys, job.job_id)
-    wait_for(lambda: client.redis.xlen(stream_key) >= 20, 30, "the job's first frames")
+    wait_for(
+        lambda: stream_length(client.redis, client.keys, job.job_id) >= 20,
+        30,
+        "the job's first frames",
+    )
     with client.job(job.job_id).stream(timeout=60) as late:
         frames = [next(late)]
         state = job_record(client.redis, client.keys, job.job_id).state

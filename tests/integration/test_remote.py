@@ -4,7 +4,6 @@ it where a test needs the server to fail."""
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from genq.common.frames import (
 from genq.common.registry import TINY, ModelRegistry
 from genq.common.schemas import FinishReason, JobRecord, JobResult, JobState, TokenLogprob
 from genq.common.settings import Settings
-from genq.common.store import streams
+from genq.common.store import run, streams
 from genq.common.tinymodel import TINY_EOS
 from ops.llamaserver import LlamaServer
 from ops.localstack import wait_for
@@ -325,26 +324,19 @@ def test_a_remote_job_resumes_on_another_worker_from_its_committed_text(
         handle = client.submit(
             prompt="Once", model=REMOTE, max_tokens=3000, logit_bias=NO_EOS, logprobs=1
         )
-        checkpoint = streams.checkpoint_key(client.keys, handle.job_id)
-        wait_for(lambda: client.redis.llen(checkpoint) >= 2, 60, "two remote windows")
+        checkpointed = streams.checkpointed(client.keys, handle.job_id)
+        wait_for(lambda: run(client.redis, checkpointed) >= 2, 60, "two remote windows")
         stack.holder(client, handle.job_id).signal(signal.SIGKILL)
         result = handle.result(timeout=120)
         status = record(client, handle.job_id)
-        committed = [
-            raw.decode() if isinstance(raw, bytes) else raw
-            for raw in client.redis.lrange(checkpoint, 0, -1)
-        ]
+        committed = run(client.redis, streams.entries(client.keys, handle.job_id))
     assert status.epoch >= 1
     assert result.usage.completion_tokens == 3000
     assert result.finish_reason is FinishReason.LENGTH
     assert len(committed) == math.ceil(3000 / WINDOW)
-    assert result.text.startswith("".join(_text(entry) for entry in committed[:2]))
+    assert result.text.startswith("".join(entry.text for entry in committed[:2]))
     # The result's log probabilities span both attempts: the lost one's from its windows.
     assert result.logprobs is not None and len(result.logprobs) == 3000
-
-
-def _text(entry: str) -> str:
-    return str(json.loads(entry)["text"])
 
 
 def record(client: Client, job_id: str) -> JobRecord:

@@ -19,7 +19,7 @@ from genq.common.frames import DoneFrame, TokenFrame
 from genq.common.registry import ModelRegistry
 from genq.common.routing import queue_name
 from genq.common.schemas import JobState
-from genq.common.store import indexes, queues, run, streams
+from genq.common.store import leases, queues, run, streams
 from genq.common.tinymodel import TINY_N_CTX, ensure_tiny_model
 from ops.localstack import genq_executable, wait_for
 
@@ -65,7 +65,7 @@ def wait_running(client: Client, handles: list[JobHandle], windows: int = 1) -> 
         for handle in handles:
             if state(client, handle.job_id) is not JobState.RUNNING:
                 return False
-            if client.redis.llen(streams.checkpoint_key(client.keys, handle.job_id)) < windows:
+            if run(client.redis, streams.checkpointed(client.keys, handle.job_id)) < windows:
                 return False
         return True
 
@@ -156,7 +156,7 @@ def test_jobs_of_a_one_slot_model_wait_in_its_queue_without_a_lease_beside_a_fou
         for handle in waiting:
             waited = record(client, handle.job_id)
             assert (waited.state, waited.epoch, waited.worker) == (JobState.QUEUED, 0, "")
-            assert client.redis.zscore(indexes.leases_key(client.keys), handle.job_id) is None
+            assert run(client.redis, leases.deadline(client.keys, handle.job_id)) is None
         assert run(client.redis, queues.depth(queue_name("cpu", ONE_SLOT))) == 3
         holder.cancel()
         for handle in waiting:

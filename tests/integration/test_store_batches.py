@@ -12,7 +12,7 @@ import redis.asyncio
 from genq.common.ids import new_batch_id, new_job_id
 from genq.common.schemas import BatchStatus, JobRecord, JobSpec, JobState
 from genq.common.settings import Settings
-from genq.common.store import arun, arun_all, batches, jobs, queue, run, run_all
+from genq.common.store import arun, arun_all, batches, jobs, run, run_all, run_transaction
 from genq.common.store.batches import NewJob, Opening
 from genq.common.store.keys import Keys
 
@@ -32,9 +32,7 @@ def _record(batch_id: str, custom_id: str) -> JobRecord:
 
 def _submit(r: redis.Redis, batch_id: str, new: list[NewJob], opening: Opening | None) -> object:
     command = batches.submit(KEYS, batch_id, new, ttl_s=60, opening=opening)
-    pipe = r.pipeline(transaction=True)
-    queue(pipe, command)
-    return command.reply(pipe.execute())
+    return run_transaction(r, [command])[0]
 
 
 def test_submit_creates_each_custom_id_once_and_stops_once_the_batch_is_cancelled(
