@@ -55,15 +55,23 @@ class Subscription:
         self._pubsub.close()
 
 
-def subscribe(client: redis.Redis, channel: str) -> Subscription:
-    """Subscribe to `channel` (a connection of the client's pool, held until `close`)."""
+def _open(client: redis.Redis, name: str, pattern: bool) -> PubSub:
+    """A connection of the client's pool, subscribed to a channel or a pattern."""
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:
-        pubsub.subscribe(channel)
-    except BaseException:
+        if pattern:
+            pubsub.psubscribe(name)
+        else:
+            pubsub.subscribe(name)
+    except BaseException:  # not left holding the connection
         pubsub.close()
         raise
-    return Subscription(pubsub)
+    return pubsub
+
+
+def subscribe(client: redis.Redis, channel: str) -> Subscription:
+    """Subscribe to `channel` (a connection of the client's pool, held until `close`)."""
+    return Subscription(_open(client, channel, pattern=False))
 
 
 class AsyncSubscription:
@@ -125,10 +133,4 @@ class PatternMessages:
 def psubscribe(client: redis.Redis, pattern: str) -> PatternMessages:
     """Subscribe to every channel matching `pattern` (a connection of its own until
     `close`)."""
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    try:
-        pubsub.psubscribe(pattern)
-    except BaseException:
-        pubsub.close()
-        raise
-    return PatternMessages(pubsub)
+    return PatternMessages(_open(client, pattern, pattern=True))
