@@ -31,8 +31,8 @@ class Finish(leases.Ending):
     applied only while the job is still in `from_state` at `epoch`."""
 
     def command(self, keys: Keys, ttl_s: int) -> Command[bool]:
-        """The FINISH command, stamped now; True when applied. Queue it on a pipeline with
-        `genq.common.store.queue` (its reply there is 1 or 0)."""
+        """The FINISH command, stamped now; True when applied (run it beside others with
+        `genq.common.store.run_all`)."""
         return leases.finish(keys, self, ttl_s, now_ms())
 
     def run(self, client: redis.Redis, keys: Keys, ttl_s: int) -> bool:

@@ -29,7 +29,6 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 
 import redis
 import redis.asyncio
-import redis.asyncio.client
 
 from genq.common.connection import redis_errors
 from genq.common.errors import InvalidBatch, InvalidJob, StreamTimeout

@@ -33,9 +33,8 @@ class Command(Generic[T]):
         return self.decode(list(replies))
 
 
-def queue(pipe: Any, *commands: Command[Any]) -> None:
-    """Add commands' calls to a pipeline of either face (e.g. one in a transaction with
-    other writes); its replies are the caller's to read."""
+def _queue(pipe: Any, *commands: Command[Any]) -> None:
+    """Add commands' calls to a pipeline of either face."""
     for command in commands:
         for call in command.calls:
             pipe.execute_command(*call)
@@ -81,7 +80,7 @@ def _run_pipeline(
     client: redis.Redis, commands: Sequence[Command[Any]], transaction: bool
 ) -> list[Any]:
     pipe = client.pipeline(transaction=transaction)
-    queue(pipe, *commands)
+    _queue(pipe, *commands)
     return _split(commands, pipe.execute(raise_on_error=False))
 
 
@@ -110,5 +109,5 @@ async def _arun_pipeline(
     client: redis.asyncio.Redis, commands: Sequence[Command[Any]], transaction: bool
 ) -> list[Any]:
     pipe = client.pipeline(transaction=transaction)
-    queue(pipe, *commands)
+    _queue(pipe, *commands)
     return _split(commands, await pipe.execute(raise_on_error=False))
