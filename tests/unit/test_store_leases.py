@@ -165,3 +165,10 @@ def test_the_reaper_reads_lapsed_leases_and_the_expirer_due_expiries_a_page_at_a
     dropped = leases.drop_expiry(KEYS, JOB)
     assert dropped.calls == (("ZREM", "staging:expiries", JOB),)
     assert dropped.reply([1]) is None
+
+
+def test_deadline_reads_the_jobs_lease_or_none() -> None:
+    command = leases.deadline(KEYS, JOB)
+    assert command.calls == (("ZSCORE", "staging:leases", JOB),)
+    assert command.reply(["1700000000123"]) == 1_700_000_000_123
+    assert command.reply([None]) is None

@@ -10,7 +10,7 @@ import pytest
 from genq.common.errors import InvalidEntry
 from genq.common.frames import WindowData
 from genq.common.schemas import FinishReason, TokenLogprob
-from genq.common.store import streams
+from genq.common.store import channels, streams
 from genq.common.store.keys import Keys
 from genq.common.store.streams import CheckpointEntry
 
@@ -128,3 +128,22 @@ def test_checkpointed_counts_the_windows() -> None:
     command = streams.checkpointed(KEYS, JOB)
     assert command.calls == (("LLEN", f"genq:{{{JOB}}}:ckpt"),)
     assert command.reply([3]) == 3
+
+
+def test_an_entry_keeps_its_frame_in_one_field_which_frame_of_reads() -> None:
+    command = streams.append(KEYS, JOB, "1-1", "{}")
+    assert command.calls[0][3] == streams.FRAME_FIELD
+    assert streams.frame_of({streams.FRAME_FIELD: "{}"}) == "{}"
+    assert streams.frame_of({"frame": "{}"}) is None  # not where genq writes it
+    raw = streams.raw_frames(KEYS, JOB).reply([[("1-1", {"f": "{}"}), ("1-2", {})]])
+    assert raw == [("1-1", "{}"), ("1-2", "")]
+
+
+def test_length_counts_the_jobs_stream_and_live_frames_go_to_its_channel() -> None:
+    command = streams.length(KEYS, JOB)
+    assert command.calls == (("XLEN", f"genq:{{{JOB}}}:stream"),)
+    assert command.reply([7]) == 7
+    assert streams.channel(KEYS, JOB) == f"genq:{{{JOB}}}:tokens"
+    published = channels.publish(streams.channel(KEYS, JOB), "{}")
+    assert published.calls == (("PUBLISH", f"genq:{{{JOB}}}:tokens", "{}"),)
+    assert published.reply([2]) == 2  # subscribers that received it
