@@ -8,7 +8,7 @@ import pytest
 from genq.common.errors import StreamTimeout
 from genq.common.schemas import BatchStatus
 from genq.producer.submitter import CancelReport
-from genq.producer.waiting import ResultPage, Waiting
+from genq.producer.waiting import Heard, ResultPage, Waiting
 
 ENDED = ("succeeded", "c", '{"text": "t", "finish_reason": "length", "usage": null}', None, None)
 RUNNING = ("running", "c", None, None, None)
@@ -65,3 +65,22 @@ def test_a_queued_job_taken_by_a_worker_before_its_cancel_counts_as_signalled() 
     report = CancelReport(not_started=3, signalled=1, already_ended=1)
     assert report.settled([1, 0, 1]) == CancelReport(2, 2, 1)
     assert report.settled([]) == report
+
+
+def test_a_wait_takes_what_else_was_announced_without_waiting_after_the_first() -> None:
+    heard = Heard(timeout_s=60)
+    assert (heard.timeout() or 0) > 0  # the first announcement is waited for
+    heard.take({"data": "a"})
+    assert heard.timeout() == 0.0  # the rest: only what came meanwhile
+    heard.take({"data": "b"})
+    heard.take(None)
+    assert heard.timeout() is None
+    assert heard.job_ids == {"a", "b"}
+
+
+def test_a_wait_that_hears_nothing_ends_empty_once_its_time_is_up() -> None:
+    heard = Heard(timeout_s=0)
+    assert heard.timeout() == 0.0
+    heard.take(None)
+    assert heard.timeout() is None
+    assert heard.job_ids == set()

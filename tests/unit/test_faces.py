@@ -20,16 +20,14 @@ from pathlib import Path
 import pytest
 
 import genq
+from tests.unit.test_public_api import ASYNC_SPELLING as METHOD_SPELLING
 
 PRODUCER = Path(genq.__file__).parent / "producer"
 MAX_LINES = 10
-# The async spelling of a sync name, where it is not the same name.
+# The async spelling of a sync name, where it is not the same name: the faces' methods (as the
+# parity test spells them) and what their bodies call.
 ASYNC_SPELLING = {
-    "close": "aclose",
-    "__enter__": "__aenter__",
-    "__exit__": "__aexit__",
-    "__iter__": "__aiter__",
-    "__next__": "__anext__",
+    **METHOD_SPELLING,
     "StopIteration": "StopAsyncIteration",
     "Iterator": "AsyncIterator",
     "run": "arun",
