@@ -13,6 +13,7 @@ which pairs are the same, so that the rule is seen to bite where it is meant to.
 from __future__ import annotations
 
 import ast
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +46,16 @@ class Twin:
     same: bool  # the bodies are the same modulo await/async spelling
 
 
-def body_lines(function: Function) -> int:
+def statements(function: Function) -> list[ast.stmt]:
+    """The function's body, its docstring aside (a docstring is not code)."""
     body = function.body
     if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-        body = body[1:] or body  # the docstring is not code
+        return body[1:] or body
+    return body
+
+
+def body_lines(function: Function) -> int:
+    body = statements(function)
     end = body[-1].end_lineno or body[-1].lineno
     return end - body[0].lineno + 1
 
@@ -98,9 +105,8 @@ class _Desync(ast.NodeTransformer):
 
 
 def code(function: Function) -> str:
-    body = function.body
-    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-        body = body[1:]
+    """The body as its sync twin would spell it, for comparing."""
+    body = copy.deepcopy(statements(function))  # the transformer rewrites what it visits
     tree = _Desync().visit(ast.Module(body=body, type_ignores=[]))
     return ast.dump(tree)
 
