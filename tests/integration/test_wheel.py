@@ -8,6 +8,7 @@ through a path entry after its own site-packages, so genq itself comes from the 
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import sysconfig
@@ -19,6 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TOP_LEVEL_FOLDERS = ("common", "producer", "workers")
+# The fresh environment's processes see neither the checkout nor a PYTHONPATH pointing at it.
+FRESH_ENV = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +90,7 @@ def test_documented_import_names_work_from_the_wheel(fresh_venv: Path) -> None:
         capture_output=True,
         text=True,
         cwd=fresh_venv,  # not the checkout: its folders must not be what is imported
+        env=FRESH_ENV,
         timeout=120,
     ).stdout.splitlines()
     assert out[0].startswith(str(fresh_venv)), out
@@ -104,6 +108,7 @@ def test_console_script_runs_from_the_wheel(fresh_venv: Path) -> None:
         capture_output=True,
         text=True,
         cwd=fresh_venv,
+        env=FRESH_ENV,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr

@@ -101,7 +101,9 @@ def test_labels_are_models_devices_and_outcomes_never_ids(registry: CollectorReg
         for name, value in sample.labels.items()
         if name != "le"
     }
-    outcomes = {("outcome", o) for o in ("succeeded", "cancelled", "failed", "superseded")}
+    outcomes = {
+        ("outcome", o) for o in ("succeeded", "cancelled", "failed", "superseded", "abandoned")
+    }
     assert labels == {("model", "tiny"), ("model", "other"), ("device", "gpu"), *outcomes}
 
 

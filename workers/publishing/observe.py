@@ -39,7 +39,8 @@ class JobObserver:
 
     def ended(self, outcome: str, first_token_ms: int | None) -> None:
         """The attempt ended: `outcome` is succeeded, cancelled, failed, superseded (a
-        newer attempt took the job over) or handed_off (the worker shut down and requeued it:
+        newer attempt took the job over), abandoned (Redis was lost under it: it resumes
+        elsewhere once Redis is back) or handed_off (the worker shut down and requeued it:
         genq.workers.celery.handoff). `first_token_ms`: when its first chunk went out
         (epoch milliseconds), None if it produced none. The `tokens` calls before this add
         up to the tokens this attempt generated (a resume's committed ones are not
