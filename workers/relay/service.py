@@ -43,6 +43,7 @@ from genq.common.connection import connect
 from genq.common.dispatch import Dispatch, Dispatcher
 from genq.common.errors import ErrorCode
 from genq.common.frames import ErrorData, ErrorFrame
+from genq.common.handover import settings_from_environment
 from genq.common.keys import Keys
 from genq.common.lifecycle import end_unstarted
 from genq.common.logs import configure, fields
@@ -227,7 +228,7 @@ class Relay:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = settings_from_environment()  # `genq relay`'s plan, else GENQ_* variables
     configure(settings.log_format, {"relay": f"relay@{socket.gethostname()}:{os.getpid()}"})
     stop = threading.Event()
 
