@@ -1,6 +1,7 @@
 """genq's one settings object: every knob, with its unit, bounds and a description.
 
-Built once at each entry point (CLI command, worker process, test session) and passed down.
+Built once at each entry point (CLI command, worker process, test session) and passed down;
+a process the CLI starts is handed them whole, in GENQ_PLAN (genq.common.handover).
 Every field reads from the environment with the ``GENQ_`` prefix, e.g. ``GENQ_REDIS_URL``.
 """
 

@@ -43,8 +43,8 @@ RESUME_POLL_S = 0.1  # a worker with slots waits on its broker queues this long 
 def pool_config(settings: Settings) -> dict[str, Any]:
     """With slots, one process runs that many jobs at once, each in a thread of Celery's
     threads pool (the jobs of a local model share its engine; a model with fewer slots takes
-    no more, workers.celery.admission); plain `celery -A workers.app worker` reads these too. With
-    one slot, Celery's default (prefork) pool as before."""
+    no more, workers.celery.admission), for `genq worker` and plain `celery -A genq.workers.app
+    worker` alike. With one slot, Celery's default (prefork) pool as before."""
     try:
         slots = worker_slots(settings, ModelRegistry.from_settings(settings))
     except RegistryError:  # reported when the worker starts (_on_worker_init)
@@ -100,7 +100,7 @@ class GenqCelery(Celery):  # type: ignore[misc]
 
     def _on_worker_init(self, sender: str, instance: Any, **_: Any) -> None:
         """Before the worker sets up: check it can serve its models, and consume their queues
-        (`-Q`, which `genq worker` computes the same way, overrides this)."""
+        (a `-Q` given to celery overrides this)."""
         if instance.app is not self:
             return
         settings = self.genq_settings

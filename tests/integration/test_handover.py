@@ -1,6 +1,6 @@
-"""Settings resolved once: `genq worker` and `genq relay` hand the process they become one
-plan, GENQ_PLAN, and write no other GENQ_* variable; plain `celery -A genq.workers.app worker`
-reads its GENQ_* variables itself."""
+"""Settings resolved once: `genq worker`, `genq relay` and `genq serve` hand the processes they
+start one plan, GENQ_PLAN, and write no other GENQ_* variable; plain `celery -A
+genq.workers.app worker` reads its GENQ_* variables itself."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from genq import Client, WorkerInfo
 from genq.common.handover import PLAN_ENV, ProcessPlan
-from ops.localstack import Relay, genq_executable, stop_process, wait_for
+from ops.localstack import Gateway, Relay, genq_executable, stop_process, wait_for
 
 from .conftest import Stack
 from .support import run_genq
@@ -145,3 +147,39 @@ def test_plain_celery_reads_its_genq_variables_and_serves_jobs(
             assert handle.result(timeout=TIMEOUT_S).model == "tiny"
     finally:
         stop_process(proc, group=True)
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def status_of(gateway: Gateway, key: str | None) -> int:
+    request = urllib.request.Request(gateway.url + "/v1/models")
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+def test_each_gateway_process_of_genq_serve_is_handed_its_plan(
+    genq_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**genq_env, "GENQ_API_KEYS": "handed-key"}
+    gateway = Gateway(env=env, log=tmp_path / "gateway.log", args=("--workers", "2"))
+    gateway.start()
+    try:
+        assert gateway.proc is not None
+        pid = gateway.proc.pid
+        wait_for(lambda: len(children(pid)) >= 2, TIMEOUT_S, "two gateway processes")
+        for child in children(pid):
+            child_env = environment(child)
+            assert genq_names(child_env) == genq_names({**os.environ, **env}) | {PLAN_ENV}
+            plan = ProcessPlan.model_validate_json(child_env[PLAN_ENV]).settings
+            assert (plan.http_host, plan.http_port) == ("127.0.0.1", gateway.port)
+        assert [status_of(gateway, key) for key in ("handed-key", None)] == [200, 401]
+    finally:
+        gateway.stop()
