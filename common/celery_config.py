@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from genq.common.adapters import kombu_priority
+from genq.common.adapters import kombu_priority, kombu_redis
 from genq.common.settings import Settings
 
 GENERATE_TASK = "genq.generate"
@@ -45,9 +45,17 @@ def broker_url(redis_url: str) -> str:
     return url + parts.path + (f"?{urlencode(query)}" if query else "")
 
 
+def broker_transport(url: str) -> str | None:
+    """genq's Redis transport for a redis:// or rediss:// broker (it keeps a worker alive when
+    Redis is lost: genq.common.adapters.kombu_redis); kombu's own for any other scheme."""
+    return kombu_redis.TRANSPORT if urlsplit(url).scheme in kombu_redis.SCHEMES else None
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
+    url = broker_url(settings.redis_url)
     return {
-        "broker_url": broker_url(settings.redis_url),
+        "broker_url": url,
+        "broker_transport": broker_transport(url),
         # No Celery result backend: a job's outcome is its record and stream. (A backend
         # would also make every send subscribe to, and later leave, a result channel.)
         "task_ignore_result": True,

@@ -273,3 +273,48 @@ def redact_url(url: str) -> str:
     host = parts.netloc.rpartition("@")[2]  # keeps IPv6 brackets and the port as written
     netloc = f"{parts.username or ''}:***@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+Process = Literal["worker", "relay", "gateway", "client"]
+EVERY_PROCESS: tuple[Process, ...] = ("worker", "relay", "gateway", "client")
+
+# The processes whose behaviour each setting sets: `client` is the Python client and the `genq`
+# commands that submit or read (the gateway runs a client too, and is named where it uses the
+# setting). The README's settings table is generated from this (`python -m ops.readme_settings`)
+# and tests/unit/test_readme.py holds it to the fields above, one entry each.
+READ_BY: dict[str, tuple[Process, ...]] = {
+    "redis_url": EVERY_PROCESS,
+    "redis_retry_s": ("gateway", "client"),
+    "key_prefix": EVERY_PROCESS,
+    "models_file": EVERY_PROCESS,
+    "cache_dir": EVERY_PROCESS,
+    "tiny_seed": EVERY_PROCESS,
+    "chunk_tokens": ("worker",),
+    "chunk_interval_ms": ("worker",),
+    "bundle_tokens": ("gateway", "client"),
+    "bundle_jobs": ("gateway", "client"),
+    "slots": ("worker",),
+    "max_queued": ("gateway", "client"),
+    "model_budget_mb": ("worker",),
+    "job_ttl_s": EVERY_PROCESS,
+    "lease_ttl_s": ("worker",),
+    "max_attempts": ("relay",),
+    "requeue_grace_s": ("worker", "relay"),
+    "reap_interval_s": ("relay",),
+    "max_prompt_chars": ("gateway", "client"),
+    "broker_visibility_timeout_s": ("worker",),
+    "device": ("worker",),
+    "worker_models": ("worker",),
+    "heartbeat_interval_s": ("worker",),
+    "metrics_host": ("worker", "relay"),
+    "metrics_port": ("worker",),
+    "relay_metrics_port": ("relay",),
+    "http_host": ("gateway",),
+    "http_port": ("gateway",),
+    "api_keys": ("gateway",),
+    "api_keys_file": ("gateway",),
+    "reattach_grace_s": ("gateway",),
+    "file_bytes_max": ("gateway",),
+    "progress_interval_s": ("worker",),
+    "log_format": ("worker", "relay"),
+}

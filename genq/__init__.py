@@ -37,8 +37,9 @@ from genq.common.schemas import (
 from genq.common.settings import Settings
 from genq.producer.batches import AsyncBatchHandle, BatchHandle
 from genq.producer.batchfile import Reject
-from genq.producer.client import STOP, AsyncClient, AsyncJobHandle, Client, JobHandle
+from genq.producer.client import STOP, AsyncClient, Client
 from genq.producer.core import StreamStats
+from genq.producer.handles import AsyncJobHandle, JobHandle
 from genq.producer.submitter import CancelReport
 
 __all__ = [

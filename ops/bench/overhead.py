@@ -37,7 +37,8 @@ from typing import Any
 import psutil
 
 from genq.producer.batches import BatchHandle
-from genq.producer.client import Client, JobHandle
+from genq.producer.client import Client
+from genq.producer.handles import JobHandle
 from ops.bench.overhead_child import READY
 from ops.bench.procs import BenchProcess, running
 from ops.bench.report import met, say

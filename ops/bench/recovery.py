@@ -28,7 +28,8 @@ from typing import Any
 from genq.common.errors import JobFailed, StreamTimeout
 from genq.common.frames import Frame, ResumeFrame, TokenFrame, parse_frame
 from genq.common.schemas import JobRecord
-from genq.producer.client import Client, JobHandle
+from genq.producer.client import Client
+from genq.producer.handles import JobHandle
 from ops.bench.report import met, say
 from ops.bench.stack import Stack, local_stack
 from ops.bench.workload import TINY

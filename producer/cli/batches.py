@@ -15,7 +15,8 @@ from genq.common.settings import Settings
 from genq.producer.batches import BatchHandle
 from genq.producer.cli.options import parse_duration, priority_option
 from genq.producer.cli.output import EXIT_FAILED, fail, note, stderr_console
-from genq.producer.client import Client, JobHandle
+from genq.producer.client import Client
+from genq.producer.handles import JobHandle
 from genq.producer.progress import BatchProgress
 
 

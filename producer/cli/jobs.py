@@ -18,8 +18,10 @@ from genq.common.schemas import LOGPROBS_MAX, BatchStatus, JobRecord, JobSpec
 from genq.common.settings import Settings
 from genq.producer.cli.options import priority_option, seconds
 from genq.producer.cli.output import note, show, terminal_safe
-from genq.producer.client import Client, JobHandle, JobStream
+from genq.producer.client import Client
 from genq.producer.core import TextFeed
+from genq.producer.handles import JobHandle
+from genq.producer.streams import JobStream
 
 
 def _default(field: str) -> object:

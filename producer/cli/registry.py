@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
 from genq.common.registry import AnyModelConfig, ModelRegistry, RemoteModelConfig, chat_rendering
 from genq.common.routing import queue_name
@@ -35,16 +33,20 @@ def models(settings: Settings, /, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("name", "backend", "device", "queue", "n_ctx", "chat", "file or server")
-    for row in rows:
-        where = row.get("path") or row.get("base_url", "")
-        if not row["installed"]:
-            where = f"not installed: {row['install']}"
-        n_ctx = str(row.get("n_ctx") or "server's")
-        chat = _CHAT_MARKS.get(row.get("chat"), "server's")
-        cells = (row["name"], row["backend"], row["device"], row["queue"], n_ctx, chat, where)
-        table.add_row(*(escape(str(cell)) for cell in cells))  # `[gemma]` is not markup
-    print_table(table)
+    print_table(MODEL_COLUMNS, [_model_cells(row) for row in rows])
+
+
+MODEL_COLUMNS = ("name", "backend", "device", "queue", "n_ctx", "chat", "file or server")
+
+
+def _model_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """A model's row of `genq models`' table, in MODEL_COLUMNS' order."""
+    where = row.get("path") or row.get("base_url", "")
+    if not row["installed"]:
+        where = f"not installed: {row['install']}"
+    n_ctx = str(row.get("n_ctx") or "server's")
+    chat = _CHAT_MARKS.get(row.get("chat"), "server's")
+    return (row["name"], row["backend"], row["device"], row["queue"], n_ctx, chat, str(where))
 
 
 # How `genq models` shows a chat's rendering (row["chat"]): no template means a transcript.
@@ -97,11 +99,15 @@ def workers(settings: Settings, /, as_json: bool) -> None:
         note("no running workers: start one with `genq worker`", soft_wrap=False)
         return
     now_ms = time.time_ns() // 10**6
-    table = Table("name", "device", "models", "last seen")
-    for info in found:
-        seen = f"{max(now_ms - info.heartbeat_ms, 0) / 1000:.1f}s ago"
-        table.add_row(escape(info.name), info.device, escape(", ".join(info.models)), seen)
-    print_table(table)
+    rows = [
+        (info.name, info.device, ", ".join(info.models), _ago(now_ms - info.heartbeat_ms))
+        for info in found
+    ]
+    print_table(("name", "device", "models", "last seen"), rows)
+
+
+def _ago(ms: int) -> str:
+    return f"{max(ms, 0) / 1000:.1f}s ago"
 
 
 @click.command("make-tiny-model")

@@ -36,7 +36,7 @@ from genq.common.settings import Settings
 from genq.common.store import gateway as store
 from genq.common.store import streams as stream_store
 from genq.common.store.gateway import StreamMeta
-from genq.producer.client import AsyncClient, AsyncJobHandle
+from genq.producer.client import AsyncClient
 from genq.producer.gateway import chunks, streams
 from genq.producer.gateway.batches import Batches
 from genq.producer.gateway.completions import JOB_ID_HEADER, ApiRequest
@@ -44,6 +44,7 @@ from genq.producer.gateway.errors import ApiError, api_error, shown
 from genq.producer.gateway.files import Files
 from genq.producer.gateway.models import ModelList
 from genq.producer.gateway.records import Records
+from genq.producer.handles import AsyncJobHandle
 
 # A new stream's job is counted as abandoned until its response starts and attaches (ms
 # later), then GENQ_REATTACH_GRACE_S: a client gone before its first byte never attaches.

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from genq import AsyncClient, Client, RedisUnavailable
+from genq import AsyncClient, Client, JobState, RedisUnavailable
 from genq.common.settings import Settings
+from genq.common.store import run, streams
 from ops.localstack import RedisServer, settings_for, wait_for
 from tests.integration.conftest import Stack
 
@@ -139,3 +140,43 @@ def test_readers_raise_redis_unavailable_once_their_retry_budget_is_spent(
         with pytest.raises(RedisUnavailable):
             asyncio.run(wait_and_read_async(client.settings, batch.batch_id))
         assert 1.5 <= time.monotonic() - started < 15  # its budget, not the default 30 s
+
+
+def streaming(client: Client, job_ids: list[str], frames: int) -> Callable[[], bool]:
+    def every_job_streams() -> bool:
+        return all(
+            len(run(client.redis, streams.raw_frames(client.keys, job_id))) >= frames
+            for job_id in job_ids
+        )
+
+    return every_job_streams
+
+
+def test_a_slots_worker_rides_through_redis_killed_under_its_running_jobs(
+    genq_env: dict[str, str], own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """kombu's Redis transport used to stop the worker here ("Unrecoverable error:
+    AttributeError: 'NoneType' object has no attribute 'hostname'": see
+    genq.common.adapters.kombu_redis). Now its attempts are abandoned when Redis goes, not
+    failed; once Redis is back the jobs resume from their streams, on the same worker (the
+    only one), which has reconnected and serves new jobs too."""
+    stack = Stack({**genq_env, "GENQ_REDIS_URL": own_redis.url}, tmp_path)
+    try:
+        stack.relay()
+        worker = stack.worker("a", "--models", "tiny", "--slots", "16")
+        with Client(stack.settings) as client:
+            specs = [{**LONG, "prompt": f"slot {i}", "seed": i} for i in range(10)]
+            jobs = [client.submit(**spec) for spec in specs]
+            wait_for(streaming(client, [j.job_id for j in jobs], 3), 60, "ten jobs to stream")
+            restart(own_redis)
+            texts = [job.result(timeout=240).text for job in jobs]
+            assert worker.proc is not None and worker.proc.poll() is None, "see a.log"
+            assert [read_stream(client, job.job_id) for job in jobs] == texts
+            assert {client.record(job.job_id).state for job in jobs} == {JobState.SUCCEEDED}
+            assert all(len(text) > 0 for text in texts)
+            # As uninterrupted: the same jobs again, on the worker that lived through it.
+            again = [client.submit(**spec) for spec in specs[:2]]
+            assert [job.result(timeout=240).text for job in again] == texts[:2]
+            assert client.record(again[0].job_id).worker.startswith("a@")
+    finally:
+        stack.stop()

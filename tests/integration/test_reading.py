@@ -11,7 +11,7 @@ import pytest
 from genq import Client, InvalidJob
 from genq.common.frames import ContinuationFrame, DoneFrame, TokenFrame, WindowFrame
 from genq.common.schemas import JobRecord, JobState
-from genq.producer.client import JobStream
+from genq.producer.streams import JobStream
 from ops.localstack import wait_for
 
 from .support import run_genq

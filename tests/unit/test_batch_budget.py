@@ -82,7 +82,7 @@ def run_jobs(backend: LlamaBackend, engine: Engine, specs: list[JobSpec]) -> dic
         job_spec, slot = specs[i], engine.acquire()
         seed, prompt = job_spec.seed or 0, backend.prompt_tokens(job_spec)
         together.wait()
-        tokens = engine.window(slot, prompt, backend.sampler(job_spec, seed, prompt, 0))
+        tokens = engine.decode(slot, prompt, backend.sampler(job_spec, seed, prompt, 0))
         try:
             with closing(tokens):
                 out[i] = [s.token for s in itertools.islice(tokens, TOKENS)]

@@ -276,7 +276,7 @@ def test_one_failing_sequence_ends_its_job_alone_and_leaves_the_others_exact(
     slot = engine.acquire()
     failing = spec(34, temperature=1.0)
     prompt = backend.prompt_tokens(failing)
-    window = engine.window(slot, prompt, BreaksWhenArmed(failing, 34, backend.vocab, prompt))
+    window = engine.decode(slot, prompt, BreaksWhenArmed(failing, 34, backend.vocab, prompt))
     threads = [threading.Thread(target=neighbour, args=(i,)) for i in range(len(specs))]
     for thread in threads:
         thread.start()

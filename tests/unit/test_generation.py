@@ -176,7 +176,7 @@ class Frames:
     def continuation(self, window: int) -> None:
         self.events.append(ContinuationData(window=window))
 
-    def window(self, data: WindowData) -> None:
+    def publish_window(self, data: WindowData) -> None:
         self.events.append(data)
 
 

@@ -46,8 +46,8 @@ def test_an_attempt_counts_its_tokens_windows_and_outcome(registry: CollectorReg
     assert value(registry, "genq_active_jobs") == 1
     for count in (1, 16, 16, 4):
         observer.tokens(count)
-    observer.window(0, 32)
-    observer.window(1, 37)
+    observer.window_ended(0, 32)
+    observer.window_ended(1, 37)
     observer.ended(JobState.SUCCEEDED, first_token_ms=None)
     assert value(registry, "genq_tokens_generated_total") == 37
     assert value(registry, "genq_windows_completed_total") == 2
@@ -101,7 +101,9 @@ def test_labels_are_models_devices_and_outcomes_never_ids(registry: CollectorReg
         for name, value in sample.labels.items()
         if name != "le"
     }
-    outcomes = {("outcome", o) for o in ("succeeded", "cancelled", "failed", "superseded")}
+    outcomes = {
+        ("outcome", o) for o in ("succeeded", "cancelled", "failed", "superseded", "abandoned")
+    }
     assert labels == {("model", "tiny"), ("model", "other"), ("device", "gpu"), *outcomes}
 
 

@@ -67,7 +67,7 @@ def test_a_job_shorter_than_the_interval_sends_no_event_and_sums_up_its_tokens()
     clock, events, task, attempt = started()
     clock.now += 0.004
     attempt.tokens(16)
-    attempt.window(0, 16)
+    attempt.window_ended(0, 16)
     attempt.ended(JobState.SUCCEEDED, 1)
     assert events.sent == []
     summary = task.summary([GenerateRequest(job_id=JOB)])
@@ -80,7 +80,7 @@ def test_a_long_job_reports_tokens_and_windows_at_most_once_per_interval() -> No
         clock.now += 0.25
         attempt.tokens(16)
         if chunk % 4 == 3:
-            attempt.window(chunk // 4, (chunk + 1) * 16)
+            attempt.window_ended(chunk // 4, (chunk + 1) * 16)
     attempt.ended(JobState.SUCCEEDED, 1)
     assert [e["tokens"] for e in events.sent] == [64, 128, 192, 256]  # at 1, 2, 3 and 4 s
     first = events.sent[0]
@@ -135,7 +135,7 @@ def test_a_resumed_attempt_counts_the_committed_windows_and_names_its_attempt() 
     attempt = task.observe(info(epoch=1))
     attempt.started(info(epoch=1), 2)
     attempt.tokens(10)
-    attempt.window(2, 250)  # the third window ends the job: 250 tokens in all
+    attempt.window_ended(2, 250)  # the third window ends the job: 250 tokens in all
     attempt.ended(JobState.SUCCEEDED, 1)
     summary = task.summary([GenerateRequest(job_id=JOB, epoch=1)])
     assert summary == f"job {JOB}: 250 tokens, 3 windows, succeeded (epoch 1)"
@@ -155,7 +155,7 @@ def test_a_bundle_sums_up_its_jobs() -> None:
         attempt = task.observe(info(request.job_id))
         attempt.started(info(request.job_id), 0)
         attempt.tokens(8)
-        attempt.window(0, 8)
+        attempt.window_ended(0, 8)
         attempt.ended(outcome, 1)
     assert task.summary(requests) == (
         f"3 jobs, first {'a' * 32}: 16 tokens; 1 succeeded, 1 cancelled, 1 not run"

@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 
 import genq
-from genq.producer.client import AsyncJobStream, JobStream
+from genq.producer.streams import AsyncJobStream, JobStream
 
 
 def test_all_has_no_duplicates() -> None:

@@ -107,7 +107,7 @@ class Sink:
     def continuation(self, window: int) -> None:
         pass
 
-    def window(self, data: WindowData) -> None:
+    def publish_window(self, data: WindowData) -> None:
         self.windows.append(data)
 
 

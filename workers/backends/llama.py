@@ -165,7 +165,7 @@ class _Batched:
         self, context: list[int], spec: JobSpec, seed: int, position: int
     ) -> Generator[Sampled]:
         sampler = self._backend.sampler(spec, seed, context, position)
-        return self._engine.window(self._slot, context, sampler)
+        return self._engine.decode(self._slot, context, sampler)
 
     def close(self) -> None:
         self._engine.release(self._slot)

@@ -140,7 +140,7 @@ class RemoteSession:
         self.generated = [committed.text] if committed.text else []
         return committed.text.encode("utf-8")
 
-    def window(self, window: int, size: int, started: int = 0) -> Generator[Piece]:
+    def pieces(self, window: int, size: int, started: int = 0) -> Generator[Piece]:
         spec, backend = self.spec, self.backend
         chat = spec.messages is not None
         path = "/chat/completions" if chat else "/completions"

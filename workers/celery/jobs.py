@@ -162,6 +162,18 @@ def _attempt(
         observer.ended("superseded", pub.first_token_ms)
     except HandOff:
         _hand_off(ctx, request, record, observer, pub.first_token_ms)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Redis went away under the attempt. Nothing can be recorded now, and a failure
+        # recorded once it is back would fail a job that only lost its connection: the
+        # attempt is abandoned instead, its lease lapses and the relay resumes the job,
+        # bit for bit, on whichever worker has a free slot.
+        log.warning(
+            "job abandoned: lost Redis (%s); it resumes from its stream once Redis is back",
+            exc,
+            extra=_fields(pub, record),
+        )
+        observer.ended("abandoned", pub.first_token_ms)
+        raise
     except GenqError as exc:
         _fail(ctx, pub, record, exc)
         raise

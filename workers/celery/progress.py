@@ -79,7 +79,7 @@ class AttemptProgress(JobObserver):
         self._since_window += count
         self._task.maybe_report(self)
 
-    def window(self, window: int, tokens_total: int) -> None:
+    def window_ended(self, window: int, tokens_total: int) -> None:
         self.windows = window + 1
         self._committed, self._since_window = tokens_total, 0
         self._task.maybe_report(self)

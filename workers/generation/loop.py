@@ -47,7 +47,7 @@ class Session(Protocol):
         bytes."""
         ...
 
-    def window(self, window: int, size: int, started: int = 0) -> Generator[Piece]:
+    def pieces(self, window: int, size: int, started: int = 0) -> Generator[Piece]:
         """Up to `size - started` pieces after everything generated so far, `started` being
         the window's tokens already generated (a resume inside the window); ends early,
         setting `end`, when the model ends the job (a remote server may also end a window
@@ -111,7 +111,7 @@ class TokenSession:
         self.output.extend(tokens)
         return b"".join(self.backend.piece(token) for token in tokens)
 
-    def window(self, window: int, size: int, started: int = 0) -> Generator[Piece]:
+    def pieces(self, window: int, size: int, started: int = 0) -> Generator[Piece]:
         backend, spec = self.backend, self.spec
         if self._sequence is None:
             self._sequence = backend.sequence(spec)
@@ -142,7 +142,7 @@ class FrameSink(Protocol):
 
     def token(self, data: TokenData, ending: bool = False) -> None: ...
     def continuation(self, window: int) -> None: ...
-    def window(self, data: WindowData) -> None: ...
+    def publish_window(self, data: WindowData) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ class _Run:
             return  # every token of it reached the stream before its attempt ended: only
             # its frame is due (one more token here would be the next window's, sampled
             # from another context)
-        with closing(self.session.window(window, size, started)) as pieces:
+        with closing(self.session.pieces(window, size, started)) as pieces:
             for produced, piece in enumerate(pieces, started + 1):
                 self.produced += 1
                 self.window_tokens += 1
@@ -252,7 +252,7 @@ class _Run:
             self.logprobs += self.window_logprobs
         self.window_ids, self.window_tokens, self.window_text = [], 0, []
         self.window_logprobs = []
-        self.sink.window(data)
+        self.sink.publish_window(data)
 
 
 def generate(

@@ -36,7 +36,7 @@ from genq.workers.publishing.observe import AttemptInfo, JobObserver
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("succeeded", "cancelled", "failed", "superseded")  # JobObserver.ended's
+OUTCOMES = ("succeeded", "cancelled", "failed", "superseded", "abandoned")  # JobObserver.ended's
 FIRST_TOKEN_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 STOP_WAIT_S = 5.0
@@ -151,8 +151,8 @@ class WorkerMetrics:
         )
         self._jobs = Counter(
             "genq_jobs",
-            "Job attempts ended, by outcome: succeeded, cancelled, failed, or superseded (a "
-            "newer attempt took the job over).",
+            "Job attempts ended, by outcome: succeeded, cancelled, failed, superseded (a "
+            "newer attempt took the job over) or abandoned (Redis was lost under it).",
             (*_LABELS, "outcome"),
             registry=registry,
         )
@@ -220,7 +220,7 @@ class MetricsObserver(JobObserver):
     def tokens(self, count: int) -> None:
         self._series.tokens.inc(count)
 
-    def window(self, window: int, tokens_total: int) -> None:
+    def window_ended(self, window: int, tokens_total: int) -> None:
         self._series.windows.inc()
 
     def ended(self, outcome: str, first_token_ms: int | None) -> None:

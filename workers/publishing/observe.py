@@ -33,13 +33,14 @@ class JobObserver:
         """A token chunk went out with `count` new tokens (counted as they are published,
         so a chunk held back for the final record is reported just before `ended`)."""
 
-    def window(self, window: int, tokens_total: int) -> None:
+    def window_ended(self, window: int, tokens_total: int) -> None:
         """Window `window` (0-based) completed; `tokens_total` in the job so far, committed
         windows of earlier attempts included."""
 
     def ended(self, outcome: str, first_token_ms: int | None) -> None:
         """The attempt ended: `outcome` is succeeded, cancelled, failed, superseded (a
-        newer attempt took the job over) or handed_off (the worker shut down and requeued it:
+        newer attempt took the job over), abandoned (Redis was lost under it: it resumes
+        elsewhere once Redis is back) or handed_off (the worker shut down and requeued it:
         genq.workers.celery.handoff). `first_token_ms`: when its first chunk went out
         (epoch milliseconds), None if it produced none. The `tokens` calls before this add
         up to the tokens this attempt generated (a resume's committed ones are not
@@ -60,9 +61,9 @@ class Observers(JobObserver):
         for o in self._all:
             o.tokens(count)
 
-    def window(self, window: int, tokens_total: int) -> None:
+    def window_ended(self, window: int, tokens_total: int) -> None:
         for o in self._all:
-            o.window(window, tokens_total)
+            o.window_ended(window, tokens_total)
 
     def ended(self, outcome: str, first_token_ms: int | None) -> None:
         for o in self._all:

@@ -158,11 +158,11 @@ class FramePublisher:
         frame = self._frame(ContinuationFrame, ContinuationData(window=window))
         self._pending.append(frame.model_dump_json())
 
-    def window(self, data: WindowData) -> None:
+    def publish_window(self, data: WindowData) -> None:
         """A window that ends the job waits for the final record; any other is published
         at once, so that the relay checkpoints it before the next window is computed."""
         frame = self._frame(WindowFrame, data)
-        self.observer.window(data.window, data.tokens_total)
+        self.observer.window_ended(data.window, data.tokens_total)
         if data.finish_reason is None:
             self._unconfirmed[data.window] = (data, time.monotonic())
             self._publish(frame)

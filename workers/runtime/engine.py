@@ -59,7 +59,7 @@ class Slot:
     todo: list[int] = field(default_factory=list)  # context still to evaluate
     next: int | None = None  # sampled, to decode on the next step
     out: deque[Sampled | GenerationError] = field(default_factory=deque)
-    window: int = 0  # counts windows, so that a closed window's tokens are dropped
+    decodes: int = 0  # counts the slot's decodes, so that a closed decode's tokens are dropped
     order: int = 0  # when its window started: prompt chunks go first come, first served
 
 
@@ -104,21 +104,21 @@ class Engine:
             self._end_window(slot)
             self._free.append(slot)
 
-    def window(self, slot: Slot, context: Sequence[int], sampler: Sampler) -> Generator[Sampled]:
+    def decode(self, slot: Slot, context: Sequence[int], sampler: Sampler) -> Generator[Sampled]:
         """Tokens after `context` on the slot's sequence, endlessly; closing the generator
         ends the window (its sampler is freed)."""
         with self._lock:
             self._end_window(slot)
-            slot.window += 1
+            slot.decodes += 1
             slot.request = _Window(list(context), sampler)
             self._work.notify()
-            window = slot.window
+            decode = slot.decodes
         try:
             while True:
                 yield self._take(slot)
         finally:
             with self._lock:
-                if slot.window == window:
+                if slot.decodes == decode:
                     self._end_window(slot)
 
     def _take(self, slot: Slot) -> Sampled:
@@ -197,7 +197,8 @@ class Engine:
 
     def _build(self) -> list[tuple[Slot, int, int]]:
         """This step's batch, never more than `n_batch` tokens: generating sequences' next
-        tokens, then prompt chunks. The outputs to sample: (slot, batch index, window)."""
+        tokens, then prompt chunks. The outputs to sample: (slot, batch index,
+        the slot's `decodes` then)."""
         for slot in self._slots:
             if slot.request is not None:
                 self._start(slot, slot.request)
@@ -207,7 +208,7 @@ class Engine:
             index = self._decoder.add(slot.next, len(slot.cached), slot.seq, output=True)
             slot.cached.append(slot.next)
             slot.next = None
-            outputs.append((slot, index, slot.window))
+            outputs.append((slot, index, slot.decodes))
         self._add_prompts(outputs)
         return outputs
 
@@ -241,7 +242,7 @@ class Engine:
             index = decoder.add_all(chunk, len(slot.cached), slot.seq, output_last=not slot.todo)
             slot.cached.extend(chunk)
             if not slot.todo:
-                outputs.append((slot, index, slot.window))
+                outputs.append((slot, index, slot.decodes))
 
     def _full(self, slot: Slot) -> None:
         """The window asked for more than its sequence holds (its job's windows never do)."""
@@ -264,8 +265,8 @@ class Engine:
 
     def _sample(self, outputs: list[tuple[Slot, int, int]]) -> None:
         ctx = self._decoder.ctx
-        for slot, index, window in outputs:
-            if slot.window != window or slot.sampler is None:
+        for slot, index, decode in outputs:
+            if slot.decodes != decode or slot.sampler is None:
                 continue  # the window ended while its token was decoded
             try:
                 sampled = slot.sampler.sample(ctx, index)

@@ -1,0 +1,50 @@
+"""kombu's Redis transport, with a channel that closes cleanly after its connection is gone.
+
+Why: when Redis dies under a running worker, Celery's consumer collects the broken broker
+connection (which detaches the transport from it: `transport.client = None`) and then closes
+it. Closing the default channel restores its unacked messages, which asks the channel for a
+new Redis client, whose parameters are read off `transport.client`: an AttributeError, which
+neither kombu's `maybe_close_channel` nor Celery's `ignore_errors` expects, so the worker
+stopped with "Unrecoverable error: AttributeError: 'NoneType' object has no attribute
+'hostname'" (kombu 5.7, celery 5.7) instead of reconnecting.
+
+Mended here: with its transport detached, the channel's `_connparams` raises redis-py's
+ConnectionError, one of the transport's `connection_errors`. Closing then carries on as for
+any lost connection, the consumer reconnects, and the unacked messages stay in kombu's
+unacked hash (restored after the visibility timeout; genq's own leases resume the jobs
+sooner, through the relay).
+
+Borrowed: `kombu.transport.redis.Channel._connparams(asynchronous=False)`, which every new
+client and pool of a channel is built from, and `Transport.Channel`. Fallback (the method
+gone): the subclass changes nothing and kombu behaves as it does. Contract:
+tests/unit/test_adapters.py detaches a channel's transport as Celery does and checks the
+ConnectionError; tests/faults/test_redis_restart.py kills Redis under running jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+
+# Celery's `broker_transport`: the class, by kombu's "module:Class" path.
+TRANSPORT = f"{__name__}:Transport"
+# The URL schemes this transport serves (kombu's own names for its Redis transport).
+SCHEMES = ("redis", "rediss")
+
+
+class Channel(kombu_redis.Channel):
+    """kombu's Redis channel, refusing to connect once its transport is detached."""
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection.client is None:
+            raise redis.ConnectionError("the broker connection is closed")
+        params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+        return params
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with genq's channel."""
+
+    Channel = Channel
