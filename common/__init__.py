@@ -2,6 +2,7 @@
 
 Module map:
     settings       the one settings object (GENQ_* variables), every knob bounded and described
+    handover       the settings a CLI command hands the process it starts: GENQ_PLAN
     schemas        the versioned messages that cross Redis and Celery
     frames         frame protocol v1: what a job's token channel and stream carry
     errors         genq's one error hierarchy, with wire codes and a retryable flag

@@ -397,6 +397,9 @@ class WorkerInfo(_Model):
     device: Device
     models: list[str]
     queues: list[str] = Field(description="The broker queues it consumes.")
+    slots: dict[str, int] = Field(
+        default_factory=dict, description="Jobs it runs at once, per model (its serving plan)."
+    )
     pid: int = Field(description="Its main process.")
     started_ms: int
     heartbeat_ms: int = Field(description="Wall-clock time of its latest heartbeat.")

@@ -1,6 +1,7 @@
 """genq's one settings object: every knob, with its unit, bounds and a description.
 
-Built once at each entry point (CLI command, worker process, test session) and passed down.
+Built once at each entry point (CLI command, worker process, test session) and passed down;
+a process the CLI starts is handed them whole, in GENQ_PLAN (genq.common.handover).
 Every field reads from the environment with the ``GENQ_`` prefix, e.g. ``GENQ_REDIS_URL``.
 """
 
@@ -10,13 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, FieldSerializationInfo, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from genq.common.logs import QUERY_PASSWORD
 from genq.common.schemas import BUNDLE_JOBS_MAX, Device, ModelName
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+# A serialization context key: write secrets in the clear (only for genq.common.handover's
+# GENQ_PLAN); without it the API keys are masked, as in repr.
+REVEAL_SECRETS = "reveal_secrets"
 
 
 def default_cache_dir() -> Path:
@@ -221,6 +225,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
+
+    @field_serializer("api_keys", when_used="json")
+    def _keys_json(self, keys: tuple[SecretStr, ...], info: FieldSerializationInfo) -> list[str]:
+        reveal = bool(info.context and info.context.get(REVEAL_SECRETS))
+        return [key.get_secret_value() if reveal else str(key) for key in keys]
+
+    def with_options(self, **options: Any) -> Settings:
+        """These settings with a command's options over them, validated as the variables
+        are (`worker_models="a,b"` is split)."""
+        return type(self).model_validate({**dict(self), **options})
 
     def gateway_keys(self) -> frozenset[str]:
         """The API keys the gateway accepts: GENQ_API_KEYS and the lines of

@@ -1,9 +1,11 @@
 """The Celery app: `celery -A genq.workers.app worker` (or `genq worker`) runs it.
 
-Settings are read once, here, from GENQ_* environment variables. A worker serves the models of
-its settings (`GENQ_DEVICE`, `GENQ_WORKER_MODELS`; see genq.common.routing): at start it checks that
-it can, and consumes their queues; once ready it records itself in Redis (workers.celery.heartbeat)
-and serves its Prometheus metrics on GENQ_METRICS_PORT (genq.workers.publishing.metrics).
+Settings are read once, when Celery first reads the app's configuration (not at import): the
+plan `genq worker` or `genq flower` handed over in GENQ_PLAN, else the GENQ_* variables
+(genq.common.handover). A worker serves the models of its settings (`GENQ_DEVICE`,
+`GENQ_WORKER_MODELS`; see genq.common.routing): at start it checks that it can, and consumes their
+queues; once ready it records itself in Redis (workers.celery.heartbeat) and serves its
+Prometheus metrics on GENQ_METRICS_PORT (genq.workers.publishing.metrics).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from functools import cached_property
 from typing import Any
 
 from celery import Celery, signals
@@ -20,6 +23,7 @@ from celery.utils.log import get_multiprocessing_logger
 from genq.common.celery_config import celery_config
 from genq.common.connection import connect
 from genq.common.errors import RegistryError
+from genq.common.handover import settings_from_environment
 from genq.common.logs import configure, fields, use_formatter
 from genq.common.registry import ModelRegistry
 from genq.common.routing import Serving, serving, worker_slots
@@ -39,8 +43,8 @@ RESUME_POLL_S = 0.1  # a worker with slots waits on its broker queues this long 
 def pool_config(settings: Settings) -> dict[str, Any]:
     """With slots, one process runs that many jobs at once, each in a thread of Celery's
     threads pool (the jobs of a local model share its engine; a model with fewer slots takes
-    no more, workers.celery.admission); plain `celery -A workers.app worker` reads these too. With
-    one slot, Celery's default (prefork) pool as before."""
+    no more, workers.celery.admission), for `genq worker` and plain `celery -A genq.workers.app
+    worker` alike. With one slot, Celery's default (prefork) pool as before."""
     try:
         slots = worker_slots(settings, ModelRegistry.from_settings(settings))
     except RegistryError:  # reported when the worker starts (_on_worker_init)
@@ -60,13 +64,13 @@ def pool_config(settings: Settings) -> dict[str, Any]:
 
 class GenqCelery(Celery):  # type: ignore[misc]
     """A Celery app that carries genq's settings to its tasks, and whose workers serve the
-    models of those settings."""
+    models of those settings: `settings`, else this process's (read when first needed)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
         super().__init__("genq", include=["genq.workers.celery.tasks"])
-        self.genq_settings = settings
-        self.conf.update(celery_config(settings))
-        self.conf.update(pool_config(settings))
+        if settings is not None:
+            self.genq_settings = settings  # the cached property's value
+        self.on_after_configure.connect(self._on_configure, weak=False)
         self.genq_serving: Serving | None = None  # set in a worker's main process at start
         self.genq_admission: Admission | None = (
             None  # and its free slots (genq.workers.celery.admission)
@@ -83,9 +87,20 @@ class GenqCelery(Celery):  # type: ignore[misc]
         signals.worker_shutting_down.connect(self._on_shutting_down)
         signals.worker_shutdown.connect(self._on_worker_shutdown)
 
+    @cached_property
+    def genq_settings(self) -> Settings:
+        """This process's settings (genq.common.handover), read once."""
+        return settings_from_environment()
+
+    def _on_configure(self, sender: Celery, **_: Any) -> None:
+        """Celery has read its configuration, on first use: genq's settings over it."""
+        if sender is self:
+            self.conf.update(celery_config(self.genq_settings))
+            self.conf.update(pool_config(self.genq_settings))
+
     def _on_worker_init(self, sender: str, instance: Any, **_: Any) -> None:
         """Before the worker sets up: check it can serve its models, and consume their queues
-        (`-Q`, which `genq worker` computes the same way, overrides this)."""
+        (a `-Q` given to celery overrides this)."""
         if instance.app is not self:
             return
         settings = self.genq_settings
@@ -161,6 +176,7 @@ class GenqCelery(Celery):  # type: ignore[misc]
             device=served.device,
             models=list(served.models),
             queues=queues,
+            slots={plan.model: plan.slots for plan in served.plans},
             pid=os.getpid(),
             started_ms=now_ms,
             heartbeat_ms=now_ms,
@@ -192,4 +208,4 @@ class GenqCelery(Celery):  # type: ignore[misc]
             self._metrics_dir = None
 
 
-app = GenqCelery(Settings())
+app = GenqCelery()

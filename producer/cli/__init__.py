@@ -16,7 +16,6 @@ for bad input (nothing was queued), 1 for a failure."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
@@ -68,9 +67,9 @@ def cli(ctx: click.Context, redis_url: str | None) -> None:
     Producers submit jobs; Celery workers run GGUF models (llama-cpp-python) and stream
     tokens over Redis. Configuration comes from GENQ_* environment variables.
     """
-    if redis_url:
-        os.environ["GENQ_REDIS_URL"] = redis_url  # so `genq worker`'s celery sees it too
-    ctx.obj = Settings()
+    # The processes `genq worker`, `relay`, `flower` and `serve` start are handed these
+    # settings (genq.common.handover), --redis-url included.
+    ctx.obj = Settings(redis_url=redis_url) if redis_url else Settings()
 
 
 def main() -> None:

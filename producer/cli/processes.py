@@ -1,6 +1,8 @@
 """Process launchers: `genq worker` (Celery worker on genq's queues), `genq relay` (streams,
-checkpoints, resumes) and `genq flower` (the dashboard). Each checks what it can, then
-becomes the long-running process (exec), configured by the same GENQ_* variables.
+checkpoints, resumes), `genq flower` (the dashboard) and `genq serve` (the gateway). Each
+resolves its settings once (the GENQ_* variables, its options over them), checks what it can,
+then becomes the long-running process (exec) and hands the settings over in one variable,
+GENQ_PLAN (genq.common.handover): it writes no other GENQ_* variable.
 
 These are services: when Redis is unreachable they keep trying to connect (Celery's retries,
 the relay's reconnect loop) rather than exit, so that a stack rides through a Redis restart."""
@@ -9,11 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
 from genq.common.errors import RegistryError
+from genq.common.handover import PLAN_ENV, ProcessPlan, child_environment
 from genq.common.registry import ModelRegistry
 from genq.common.routing import serving
 from genq.common.settings import Settings
@@ -60,7 +63,10 @@ FLOWER_COLUMNS = "name,uuid,state,result,args,received,runtime,worker"
 @click.option("-l", "--loglevel", default="info", show_default=True)
 @click.option("-n", "--hostname", help="Node name (default genq@HOST).")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
 def worker(
+    settings: Settings,
+    /,
     models: str | None,
     device: str,
     slots: int,
@@ -76,14 +82,16 @@ def worker(
     API keys present, a GPU for --device gpu) and exits with status 2 if not. Extra
     arguments go to celery unchanged. The plain celery command works as well, configured by
     the same GENQ_* variables.
+
+    The worker process is handed these settings (GENQ_PLAN) and resolves from them what it
+    serves, its queues and its pool (threads for slots) as this command did, by the same rules.
     """
     if any(arg.startswith(("-Q", "--queues")) for arg in celery_args):
         fail("-Q/--queues is replaced by --models and --device (queues are per model)", EXIT_USAGE)
+    options: dict[str, Any] = {"device": device, "slots": slots}
     if models is not None:
-        os.environ["GENQ_WORKER_MODELS"] = models
-    os.environ["GENQ_DEVICE"] = device  # so that the worker process serves the same
-    os.environ["GENQ_SLOTS"] = str(slots)
-    settings = Settings()
+        options["worker_models"] = models
+    settings = settings.with_options(**options)
     try:
         served = serving(settings, ModelRegistry.from_settings(settings))
     except RegistryError as exc:
@@ -95,15 +103,12 @@ def worker(
             "workers",
             EXIT_USAGE,
         )
-    pool = (
-        ["-P", "threads", "-c", str(served.slots)]
-        if served.slots > 1
-        else ["-c", str(concurrency or 1)]
-    )
+    # With slots the app's configuration picks the threads pool (genq.workers.app.pool_config);
+    # with one, Celery's prefork pool of -c processes, one unless asked.
+    pool = [] if served.slots > 1 else ["-c", str(concurrency or 1)]
     _exec_celery(
+        settings,
         "worker",
-        "-Q",
-        ",".join(served.queues),
         *pool,
         "-l",
         loglevel,
@@ -114,21 +119,23 @@ def worker(
     )
 
 
-def _exec_celery(command: str, *args: str) -> NoReturn:
-    """Become `celery -A genq.workers.app COMMAND ARGS` (genq's Celery app)."""
-    os.execv(
-        sys.executable, [sys.executable, "-m", "celery", "-A", "genq.workers.app", command, *args]
-    )
+def _exec_celery(settings: Settings, command: str, *args: str) -> NoReturn:
+    """Become `celery -A genq.workers.app COMMAND ARGS` (genq's Celery app), handed
+    `settings`."""
+    argv = [sys.executable, "-m", "celery", "-A", "genq.workers.app", command, *args]
+    os.execve(sys.executable, argv, child_environment(settings))
 
 
 @click.command()
-def relay() -> NoReturn:
+@click.pass_obj
+def relay(settings: Settings) -> NoReturn:
     """Start a relay: turns every job's live frames into a replayable Redis Stream,
     checkpoints continuation windows, and resumes jobs whose worker died (lease reaper).
 
     Run one or two per deployment; two relays never duplicate or double-act.
     """
-    os.execv(sys.executable, [sys.executable, "-m", "genq.workers.relay"])
+    argv = [sys.executable, "-m", "genq.workers.relay"]
+    os.execve(sys.executable, argv, child_environment(settings))
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -157,8 +164,14 @@ def relay() -> NoReturn:
     "[env FLOWER_URL_PREFIX].",
 )
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
 def flower(
-    port: int, address: str, url_prefix: str | None, flower_args: tuple[str, ...]
+    settings: Settings,
+    /,
+    port: int,
+    address: str,
+    url_prefix: str | None,
+    flower_args: tuple[str, ...],
 ) -> NoReturn:
     """Start Flower, Celery's web dashboard, on genq's workers and tasks: `celery -A
     genq.workers.app flower`, with the Redis of GENQ_REDIS_URL (its password never shown).
@@ -174,6 +187,7 @@ def flower(
     (/api/...) answers only with authentication, or FLOWER_UNAUTHENTICATED_API=true.
     """
     _exec_celery(
+        settings,
         "flower",
         f"--port={port}",
         f"--address={address}",
@@ -209,7 +223,8 @@ LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
     show_default=True,
     help="Gateway processes (uvicorn workers); any of them serves any stream.",
 )
-def serve(host: str, port: int, workers: int) -> None:
+@click.pass_obj
+def serve(settings: Settings, /, host: str, port: int, workers: int) -> None:
     """Start the OpenAI-compatible gateway: /v1/models, /v1/completions,
     /v1/chat/completions (streamed over SSE or not), /v1/files, /v1/batches, streams that
     survive disconnects (/v1/jobs/ID/stream with Last-Event-ID), and a page at /.
@@ -220,8 +235,7 @@ def serve(host: str, port: int, workers: int) -> None:
     """
     import uvicorn
 
-    os.environ["GENQ_HTTP_HOST"], os.environ["GENQ_HTTP_PORT"] = host, str(port)
-    settings = Settings()
+    settings = settings.with_options(http_host=host, http_port=port)
     try:
         keys = settings.gateway_keys()
     except OSError as exc:
@@ -239,6 +253,9 @@ def serve(host: str, port: int, workers: int) -> None:
             file=sys.stderr,
             flush=True,
         )
+    # Each gateway process (uvicorn's workers inherit this environment) reads the settings
+    # resolved here: the one variable this command writes.
+    os.environ[PLAN_ENV] = ProcessPlan.of(settings).to_json()
     uvicorn.run(
         "genq.producer.gateway.app:create_app",
         factory=True,

@@ -9,13 +9,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from genq.common.handover import settings_from_environment
 from genq.common.settings import Settings
 from genq.producer.gateway import auth, errors, page, routes
 from genq.producer.gateway.serving import Serving
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    """The gateway, on `settings` or this process's (`genq serve`'s plan, else the GENQ_*
+    variables: genq.common.handover)."""
+    settings = settings or settings_from_environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

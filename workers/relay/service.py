@@ -42,6 +42,7 @@ from genq.common.connection import connect, connect_bytes
 from genq.common.dispatch import Dispatch, Dispatcher
 from genq.common.errors import ErrorCode
 from genq.common.frames import ErrorData, ErrorFrame
+from genq.common.handover import settings_from_environment
 from genq.common.lifecycle import end_unstarted
 from genq.common.logs import configure, fields
 from genq.common.routing import queue_device
@@ -211,7 +212,7 @@ class Relay:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = settings_from_environment()  # `genq relay`'s plan, else GENQ_* variables
     configure(settings.log_format, {"relay": f"relay@{socket.gethostname()}:{os.getpid()}"})
     stop = threading.Event()
 
