@@ -32,12 +32,12 @@ from dataclasses import asdict, dataclass, replace
 import llama_cpp as lc
 import numpy as np
 
-from genq.common.adapters.ggml_invariance import TILED_MM
 from ops.localstack import StackError
 
 RUN_TIMEOUT_S = 900.0
 WARM_TOKENS = 4
 MICRO_ROUNDS = 20  # greedy-chain samples per sequence after the run
+TILED_MM = "GGML_CPU_TILED_MM"  # ggml's tiled K-quant product; 0: off (read once)
 Pick = Callable[[int], int]  # a batch index -> the token picked from its logits
 
 

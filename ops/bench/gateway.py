@@ -23,25 +23,22 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from genq.common.prompts import prompt_tokens
+from genq import Client
 from genq.common.registry import LlamaModelConfig, ModelRegistry
-from genq.producer.client import Client
-from ops.bench import genq_stream, inprocess, llama_server_bin
+from ops.bench import llama_server_bin, paths, stream
 from ops.bench.llama_server_peer import LlamaCppServer
-from ops.bench.measure import MS_PER_S, PathResult, Run
-from ops.bench.report import met, say
-from ops.bench.stack import Stack, local_stack
-from ops.bench.workload import (
+from ops.bench.report import (
     BAN_BIAS,
     BENCH_MODEL,
-    REAL_MODEL_TOKENS,
-    REQUESTED_TOKENS,
-    TINY,
+    MS_PER_S,
+    PathResult,
+    Run,
     Workload,
-    base_spec,
-    fit,
     job_model,
+    met,
+    say,
 )
+from ops.bench.stack import Stack, local_stack
 from ops.llamaserver import HOST, LlamaServer, missing_modules
 from ops.localstack import Gateway
 
@@ -79,7 +76,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         registry = ModelRegistry.from_settings(stack.settings)
         name = job_model(args.model)
         path, config = registry.local_path(name), registry.llama(name)
-        workload, eos = _workload(args, name, path, config)
+        workload, eos = stream.workload_for(args, name, path, config, 2000, 128)
         say(workload.describe(), f"gateway {gateway.url}: 1 uvicorn process; 1 relay, 1 worker")
         pair = _alternate(gateway, stack, workload, args.gateway_jobs, args.warmup)
         concurrent = asyncio.run(_concurrent(gateway, args.gateway_clients))
@@ -95,20 +92,6 @@ def _gateway(stack: Stack, cache: Path) -> Iterator[Gateway]:
         yield gateway
     finally:
         gateway.stop()
-
-
-def _workload(
-    args: argparse.Namespace, name: str, path: Path, config: LlamaModelConfig
-) -> tuple[Workload, int]:
-    """The job (one context window, as in the stream section), and the model's EOS id. The
-    tiny model's stray byte tokens are banned on every path, as in the stream section."""
-    tiny = args.model == TINY
-    size = args.max_tokens or (REQUESTED_TOKENS if tiny else REAL_MODEL_TOKENS)
-    with inprocess.vocabulary(path) as vocab:
-        banned = inprocess.non_utf8_tokens(vocab) if args.utf8_only and tiny else []
-        spec = base_spec(args.prompt, args.seed, size, banned, model=name)
-        count, eos = len(prompt_tokens(vocab, spec, config)), vocab.token_eos()
-    return fit(spec, count, config.n_ctx), eos
 
 
 def _request(workload: Workload, eos: int | None) -> dict[str, Any]:
@@ -150,7 +133,7 @@ def sdk_run(sdk: openai.OpenAI, model: str, request: dict[str, Any]) -> Run:
         usage = chunk.usage.completion_tokens if chunk.usage else usage
     ended = time.perf_counter()
     if first is None or finish != "length":
-        raise genq_stream.BenchJobFailed(f"an SDK stream ended with {finish!r}, no text: {first}")
+        raise paths.BenchJobFailed(f"an SDK stream ended with {finish!r}, no text: {first}")
     return Run(pieces if usage is None else usage, first - started, ended - first)
 
 
@@ -173,11 +156,11 @@ def _alternate(
         def through_gateway() -> Run:
             run = sdk_run(sdk, model, request)
             if run.tokens != workload.tokens:
-                raise genq_stream.BenchJobFailed(f"the gateway streamed {run.tokens} tokens")
+                raise paths.BenchJobFailed(f"the gateway streamed {run.tokens} tokens")
             return run
 
         def through_client() -> Run:
-            return genq_stream.run_once(client, workload).run
+            return paths.exact_genq(client, workload)
 
         for n in range(warmup + jobs):
             order = [(through_gateway, via_gateway), (through_client, via_client)]

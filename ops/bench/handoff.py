@@ -26,13 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genq.common.errors import JobFailed, StreamTimeout
+from genq import Client, JobFailed, StreamTimeout
 from genq.common.frames import Frame, ResumeFrame, TokenFrame
-from genq.producer.client import Client
-from ops.bench.recovery import entries, holder
-from ops.bench.report import met, say
+from ops.bench.recovery import holder
+from ops.bench.report import TINY, job_model, met, say
 from ops.bench.stack import Stack, local_stack
-from ops.bench.workload import TINY, job_model
 from ops.localstack import Worker
 
 TARGET_S = 0.5  # signal -> first token of the new epoch, median of the runs
@@ -86,8 +84,13 @@ class Watch:
     token_ms: int | None = None  # the new epoch's first token frame's ts_ms
     token_seen_ms: float | None = None  # when this reader got it
     epoch0_tokens: int = 0
+    windows: int = 0  # epoch 0's window frames seen: the relay checkpoints before it writes
+    frames: list[Frame] = field(default_factory=list)
 
     def see(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        if frame.type == "window" and frame.epoch == 0:
+            self.windows += 1
         if isinstance(frame, TokenFrame) and frame.epoch == 0:
             self.epoch0_tokens += len(frame.data.token_ids) or frame.data.count
             if self.signalled_ms is None and self.epoch0_tokens >= self.signal_after:
@@ -202,7 +205,7 @@ def _one_run(stack: Stack, client: Client, job: HandoffJob, expected: str) -> Ru
     signalled: list[ExitWatch] = []
 
     def send() -> float | None:
-        if client.redis.llen(client.keys.checkpoint(handle.job_id)) < WINDOWS_BEFORE:
+        if watch.windows < WINDOWS_BEFORE:
             return None  # checked again at the next token frame
         worker = stack.worker(holder(client, handle.job_id))
         other = next(w for w in stack.workers if w is not worker)
@@ -229,11 +232,10 @@ def _one_run(stack: Stack, client: Client, job: HandoffJob, expected: str) -> Ru
     if not signalled:
         raise HandoffFailed(f"job {handle.job_id}: ended before its windows were checkpointed")
     moved = holder(client, handle.job_id) != signalled[0].worker.name
-    return _result(client, handle.job_id, watch, same, signalled[0], moved)
+    return _result(handle.job_id, watch, same, signalled[0], moved)
 
 
 def _result(
-    client: Client,
     job_id: str,
     watch: Watch,
     same: bool,
@@ -245,7 +247,7 @@ def _result(
             f"job {job_id}: signalled {watch.signalled_ms is not None}, resumed "
             f"{watch.resume_ms is not None}, new-epoch token {watch.token_ms is not None}"
         )
-    frames = entries(client, job_id)
+    frames = watch.frames
     resume = next(f for f in frames if isinstance(f, ResumeFrame))
     lost = sum(len(f.data.token_ids) for f in frames if isinstance(f, TokenFrame) and f.epoch == 0)
     at = watch.signalled_ms

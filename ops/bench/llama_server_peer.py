@@ -27,16 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from genq.common.errors import GenqError
+from genq import GenqError, JobSpec, Settings
 from genq.common.registry import ModelRegistry
-from genq.common.schemas import JobSpec
-from genq.common.settings import Settings
-from genq.workers.backends.remote import sse_data
 from ops.bench import llama_server_bin
-from ops.bench.measure import MS_PER_S, Run
-from ops.bench.openai_server import REQUEST_TIMEOUT_S, ServerError
+from ops.bench.paths import REQUEST_TIMEOUT_S, ServerError, sse_data
+from ops.bench.report import DEFAULT_PROMPT, DEFAULT_SEED, MS_PER_S, Run, default_model, job_model
 from ops.bench.stack import print_tail
-from ops.bench.workload import DEFAULT_PROMPT, DEFAULT_SEED, default_model, job_model
 from ops.llamaserver import HOST, LlamaServer
 from ops.localstack import StackError
 

@@ -19,11 +19,10 @@ from typing import Any
 import psutil
 import redis
 
-from genq.producer.client import Client
-from ops.bench.procs import BenchProcess, running
+from genq import Client
 from ops.bench.reader import READY
 from ops.bench.report import mb, met, say
-from ops.bench.stack import Stack, local_stack
+from ops.bench.stack import BenchProcess, Stack, local_stack, running
 from ops.localstack import StackError
 
 FLAT_BYTES = 10_000_000  # target: relay and reader within 10 MB of where they started

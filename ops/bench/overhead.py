@@ -4,8 +4,8 @@ back in plain processes, with as many processes on each side.
 genq: one batch of `jobs` jobs (200 of 16 tokens each by default, EOS banned, fixed seeds) on
 the benchmark's model, run by 2 worker processes with a relay running, timed from the submit
 call until `BatchHandle.wait()` returns. Baseline: 2 processes (ops/bench/overhead_child.py),
-each with the model loaded as a worker loads it, running half the jobs one after another
-through the worker's own generation loop, each from a fresh context, timed
+each with the model loaded by llama-cpp-python alone, running half the jobs one after
+another (`Llama.generate()`), each from a fresh context, timed
 from the first one's start to the last one's end (model loading excluded on both sides: the
 workers run warm-up jobs first). The job records' timestamps then say where genq's time went.
 
@@ -36,13 +36,10 @@ from typing import Any
 
 import psutil
 
-from genq.producer.batches import BatchHandle
-from genq.producer.client import Client, JobHandle
+from genq import BatchHandle, Client, JobHandle
 from ops.bench.overhead_child import READY
-from ops.bench.procs import BenchProcess, running
-from ops.bench.report import met, say
-from ops.bench.stack import Stack, local_stack
-from ops.bench.workload import job_model
+from ops.bench.report import job_model, met, say
+from ops.bench.stack import BenchProcess, Stack, local_stack, running
 from ops.localstack import StackError
 
 PROCESSES = 2  # worker processes, and baseline processes, unless --overhead-processes
@@ -55,7 +52,6 @@ TIMEOUT_S = 600.0
 WARM_JOBS = 10  # per round, until every worker has run one (and so loaded the model)
 WARM_ROUNDS = 10
 POOL_ROLE = "worker pool processes"
-_RECORD_FIELDS = ("worker", "submitted_ms", "started_ms", "finished_ms")
 
 
 @dataclass(frozen=True)
@@ -203,14 +199,8 @@ def cpu_seconds(roles: dict[str, list[psutil.Process]]) -> dict[str, float]:
 
 
 def job_times(client: Client, handle: BatchHandle[JobHandle]) -> list[JobTimes]:
-    pipe = client.redis.pipeline(transaction=False)
-    for job_id in handle.job_ids():
-        pipe.hmget(client.keys.job(job_id), _RECORD_FIELDS)
-    rows: list[list[str]] = pipe.execute()
-    return [
-        JobTimes(worker, int(submitted), int(started), int(finished))
-        for worker, submitted, started, finished in rows
-    ]
+    records = [client.record(job_id) for job_id in handle.job_ids()]
+    return [JobTimes(r.worker, r.submitted_ms, r.started_ms, r.finished_ms) for r in records]
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:

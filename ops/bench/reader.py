@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
+from genq import Client, Settings
 from genq.common.frames import TokenFrame
-from genq.common.settings import Settings
-from genq.producer.client import Client
 
 READY = "ready"
 TIMEOUT_S = 1800.0
@@ -20,7 +19,7 @@ TIMEOUT_S = 1800.0
 
 def main() -> int:
     with Client(Settings()) as client:
-        client.redis.ping()
+        client.workers()  # connected before the job starts
         print(READY, flush=True)
         job_id = sys.stdin.readline().strip()
         frames = tokens = 0

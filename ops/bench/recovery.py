@@ -25,13 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genq.common.errors import JobFailed, StreamTimeout
-from genq.common.frames import Frame, ResumeFrame, TokenFrame, parse_frame
-from genq.common.schemas import JobRecord
-from genq.producer.client import Client, JobHandle
-from ops.bench.report import met, say
+from genq import Client, JobFailed, JobHandle, StreamTimeout
+from genq.common.frames import Frame, ResumeFrame, TokenFrame
+from ops.bench.report import TINY, met, say
 from ops.bench.stack import Stack, local_stack
-from ops.bench.workload import TINY
 
 STREAM_TIMEOUT_S = 180.0
 SLACK_S = 2.0  # target: next token within lease TTL + this
@@ -159,31 +156,31 @@ def _one_run(stack: Stack, client: Client, job: RecoveryJob, run: int, expected:
         killed.append(holder(client, handle.job_id))
         stack.worker(killed[0]).signal(signal.SIGKILL)
 
+    frames: list[Frame] = []
     try:
         with handle.stream(timeout=STREAM_TIMEOUT_S) as stream:
             for frame in stream:
+                frames.append(frame)
                 watch.see(frame, kill)
             text, result = stream.text, stream.result
     finally:  # the next run has two workers again, whatever became of this one
         if killed:
             stack.worker(killed[0]).stop()  # reaps it
             stack.start_worker(killed[0])
-    return _result(client, handle, watch, text == result.text == expected)
+    return _result(handle, frames, watch, text == result.text == expected)
 
 
 def holder(client: Client, job_id: str) -> str:
     """The name of the worker running the job now (its node is `name@host`)."""
-    record = JobRecord.from_hash(client.redis.hgetall(client.keys.job(job_id)))
-    return record.worker.partition("@")[0]
+    return client.record(job_id).worker.partition("@")[0]
 
 
-def _result(client: Client, handle: JobHandle, watch: Watch, same: bool) -> RunResult:
+def _result(handle: JobHandle, frames: list[Frame], watch: Watch, same: bool) -> RunResult:
     if watch.killed_ms is None or watch.resume_ms is None or watch.token_ms is None:
         raise RecoveryFailed(
             f"job {handle.job_id}: killed {watch.killed_ms is not None}, resumed "
             f"{watch.resume_ms is not None}, epoch-1 token {watch.token_ms is not None}"
         )
-    frames = entries(client, handle.job_id)
     resume = next(f for f in frames if isinstance(f, ResumeFrame))
     seen = (watch.token_seen_ms or watch.token_ms) - watch.killed_ms
     made = generated(frames, watch.killed_ms)
@@ -205,11 +202,6 @@ def generated(frames: Sequence[Frame], stopped_ms: float) -> float:
     span_ms = chunks[-1].ts_ms - chunks[0].ts_ms
     rate = (streamed - len(chunks[0].data.token_ids)) / span_ms if span_ms > 0 else 0.0
     return streamed + rate * max(stopped_ms - chunks[-1].ts_ms, 0.0)
-
-
-def entries(client: Client, job_id: str) -> list[Frame]:
-    raw: list[tuple[str, dict[str, str]]] = client.redis.xrange(client.keys.stream(job_id))  # type: ignore[assignment]
-    return [parse_frame(fields["f"]) for _id, fields in raw]
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:

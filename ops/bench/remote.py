@@ -20,17 +20,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from genq.common.prompts import prompt_tokens
-from genq.common.registry import ModelRegistry
-from genq.common.schemas import JobSpec
-from genq.producer.client import Client
-from ops.bench import genq_stream, inprocess, openai_server, remote_concurrent
-from ops.bench.measure import MS_PER_S, Run
-from ops.bench.report import met, say
+from genq import Client, JobSpec
+from genq.common.registry import LlamaModelConfig, ModelRegistry
+from ops.bench import paths, remote_concurrent
+from ops.bench.report import BENCH_MODEL, MS_PER_S, Run, Workload, base_spec, fit, met, say
 from ops.bench.stack import Stack, local_stack, print_tail
-from ops.bench.streaming import Model
-from ops.bench.workload import BENCH_MODEL, Workload, base_spec, fit
-from ops.llamaserver import HOST
+from ops.llamaserver import HOST, LlamaServer, missing_modules
 from ops.localstack import StackError
 
 TARGET_RATIO = 0.9  # genq tok/s over direct tok/s, at least (median over rounds)
@@ -38,6 +33,16 @@ REMOTE_MODEL = "tiny-remote"  # the registry entry the worker streams from the s
 WARM_TOKENS = 16
 SETTLE_S = 0.2  # between passes: the worker's acks and events after a pass are not the next's
 DIRECT = "direct SSE client"
+SERVER = "llama_cpp.server SSE"
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    path: Path
+    config: LlamaModelConfig
+
+
 GENQ = "genq remote backend"
 
 
@@ -79,7 +84,7 @@ class Round:
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
-    missing = openai_server.missing_modules()
+    missing = missing_modules()
     if missing:
         say(f'skipped: missing {", ".join(missing)} (pip install "llama-cpp-python[server]")')
         return
@@ -92,7 +97,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         _add_remote_model(stack, server.port, workload.tokens)
         stack.start_worker()
         client = resources.enter_context(Client(stack.settings))
-        say(f"{openai_server.NAME}: {server.command_line()}", workload.describe())
+        say(f"{SERVER}: {server.command_line()}", workload.describe())
         say(f"genq: 1 relay, 1 worker process (concurrency 1), model {REMOTE_MODEL!r}")
         load_before = os.getloadavg()[0]
         paths = _paths(client, server, workload, eos)
@@ -138,17 +143,19 @@ def _load_line(before: float) -> str:
 
 def _workload(args: argparse.Namespace, model: Model) -> tuple[Workload, int]:
     """The job, EOS biased away (the server has no ignore_eos), and the EOS token id."""
-    with inprocess.vocabulary(model.path) as vocab:
-        banned = inprocess.non_utf8_tokens(vocab) if args.utf8_only else []
+    with paths.vocabulary(model.path) as vocab:
+        banned = paths.non_utf8_tokens(vocab) if args.utf8_only else []
         eos = vocab.token_eos()
-        spec = base_spec(args.prompt, args.seed, args.remote_tokens, [*banned, eos])
+        spec = base_spec(args.prompt, args.seed, args.remote_tokens, [*banned, eos], BENCH_MODEL)
         spec = spec.model_copy(update={"model": REMOTE_MODEL, "ignore_eos": False})
-        return fit(spec, len(prompt_tokens(vocab, spec)), model.config.n_ctx), eos
+        return fit(
+            spec, len(paths.prompt_tokens(vocab, spec.prompt or "")), model.config.n_ctx
+        ), eos
 
 
 @contextmanager
-def _server(model: Model, cache: Path) -> Iterator[openai_server.LlamaServer]:
-    server = openai_server.LlamaServer(model.path, model.config, cache / "remote-server.log")
+def _server(model: Model, cache: Path) -> Iterator[LlamaServer]:
+    server = LlamaServer(model.path, model.config, cache / "remote-server.log")
     try:
         yield server.start()
     except Exception:  # the server's last words; not on Ctrl-C
@@ -177,17 +184,15 @@ class Paths:
     workload: Workload
 
 
-def _paths(
-    client: Client, server: openai_server.LlamaServer, workload: Workload, eos: int
-) -> Paths:
+def _paths(client: Client, server: LlamaServer, workload: Workload, eos: int) -> Paths:
     def direct(job: Workload) -> Run:
         try:
-            return openai_server.run_once(server.port, openai_server.request_body(job, eos))[0]
-        except (openai_server.ServerError, OSError, http.client.HTTPException) as exc:
-            raise StackError(f"{openai_server.NAME}: a streamed completion failed: {exc}") from exc
+            return paths.stream_sse(HOST, server.port, paths.request_body(job.spec, eos))[0]
+        except (paths.ServerError, OSError, http.client.HTTPException) as exc:
+            raise StackError(f"{SERVER}: a streamed completion failed: {exc}") from exc
 
     def genq(job: Workload) -> Run:
-        return genq_stream.stream_job(client, job).run
+        return paths.stream_genq(client, job.spec)
 
     return Paths(direct, genq, workload)
 

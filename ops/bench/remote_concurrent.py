@@ -15,11 +15,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from genq import Client
 from genq.common.frames import DoneFrame, ErrorFrame, TokenFrame
-from genq.producer.client import Client
-from ops.bench.genq_stream import STREAM_TIMEOUT_S, BenchJobFailed
-from ops.bench.report import met, say
-from ops.bench.workload import Workload
+from ops.bench.paths import STREAM_TIMEOUT_S, BenchJobFailed
+from ops.bench.report import Workload, met, say
 
 TARGET_RATIO = 0.9  # genq aggregate tok/s over the direct clients', at least (median)
 SETTLE_S = 0.2  # between passes

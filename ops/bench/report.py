@@ -1,27 +1,135 @@
-"""What the benchmark prints: the machine, versions, and the closing table."""
+"""What every section shares: the job it runs (`Workload`), what one streamed job looked like
+(`Run`, `PathResult`), and how figures are printed (the machine, versions, tables, verdicts).
+
+Every path is timed alike: `first_token_s` from the start (a call, a submit, a request) to
+the first token, `span_s` from there to the end. Decode rate is `(tokens - 1) / span_s`, so
+prompt evaluation and first-token latency stay out of it.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
-from ops.bench.measure import PathResult
+from genq import JobSpec, PromptTooLong
+from genq.common import gemma
 
-DISTRIBUTIONS = (
-    "genq",
-    "llama-cpp-python",
-    "celery",
-    "redis",
-    "hiredis",  # redis-py's reply parser when installed; the relay's speed depends on it
-    "pydantic",
-    "uvicorn",
-    "fastapi",
-)
+MS_PER_S = 1000.0
+TINY = "tiny"
+# The tiny model's weights with a context that holds the whole streaming job in one window.
+BENCH_MODEL = "tiny-long"
+BENCH_N_CTX = 2304
+BAN_BIAS = -100.0  # the lowest logit bias a JobSpec takes; far below the tiny model's logits
+DEFAULT_PROMPT = "Once upon a time"
+DEFAULT_SEED = 1234
+DISTRIBUTIONS = ("genq", "llama-cpp-python", "celery", "redis", "hiredis", "pydantic", "uvicorn")
+
+
+def default_model() -> str:
+    """`gemma-3-270m` when its package is installed, else the tiny model."""
+    return gemma.NAME if gemma.installed() else TINY
+
+
+def job_model(model: str) -> str:
+    """The registry entry jobs name: BENCH_MODEL for `tiny`, the model itself otherwise."""
+    return BENCH_MODEL if model == TINY else model
+
+
+@dataclass(frozen=True)
+class Workload:
+    """`spec` is what genq is sent; the other paths read their parameters from it."""
+
+    spec: JobSpec
+    requested_tokens: int
+    prompt_tokens: int
+
+    @property
+    def tokens(self) -> int:
+        return self.spec.max_tokens
+
+    def describe(self) -> str:
+        spec = self.spec
+        banned = f", {len(spec.logit_bias)} tokens banned" if spec.logit_bias else ""
+        cut = "" if self.tokens == self.requested_tokens else f" (asked {self.requested_tokens})"
+        return (
+            f"job: {self.tokens} tokens{cut} after a {self.prompt_tokens}-token prompt, one "
+            f"window in genq; temperature {spec.temperature}, top_k {spec.top_k}, top_p "
+            f"{spec.top_p}, min_p {spec.min_p}, seed {spec.seed}, EOS banned{banned}"
+        )
+
+
+def base_spec(prompt: str, seed: int, tokens: int, banned: Sequence[int], model: str) -> JobSpec:
+    """`banned`: token ids every path bans with the same logit bias, besides EOS."""
+    bias = dict.fromkeys(banned, BAN_BIAS)
+    return JobSpec(
+        model=model, prompt=prompt, seed=seed, max_tokens=tokens, ignore_eos=True, logit_bias=bias
+    )
+
+
+def fit(spec: JobSpec, prompt_tokens: int, n_ctx: int) -> Workload:
+    """The largest job of at most `spec.max_tokens` tokens that fits one context, run by genq
+    as one window (its default window would split it: another prompt evaluation)."""
+    size = min(spec.max_tokens, n_ctx - prompt_tokens)
+    if size < 2:
+        raise PromptTooLong(f"a {prompt_tokens}-token prompt leaves no room in n_ctx {n_ctx}")
+    fitted = spec.model_copy(update={"max_tokens": size, "window_tokens": size})
+    return Workload(fitted, spec.max_tokens, prompt_tokens)
+
+
+@dataclass(frozen=True)
+class Run:
+    tokens: int
+    first_token_s: float
+    span_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return (self.tokens - 1) / self.span_s if self.tokens > 1 and self.span_s > 0 else 0.0
+
+    @property
+    def job_s(self) -> float:
+        return self.first_token_s + self.span_s
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """One path's measured runs (warm-ups excluded); medians over them."""
+
+    name: str
+    runs: Sequence[Run]
+
+    @property
+    def tokens(self) -> int:
+        return min(run.tokens for run in self.runs)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return statistics.median(run.tokens_per_s for run in self.runs)
+
+    @property
+    def first_token_ms(self) -> float:
+        return statistics.median(run.first_token_s for run in self.runs) * MS_PER_S
+
+    @property
+    def job_ms(self) -> float:
+        return statistics.median(run.job_s for run in self.runs) * MS_PER_S
+
+    @property
+    def first_token_p90_ms(self) -> float:
+        return percentile([run.first_token_s for run in self.runs], 90) * MS_PER_S
+
+
+def percentile(values: Sequence[float], pct: int) -> float:
+    """Inclusive percentile (the median at 50); the single value for one sample."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
 def machine() -> str:
@@ -37,60 +145,48 @@ def versions() -> str:
             found.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
             found.append(f"{name} (not installed)")
-    found.append(_redis_server_version())
-    return "versions: " + ", ".join(found)
-
-
-def openmp() -> str:
-    policy = os.environ.get("OMP_WAIT_POLICY")
-    spin = "spin (OpenMP's default)" if policy is None else policy
-    return f"OpenMP idle threads (OMP_WAIT_POLICY, every process of the run): {spin}"
-
-
-def _redis_server_version() -> str:
     binary = shutil.which("redis-server")
-    if binary is None:
-        return "redis-server (not found)"
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
-    words = [w for w in out.stdout.split() if w.startswith("v=")]
-    return f"redis-server {words[0].removeprefix('v=')}" if words else "redis-server (unknown)"
+    out = subprocess.run(
+        [binary or "false", "--version"], capture_output=True, text=True, check=False
+    )
+    found += [w.replace("v=", "redis-server ") for w in out.stdout.split() if w.startswith("v=")]
+    policy = os.environ.get("OMP_WAIT_POLICY", "spin (OpenMP's default)")
+    return f"versions: {', '.join(found)}\nOpenMP idle threads (OMP_WAIT_POLICY): {policy}"
 
 
-@dataclass(frozen=True)
-class Row:
-    result: PathResult
-    ratio: str  # tok/s against the path it is compared with, e.g. "0.85 x in-process"
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; the first left-aligned, the others right."""
+    lines = [list(header), *map(list, rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for line in lines:
+        pairs = enumerate(zip(line, widths, strict=True))
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs]
+        out.append("  ".join(cells).rstrip())
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def path_table(rows: Sequence[tuple[PathResult, str]]) -> str:
+    """Streamed paths side by side; each row's last cell its ratio to another path."""
+    header = ("path", "tokens", "tok/s", "first-token ms", "p90 ms", "job ms", "ratio (tok/s)")
+    return table(header, [_path_cells(res, ratio) for res, ratio in rows])
+
+
+def _path_cells(res: PathResult, ratio: str) -> list[str]:
+    return [
+        f"{res.name} [{len(res.runs)} jobs]",
+        str(res.tokens),
+        f"{res.tokens_per_s:,.0f}",
+        f"{res.first_token_ms:.2f}",
+        f"{res.first_token_p90_ms:.2f}",
+        f"{res.job_ms:.1f}",
+        ratio,
+    ]
 
 
 def ratio(result: PathResult, base: PathResult, label: str) -> str:
     return f"{result.tokens_per_s / base.tokens_per_s:.2f} x {label}"
-
-
-def table(rows: Sequence[Row]) -> str:
-    header = ("path", "tokens", "tok/s", "first-token ms", "p90 ms", "job ms", "ratio (tok/s)")
-    lines = [header]
-    for row in rows:
-        res = row.result
-        lines.append(
-            (
-                f"{res.name} [{len(res.runs)} jobs]",
-                str(res.tokens),
-                f"{res.tokens_per_s:,.0f}",
-                f"{res.first_token_ms:.2f}",
-                f"{res.first_token_p90_ms:.2f}",
-                f"{res.job_ms:.1f}",
-                row.ratio,
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = []
-    for n, line in enumerate(lines):
-        pairs = enumerate(zip(line, widths, strict=True))
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs]
-        out.append("  ".join(cells).rstrip())
-        if n == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
 
 
 def say(*lines: str) -> None:

@@ -26,19 +26,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from subprocess import Popen
 
+import llama_cpp as lc
 import psutil
 
-from genq.common.adapters.ggml_invariance import invariant_build
+from genq import Client, JobResult, JobSpec
 from genq.common.registry import LlamaModelConfig, ModelRegistry
-from genq.common.schemas import JobResult, JobSpec
-from genq.producer.client import Client
 from ops.bench import batched, llama_server_bin
-from ops.bench.inprocess import vocabulary
 from ops.bench.llama_server_peer import LlamaCppServer, PeerJob, run_peer, sampling
-from ops.bench.openai_server import ServerError
-from ops.bench.report import met, say
+from ops.bench.paths import ServerError, vocabulary
+from ops.bench.report import BENCH_MODEL, TINY, job_model, met, say
 from ops.bench.stack import Stack, local_stack, print_tail
-from ops.bench.workload import BENCH_MODEL, TINY, job_model
 from ops.localstack import StackError, Worker
 
 # genq's aggregate tok/s over each baseline's, at least (TARGETS), and the invariant loop's
@@ -150,7 +147,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
 
 def _llamafile() -> str:
     build = "compiled out of this llama-cpp-python (-DGGML_LLAMAFILE=OFF)"
-    if not invariant_build():
+    if b"LLAMAFILE = 1" in bytes(lc.llama_print_system_info()):
         build = "COMPILED INTO this llama-cpp-python (batched jobs are not invariant)"
     return (
         f"{build}; no setting switches it at run time, so every in-process variant runs "

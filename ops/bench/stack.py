@@ -1,27 +1,43 @@
-"""A private genq stack for one benchmark section: redis-server, a relay and `genq worker`s,
-with a registry and logs in a temporary directory, all stopped and removed on the way out
-(Ctrl-C included). Models are cached where genq caches them (GENQ_CACHE_DIR), so that a model
-assembled on first use (gemma-3-270m) is assembled once, not once per run.
-
-Readers read the job's Redis Stream, which only a relay writes, so the relay starts first.
+"""A private genq stack per section, started as a user starts one: a redis-server, `genq
+relay` and `genq worker`s (ops/localstack.py), a registry and logs in a temporary directory,
+all stopped on the way out (Ctrl-C included); the benchmark's own helper processes
+(`python -m ops.bench.<module>`); and a sweep that stops any process of the run left behind.
+Models are cached where genq caches them (GENQ_CACHE_DIR).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from genq.common.settings import Settings
+import psutil
+
+from genq import Settings
 from genq.common.tinymodel import ensure_tiny_model
-from ops.bench.workload import BENCH_MODEL, BENCH_N_CTX
-from ops.localstack import GenqProcess, RedisServer, Relay, StackError, Worker, settings_for
+from ops.bench.report import BENCH_MODEL, BENCH_N_CTX
+from ops.localstack import (
+    GenqProcess,
+    RedisServer,
+    Relay,
+    StackError,
+    Worker,
+    settings_for,
+    stop_process,
+    wait_for,
+)
 
 LOG_TAIL_LINES = 30
+READY_TIMEOUT_S = 60.0
+MARKER = "OPS_BENCH_RUN"  # in the environment of every process a run starts
+GRACE_S = 5.0
 
 
 @dataclass
@@ -42,10 +58,11 @@ class Stack:
         self.relay = Relay(env=self.env, log=self.cache / "relay.log")
         return self.relay.start()
 
-    def start_worker(self, name: str = "bench") -> Worker:
-        """A worker named `name` (its Celery node is `name@host`); replaces a stopped one."""
+    def start_worker(self, name: str = "bench", args: Sequence[str] = ()) -> Worker:
+        """`genq worker -n name@%h args`; replaces a stopped one of that name."""
         self.workers = [w for w in self.workers if w.name != name]
-        worker = Worker(env=self.env, log=self.cache / f"worker-{name}.log", name=name)
+        log = self.cache / f"worker-{name}.log"
+        worker = Worker(env=self.env, log=log, name=name, args=tuple(args))
         self.workers.append(worker)
         return worker.start()
 
@@ -53,34 +70,37 @@ class Stack:
         return next(w for w in self.workers if w.name == name)
 
     def processes(self) -> list[GenqProcess]:
-        relay: list[GenqProcess] = [self.relay] if self.relay is not None else []
-        return [*self.workers, *relay]
+        return [*self.workers, *([self.relay] if self.relay is not None else [])]
+
+    def pid(self, proc: GenqProcess | RedisServer | None) -> int:
+        if proc is None or proc.proc is None:
+            raise StackError("a process of the stack is not running")
+        return proc.proc.pid
+
+    def check_alive(self) -> None:
+        """StackError naming a genq process of it that has exited."""
+        for proc in self.processes():
+            if proc.proc is not None and proc.proc.poll() is not None:
+                print_tail(proc.log)
+                raise StackError(f"{proc.what} exited with {proc.proc.returncode} during the run")
 
     def stop(self) -> None:
         for proc in self.processes():
             proc.stop()
         self.redis.stop()
 
-    def check_alive(self) -> None:
-        """StackError naming a genq process of it that has exited (a dead relay leaves readers
-        waiting for the record fallback; a dead worker leaves jobs queued)."""
-        for proc in self.processes():
-            if proc.proc is not None and proc.proc.poll() is not None:
-                print_tail(proc.log)
-                raise StackError(
-                    f"genq {proc.command()[0]} exited with {proc.proc.returncode} during the "
-                    f"run; the end of its log is above ({proc.log.name})"
-                )
-
-    def print_logs(self) -> None:
-        for proc in self.processes():
-            print_tail(proc.log)
-
 
 @contextmanager
 def cache_dir() -> Iterator[Path]:
+    """The run's temporary directory; every process started inside carries its marker, and
+    any still running on the way out (a Popen a Ctrl-C interrupted) is stopped by pid."""
     with tempfile.TemporaryDirectory(prefix="genq-bench-") as path:
-        yield Path(path)
+        os.environ[MARKER] = path
+        try:
+            yield Path(path)
+        finally:
+            _stop_strays(path)
+            os.environ.pop(MARKER, None)
 
 
 @contextmanager
@@ -89,13 +109,12 @@ def local_stack(
 ) -> Iterator[Stack]:
     """redis-server, then the relay, then `workers` workers named bench, bench2, ...
     `overrides`: extra GENQ_* variables for every process (and this process's Settings)."""
-    server = RedisServer()  # its port is picked here, its process started below
+    server = RedisServer()
     env = {
         "GENQ_REDIS_URL": server.url,
         "GENQ_CACHE_DIR": str(Settings().cache_dir),
         "GENQ_MODELS_FILE": str(_registry(cache)),
-        # No metrics endpoints: a section's several workers would contend for one port.
-        "GENQ_METRICS_PORT": "0",
+        "GENQ_METRICS_PORT": "0",  # a section's several workers would contend for one port
         "GENQ_RELAY_METRICS_PORT": "0",
         **overrides,
     }
@@ -108,15 +127,16 @@ def local_stack(
             stack.start_worker("bench" if n == 0 else f"bench{n + 1}")
         yield stack
     except Exception:
-        stack.print_logs()
+        for proc in stack.processes():
+            print_tail(proc.log)
         raise
     finally:
         stack.stop()
 
 
 def _registry(cache: Path) -> Path:
-    """A registry naming the tiny model's file with a context that fits the whole job, and
-    the entries of the user's registry (GENQ_MODELS_FILE), which `--model` may name."""
+    """The tiny model's file with a context that fits the whole job, and the entries of the
+    user's registry (GENQ_MODELS_FILE), which `--model` may name."""
     path = cache / "models.toml"
     user = os.environ.get("GENQ_MODELS_FILE")
     path.write_text(
@@ -128,7 +148,104 @@ def _registry(cache: Path) -> Path:
 
 
 def print_tail(log: Path) -> None:
-    if not log.is_file():
-        return
-    lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-    print(f"--- last lines of {log.name} ---", *lines, sep="\n", file=sys.stderr)
+    if log.is_file():
+        lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        print(f"--- last lines of {log.name} ---", *lines, sep="\n", file=sys.stderr)
+
+
+@dataclass
+class BenchProcess:
+    """`python -m <module> args` in a session of its own, its output in `log`."""
+
+    module: str
+    args: Sequence[str]
+    log: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise StackError(f"{self.module} is not running")
+        return self.proc.pid
+
+    @property
+    def stdin(self) -> IO[bytes]:
+        if self.proc is None or self.proc.stdin is None:
+            raise StackError(f"{self.module} has no stdin")
+        return self.proc.stdin
+
+    def start(self, ready: str | None = None, stdin: bool = False) -> BenchProcess:
+        """Started; with `ready`, once that text is in its log."""
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module, *self.args],
+                env={**os.environ, **self.env},
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if ready is not None:
+            wait_for(lambda: self._has(ready), READY_TIMEOUT_S, f"{self.module} ({self.log})")
+        return self
+
+    def _has(self, text: str) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise StackError(f"{self.module} exited with {self.proc.returncode}; see {self.log}")
+        return text in self.output()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.is_file() else ""
+
+    def last_line(self) -> str:
+        """Its last line of output; StackError with the output when it printed nothing."""
+        lines = self.output().splitlines()
+        if not lines:
+            raise StackError(f"{self.module} printed nothing; see {self.log}")
+        return lines[-1]
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait(self, timeout_s: float) -> int:
+        if self.proc is None:
+            raise StackError(f"{self.module} was not started")
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise StackError(f"{self.module} did not end within {timeout_s:.0f}s") from exc
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            stop_process(self.proc, group=True, grace_s=GRACE_S)
+            self.proc = None
+
+
+@contextmanager
+def running(
+    proc: BenchProcess, ready: str | None = None, stdin: bool = False
+) -> Iterator[BenchProcess]:
+    """The process started, and stopped when the block ends however it ends."""
+    try:
+        yield proc.start(ready, stdin)
+    finally:
+        proc.stop()
+
+
+def _stop_strays(run_id: str) -> None:
+    left = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != os.getpid() and proc.environ().get(MARKER) == run_id:
+                left.append(proc)
+    if left:
+        print(f"stopping {len(left)} process(es) left behind", file=sys.stderr)
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    for proc in psutil.wait_procs(left, timeout=GRACE_S)[1]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()

@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genq.producer.client import Client
-from ops.bench.procs import BenchProcess, running
-from ops.bench.report import mb, met, say
-from ops.bench.stack import Stack, local_stack
-from ops.bench.workload import BENCH_MODEL
+from genq import Client
+from ops.bench.report import BENCH_MODEL, mb, met, say
+from ops.bench.stack import BenchProcess, Stack, local_stack, running
 from ops.localstack import StackError
 
 TARGET_JOBS_PER_S = 2_000.0

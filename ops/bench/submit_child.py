@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from genq.common.settings import Settings
-from genq.producer.client import Client
+from genq import Client, Settings
 
 
 def status_kib(field: str) -> int:
@@ -59,7 +58,7 @@ def main(argv: list[str]) -> int:
     imports_kib = status_kib("VmRSS")
     mode, path = argv[0], Path(argv[1])
     with Client(Settings()) as client:
-        client.redis.ping()  # connected before the clock starts, as a long-lived producer is
+        client.workers()  # connected before the clock starts, as a long-lived producer is
         ready_kib = status_kib("VmRSS")
         if mode == "batch":
             outcome = submit_batch(client, path)

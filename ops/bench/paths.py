@@ -1,0 +1,209 @@
+"""The ways one job runs, each timed as a reader sees it (ops/bench/report.py's `Run`):
+
+- in process: llama-cpp-python alone (`Llama.generate()`, a fresh context each job), the
+  ceiling with no queue around it;
+- genq: `Client.submit`, then the job's stream (producer -> Celery -> worker -> pub/sub ->
+  relay -> Redis Stream -> reader);
+- an OpenAI-compatible server (llama_cpp.server, llama-server, `genq serve`): the same job
+  streamed over SSE from /v1/completions with the stdlib only.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llama_cpp import Llama
+
+from genq import Client, JobSpec
+from genq.common.registry import LlamaModelConfig
+from ops.bench.report import Run, Workload
+
+INPROCESS = "in-process (llama-cpp-python's Llama)"
+GENQ = "genq end to end"
+STREAM_TIMEOUT_S = 120.0
+REQUEST_TIMEOUT_S = 120.0
+BUDGET_S = 90.0  # longest a measured server job may run before it is cut off
+
+
+class BenchJobFailed(RuntimeError):
+    """A benchmark job ended with an error or fewer tokens than asked."""
+
+
+class ServerError(RuntimeError):
+    """A server answered a completion request with an error or an odd stream."""
+
+
+@contextmanager
+def vocabulary(path: Path) -> Iterator[Llama]:
+    """The model's vocabulary alone (no weights, no context): tokenize, detokenize, EOS."""
+    llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        yield llm
+    finally:
+        llm.close()
+
+
+def prompt_tokens(vocab: Llama, prompt: str) -> list[int]:
+    return vocab.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+
+
+def non_utf8_tokens(vocab: Llama) -> list[int]:
+    """Tokens whose bytes are not valid UTF-8 on their own (the tiny model's stray bytes)."""
+    banned = []
+    for token in range(vocab.n_vocab()):
+        try:
+            vocab.detokenize([token]).decode("utf-8")
+        except UnicodeDecodeError:
+            banned.append(token)
+    return banned
+
+
+@contextmanager
+def loaded(path: Path, config: LlamaModelConfig) -> Iterator[Llama]:
+    """The model loaded by llama-cpp-python with the registry entry's options."""
+    llm = Llama(
+        model_path=str(path),
+        n_ctx=config.n_ctx,
+        n_batch=config.n_batch,
+        n_threads=config.n_threads,
+        n_threads_batch=config.n_threads,
+        n_gpu_layers=config.n_gpu_layers,
+        verbose=False,
+    )
+    try:
+        yield llm
+    finally:
+        llm.close()
+
+
+def generate(llm: Llama, spec: JobSpec, tokens: int) -> tuple[Run, list[int]]:
+    """`tokens` tokens of `spec` from a fresh context, timed from the call (prompt evaluation
+    included); the job's sampling parameters, whatever it samples (EOS included)."""
+    started = time.perf_counter()
+    llm.reset()  # type: ignore[no-untyped-call]  # no prompt prefix kept from the last job: each evaluates its prompt
+    llm.set_seed(spec.seed or 0)
+    made: list[int] = []
+    first = started
+    for token in llm.generate(
+        prompt_tokens(llm, spec.prompt or ""),
+        top_k=spec.top_k,
+        top_p=spec.top_p,
+        min_p=spec.min_p,
+        temp=spec.temperature,
+        repeat_penalty=spec.repeat_penalty,
+    ):
+        first = time.perf_counter() if not made else first
+        made.append(token)
+        if len(made) == tokens:
+            break
+    return Run(len(made), first - started, time.perf_counter() - first), made
+
+
+def stream_genq(client: Client, spec: JobSpec) -> Run:
+    """Clock from before submit (the queue's cost is in first-token latency) to the done
+    frame; tokens counted by the frames' `count` (a remote model's frames have no ids)."""
+    started = time.perf_counter()
+    job = client.submit(spec)
+    first: float | None = None
+    tokens = 0
+    with job.stream(timeout=STREAM_TIMEOUT_S) as stream:
+        for frame in stream:
+            if frame.type == "token":
+                first = time.perf_counter() if first is None else first
+                tokens += frame.data.count  # type: ignore[union-attr]
+            elif frame.type == "error":
+                raise BenchJobFailed(f"job {job.job_id}: {frame.data}")
+    ended = time.perf_counter()
+    if first is None:
+        raise BenchJobFailed(f"job {job.job_id}: no token arrived")
+    return Run(tokens, first - started, ended - first)
+
+
+def exact_genq(client: Client, workload: Workload) -> Run:
+    """A genq job that must come out exactly `workload.tokens` tokens long."""
+    run = stream_genq(client, workload.spec)
+    if run.tokens != workload.tokens:
+        raise BenchJobFailed(f"a genq job made {run.tokens} tokens, not {workload.tokens}")
+    return run
+
+
+def request_body(spec: JobSpec, eos: int, tokens: int | None = None) -> dict[str, Any]:
+    """`spec` as an OpenAI completion request, EOS at -inf (json.dumps writes -Infinity,
+    which Python's parser on the server reads)."""
+    return {
+        "prompt": spec.prompt,
+        "max_tokens": tokens or spec.max_tokens,
+        "stream": True,
+        "temperature": spec.temperature,
+        "top_p": spec.top_p,
+        "top_k": spec.top_k,
+        "min_p": spec.min_p,
+        "repeat_penalty": spec.repeat_penalty,
+        "seed": spec.seed,
+        "logit_bias": {**{str(k): v for k, v in spec.logit_bias.items()}, str(eos): -math.inf},
+    }
+
+
+def sse_data(resp: http.client.HTTPResponse) -> Iterator[bytes]:
+    """An OpenAI-style SSE stream's `data:` payloads, up to `[DONE]`."""
+    for raw in resp:
+        line = raw.strip()
+        if line.startswith(b"data:"):
+            data = line.removeprefix(b"data:").strip()
+            if data == b"[DONE]":
+                return
+            yield data
+
+
+@dataclass
+class _Reading:
+    first: float | None = None
+    tokens: int = 0
+    finish: str | None = None
+    text: list[str] = field(default_factory=list)
+
+    def add(self, event: dict[str, Any]) -> None:
+        choice = event["choices"][0]
+        if choice.get("finish_reason") is not None:
+            self.finish = choice["finish_reason"]
+            return
+        # One event per sampled token (its text may be empty inside a UTF-8 character).
+        self.first = time.perf_counter() if self.first is None else self.first
+        self.tokens += 1
+        self.text.append(choice.get("text") or "")
+
+
+def stream_sse(
+    host: str, port: int, body: dict[str, Any], path: str = "/v1/completions"
+) -> tuple[Run, str]:
+    """A new connection per job, as a client opens one; clock from the request to [DONE], or
+    to BUDGET_S for a job that would run for minutes (the run then counts what arrived)."""
+    conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_S)
+    try:
+        started = time.perf_counter()
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise ServerError(f"HTTP {resp.status}: {resp.read(500)!r}")
+        reading = _Reading()
+        for data in sse_data(resp):
+            reading.add(json.loads(data))
+            if time.perf_counter() - started > BUDGET_S:
+                reading.finish = "budget"
+                break
+        ended = time.perf_counter()
+    finally:
+        conn.close()
+    if reading.first is None or reading.finish not in {"length", "budget"}:
+        raise ServerError(f"{reading.tokens} tokens, finish reason {reading.finish!r}")
+    return Run(reading.tokens, reading.first - started, ended - reading.first), "".join(
+        reading.text
+    )

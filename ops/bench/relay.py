@@ -1,0 +1,257 @@
+"""The relay section: token frames per second that `genq relay` moves from pub/sub into the
+jobs' streams, sustained, against raw Redis baselines on the same redis-server in the same
+run: a plain pattern subscriber that only counts (the read half), and pipelined XADD of the
+same frames (the write half, Redis's own rate). Load and baselines: ops/bench/load.py.
+
+The relay's progress is its own figure, `genq_relay_frames_total` on its metrics endpoint;
+its jobs are submitted with genq's client (no worker runs them: the relay moves frames only
+of jobs that have a record). Every phase runs in two turns, alternating with the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import redis
+
+from genq import Client
+from ops.bench.load import COUNTER, frame
+from ops.bench.report import BENCH_MODEL, met, percentile, say, table
+from ops.bench.stack import BenchProcess, Stack, local_stack, running
+from ops.localstack import free_port
+
+TARGET_FPS = 100_000
+TARGET_OF_XADD = 0.6  # of raw pipelined XADD in the same run, at least
+TURNS = 2
+SAMPLE_S = 0.25
+WARM_S = 1.0  # left out at the start of a turn
+DRAIN_TIMEOUT_S = 20.0
+HOP_FRAMES = 200
+CHANNEL = "%s:{%s}:tokens"  # a job's frames channel, as README's "Frames" names it
+RELAY, READ, XADD = "genq relay", "raw pub/sub subscriber (counts only)", "raw pipelined XADD"
+
+
+@dataclass
+class Figure:
+    """A phase's turns: frames moved, steady seconds, CPU seconds by process, all arrived."""
+
+    name: str
+    frames: float = 0.0
+    seconds: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    complete: bool = True
+
+    @property
+    def per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def add(self, frames: float, seconds: float, cpu: dict[str, float], complete: bool) -> None:
+        self.frames, self.seconds = self.frames + frames, self.seconds + seconds
+        self.cpu_s = {k: self.cpu_s.get(k, 0.0) + v for k, v in cpu.items()}
+        self.complete = self.complete and complete
+
+    def cpu_text(self) -> str:
+        return ", ".join(f"{k} {v / self.seconds:.0%}" for k, v in self.cpu_s.items())
+
+
+def section(args: argparse.Namespace, cache: Path) -> None:
+    port = free_port()
+    env = {"GENQ_RELAY_METRICS_PORT": str(port)}
+    say(
+        f"load: {args.relay_jobs} jobs round-robin, {len(frame('0' * 32, 1, 1))}-byte token "
+        "frames, pipelines of 500 from one process, held back while subscribers are over 4 MB "
+        f"behind; {TURNS} turns a phase, alternating; the first {WARM_S:g} s of each left out"
+    )
+    with local_stack(cache, env, workers=0, relay=False) as stack:
+        figures = {name: Figure(name) for name in (READ, XADD, RELAY)}
+        for _ in range(TURNS):
+            _turn(stack, args, figures[READ], "subscribe", "bench:{%s}:tokens", None)
+            _turn(stack, args, figures[XADD], "xadd", "bench:{%s}:stream", None)
+            _turn(stack, args, figures[RELAY], "publish", _channel(stack), port)
+        _report(list(figures.values()))
+        _hop(stack)
+
+
+def _channel(stack: Stack) -> str:
+    return CHANNEL % (stack.settings.key_prefix, "%s")
+
+
+def _jobs(stack: Stack, count: int) -> list[str]:
+    with Client(stack.settings) as client:
+        return [
+            client.submit("relay", model=BENCH_MODEL, max_tokens=16).job_id for _ in range(count)
+        ]
+
+
+def _turn(
+    stack: Stack,
+    args: argparse.Namespace,
+    figure: Figure,
+    mode: str,
+    keys: str,
+    metrics_port: int | None,
+) -> None:
+    seconds = (args.relay_seconds if metrics_port else args.relay_baseline_seconds) / TURNS
+    url = stack.settings.redis_url
+    control = redis.Redis.from_url(url)
+    control.flushdb()  # the last turn's streams and counter
+    jobs = (
+        _jobs(stack, args.relay_jobs)
+        if metrics_port
+        else [f"{n:032x}" for n in range(args.relay_jobs)]
+    )
+    progress = _progress(control, mode, metrics_port)
+    with _consumer(stack, mode, keys) as consumer:
+        before = progress()
+        kind = "publish" if mode != "xadd" else "xadd"
+        load = BenchProcess(
+            "ops.bench.load",
+            [kind, url, keys, *jobs, "--seconds", str(seconds)],
+            stack.cache / f"load-{mode}.log",
+        )
+        with running(load):
+            pids = {"load": load.pid, "redis-server": stack.pid(stack.redis), **consumer}
+            samples = _sample(load.running, progress, pids)
+            load.wait(30.0)
+        sent = int(json.loads(load.last_line())["published"])
+        complete = _wait_until(lambda: progress() - before >= sent)
+    frames, steady, cpu = _steady(samples)
+    figure.add(frames, steady, cpu, complete)
+    control.close()
+
+
+@contextmanager
+def _consumer(stack: Stack, mode: str, keys: str) -> Iterator[dict[str, int]]:
+    if mode == "xadd":
+        yield {}
+    elif mode == "subscribe":
+        proc = BenchProcess(
+            "ops.bench.load",
+            ["subscribe", stack.settings.redis_url, keys],
+            stack.cache / "subscriber.log",
+        )
+        with running(proc, ready="subscribed"):
+            yield {"subscriber": proc.pid}
+    else:
+        relay = stack.start_relay()
+        try:
+            yield {"relay": stack.pid(relay)}
+        finally:
+            relay.stop()
+
+
+def _progress(control: redis.Redis, mode: str, port: int | None) -> Callable[[], int]:
+    if port is not None:
+        return lambda: _relay_frames(port)
+    if mode == "subscribe":
+        return lambda: int(control.get(COUNTER) or 0)
+    return lambda: int(sum(control.xlen(key) for key in control.scan_iter("bench:*:stream")))
+
+
+def _relay_frames(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith("genq_relay_frames_total "):
+                return int(float(line.split()[1]))
+    return 0
+
+
+Sample = tuple[float, int, dict[str, float]]
+
+
+def _sample(
+    alive: Callable[[], bool], progress: Callable[[], int], pids: dict[str, int]
+) -> list[Sample]:
+    procs = {role: psutil.Process(pid) for role, pid in pids.items()}
+    samples: list[Sample] = []
+    while alive():
+        cpu = {}
+        for role, proc in procs.items():
+            try:
+                cpu[role] = sum(proc.cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                cpu[role] = samples[-1][2][role] if samples else 0.0
+        samples.append((time.monotonic(), progress(), cpu))
+        time.sleep(SAMPLE_S)
+    return samples
+
+
+def _steady(samples: list[Sample]) -> tuple[float, float, dict[str, float]]:
+    """Frames, seconds and CPU seconds from WARM_S after the first progress to the end."""
+    started = next((at for at, count, _ in samples if count > samples[0][1]), None)
+    steady = [s for s in samples if started is not None and s[0] >= started + WARM_S]
+    if len(steady) < 2:
+        return 0.0, 0.0, {}
+    (t0, n0, c0), (t1, n1, c1) = steady[0], steady[-1]
+    return n1 - n0, t1 - t0, {k: c1[k] - c0[k] for k in c0}
+
+
+def _wait_until(done: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(SAMPLE_S / 5)
+    return True
+
+
+def _report(figures: list[Figure]) -> None:
+    rows = [
+        [f.name, f"{f.per_s:,.0f}", f"{f.seconds:.1f}", "yes" if f.complete else "NO", f.cpu_text()]
+        for f in figures
+    ]
+    say(
+        "", table(("path", "frames/s", "seconds", "all arrived", "CPU (share of a core)"), rows), ""
+    )
+    read, xadd, relay = (f.per_s for f in figures)
+    cpu = figures[2].cpu_s.get("relay", 0.0)
+    per_cpu = (
+        f"{figures[2].frames / cpu:,.0f} frames per CPU-second of the relay"
+        if cpu
+        else "no CPU figure"
+    )
+    say(
+        f"genq relay: {relay:,.0f} frames/s sustained (target >= {TARGET_FPS:,}: "
+        f"{met(relay >= TARGET_FPS)}); {per_cpu}",
+        f"  {relay / xadd:.2f} x raw pipelined XADD in this run (target >= {TARGET_OF_XADD}: "
+        f"{met(relay >= TARGET_OF_XADD * xadd)})"
+        if xadd
+        else "  (no XADD figure: it moved nothing)",
+        f"  {relay / read:.2f} x a raw subscriber that only counts"
+        if read
+        else "  (no subscriber figure)",
+    )
+
+
+def _hop(stack: Stack) -> None:
+    """Seconds from PUBLISH of one frame until XREAD returns it from its stream, one frame at
+    a time with the relay otherwise idle: the hop a reader pays for streams."""
+    job = _jobs(stack, 1)[0]
+    control = redis.Redis.from_url(stack.settings.redis_url)
+    channel, took = _channel(stack) % job, []
+    stream = channel.removesuffix(":tokens") + ":stream"  # README's "Frames": the job's stream
+    with nullcontext(stack.start_relay()) as relay:
+        for seq in range(1, HOP_FRAMES + 1):
+            started = time.perf_counter()
+            control.publish(channel, frame(job, seq, time.time_ns() // 1_000_000))
+            if control.xread({stream: f"0-{seq - 1}"}, count=1, block=2000):
+                took.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.01)
+        relay.stop()
+    if not took:
+        say(f"one frame at a time: none of {HOP_FRAMES} reached its stream")
+        return
+    say(
+        f"one frame at a time, PUBLISH -> readable with XREAD: median {statistics.median(took):.2f}"
+        f" ms, p90 {percentile(sorted(took), 90):.2f} ms, max {max(took):.2f} ms over "
+        f"{len(took)} of {HOP_FRAMES} frames"
+    )
