@@ -25,8 +25,7 @@ import psutil
 
 from genq import Client
 from genq.common.registry import LlamaModelConfig, ModelRegistry
-from ops.bench import llama_server_bin, paths, stream
-from ops.bench.llama_server_peer import LlamaCppServer
+from ops.bench import paths, stream
 from ops.bench.report import (
     BAN_BIAS,
     BENCH_MODEL,
@@ -39,7 +38,8 @@ from ops.bench.report import (
     say,
 )
 from ops.bench.stack import Stack, local_stack
-from ops.llamaserver import HOST, LlamaServer, missing_modules
+from ops.llamaserver import HOST, LlamaCppServer, LlamaServer, missing_modules
+from ops.llamaserver_build import find
 from ops.localstack import Gateway
 
 if TYPE_CHECKING:  # imported where used: the other sections run without the SDK installed
@@ -224,7 +224,7 @@ def _peers(
         say(f"llama_cpp.server skipped: {', '.join(missing_modules())} missing")
     else:
         servers.append(LlamaServer(path, config, cache / "llama_cpp.server.log"))
-    binary = llama_server_bin.find()
+    binary = find()
     if binary is None:
         say("llama-server skipped: not built (`make llama-server`)")
     else:

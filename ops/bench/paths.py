@@ -10,21 +10,27 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from llama_cpp import Llama
 
-from genq import Client, JobSpec
+from genq import Client, JobHandle, JobSpec
 from genq.common.registry import LlamaModelConfig
-from ops.bench.report import Run, Workload
+from ops.bench.report import Batch, Run, Workload
+from ops.llamaserver import HOST
+
+T = TypeVar("T")
+JSON = {"Content-Type": "application/json"}
 
 INPROCESS = "in-process (llama-cpp-python's Llama)"
 GENQ = "genq end to end"
@@ -109,9 +115,14 @@ def generate(llm: Llama, spec: JobSpec, tokens: int) -> tuple[Run, list[int]]:
 
 def stream_genq(client: Client, spec: JobSpec) -> Run:
     """Clock from before submit (the queue's cost is in first-token latency) to the done
-    frame; tokens counted by the frames' `count` (a remote model's frames have no ids)."""
+    frame."""
     started = time.perf_counter()
-    job = client.submit(spec)
+    return read_genq(client.submit(spec), started)
+
+
+def read_genq(job: JobHandle, started: float) -> Run:
+    """A submitted job's stream, clocked from `started`; tokens counted by the frames'
+    `count` (a remote model's frames have no ids)."""
     first: float | None = None
     tokens = 0
     with job.stream(timeout=STREAM_TIMEOUT_S) as stream:
@@ -135,10 +146,29 @@ def exact_genq(client: Client, workload: Workload) -> Run:
     return run
 
 
-def request_body(spec: JobSpec, eos: int, tokens: int | None = None) -> dict[str, Any]:
-    """`spec` as an OpenAI completion request, EOS at -inf (json.dumps writes -Infinity,
-    which Python's parser on the server reads)."""
-    return {
+def genq_batch(name: str, client: Client, specs: Sequence[JobSpec]) -> Batch:
+    """The jobs submitted one after another, their streams read at once, a thread each."""
+    started = time.perf_counter()
+    handles = [client.submit(spec) for spec in specs]
+    runs = at_once([functools.partial(read_genq, job, started) for job in handles])
+    return Batch(name, runs, time.perf_counter() - started)
+
+
+def at_once(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """The calls made together, a thread each; their results in order."""
+    pool = ThreadPoolExecutor(len(calls))
+    try:
+        return [future.result() for future in [pool.submit(call) for call in calls]]
+    finally:  # on Ctrl-C the caller stops the server, which ends the streams left
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def request_body(spec: JobSpec, eos: int | None, tokens: int | None = None) -> dict[str, Any]:
+    """`spec` as an OpenAI completion request. llama_cpp.server has no ignore_eos: `eos` gets
+    a bias of -inf (json.dumps writes -Infinity, which its Python parser reads); without
+    `eos`, ignore_eos (llama-server's, whose parser rejects -Infinity)."""
+    bias: dict[str, Any] = {str(k): v for k, v in spec.logit_bias.items()}
+    body = {
         "prompt": spec.prompt,
         "max_tokens": tokens or spec.max_tokens,
         "stream": True,
@@ -148,8 +178,13 @@ def request_body(spec: JobSpec, eos: int, tokens: int | None = None) -> dict[str
         "min_p": spec.min_p,
         "repeat_penalty": spec.repeat_penalty,
         "seed": spec.seed,
-        "logit_bias": {**{str(k): v for k, v in spec.logit_bias.items()}, str(eos): -math.inf},
+        "logit_bias": bias,
     }
+    if eos is None:
+        body["ignore_eos"] = True
+    else:
+        bias[str(eos)] = -math.inf
+    return body
 
 
 def sse_data(resp: http.client.HTTPResponse) -> Iterator[bytes]:
@@ -166,30 +201,30 @@ def sse_data(resp: http.client.HTTPResponse) -> Iterator[bytes]:
 @dataclass
 class _Reading:
     first: float | None = None
-    tokens: int = 0
+    events: int = 0
+    usage: int | None = None
     finish: str | None = None
-    text: list[str] = field(default_factory=list)
 
     def add(self, event: dict[str, Any]) -> None:
-        choice = event["choices"][0]
+        if "error" in event:
+            raise ServerError(f"the server sent an error: {event['error']}")
+        self.usage = (event.get("usage") or {}).get("completion_tokens", self.usage)
+        choice = (event.get("choices") or [{}])[0]
         if choice.get("finish_reason") is not None:
             self.finish = choice["finish_reason"]
-            return
-        # One event per sampled token (its text may be empty inside a UTF-8 character).
-        self.first = time.perf_counter() if self.first is None else self.first
-        self.tokens += 1
-        self.text.append(choice.get("text") or "")
+        elif choice:  # an event per token (its text may be empty inside a UTF-8 character)
+            self.first = time.perf_counter() if self.first is None else self.first
+            self.events += 1
 
 
-def stream_sse(
-    host: str, port: int, body: dict[str, Any], path: str = "/v1/completions"
-) -> tuple[Run, str]:
+def stream_sse(port: int, body: dict[str, Any]) -> Run:
     """A new connection per job, as a client opens one; clock from the request to [DONE], or
-    to BUDGET_S for a job that would run for minutes (the run then counts what arrived)."""
-    conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_S)
+    to BUDGET_S for a job that would run for minutes (the run then counts what arrived).
+    Tokens by the server's usage where it sends one, else an event each."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_S)
     try:
         started = time.perf_counter()
-        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        conn.request("POST", "/v1/completions", json.dumps(body), JSON)
         resp = conn.getresponse()
         if resp.status != 200:
             raise ServerError(f"HTTP {resp.status}: {resp.read(500)!r}")
@@ -203,7 +238,13 @@ def stream_sse(
     finally:
         conn.close()
     if reading.first is None or reading.finish not in {"length", "budget"}:
-        raise ServerError(f"{reading.tokens} tokens, finish reason {reading.finish!r}")
-    return Run(reading.tokens, reading.first - started, ended - reading.first), "".join(
-        reading.text
-    )
+        raise ServerError(f"{reading.events} tokens, finish reason {reading.finish!r}")
+    tokens = reading.events if reading.usage is None else reading.usage
+    return Run(tokens, reading.first - started, ended - reading.first)
+
+
+def server_batch(name: str, port: int, bodies: Sequence[dict[str, Any]]) -> Batch:
+    """A client per body streaming at once."""
+    started = time.perf_counter()
+    runs = at_once([functools.partial(stream_sse, port, body) for body in bodies])
+    return Batch(name, runs, time.perf_counter() - started)

@@ -13,13 +13,16 @@ import platform
 import shutil
 import statistics
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from typing import TypeVar
 
 from genq import JobSpec, PromptTooLong
 from genq.common import gemma
 
+T = TypeVar("T")
+U = TypeVar("U")
 MS_PER_S = 1000.0
 TINY = "tiny"
 # The tiny model's weights with a context that holds the whole streaming job in one window.
@@ -123,6 +126,42 @@ class PathResult:
     @property
     def first_token_p90_ms(self) -> float:
         return percentile([run.first_token_s for run in self.runs], 90) * MS_PER_S
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Jobs run at once or one after another: aggregate tok/s over `wall_s`, from the first
+    start to the last end; each job's first token counted from the start."""
+
+    name: str
+    runs: Sequence[Run]
+    wall_s: float
+
+    @property
+    def tokens(self) -> int:
+        return sum(run.tokens for run in self.runs)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall_s
+
+    @property
+    def first_token_ms(self) -> float:
+        return statistics.median(run.first_token_s for run in self.runs) * MS_PER_S
+
+
+def alternate(first: Callable[[], T], second: Callable[[], U], rounds: int) -> list[tuple[T, U]]:
+    """Both measured once a round, `first` first in odd rounds and `second` in even ones: a
+    shared machine's speed drifts by tens of percent, and so weighs on both alike."""
+    done = []
+    for n in range(rounds):
+        if n % 2 == 0:
+            a = first()
+            done.append((a, second()))
+        else:
+            b = second()
+            done.append((first(), b))
+    return done
 
 
 def percentile(values: Sequence[float], pct: int) -> float:

@@ -1,41 +1,32 @@
-"""The slots section: continuous batching on --model. `--slots-jobs` jobs (8) submitted at
-once to one worker process with that many slots, in `--slots-rounds` rounds (3); each round
-also measures, in turn:
-- the same sequences decoded in this machine's other processes by llama-cpp-python alone
-  (ops/bench/batched.py): with genq's invariant settings, with llama.cpp's defaults (the
-  engine's settings before invariance), with llama-cpp-python's defaults, and a bare
-  `llama_decode` loop with an argmax per sequence (the ceiling);
-- llama.cpp's own `llama-server -np N` with N concurrent streaming clients, when its binary is
-  found (ops/bench/llama_server_bin.py; `make llama-server` builds it).
-Then eight one-slot worker processes (`-c 8`, the way to run eight jobs at once before slots).
-Also a lone job's tok/s with the slots against one slot, the median first token of the jobs
-submitted together against a lone job's, each worker's memory (RSS and PSS, which counts the
-model's shared pages once), and where a step's time goes from the ceiling to genq.
+"""The slots section: continuous batching on --model. `--slots-jobs` jobs (8) at once on one
+worker process with as many slots, in `--slots-rounds` rounds (3); each round also decodes the
+same sequences with llama-cpp-python alone in processes of its own (ops/bench/batched.py: genq's
+invariant settings, llama.cpp's defaults, Llama's defaults, a bare argmax loop), and with
+llama.cpp's `llama-server -np N` and N streaming clients where `make llama-server` built it.
+Then N one-slot worker processes (`-c N`, the way before slots). Also a lone job with the
+slots against one slot, the batch's first tokens against a lone job's, each worker's memory
+(RSS, and PSS, which counts the model's shared pages once), and where a step's time goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from subprocess import Popen
 
 import llama_cpp as lc
-import psutil
 
-from genq import Client, JobResult, JobSpec
+from genq import Client, JobSpec
 from genq.common.registry import LlamaModelConfig, ModelRegistry
-from ops.bench import batched, llama_server_bin
-from ops.bench.llama_server_peer import LlamaCppServer, PeerJob, run_peer, sampling
-from ops.bench.paths import ServerError, vocabulary
-from ops.bench.report import BENCH_MODEL, TINY, job_model, met, say
-from ops.bench.stack import Stack, local_stack, print_tail
+from ops.bench import batched, paths
+from ops.bench.report import BENCH_MODEL, TINY, Batch, Run, job_model, mb, met, say
+from ops.bench.stack import Stack, cpu_s, local_stack, print_tail, processes, serving
+from ops.llamaserver import LlamaCppServer
+from ops.llamaserver_build import find
 from ops.localstack import StackError, Worker
 
 # genq's aggregate tok/s over each baseline's, at least (TARGETS), and the invariant loop's
@@ -45,26 +36,10 @@ TARGET_SETTINGS = 0.95
 TARGET_FIRST_TOKEN = 2.0  # median first token of the batch, at most this many lone ones
 TARGET_LONE = 0.95  # a lone job with slots over one slot, at least
 JOB_TIMEOUT_S = 600.0
+WARM_TOKENS = 8  # one short request to the peer first: its first request's one-off costs
+SAMPLING = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty"}
 GENQ = "genq"
 PEER = "llama-server"
-
-
-@dataclass(frozen=True)
-class Batch:
-    """N jobs at once: aggregate tok/s over the wall time, and each one's first token."""
-
-    name: str
-    tokens: int
-    wall_s: float
-    first_token_s: list[float]
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.wall_s
-
-    @property
-    def first_token_ms(self) -> float:
-        return statistics.median(self.first_token_s) * 1000
 
 
 @dataclass
@@ -89,12 +64,6 @@ class Rounds:
 
 def _rate(batch: Batch) -> float:
     return batch.tokens_per_s
-
-
-@dataclass(frozen=True)
-class Memory:
-    rss: int
-    pss: int
 
 
 def specs(args: argparse.Namespace, model: str, n: int) -> list[JobSpec]:
@@ -127,7 +96,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
             f"llamafile's sgemm: {_llamafile()}",
         )
         rounds = Rounds()
-        measure_round = _baselines(args, rounds, name, config, path, jobs)
+        measure_round = _baselines(stack, args, rounds, name, config, path, jobs)
         k = args.slots_rounds
         lone_slots, slots_memory = _genq(
             stack, rounds, f"--slots {n}", jobs, [], k, k, measure_round
@@ -139,9 +108,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     _breakdown(rounds, jobs[0].max_tokens)
     _lone(n, rounds.median(GENQ), lone_slots, lone_one)
     say(
-        f"memory, one worker with --slots {n}: RSS {slots_memory.rss / 1e6:.0f} MB, PSS "
-        f"{slots_memory.pss / 1e6:.0f} MB; {n} one-slot processes (-c {n}): RSS "
-        f"{one_memory.rss / 1e6:.0f} MB, PSS {one_memory.pss / 1e6:.0f} MB"
+        f"memory, one worker with --slots {n}: {slots_memory}; {n} one-slot processes: {one_memory}"
     )
 
 
@@ -156,6 +123,7 @@ def _llamafile() -> str:
 
 
 def _baselines(
+    stack: Stack,
     args: argparse.Namespace,
     rounds: Rounds,
     name: str,
@@ -164,22 +132,22 @@ def _baselines(
     jobs: list[JobSpec],
 ) -> Callable[[], None]:
     """One round of the in-process variants and the peer, between genq's batches."""
-    with vocabulary(path) as vocab:
+    with paths.vocabulary(path) as vocab:
         prompt = vocab.tokenize(args.prompt.encode(), add_bos=True, special=True)
     first = jobs[0]
     spec = batched.Spec(
         "", str(path), config.n_gpu_layers, config.n_ctx, config.n_batch,
         config.n_threads or os.cpu_count() or 1, prompt, len(jobs), first.max_tokens,
-        {**sampling(first), "seed": first.seed or 0},
+        {**first.model_dump(include=SAMPLING), "seed": first.seed or 0},
     )  # fmt: skip
 
     def measure_round() -> None:
         for key, variant in batched.VARIANTS.items():
             loop = batched.run(replace(spec, variant=key))
             rounds.loops.setdefault(key, []).append(loop)
-            first_s = [loop.first_token_s] * len(jobs)
-            rounds.add(key, Batch(variant.label, loop.tokens, loop.wall_s, first_s))
-        peer = _llama_server(args, name, config, path, jobs)
+            runs = [Run(loop.tokens // len(jobs), loop.first_token_s, 0.0)] * len(jobs)
+            rounds.add(key, Batch(variant.label, runs, loop.wall_s))
+        peer = _llama_server(stack.cache, name, config, path, jobs)
         if peer is not None:
             rounds.add(PEER, peer)
 
@@ -207,7 +175,7 @@ def _genq(
     lone: int,
     n_rounds: int,
     before: Callable[[], None] = lambda: None,
-) -> tuple[Batch, Memory]:
+) -> tuple[Batch, str]:
     """A warm-up, `lone` jobs alone (the median's), then the jobs at once `n_rounds` times
     (`before` each)."""
     with _worker(stack, args) as worker, Client(stack.settings) as client:
@@ -219,7 +187,8 @@ def _genq(
             cpu = _cpu_s(stack, worker)
             rounds.add(GENQ, _submit_all(client, jobs, f"genq {label}"))
             rounds.cpu_s.append({k: v - cpu[k] for k, v in _cpu_s(stack, worker).items()})
-        memory = _memory(worker)
+        infos = [p.memory_full_info() for p in processes(stack.pid(worker))]
+        memory = f"RSS {mb(sum(i.rss for i in infos))}, PSS {mb(sum(i.pss for i in infos))}"
     batch = rounds.median(GENQ)
     say(
         f"genq, {label}: lone job {alone.tokens_per_s:,.1f} tok/s, first token "
@@ -231,60 +200,41 @@ def _genq(
 
 def _submit_all(client: Client, jobs: list[JobSpec], name: str = GENQ) -> Batch:
     started = time.perf_counter()
-    handles = [client.submit(spec) for spec in jobs]
-    results: list[JobResult] = [h.result(timeout=JOB_TIMEOUT_S) for h in handles]
-    wall = time.perf_counter() - started
-    tokens = sum(r.usage.completion_tokens for r in results)
-    first = [r.timings.first_token_ms / 1000 for r in results]
-    return Batch(name, tokens, wall, first)
-
-
-def _memory(worker: Worker) -> Memory:
-    """The worker's processes (Celery's main process and its pool's)."""
-    infos = [p.memory_full_info() for p in _tree(worker.proc)]
-    return Memory(sum(i.rss for i in infos), sum(i.pss for i in infos))
+    results = [h.result(timeout=JOB_TIMEOUT_S) for h in [client.submit(s) for s in jobs]]
+    ms = [(r.usage.completion_tokens, r.timings.first_token_ms / 1000) for r in results]
+    return Batch(name, [Run(n, first, 0.0) for n, first in ms], time.perf_counter() - started)
 
 
 def _cpu_s(stack: Stack, worker: Worker) -> dict[str, float]:
     """CPU seconds so far of the worker's processes, the relay, redis-server and this one."""
-    relay = stack.relay.proc if stack.relay else None
-    procs = {"worker": worker.proc, "relay": relay, "redis-server": stack.redis.proc}
-    used = {k: sum(sum(p.cpu_times()[:2]) for p in _tree(proc)) for k, proc in procs.items()}
-    return {**used, "client": sum(psutil.Process().cpu_times()[:2])}
-
-
-def _tree(proc: Popen[bytes] | None) -> list[psutil.Process]:
-    if proc is None:
-        raise StackError("a process of the stack is not running")
-    root = psutil.Process(proc.pid)
-    return [root, *root.children(recursive=True)]
+    procs = {"worker": worker, "relay": stack.relay, "redis-server": stack.redis}
+    used = {k: cpu_s(processes(stack.pid(proc))) for k, proc in procs.items()}
+    return {**used, "client": cpu_s(processes(os.getpid())[:1])}
 
 
 def _llama_server(
-    args: argparse.Namespace, name: str, config: LlamaModelConfig, path: Path, jobs: list[JobSpec]
+    cache: Path, name: str, config: LlamaModelConfig, path: Path, jobs: list[JobSpec]
 ) -> Batch | None:
     """llama.cpp's own server with a slot per job and a streaming client per slot, asked
     for what genq's jobs were (prompt, seeds, sampling, tokens)."""
-    binary = llama_server_bin.find()
-    if binary is None:
-        say("skipped llama-server: its binary was not found (make llama-server builds it)")
+    binary = find()
+    if binary is None or name == BENCH_MODEL:
+        why = "the tiny model (--model)" if binary else "not built (make llama-server)"
+        say(f"skipped llama-server: {why}")
         return None
-    if name == BENCH_MODEL:
-        say("skipped llama-server: run the slots section with a real model (--model)")
-        return None
-    first = jobs[0]
-    job = PeerJob([args.prompt], first.max_tokens, first.seed or 0, sampling(first))
-    log = Path(tempfile.gettempdir()) / f"genq-bench-llama-server-{os.getpid()}.log"
+    log = cache / "llama-server-slots.log"
     server = LlamaCppServer(path, config, log, binary=binary, parallel=len(jobs))
     try:
-        result = run_peer(server, job)
-    except (StackError, ServerError, OSError) as exc:
+        with serving(server):
+            paths.stream_sse(server.port, paths.request_body(jobs[0], None, WARM_TOKENS))
+            bodies = [paths.request_body(spec, None) for spec in jobs]
+            batch = paths.server_batch(f"llama-server -np {len(jobs)}", server.port, bodies)
+    except (StackError, paths.ServerError, OSError) as exc:
         print_tail(log)
         say(f"skipped llama-server: {exc}")
         return None
-    say(result.describe())
-    first_s = [ms / 1000 for ms in result.first_token_ms]
-    return Batch(f"llama-server -np {len(jobs)}", result.tokens, result.wall_s, first_s)
+    say(f"{server.command_line()}: {batch.tokens_per_s:,.1f} tok/s aggregate")
+    return batch
 
 
 def _summary(n: int, rounds: Rounds, one: Batch) -> None:

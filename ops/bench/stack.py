@@ -16,13 +16,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import psutil
 
 from genq import Settings
 from genq.common.tinymodel import ensure_tiny_model
 from ops.bench.report import BENCH_MODEL, BENCH_N_CTX
+from ops.llamaserver import LlamaServer
 from ops.localstack import (
     GenqProcess,
     RedisServer,
@@ -34,6 +35,7 @@ from ops.localstack import (
     wait_for,
 )
 
+S = TypeVar("S", bound=LlamaServer)
 LOG_TAIL_LINES = 30
 READY_TIMEOUT_S = 60.0
 MARKER = "OPS_BENCH_RUN"  # in the environment of every process a run starts
@@ -145,6 +147,29 @@ def _registry(cache: Path) -> Path:
         + (f"\n{Path(user).read_text(encoding='utf-8')}" if user else "")
     )
     return path
+
+
+@contextmanager
+def serving(server: S) -> Iterator[S]:
+    """The server started, and stopped however the block ends; its last words if it fails."""
+    try:
+        yield server.start()
+    except Exception:
+        print_tail(server.log)
+        raise
+    finally:
+        server.stop()
+
+
+def processes(pid: int) -> list[psutil.Process]:
+    """The process and its children (a worker's: Celery's main process and its pool)."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def cpu_s(procs: Sequence[psutil.Process]) -> float:
+    """User and system CPU seconds so far, summed."""
+    return sum(sum(proc.cpu_times()[:2]) for proc in procs)
 
 
 def print_tail(log: Path) -> None:

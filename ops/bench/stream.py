@@ -29,8 +29,8 @@ from ops.bench.report import (
     ratio,
     say,
 )
-from ops.bench.stack import local_stack, print_tail
-from ops.llamaserver import HOST, LlamaServer, missing_modules
+from ops.bench.stack import local_stack, serving
+from ops.llamaserver import LlamaServer, missing_modules
 from ops.localstack import StackError
 
 TARGET_RATIO = 0.90  # genq tok/s over in-process tok/s, at least
@@ -113,19 +113,15 @@ def _server(
     if missing:
         say(f"skipped {SERVER}: missing {', '.join(missing)} (llama-cpp-python[server])")
         return None
-    server = LlamaServer(path, config, cache / "llama-server.log")
     try:
-        server.start()
-        say(f"{SERVER}: {server.command_line()}")
-        paths.stream_sse(HOST, server.port, paths.request_body(workload.spec, eos, 16))  # warm
-        body = paths.request_body(workload.spec, eos)
-        runs = [paths.stream_sse(HOST, server.port, body)[0] for _ in range(args.server_jobs)]
+        with serving(LlamaServer(path, config, cache / "llama_cpp.server.log")) as server:
+            say(f"{SERVER}: {server.command_line()}")
+            paths.stream_sse(server.port, paths.request_body(workload.spec, eos, 16))  # warm
+            body = paths.request_body(workload.spec, eos)
+            runs = [paths.stream_sse(server.port, body) for _ in range(args.server_jobs)]
     except (StackError, paths.ServerError, OSError, http.client.HTTPException) as exc:
-        print_tail(server.log)
         say(f"skipped {SERVER}: {exc}")
         return None
-    finally:
-        server.stop()
     return PathResult(SERVER, runs)
 
 
