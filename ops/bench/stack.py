@@ -1,13 +1,14 @@
 """A private genq stack per section, started as a user starts one: a redis-server, `genq
 relay` and `genq worker`s (ops/localstack.py), a registry and logs in a temporary directory,
 all stopped on the way out (Ctrl-C included); the benchmark's own helper processes
-(`python -m ops.bench.<module>`); and a sweep that stops any process of the run left behind.
+(`python -m ops.bench.child`, `.load`); and a sweep that stops any process of the run left behind.
 Models are cached where genq caches them (GENQ_CACHE_DIR).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import psutil
 
@@ -189,16 +190,23 @@ class BenchProcess:
     proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def what(self) -> str:
+        return " ".join([self.module, *self.args[:1]])
+
+    @property
     def pid(self) -> int:
-        if self.proc is None:
-            raise StackError(f"{self.module} is not running")
-        return self.proc.pid
+        return self._proc().pid
 
     @property
     def stdin(self) -> IO[bytes]:
-        if self.proc is None or self.proc.stdin is None:
-            raise StackError(f"{self.module} has no stdin")
-        return self.proc.stdin
+        if self._proc().stdin is None:
+            raise StackError(f"{self.what} has no stdin")
+        return self._proc().stdin  # type: ignore[return-value]  # checked above
+
+    def _proc(self) -> subprocess.Popen[bytes]:
+        if self.proc is None:
+            raise StackError(f"{self.what} is not running")
+        return self.proc
 
     def start(self, ready: str | None = None, stdin: bool = False) -> BenchProcess:
         """Started; with `ready`, once that text is in its log."""
@@ -212,34 +220,35 @@ class BenchProcess:
                 start_new_session=True,
             )
         if ready is not None:
-            wait_for(lambda: self._has(ready), READY_TIMEOUT_S, f"{self.module} ({self.log})")
+            wait_for(lambda: self._has(ready), READY_TIMEOUT_S, f"{self.what} ({self.log})")
         return self
 
     def _has(self, text: str) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise StackError(f"{self.module} exited with {self.proc.returncode}; see {self.log}")
+        if not self.running():
+            raise StackError(f"{self.what} exited with {self._proc().returncode}; see {self.log}")
         return text in self.output()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.is_file() else ""
 
-    def last_line(self) -> str:
-        """Its last line of output; StackError with the output when it printed nothing."""
-        lines = self.output().splitlines()
-        if not lines:
-            raise StackError(f"{self.module} printed nothing; see {self.log}")
-        return lines[-1]
+    def printed(self, timeout_s: float) -> dict[str, Any]:
+        """The JSON line it printed last, once it has exited; StackError with its output
+        when it failed or printed none."""
+        try:
+            code = self._proc().wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise StackError(f"{self.what} did not end within {timeout_s:.0f}s") from exc
+        output = self.output()
+        try:
+            printed: dict[str, Any] = json.loads(output.splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            printed = {}
+        if code != 0 or not printed:
+            raise StackError(f"{self.what} exited with {code}; its output:\n{output[-2000:]}")
+        return printed
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-    def wait(self, timeout_s: float) -> int:
-        if self.proc is None:
-            raise StackError(f"{self.module} was not started")
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            raise StackError(f"{self.module} did not end within {timeout_s:.0f}s") from exc
 
     def stop(self) -> None:
         if self.proc is not None:
