@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genq import Client, JobFailed, StreamTimeout
+from genq import Client, JobFailed, JobSpec, StreamTimeout
 from genq.common.frames import Frame, ResumeFrame, TokenFrame
 from ops.bench.report import TINY, job_model, met, say
 from ops.bench.stack import Stack, local_stack
@@ -51,32 +51,6 @@ WARM_TOKENS, WARM_TRIES = 8, 30  # short jobs until one ran on the worker to war
 # Job size and window (tokens) unless the command line says: the tiny model makes thousands
 # of tokens a second, a real model tens.
 SIZES = {"recovery": ((4000, 100), (240, 40)), "handoff": ((20_000, 100), (400, 40))}
-
-
-@dataclass(frozen=True)
-class Job:
-    max_tokens: int
-    window_tokens: int
-    model: str
-    prompt: str
-    seed: int = 77
-
-    def fields(self, **changes: Any) -> dict[str, Any]:
-        return {
-            "prompt": self.prompt,
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "window_tokens": self.window_tokens,
-            "seed": self.seed,
-            "ignore_eos": True,
-            **changes,
-        }
-
-    def describe(self) -> str:
-        return (
-            f"job: {self.max_tokens:,} tokens in windows of {self.window_tokens} on "
-            f"{self.model!r}, seed {self.seed}, EOS banned"
-        )
 
 
 @dataclass
@@ -145,11 +119,31 @@ class FailoverFailed(RuntimeError):
     """A stopped job did not resume as expected; the message says what was seen."""
 
 
-def _job(args: argparse.Namespace, name: str) -> Job:
-    tiny, real = SIZES[name]
-    tokens, window = tiny if args.model == TINY else real
-    asked = getattr(args, f"{name}_tokens"), getattr(args, f"{name}_window")
-    return Job(asked[0] or tokens, asked[1] or window, job_model(args.model), name)
+def _job(args: argparse.Namespace, name: str, model: str) -> JobSpec:
+    tokens, window = SIZES[name][args.model != TINY]
+    return JobSpec(
+        prompt=name,
+        model=model,
+        max_tokens=getattr(args, f"{name}_tokens") or tokens,
+        window_tokens=getattr(args, f"{name}_window") or window,
+        seed=77,
+        ignore_eos=True,
+    )
+
+
+def _describe(job: JobSpec) -> str:
+    return (
+        f"job: {job.max_tokens:,} tokens in windows of {_window(job)} on {job.model!r}, "
+        f"seed {job.seed}, EOS banned"
+    )
+
+
+def _window(job: JobSpec) -> int:
+    return job.window_tokens or job.max_tokens
+
+
+def _with(job: JobSpec, **changes: Any) -> JobSpec:
+    return job.model_copy(update=changes)
 
 
 def _runs(runs: int, one: Callable[[int], RunResult], stack: Stack) -> Results:
@@ -194,35 +188,35 @@ def holder(client: Client, job_id: str) -> str:
 
 
 def recovery(args: argparse.Namespace, cache: Path) -> None:
-    job = _job(args, "recovery")
+    job = _job(args, "recovery", args.model)
     kills = ", ".join(f"{_kill_after(job, run):,}" for run in range(args.recovery_runs))
     say(
-        f"{job.describe()}; two workers; the one running the job is SIGKILLed (its process "
+        f"{_describe(job)}; two workers; the one running the job is SIGKILLed (its process "
         f"group) when the reader has seen {kills} tokens, then restarted"
     )
     for ttl in args.lease_ttls:
         _recovery_ttl(cache, job, ttl, args.recovery_runs)
 
 
-def _recovery_ttl(cache: Path, job: Job, ttl: float, runs: int) -> None:
+def _recovery_ttl(cache: Path, job: JobSpec, ttl: float, runs: int) -> None:
     env = {"GENQ_LEASE_TTL_S": str(ttl)}
     with local_stack(cache, env, workers=2) as stack, Client(stack.settings) as client:
-        other = client.submit(**job.fields(max_tokens=job.window_tokens))  # warms the other
-        expected = client.submit(**job.fields()).result(timeout=STREAM_TIMEOUT_S).text
+        other = client.submit(_with(job, max_tokens=_window(job)))  # warms the other
+        expected = client.submit(job).result(timeout=STREAM_TIMEOUT_S).text
         other.result(timeout=STREAM_TIMEOUT_S)
         results = _runs(runs, lambda n: _killed_run(stack, client, job, expected, n), stack)
         say(*_recovery_lines(results, job, ttl, stack))
 
 
-def _kill_after(job: Job, run: int) -> int:
+def _kill_after(job: JobSpec, run: int) -> int:
     """Tokens of epoch 0 the reader sees before the kill: mid-window, later each run."""
-    windows = job.max_tokens // job.window_tokens
+    windows = job.max_tokens // _window(job)
     window = (FIRST_KILL_WINDOW + KILL_WINDOW_STEP * run) % max(windows - 2, 1)
-    return int((max(window, 1) + INTO_WINDOW) * job.window_tokens)
+    return int((max(window, 1) + INTO_WINDOW) * _window(job))
 
 
-def _killed_run(stack: Stack, client: Client, job: Job, expected: str, run: int) -> RunResult:
-    handle = client.submit(**job.fields())
+def _killed_run(stack: Stack, client: Client, job: JobSpec, expected: str, run: int) -> RunResult:
+    handle = client.submit(job)
     killed: list[str] = []
 
     def kill(watch: Watch) -> float | None:
@@ -254,7 +248,7 @@ def _generated(frames: Sequence[Frame], stopped_ms: float) -> float:
     return streamed + rate * max(stopped_ms - chunks[-1].ts_ms, 0.0)
 
 
-def _recovery_lines(results: Results, job: Job, ttl: float, stack: Stack) -> list[str]:
+def _recovery_lines(results: Results, job: JobSpec, ttl: float, stack: Stack) -> list[str]:
     reap, chunk = stack.settings.reap_interval_s, stack.settings.chunk_tokens
     lines = [f"lease TTL {ttl:g} s (reap interval {reap:g} s), {len(results.runs)} runs:"]
     lines += [f"  run FAILED: {failure}" for failure in results.failures]
@@ -271,7 +265,7 @@ def _recovery_lines(results: Results, job: Job, ttl: float, stack: Stack) -> lis
         f"{results.median('to_resume_s'):.2f} s; as the reader got the token: median "
         f"{results.median('seen_s'):.2f} s",
         f"  tokens recomputed per resume (generated by the killed attempt - committed_tokens): "
-        f"median {median:g} in windows of {job.window_tokens} (target <= the uncommitted "
+        f"median {median:g} in windows of {_window(job)} (target <= the uncommitted "
         f"tail, 2 chunks of {chunk}: {met(median <= 2 * chunk)}); each: "
         f"{', '.join(map(str, recomputed))}",
         f"  final text equals the uninterrupted run: {results.count('same_text')}",
@@ -279,9 +273,9 @@ def _recovery_lines(results: Results, job: Job, ttl: float, stack: Stack) -> lis
 
 
 def handoff(args: argparse.Namespace, cache: Path) -> None:
-    job, slots = _job(args, "handoff"), args.handoff_slots
+    job, slots = _job(args, "handoff", job_model(args.model)), args.handoff_slots
     say(
-        f"{job.describe()}; workers a and b, --slots {slots} each (GENQ_SLOTS), lease TTL "
+        f"{_describe(job)}; workers a and b, --slots {slots} each (GENQ_SLOTS), lease TTL "
         f"{HANDOFF_LEASE_TTL_S:g} s; the main process of the worker running the job gets "
         f"SIGTERM once {WINDOWS_BEFORE_TERM} windows are checkpointed and the reader has seen "
         f"{_term_after(job):,} tokens; then it is restarted and warmed"
@@ -290,8 +284,8 @@ def handoff(args: argparse.Namespace, cache: Path) -> None:
     with local_stack(cache, env, workers=0) as stack, Client(stack.settings) as client:
         stack.start_worker("a")
         _warm(client, job, "a")
-        others = [client.submit(**job.fields(seed=job.seed + 1 + n)) for n in range(slots - 1)]
-        expected = client.submit(**job.fields()).result(timeout=REFERENCE_TIMEOUT_S).text
+        others = [client.submit(_with(job, seed=(job.seed or 0) + 1 + n)) for n in range(slots - 1)]
+        expected = client.submit(job).result(timeout=REFERENCE_TIMEOUT_S).text
         for other in others:
             other.result(timeout=REFERENCE_TIMEOUT_S)
         stack.start_worker("b")
@@ -302,14 +296,14 @@ def handoff(args: argparse.Namespace, cache: Path) -> None:
     say(*_handoff_lines(results, job, slots - 1))
 
 
-def _term_after(job: Job) -> int:
-    return int((WINDOWS_BEFORE_TERM + INTO_WINDOW) * job.window_tokens)
+def _term_after(job: JobSpec) -> int:
+    return int((WINDOWS_BEFORE_TERM + INTO_WINDOW) * _window(job))
 
 
-def _warm(client: Client, job: Job, name: str) -> None:
+def _warm(client: Client, job: JobSpec, name: str) -> None:
     """Short jobs until worker `name` ran one (its model loaded, its engine up)."""
     for _ in range(WARM_TRIES):
-        handle = client.submit(**job.fields(max_tokens=WARM_TOKENS, window_tokens=WARM_TOKENS))
+        handle = client.submit(_with(job, max_tokens=WARM_TOKENS, window_tokens=WARM_TOKENS))
         handle.result(timeout=STREAM_TIMEOUT_S)
         if holder(client, handle.job_id) == name:
             return
@@ -338,8 +332,8 @@ class Exit:
             return
 
 
-def _termed_run(stack: Stack, client: Client, job: Job, expected: str) -> RunResult:
-    handle = client.submit(**job.fields())
+def _termed_run(stack: Stack, client: Client, job: JobSpec, expected: str) -> RunResult:
+    handle = client.submit(job)
     exits: list[Exit] = []
 
     def term(watch: Watch) -> float | None:
@@ -378,7 +372,7 @@ def _termed_run(stack: Stack, client: Client, job: Job, expected: str) -> RunRes
     )
 
 
-def _handoff_lines(results: Results, job: Job, neighbours: int) -> list[str]:
+def _handoff_lines(results: Results, job: JobSpec, neighbours: int) -> list[str]:
     lines = [f"{len(results.runs)} runs:"]
     lines += [f"  run FAILED: {failure}" for failure in results.failures]
     lines += [_run_line(n + 1, run) for n, run in enumerate(results.runs)]
@@ -396,8 +390,8 @@ def _handoff_lines(results: Results, job: Job, neighbours: int) -> list[str]:
         f"{results.median('to_resume_s'):.2f} s; as the reader got the token: median "
         f"{results.median('seen_s'):.2f} s",
         f"  tokens recomputed (epoch-0 tokens in the stream - committed_tokens): "
-        f"{', '.join(map(str, recomputed))} (at most one window, {job.window_tokens}: "
-        f"{met(max(recomputed) <= job.window_tokens)}); finished on the other worker: "
+        f"{', '.join(map(str, recomputed))} (at most one window, {_window(job)}: "
+        f"{met(max(recomputed) <= _window(job))}); finished on the other worker: "
         f"{results.count('moved')}",
         f"  streamed text = result = the uninterrupted run's beside {neighbours} other jobs: "
         f"{results.count('same_text')}",

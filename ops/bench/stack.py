@@ -17,14 +17,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 import psutil
 
 from genq import Settings
+from genq.common.registry import LlamaModelConfig, ModelRegistry
 from genq.common.tinymodel import ensure_tiny_model
 from ops.bench.report import BENCH_MODEL, BENCH_N_CTX
-from ops.llamaserver import LlamaServer
 from ops.localstack import (
     GenqProcess,
     RedisServer,
@@ -36,7 +36,16 @@ from ops.localstack import (
     wait_for,
 )
 
-S = TypeVar("S", bound=LlamaServer)
+
+class Server(Protocol):
+    log: Path
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Server)
 LOG_TAIL_LINES = 30
 READY_TIMEOUT_S = 60.0
 MARKER = "OPS_BENCH_RUN"  # in the environment of every process a run starts
@@ -68,6 +77,11 @@ class Stack:
         worker = Worker(env=self.env, log=log, name=name, args=tuple(args))
         self.workers.append(worker)
         return worker.start()
+
+    def model(self, name: str) -> tuple[Path, LlamaModelConfig]:
+        """A registry model's file and options, as the stack's workers read them."""
+        registry = ModelRegistry.from_settings(self.settings)
+        return registry.local_path(name), registry.llama(name)
 
     def worker(self, name: str) -> Worker:
         return next(w for w in self.workers if w.name == name)
@@ -154,7 +168,8 @@ def _registry(cache: Path) -> Path:
 def serving(server: S) -> Iterator[S]:
     """The server started, and stopped however the block ends; its last words if it fails."""
     try:
-        yield server.start()
+        server.start()
+        yield server
     except Exception:
         print_tail(server.log)
         raise
