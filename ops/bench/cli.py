@@ -14,7 +14,6 @@ from genq import GenqError, Settings
 from genq.common.registry import ModelRegistry
 from ops.bench import (
     failover,
-    gateway,
     memory,
     overhead,
     paths,
@@ -63,7 +62,7 @@ SECTIONS: dict[str, tuple[Section, str]] = {
         "llama-cpp-python's batched decode (genq's invariant settings, llama.cpp's defaults, "
         "Llama's defaults, a bare argmax loop) and llama-server -np 8 when built; then 8 "
         "one-slot processes."),
-    "gateway": (gateway.section, "one job streamed with the openai SDK through `genq serve` "
+    "gateway": (stream.gateway, "one job streamed with the openai SDK through `genq serve` "
         "against genq's client, and against llama_cpp.server and llama-server; then 64 SSE "
         "clients at once on one gateway (tiny model)."),
 }  # fmt: skip

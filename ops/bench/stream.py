@@ -1,26 +1,42 @@
-"""The stream section: one job on `--model`, EOS banned, measured job by job in turn (a
-shared machine's speed drifts by tens of percent, and so weighs on both alike): in process
-with llama-cpp-python alone (the ceiling), and genq end to end; then llama-cpp-python's own
-OpenAI-compatible server streaming SSE (what a user would run instead).
+"""One job on --model, EOS banned, streamed the ways a user might run it, measured job by job
+in turn (a shared machine's speed drifts by tens of percent, and so weighs on both alike).
+
+stream: in process with llama-cpp-python alone (the ceiling) against genq end to end; then
+llama-cpp-python's own OpenAI-compatible server over SSE (what a user would run instead).
+
+gateway: the `openai` SDK streaming /v1/completions through `genq serve` against genq's Python
+client; then the same SDK against llama_cpp.server and llama-server on the same model file;
+last, many SSE clients at once on one gateway process (the tiny model: the gateway's cost,
+not the model's): every stream must end complete, and its CPU time per token is reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
+import importlib.util
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from llama_cpp import Llama
+import psutil
 
-from genq import Client
-from genq.common.registry import LlamaModelConfig, ModelRegistry
+from genq import Client, JobSpec
+from genq.common.registry import LlamaModelConfig
 from ops.bench import paths
 from ops.bench.report import (
+    BAN_BIAS,
+    BENCH_MODEL,
+    DEFAULT_PROMPT,
+    MS_PER_S,
     TINY,
     PathResult,
     Run,
     Workload,
+    alternate,
     base_spec,
     fit,
     job_model,
@@ -29,110 +45,268 @@ from ops.bench.report import (
     ratio,
     say,
 )
-from ops.bench.stack import local_stack, serving
-from ops.llamaserver import LlamaServer, missing_modules
-from ops.localstack import StackError
+from ops.bench.stack import Stack, cpu_s, local_stack, serving
+from ops.llamaserver import HOST, LlamaCppServer, LlamaServer, missing_modules
+from ops.llamaserver_build import find
+from ops.localstack import Gateway, StackError
 
-TARGET_RATIO = 0.90  # genq tok/s over in-process tok/s, at least
+if TYPE_CHECKING:  # imported where used: the other sections run without the SDK installed
+    import openai
+
+TARGET_RATIO = 0.90  # genq tok/s over in-process tok/s, and the gateway's over the client's
 TARGET_ADDED_MS = 15.0  # first-token latency the queue adds, median, at most
-TINY_TOKENS, REAL_TOKENS = 2000, 128
+TARGET_GATEWAY_MS = 10.0  # first-token latency the gateway adds, median, at most
 SETTLE_S = 0.05  # between jobs: the worker acks its task after the done frame
-SERVER = "llama_cpp.server SSE"
+WARM_TOKENS = 16  # a peer's first request, unmeasured
+SDK_TIMEOUT_S = 300.0
+CONCURRENT_TOKENS = 256  # per stream of the gateway's concurrent part, on the tiny model
+PEER_ERRORS = (StackError, paths.ServerError, OSError, http.client.HTTPException)
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
-    env = {}
-    if args.chunk_tokens is not None:
-        env["GENQ_CHUNK_TOKENS"] = str(args.chunk_tokens)
-    if args.chunk_interval_ms is not None:
-        env["GENQ_CHUNK_INTERVAL_MS"] = str(args.chunk_interval_ms)
+    chunking = {"GENQ_CHUNK_TOKENS": args.chunk_tokens}
+    chunking["GENQ_CHUNK_INTERVAL_MS"] = args.chunk_interval_ms
+    env = {key: str(value) for key, value in chunking.items() if value is not None}
     with local_stack(cache, env) as stack, Client(stack.settings) as client:
-        registry = ModelRegistry.from_settings(stack.settings)
-        name = job_model(args.model)
-        path, config = registry.local_path(name), registry.llama(name)
-        workload, eos = workload_for(args, name, path, config, TINY_TOKENS, REAL_TOKENS)
-        chunking = stack.settings.chunk_tokens, stack.settings.chunk_interval_ms
-        say(f"model {name!r}: {path}", workload.describe())
-        say("genq: 1 relay, 1 worker process, chunks of {} tokens / {} ms".format(*chunking))
+        workload, eos, path, config = workload_for(args, stack)
+        settings = stack.settings
+        say(
+            f"model {workload.spec.model!r}: {path}",
+            workload.describe(),
+            f"genq: 1 relay, 1 worker process, chunks of {settings.chunk_tokens} tokens / "
+            f"{settings.chunk_interval_ms} ms",
+            f"in-process and genq, {args.warmup} warm-up + {args.jobs} jobs each, in turn",
+        )
         with paths.loaded(path, config) as llm:
-            inprocess, genq = _paired(args, llm, client, workload)
+            local = _settled(lambda: paths.generate(llm, workload.spec, workload.tokens)[0])
+            queued = _settled(lambda: paths.exact_genq(client, workload))
+            pairs = alternate(local, queued, args.warmup + args.jobs)[args.warmup :]
         stack.check_alive()
-    server = None if args.no_server else _server(args, path, config, workload, eos, cache)
+    inprocess = PathResult(paths.INPROCESS, [a for a, _ in pairs])
+    genq = PathResult(paths.GENQ, [b for _, b in pairs])
     rows = [(inprocess, "1.00 x in-process"), (genq, ratio(genq, inprocess, "in-process"))]
-    rows += [(server, ratio(server, genq, "genq"))] if server else []
-    say("", path_table(rows), "")
-    _verdicts(inprocess, genq)
+    if not args.no_server and not missing_modules():
+        server = LlamaServer(path, config, cache / "llama_cpp.server.log")
+        body = paths.request_body(workload.spec, eos)
+        warm = paths.request_body(workload.spec, eos, WARM_TOKENS)
+        peer = _peer(
+            server, "SSE", lambda p, w: paths.stream_sse(p, warm if w else body), args.server_jobs
+        )
+        rows += [(peer, ratio(peer, genq, "genq"))] if peer else []
+    rate, added = genq.tokens_per_s / inprocess.tokens_per_s, _added(genq, inprocess)
+    say(
+        "",
+        path_table(rows),
+        "",
+        f"genq / in-process tok/s: {rate:.2f} (target >= {TARGET_RATIO:.2f}: "
+        f"{met(rate >= TARGET_RATIO)})",
+        f"first-token latency added by the queue (submit to first token frame, minus "
+        f"in-process): median {added:.2f} ms, p90 "
+        f"{genq.first_token_p90_ms - inprocess.first_token_ms:.2f} ms over {len(genq.runs)} "
+        f"jobs (target median <= {TARGET_ADDED_MS:.0f} ms: {met(added <= TARGET_ADDED_MS)})",
+    )
 
 
 def workload_for(
-    args: argparse.Namespace,
-    name: str,
-    path: Path,
-    config: LlamaModelConfig,
-    tiny: int,
-    real: int,
-) -> tuple[Workload, int]:
-    """The job (`--max-tokens`, else `tiny` or `real` tokens), and the model's EOS id (for
-    servers, which have no ignore_eos). Only the tiny model's stray bytes are banned: with
-    them a server holds text back and re-decodes it, quadratically."""
-    on_tiny = args.model == TINY
-    size = args.max_tokens or (tiny if on_tiny else real)
+    args: argparse.Namespace, stack: Stack
+) -> tuple[Workload, int, Path, LlamaModelConfig]:
+    """The job (`--max-tokens`, else 2000 tokens on tiny, 128 on a real model), the model's
+    EOS id (for servers, which have no ignore_eos), its file and options. Only the tiny
+    model's stray bytes are banned: with them a server holds text back and re-decodes it,
+    quadratically."""
+    name, on_tiny = job_model(args.model), args.model == TINY
+    path, config = stack.model(name)
+    size = args.max_tokens or (2000 if on_tiny else 128)
     with paths.vocabulary(path) as vocab:
         banned = paths.non_utf8_tokens(vocab) if args.utf8_only and on_tiny else []
         spec = base_spec(args.prompt, args.seed, size, banned, name)
         count = len(paths.prompt_tokens(vocab, spec.prompt or ""))
-        return fit(spec, count, config.n_ctx), vocab.token_eos()
+        return fit(spec, count, config.n_ctx), vocab.token_eos(), path, config
 
 
-def _paired(
-    args: argparse.Namespace, llm: Llama, client: Client, workload: Workload
-) -> tuple[PathResult, PathResult]:
-    say(f"in-process and genq, {args.warmup} warm-up + {args.jobs} measured jobs each, in turn")
-    for _ in range(args.warmup):
-        paths.generate(llm, workload.spec, workload.tokens)
-        paths.exact_genq(client, workload)
-    local: list[Run] = []
-    queued: list[Run] = []
-    for _ in range(args.jobs):
+def _settled(run: Callable[[], Run]) -> Callable[[], Run]:
+    def settled() -> Run:
         time.sleep(SETTLE_S)
-        local.append(paths.generate(llm, workload.spec, workload.tokens)[0])
-        time.sleep(SETTLE_S)
-        queued.append(paths.exact_genq(client, workload))
-    return PathResult(paths.INPROCESS, local), PathResult(paths.GENQ, queued)
+        return run()
+
+    return settled
 
 
-def _server(
-    args: argparse.Namespace,
+def _peer(
+    server: LlamaServer, how: str, run: Callable[[int, bool], Run], jobs: int
+) -> PathResult | None:
+    """`jobs` runs against the server after a short warm one (`run(port, warm)`); None, said
+    why, where it fails."""
+    try:
+        with serving(server):
+            say(f"{server.name}: {server.command_line()}")
+            run(server.port, True)
+            runs = [run(server.port, False) for _ in range(jobs)]
+    except PEER_ERRORS as exc:
+        say(f"skipped {server.name}: {exc}")
+        return None
+    return PathResult(f"{server.name} {how}", runs)
+
+
+def _added(result: PathResult, base: PathResult) -> float:
+    return result.first_token_ms - base.first_token_ms
+
+
+def gateway(args: argparse.Namespace, cache: Path) -> None:
+    """The SDK through the gateway vs genq's client, the peers, then many clients at once."""
+    if importlib.util.find_spec("openai") is None:
+        say("skipped: the `openai` package is not installed (pip install openai)")
+        return
+    with local_stack(cache, {}) as stack, serving(Gateway(stack.env, cache / "gateway.log")) as gw:
+        workload, eos, path, config = workload_for(args, stack)
+        say(workload.describe(), f"gateway {gw.url}: 1 uvicorn process; 1 relay, 1 worker")
+        say(f"gateway and client, {args.warmup} warm-up + {args.gateway_jobs} jobs each, in turn")
+        request = _request(workload, None)
+        with _sdk(gw.url) as sdk, Client(stack.settings) as client:
+            through = _exact(lambda: sdk_run(sdk, workload.spec.model, request), workload)
+            client_run = functools.partial(paths.exact_genq, client, workload)
+            pairs = alternate(through, client_run, args.warmup + args.gateway_jobs)
+        concurrent = _concurrent(stack, gw, args.gateway_clients)
+        stack.check_alive()
+    via_gateway = PathResult("openai SDK via genq serve", [a for a, _ in pairs[args.warmup :]])
+    via_client = PathResult("genq Python client", [b for _, b in pairs[args.warmup :]])
+    rows = [(via_gateway, ratio(via_gateway, via_client, "client")), (via_client, "1.00 x")]
+    for peer in [] if args.no_server else _sdk_peers(path, config, workload, eos, cache, args):
+        rows.append((peer, f"gateway {via_gateway.tokens_per_s / peer.tokens_per_s:.2f} x"))
+    rate = via_gateway.tokens_per_s / via_client.tokens_per_s
+    pairs_ms = zip(via_gateway.runs, via_client.runs, strict=True)  # the same machine, in turn
+    added = statistics.median((g.first_token_s - c.first_token_s) * MS_PER_S for g, c in pairs_ms)
+    say(
+        "",
+        path_table(rows),
+        f"gateway / client tok/s: {rate:.2f} (target >= {TARGET_RATIO:.2f}: "
+        f"{met(rate >= TARGET_RATIO)})",
+        f"first token added by the gateway: {added:+.1f} ms median, job by job (target <= "
+        f"{TARGET_GATEWAY_MS:.0f} ms: {met(added <= TARGET_GATEWAY_MS)})",
+        concurrent,
+    )
+
+
+def _request(workload: Workload, eos: int | None) -> dict[str, Any]:
+    """The job as SDK arguments: genq's own fields as extra body fields; a peer, which has
+    no ignore_eos, gets EOS banned by a logit bias instead (eos given)."""
+    spec = workload.spec
+    extra: dict[str, Any] = {"top_k": spec.top_k, "min_p": spec.min_p}
+    extra["repeat_penalty"] = spec.repeat_penalty
+    bias = {str(token): int(value) for token, value in spec.logit_bias.items()}
+    if eos is None:
+        extra.update(ignore_eos=True, window_tokens=spec.window_tokens)
+    else:
+        bias[str(eos)] = int(BAN_BIAS)
+    return {
+        "prompt": spec.prompt,
+        "max_tokens": workload.tokens,
+        "temperature": spec.temperature,
+        "top_p": spec.top_p,
+        "seed": spec.seed,
+        "logit_bias": bias,
+        "stream_options": {"include_usage": True},  # llama_cpp.server ignores it
+        "extra_body": extra,
+    }
+
+
+def sdk_run(sdk: openai.OpenAI, model: str, request: dict[str, Any]) -> Run:
+    """One streamed completion: clock from the request to the first text, then to the end.
+    It must end by length (EOS is banned). Tokens by the usage chunk where the server sends
+    one, else one per chunk (llama_cpp.server streams a token per event)."""
+    started = time.perf_counter()
+    first: float | None = None
+    finish, usage, pieces = None, None, 0
+    for chunk in sdk.completions.create(model=model, stream=True, **request):
+        for choice in chunk.choices:
+            if first is None and choice.text:
+                first = time.perf_counter()
+            pieces += choice.finish_reason is None
+            finish = choice.finish_reason or finish
+        usage = chunk.usage.completion_tokens if chunk.usage else usage
+    ended = time.perf_counter()
+    if first is None or finish != "length":
+        raise paths.BenchJobFailed(f"an SDK stream ended with {finish!r}, no text: {first}")
+    return Run(pieces if usage is None else usage, first - started, ended - first)
+
+
+def _exact(run: Callable[[], Run], workload: Workload) -> Callable[[], Run]:
+    def exact() -> Run:
+        done = run()
+        if done.tokens != workload.tokens:
+            raise paths.BenchJobFailed(f"the gateway streamed {done.tokens} tokens")
+        return done
+
+    return exact
+
+
+def _sdk(base_url: str) -> openai.OpenAI:
+    import openai
+
+    # The SDK wants a key; the gateway on loopback has none.
+    return openai.OpenAI(
+        base_url=f"{base_url}/v1", api_key="genq-bench", max_retries=0, timeout=SDK_TIMEOUT_S
+    )
+
+
+def _concurrent(stack: Stack, gateway: Gateway, clients: int) -> str:
+    """`clients` SSE streams at once from one gateway process; its CPU time over the burst."""
+    process = psutil.Process(stack.pid(gateway))  # uvicorn with one worker: this very process
+    spec = JobSpec(model=BENCH_MODEL, prompt=DEFAULT_PROMPT, seed=1, ignore_eos=True)
+    body = {**paths.request_body(spec, None, CONCURRENT_TOKENS), "model": BENCH_MODEL}
+    body |= {"window_tokens": CONCURRENT_TOKENS, "stream_options": {"include_usage": True}}
+    before, started = cpu_s([process]), time.perf_counter()
+    counts = paths.at_once([functools.partial(_tokens, gateway.port, body)] * clients)
+    wall, cpu = time.perf_counter() - started, cpu_s([process]) - before
+    complete, tokens = sum(count == CONCURRENT_TOKENS for count in counts), sum(counts)
+    return (
+        f"{clients} SSE clients at once on one gateway process ({CONCURRENT_TOKENS} tokens "
+        f"each, tiny model): {complete}/{clients} streams complete "
+        f"({met(complete == clients)}); {tokens:,} tokens in {wall:.1f} s "
+        f"({tokens / wall:,.0f} tok/s); gateway CPU {cpu:.2f} s = "
+        f"{cpu / max(tokens, 1) * 1e6:.0f} us per token"
+    )
+
+
+def _tokens(port: int, body: dict[str, Any]) -> int:
+    """One stream's tokens; 0 unless it ended by length."""
+    try:
+        return paths.stream_sse(port, body).tokens
+    except PEER_ERRORS:
+        return 0
+
+
+def _sdk_peers(
     path: Path,
     config: LlamaModelConfig,
     workload: Workload,
     eos: int,
     cache: Path,
-) -> PathResult | None:
-    missing = missing_modules()
-    if missing:
-        say(f"skipped {SERVER}: missing {', '.join(missing)} (llama-cpp-python[server])")
-        return None
-    try:
-        with serving(LlamaServer(path, config, cache / "llama_cpp.server.log")) as server:
-            say(f"{SERVER}: {server.command_line()}")
-            paths.stream_sse(server.port, paths.request_body(workload.spec, eos, 16))  # warm
-            body = paths.request_body(workload.spec, eos)
-            runs = [paths.stream_sse(server.port, body) for _ in range(args.server_jobs)]
-    except (StackError, paths.ServerError, OSError, http.client.HTTPException) as exc:
-        say(f"skipped {SERVER}: {exc}")
-        return None
-    return PathResult(SERVER, runs)
+    args: argparse.Namespace,
+) -> list[PathResult]:
+    """The same SDK and job against llama_cpp.server and llama-server, one job at a time."""
+    servers: list[LlamaServer] = []
+    if missing_modules():
+        say(f"llama_cpp.server skipped: {', '.join(missing_modules())} missing")
+    else:
+        servers.append(LlamaServer(path, config, cache / "gateway-llama_cpp.server.log"))
+    binary = find()
+    if binary is None:
+        say("llama-server skipped: not built (`make llama-server`)")
+    else:
+        log = cache / "gateway-llama-server.log"
+        servers.append(LlamaCppServer(path, config, log, binary=binary, parallel=1))
+    request = _request(workload, eos)
+    warm = {**request, "max_tokens": WARM_TOKENS}
 
+    sdks: dict[int, openai.OpenAI] = {}  # one per server, its connection kept, as the gateway's
 
-def _verdicts(inprocess: PathResult, genq: PathResult) -> None:
-    rate = genq.tokens_per_s / inprocess.tokens_per_s
-    added = genq.first_token_ms - inprocess.first_token_ms
-    added_p90 = genq.first_token_p90_ms - inprocess.first_token_ms
-    say(
-        f"genq / in-process tok/s: {rate:.2f} (target >= {TARGET_RATIO:.2f}: "
-        f"{met(rate >= TARGET_RATIO)})",
-        f"first-token latency added by the queue (submit to first token frame, minus "
-        f"in-process): median {added:.2f} ms, p90 {added_p90:.2f} ms over {len(genq.runs)} jobs "
-        f"(target median <= {TARGET_ADDED_MS:.0f} ms: {met(added <= TARGET_ADDED_MS)})",
-    )
+    def run(port: int, warming: bool) -> Run:
+        if port not in sdks:
+            sdks[port] = _sdk(f"http://{HOST}:{port}")
+        return sdk_run(sdks[port], workload.spec.model, warm if warming else request)
+
+    peers = [_peer(server, "via the openai SDK", run, args.gateway_jobs) for server in servers]
+    for sdk in sdks.values():
+        sdk.close()
+    return [peer for peer in peers if peer is not None]
