@@ -18,7 +18,7 @@ import redis
 from genq import Client
 from ops.bench.child import READY
 from ops.bench.report import mb, met, say
-from ops.bench.stack import BenchProcess, Stack, local_stack, running
+from ops.bench.stack import BenchProcess, Stack, local_stack, serving
 from ops.localstack import StackError
 
 FLAT_BYTES = 10_000_000  # target: relay and reader within 10 MB of where they started
@@ -43,14 +43,15 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     )
     with local_stack(cache, {}, workers=1) as stack, Client(stack.settings) as client:
         client.submit(**{**job, "max_tokens": WARM_TOKENS}).result(timeout=JOB_TIMEOUT_S)
-        reader = BenchProcess("ops.bench.child", ["reader"], cache / "reader.log", stack.env)
-        with running(reader, ready=READY, stdin=True):
+        reader = BenchProcess(
+            "ops.bench.child", ["reader"], cache / "reader.log", stack.env, READY, True
+        )
+        with serving(reader):
             procs = _processes(stack, reader)
             samples: dict[str, list[int]] = {role: [] for role in procs}
             _sample(procs, samples)
             started = time.monotonic()
-            reader.stdin.write(f"{client.submit(**job).job_id}\n".encode())
-            reader.stdin.flush()
+            reader.send(client.submit(**job).job_id)
             while reader.running() and time.monotonic() - started < JOB_TIMEOUT_S:
                 _sample(procs, samples)
                 time.sleep(args.memory_interval_s)

@@ -30,7 +30,7 @@ import psutil
 from genq import Client, JobRecord
 from ops.bench.child import READY
 from ops.bench.report import alternate, job_model, met, say
-from ops.bench.stack import BenchProcess, Stack, cpu_s, local_stack, running
+from ops.bench.stack import BenchProcess, Stack, cpu_s, local_stack, serving
 from ops.localstack import StackError
 
 PROCESSES = 2  # worker processes, and baseline processes, unless --overhead-processes
@@ -81,11 +81,11 @@ def measure_baseline(stack: Stack, model: str, jobs: int, tokens: int, processes
         for n, share in enumerate(shares):
             args = ["generate", model, str(FIRST_SEED + sum(shares[:n])), str(share)]
             log = stack.cache / f"overhead-inprocess-{n}.log"
-            child = BenchProcess("ops.bench.child", [*args, str(tokens), PROMPT], log, stack.env)
-            children.append(started.enter_context(running(child, READY, stdin=True)))
+            args += [str(tokens), PROMPT]
+            child = BenchProcess("ops.bench.child", args, log, stack.env, READY, stdin=True)
+            children.append(started.enter_context(serving(child)))
         for child in children:
-            child.stdin.write(b"go\n")
-            child.stdin.flush()
+            child.send("go")
         printed = [child.printed(TIMEOUT_S) for child in children]
     return Baseline(
         seconds=max(p["end"] for p in printed) - min(p["start"] for p in printed),

@@ -25,8 +25,8 @@ import redis
 from genq import Client
 from ops.bench.load import COUNTER, frame
 from ops.bench.report import BENCH_MODEL, met, percentile, say, table
-from ops.bench.stack import BenchProcess, Stack, local_stack, running
-from ops.localstack import free_port
+from ops.bench.stack import BenchProcess, Stack, local_stack, serving
+from ops.localstack import Relay, free_port
 
 TARGET_FPS = 100_000
 TARGET_OF_XADD = 0.6  # of raw pipelined XADD in the same run, at least
@@ -73,8 +73,8 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     with local_stack(cache, env, workers=0, relay=False) as stack:
         figures = {name: Figure(name) for name in (READ, XADD, RELAY)}
         for _ in range(TURNS):
-            _turn(stack, args, figures[READ], "subscribe", "bench:{%s}:tokens", None)
-            _turn(stack, args, figures[XADD], "xadd", "bench:{%s}:stream", None)
+            _turn(stack, args, figures[READ], "subscribe", "bench:{%s}:tokens", port)
+            _turn(stack, args, figures[XADD], "xadd", "bench:{%s}:stream", port)
             _turn(stack, args, figures[RELAY], "publish", _channel(stack), port)
         _report(list(figures.values()))
         _hop(stack)
@@ -92,60 +92,49 @@ def _jobs(stack: Stack, count: int) -> list[str]:
 
 
 def _turn(
-    stack: Stack,
-    args: argparse.Namespace,
-    figure: Figure,
-    mode: str,
-    keys: str,
-    metrics_port: int | None,
+    stack: Stack, args: argparse.Namespace, figure: Figure, mode: str, keys: str, port: int
 ) -> None:
-    seconds = (args.relay_seconds if metrics_port else args.relay_baseline_seconds) / TURNS
+    """One turn of a phase: its consumer, then the load for its share of the seconds."""
+    seconds = (args.relay_seconds if mode == "publish" else args.relay_baseline_seconds) / TURNS
     url = stack.settings.redis_url
     control = redis.Redis.from_url(url)
     control.flushdb()  # the last turn's streams and counter
     jobs = [f"{n:032x}" for n in range(args.relay_jobs)]
-    jobs = _jobs(stack, args.relay_jobs) if metrics_port else jobs
-    progress = _progress(control, mode, metrics_port)
+    jobs = _jobs(stack, args.relay_jobs) if mode == "publish" else jobs
+    progress = _progress(control, mode, port)
     with _consumer(stack, mode, keys) as consumer:
         before = progress()
-        kind = "publish" if mode != "xadd" else "xadd"
-        load = BenchProcess(
-            "ops.bench.load",
-            [kind, url, keys, *jobs, "--seconds", str(seconds)],
-            stack.cache / f"load-{mode}.log",
-        )
-        with running(load):
+        kind = "xadd" if mode == "xadd" else "publish"
+        args_ = [kind, url, keys, *jobs, "--seconds", str(seconds)]
+        with serving(
+            BenchProcess("ops.bench.load", args_, stack.cache / f"load-{mode}.log")
+        ) as load:
             pids = {"load": load.pid, "redis-server": stack.pid(stack.redis), **consumer}
             samples = _sample(load.running, progress, pids)
             sent = int(load.printed(30.0)["published"])
         complete = _wait_until(lambda: progress() - before >= sent)
-    frames, steady, cpu = _steady(samples)
-    figure.add(frames, steady, cpu, complete)
+    figure.add(*_steady(samples), complete)
     control.close()
 
 
 @contextmanager
 def _consumer(stack: Stack, mode: str, keys: str) -> Iterator[dict[str, int]]:
+    """Nothing for XADD; a raw subscriber; or `genq relay`: the pid of what consumes."""
     if mode == "xadd":
         yield {}
-    elif mode == "subscribe":
-        proc = BenchProcess(
-            "ops.bench.load",
-            ["subscribe", stack.settings.redis_url, keys],
-            stack.cache / "subscriber.log",
-        )
-        with running(proc, ready="subscribed"):
-            yield {"subscriber": proc.pid}
-    else:
-        relay = stack.start_relay()
-        try:
-            yield {"relay": stack.pid(relay)}
-        finally:
-            relay.stop()
+        return
+    log = stack.cache / "subscriber.log"
+    args = ["subscribe", stack.settings.redis_url, keys]
+    subscriber = BenchProcess("ops.bench.load", args, log, ready="subscribed")
+    with serving(
+        subscriber if mode == "subscribe" else Relay(stack.env, stack.cache / "relay.log")
+    ) as proc:
+        yield {"subscriber" if mode == "subscribe" else "relay": stack.pid(proc)}
 
 
-def _progress(control: redis.Redis, mode: str, port: int | None) -> Callable[[], int]:
-    if port is not None:
+def _progress(control: redis.Redis, mode: str, port: int) -> Callable[[], int]:
+    """The consumer's count so far: the relay's metric, the subscriber's counter, or XLEN."""
+    if mode == "publish":
         return lambda: _relay_frames(port)
     if mode == "subscribe":
         return lambda: int(control.get(COUNTER) or 0)

@@ -1,8 +1,8 @@
-"""A private genq stack per section, started as a user starts one: a redis-server, `genq
-relay` and `genq worker`s (ops/localstack.py), a registry and logs in a temporary directory,
-all stopped on the way out (Ctrl-C included); the benchmark's own helper processes
-(`python -m ops.bench.child`, `.load`); and a sweep that stops any process of the run left behind.
-Models are cached where genq caches them (GENQ_CACHE_DIR).
+"""A private genq stack per section, started as a user starts one (redis-server, `genq relay`,
+`genq worker`s: ops/localstack.py), its registry and logs in the run's temporary directory;
+the benchmark's own processes (`python -m ops.bench.child`, `.load`); all stopped on the way
+out, Ctrl-C included, and swept by a marker in their environment. Models are cached where
+genq caches them (GENQ_CACHE_DIR).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psutil
 
@@ -89,7 +89,7 @@ class Stack:
     def processes(self) -> list[GenqProcess]:
         return [*self.workers, *([self.relay] if self.relay is not None else [])]
 
-    def pid(self, proc: GenqProcess | RedisServer | None) -> int:
+    def pid(self, proc: GenqProcess | RedisServer | BenchProcess | None) -> int:
         if proc is None or proc.proc is None:
             raise StackError("a process of the stack is not running")
         return proc.proc.pid
@@ -196,12 +196,15 @@ def print_tail(log: Path) -> None:
 
 @dataclass
 class BenchProcess:
-    """`python -m <module> args` in a session of its own, its output in `log`."""
+    """`python -m <module> args` in a session of its own, its output in `log`; started once
+    `ready` is in its log (if given), with a pipe to its stdin (if asked)."""
 
     module: str
     args: Sequence[str]
     log: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    ready: str | None = None
+    stdin: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -212,36 +215,36 @@ class BenchProcess:
     def pid(self) -> int:
         return self._proc().pid
 
-    @property
-    def stdin(self) -> IO[bytes]:
-        if self._proc().stdin is None:
-            raise StackError(f"{self.what} has no stdin")
-        return self._proc().stdin  # type: ignore[return-value]  # checked above
-
     def _proc(self) -> subprocess.Popen[bytes]:
         if self.proc is None:
             raise StackError(f"{self.what} is not running")
         return self.proc
 
-    def start(self, ready: str | None = None, stdin: bool = False) -> BenchProcess:
-        """Started; with `ready`, once that text is in its log."""
+    def start(self) -> BenchProcess:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", self.module, *self.args],
                 env={**os.environ, **self.env},
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        if ready is not None:
-            wait_for(lambda: self._has(ready), READY_TIMEOUT_S, f"{self.what} ({self.log})")
+        if self.ready is not None:
+            wait_for(self._ready, READY_TIMEOUT_S, f"{self.what} ({self.log})")
         return self
 
-    def _has(self, text: str) -> bool:
+    def _ready(self) -> bool:
         if not self.running():
             raise StackError(f"{self.what} exited with {self._proc().returncode}; see {self.log}")
-        return text in self.output()
+        return str(self.ready) in self.output()
+
+    def send(self, line: str) -> None:
+        pipe = self._proc().stdin
+        if pipe is None:
+            raise StackError(f"{self.what} has no stdin")
+        pipe.write(f"{line}\n".encode())
+        pipe.flush()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.is_file() else ""
@@ -271,17 +274,6 @@ class BenchProcess:
                 self.proc.stdin.close()
             stop_process(self.proc, group=True, grace_s=GRACE_S)
             self.proc = None
-
-
-@contextmanager
-def running(
-    proc: BenchProcess, ready: str | None = None, stdin: bool = False
-) -> Iterator[BenchProcess]:
-    """The process started, and stopped when the block ends however it ends."""
-    try:
-        yield proc.start(ready, stdin)
-    finally:
-        proc.stop()
 
 
 def _stop_strays(run_id: str) -> None:
