@@ -7,8 +7,8 @@ JOB_ID... [--seconds S]`, speaking RESP over a plain socket (little CPU per fram
 - `xadd`: the same frames XADDed in pipelines to `KEY_FORMAT % job_id` (Redis's own rate);
 - `subscribe`: PSUBSCRIBE `KEY_FORMAT` and count the messages into the key `bench:counted`.
 
-A frame is what a worker publishes (protocol v1: genq.common.frames), built once per job by
-pydantic and cut around its `seq` and `ts_ms`. Prints one JSON line at the end.
+A frame is what a worker publishes (genq.common.frames), built once per job by pydantic and
+cut around its `seq` and `ts_ms`. Prints one JSON line at the end.
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ COUNTER = "bench:counted"
 BATCH = 500  # commands per pipeline
 MAX_BUFFERED = 4 << 20
 CHUNK_TEXT = "▁the quick brown fox über naïve café 日本語 jumps over"
-CHUNK_TOKENS = 16
 _SEQ, _TS = 987_654_321_987, 123_456_789_123  # stand-ins while a frame is cut
 
 
 def frame(job_id: str, seq: int, ts_ms: int) -> bytes:
-    data = TokenData(text=CHUNK_TEXT, token_ids=list(range(300, 300 + CHUNK_TOKENS)))
+    data = TokenData(text=CHUNK_TEXT, token_ids=list(range(300, 316)))
     return (
         TokenFrame(job_id=job_id, epoch=0, seq=seq, ts_ms=ts_ms, data=data)
         .model_dump_json()
@@ -47,62 +46,52 @@ def bulk(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
 
-class Load:
-    """Each job's frame as head + seq + middle + ts + tail, and its command's key."""
+def commands(mode: str, key_format: str, job_ids: Sequence[str]) -> list[tuple[bytes, ...]]:
+    """Each job's command, key and frame cut as head + seq + middle + ts + tail."""
+    cut: list[tuple[bytes, ...]] = []
+    for job_id in job_ids:
+        head, rest = frame(job_id, _SEQ, _TS).split(b"%d" % _SEQ)
+        middle, tail = rest.split(b"%d" % _TS)
+        cut.append((mode.upper().encode(), (key_format % job_id).encode(), head, middle, tail))
+    return cut
 
-    def __init__(self, mode: str, key_format: str, job_ids: Sequence[str]) -> None:
-        self.mode = mode
-        self.parts = []
-        for job_id in job_ids:
-            head, rest = frame(job_id, _SEQ, _TS).split(b"%d" % _SEQ)
-            middle, tail = rest.split(b"%d" % _TS)
-            self.parts.append(((key_format % job_id).encode(), head, middle, tail))
 
-    def batch(self, seq: int, rounds: int) -> tuple[bytes, int]:
-        """`rounds` frames of every job from `seq`: the commands, and how many."""
-        ts = b"%d" % (time.time_ns() // 1_000_000)
-        out = []
-        for n in range(seq, seq + rounds):
-            for key, head, middle, tail in self.parts:
-                body = b"%s%d%s%s%s" % (head, n, middle, ts, tail)
-                if self.mode == "publish":
-                    out.append(bulk(b"PUBLISH", key, body))
-                else:
-                    out.append(bulk(b"XADD", key, b"0-%d" % n, b"f", body))
-        return b"".join(out), len(out)
+def batch(cut: list[tuple[bytes, ...]], seq: int, rounds: int) -> bytes:
+    """`rounds` frames of every job from `seq`, XADD with the seq as its entry id."""
+    ts = b"%d" % (time.time_ns() // 1_000_000)
+    out = []
+    for n in range(seq, seq + rounds):
+        for command, key, head, middle, tail in cut:
+            body = b"%s%d%s%s%s" % (head, n, middle, ts, tail)
+            entry = (b"0-%d" % n, b"f") if command == b"XADD" else ()
+            out.append(bulk(command, key, *entry, body))
+    return b"".join(out)
 
 
 def connect(url: str) -> socket.socket:
-    parts = urlsplit(url)
-    sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379))
-    if parts.path.strip("/") not in ("", "0"):
-        sock.sendall(bulk(b"SELECT", parts.path.strip("/").encode()))
-        sock.recv(64)
-    return sock
+    parts = urlsplit(url)  # the stack's own redis-server: db 0, no password
+    return socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379))
 
 
-def drain(sock: socket.socket, replies: int, lines_each: int) -> None:
-    """Read `replies` replies of `lines_each` lines (':n' is one, '$n id' two)."""
-    left = replies * lines_each
-    while left > 0:
+def drain(sock: socket.socket, lines: int) -> None:
+    """Read replies until `lines` lines have come (':n' is one line, '$n id' two)."""
+    while lines > 0:
         data = sock.recv(1 << 20)
         if not data or b"-ERR" in data:
             raise SystemExit(f"load: redis answered {data[:200]!r}")
-        left -= data.count(b"\r\n")
+        lines -= data.count(b"\r\n")
 
 
 def produce(args: argparse.Namespace, stopped: list[bool]) -> dict[str, float]:
-    load = Load(args.mode, args.key_format, args.job_ids)
-    control = redis.Redis.from_url(args.url)
-    sock = connect(args.url)
+    cut = commands(args.mode, args.key_format, args.job_ids)
+    control, sock = redis.Redis.from_url(args.url), connect(args.url)
     rounds = max(1, BATCH // len(args.job_ids))
     seq, sent, held = 1, 0, 0.0
     started = time.monotonic()
     while not stopped and time.monotonic() - started < args.seconds:
-        commands, count = load.batch(seq, rounds)
-        sock.sendall(commands)
-        drain(sock, count, 1 if args.mode == "publish" else 2)
-        seq, sent = seq + rounds, sent + count
+        sock.sendall(batch(cut, seq, rounds))
+        drain(sock, rounds * len(cut) * (1 if args.mode == "publish" else 2))
+        seq, sent = seq + rounds, sent + rounds * len(cut)
         if args.mode == "publish" and seq % (4 * rounds) == 1:
             began = time.monotonic()
             while _buffered(control) > MAX_BUFFERED and time.monotonic() - started < args.seconds:
@@ -117,8 +106,7 @@ def _buffered(control: redis.Redis) -> int:
 
 def subscribe(args: argparse.Namespace, stopped: list[bool]) -> dict[str, float]:
     """Count messages by their `pmessage` header; the count into COUNTER every 0.1 s."""
-    control = redis.Redis.from_url(args.url)
-    sock = connect(args.url)
+    control, sock = redis.Redis.from_url(args.url), connect(args.url)
     sock.sendall(bulk(b"PSUBSCRIBE", args.key_format.replace("%s", "*").encode()))
     sock.settimeout(0.1)
     counted, told, tail = 0, 0, b""
@@ -128,9 +116,8 @@ def subscribe(args: argparse.Namespace, stopped: list[bool]) -> dict[str, float]
             data = tail + sock.recv(1 << 20)
         except TimeoutError:
             data = tail
-        counted += data.count(b"\r\npmessage\r\n")
         tail = data[-12:]
-        counted -= tail.count(b"\r\npmessage\r\n")
+        counted += data.count(b"\r\npmessage\r\n") - tail.count(b"\r\npmessage\r\n")
         if counted != told:
             control.set(COUNTER, counted)
             told = counted

@@ -36,6 +36,7 @@ INPROCESS = "in-process (llama-cpp-python's Llama)"
 GENQ = "genq end to end"
 STREAM_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 120.0
+LOAD_OPTIONS = {"n_ctx", "n_batch", "n_threads", "n_gpu_layers"}
 BUDGET_S = 90.0  # longest a measured server job may run before it is cut off
 
 
@@ -45,16 +46,6 @@ class BenchJobFailed(RuntimeError):
 
 class ServerError(RuntimeError):
     """A server answered a completion request with an error or an odd stream."""
-
-
-@contextmanager
-def vocabulary(path: Path) -> Iterator[Llama]:
-    """The model's vocabulary alone (no weights, no context): tokenize, detokenize, EOS."""
-    llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
-    try:
-        yield llm
-    finally:
-        llm.close()
 
 
 def prompt_tokens(vocab: Llama, prompt: str) -> list[int]:
@@ -73,17 +64,12 @@ def non_utf8_tokens(vocab: Llama) -> list[int]:
 
 
 @contextmanager
-def loaded(path: Path, config: LlamaModelConfig) -> Iterator[Llama]:
-    """The model loaded by llama-cpp-python with the registry entry's options."""
-    llm = Llama(
-        model_path=str(path),
-        n_ctx=config.n_ctx,
-        n_batch=config.n_batch,
-        n_threads=config.n_threads,
-        n_threads_batch=config.n_threads,
-        n_gpu_layers=config.n_gpu_layers,
-        verbose=False,
-    )
+def loaded(path: Path, config: LlamaModelConfig | None = None) -> Iterator[Llama]:
+    """The model loaded by llama-cpp-python with the registry entry's options; without them,
+    its vocabulary alone (tokenize, detokenize, EOS)."""
+    options = {} if config is None else config.model_dump(include=LOAD_OPTIONS)
+    threads = {} if config is None else {"n_threads_batch": config.n_threads}
+    llm = Llama(str(path), vocab_only=config is None, verbose=False, **options, **threads)
     try:
         yield llm
     finally:

@@ -170,7 +170,7 @@ def _workload(
     args: argparse.Namespace, path: Path, config: LlamaModelConfig
 ) -> tuple[Workload, int]:
     """The job, EOS biased away (the server has no ignore_eos), and the EOS token id."""
-    with paths.vocabulary(path) as vocab:
+    with paths.loaded(path) as vocab:
         banned = paths.non_utf8_tokens(vocab) if args.utf8_only else []
         eos = vocab.token_eos()
         spec = base_spec(args.prompt, args.seed, args.remote_tokens, [*banned, eos], BENCH_MODEL)

@@ -132,7 +132,7 @@ def _baselines(
     jobs: list[JobSpec],
 ) -> Callable[[], None]:
     """One round of the in-process variants and the peer, between genq's batches."""
-    with paths.vocabulary(path) as vocab:
+    with paths.loaded(path) as vocab:
         prompt = vocab.tokenize(args.prompt.encode(), add_bos=True, special=True)
     first = jobs[0]
     spec = batched.Spec(

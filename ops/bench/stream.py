@@ -117,7 +117,7 @@ def workload_for(
     name, on_tiny = job_model(args.model), args.model == TINY
     path, config = stack.model(name)
     size = args.max_tokens or (2000 if on_tiny else 128)
-    with paths.vocabulary(path) as vocab:
+    with paths.loaded(path) as vocab:
         banned = paths.non_utf8_tokens(vocab) if args.utf8_only and on_tiny else []
         spec = base_spec(args.prompt, args.seed, size, banned, name)
         count = len(paths.prompt_tokens(vocab, spec.prompt or ""))
