@@ -67,9 +67,9 @@ def non_utf8_tokens(vocab: Llama) -> list[int]:
 def loaded(path: Path, config: LlamaModelConfig | None = None) -> Iterator[Llama]:
     """The model loaded by llama-cpp-python with the registry entry's options; without them,
     its vocabulary alone (tokenize, detokenize, EOS)."""
-    options = {} if config is None else config.model_dump(include=LOAD_OPTIONS)
-    threads = {} if config is None else {"n_threads_batch": config.n_threads}
-    llm = Llama(str(path), vocab_only=config is None, verbose=False, **options, **threads)
+    options: dict[str, Any] = {} if config is None else config.model_dump(include=LOAD_OPTIONS)
+    options["n_threads_batch"] = options.get("n_threads")
+    llm = Llama(str(path), vocab_only=config is None, verbose=False, **options)
     try:
         yield llm
     finally:
