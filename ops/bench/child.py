@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from genq import Client, JobSpec, Settings
+from genq.common.frames import TokenFrame
 from genq.common.registry import ModelRegistry
 
 READY = "ready"
@@ -37,7 +38,7 @@ def reader(client: Client) -> dict[str, Any]:
     with client.job(sys.stdin.readline().strip()).stream(timeout=TIMEOUT_S) as stream:
         for frame in stream:
             frames += 1
-            tokens += len(getattr(frame.data, "token_ids", ()))
+            tokens += len(frame.data.token_ids) if isinstance(frame, TokenFrame) else 0
         text = stream.text
         return {
             "frames": frames,
