@@ -194,19 +194,23 @@ def _report(figures: list[Figure]) -> None:
         for f in figures
     ]
     header = ("path", "frames/s", "seconds", "all arrived", "CPU (share of a core)")
-    read, xadd, relay = (max(f.per_s, 1e-9) for f in figures)
-    cpu = max(figures[2].cpu_s.get("relay", 0.0), 1e-9)
+    read, xadd, relay = (f.per_s for f in figures)
+    cpu = figures[2].cpu_s.get("relay", 0.0)
     say(
         "",
         table(header, rows),
         "",
         f"genq relay: {relay:,.0f} frames/s sustained (target >= {TARGET_FPS:,}: "
-        f"{met(relay >= TARGET_FPS)}); {figures[2].frames / cpu:,.0f} frames per CPU-second "
-        "of the relay",
-        f"  {relay / xadd:.2f} x raw pipelined XADD in this run (target >= {TARGET_OF_XADD}: "
-        f"{met(relay >= TARGET_OF_XADD * xadd)})",
-        f"  {relay / read:.2f} x a raw subscriber that only counts",
+        f"{met(relay >= TARGET_FPS)}); {figures[2].frames / max(cpu, 1e-9):,.0f} frames per "
+        "CPU-second of the relay",
+        f"  {_times(relay, xadd)} raw pipelined XADD in this run (target >= {TARGET_OF_XADD}: "
+        f"{met(relay >= TARGET_OF_XADD * xadd > 0)})",
+        f"  {_times(relay, read)} a raw subscriber that only counts",
     )
+
+
+def _times(value: float, base: float) -> str:
+    return f"{value / base:.2f} x" if base else "(no figure: it moved nothing) x"
 
 
 def _hop(stack: Stack) -> None:
