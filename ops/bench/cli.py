@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import textwrap
 import time
@@ -29,43 +30,20 @@ from ops.bench.stack import cache_dir
 from ops.localstack import StackError
 
 EXIT_INTERRUPTED = 130
-MAX_INTERVAL_MS = 10_000.0  # GENQ_CHUNK_INTERVAL_MS's bound in common/settings.py
+MAX_MS = 10_000.0  # GENQ_CHUNK_INTERVAL_MS's bound in common/settings.py
 Section = Callable[[argparse.Namespace, Path], None]
-SECTIONS: dict[str, tuple[Section, str]] = {
-    "stream": (stream.section, "one job (2000 tokens on tiny, 128 on a real model) in process "
-        "with `Llama.generate()` and through genq, job by job in turn (--jobs), then "
-        "llama_cpp.server over SSE. Targets: genq >= 0.90 x in-process tok/s; <= 15 ms "
-        "first-token latency added (median)."),
-    "relay": (relay.section, "frames/s `genq relay` moves from pub/sub into the jobs' streams, "
-        "beside a raw pattern subscriber that only counts and raw pipelined XADD of the same "
-        "frames (targets: >= 100,000 frames/s and >= 0.6 x XADD); then the PUBLISH -> XREAD "
-        "hop of one frame at a time."),
-    "recovery": (failover.recovery, "SIGKILL the worker of a long windowed job, a second "
-        "worker idle, per lease TTL: kill -> next token (target <= TTL + 2 s), tokens "
-        "recomputed per resume (target: median <= 2 chunks), final text = uninterrupted."),
-    "handoff": (failover.handoff, "SIGTERM the worker running a long windowed job past its "
-        "third window, a second warm worker idle, both --slots 8: SIGTERM -> first token of "
-        "the new epoch (target: median <= 0.5 s), tokens recomputed, the old worker's exit, "
-        "streamed text = result = the job uninterrupted beside 7 others."),
-    "memory": (memory.section, "RSS of the relay, a reader process and the worker over a "
-        "100,000-token job on the tiny model (target: relay and reader flat within 10 MB)."),
-    "submit": (submit.section, "a 10,000-line batch queued with Client.submit_batch() by a "
-        "producer process, no worker, against Client.submit() calls. Targets: >= 2,000 "
-        "jobs/s; RSS <= 150 MB."),
-    "overhead": (overhead.section, "200 jobs of 16 tokens as one batch on 2 worker processes "
-        "against the same jobs run back to back by 2 llama-cpp-python processes, 3 rounds. "
-        "Target: median in-process wall / genq wall >= 0.90."),
-    "remote": (remote.section, "genq's remote backend against streaming the same "
-        "llama_cpp.server directly (tiny model): one job at a time, then 16 at once "
-        "(--slots 16). Target: genq / direct tok/s >= 0.90."),
-    "slots": (slots.section, "8 jobs at once on one --slots 8 worker against "
-        "llama-cpp-python's batched decode (genq's invariant settings, llama.cpp's defaults, "
-        "Llama's defaults, a bare argmax loop) and llama-server -np 8 when built; then 8 "
-        "one-slot processes."),
-    "gateway": (stream.gateway, "one job streamed with the openai SDK through `genq serve` "
-        "against genq's client, and against llama_cpp.server and llama-server; then 64 SSE "
-        "clients at once on one gateway (tiny model)."),
-}  # fmt: skip
+SECTIONS: dict[str, Section] = {
+    "stream": stream.section,
+    "relay": relay.section,
+    "recovery": failover.recovery,
+    "handoff": failover.handoff,
+    "memory": memory.section,
+    "submit": submit.section,
+    "overhead": overhead.section,
+    "remote": remote.section,
+    "slots": slots.section,
+    "gateway": stream.gateway,
+}
 DESCRIPTION = """\
 genq's benchmark. Every section starts its own private stack the way a user does
 (redis-server, `genq relay`, `genq worker`; ops/localstack.py), drives it with genq's public
@@ -149,8 +127,8 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     sections = "\n".join(
-        textwrap.fill(text, 92, initial_indent=f"  {name:<10}", subsequent_indent=" " * 12)
-        for name, (_, text) in SECTIONS.items()
+        textwrap.fill(_help(name), 92, initial_indent=f"  {name:<10}", subsequent_indent=" " * 12)
+        for name in SECTIONS
     )
     parser = argparse.ArgumentParser(
         prog="python -m ops.bench",
@@ -188,6 +166,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _help(name: str) -> str:
+    return " ".join((SECTIONS[name].__doc__ or "").split())
+
+
 def _suites(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in SECTIONS]
@@ -202,28 +184,20 @@ def _ttls(text: str) -> list[float]:
     return [_seconds(part) for part in text.split(",") if part.strip()]
 
 
-def _seconds(text: str) -> float:
-    return _bounded(float(text), text, 0.0, float("inf"), "more than 0", open_low=True)
+def _bounded(kind: type[int] | type[float], low: float, high: float, above: bool = False) -> Any:
+    """A parser of `kind` from `low` (excluded where `above`) to `high`."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not low <= value <= high or (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'over' if above else 'at least'} {low}")
+        return value
+
+    return parse
 
 
-def _milliseconds(text: str) -> float:
-    return _bounded(float(text), text, 0.0, MAX_INTERVAL_MS, f"0 to {MAX_INTERVAL_MS:.0f}")
-
-
-def _natural(text: str) -> int:
-    return int(_bounded(int(text), text, 0, float("inf"), "0 or more"))
-
-
-def _positive(text: str) -> int:
-    return int(_bounded(int(text), text, 1, float("inf"), "1 or more"))
-
-
-def _bounded(
-    value: float, text: str, low: float, high: float, what: str, open_low: bool = False
-) -> float:
-    if not low <= value <= high or (open_low and value == low):
-        raise argparse.ArgumentTypeError(f"must be {what}: {text}")
-    return value
+_natural, _positive = _bounded(int, 0, math.inf), _bounded(int, 1, math.inf)
+_seconds, _milliseconds = _bounded(float, 0, math.inf, above=True), _bounded(float, 0, MAX_MS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -245,10 +219,9 @@ def run(args: argparse.Namespace) -> None:
     started = time.monotonic()
     with cache_dir() as cache:
         for name in args.suite:
-            section, text = SECTIONS[name]
-            say("", f"== {name}: {text}")
+            say("", f"== {name}: {_help(name)}")
             began = time.monotonic()
-            section(args, cache)
+            SECTIONS[name](args, cache)
             say(f"({name}: {time.monotonic() - began:.0f} s)")
     say("", f"benchmark: {time.monotonic() - started:.0f} s in all")
 

@@ -1,21 +1,17 @@
-"""Failover: stop the worker running a long windowed job while a second one idles, and measure
-how long the job's stream goes without tokens, how much was computed twice, and whether its
-text is the uninterrupted run's. The clock is this process's wall clock at the signal against
-the frames' `ts_ms` (same machine).
+"""Failover: stop the worker running a long windowed job while a second one idles; how long
+its stream goes without tokens (this process's wall clock at the signal against the frames'
+`ts_ms`), how much is computed twice, and whether its text is the uninterrupted run's.
 
-recovery: SIGKILL the worker's process group mid-window (a later window each run), per lease
-TTL, on a stack of its own with two workers; the killed one is restarted. Tokens recomputed =
-what the killed attempt generated - the resume frame's `committed_tokens`: its token frames,
-plus what its own rate made between its last frame and the kill (it may have sampled up to 2
-more, ahead of its job's thread). Each kill waits a run-dependent 0 to 90 ms past the frame
-that triggers it, so that kills do not all land just after a flush.
+recovery: SIGKILL the worker's process group mid-window (a later window each run, 0 to 90 ms
+past the triggering frame so that kills do not all land just after a flush), per lease TTL,
+two workers; the killed one is restarted. Recomputed = what the killed attempt generated (its
+token frames, plus what its own rate made between its last frame and the kill) - the resume
+frame's `committed_tokens`.
 
-handoff: SIGTERM the worker's main process (a deploy stopping it) once three windows are
-checkpointed and half the next is read; workers a and b with --slots each, leases far longer
-than the section (only the hand-off can move the job in time). The stopped worker is restarted
-and warmed before the next run, so that every hand-off lands on a warm worker. The reference
-text is the job's on worker a alone beside `slots - 1` neighbours (other seeds) decoding
-together; the signalled runs decode it without neighbours, before and after the hand-off.
+handoff: SIGTERM the worker's main process (a deploy) once three windows are checkpointed,
+workers a and b with --slots each, leases far past the section; the stopped worker restarted
+and warmed before the next run. The reference text is the job's on worker a beside
+`slots - 1` neighbours (other seeds); the signalled runs decode it alone.
 """
 
 from __future__ import annotations
@@ -188,6 +184,9 @@ def holder(client: Client, job_id: str) -> str:
 
 
 def recovery(args: argparse.Namespace, cache: Path) -> None:
+    """SIGKILL the worker of a long windowed job, a second worker idle, per lease TTL: kill ->
+    next token (target <= TTL + 2 s), tokens recomputed per resume (target: median <= 2
+    chunks), final text = uninterrupted."""
     job = _job(args, "recovery", args.model)
     kills = ", ".join(f"{_kill_after(job, run):,}" for run in range(args.recovery_runs))
     say(
@@ -273,6 +272,10 @@ def _recovery_lines(results: Results, job: JobSpec, ttl: float, stack: Stack) ->
 
 
 def handoff(args: argparse.Namespace, cache: Path) -> None:
+    """SIGTERM the worker running a long windowed job past its third window, a second warm
+    worker idle, both --slots 8: SIGTERM -> first token of the new epoch (target: median <=
+    0.5 s), tokens recomputed, the old worker's exit, streamed text = result = the job
+    uninterrupted beside 7 others."""
     job, slots = _job(args, "handoff", job_model(args.model)), args.handoff_slots
     say(
         f"{_describe(job)}; workers a and b, --slots {slots} each (GENQ_SLOTS), lease TTL "

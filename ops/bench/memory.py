@@ -28,6 +28,8 @@ JOB_TIMEOUT_S = 1800.0
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
+    """RSS of the relay, a reader process and the worker over a 100,000-token job on the tiny
+    model (target: relay and reader flat within 10 MB)."""
     job = {
         "prompt": "Once upon a time",
         "model": "tiny",

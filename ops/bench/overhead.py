@@ -135,6 +135,9 @@ def _roles(stack: Stack) -> dict[str, list[psutil.Process]]:
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
+    """200 jobs of 16 tokens as one batch on 2 worker processes against the same jobs run back
+    to back by 2 llama-cpp-python processes, 3 rounds. Target: median in-process wall / genq
+    wall >= 0.90."""
     jobs, tokens, processes = args.overhead_jobs, args.overhead_tokens, args.overhead_processes
     model = job_model(args.model)
     say(

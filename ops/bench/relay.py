@@ -63,6 +63,9 @@ class Figure:
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
+    """Frames/s `genq relay` moves from pub/sub into the jobs' streams, beside a raw pattern
+    subscriber that only counts and raw pipelined XADD of the same frames (targets: >= 100,000
+    frames/s and >= 0.6 x XADD); then the PUBLISH -> XREAD hop of one frame at a time."""
     port = free_port()
     env = {"GENQ_RELAY_METRICS_PORT": str(port)}
     say(

@@ -47,6 +47,9 @@ DIRECT, GENQ = "direct SSE client", "genq remote backend"
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
+    """genq's remote backend against streaming the same llama_cpp.server directly (tiny
+    model): one job at a time, then 16 at once (--slots 16). Target: genq / direct tok/s >=
+    0.90."""
     if missing_modules():
         say(f"skipped: missing {', '.join(missing_modules())} (llama-cpp-python[server])")
         return

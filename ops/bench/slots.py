@@ -83,6 +83,9 @@ def specs(args: argparse.Namespace, model: str, n: int) -> list[JobSpec]:
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
+    """8 jobs at once on one --slots 8 worker against llama-cpp-python's batched decode
+    (genq's invariant settings, llama.cpp's defaults, Llama's defaults, a bare argmax loop)
+    and llama-server -np 8 when built; then 8 one-slot processes."""
     n = args.slots_jobs
     name = job_model(args.model)
     with local_stack(cache, {"GENQ_SLOTS": str(n)}, workers=0) as stack:
