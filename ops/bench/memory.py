@@ -1,8 +1,6 @@
-"""Memory over a long job: resident memory of the relay, of a reader following the job's
-stream (`python -m ops.bench.child reader`, a process of its own) and of the worker's pool
-process, sampled from before the job starts until the reader has read its last frame. The
-worker and the relay first run a short job, so that model loading and first-use allocations
-are not counted as growth.
+"""Memory over a long job: RSS of the relay, of a reader following the job's stream (`python
+-m ops.bench.child reader`) and of the worker's pool process, from before the job starts until
+the reader has read its last frame, after a short job (model loading is not growth).
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
-"""Per-job overhead: many short jobs through genq against the same generations run back to
-back in plain processes, with as many processes on each side.
-
-genq: one batch of `jobs` jobs (200 of 16 tokens by default, EOS banned, fixed seeds) run by
-2 worker processes with a relay running, timed from the submit call until
-`BatchHandle.wait()` returns. Baseline: 2 processes (`python -m ops.bench.child generate`),
-each with the model loaded by llama-cpp-python alone, running its share of the jobs one after
-another from a fresh context each, timed from the first one's start to the last one's end.
-Model loading is excluded on both sides (the workers run warm-up jobs first). The job
-records' timestamps then say where genq's time went. Both sides run once a round, which goes
-first alternating; the figure is the median round's ratio, as the machine's speed drifts.
+"""Per-job overhead: one batch of short jobs (EOS banned, fixed seeds) through genq's workers
+with a relay running, from the submit call until `BatchHandle.wait()` returns, against the
+same generations run back to back by as many `python -m ops.bench.child generate` processes
+(llama-cpp-python alone, a fresh context each job), from the first start to the last end.
+Model loading is excluded on both sides; the job records' timestamps then say where genq's
+time went. Rounds alternate which side goes first; the figure is the median round's ratio.
 """
 
 from __future__ import annotations

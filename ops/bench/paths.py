@@ -26,7 +26,7 @@ from llama_cpp import Llama
 
 from genq import Client, JobHandle, JobSpec
 from genq.common.registry import LlamaModelConfig
-from ops.bench.report import Batch, Run, Workload
+from ops.bench.report import Batch, Run
 from ops.llamaserver import HOST
 
 T = TypeVar("T")
@@ -124,11 +124,11 @@ def read_genq(job: JobHandle, started: float) -> Run:
     return Run(tokens, first - started, ended - first)
 
 
-def exact_genq(client: Client, workload: Workload) -> Run:
-    """A genq job that must come out exactly `workload.tokens` tokens long."""
-    run = stream_genq(client, workload.spec)
-    if run.tokens != workload.tokens:
-        raise BenchJobFailed(f"a genq job made {run.tokens} tokens, not {workload.tokens}")
+def exact_genq(client: Client, spec: JobSpec) -> Run:
+    """A genq job that must come out exactly `spec.max_tokens` tokens long."""
+    run = stream_genq(client, spec)
+    if run.tokens != spec.max_tokens:
+        raise BenchJobFailed(f"a genq job made {run.tokens} tokens, not {spec.max_tokens}")
     return run
 
 

@@ -1,11 +1,7 @@
-"""The relay section: token frames per second that `genq relay` moves from pub/sub into the
-jobs' streams, sustained, against raw Redis baselines on the same redis-server in the same
-run: a plain pattern subscriber that only counts (the read half), and pipelined XADD of the
-same frames (the write half, Redis's own rate). Load and baselines: ops/bench/load.py.
-
-The relay's progress is its own figure, `genq_relay_frames_total` on its metrics endpoint;
-its jobs are submitted with genq's client (no worker runs them: the relay moves frames only
-of jobs that have a record). Every phase runs in two turns, alternating with the others.
+"""The relay section. The relay's progress is its own figure, `genq_relay_frames_total` on its
+metrics endpoint; its jobs are submitted with genq's client (no worker runs them: the relay
+moves frames only of jobs that have a record). The baselines run on the same redis-server;
+load and baselines: ops/bench/load.py. Every phase runs in two turns, alternating.
 """
 
 from __future__ import annotations

@@ -28,9 +28,7 @@ from ops.bench.report import (
     BENCH_MODEL,
     Batch,
     Run,
-    Workload,
     alternate,
-    base_spec,
     fit,
     met,
     say,
@@ -57,14 +55,14 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         stack = resources.enter_context(local_stack(cache, {}, workers=0))
         registry = ModelRegistry.from_settings(stack.settings)
         path, config = registry.local_path(BENCH_MODEL), registry.llama(BENCH_MODEL)
-        workload, eos = _workload(args, path, config)
+        spec, described, eos = _workload(args, path, config)
         server = LlamaServer(path, config, cache / "remote-server.log")
         resources.enter_context(serving(server))
-        _add_remote_model(stack, server.port, workload.tokens)
+        _add_remote_model(stack, server.port, spec.max_tokens)
         stack.start_worker()
         client = resources.enter_context(Client(stack.settings))
-        say(f"llama_cpp.server: {server.command_line()}", workload.describe())
-        body, spec = paths.request_body(workload.spec, eos), workload.spec
+        say(f"llama_cpp.server: {server.command_line()}", described)
+        body = paths.request_body(spec, eos)
         warm = _warm(spec)
         paths.stream_sse(server.port, paths.request_body(warm, eos))  # the server's graph
         paths.stream_genq(client, warm)  # the worker's first task
@@ -74,9 +72,9 @@ def section(args: argparse.Namespace, cache: Path) -> None:
             lambda: _one_by_one(DIRECT, lambda: paths.stream_sse(server.port, body), jobs),
             lambda: _one_by_one(GENQ, lambda: paths.stream_genq(client, spec), jobs),
             args.remote_rounds,
-            workload,
+            spec.max_tokens,
         )
-        _concurrent(args, stack, client, workload, server.port, body)
+        _concurrent(args, stack, client, spec, server.port, body)
         stack.check_alive()
 
 
@@ -84,13 +82,13 @@ def _concurrent(
     args: argparse.Namespace,
     stack: Stack,
     client: Client,
-    workload: Workload,
+    spec: JobSpec,
     port: int,
     body: dict[str, object],
 ) -> None:
     """The same job --remote-concurrent-jobs at once on each path: the worker restarted with
     as many slots (one process, its jobs' threads), against as many direct clients."""
-    jobs, spec = args.remote_concurrent_jobs, workload.spec
+    jobs = args.remote_concurrent_jobs
     stack.worker("bench").stop()
     stack.env["GENQ_SLOTS"] = str(jobs)
     stack.start_worker()
@@ -100,7 +98,7 @@ def _concurrent(
         lambda: paths.server_batch(DIRECT, port, [body] * jobs),
         lambda: paths.genq_batch(GENQ, client, [spec] * jobs),
         args.remote_concurrent_rounds,
-        workload,
+        spec.max_tokens,
     )
 
 
@@ -122,7 +120,7 @@ def _settled(measure: Callable[[], Batch]) -> Callable[[], Batch]:
 
 
 def _compare(
-    direct: Callable[[], Batch], genq: Callable[[], Batch], rounds: int, workload: Workload
+    direct: Callable[[], Batch], genq: Callable[[], Batch], rounds: int, tokens: int
 ) -> None:
     """Both paths once a round; figures are medians over rounds."""
     load = os.getloadavg()[0]
@@ -133,12 +131,11 @@ def _compare(
     rows = [_row([d for d, _ in done]), _row([g for _, g in done])]
     say(table(("path", "tok/s all in", "first token ms", "tok/s per job", "wall s"), rows))
     runs = [run for _, g in done for run in g.runs]
-    exact = sum(run.tokens == workload.tokens for run in runs)
+    exact = sum(run.tokens == tokens for run in runs)
     ratio, pooled = statistics.median(ratios), _pooled([g for _, g in done], [d for d, _ in done])
     added = statistics.median(g.first_token_ms - d.first_token_ms for d, g in done)
     say(
-        f"genq jobs with exactly {workload.tokens} tokens: {exact}/{len(runs)} "
-        f"({met(exact == len(runs))})",
+        f"genq jobs with exactly {tokens} tokens: {exact}/{len(runs)} ({met(exact == len(runs))})",
         f"genq / direct tok/s: median {ratio:.3f} over {rounds} rounds (range {min(ratios):.3f}"
         f"..{max(ratios):.3f}; target >= {TARGET_RATIO:.2f}: {met(ratio >= TARGET_RATIO)}); "
         f"all rounds pooled: {pooled:.3f}; first token added by genq: {added:.1f} ms median",
@@ -171,14 +168,16 @@ def _pooled(genq: list[Batch], direct: list[Batch]) -> float:
 
 def _workload(
     args: argparse.Namespace, path: Path, config: LlamaModelConfig
-) -> tuple[Workload, int]:
+) -> tuple[JobSpec, str, int]:
     """The job, EOS biased away (the server has no ignore_eos), and the EOS token id."""
     with paths.loaded(path) as vocab:
         banned = paths.non_utf8_tokens(vocab) if args.utf8_only else []
-        eos = vocab.token_eos()
-        spec = base_spec(args.prompt, args.seed, args.remote_tokens, [*banned, eos], BENCH_MODEL)
-        spec = spec.model_copy(update={"model": REMOTE_MODEL, "ignore_eos": False})
-        return fit(spec, len(paths.prompt_tokens(vocab, spec.prompt or "")), config.n_ctx), eos
+        eos, count = vocab.token_eos(), len(paths.prompt_tokens(vocab, args.prompt))
+        spec, described = fit(
+            args.prompt, args.seed, args.remote_tokens, [*banned, eos], REMOTE_MODEL, count,
+            config.n_ctx,
+        )  # fmt: skip
+        return spec.model_copy(update={"ignore_eos": False}), described, eos
 
 
 def _add_remote_model(stack: Stack, port: int, window_tokens: int) -> None:

@@ -1,5 +1,5 @@
-"""What every section shares: the job it runs (`Workload`), what one streamed job looked like
-(`Run`, `PathResult`), and how figures are printed (the machine, versions, tables, verdicts).
+"""What every section shares: the job it runs, what a streamed job looked like (`Run`, and
+`PathResult` or `Batch` for many), and how figures are printed (machine, versions, tables).
 
 Every path is timed alike: `first_token_s` from the start (a call, a submit, a request) to
 the first token, `span_s` from there to the end. Decode rate is `(tokens - 1) / span_s`, so
@@ -44,45 +44,26 @@ def job_model(model: str) -> str:
     return BENCH_MODEL if model == TINY else model
 
 
-@dataclass(frozen=True)
-class Workload:
-    """`spec` is what genq is sent; the other paths read their parameters from it."""
-
-    spec: JobSpec
-    requested_tokens: int
-    prompt_tokens: int
-
-    @property
-    def tokens(self) -> int:
-        return self.spec.max_tokens
-
-    def describe(self) -> str:
-        spec = self.spec
-        banned = f", {len(spec.logit_bias)} tokens banned" if spec.logit_bias else ""
-        cut = "" if self.tokens == self.requested_tokens else f" (asked {self.requested_tokens})"
-        return (
-            f"job: {self.tokens} tokens{cut} after a {self.prompt_tokens}-token prompt, one "
-            f"window in genq; temperature {spec.temperature}, top_k {spec.top_k}, top_p "
-            f"{spec.top_p}, min_p {spec.min_p}, seed {spec.seed}, EOS banned{banned}"
-        )
-
-
-def base_spec(prompt: str, seed: int, tokens: int, banned: Sequence[int], model: str) -> JobSpec:
-    """`banned`: token ids every path bans with the same logit bias, besides EOS."""
-    bias = dict.fromkeys(banned, BAN_BIAS)
-    return JobSpec(
-        model=model, prompt=prompt, seed=seed, max_tokens=tokens, ignore_eos=True, logit_bias=bias
-    )
-
-
-def fit(spec: JobSpec, prompt_tokens: int, n_ctx: int) -> Workload:
-    """The largest job of at most `spec.max_tokens` tokens that fits one context, run by genq
-    as one window (its default window would split it: another prompt evaluation)."""
-    size = min(spec.max_tokens, n_ctx - prompt_tokens)
+def fit(
+    prompt: str, seed: int, tokens: int, banned: Sequence[int], model: str, prompt_tokens: int,
+    n_ctx: int,
+) -> tuple[JobSpec, str]:  # fmt: skip
+    """The largest job of at most `tokens` that fits one context, run by genq as one window
+    (its default window would split it: another prompt evaluation), and its description.
+    `banned`: token ids every path bans with the same logit bias, besides EOS."""
+    size = min(tokens, n_ctx - prompt_tokens)
     if size < 2:
         raise PromptTooLong(f"a {prompt_tokens}-token prompt leaves no room in n_ctx {n_ctx}")
-    fitted = spec.model_copy(update={"max_tokens": size, "window_tokens": size})
-    return Workload(fitted, spec.max_tokens, prompt_tokens)
+    spec = JobSpec(
+        model=model, prompt=prompt, seed=seed, max_tokens=size, window_tokens=size,
+        ignore_eos=True, logit_bias=dict.fromkeys(banned, BAN_BIAS),
+    )  # fmt: skip
+    return spec, (
+        f"job: {size} tokens{'' if size == tokens else f' (asked {tokens})'} after a "
+        f"{prompt_tokens}-token prompt, one window in genq; temperature {spec.temperature}, "
+        f"top_k {spec.top_k}, top_p {spec.top_p}, min_p {spec.min_p}, seed {seed}, EOS banned"
+        + (f", {len(banned)} tokens banned" if banned else "")
+    )
 
 
 @dataclass(frozen=True)
@@ -94,10 +75,6 @@ class Run:
     @property
     def tokens_per_s(self) -> float:
         return (self.tokens - 1) / self.span_s if self.tokens > 1 and self.span_s > 0 else 0.0
-
-    @property
-    def job_s(self) -> float:
-        return self.first_token_s + self.span_s
 
 
 @dataclass(frozen=True)
@@ -119,22 +96,16 @@ class PathResult:
     def first_token_ms(self) -> float:
         return statistics.median(run.first_token_s for run in self.runs) * MS_PER_S
 
-    @property
-    def job_ms(self) -> float:
-        return statistics.median(run.job_s for run in self.runs) * MS_PER_S
-
-    @property
-    def first_token_p90_ms(self) -> float:
-        return percentile([run.first_token_s for run in self.runs], 90) * MS_PER_S
+    def ms(self, pct: int, of: Callable[[Run], float]) -> float:
+        """The runs' `pct` percentile of `of`, in ms (the median at 50)."""
+        return percentile([of(run) for run in self.runs], pct) * MS_PER_S
 
 
 @dataclass(frozen=True)
-class Batch:
+class Batch(PathResult):
     """Jobs run at once or one after another: aggregate tok/s over `wall_s`, from the first
     start to the last end; each job's first token counted from the start."""
 
-    name: str
-    runs: Sequence[Run]
     wall_s: float
 
     @property
@@ -144,10 +115,6 @@ class Batch:
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.wall_s
-
-    @property
-    def first_token_ms(self) -> float:
-        return statistics.median(run.first_token_s for run in self.runs) * MS_PER_S
 
 
 def alternate(first: Callable[[], T], second: Callable[[], U], rounds: int) -> list[tuple[T, U]]:
@@ -184,11 +151,9 @@ def versions() -> str:
             found.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
             found.append(f"{name} (not installed)")
-    binary = shutil.which("redis-server")
-    out = subprocess.run(
-        [binary or "false", "--version"], capture_output=True, text=True, check=False
-    )
-    found += [w.replace("v=", "redis-server ") for w in out.stdout.split() if w.startswith("v=")]
+    command = [shutil.which("redis-server") or "false", "--version"]
+    out = subprocess.run(command, capture_output=True, text=True, check=False).stdout
+    found += [w.replace("v=", "redis-server ") for w in out.split() if w.startswith("v=")]
     policy = os.environ.get("OMP_WAIT_POLICY", "spin (OpenMP's default)")
     return f"versions: {', '.join(found)}\nOpenMP idle threads (OMP_WAIT_POLICY): {policy}"
 
@@ -200,28 +165,20 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     out = []
     for line in lines:
         pairs = enumerate(zip(line, widths, strict=True))
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs]
-        out.append("  ".join(cells).rstrip())
+        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs))
     out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return "\n".join(line.rstrip() for line in out)
 
 
 def path_table(rows: Sequence[tuple[PathResult, str]]) -> str:
     """Streamed paths side by side; each row's last cell its ratio to another path."""
     header = ("path", "tokens", "tok/s", "first-token ms", "p90 ms", "job ms", "ratio (tok/s)")
-    return table(header, [_path_cells(res, ratio) for res, ratio in rows])
-
-
-def _path_cells(res: PathResult, ratio: str) -> list[str]:
-    return [
-        f"{res.name} [{len(res.runs)} jobs]",
-        str(res.tokens),
-        f"{res.tokens_per_s:,.0f}",
-        f"{res.first_token_ms:.2f}",
-        f"{res.first_token_p90_ms:.2f}",
-        f"{res.job_ms:.1f}",
-        ratio,
-    ]
+    return table(header, [
+        [f"{res.name} [{len(res.runs)} jobs]", str(res.tokens), f"{res.tokens_per_s:,.0f}",
+         f"{res.first_token_ms:.2f}", f"{res.ms(90, lambda r: r.first_token_s):.2f}",
+         f"{res.ms(50, lambda r: r.first_token_s + r.span_s):.1f}", versus]
+        for res, versus in rows
+    ])  # fmt: skip
 
 
 def ratio(result: PathResult, base: PathResult, label: str) -> str:

@@ -1,11 +1,8 @@
-"""The slots section: continuous batching on --model. `--slots-jobs` jobs (8) at once on one
-worker process with as many slots, in `--slots-rounds` rounds (3); each round also decodes the
-same sequences with llama-cpp-python alone in processes of its own (ops/bench/batched.py: genq's
-invariant settings, llama.cpp's defaults, Llama's defaults, a bare argmax loop), and with
-llama.cpp's `llama-server -np N` and N streaming clients where `make llama-server` built it.
-Then N one-slot worker processes (`-c N`, the way before slots). Also a lone job with the
-slots against one slot, the batch's first tokens against a lone job's, each worker's memory
-(RSS, and PSS, which counts the model's shared pages once), and where a step's time goes.
+"""The slots section: continuous batching on --model, in --slots-rounds rounds, each path once
+a round in turn. The in-process baselines run in processes of their own (ops/bench/batched.py);
+llama-server where `make llama-server` built it. Also a lone job with the slots against one
+slot, each worker's memory (RSS, and PSS, which counts the model's shared pages once), and
+where a step's time goes from the bare loop to genq.
 """
 
 from __future__ import annotations

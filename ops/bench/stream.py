@@ -35,9 +35,7 @@ from ops.bench.report import (
     TINY,
     PathResult,
     Run,
-    Workload,
     alternate,
-    base_spec,
     fit,
     job_model,
     met,
@@ -71,18 +69,18 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     chunking["GENQ_CHUNK_INTERVAL_MS"] = args.chunk_interval_ms
     env = {key: str(value) for key, value in chunking.items() if value is not None}
     with local_stack(cache, env) as stack, Client(stack.settings) as client:
-        workload, eos, path, config = workload_for(args, stack)
+        spec, described, eos, path, config = workload_for(args, stack)
         settings = stack.settings
         say(
-            f"model {workload.spec.model!r}: {path}",
-            workload.describe(),
+            f"model {spec.model!r}: {path}",
+            described,
             f"genq: 1 relay, 1 worker process, chunks of {settings.chunk_tokens} tokens / "
             f"{settings.chunk_interval_ms} ms",
             f"in-process and genq, {args.warmup} warm-up + {args.jobs} jobs each, in turn",
         )
         with paths.loaded(path, config) as llm:
-            local = _settled(lambda: paths.generate(llm, workload.spec, workload.tokens)[0])
-            queued = _settled(lambda: paths.exact_genq(client, workload))
+            local = _settled(lambda: paths.generate(llm, spec, spec.max_tokens)[0])
+            queued = _settled(lambda: paths.exact_genq(client, spec))
             pairs = alternate(local, queued, args.warmup + args.jobs)[args.warmup :]
         stack.check_alive()
     inprocess = PathResult(paths.INPROCESS, [a for a, _ in pairs])
@@ -90,13 +88,14 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     rows = [(inprocess, "1.00 x in-process"), (genq, ratio(genq, inprocess, "in-process"))]
     if not args.no_server and not missing_modules():
         server = LlamaServer(path, config, cache / "llama_cpp.server.log")
-        body = paths.request_body(workload.spec, eos)
-        warm = paths.request_body(workload.spec, eos, WARM_TOKENS)
+        body = paths.request_body(spec, eos)
+        warm = paths.request_body(spec, eos, WARM_TOKENS)
         peer = _peer(
             server, "SSE", lambda p, w: paths.stream_sse(p, warm if w else body), args.server_jobs
         )
         rows += [(peer, ratio(peer, genq, "genq"))] if peer else []
     rate, added = genq.tokens_per_s / inprocess.tokens_per_s, _added(genq, inprocess)
+    p90 = genq.ms(90, lambda run: run.first_token_s)
     say(
         "",
         path_table(rows),
@@ -104,27 +103,27 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         f"genq / in-process tok/s: {rate:.2f} (target >= {TARGET_RATIO:.2f}: "
         f"{met(rate >= TARGET_RATIO)})",
         f"first-token latency added by the queue (submit to first token frame, minus "
-        f"in-process): median {added:.2f} ms, p90 "
-        f"{genq.first_token_p90_ms - inprocess.first_token_ms:.2f} ms over {len(genq.runs)} "
-        f"jobs (target median <= {TARGET_ADDED_MS:.0f} ms: {met(added <= TARGET_ADDED_MS)})",
+        f"in-process): median {added:.2f} ms, p90 {p90 - inprocess.first_token_ms:.2f} ms over "
+        f"{len(genq.runs)} jobs (target median <= {TARGET_ADDED_MS:.0f} ms: "
+        f"{met(added <= TARGET_ADDED_MS)})",
     )
 
 
 def workload_for(
     args: argparse.Namespace, stack: Stack
-) -> tuple[Workload, int, Path, LlamaModelConfig]:
-    """The job (`--max-tokens`, else 2000 tokens on tiny, 128 on a real model), the model's
-    EOS id (for servers, which have no ignore_eos), its file and options. Only the tiny
-    model's stray bytes are banned: with them a server holds text back and re-decodes it,
-    quadratically."""
+) -> tuple[JobSpec, str, int, Path, LlamaModelConfig]:
+    """The job (`--max-tokens`, else 2000 tokens on tiny, 128 on a real model), its
+    description, the model's EOS id (for servers, which have no ignore_eos), its file and
+    options. Only the tiny model's stray bytes are banned: with them a server holds text back
+    and re-decodes it, quadratically."""
     name, on_tiny = job_model(args.model), args.model == TINY
     path, config = stack.model(name)
     size = args.max_tokens or (2000 if on_tiny else 128)
     with paths.loaded(path) as vocab:
         banned = paths.non_utf8_tokens(vocab) if args.utf8_only and on_tiny else []
-        spec = base_spec(args.prompt, args.seed, size, banned, name)
-        count = len(paths.prompt_tokens(vocab, spec.prompt or ""))
-        return fit(spec, count, config.n_ctx), vocab.token_eos(), path, config
+        count = len(paths.prompt_tokens(vocab, args.prompt))
+        spec, described = fit(args.prompt, args.seed, size, banned, name, count, config.n_ctx)
+        return spec, described, vocab.token_eos(), path, config
 
 
 def _settled(run: Callable[[], Run]) -> Callable[[], Run]:
@@ -163,20 +162,20 @@ def gateway(args: argparse.Namespace, cache: Path) -> None:
         say("skipped: the `openai` package is not installed (pip install openai)")
         return
     with local_stack(cache, {}) as stack, serving(Gateway(stack.env, cache / "gateway.log")) as gw:
-        workload, eos, path, config = workload_for(args, stack)
-        say(workload.describe(), f"gateway {gw.url}: 1 uvicorn process; 1 relay, 1 worker")
+        spec, described, eos, path, config = workload_for(args, stack)
+        say(described, f"gateway {gw.url}: 1 uvicorn process; 1 relay, 1 worker")
         say(f"gateway and client, {args.warmup} warm-up + {args.gateway_jobs} jobs each, in turn")
-        request = _request(workload, None)
+        request = _request(spec, None)
         with _sdk(gw.url) as sdk, Client(stack.settings) as client:
-            through = _exact(lambda: sdk_run(sdk, workload.spec.model, request), workload)
-            client_run = functools.partial(paths.exact_genq, client, workload)
+            through = _exact(lambda: sdk_run(sdk, spec.model, request), spec)
+            client_run = functools.partial(paths.exact_genq, client, spec)
             pairs = alternate(through, client_run, args.warmup + args.gateway_jobs)
         concurrent = _concurrent(stack, gw, args.gateway_clients)
         stack.check_alive()
     via_gateway = PathResult("openai SDK via genq serve", [a for a, _ in pairs[args.warmup :]])
     via_client = PathResult("genq Python client", [b for _, b in pairs[args.warmup :]])
     rows = [(via_gateway, ratio(via_gateway, via_client, "client")), (via_client, "1.00 x")]
-    for peer in [] if args.no_server else _sdk_peers(path, config, workload, eos, cache, args):
+    for peer in [] if args.no_server else _sdk_peers(path, config, spec, eos, cache, args):
         rows.append((peer, f"gateway {via_gateway.tokens_per_s / peer.tokens_per_s:.2f} x"))
     rate = via_gateway.tokens_per_s / via_client.tokens_per_s
     pairs_ms = zip(via_gateway.runs, via_client.runs, strict=True)  # the same machine, in turn
@@ -192,10 +191,9 @@ def gateway(args: argparse.Namespace, cache: Path) -> None:
     )
 
 
-def _request(workload: Workload, eos: int | None) -> dict[str, Any]:
+def _request(spec: JobSpec, eos: int | None) -> dict[str, Any]:
     """The job as SDK arguments: genq's own fields as extra body fields; a peer, which has
     no ignore_eos, gets EOS banned by a logit bias instead (eos given)."""
-    spec = workload.spec
     extra: dict[str, Any] = {"top_k": spec.top_k, "min_p": spec.min_p}
     extra["repeat_penalty"] = spec.repeat_penalty
     bias = {str(token): int(value) for token, value in spec.logit_bias.items()}
@@ -205,7 +203,7 @@ def _request(workload: Workload, eos: int | None) -> dict[str, Any]:
         bias[str(eos)] = int(BAN_BIAS)
     return {
         "prompt": spec.prompt,
-        "max_tokens": workload.tokens,
+        "max_tokens": spec.max_tokens,
         "temperature": spec.temperature,
         "top_p": spec.top_p,
         "seed": spec.seed,
@@ -235,10 +233,10 @@ def sdk_run(sdk: openai.OpenAI, model: str, request: dict[str, Any]) -> Run:
     return Run(pieces if usage is None else usage, first - started, ended - first)
 
 
-def _exact(run: Callable[[], Run], workload: Workload) -> Callable[[], Run]:
+def _exact(run: Callable[[], Run], spec: JobSpec) -> Callable[[], Run]:
     def exact() -> Run:
         done = run()
-        if done.tokens != workload.tokens:
+        if done.tokens != spec.max_tokens:
             raise paths.BenchJobFailed(f"the gateway streamed {done.tokens} tokens")
         return done
 
@@ -284,7 +282,7 @@ def _tokens(port: int, body: dict[str, Any]) -> int:
 def _sdk_peers(
     path: Path,
     config: LlamaModelConfig,
-    workload: Workload,
+    spec: JobSpec,
     eos: int,
     cache: Path,
     args: argparse.Namespace,
@@ -301,7 +299,7 @@ def _sdk_peers(
     else:
         log = cache / "gateway-llama-server.log"
         servers.append(LlamaCppServer(path, config, log, binary=binary, parallel=1))
-    request = _request(workload, eos)
+    request = _request(spec, eos)
     warm = {**request, "max_tokens": WARM_TOKENS}
 
     sdks: dict[int, openai.OpenAI] = {}  # one per server, its connection kept, as the gateway's
@@ -309,7 +307,7 @@ def _sdk_peers(
     def run(port: int, warming: bool) -> Run:
         if port not in sdks:
             sdks[port] = _sdk(f"http://{HOST}:{port}")
-        return sdk_run(sdks[port], workload.spec.model, warm if warming else request)
+        return sdk_run(sdks[port], spec.model, warm if warming else request)
 
     peers = [_peer(server, "via the openai SDK", run, args.gateway_jobs) for server in servers]
     for sdk in sdks.values():

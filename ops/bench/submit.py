@@ -1,9 +1,6 @@
-"""Submission: how fast a producer queues a large batch, and what memory that takes.
-
-A 10,000-line JSONL batch is submitted with `Client.submit_batch(path)` by a producer process
-of its own (`python -m ops.bench.child batch`), whose peak RSS is then the producer's alone.
-The baseline, in the same run, is `Client.submit()` called once per job in another such
-process. No worker runs: the jobs stay queued, which is all a submission does.
+"""Submission: a JSONL batch queued with `Client.submit_batch(path)` by a producer process of
+its own (`python -m ops.bench.child batch`: its peak RSS is the producer's alone), against
+`Client.submit()` once per job in another. No worker runs: the jobs stay queued.
 """
 
 from __future__ import annotations
