@@ -11,7 +11,7 @@ one JSON line at the end.
 - `generate MODEL FIRST JOBS TOKENS PROMPT`: loads the model with llama-cpp-python alone,
   prints `ready`, waits for a line on stdin (the parent starts every such process at once),
   then runs JOBS jobs back to back, seeds FIRST, FIRST + 1, ...: its span in wall-clock
-  seconds (comparable across processes), its CPU time, jobs and tokens.
+  seconds (comparable across processes), jobs and tokens.
 """
 
 from __future__ import annotations
@@ -76,10 +76,10 @@ def generate(model: str, first: str, jobs: str, tokens: str, prompt: str) -> dic
     with paths.loaded(registry.local_path(model), registry.llama(model)) as llm:
         print(READY, flush=True)
         sys.stdin.readline()
-        start, cpu = time.time(), time.process_time()
+        start = time.time()
         made = sum(paths.generate(llm, spec, int(tokens))[0].tokens for spec in specs)
-        end, cpu = time.time(), time.process_time() - cpu
-    return {"start": start, "end": end, "cpu": cpu, "jobs": len(specs), "tokens": made}
+        end = time.time()
+    return {"start": start, "end": end, "jobs": len(specs), "tokens": made}
 
 
 def status_kib(field: str) -> int:

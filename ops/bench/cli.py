@@ -62,8 +62,7 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
         "stream": [
             ("--jobs", _positive, 30, "measured jobs, in-process and genq"),
             ("--warmup", _natural, 3, "unmeasured jobs first, per path"),
-            ("--server-jobs", _positive, 1, "measured llama_cpp.server jobs"),
-            ("--no-server", None, False, "skip llama-cpp-python's server"),
+            ("--no-server", None, False, "skip the gateway section's peer servers"),
             ("--max-tokens", _positive, None, "job size (2000 on tiny, 128 on a real model)"),
             ("--prompt", str, DEFAULT_PROMPT, "prompt"),
             ("--seed", _natural, DEFAULT_SEED, "sampler seed"),

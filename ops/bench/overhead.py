@@ -2,30 +2,25 @@
 with a relay running, from the submit call until `BatchHandle.wait()` returns, against the
 same generations run back to back by as many `python -m ops.bench.child generate` processes
 (llama-cpp-python alone, a fresh context each job), from the first start to the last end.
-Model loading is excluded on both sides; the job records' timestamps then say where genq's
-time went. Rounds alternate which side goes first; the figure is the median round's ratio.
+Model loading is excluded on both sides. Rounds alternate which side goes first; the figure
+is the median round's ratio.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import statistics
 import time
-from collections import defaultdict
-from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from genq import Client, JobRecord
+from genq import Client
 from ops.bench.child import READY
 from ops.bench.report import alternate, job_model, met, say
-from ops.bench.stack import BenchProcess, Stack, cpu_s, local_stack, serving
+from ops.bench.stack import BenchProcess, Stack, local_stack, serving
 from ops.localstack import StackError
 
 PROCESSES = 2  # worker processes, and baseline processes, unless --overhead-processes
@@ -36,14 +31,11 @@ FIRST_SEED = 1
 POLL_S = 0.05
 TIMEOUT_S = 600.0
 WARM_JOBS, WARM_ROUNDS = 10, 10  # warm-up batches until every worker has run a job
-POOL = "worker pool processes"
 
 
 @dataclass(frozen=True)
 class Baseline:
     seconds: float  # earliest start to latest end over the processes
-    busy_s: float  # the processes' own generation spans, summed
-    cpu_s: float  # CPU time of the processes over their spans
     jobs: int
     tokens: int
 
@@ -52,12 +44,8 @@ class Baseline:
 class GenqRun:
     seconds: float  # submit call until wait() returned
     submit_s: float  # the submit_batch call alone
-    began_ms: float  # wall clock at the submit call
-    returned_ms: float  # wall clock when wait() returned
     succeeded: int
     exact: int  # jobs whose usage says exactly the tokens asked for
-    records: list[JobRecord]
-    cpu_s: dict[str, float]  # CPU time over the run, by role in the stack
 
 
 def batch_lines(model: str, jobs: int, tokens: int, first: int = FIRST_SEED) -> list[Any]:
@@ -84,8 +72,6 @@ def measure_baseline(stack: Stack, model: str, jobs: int, tokens: int, processes
         printed = [child.printed(TIMEOUT_S) for child in children]
     return Baseline(
         seconds=max(p["end"] for p in printed) - min(p["start"] for p in printed),
-        busy_s=sum(p["end"] - p["start"] for p in printed),
-        cpu_s=sum(p["cpu"] for p in printed),
         jobs=sum(p["jobs"] for p in printed),
         tokens=sum(p["tokens"] for p in printed),
     )
@@ -101,32 +87,16 @@ def warm_up(client: Client, model: str, tokens: int, processes: int) -> None:
     raise StackError(f"not every worker ran a warm-up job in {WARM_ROUNDS} rounds")
 
 
-def measure_genq(stack: Stack, client: Client, model: str, jobs: int, tokens: int) -> GenqRun:
+def measure_genq(client: Client, model: str, jobs: int, tokens: int) -> GenqRun:
     lines = batch_lines(model, jobs, tokens)  # built before the clock starts, as a file would be
-    roles = _roles(stack)
-    cpu_before = {role: cpu_s(procs) for role, procs in roles.items()}
-    began_ms, started = time.time() * 1000, time.perf_counter()
+    started = time.perf_counter()
     handle = client.submit_batch(lines)
     submit_s = time.perf_counter() - started
     status = handle.wait(timeout=TIMEOUT_S, poll_s=POLL_S)
-    seconds, returned_ms = time.perf_counter() - started, time.time() * 1000
-    cpu = {role: cpu_s(procs) - cpu_before[role] for role, procs in roles.items()}
+    seconds = time.perf_counter() - started
     results = list(handle.results(wait=False))
     exact = sum(1 for r in results if r.usage is not None and r.usage.completion_tokens == tokens)
-    records = [client.record(job_id) for job_id in handle.job_ids()]
-    return GenqRun(seconds, submit_s, began_ms, returned_ms, status.succeeded, exact, records, cpu)
-
-
-def _roles(stack: Stack) -> dict[str, list[psutil.Process]]:
-    """The stack's processes by role; a worker is a Celery main process and its pool."""
-    mains = [psutil.Process(stack.pid(w)) for w in stack.workers]
-    return {
-        POOL: [child for main in mains for child in main.children()],
-        "Celery main processes": mains,
-        "producer (this process)": [psutil.Process()],
-        "relay": [psutil.Process(stack.pid(stack.relay))],
-        "redis-server": [psutil.Process(stack.pid(stack.redis))],
-    }
+    return GenqRun(seconds, submit_s, status.succeeded, exact)
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
@@ -145,7 +115,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         warm_up(client, model, tokens, processes)
         rounds = alternate(
             lambda: measure_baseline(stack, model, jobs, tokens, processes),
-            lambda: measure_genq(stack, client, model, jobs, tokens),
+            lambda: measure_genq(client, model, jobs, tokens),
             args.overhead_rounds,
         )
         stack.check_alive()
@@ -156,7 +126,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         "  the median round:",
     )
     baseline, genq = rounds[ratios.index(statistics.median_low(ratios))]
-    say(*describe(baseline, genq, jobs, tokens, processes), *breakdown(baseline, genq))
+    say(*describe(baseline, genq, jobs, tokens, processes))
 
 
 def describe(
@@ -175,45 +145,3 @@ def describe(
         f"  in-process wall / genq wall: {ratio:.2f} (target >= {TARGET_RATIO:.2f}: "
         f"{met(ratio >= TARGET_RATIO)}); overhead per job per process: {per_job_ms:.2f} ms",
     ]
-
-
-def breakdown(baseline: Baseline, genq: GenqRun) -> list[str]:
-    """Where a worker's time per job went, from the job records' timestamps, and CPU per job
-    by role: with as many cores as worker processes, everything besides the pool processes'
-    generation is taken from the jobs."""
-    by_worker: dict[str, list[JobRecord]] = defaultdict(list)
-    for record in genq.records:
-        by_worker[record.worker].append(record)
-    first_start = min(r.started_ms for r in genq.records)
-    last_end = max(r.finished_ms for r in genq.records)
-    queued = statistics.median(r.started_ms - r.submitted_ms for r in genq.records)
-    jobs = len(genq.records)
-    roles = ", ".join(f"{role} {cpu * 1000 / jobs:.2f}" for role, cpu in genq.cpu_s.items())
-    inprocess, pool = baseline.cpu_s * 1000 / baseline.jobs, genq.cpu_s[POOL] * 1000 / jobs
-    cores = psutil.cpu_count() or 1
-    return [
-        f"  where genq's time went (job records, wall-clock ms): submit call -> first job "
-        f"started {first_start - genq.began_ms:.0f} ms; last job ended -> wait() returned "
-        f"{genq.returned_ms - last_end:.0f} ms; queue wait median {queued:.0f} ms; in-process: "
-        f"{baseline.busy_s * 1000 / baseline.jobs:.2f} ms per job",
-        *(_worker_line(worker, records) for worker, records in sorted(by_worker.items())),
-        f"  CPU ms per job: genq {sum(genq.cpu_s.values()) * 1000 / jobs:.2f} ({roles}); "
-        f"in-process {inprocess:.2f}; {cores} cores x genq wall = "
-        f"{cores * genq.seconds * 1000 / jobs:.2f} ms per job",
-        f"  in-process CPU / worker pool CPU per job: {inprocess / pool if pool else 0.0:.2f} "
-        "(the ratio to expect where Redis, the relay and Celery's main processes have cores "
-        "of their own; here they share the workers' cores)",
-    ]
-
-
-def _worker_line(worker: str, records: Sequence[JobRecord]) -> str:
-    times = sorted(records, key=lambda r: r.started_ms)
-    gaps = [b.started_ms - a.finished_ms for a, b in itertools.pairwise(times)] or [0]
-    runs = [r.finished_ms - r.started_ms for r in times]  # claimed until its final record
-    span = times[-1].finished_ms - times[0].started_ms
-    return (
-        f"    {worker}: {len(times)} jobs in {span / 1000:.2f} s = {span / len(times):.2f} ms "
-        f"per job: claimed -> ended {statistics.fmean(runs):.2f} ms mean (median "
-        f"{statistics.median(runs):.0f}), ended -> next claimed {statistics.fmean(gaps):.2f} ms "
-        f"mean (median {statistics.median(gaps):.0f})"
-    )

@@ -21,7 +21,7 @@ from genq import Client, JobSpec
 from genq.common.registry import LlamaModelConfig, ModelRegistry
 from ops.bench import batched, paths
 from ops.bench.report import BENCH_MODEL, TINY, Batch, Run, job_model, mb, met, say
-from ops.bench.stack import Stack, cpu_s, local_stack, print_tail, processes, serving
+from ops.bench.stack import Stack, local_stack, print_tail, processes, serving
 from ops.llamaserver import LlamaCppServer
 from ops.llamaserver_build import find
 from ops.localstack import StackError, Worker
@@ -45,7 +45,6 @@ class Rounds:
 
     batches: dict[str, list[Batch]] = field(default_factory=dict)
     loops: dict[str, list[batched.Loop]] = field(default_factory=dict)
-    cpu_s: list[dict[str, float]] = field(default_factory=list)  # genq's processes', by round
 
     def add(self, key: str, batch: Batch) -> None:
         self.batches.setdefault(key, []).append(batch)
@@ -184,9 +183,7 @@ def _genq(
         alone = lones[(len(lones) - 1) // 2]
         for _ in range(n_rounds):
             before()
-            cpu = _cpu_s(stack, worker)
             rounds.add(GENQ, _submit_all(client, jobs, f"genq {label}"))
-            rounds.cpu_s.append({k: v - cpu[k] for k, v in _cpu_s(stack, worker).items()})
         infos = [p.memory_full_info() for p in processes(stack.pid(worker))]
         memory = f"RSS {mb(sum(i.rss for i in infos))}, PSS {mb(sum(i.pss for i in infos))}"
     batch = rounds.median(GENQ)
@@ -203,13 +200,6 @@ def _submit_all(client: Client, jobs: list[JobSpec], name: str = GENQ) -> Batch:
     results = [h.result(timeout=JOB_TIMEOUT_S) for h in [client.submit(s) for s in jobs]]
     ms = [(r.usage.completion_tokens, r.timings.first_token_ms / 1000) for r in results]
     return Batch(name, [Run(n, first, 0.0) for n, first in ms], time.perf_counter() - started)
-
-
-def _cpu_s(stack: Stack, worker: Worker) -> dict[str, float]:
-    """CPU seconds so far of the worker's processes, the relay, redis-server and this one."""
-    procs = {"worker": worker, "relay": stack.relay, "redis-server": stack.redis}
-    used = {k: cpu_s(processes(stack.pid(proc))) for k, proc in procs.items()}
-    return {**used, "client": cpu_s(processes(os.getpid())[:1])}
 
 
 def _llama_server(
@@ -261,8 +251,6 @@ def _breakdown(rounds: Rounds, tokens: int) -> None:
     """Where a step's time goes, from the bare loop to genq (a step: a token of every job)."""
     limit, inv = rounds.loop("limit"), rounds.loop("invariant")
     step = {key: rounds.median(key).wall_s * 1000 / tokens for key in rounds.batches}
-    _phases(rounds, step)
-    per_token = 1000 / limit.steps / (limit.tokens // tokens)  # ms per token from s per run
     base, flash_off = rounds.loop("llama.cpp"), rounds.loop("llama-cpp-python")
     costs = {
         "the sampler chain instead of an argmax": base.pick_s - limit.pick_s,
@@ -280,26 +268,7 @@ def _breakdown(rounds: Rounds, tokens: int) -> None:
         f"  {step[GENQ] - step['invariant']:+7.1f}  genq's worker around the same decode (job "
         "threads, text, chunks, Redis and the relay on the same cores)",
         f"  {step[GENQ]:7.1f}  genq --slots {limit.tokens // tokens}",
-        f"the chain: {inv.pick_s * per_token:.2f} ms a token, of which "
-        f"{inv.greedy_chain_s * 1000:.2f} ms copying the row's logits into candidates (a greedy "
-        f"chain alone); an argmax in place: {limit.pick_s * per_token:.2f} ms",
     )
-    cpu = rounds.cpu_s[rounds.batches[GENQ].index(rounds.median(GENQ))]
-    say(
-        f"CPU ms per step, every thread: the in-process loop {inv.cpu_s * 1000 / inv.steps:.1f}; "
-        "genq's "
-        + ", ".join(f"{name} {used * 1000 / tokens:.1f}" for name, used in cpu.items())
-        + " (this client: the bench's submitting and waiting)"
-    )
-
-
-def _phases(rounds: Rounds, step: dict[str, float]) -> None:
-    say("", "ms per step, in-process (median round): decode   picks   batch   whole step")
-    for key in rounds.loops:
-        loop = rounds.loop(key)
-        parts = (loop.decode_s, loop.pick_s, loop.batch_s)
-        say(f"  {key:<37}" + "".join(f"{s * 1000 / loop.steps:8.2f}" for s in parts)
-            + f"{step[key]:11.2f}")  # fmt: skip
 
 
 def _lone(n: int, slots: Batch, lone_slots: Batch, lone_one: Batch) -> None:

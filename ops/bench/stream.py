@@ -1,8 +1,7 @@
 """One job on --model, EOS banned, streamed the ways a user might run it, measured job by job
 in turn (a shared machine's speed drifts by tens of percent, and so weighs on both alike).
 
-stream: in process with llama-cpp-python alone (the ceiling) against genq end to end; then
-llama-cpp-python's own OpenAI-compatible server over SSE (what a user would run instead).
+stream: in process with llama-cpp-python alone (the ceiling) against genq end to end.
 
 gateway: the `openai` SDK streaming /v1/completions through `genq serve` against genq's Python
 client; then the same SDK against llama_cpp.server and llama-server on the same model file;
@@ -63,13 +62,13 @@ PEER_ERRORS = (StackError, paths.ServerError, OSError, http.client.HTTPException
 
 def section(args: argparse.Namespace, cache: Path) -> None:
     """One job (2000 tokens on tiny, 128 on a real model) in process with `Llama.generate()`
-    and through genq, job by job in turn (--jobs), then llama_cpp.server over SSE. Targets:
-    genq >= 0.90 x in-process tok/s; <= 15 ms first-token latency added (median)."""
+    and through genq, job by job in turn (--jobs). Targets: genq >= 0.90 x in-process tok/s;
+    <= 15 ms first-token latency added (median). (The servers: the gateway section.)"""
     chunking = {"GENQ_CHUNK_TOKENS": args.chunk_tokens}
     chunking["GENQ_CHUNK_INTERVAL_MS"] = args.chunk_interval_ms
     env = {key: str(value) for key, value in chunking.items() if value is not None}
     with local_stack(cache, env) as stack, Client(stack.settings) as client:
-        spec, described, eos, path, config = workload_for(args, stack)
+        spec, described, _, path, config = workload_for(args, stack)
         settings = stack.settings
         say(
             f"model {spec.model!r}: {path}",
@@ -86,14 +85,6 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     inprocess = PathResult(paths.INPROCESS, [a for a, _ in pairs])
     genq = PathResult(paths.GENQ, [b for _, b in pairs])
     rows = [(inprocess, "1.00 x in-process"), (genq, ratio(genq, inprocess, "in-process"))]
-    if not args.no_server and not missing_modules():
-        server = LlamaServer(path, config, cache / "llama_cpp.server.log")
-        body = paths.request_body(spec, eos)
-        warm = paths.request_body(spec, eos, WARM_TOKENS)
-        peer = _peer(
-            server, "SSE", lambda p, w: paths.stream_sse(p, warm if w else body), args.server_jobs
-        )
-        rows += [(peer, ratio(peer, genq, "genq"))] if peer else []
     rate, added = genq.tokens_per_s / inprocess.tokens_per_s, _added(genq, inprocess)
     p90 = genq.ms(90, lambda run: run.first_token_s)
     say(
@@ -132,22 +123,6 @@ def _settled(run: Callable[[], Run]) -> Callable[[], Run]:
         return run()
 
     return settled
-
-
-def _peer(
-    server: LlamaServer, how: str, run: Callable[[int, bool], Run], jobs: int
-) -> PathResult | None:
-    """`jobs` runs against the server after a short warm one (`run(port, warm)`); None, said
-    why, where it fails."""
-    try:
-        with serving(server):
-            say(f"{server.name}: {server.command_line()}")
-            run(server.port, True)
-            runs = [run(server.port, False) for _ in range(jobs)]
-    except PEER_ERRORS as exc:
-        say(f"skipped {server.name}: {exc}")
-        return None
-    return PathResult(f"{server.name} {how}", runs)
 
 
 def _added(result: PathResult, base: PathResult) -> float:
@@ -299,17 +274,15 @@ def _sdk_peers(
     else:
         log = cache / "gateway-llama-server.log"
         servers.append(LlamaCppServer(path, config, log, binary=binary, parallel=1))
-    request = _request(spec, eos)
-    warm = {**request, "max_tokens": WARM_TOKENS}
-
-    sdks: dict[int, openai.OpenAI] = {}  # one per server, its connection kept, as the gateway's
-
-    def run(port: int, warming: bool) -> Run:
-        if port not in sdks:
-            sdks[port] = _sdk(f"http://{HOST}:{port}")
-        return sdk_run(sdks[port], spec.model, warm if warming else request)
-
-    peers = [_peer(server, "via the openai SDK", run, args.gateway_jobs) for server in servers]
-    for sdk in sdks.values():
-        sdk.close()
-    return [peer for peer in peers if peer is not None]
+    request, results = _request(spec, eos), []
+    for server in servers:  # a new SDK client per server, kept for its jobs, as the gateway's
+        try:
+            with serving(server), _sdk(f"http://{HOST}:{server.port}") as sdk:
+                say(f"{server.name}: {server.command_line()}")
+                sdk_run(sdk, spec.model, {**request, "max_tokens": WARM_TOKENS})
+                runs = [sdk_run(sdk, spec.model, request) for _ in range(args.gateway_jobs)]
+        except PEER_ERRORS as exc:
+            say(f"skipped {server.name}: {exc}")
+            continue
+        results.append(PathResult(f"openai SDK via {server.name}", runs))
+    return results
