@@ -22,18 +22,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from genq import Client, JobSpec
-from genq.common.registry import LlamaModelConfig, ModelRegistry
-from ops.bench import paths
-from ops.bench.report import (
-    BENCH_MODEL,
-    Batch,
-    Run,
-    alternate,
-    fit,
-    met,
-    say,
-    table,
-)  # fmt: skip
+from genq.common.registry import LlamaModelConfig
+from ops.bench import paths, report
+from ops.bench.report import Batch, Run, met, say
 from ops.bench.stack import Stack, local_stack, serving
 from ops.llamaserver import HOST, LlamaServer, missing_modules
 
@@ -53,8 +44,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         return
     with ExitStack() as resources:
         stack = resources.enter_context(local_stack(cache, {}, workers=0))
-        registry = ModelRegistry.from_settings(stack.settings)
-        path, config = registry.local_path(BENCH_MODEL), registry.llama(BENCH_MODEL)
+        path, config = stack.model(report.BENCH_MODEL)
         spec, described, eos = _workload(args, path, config)
         server = LlamaServer(path, config, cache / "remote-server.log")
         resources.enter_context(serving(server))
@@ -111,25 +101,19 @@ def _one_by_one(name: str, run: Callable[[], Run], jobs: int) -> Batch:
     return Batch(name, [run() for _ in range(jobs)], time.perf_counter() - started)
 
 
-def _settled(measure: Callable[[], Batch]) -> Callable[[], Batch]:
-    def settled() -> Batch:
-        time.sleep(SETTLE_S)
-        return measure()
-
-    return settled
-
-
 def _compare(
     direct: Callable[[], Batch], genq: Callable[[], Batch], rounds: int, tokens: int
 ) -> None:
     """Both paths once a round; figures are medians over rounds."""
     load = os.getloadavg()[0]
-    done = alternate(_settled(direct), _settled(genq), rounds)
+    pause = SETTLE_S
+    done = report.alternate(report.paused(pause, direct), report.paused(pause, genq), rounds)
     ratios = [g.tokens_per_s / d.tokens_per_s for d, g in done]
     for n, (d, g) in enumerate(done):
         say(f"  round {n + 1}: {_pass(d)}, {_pass(g)}; genq / direct {ratios[n]:.3f}")
     rows = [_row([d for d, _ in done]), _row([g for _, g in done])]
-    say(table(("path", "tok/s all in", "first token ms", "tok/s per job", "wall s"), rows))
+    header = ("path", "tok/s all in", "first token ms", "tok/s per job", "wall s")
+    say(report.table(header, rows))
     runs = [run for _, g in done for run in g.runs]
     exact = sum(run.tokens == tokens for run in runs)
     ratio, pooled = statistics.median(ratios), _pooled([g for _, g in done], [d for d, _ in done])
@@ -173,7 +157,7 @@ def _workload(
     with paths.loaded(path) as vocab:
         banned = paths.non_utf8_tokens(vocab) if args.utf8_only else []
         eos, count = vocab.token_eos(), len(paths.prompt_tokens(vocab, args.prompt))
-        spec, described = fit(
+        spec, described = report.fit(
             args.prompt, args.seed, args.remote_tokens, [*banned, eos], REMOTE_MODEL, count,
             config.n_ctx,
         )  # fmt: skip

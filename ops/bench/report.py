@@ -13,6 +13,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -129,6 +130,16 @@ def alternate(first: Callable[[], T], second: Callable[[], U], rounds: int) -> l
             b = second()
             done.append((first(), b))
     return done
+
+
+def paused(pause_s: float, call: Callable[[], T]) -> Callable[[], T]:
+    """`call` after `pause_s` of quiet: a worker acks its task after the job's done frame."""
+
+    def run() -> T:
+        time.sleep(pause_s)
+        return call()
+
+    return run
 
 
 def percentile(values: Sequence[float], pct: int) -> float:

@@ -25,23 +25,8 @@ import psutil
 
 from genq import Client, JobSpec
 from genq.common.registry import LlamaModelConfig
-from ops.bench import paths
-from ops.bench.report import (
-    BAN_BIAS,
-    BENCH_MODEL,
-    DEFAULT_PROMPT,
-    MS_PER_S,
-    TINY,
-    PathResult,
-    Run,
-    alternate,
-    fit,
-    job_model,
-    met,
-    path_table,
-    ratio,
-    say,
-)
+from ops.bench import paths, report
+from ops.bench.report import PathResult, Run, met, say
 from ops.bench.stack import Stack, cpu_s, local_stack, serving
 from ops.llamaserver import HOST, LlamaCppServer, LlamaServer, missing_modules
 from ops.llamaserver_build import find
@@ -78,18 +63,21 @@ def section(args: argparse.Namespace, cache: Path) -> None:
             f"in-process and genq, {args.warmup} warm-up + {args.jobs} jobs each, in turn",
         )
         with paths.loaded(path, config) as llm:
-            local = _settled(lambda: paths.generate(llm, spec, spec.max_tokens)[0])
-            queued = _settled(lambda: paths.exact_genq(client, spec))
-            pairs = alternate(local, queued, args.warmup + args.jobs)[args.warmup :]
+            local = report.paused(SETTLE_S, lambda: paths.generate(llm, spec, spec.max_tokens)[0])
+            queued = report.paused(SETTLE_S, lambda: paths.exact_genq(client, spec))
+            pairs = report.alternate(local, queued, args.warmup + args.jobs)[args.warmup :]
         stack.check_alive()
     inprocess = PathResult(paths.INPROCESS, [a for a, _ in pairs])
     genq = PathResult(paths.GENQ, [b for _, b in pairs])
-    rows = [(inprocess, "1.00 x in-process"), (genq, ratio(genq, inprocess, "in-process"))]
-    rate, added = genq.tokens_per_s / inprocess.tokens_per_s, _added(genq, inprocess)
+    rows = [(inprocess, "1.00 x in-process"), (genq, report.ratio(genq, inprocess, "in-process"))]
+    rate, added = (
+        genq.tokens_per_s / inprocess.tokens_per_s,
+        genq.first_token_ms - inprocess.first_token_ms,
+    )
     p90 = genq.ms(90, lambda run: run.first_token_s)
     say(
         "",
-        path_table(rows),
+        report.path_table(rows),
         "",
         f"genq / in-process tok/s: {rate:.2f} (target >= {TARGET_RATIO:.2f}: "
         f"{met(rate >= TARGET_RATIO)})",
@@ -107,26 +95,16 @@ def workload_for(
     description, the model's EOS id (for servers, which have no ignore_eos), its file and
     options. Only the tiny model's stray bytes are banned: with them a server holds text back
     and re-decodes it, quadratically."""
-    name, on_tiny = job_model(args.model), args.model == TINY
+    name, on_tiny = report.job_model(args.model), args.model == report.TINY
     path, config = stack.model(name)
     size = args.max_tokens or (2000 if on_tiny else 128)
     with paths.loaded(path) as vocab:
         banned = paths.non_utf8_tokens(vocab) if args.utf8_only and on_tiny else []
         count = len(paths.prompt_tokens(vocab, args.prompt))
-        spec, described = fit(args.prompt, args.seed, size, banned, name, count, config.n_ctx)
+        spec, described = report.fit(
+            args.prompt, args.seed, size, banned, name, count, config.n_ctx
+        )
         return spec, described, vocab.token_eos(), path, config
-
-
-def _settled(run: Callable[[], Run]) -> Callable[[], Run]:
-    def settled() -> Run:
-        time.sleep(SETTLE_S)
-        return run()
-
-    return settled
-
-
-def _added(result: PathResult, base: PathResult) -> float:
-    return result.first_token_ms - base.first_token_ms
 
 
 def gateway(args: argparse.Namespace, cache: Path) -> None:
@@ -144,20 +122,22 @@ def gateway(args: argparse.Namespace, cache: Path) -> None:
         with _sdk(gw.url) as sdk, Client(stack.settings) as client:
             through = _exact(lambda: sdk_run(sdk, spec.model, request), spec)
             client_run = functools.partial(paths.exact_genq, client, spec)
-            pairs = alternate(through, client_run, args.warmup + args.gateway_jobs)
+            pairs = report.alternate(through, client_run, args.warmup + args.gateway_jobs)
         concurrent = _concurrent(stack, gw, args.gateway_clients)
         stack.check_alive()
     via_gateway = PathResult("openai SDK via genq serve", [a for a, _ in pairs[args.warmup :]])
     via_client = PathResult("genq Python client", [b for _, b in pairs[args.warmup :]])
-    rows = [(via_gateway, ratio(via_gateway, via_client, "client")), (via_client, "1.00 x")]
+    rows = [(via_gateway, report.ratio(via_gateway, via_client, "client")), (via_client, "1.00 x")]
     for peer in [] if args.no_server else _sdk_peers(path, config, spec, eos, cache, args):
         rows.append((peer, f"gateway {via_gateway.tokens_per_s / peer.tokens_per_s:.2f} x"))
     rate = via_gateway.tokens_per_s / via_client.tokens_per_s
     pairs_ms = zip(via_gateway.runs, via_client.runs, strict=True)  # the same machine, in turn
-    added = statistics.median((g.first_token_s - c.first_token_s) * MS_PER_S for g, c in pairs_ms)
+    added = statistics.median(
+        (g.first_token_s - c.first_token_s) * report.MS_PER_S for g, c in pairs_ms
+    )
     say(
         "",
-        path_table(rows),
+        report.path_table(rows),
         f"gateway / client tok/s: {rate:.2f} (target >= {TARGET_RATIO:.2f}: "
         f"{met(rate >= TARGET_RATIO)})",
         f"first token added by the gateway: {added:+.1f} ms median, job by job (target <= "
@@ -175,7 +155,7 @@ def _request(spec: JobSpec, eos: int | None) -> dict[str, Any]:
     if eos is None:
         extra.update(ignore_eos=True, window_tokens=spec.window_tokens)
     else:
-        bias[str(eos)] = int(BAN_BIAS)
+        bias[str(eos)] = int(report.BAN_BIAS)
     return {
         "prompt": spec.prompt,
         "max_tokens": spec.max_tokens,
@@ -230,8 +210,8 @@ def _sdk(base_url: str) -> openai.OpenAI:
 def _concurrent(stack: Stack, gateway: Gateway, clients: int) -> str:
     """`clients` SSE streams at once from one gateway process; its CPU time over the burst."""
     process = psutil.Process(stack.pid(gateway))  # uvicorn with one worker: this very process
-    spec = JobSpec(model=BENCH_MODEL, prompt=DEFAULT_PROMPT, seed=1, ignore_eos=True)
-    body = {**paths.request_body(spec, None, CONCURRENT_TOKENS), "model": BENCH_MODEL}
+    spec = JobSpec(model=report.BENCH_MODEL, prompt=report.DEFAULT_PROMPT, seed=1, ignore_eos=True)
+    body = {**paths.request_body(spec, None, CONCURRENT_TOKENS), "model": report.BENCH_MODEL}
     body |= {"window_tokens": CONCURRENT_TOKENS, "stream_options": {"include_usage": True}}
     before, started = cpu_s([process]), time.perf_counter()
     counts = paths.at_once([functools.partial(_tokens, gateway.port, body)] * clients)
