@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import llama_cpp as lc
 
 from genq import Client, JobSpec
-from genq.common.registry import LlamaModelConfig, ModelRegistry
+from genq.common.registry import LlamaModelConfig
 from ops.bench import batched, paths
 from ops.bench.report import BENCH_MODEL, TINY, Batch, Run, job_model, mb, met, say
 from ops.bench.stack import Stack, local_stack, print_tail, processes, serving
@@ -51,43 +50,28 @@ class Rounds:
 
     def median(self, key: str) -> Batch:
         """The round of median tok/s (the lower of the middle two)."""
-        ranked = sorted(self.batches[key], key=_rate)
-        return ranked[(len(ranked) - 1) // 2]
+        return _median(self.batches[key])
 
     def loop(self, key: str) -> batched.Loop:
         return self.loops[key][self.batches[key].index(self.median(key))]
 
 
-def _rate(batch: Batch) -> float:
-    return batch.tokens_per_s
-
-
-def specs(args: argparse.Namespace, model: str, n: int) -> list[JobSpec]:
-    """The batch's jobs: one prompt, a seed each, end-of-sequence banned, one window."""
-    tokens = args.slots_tokens or (512 if args.model == TINY else 128)
-    return [
-        JobSpec(
-            model=model,
-            prompt=args.prompt,
-            seed=args.seed + i,
-            max_tokens=tokens,
-            window_tokens=tokens,
-            ignore_eos=True,
-        )
-        for i in range(n)
-    ]
+def _median(batches: list[Batch]) -> Batch:
+    """The batch of median tok/s (the lower of the middle two)."""
+    ranked = sorted(batches, key=lambda batch: batch.tokens_per_s)
+    return ranked[(len(ranked) - 1) // 2]
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
     """8 jobs at once on one --slots 8 worker against llama-cpp-python's batched decode
     (genq's invariant settings, llama.cpp's defaults, Llama's defaults, a bare argmax loop)
     and llama-server -np 8 when built; then 8 one-slot processes."""
-    n = args.slots_jobs
-    name = job_model(args.model)
+    n, name = args.slots_jobs, job_model(args.model)
+    tokens = args.slots_tokens or (512 if args.model == TINY else 128)
+    job = JobSpec(model=name, prompt=args.prompt, max_tokens=tokens, window_tokens=tokens)
+    jobs = [job.model_copy(update={"seed": args.seed + i, "ignore_eos": True}) for i in range(n)]
     with local_stack(cache, {"GENQ_SLOTS": str(n)}, workers=0) as stack:
-        registry = ModelRegistry.from_settings(stack.settings)
-        config, path = registry.llama(name), registry.local_path(name)
-        jobs = specs(args, name, n)
+        path, config = stack.model(name)
         say(
             f"model {name!r}: {n} jobs of {jobs[0].max_tokens} tokens after the prompt "
             f"{args.prompt!r}, EOS banned; {config.n_threads or 'all'} threads, n_batch "
@@ -97,18 +81,14 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         rounds = Rounds()
         measure_round = _baselines(stack, args, rounds, name, config, path, jobs)
         k = args.slots_rounds
-        lone_slots, slots_memory = _genq(
-            stack, rounds, f"--slots {n}", jobs, [], k, k, measure_round
-        )
+        lone_slots, slots_memory = _genq(stack, rounds, f"--slots {n}", jobs, [], k, measure_round)
         one = Rounds()
         args_one = ["--slots", "1", "-c", str(n)]
-        lone_one, one_memory = _genq(stack, one, f"-c {n} (one slot each)", jobs, args_one, k, 1)
+        lone_one, one_memory = _genq(stack, one, f"-c {n} (one slot each)", jobs, args_one, k)
     _summary(n, rounds, one.batches[GENQ][0])
     _breakdown(rounds, jobs[0].max_tokens)
     _lone(n, rounds.median(GENQ), lone_slots, lone_one)
-    say(
-        f"memory, one worker with --slots {n}: {slots_memory}; {n} one-slot processes: {one_memory}"
-    )
+    say(f"memory, one worker with --slots {n}: {slots_memory}; {n} one-slot: {one_memory}")
 
 
 def _llamafile() -> str:
@@ -153,18 +133,6 @@ def _baselines(
     return measure_round
 
 
-@contextmanager
-def _worker(stack: Stack, args: list[str]) -> Iterator[Worker]:
-    worker = Worker(env=stack.env, log=stack.cache / "worker-slots.log", args=tuple(args))
-    stack.workers.append(worker)
-    worker.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        stack.workers.remove(worker)
-
-
 def _genq(
     stack: Stack,
     rounds: Rounds,
@@ -172,17 +140,18 @@ def _genq(
     jobs: list[JobSpec],
     args: list[str],
     lone: int,
-    n_rounds: int,
-    before: Callable[[], None] = lambda: None,
+    before: Callable[[], None] | None = None,
 ) -> tuple[Batch, str]:
-    """A warm-up, `lone` jobs alone (the median's), then the jobs at once `n_rounds` times
-    (`before` each)."""
-    with _worker(stack, args) as worker, Client(stack.settings) as client:
+    """A warm-up, `lone` jobs alone (the median's), then the jobs at once: with `before` each
+    time, `lone` rounds, else one."""
+    log = stack.cache / "worker-slots.log"
+    worker = Worker(env=stack.env, log=log, args=tuple(args))
+    with serving(worker), Client(stack.settings) as client:
         _submit_all(client, jobs)  # warm-up: every process loads the model
-        lones = sorted((_submit_all(client, jobs[:1]) for _ in range(lone)), key=_rate)
-        alone = lones[(len(lones) - 1) // 2]
-        for _ in range(n_rounds):
-            before()
+        alone = _median([_submit_all(client, jobs[:1]) for _ in range(lone)])
+        for _ in range(lone if before else 1):
+            if before:
+                before()
             rounds.add(GENQ, _submit_all(client, jobs, f"genq {label}"))
         infos = [p.memory_full_info() for p in processes(stack.pid(worker))]
         memory = f"RSS {mb(sum(i.rss for i in infos))}, PSS {mb(sum(i.pss for i in infos))}"
