@@ -72,12 +72,13 @@ def generate(model: str, first: str, jobs: str, tokens: str, prompt: str) -> dic
 
     registry = ModelRegistry.from_settings(Settings())
     seeds = range(int(first), int(first) + int(jobs))
-    specs = [JobSpec(model=model, prompt=prompt, seed=seed, ignore_eos=True) for seed in seeds]
+    job = JobSpec(model=model, prompt=prompt, max_tokens=int(tokens), ignore_eos=True)
+    specs = [job.model_copy(update={"seed": seed}) for seed in seeds]
     with paths.loaded(registry.local_path(model), registry.llama(model)) as llm:
         print(READY, flush=True)
         sys.stdin.readline()
         start = time.time()
-        made = sum(paths.generate(llm, spec, int(tokens))[0].tokens for spec in specs)
+        made = sum(paths.generate(llm, spec).tokens for spec in specs)
         end = time.time()
     return {"start": start, "end": end, "jobs": len(specs), "tokens": made}
 

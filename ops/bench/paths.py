@@ -76,15 +76,14 @@ def loaded(path: Path, config: LlamaModelConfig | None = None) -> Iterator[Llama
         llm.close()
 
 
-def generate(llm: Llama, spec: JobSpec, tokens: int) -> tuple[Run, list[int]]:
-    """`tokens` tokens of `spec` from a fresh context, timed from the call (prompt evaluation
+def generate(llm: Llama, spec: JobSpec) -> Run:
+    """`spec.max_tokens` tokens from a fresh context, timed from the call (prompt evaluation
     included); the job's sampling parameters, whatever it samples (EOS included)."""
     started = time.perf_counter()
     llm.reset()  # type: ignore[no-untyped-call]  # no prompt prefix kept from the last job: each evaluates its prompt
     llm.set_seed(spec.seed or 0)
-    made: list[int] = []
-    first = started
-    for token in llm.generate(
+    made, first = 0, started
+    for _ in llm.generate(
         prompt_tokens(llm, spec.prompt or ""),
         top_k=spec.top_k,
         top_p=spec.top_p,
@@ -93,10 +92,10 @@ def generate(llm: Llama, spec: JobSpec, tokens: int) -> tuple[Run, list[int]]:
         repeat_penalty=spec.repeat_penalty,
     ):
         first = time.perf_counter() if not made else first
-        made.append(token)
-        if len(made) == tokens:
+        made += 1
+        if made == spec.max_tokens:
             break
-    return Run(len(made), first - started, time.perf_counter() - first), made
+    return Run(made, first - started, time.perf_counter() - first)
 
 
 def stream_genq(client: Client, spec: JobSpec) -> Run:

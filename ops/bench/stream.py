@@ -63,7 +63,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
             f"in-process and genq, {args.warmup} warm-up + {args.jobs} jobs each, in turn",
         )
         with paths.loaded(path, config) as llm:
-            local = report.paused(SETTLE_S, lambda: paths.generate(llm, spec, spec.max_tokens)[0])
+            local = report.paused(SETTLE_S, lambda: paths.generate(llm, spec))
             queued = report.paused(SETTLE_S, lambda: paths.exact_genq(client, spec))
             pairs = report.alternate(local, queued, args.warmup + args.jobs)[args.warmup :]
         stack.check_alive()
