@@ -59,6 +59,18 @@ sections (--suite, in this order):
 def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, str]]]:
     """Each section's options: flag, type (None: a switch), default, help."""
     return {
+        "general": [
+            ("--suite", _suites, list(SECTIONS), "comma-separated sections (default: all)"),
+            ("--model", str, default_model(), "registry model of the stream, recovery, handoff, "
+                f"overhead, slots and gateway sections (gemma-3-270m if installed, else {TINY})"),
+            ("--omp-spin", None, False, "leave OpenMP's idle threads spinning (its default) in "
+                "every process of the run, not OMP_WAIT_POLICY=passive (the default here unless "
+                "set): with no core to spare, a spinning thread waits for a peer that is not "
+                "running, and jobs take many times longer"),
+            ("--allow-stray-bytes", None, False, "do not ban the tiny model's byte tokens that "
+                "are not valid UTF-8 alone (banned by default on every path: with them "
+                "llama_cpp.server re-decodes its whole stream, quadratically)"),
+        ],
         "stream": [
             ("--jobs", _positive, 30, "measured jobs, in-process and genq"),
             ("--warmup", _natural, 3, "unmeasured jobs first, per path"),
@@ -77,7 +89,7 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
         ],
         "recovery": [
             ("--recovery-runs", _positive, 10, "killed jobs per lease TTL"),
-            ("--lease-ttls", _ttls, [2.0, 5.0], "GENQ_LEASE_TTL_S values, comma-separated"),
+            ("--lease-ttls", _ttls, [2.0, 5.0], "GENQ_LEASE_TTL_S values, comma-separated (2,5)"),
             ("--recovery-tokens", _positive, None, "job size (4000 on tiny, 240 otherwise)"),
             ("--recovery-window", _positive, None, "window_tokens (100 on tiny, 40 otherwise)"),
         ],
@@ -134,33 +146,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=DESCRIPTION + sections,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add = parser.add_argument
-    add("--suite", type=_suites, default=list(SECTIONS), help="comma-separated sections (all)")
-    add(
-        "--omp-spin",
-        action="store_true",
-        help="leave OpenMP's idle threads spinning (its "
-        "default) in every process of the run instead of OMP_WAIT_POLICY=passive (the default "
-        "here, unless the variable is set): on a machine with no core to spare, a spinning "
-        "thread waits for a peer that is not running, and jobs take many times longer",
-    )
-    add(
-        "--model",
-        default=default_model(),
-        help="registry model of the stream, recovery, "
-        f"handoff, overhead, slots and gateway sections (gemma-3-270m when its package is "
-        f"installed, else {TINY}; here: %(default)s)",
-    )
-    add("--allow-stray-bytes", dest="utf8_only", action="store_false", help="do not ban the "
-        "tiny model's byte tokens that are not valid UTF-8 alone (banned by default on every "
-        "path: with them llama_cpp.server re-decodes its whole stream, quadratically)")  # fmt: skip
     for name, options in _options().items():
         group = parser.add_argument_group(name)
         for flag, kind, default, text in options:
             if kind is None:
                 group.add_argument(flag, action="store_true", help=text)
             else:
-                shown = "" if default is None else f" ({default})"
+                shown = "" if default is None or isinstance(default, list) else f" ({default})"
                 group.add_argument(flag, type=kind, default=default, help=text + shown)
     return parser.parse_args(argv)
 

@@ -155,7 +155,7 @@ def _workload(
 ) -> tuple[JobSpec, str, int]:
     """The job, EOS biased away (the server has no ignore_eos), and the EOS token id."""
     with paths.loaded(path) as vocab:
-        banned = paths.non_utf8_tokens(vocab) if args.utf8_only else []
+        banned = paths.non_utf8_tokens(vocab) if not args.allow_stray_bytes else []
         eos, count = vocab.token_eos(), len(paths.prompt_tokens(vocab, args.prompt))
         spec, described = report.fit(
             args.prompt, args.seed, args.remote_tokens, [*banned, eos], REMOTE_MODEL, count,

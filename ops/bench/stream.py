@@ -99,7 +99,7 @@ def workload_for(
     path, config = stack.model(name)
     size = args.max_tokens or (2000 if on_tiny else 128)
     with paths.loaded(path) as vocab:
-        banned = paths.non_utf8_tokens(vocab) if args.utf8_only and on_tiny else []
+        banned = paths.non_utf8_tokens(vocab) if not args.allow_stray_bytes and on_tiny else []
         count = len(paths.prompt_tokens(vocab, args.prompt))
         spec, described = report.fit(
             args.prompt, args.seed, size, banned, name, count, config.n_ctx
