@@ -158,9 +158,14 @@ def _workload(
         banned = paths.non_utf8_tokens(vocab) if not args.allow_stray_bytes else []
         eos, count = vocab.token_eos(), len(paths.prompt_tokens(vocab, args.prompt))
         spec, described = report.fit(
-            args.prompt, args.seed, args.remote_tokens, [*banned, eos], REMOTE_MODEL, count,
+            args.prompt,
+            args.seed,
+            args.remote_tokens,
+            [*banned, eos],
+            REMOTE_MODEL,
+            count,
             config.n_ctx,
-        )  # fmt: skip
+        )
         return spec.model_copy(update={"ignore_eos": False}), described, eos
 
 

@@ -46,9 +46,14 @@ def job_model(model: str) -> str:
 
 
 def fit(
-    prompt: str, seed: int, tokens: int, banned: Sequence[int], model: str, prompt_tokens: int,
+    prompt: str,
+    seed: int,
+    tokens: int,
+    banned: Sequence[int],
+    model: str,
+    prompt_tokens: int,
     n_ctx: int,
-) -> tuple[JobSpec, str]:  # fmt: skip
+) -> tuple[JobSpec, str]:
     """The largest job of at most `tokens` that fits one context, run by genq as one window
     (its default window would split it: another prompt evaluation), and its description.
     `banned`: token ids every path bans with the same logit bias, besides EOS."""
@@ -56,9 +61,14 @@ def fit(
     if size < 2:
         raise PromptTooLong(f"a {prompt_tokens}-token prompt leaves no room in n_ctx {n_ctx}")
     spec = JobSpec(
-        model=model, prompt=prompt, seed=seed, max_tokens=size, window_tokens=size,
-        ignore_eos=True, logit_bias=dict.fromkeys(banned, BAN_BIAS),
-    )  # fmt: skip
+        model=model,
+        prompt=prompt,
+        seed=seed,
+        max_tokens=size,
+        window_tokens=size,
+        ignore_eos=True,
+        logit_bias=dict.fromkeys(banned, BAN_BIAS),
+    )
     return spec, (
         f"job: {size} tokens{'' if size == tokens else f' (asked {tokens})'} after a "
         f"{prompt_tokens}-token prompt, one window in genq; temperature {spec.temperature}, "
