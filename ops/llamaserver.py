@@ -1,9 +1,11 @@
-"""llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`) on loopback, as
-a subprocess: the remote model of genq's tests, and the baseline of its benchmarks."""
+"""llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`) and llama.cpp's
+own `llama-server` (ops/llamaserver_build.py finds or builds it) on loopback, as subprocesses:
+the remote model of genq's tests, and the baselines of its benchmarks."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import urllib.error
@@ -36,8 +38,7 @@ class LlamaServer:
     log: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
-    # What messages call it, and what answers 200 once it is ready (a subclass runs another
-    # server: ops/bench/llama_server_peer.py).
+    # What messages call it, and what answers 200 once it is ready (LlamaCppServer's differ).
     name: ClassVar[str] = "llama_cpp.server"
     ready_path: ClassVar[str] = "/v1/models"
 
@@ -85,3 +86,31 @@ class LlamaServer:
         if self.proc is not None:
             stop_process(self.proc, group=True)
             self.proc = None
+
+
+@dataclass(kw_only=True)
+class LlamaCppServer(LlamaServer):
+    """llama.cpp's `llama-server` with `parallel` slots of the worker's n_ctx each; ready once
+    /health answers 200 (503 while the model loads)."""
+
+    binary: Path
+    parallel: int = 1
+    name: ClassVar[str] = "llama-server"
+    ready_path: ClassVar[str] = "/health"
+
+    def command(self) -> list[str]:
+        opts = {
+            "-m": self.model,
+            "-np": self.parallel,
+            "-c": self.parallel * self.config.n_ctx,  # the context is shared by the slots
+            "-t": self.config.n_threads or os.cpu_count() or 1,  # the worker's default: all
+            "-b": self.config.n_batch,
+            "-ngl": self.config.n_gpu_layers,
+            "--host": HOST,
+            "--port": self.port,
+        }
+        return [str(self.binary), *(str(a) for opt in opts.items() for a in opt)]
+
+    def command_line(self) -> str:
+        """The command without the binary's and the model's paths."""
+        return " ".join([self.name, *self.command()[3:]])

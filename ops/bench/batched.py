@@ -16,7 +16,7 @@ llamafile's sgemm is compiled out of genq's llama-cpp-python (-DGGML_LLAMAFILE=O
 setting turns it back on at run time: every variant runs without it. The jobs' chain is
 genq's, built here from llama.cpp's samplers: EOS banned, top-k, top-p, min-p, temperature, a
 seeded draw. A step is timed in three parts: the decode, the picks, and the Python that
-builds the next batch; and after the run, one greedy chain's `llama_sampler_sample` alone.
+builds the next batch.
 """
 
 from __future__ import annotations
@@ -27,17 +27,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import llama_cpp as lc
 import numpy as np
 
-from genq.common.adapters.ggml_invariance import TILED_MM
 from ops.localstack import StackError
 
 RUN_TIMEOUT_S = 900.0
 WARM_TOKENS = 4
-MICRO_ROUNDS = 20  # greedy-chain samples per sequence after the run
+TILED_MM = "GGML_CPU_TILED_MM"  # ggml's tiled K-quant product; 0: off (read once)
 Pick = Callable[[int], int]  # a batch index -> the token picked from its logits
 
 
@@ -87,8 +86,6 @@ class Loop:
     decode_s: float
     pick_s: float
     batch_s: float
-    cpu_s: float  # the process's, every thread's
-    greedy_chain_s: float  # one greedy chain's llama_sampler_sample, per token
 
 
 def run(spec: Spec) -> Loop:
@@ -121,8 +118,7 @@ def measure(spec: Spec) -> Loop:
     try:
         _loop(ctx, batch, spec, picks, WARM_TOKENS)
         lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
-        loop = _loop(ctx, batch, spec, picks, spec.tokens)
-        return replace(loop, greedy_chain_s=_greedy_chain_s(ctx, spec.n_seq))
+        return _loop(ctx, batch, spec, picks, spec.tokens)
     finally:
         for chain in chains:
             lc.llama_sampler_free(chain)
@@ -171,7 +167,7 @@ def _argmax(ctx: lc.llama_context_p, n_vocab: int) -> Pick:
 def _loop(
     ctx: lc.llama_context_p, batch: lc.llama_batch, spec: Spec, picks: Sequence[Pick], tokens: int
 ) -> Loop:
-    started, cpu = time.perf_counter(), time.process_time()
+    started = time.perf_counter()
     n = len(spec.prompt)
     if n * spec.n_seq > spec.n_batch:
         raise StackError(f"{spec.n_seq} prompts of {n} tokens exceed n_batch {spec.n_batch}")
@@ -190,8 +186,8 @@ def _loop(
         c = time.perf_counter()
         _decode(ctx, batch)
         decode, build = decode + time.perf_counter() - c, build + c - b
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return Loop(tokens * spec.n_seq, tokens - 1, wall, first, decode, pick, build, cpu, 0.0)
+    wall = time.perf_counter() - started
+    return Loop(tokens * spec.n_seq, tokens - 1, wall, first, decode, pick, build)
 
 
 def _add(batch: lc.llama_batch, token: int, pos: int, seq: int, output: bool) -> int:
@@ -210,18 +206,6 @@ def _decode(ctx: lc.llama_context_p, batch: lc.llama_batch) -> None:
     batch.n_tokens = 0
     if status != 0:
         raise StackError(f"llama_decode failed with status {status}")
-
-
-def _greedy_chain_s(ctx: lc.llama_context_p, n_seq: int) -> float:
-    """A greedy chain's sample of the last output row: llama.cpp copies the row's logits
-    into an array of candidates, then takes the largest; every chain pays the copy."""
-    greedy = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-    lc.llama_sampler_chain_add(greedy, lc.llama_sampler_init_greedy())
-    started = time.perf_counter()
-    for _ in range(MICRO_ROUNDS * n_seq):
-        lc.llama_sampler_sample(greedy, ctx, -1)
-    lc.llama_sampler_free(greedy)
-    return (time.perf_counter() - started) / (MICRO_ROUNDS * n_seq)
 
 
 if __name__ == "__main__":

@@ -3,312 +3,162 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from genq.common.errors import GenqError
+from genq import GenqError, Settings
 from genq.common.registry import ModelRegistry
-from genq.common.settings import Settings
 from ops.bench import (
-    gateway,
-    genq_stream,
-    handoff,
+    failover,
     memory,
     overhead,
-    recovery,
-    relay_section,
+    paths,
+    relay,
     remote,
     report,
     slots,
-    streaming,
+    stream,
     submit,
-    sweep,
 )
-from ops.bench.report import say
+from ops.bench.report import DEFAULT_PROMPT, DEFAULT_SEED, TINY, default_model, say
 from ops.bench.stack import cache_dir
-from ops.bench.workload import DEFAULT_PROMPT, DEFAULT_SEED, TINY, default_model
 from ops.localstack import StackError
 
 EXIT_INTERRUPTED = 130
-MAX_INTERVAL_MS = 10_000.0  # GENQ_CHUNK_INTERVAL_MS's bound in common/settings.py
+MAX_MS = 10_000.0  # GENQ_CHUNK_INTERVAL_MS's bound in common/settings.py
 Section = Callable[[argparse.Namespace, Path], None]
-SECTIONS: dict[str, tuple[str, Section]] = {
-    "stream": (
-        "streaming: tok/s and first-token latency, genq vs in-process [--model]",
-        streaming.section,
-    ),
-    "relay": ("relay throughput: token frames from pub/sub into streams", relay_section.section),
-    "recovery": (
-        "recovery: a worker SIGKILLed mid-job, the job resumed elsewhere [--model]",
-        recovery.section,
-    ),
-    "handoff": (
-        "hand-off: a worker SIGTERMed mid-job, its job resumed elsewhere at once [--model]",
-        handoff.section,
-    ),
-    "memory": ("memory: relay and reader RSS over a long job [tiny model]", memory.section),
-    "submit": ("submission: a 10,000-job batch queued by one producer", submit.section),
-    "overhead": (
-        "overhead: 200 short jobs on 2 workers, genq vs in-process [--model]",
-        overhead.section,
-    ),
-    "remote": (
-        "remote: genq's remote backend vs the same llama_cpp.server streamed directly [tiny model]",
-        remote.section,
-    ),
-    "slots": (
-        "slots: 8 jobs at once on one worker (continuous batching) vs in-process batched "
-        "llama.cpp, llama-server -np 8 and 8 one-slot processes [--model]",
-        slots.section,
-    ),
-    "gateway": (
-        "gateway: the openai SDK through `genq serve` vs genq's client, vs llama_cpp.server and "
-        "llama-server; 64 SSE clients on one gateway [--model]",
-        gateway.section,
-    ),
+SECTIONS: dict[str, Section] = {
+    "stream": stream.section,
+    "relay": relay.section,
+    "recovery": failover.recovery,
+    "handoff": failover.handoff,
+    "memory": memory.section,
+    "submit": submit.section,
+    "overhead": overhead.section,
+    "remote": remote.section,
+    "slots": slots.section,
+    "gateway": stream.gateway,
 }
 DESCRIPTION = """\
-genq's benchmark. Every section starts its own private stack (redis-server, a relay, genq
-workers), prints figures with ratios against baselines measured in the same run, and stops
-everything it started on the way out (Ctrl-C included). It asserts nothing; targets are
-printed as met or MISSED. stream, recovery, handoff, overhead and gateway run on --model
-(default: gemma-3-270m when its package, extra genq[gemma], is installed, else tiny); memory and
-remote on the tiny model; relay and submit run no model. In-process baselines run the
-worker's own code (workers/backends/llama.py, workers/generation.py) without the queue.
+genq's benchmark. Every section starts its own private stack the way a user does
+(redis-server, `genq relay`, `genq worker`; ops/localstack.py), drives it with genq's public
+client, prints figures with ratios against baselines measured in the same run, and stops
+everything it started on the way out (Ctrl-C included). Targets are printed as met or
+MISSED; it asserts nothing. In-process baselines are llama-cpp-python alone (its `Llama`, or
+its low-level API in ops/bench/batched.py), never genq's internals.
 
 sections (--suite, in this order):
-  stream    one job (2000 tokens on tiny, 128 on a real model; --max-tokens): in process,
-            genq end to end (submit -> worker -> pub/sub -> relay -> stream -> reader) and
-            llama_cpp.server over SSE, job by job in turn. Targets: genq >= 0.90 x in-process
-            tok/s; <= 15 ms first-token latency added (median of --jobs, 30).
-  relay     frames/s the relay moves from pub/sub into the jobs' streams, sustained, beside the
-            read half (plain subscribers), the write half (Relay.write) and Redis's own XADD
-            rate; profiled when it misses the target (>= 100,000 frames/s and >= 0.6 x XADD).
-  recovery  SIGKILL the worker of a long windowed job (4000 tokens in windows of 100 on tiny,
-            240 in windows of 40 on a real model) with a second worker idle, per lease TTL,
-            --recovery-runs (10) times: kill -> next token (target <= TTL + 2 s), tokens
-            recomputed per resume (generated by the killed attempt, estimated from its frames,
-            - the resume's committed tokens; target: median <= 2 chunks, 32 by default), and
-            whether the final text equals an uninterrupted run.
-  handoff   SIGTERM the main process of the worker running a long windowed job (20000 tokens
-            in windows of 100 on tiny, 400 in windows of 40 on a real model) past its third
-            checkpointed window, a second worker idle and warm, both with --slots 8
-            (--handoff-slots), leases of 600 s: SIGTERM -> first token of the new epoch
-            (target: median of --handoff-runs, 5, <= 0.5 s), -> resume frame, tokens
-            recomputed, the old worker's exit status, and whether the streamed text = the
-            result = the job's text uninterrupted beside 7 other jobs (first, on worker a
-            alone); the signalled runs decode it alone.
-  memory    RSS of the relay, a reader process and the worker over a 100,000-token job, every
-            0.5 s (target: relay and reader flat within 10 MB).
-  submit    a 10,000-line JSONL batch queued with Client.submit_batch() by a producer process
-            of its own, no worker running; baseline: 1,000 Client.submit() calls. Targets:
-            >= 2,000 jobs/s accepted; producer peak RSS <= 150 MB.
-  overhead  200 jobs of 16 tokens as one batch on 2 worker processes (submit until wait()
-            returns), against the same generations run back to back in 2 plain processes
-            (model loading excluded), in 3 rounds, which side goes first alternating by round.
-            Target: median of the rounds' in-process wall / genq wall >= 0.90.
-            --overhead-processes 1 on a 2-core machine leaves Redis, the relay and Celery's
-            main processes the other core.
-  remote    one llama_cpp.server on the tiny model; 20 rounds of 5 jobs of 200 tokens per path
-            (EOS biased away, one server request a job), one job at a time: by one client
-            streaming SSE directly, and through genq's remote backend (1 relay, 1 worker
-            process), which of the two goes first alternating by round. tok/s = tokens / wall
-            of a pass (first request to last token); first-token latency. Uses --prompt,
-            --seed and --allow-stray-bytes. Target: genq / direct tok/s >= 0.90 (median over
-            rounds). Then concurrently, in 5 rounds (--remote-concurrent-rounds): 16 jobs at
-            once (--remote-concurrent-jobs) through one worker process restarted with
-            --slots 16, against 16 direct SSE clients (threads) at once; aggregate tok/s =
-            all tokens / wall from the first request to the last end. Target: genq / direct
-            >= 0.90 (median). The server runs one request at a time (interrupt_requests=false),
-            so both paths queue on it.
-  slots     --slots-jobs (8) jobs of 128 tokens (512 on tiny) submitted at once to one worker
-            with as many slots, in --slots-rounds (3) rounds; in each, in turn, the same
-            sequences decoded by llama-cpp-python alone, each variant in a process of its own
-            (ops/bench/batched.py): genq's invariant settings, llama.cpp's defaults (the
-            engine's before invariance), llama-cpp-python's defaults, a bare llama_decode loop
-            with an argmax (the ceiling); and llama-server -np 8 with 8 streaming clients when
-            `make llama-server` built it. Targets (aggregate tok/s, median rounds): invariant
-            / llama.cpp's defaults, same loop, >= 0.95; genq / llama-cpp-python's defaults
-            >= 0.90; genq / llama-server >= 1.0; genq / the bare loop >= 0.85, with where a
-            step's time goes between them. Then 8 one-slot worker processes (-c 8); median
-            first token of the 8 against a lone job's (target <= 2x); a lone job's tok/s with
-            the slots against one slot (target >= 0.95); the workers' RSS and PSS.
-  gateway   one job (as in stream) streamed with the openai SDK from /v1/completions through
-            `genq serve` (1 uvicorn process), against the same job read with genq's Python
-            client, job by job in turn (--gateway-jobs, 10, after --warmup). Targets: gateway
-            / client tok/s >= 0.90; first token added by the gateway <= 10 ms (median of the
-            pairs). The same SDK against llama_cpp.server and llama-server (when built) on the
-            same model file, as peers. Then --gateway-clients (64) SSE clients at once (async
-            SDK, 256 tokens each on the tiny model): every stream complete, aggregate tok/s and
-            the gateway process's CPU time per token (psutil).
 """
 
 
+def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, str]]]:
+    """Each section's options: flag, type (None: a switch), default, help."""
+    return {
+        "general": [
+            ("--suite", _suites, list(SECTIONS), "comma-separated sections (default: all)"),
+            ("--model", str, default_model(), "registry model of the stream, recovery, handoff, "
+                f"overhead, slots and gateway sections (gemma-3-270m if installed, else {TINY})"),
+            ("--omp-spin", None, False, "leave OpenMP's idle threads spinning (its default) in "
+                "every process of the run, not OMP_WAIT_POLICY=passive (the default here unless "
+                "set): with no core to spare, a spinning thread waits for a peer that is not "
+                "running, and jobs take many times longer"),
+            ("--allow-stray-bytes", None, False, "do not ban the tiny model's byte tokens that "
+                "are not valid UTF-8 alone (banned by default on every path: with them "
+                "llama_cpp.server re-decodes its whole stream, quadratically)"),
+        ],
+        "stream": [
+            ("--jobs", _positive, 30, "measured jobs, in-process and genq"),
+            ("--warmup", _natural, 3, "unmeasured jobs first, per path"),
+            ("--no-server", None, False, "skip the gateway section's peer servers"),
+            ("--max-tokens", _positive, None, "job size (2000 on tiny, 128 on a real model)"),
+            ("--prompt", str, DEFAULT_PROMPT, "prompt"),
+            ("--seed", _natural, DEFAULT_SEED, "sampler seed"),
+            ("--chunk-tokens", _positive, None, "worker's GENQ_CHUNK_TOKENS (default: settings)"),
+            ("--chunk-interval-ms", _milliseconds, None, "worker's GENQ_CHUNK_INTERVAL_MS"),
+        ],
+        "relay": [
+            ("--relay-seconds", _seconds, 12.0, "load on the relay, in two turns alternating "
+                "with the other phases; the first second of each turn is warm-up"),
+            ("--relay-baseline-seconds", _seconds, 6.0, "load per baseline"),
+            ("--relay-jobs", _positive, 50, "concurrent job ids published"),
+        ],
+        "recovery": [
+            ("--recovery-runs", _positive, 10, "killed jobs per lease TTL"),
+            ("--lease-ttls", _ttls, [2.0, 5.0], "GENQ_LEASE_TTL_S values, comma-separated (2,5)"),
+            ("--recovery-tokens", _positive, None, "job size (4000 on tiny, 240 otherwise)"),
+            ("--recovery-window", _positive, None, "window_tokens (100 on tiny, 40 otherwise)"),
+        ],
+        "handoff": [
+            ("--handoff-runs", _positive, 5, "signalled jobs"),
+            ("--handoff-slots", _positive, 8, "each worker's GENQ_SLOTS"),
+            ("--handoff-tokens", _positive, None, "job size (20000 on tiny, 400 otherwise)"),
+            ("--handoff-window", _positive, None, "window_tokens (100 on tiny, 40 otherwise)"),
+        ],
+        "memory": [
+            ("--memory-tokens", _positive, 100_000, "job size"),
+            ("--memory-window", _positive, 128, "window_tokens"),
+            ("--memory-interval-s", _seconds, 0.5, "RSS sampling period"),
+        ],
+        "submit": [
+            ("--submit-jobs", _positive, 10_000, "batch lines"),
+            ("--submit-single-jobs", _positive, 1_000, "Client.submit() calls, the baseline"),
+        ],
+        "overhead": [
+            ("--overhead-jobs", _positive, overhead.JOBS, "jobs"),
+            ("--overhead-tokens", _positive, 16, "tokens per job"),
+            ("--overhead-rounds", _positive, 3, "rounds of both sides"),
+            ("--overhead-processes", _positive, overhead.PROCESSES, "worker processes, and "
+                "in-process ones; fewer than the cores leaves Redis, the relay and Celery's "
+                "main processes a core"),
+        ],
+        "remote": [
+            ("--remote-jobs", _positive, 5, "jobs per path per round"),
+            ("--remote-tokens", _positive, 200, "tokens per job"),
+            ("--remote-rounds", _positive, 20, "rounds of both paths"),
+            ("--remote-concurrent-jobs", _positive, 16, "jobs at once per path, and the "
+                "worker's --slots, in the concurrent part"),
+            ("--remote-concurrent-rounds", _positive, 5, "rounds of both concurrent bursts"),
+        ],
+        "slots": [
+            ("--slots-jobs", _positive, 8, "jobs at once, and the worker's slots"),
+            ("--slots-tokens", _positive, None, "tokens per job (128; 512 on tiny)"),
+            ("--slots-rounds", _positive, 3, "rounds of every path, in turn"),
+        ],
+        "gateway": [
+            ("--gateway-jobs", _positive, 10, "measured jobs per path"),
+            ("--gateway-clients", _positive, 64, "SSE clients at once"),
+        ],
+    }  # fmt: skip
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    sections = "\n".join(
+        textwrap.fill(_help(name), 92, initial_indent=f"  {name:<10}", subsequent_indent=" " * 12)
+        for name in SECTIONS
+    )
     parser = argparse.ArgumentParser(
         prog="python -m ops.bench",
-        description=DESCRIPTION,
+        description=DESCRIPTION + sections,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--suite",
-        type=_suites,
-        default=list(SECTIONS),
-        help="comma-separated sections to run (default: all): " + ",".join(SECTIONS),
-    )
-    parser.add_argument(
-        "--omp-spin",
-        action="store_true",
-        help="leave OpenMP's idle threads spinning (its default) in every process of the run "
-        "instead of OMP_WAIT_POLICY=passive (the default here, unless the variable is set): "
-        "on a machine with no core to spare, a spinning thread waits for a peer that is not "
-        "running, and jobs take many times longer, by amounts that vary from run to run",
-    )
-    parser.add_argument(
-        "--model",
-        default=default_model(),
-        help="registry model of the stream, recovery, handoff, overhead and gateway sections "
-        "(default here: "
-        f"{default_model()}; gemma-3-270m when its package is installed, else {TINY})",
-    )
-    _stream_options(parser.add_argument_group("stream"))
-    _relay_options(parser.add_argument_group("relay"))
-    _recovery_options(parser.add_argument_group("recovery"))
-    _handoff_options(parser.add_argument_group("handoff"))
-    _memory_options(parser.add_argument_group("memory"))
-    _submit_options(parser.add_argument_group("submit"))
-    _overhead_options(parser.add_argument_group("overhead"))
-    _remote_options(parser.add_argument_group("remote"))
-    _slots_options(parser.add_argument_group("slots"))
-    _gateway_options(parser.add_argument_group("gateway"))
+    for name, options in _options().items():
+        group = parser.add_argument_group(name)
+        for flag, kind, default, text in options:
+            if kind is None:
+                group.add_argument(flag, action="store_true", help=text)
+            else:
+                shown = "" if default is None or isinstance(default, list) else f" ({default})"
+                group.add_argument(flag, type=kind, default=default, help=text + shown)
     return parser.parse_args(argv)
 
 
-def _gateway_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add("--gateway-jobs", type=_positive, default=10, help="measured jobs per path (10)")
-    add("--gateway-clients", type=_positive, default=64, help="SSE clients at once (64)")
-
-
-def _slots_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add("--slots-jobs", type=_positive, default=8, help="jobs at once, and the worker's slots (8)")
-    add("--slots-tokens", type=_positive, help="tokens per job (128 on a real model, 512 on tiny)")
-    add("--slots-rounds", type=_positive, default=3, help="rounds of every path, in turn (3)")
-
-
-def _stream_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add("--jobs", type=_positive, default=30, help="measured jobs, in-process and genq (30)")
-    add("--warmup", type=_natural, default=3, help="unmeasured jobs first, per path (3)")
-    add("--server-jobs", type=_positive, default=1, help="measured llama_cpp.server jobs (1)")
-    add("--no-server", action="store_true", help="skip llama-cpp-python's server")
-    add(
-        "--max-tokens",
-        type=_positive,
-        help="job size asked for (2000 on tiny, 128 on a real model)",
-    )
-    add("--prompt", default=DEFAULT_PROMPT, help=f"prompt ({DEFAULT_PROMPT!r})")
-    add("--seed", type=_natural, default=DEFAULT_SEED, help=f"sampler seed ({DEFAULT_SEED})")
-    add(
-        "--allow-stray-bytes",
-        dest="utf8_only",
-        action="store_false",
-        help="do not ban the tiny model's byte tokens that are not valid UTF-8 alone (banned by "
-        "default on every path: with them llama_cpp.server holds back and re-decodes its whole "
-        "stream, quadratically, and a 2000-token job takes many minutes)",
-    )
-    add("--chunk-tokens", type=_positive, help="worker's GENQ_CHUNK_TOKENS (default: settings)")
-    add("--chunk-interval-ms", type=_milliseconds, help="worker's GENQ_CHUNK_INTERVAL_MS")
-
-
-def _relay_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add(
-        "--relay-seconds",
-        type=_seconds,
-        default=12.0,
-        help="load per relay, in two turns alternating with the other phases; the first "
-        "second of each turn is warm-up (12)",
-    )
-    add("--relay-baseline-seconds", type=_seconds, default=6.0, help="load per baseline (6)")
-    add("--relay-jobs", type=_positive, default=50, help="concurrent job ids published (50)")
-    add(
-        "--relay-profile-seconds",
-        type=float,
-        default=4.0,
-        help="cProfile the relay loop this long when it misses the target; 0: never (4)",
-    )
-    add("--relay-profile", action="store_true", help="profile the relay even when it meets it")
-
-
-def _recovery_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add("--recovery-runs", type=_positive, default=10, help="killed jobs per lease TTL (10)")
-    add("--lease-ttls", type=_ttls, default=[2.0, 5.0], help="GENQ_LEASE_TTL_S values (2,5)")
-    add("--recovery-tokens", type=_positive, help="job size (4000 on tiny, 240 otherwise)")
-    add("--recovery-window", type=_positive, help="window_tokens (100 on tiny, 40 otherwise)")
-
-
-def _handoff_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add("--handoff-runs", type=_positive, default=5, help="signalled jobs (5)")
-    add("--handoff-slots", type=_positive, default=8, help="each worker's GENQ_SLOTS (8)")
-    add("--handoff-tokens", type=_positive, help="job size (20000 on tiny, 400 otherwise)")
-    add("--handoff-window", type=_positive, help="window_tokens (100 on tiny, 40 otherwise)")
-
-
-def _memory_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add("--memory-tokens", type=_positive, default=100_000, help="job size (100000)")
-    add("--memory-window", type=_positive, default=128, help="window_tokens (128)")
-    add("--memory-interval-s", type=_seconds, default=0.5, help="RSS sampling period (0.5)")
-
-
-def _submit_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add("--submit-jobs", type=_positive, default=10_000, help="batch lines (10000)")
-    add(
-        "--submit-single-jobs",
-        type=_positive,
-        default=1_000,
-        help="Client.submit() calls for the baseline (1000)",
-    )
-
-
-def _overhead_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add("--overhead-jobs", type=_positive, default=overhead.JOBS, help=f"jobs ({overhead.JOBS})")
-    add("--overhead-tokens", type=_positive, default=16, help="tokens per job (16)")
-    add("--overhead-rounds", type=_positive, default=3, help="rounds of both sides (3)")
-    add(
-        "--overhead-processes",
-        type=_positive,
-        default=overhead.PROCESSES,
-        help=f"worker processes, and in-process ones ({overhead.PROCESSES}, the target's); "
-        "fewer than the cores leaves Redis, the relay and Celery's main processes a core",
-    )
-
-
-def _remote_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add("--remote-jobs", type=_positive, default=5, help="jobs per path per round (5)")
-    add("--remote-tokens", type=_positive, default=200, help="tokens per job (200)")
-    add("--remote-rounds", type=_positive, default=20, help="rounds of both paths (20)")
-    add(
-        "--remote-concurrent-jobs",
-        type=_positive,
-        default=16,
-        help="jobs at once per path, and the worker's --slots, in the concurrent part (16)",
-    )
-    add(
-        "--remote-concurrent-rounds",
-        type=_positive,
-        default=5,
-        help="rounds of both concurrent bursts (5)",
-    )
+def _help(name: str) -> str:
+    return " ".join((SECTIONS[name].__doc__ or "").split())
 
 
 def _suites(text: str) -> list[str]:
@@ -325,32 +175,20 @@ def _ttls(text: str) -> list[float]:
     return [_seconds(part) for part in text.split(",") if part.strip()]
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
-    return value
+def _bounded(kind: type[int] | type[float], low: float, high: float, above: bool = False) -> Any:
+    """A parser of `kind` from `low` (excluded where `above`) to `high`."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not low <= value <= high or (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'over' if above else 'at least'} {low}")
+        return value
+
+    return parse
 
 
-def _natural(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value
-
-
-def _milliseconds(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= MAX_INTERVAL_MS:
-        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_INTERVAL_MS:.0f}: {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _natural(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text}")
-    return value
+_natural, _positive = _bounded(int, 0, math.inf), _bounded(int, 1, math.inf)
+_seconds, _milliseconds = _bounded(float, 0, math.inf, above=True), _bounded(float, 0, MAX_MS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -360,28 +198,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; everything the benchmark started is stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (
-        StackError,
-        GenqError,
-        genq_stream.BenchJobFailed,
-        recovery.RecoveryFailed,
-        handoff.HandoffFailed,
-    ) as exc:
+    except (StackError, GenqError, paths.BenchJobFailed, failover.FailoverFailed) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 def run(args: argparse.Namespace) -> None:
-    say(report.machine(), report.versions(), report.openmp())
+    say(report.machine(), report.versions())
     _prepare_model(args.model)
     started = time.monotonic()
-    with cache_dir() as cache, sweep.marked(cache.name):
+    with cache_dir() as cache:
         for name in args.suite:
-            title, section = SECTIONS[name]
-            say("", f"== {title}")
+            say("", f"== {name}: {_help(name)}")
             began = time.monotonic()
-            section(args, cache)
+            SECTIONS[name](args, cache)
             say(f"({name}: {time.monotonic() - began:.0f} s)")
     say("", f"benchmark: {time.monotonic() - started:.0f} s in all")
 

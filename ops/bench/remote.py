@@ -1,161 +1,172 @@
 """The remote section: what genq's remote backend costs over streaming the same server
-directly. One llama_cpp.server on loopback serves the tiny model; the same jobs run one after
-another both ways: by one client streaming SSE from /v1/completions (a new connection per
-job), and through genq (submit -> worker streaming from the server -> pub/sub -> relay ->
-stream -> reader) with one worker process. Each job is one server request on both paths (the
-registry's and the job's window hold the whole job), so both ask the server for the same work;
-the paths alternate in rounds, as the machine's speed drifts. Then the same job many at once
-on each path (ops/bench/remote_concurrent.py), the worker restarted with as many slots.
+directly. One llama_cpp.server on loopback serves the tiny model; each job is one request to
+it on both paths (the registry's and the job's window hold the whole job), so both ask the
+server for the same work: a direct SSE client (a new connection per job), and genq (submit ->
+worker streaming from the server -> pub/sub -> relay -> stream -> reader).
+
+First one job at a time, genq on one worker process; then the same job many at once on each
+path (threads of direct clients; one worker restarted with as many slots). The server runs one
+request at a time (interrupt_requests=false), so both paths queue on it: what this measures is
+what genq adds to a busy server, not the server's parallelism. Rounds alternate which path
+goes first, as the machine's speed drifts.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
-from genq.common.prompts import prompt_tokens
-from genq.common.registry import ModelRegistry
-from genq.common.schemas import JobSpec
-from genq.producer.client import Client
-from ops.bench import genq_stream, inprocess, openai_server, remote_concurrent
-from ops.bench.measure import MS_PER_S, Run
-from ops.bench.report import met, say
-from ops.bench.stack import Stack, local_stack, print_tail
-from ops.bench.streaming import Model
-from ops.bench.workload import BENCH_MODEL, Workload, base_spec, fit
-from ops.llamaserver import HOST
-from ops.localstack import StackError
+from genq import Client, JobSpec
+from genq.common.registry import LlamaModelConfig
+from ops.bench import paths, report
+from ops.bench.report import Batch, Run, met, say
+from ops.bench.stack import Stack, local_stack, serving
+from ops.llamaserver import HOST, LlamaServer, missing_modules
 
 TARGET_RATIO = 0.9  # genq tok/s over direct tok/s, at least (median over rounds)
 REMOTE_MODEL = "tiny-remote"  # the registry entry the worker streams from the server
 WARM_TOKENS = 16
-SETTLE_S = 0.2  # between passes: the worker's acks and events after a pass are not the next's
-DIRECT = "direct SSE client"
-GENQ = "genq remote backend"
-
-
-@dataclass(frozen=True)
-class Pass:
-    """One path's jobs run one after another; `wall_s` from the first request or submit until
-    the last job's end."""
-
-    name: str
-    runs: list[Run]
-    wall_s: float
-
-    @property
-    def tokens(self) -> int:
-        return sum(run.tokens for run in self.runs)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.wall_s
-
-    @property
-    def first_token_ms(self) -> float:
-        return statistics.median(run.first_token_s for run in self.runs) * MS_PER_S
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        """Median per job, first token to last: the stream alone, without per-job costs."""
-        return statistics.median(run.tokens_per_s for run in self.runs)
-
-
-@dataclass(frozen=True)
-class Round:
-    """Both paths' passes of one round, run back to back on the same server; `ratio` is
-    genq's tok/s over the direct client's."""
-
-    direct: Pass
-    genq: Pass
-    ratio: float
+SETTLE_S = 0.2  # before each pass: the worker's acks and events after a pass are not the next's
+DIRECT, GENQ = "direct SSE client", "genq remote backend"
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
-    missing = openai_server.missing_modules()
-    if missing:
-        say(f'skipped: missing {", ".join(missing)} (pip install "llama-cpp-python[server]")')
+    """genq's remote backend against streaming the same llama_cpp.server directly (tiny
+    model): one job at a time, then 16 at once (--slots 16). Target: genq / direct tok/s >=
+    0.90."""
+    if missing_modules():
+        say(f"skipped: missing {', '.join(missing_modules())} (llama-cpp-python[server])")
         return
     with ExitStack() as resources:
         stack = resources.enter_context(local_stack(cache, {}, workers=0))
-        registry = ModelRegistry.from_settings(stack.settings)
-        model = Model(BENCH_MODEL, registry.local_path(BENCH_MODEL), registry.llama(BENCH_MODEL))
-        workload, eos = _workload(args, model)
-        server = resources.enter_context(_server(model, cache))
-        _add_remote_model(stack, server.port, workload.tokens)
+        path, config = stack.model(report.BENCH_MODEL)
+        spec, described, eos = _workload(args, path, config)
+        server = LlamaServer(path, config, cache / "remote-server.log")
+        resources.enter_context(serving(server))
+        _add_remote_model(stack, server.port, spec.max_tokens)
         stack.start_worker()
         client = resources.enter_context(Client(stack.settings))
-        say(f"{openai_server.NAME}: {server.command_line()}", workload.describe())
-        say(f"genq: 1 relay, 1 worker process (concurrency 1), model {REMOTE_MODEL!r}")
-        load_before = os.getloadavg()[0]
-        paths = _paths(client, server, workload, eos)
-        rounds = _rounds(args, paths)
-        stack.check_alive()
-        _summary(rounds, workload.tokens)
-        say(_load_line(load_before))
-        _concurrent(args, stack, client, paths)
+        say(f"llama_cpp.server: {server.command_line()}", described)
+        body = paths.request_body(spec, eos)
+        warm = _warm(spec)
+        paths.stream_sse(server.port, paths.request_body(warm, eos))  # the server's graph
+        paths.stream_genq(client, warm)  # the worker's first task
+        jobs = args.remote_jobs
+        say(f"one job at a time, {jobs} per path a round; genq: 1 relay, 1 worker process")
+        _compare(
+            lambda: _one_by_one(DIRECT, lambda: paths.stream_sse(server.port, body), jobs),
+            lambda: _one_by_one(GENQ, lambda: paths.stream_genq(client, spec), jobs),
+            args.remote_rounds,
+            spec.max_tokens,
+        )
+        _concurrent(args, stack, client, spec, server.port, body)
         stack.check_alive()
 
 
-def _concurrent(args: argparse.Namespace, stack: Stack, client: Client, paths: Paths) -> None:
-    """The same job, --remote-concurrent-jobs at once on each path: the worker restarted
-    with as many slots (one process, a threads pool), against as many direct clients."""
-    jobs, workload = args.remote_concurrent_jobs, paths.workload
+def _concurrent(
+    args: argparse.Namespace,
+    stack: Stack,
+    client: Client,
+    spec: JobSpec,
+    port: int,
+    body: dict[str, object],
+) -> None:
+    """The same job --remote-concurrent-jobs at once on each path: the worker restarted with
+    as many slots (one process, its jobs' threads), against as many direct clients."""
+    jobs = args.remote_concurrent_jobs
     stack.worker("bench").stop()
     stack.env["GENQ_SLOTS"] = str(jobs)
     stack.start_worker()
-    paths.genq(replace(workload, spec=_warm_spec(workload)))  # the new worker's first task
-    say(
-        "",
-        f"concurrent: {jobs} jobs at once per path, {args.remote_concurrent_rounds} rounds; "
-        f"genq: 1 relay, 1 worker process with --slots {jobs} (GENQ_SLOTS); the server runs "
-        "one request at a time (interrupt_requests=false), so both paths queue on it",
-    )
-    load_before = os.getloadavg()[0]
-    done = remote_concurrent.rounds(
-        lambda: remote_concurrent.direct_burst(lambda: paths.direct(workload).tokens, jobs),
-        lambda: remote_concurrent.genq_burst(client, workload, jobs),
+    paths.stream_genq(client, _warm(spec))  # the new worker's first task
+    say("", f"{jobs} jobs at once per path; genq: 1 worker process with --slots {jobs}")
+    _compare(
+        lambda: paths.server_batch(DIRECT, port, [body] * jobs),
+        lambda: paths.genq_batch(GENQ, client, [spec] * jobs),
         args.remote_concurrent_rounds,
-    )
-    say(*remote_concurrent.summary(done, jobs, workload.tokens), _load_line(load_before))
-
-
-def _load_line(before: float) -> str:
-    """Other processes on the machine weigh on one path more than the other by chance."""
-    return (
-        f"load average (1 min) when the rounds began {before:.2f}, at the end "
-        f"{os.getloadavg()[0]:.2f}, on {os.cpu_count()} cores (the benchmark's own server, "
-        "worker, relay and Redis count in it)"
+        spec.max_tokens,
     )
 
 
-def _workload(args: argparse.Namespace, model: Model) -> tuple[Workload, int]:
+def _warm(spec: JobSpec) -> JobSpec:
+    return spec.model_copy(update={"max_tokens": WARM_TOKENS, "window_tokens": WARM_TOKENS})
+
+
+def _one_by_one(name: str, run: Callable[[], Run], jobs: int) -> Batch:
+    started = time.perf_counter()
+    return Batch(name, [run() for _ in range(jobs)], time.perf_counter() - started)
+
+
+def _compare(
+    direct: Callable[[], Batch], genq: Callable[[], Batch], rounds: int, tokens: int
+) -> None:
+    """Both paths once a round; figures are medians over rounds."""
+    load = os.getloadavg()[0]
+    pause = SETTLE_S
+    done = report.alternate(report.paused(pause, direct), report.paused(pause, genq), rounds)
+    ratios = [g.tokens_per_s / d.tokens_per_s for d, g in done]
+    for n, (d, g) in enumerate(done):
+        say(f"  round {n + 1}: {_pass(d)}, {_pass(g)}; genq / direct {ratios[n]:.3f}")
+    rows = [_row([d for d, _ in done]), _row([g for _, g in done])]
+    header = ("path", "tok/s all in", "first token ms", "tok/s per job", "wall s")
+    say(report.table(header, rows))
+    runs = [run for _, g in done for run in g.runs]
+    exact = sum(run.tokens == tokens for run in runs)
+    ratio, pooled = statistics.median(ratios), _pooled([g for _, g in done], [d for d, _ in done])
+    added = statistics.median(g.first_token_ms - d.first_token_ms for d, g in done)
+    say(
+        f"genq jobs with exactly {tokens} tokens: {exact}/{len(runs)} ({met(exact == len(runs))})",
+        f"genq / direct tok/s: median {ratio:.3f} over {rounds} rounds (range {min(ratios):.3f}"
+        f"..{max(ratios):.3f}; target >= {TARGET_RATIO:.2f}: {met(ratio >= TARGET_RATIO)}); "
+        f"all rounds pooled: {pooled:.3f}; first token added by genq: {added:.1f} ms median",
+        f"load average (1 min) {load:.2f} before, {os.getloadavg()[0]:.2f} after, on "
+        f"{os.cpu_count()} cores (the benchmark's server, worker, relay and Redis count in it)",
+    )
+
+
+def _pass(batch: Batch) -> str:
+    return f"{batch.name} {batch.tokens_per_s:,.0f} tok/s ({batch.wall_s:.2f} s)"
+
+
+def _row(passes: list[Batch]) -> list[str]:
+    """Medians over rounds; tok/s per job from its first token to its last."""
+    per_job = [statistics.median(run.tokens_per_s for run in b.runs) for b in passes]
+    return [
+        f"{passes[0].name} [{len(passes[0].runs)} jobs]",
+        f"{statistics.median(b.tokens_per_s for b in passes):,.0f}",
+        f"{statistics.median(b.first_token_ms for b in passes):.1f}",
+        f"{statistics.median(per_job):,.0f}",
+        f"{statistics.median(b.wall_s for b in passes):.2f}",
+    ]
+
+
+def _pooled(genq: list[Batch], direct: list[Batch]) -> float:
+    """Tokens over summed walls, genq's over the direct client's."""
+    rate = [sum(b.tokens for b in p) / sum(b.wall_s for b in p) for p in (genq, direct)]
+    return rate[0] / rate[1]
+
+
+def _workload(
+    args: argparse.Namespace, path: Path, config: LlamaModelConfig
+) -> tuple[JobSpec, str, int]:
     """The job, EOS biased away (the server has no ignore_eos), and the EOS token id."""
-    with inprocess.vocabulary(model.path) as vocab:
-        banned = inprocess.non_utf8_tokens(vocab) if args.utf8_only else []
-        eos = vocab.token_eos()
-        spec = base_spec(args.prompt, args.seed, args.remote_tokens, [*banned, eos])
-        spec = spec.model_copy(update={"model": REMOTE_MODEL, "ignore_eos": False})
-        return fit(spec, len(prompt_tokens(vocab, spec)), model.config.n_ctx), eos
-
-
-@contextmanager
-def _server(model: Model, cache: Path) -> Iterator[openai_server.LlamaServer]:
-    server = openai_server.LlamaServer(model.path, model.config, cache / "remote-server.log")
-    try:
-        yield server.start()
-    except Exception:  # the server's last words; not on Ctrl-C
-        print_tail(server.log)
-        raise
-    finally:
-        server.stop()
+    with paths.loaded(path) as vocab:
+        banned = paths.non_utf8_tokens(vocab) if not args.allow_stray_bytes else []
+        eos, count = vocab.token_eos(), len(paths.prompt_tokens(vocab, args.prompt))
+        spec, described = report.fit(
+            args.prompt,
+            args.seed,
+            args.remote_tokens,
+            [*banned, eos],
+            REMOTE_MODEL,
+            count,
+            config.n_ctx,
+        )
+        return spec.model_copy(update={"ignore_eos": False}), described, eos
 
 
 def _add_remote_model(stack: Stack, port: int, window_tokens: int) -> None:
@@ -163,113 +174,5 @@ def _add_remote_model(stack: Stack, port: int, window_tokens: int) -> None:
     with Path(stack.env["GENQ_MODELS_FILE"]).open("a") as registry:
         registry.write(
             f'\n[models.{REMOTE_MODEL}]\nbackend = "remote"\n'
-            f'base_url = "http://{HOST}:{port}/v1"\n'
-            f"window_tokens = {window_tokens}\n"
+            f'base_url = "http://{HOST}:{port}/v1"\nwindow_tokens = {window_tokens}\n'
         )
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Each path's job runner (one job, start to end), and the measured job."""
-
-    direct: Callable[[Workload], Run]
-    genq: Callable[[Workload], Run]
-    workload: Workload
-
-
-def _paths(
-    client: Client, server: openai_server.LlamaServer, workload: Workload, eos: int
-) -> Paths:
-    def direct(job: Workload) -> Run:
-        try:
-            return openai_server.run_once(server.port, openai_server.request_body(job, eos))[0]
-        except (openai_server.ServerError, OSError, http.client.HTTPException) as exc:
-            raise StackError(f"{openai_server.NAME}: a streamed completion failed: {exc}") from exc
-
-    def genq(job: Workload) -> Run:
-        return genq_stream.stream_job(client, job).run
-
-    return Paths(direct, genq, workload)
-
-
-def _rounds(args: argparse.Namespace, paths: Paths) -> list[Round]:
-    """One short job per path first (the server's graph, the worker's first task); then each
-    round runs both passes, direct first in odd rounds and genq first in even ones."""
-    warm = _warm_spec(paths.workload)
-    paths.direct(replace(paths.workload, spec=warm))
-    paths.genq(replace(paths.workload, spec=warm))
-    jobs = args.remote_jobs
-    say(f"{args.remote_rounds} rounds of {jobs} jobs per path, one job at a time")
-    rounds = []
-    for n in range(args.remote_rounds):
-        if n % 2 == 0:
-            direct = _pass(DIRECT, paths.direct, paths.workload, jobs)
-            genq = _pass(GENQ, paths.genq, paths.workload, jobs)
-        else:
-            genq = _pass(GENQ, paths.genq, paths.workload, jobs)
-            direct = _pass(DIRECT, paths.direct, paths.workload, jobs)
-        rounds.append(Round(direct, genq, genq.tokens_per_s / direct.tokens_per_s))
-        say(_round_line(n + 1, rounds[-1]))
-    return rounds
-
-
-def _warm_spec(workload: Workload) -> JobSpec:
-    return workload.spec.model_copy(
-        update={"max_tokens": WARM_TOKENS, "window_tokens": WARM_TOKENS}
-    )
-
-
-def _pass(name: str, run: Callable[[Workload], Run], workload: Workload, jobs: int) -> Pass:
-    time.sleep(SETTLE_S)
-    started = time.perf_counter()
-    runs = [run(workload) for _ in range(jobs)]
-    return Pass(name, runs, time.perf_counter() - started)
-
-
-def _round_line(n: int, result: Round) -> str:
-    direct, genq = result.direct, result.genq
-    return (
-        f"  round {n}: direct {direct.tokens_per_s:,.0f} tok/s ({direct.wall_s:.2f} s), genq "
-        f"{genq.tokens_per_s:,.0f} tok/s ({genq.wall_s:.2f} s), genq / direct {result.ratio:.3f}"
-    )
-
-
-def _summary(rounds: list[Round], tokens: int) -> None:
-    direct = [r.direct for r in rounds]
-    genq = [r.genq for r in rounds]
-    ratio = _median(r.ratio for r in rounds)
-    added_ms = _median(p.first_token_ms for p in genq) - _median(p.first_token_ms for p in direct)
-    pooled = _pooled(genq) / _pooled(direct)
-    runs = [run for p in genq for run in p.runs]
-    exact = sum(1 for run in runs if run.tokens == tokens)
-    say(
-        "",
-        _path_line(direct),
-        _path_line(genq),
-        f"genq jobs with exactly {tokens} tokens: {exact}/{len(runs)} "
-        f"({met(exact == len(runs))}); tokens per job seen: "
-        f"{sorted({run.tokens for run in runs})}",
-        f"genq / direct tok/s: median {ratio:.3f} over {len(rounds)} rounds (range "
-        f"{min(r.ratio for r in rounds):.3f}..{max(r.ratio for r in rounds):.3f}; target >= "
-        f"{TARGET_RATIO:.2f}: {met(ratio >= TARGET_RATIO)}); all rounds pooled (tokens / "
-        f"summed walls): {pooled:.3f}",
-        f"first-token latency added by genq (medians over rounds): {added_ms:.1f} ms",
-    )
-
-
-def _path_line(passes: list[Pass]) -> str:
-    return (
-        f"{passes[0].name}: {passes[0].tokens:,} tokens per round; medians over rounds: "
-        f"{_median(p.tokens_per_s for p in passes):,.0f} tok/s all in (requests, first tokens, "
-        f"gaps between jobs), first token {_median(p.first_token_ms for p in passes):.1f} ms, "
-        f"{_median(p.decode_tokens_per_s for p in passes):,.0f} tok/s per job from first "
-        "token to last"
-    )
-
-
-def _pooled(passes: list[Pass]) -> float:
-    return sum(p.tokens for p in passes) / sum(p.wall_s for p in passes)
-
-
-def _median(values: Iterable[float]) -> float:
-    return statistics.median(values)

@@ -1,27 +1,162 @@
-"""What the benchmark prints: the machine, versions, and the closing table."""
+"""What every section shares: the job it runs, what a streamed job looked like (`Run`, and
+`PathResult` or `Batch` for many), and how figures are printed (machine, versions, tables).
+
+Every path is timed alike: `first_token_s` from the start (a call, a submit, a request) to
+the first token, `span_s` from there to the end. Decode rate is `(tokens - 1) / span_s`, so
+prompt evaluation and first-token latency stay out of it.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
 import shutil
+import statistics
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from typing import TypeVar
 
-from ops.bench.measure import PathResult
+from genq import JobSpec, PromptTooLong
+from genq.common import gemma
 
-DISTRIBUTIONS = (
-    "genq",
-    "llama-cpp-python",
-    "celery",
-    "redis",
-    "hiredis",  # redis-py's reply parser when installed; the relay's speed depends on it
-    "pydantic",
-    "uvicorn",
-    "fastapi",
-)
+T = TypeVar("T")
+U = TypeVar("U")
+MS_PER_S = 1000.0
+TINY = "tiny"
+# The tiny model's weights with a context that holds the whole streaming job in one window.
+BENCH_MODEL = "tiny-long"
+BENCH_N_CTX = 2304
+BAN_BIAS = -100.0  # the lowest logit bias a JobSpec takes; far below the tiny model's logits
+DEFAULT_PROMPT = "Once upon a time"
+DEFAULT_SEED = 1234
+DISTRIBUTIONS = ("genq", "llama-cpp-python", "celery", "redis", "hiredis", "pydantic", "uvicorn")
+
+
+def default_model() -> str:
+    """`gemma-3-270m` when its package is installed, else the tiny model."""
+    return gemma.NAME if gemma.installed() else TINY
+
+
+def job_model(model: str) -> str:
+    """The registry entry jobs name: BENCH_MODEL for `tiny`, the model itself otherwise."""
+    return BENCH_MODEL if model == TINY else model
+
+
+def fit(
+    prompt: str,
+    seed: int,
+    tokens: int,
+    banned: Sequence[int],
+    model: str,
+    prompt_tokens: int,
+    n_ctx: int,
+) -> tuple[JobSpec, str]:
+    """The largest job of at most `tokens` that fits one context, run by genq as one window
+    (its default window would split it: another prompt evaluation), and its description.
+    `banned`: token ids every path bans with the same logit bias, besides EOS."""
+    size = min(tokens, n_ctx - prompt_tokens)
+    if size < 2:
+        raise PromptTooLong(f"a {prompt_tokens}-token prompt leaves no room in n_ctx {n_ctx}")
+    spec = JobSpec(
+        model=model,
+        prompt=prompt,
+        seed=seed,
+        max_tokens=size,
+        window_tokens=size,
+        ignore_eos=True,
+        logit_bias=dict.fromkeys(banned, BAN_BIAS),
+    )
+    return spec, (
+        f"job: {size} tokens{'' if size == tokens else f' (asked {tokens})'} after a "
+        f"{prompt_tokens}-token prompt, one window in genq; temperature {spec.temperature}, "
+        f"top_k {spec.top_k}, top_p {spec.top_p}, min_p {spec.min_p}, seed {seed}, EOS banned"
+        + (f", {len(banned)} tokens banned" if banned else "")
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    tokens: int
+    first_token_s: float
+    span_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return (self.tokens - 1) / self.span_s if self.tokens > 1 and self.span_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """One path's measured runs (warm-ups excluded); medians over them."""
+
+    name: str
+    runs: Sequence[Run]
+
+    @property
+    def tokens(self) -> int:
+        return min(run.tokens for run in self.runs)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return statistics.median(run.tokens_per_s for run in self.runs)
+
+    @property
+    def first_token_ms(self) -> float:
+        return statistics.median(run.first_token_s for run in self.runs) * MS_PER_S
+
+    def ms(self, pct: int, of: Callable[[Run], float]) -> float:
+        """The runs' `pct` percentile of `of`, in ms (the median at 50)."""
+        return percentile([of(run) for run in self.runs], pct) * MS_PER_S
+
+
+@dataclass(frozen=True)
+class Batch(PathResult):
+    """Jobs run at once or one after another: aggregate tok/s over `wall_s`, from the first
+    start to the last end; each job's first token counted from the start."""
+
+    wall_s: float
+
+    @property
+    def tokens(self) -> int:
+        return sum(run.tokens for run in self.runs)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall_s
+
+
+def alternate(first: Callable[[], T], second: Callable[[], U], rounds: int) -> list[tuple[T, U]]:
+    """Both measured once a round, `first` first in odd rounds and `second` in even ones: a
+    shared machine's speed drifts by tens of percent, and so weighs on both alike."""
+    done = []
+    for n in range(rounds):
+        if n % 2 == 0:
+            a = first()
+            done.append((a, second()))
+        else:
+            b = second()
+            done.append((first(), b))
+    return done
+
+
+def paused(pause_s: float, call: Callable[[], T]) -> Callable[[], T]:
+    """`call` after `pause_s` of quiet: a worker acks its task after the job's done frame."""
+
+    def run() -> T:
+        time.sleep(pause_s)
+        return call()
+
+    return run
+
+
+def percentile(values: Sequence[float], pct: int) -> float:
+    """Inclusive percentile (the median at 50); the single value for one sample."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
 def machine() -> str:
@@ -37,60 +172,38 @@ def versions() -> str:
             found.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
             found.append(f"{name} (not installed)")
-    found.append(_redis_server_version())
-    return "versions: " + ", ".join(found)
+    command = [shutil.which("redis-server") or "false", "--version"]
+    out = subprocess.run(command, capture_output=True, text=True, check=False).stdout
+    found += [w.replace("v=", "redis-server ") for w in out.split() if w.startswith("v=")]
+    policy = os.environ.get("OMP_WAIT_POLICY", "spin (OpenMP's default)")
+    return f"versions: {', '.join(found)}\nOpenMP idle threads (OMP_WAIT_POLICY): {policy}"
 
 
-def openmp() -> str:
-    policy = os.environ.get("OMP_WAIT_POLICY")
-    spin = "spin (OpenMP's default)" if policy is None else policy
-    return f"OpenMP idle threads (OMP_WAIT_POLICY, every process of the run): {spin}"
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; the first left-aligned, the others right."""
+    lines = [list(header), *map(list, rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for line in lines:
+        pairs = enumerate(zip(line, widths, strict=True))
+        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs))
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in out)
 
 
-def _redis_server_version() -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return "redis-server (not found)"
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
-    words = [w for w in out.stdout.split() if w.startswith("v=")]
-    return f"redis-server {words[0].removeprefix('v=')}" if words else "redis-server (unknown)"
-
-
-@dataclass(frozen=True)
-class Row:
-    result: PathResult
-    ratio: str  # tok/s against the path it is compared with, e.g. "0.85 x in-process"
+def path_table(rows: Sequence[tuple[PathResult, str]]) -> str:
+    """Streamed paths side by side; each row's last cell its ratio to another path."""
+    header = ("path", "tokens", "tok/s", "first-token ms", "p90 ms", "job ms", "ratio (tok/s)")
+    return table(header, [
+        [f"{res.name} [{len(res.runs)} jobs]", str(res.tokens), f"{res.tokens_per_s:,.0f}",
+         f"{res.first_token_ms:.2f}", f"{res.ms(90, lambda r: r.first_token_s):.2f}",
+         f"{res.ms(50, lambda r: r.first_token_s + r.span_s):.1f}", versus]
+        for res, versus in rows
+    ])  # fmt: skip
 
 
 def ratio(result: PathResult, base: PathResult, label: str) -> str:
     return f"{result.tokens_per_s / base.tokens_per_s:.2f} x {label}"
-
-
-def table(rows: Sequence[Row]) -> str:
-    header = ("path", "tokens", "tok/s", "first-token ms", "p90 ms", "job ms", "ratio (tok/s)")
-    lines = [header]
-    for row in rows:
-        res = row.result
-        lines.append(
-            (
-                f"{res.name} [{len(res.runs)} jobs]",
-                str(res.tokens),
-                f"{res.tokens_per_s:,.0f}",
-                f"{res.first_token_ms:.2f}",
-                f"{res.first_token_p90_ms:.2f}",
-                f"{res.job_ms:.1f}",
-                row.ratio,
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = []
-    for n, line in enumerate(lines):
-        pairs = enumerate(zip(line, widths, strict=True))
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs]
-        out.append("  ".join(cells).rstrip())
-        if n == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
 
 
 def say(*lines: str) -> None:

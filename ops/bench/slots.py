@@ -1,44 +1,28 @@
-"""The slots section: continuous batching on --model. `--slots-jobs` jobs (8) submitted at
-once to one worker process with that many slots, in `--slots-rounds` rounds (3); each round
-also measures, in turn:
-- the same sequences decoded in this machine's other processes by llama-cpp-python alone
-  (ops/bench/batched.py): with genq's invariant settings, with llama.cpp's defaults (the
-  engine's settings before invariance), with llama-cpp-python's defaults, and a bare
-  `llama_decode` loop with an argmax per sequence (the ceiling);
-- llama.cpp's own `llama-server -np N` with N concurrent streaming clients, when its binary is
-  found (ops/bench/llama_server_bin.py; `make llama-server` builds it).
-Then eight one-slot worker processes (`-c 8`, the way to run eight jobs at once before slots).
-Also a lone job's tok/s with the slots against one slot, the median first token of the jobs
-submitted together against a lone job's, each worker's memory (RSS and PSS, which counts the
-model's shared pages once), and where a step's time goes from the ceiling to genq.
+"""The slots section: continuous batching on --model, in --slots-rounds rounds, each path once
+a round in turn. The in-process baselines run in processes of their own (ops/bench/batched.py);
+llama-server where `make llama-server` built it. Also a lone job with the slots against one
+slot, each worker's memory (RSS, and PSS, which counts the model's shared pages once), and
+where a step's time goes from the bare loop to genq.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from subprocess import Popen
 
-import psutil
+import llama_cpp as lc
 
-from genq.common.adapters.ggml_invariance import invariant_build
-from genq.common.registry import LlamaModelConfig, ModelRegistry
-from genq.common.schemas import JobResult, JobSpec
-from genq.producer.client import Client
-from ops.bench import batched, llama_server_bin
-from ops.bench.inprocess import vocabulary
-from ops.bench.llama_server_peer import LlamaCppServer, PeerJob, run_peer, sampling
-from ops.bench.openai_server import ServerError
-from ops.bench.report import met, say
-from ops.bench.stack import Stack, local_stack, print_tail
-from ops.bench.workload import BENCH_MODEL, TINY, job_model
+from genq import Client, JobSpec
+from genq.common.registry import LlamaModelConfig
+from ops.bench import batched, paths
+from ops.bench.report import BENCH_MODEL, TINY, Batch, Run, job_model, mb, met, say
+from ops.bench.stack import Stack, local_stack, print_tail, processes, serving
+from ops.llamaserver import LlamaCppServer
+from ops.llamaserver_build import find
 from ops.localstack import StackError, Worker
 
 # genq's aggregate tok/s over each baseline's, at least (TARGETS), and the invariant loop's
@@ -48,26 +32,10 @@ TARGET_SETTINGS = 0.95
 TARGET_FIRST_TOKEN = 2.0  # median first token of the batch, at most this many lone ones
 TARGET_LONE = 0.95  # a lone job with slots over one slot, at least
 JOB_TIMEOUT_S = 600.0
+WARM_TOKENS = 8  # one short request to the peer first: its first request's one-off costs
+SAMPLING = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty"}
 GENQ = "genq"
 PEER = "llama-server"
-
-
-@dataclass(frozen=True)
-class Batch:
-    """N jobs at once: aggregate tok/s over the wall time, and each one's first token."""
-
-    name: str
-    tokens: int
-    wall_s: float
-    first_token_s: list[float]
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.wall_s
-
-    @property
-    def first_token_ms(self) -> float:
-        return statistics.median(self.first_token_s) * 1000
 
 
 @dataclass
@@ -76,53 +44,34 @@ class Rounds:
 
     batches: dict[str, list[Batch]] = field(default_factory=dict)
     loops: dict[str, list[batched.Loop]] = field(default_factory=dict)
-    cpu_s: list[dict[str, float]] = field(default_factory=list)  # genq's processes', by round
 
     def add(self, key: str, batch: Batch) -> None:
         self.batches.setdefault(key, []).append(batch)
 
     def median(self, key: str) -> Batch:
         """The round of median tok/s (the lower of the middle two)."""
-        ranked = sorted(self.batches[key], key=_rate)
-        return ranked[(len(ranked) - 1) // 2]
+        return _median(self.batches[key])
 
     def loop(self, key: str) -> batched.Loop:
         return self.loops[key][self.batches[key].index(self.median(key))]
 
 
-def _rate(batch: Batch) -> float:
-    return batch.tokens_per_s
-
-
-@dataclass(frozen=True)
-class Memory:
-    rss: int
-    pss: int
-
-
-def specs(args: argparse.Namespace, model: str, n: int) -> list[JobSpec]:
-    """The batch's jobs: one prompt, a seed each, end-of-sequence banned, one window."""
-    tokens = args.slots_tokens or (512 if args.model == TINY else 128)
-    return [
-        JobSpec(
-            model=model,
-            prompt=args.prompt,
-            seed=args.seed + i,
-            max_tokens=tokens,
-            window_tokens=tokens,
-            ignore_eos=True,
-        )
-        for i in range(n)
-    ]
+def _median(batches: list[Batch]) -> Batch:
+    """The batch of median tok/s (the lower of the middle two)."""
+    ranked = sorted(batches, key=lambda batch: batch.tokens_per_s)
+    return ranked[(len(ranked) - 1) // 2]
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
-    n = args.slots_jobs
-    name = job_model(args.model)
+    """8 jobs at once on one --slots 8 worker against llama-cpp-python's batched decode
+    (genq's invariant settings, llama.cpp's defaults, Llama's defaults, a bare argmax loop)
+    and llama-server -np 8 when built; then 8 one-slot processes."""
+    n, name = args.slots_jobs, job_model(args.model)
+    tokens = args.slots_tokens or (512 if args.model == TINY else 128)
+    job = JobSpec(model=name, prompt=args.prompt, max_tokens=tokens, window_tokens=tokens)
+    jobs = [job.model_copy(update={"seed": args.seed + i, "ignore_eos": True}) for i in range(n)]
     with local_stack(cache, {"GENQ_SLOTS": str(n)}, workers=0) as stack:
-        registry = ModelRegistry.from_settings(stack.settings)
-        config, path = registry.llama(name), registry.local_path(name)
-        jobs = specs(args, name, n)
+        path, config = stack.model(name)
         say(
             f"model {name!r}: {n} jobs of {jobs[0].max_tokens} tokens after the prompt "
             f"{args.prompt!r}, EOS banned; {config.n_threads or 'all'} threads, n_batch "
@@ -130,27 +79,21 @@ def section(args: argparse.Namespace, cache: Path) -> None:
             f"llamafile's sgemm: {_llamafile()}",
         )
         rounds = Rounds()
-        measure_round = _baselines(args, rounds, name, config, path, jobs)
+        measure_round = _baselines(stack, args, rounds, name, config, path, jobs)
         k = args.slots_rounds
-        lone_slots, slots_memory = _genq(
-            stack, rounds, f"--slots {n}", jobs, [], k, k, measure_round
-        )
+        lone_slots, slots_memory = _genq(stack, rounds, f"--slots {n}", jobs, [], k, measure_round)
         one = Rounds()
         args_one = ["--slots", "1", "-c", str(n)]
-        lone_one, one_memory = _genq(stack, one, f"-c {n} (one slot each)", jobs, args_one, k, 1)
+        lone_one, one_memory = _genq(stack, one, f"-c {n} (one slot each)", jobs, args_one, k)
     _summary(n, rounds, one.batches[GENQ][0])
     _breakdown(rounds, jobs[0].max_tokens)
     _lone(n, rounds.median(GENQ), lone_slots, lone_one)
-    say(
-        f"memory, one worker with --slots {n}: RSS {slots_memory.rss / 1e6:.0f} MB, PSS "
-        f"{slots_memory.pss / 1e6:.0f} MB; {n} one-slot processes (-c {n}): RSS "
-        f"{one_memory.rss / 1e6:.0f} MB, PSS {one_memory.pss / 1e6:.0f} MB"
-    )
+    say(f"memory, one worker with --slots {n}: {slots_memory}; {n} one-slot: {one_memory}")
 
 
 def _llamafile() -> str:
     build = "compiled out of this llama-cpp-python (-DGGML_LLAMAFILE=OFF)"
-    if not invariant_build():
+    if b"LLAMAFILE = 1" in bytes(lc.llama_print_system_info()):
         build = "COMPILED INTO this llama-cpp-python (batched jobs are not invariant)"
     return (
         f"{build}; no setting switches it at run time, so every in-process variant runs "
@@ -159,6 +102,7 @@ def _llamafile() -> str:
 
 
 def _baselines(
+    stack: Stack,
     args: argparse.Namespace,
     rounds: Rounds,
     name: str,
@@ -167,38 +111,26 @@ def _baselines(
     jobs: list[JobSpec],
 ) -> Callable[[], None]:
     """One round of the in-process variants and the peer, between genq's batches."""
-    with vocabulary(path) as vocab:
+    with paths.loaded(path) as vocab:
         prompt = vocab.tokenize(args.prompt.encode(), add_bos=True, special=True)
     first = jobs[0]
     spec = batched.Spec(
         "", str(path), config.n_gpu_layers, config.n_ctx, config.n_batch,
         config.n_threads or os.cpu_count() or 1, prompt, len(jobs), first.max_tokens,
-        {**sampling(first), "seed": first.seed or 0},
+        {**first.model_dump(include=SAMPLING), "seed": first.seed or 0},
     )  # fmt: skip
 
     def measure_round() -> None:
         for key, variant in batched.VARIANTS.items():
             loop = batched.run(replace(spec, variant=key))
             rounds.loops.setdefault(key, []).append(loop)
-            first_s = [loop.first_token_s] * len(jobs)
-            rounds.add(key, Batch(variant.label, loop.tokens, loop.wall_s, first_s))
-        peer = _llama_server(args, name, config, path, jobs)
+            runs = [Run(loop.tokens // len(jobs), loop.first_token_s, 0.0)] * len(jobs)
+            rounds.add(key, Batch(variant.label, runs, loop.wall_s))
+        peer = _llama_server(stack.cache, name, config, path, jobs)
         if peer is not None:
             rounds.add(PEER, peer)
 
     return measure_round
-
-
-@contextmanager
-def _worker(stack: Stack, args: list[str]) -> Iterator[Worker]:
-    worker = Worker(env=stack.env, log=stack.cache / "worker-slots.log", args=tuple(args))
-    stack.workers.append(worker)
-    worker.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        stack.workers.remove(worker)
 
 
 def _genq(
@@ -208,21 +140,21 @@ def _genq(
     jobs: list[JobSpec],
     args: list[str],
     lone: int,
-    n_rounds: int,
-    before: Callable[[], None] = lambda: None,
-) -> tuple[Batch, Memory]:
-    """A warm-up, `lone` jobs alone (the median's), then the jobs at once `n_rounds` times
-    (`before` each)."""
-    with _worker(stack, args) as worker, Client(stack.settings) as client:
+    before: Callable[[], None] | None = None,
+) -> tuple[Batch, str]:
+    """A warm-up, `lone` jobs alone (the median's), then the jobs at once: with `before` each
+    time, `lone` rounds, else one."""
+    log = stack.cache / "worker-slots.log"
+    worker = Worker(env=stack.env, log=log, args=tuple(args))
+    with serving(worker), Client(stack.settings) as client:
         _submit_all(client, jobs)  # warm-up: every process loads the model
-        lones = sorted((_submit_all(client, jobs[:1]) for _ in range(lone)), key=_rate)
-        alone = lones[(len(lones) - 1) // 2]
-        for _ in range(n_rounds):
-            before()
-            cpu = _cpu_s(stack, worker)
+        alone = _median([_submit_all(client, jobs[:1]) for _ in range(lone)])
+        for _ in range(lone if before else 1):
+            if before:
+                before()
             rounds.add(GENQ, _submit_all(client, jobs, f"genq {label}"))
-            rounds.cpu_s.append({k: v - cpu[k] for k, v in _cpu_s(stack, worker).items()})
-        memory = _memory(worker)
+        infos = [p.memory_full_info() for p in processes(stack.pid(worker))]
+        memory = f"RSS {mb(sum(i.rss for i in infos))}, PSS {mb(sum(i.pss for i in infos))}"
     batch = rounds.median(GENQ)
     say(
         f"genq, {label}: lone job {alone.tokens_per_s:,.1f} tok/s, first token "
@@ -234,60 +166,34 @@ def _genq(
 
 def _submit_all(client: Client, jobs: list[JobSpec], name: str = GENQ) -> Batch:
     started = time.perf_counter()
-    handles = [client.submit(spec) for spec in jobs]
-    results: list[JobResult] = [h.result(timeout=JOB_TIMEOUT_S) for h in handles]
-    wall = time.perf_counter() - started
-    tokens = sum(r.usage.completion_tokens for r in results)
-    first = [r.timings.first_token_ms / 1000 for r in results]
-    return Batch(name, tokens, wall, first)
-
-
-def _memory(worker: Worker) -> Memory:
-    """The worker's processes (Celery's main process and its pool's)."""
-    infos = [p.memory_full_info() for p in _tree(worker.proc)]
-    return Memory(sum(i.rss for i in infos), sum(i.pss for i in infos))
-
-
-def _cpu_s(stack: Stack, worker: Worker) -> dict[str, float]:
-    """CPU seconds so far of the worker's processes, the relay, redis-server and this one."""
-    relay = stack.relay.proc if stack.relay else None
-    procs = {"worker": worker.proc, "relay": relay, "redis-server": stack.redis.proc}
-    used = {k: sum(sum(p.cpu_times()[:2]) for p in _tree(proc)) for k, proc in procs.items()}
-    return {**used, "client": sum(psutil.Process().cpu_times()[:2])}
-
-
-def _tree(proc: Popen[bytes] | None) -> list[psutil.Process]:
-    if proc is None:
-        raise StackError("a process of the stack is not running")
-    root = psutil.Process(proc.pid)
-    return [root, *root.children(recursive=True)]
+    results = [h.result(timeout=JOB_TIMEOUT_S) for h in [client.submit(s) for s in jobs]]
+    ms = [(r.usage.completion_tokens, r.timings.first_token_ms / 1000) for r in results]
+    return Batch(name, [Run(n, first, 0.0) for n, first in ms], time.perf_counter() - started)
 
 
 def _llama_server(
-    args: argparse.Namespace, name: str, config: LlamaModelConfig, path: Path, jobs: list[JobSpec]
+    cache: Path, name: str, config: LlamaModelConfig, path: Path, jobs: list[JobSpec]
 ) -> Batch | None:
     """llama.cpp's own server with a slot per job and a streaming client per slot, asked
     for what genq's jobs were (prompt, seeds, sampling, tokens)."""
-    binary = llama_server_bin.find()
-    if binary is None:
-        say("skipped llama-server: its binary was not found (make llama-server builds it)")
+    binary = find()
+    if binary is None or name == BENCH_MODEL:
+        why = "the tiny model (--model)" if binary else "not built (make llama-server)"
+        say(f"skipped llama-server: {why}")
         return None
-    if name == BENCH_MODEL:
-        say("skipped llama-server: run the slots section with a real model (--model)")
-        return None
-    first = jobs[0]
-    job = PeerJob([args.prompt], first.max_tokens, first.seed or 0, sampling(first))
-    log = Path(tempfile.gettempdir()) / f"genq-bench-llama-server-{os.getpid()}.log"
+    log = cache / "llama-server-slots.log"
     server = LlamaCppServer(path, config, log, binary=binary, parallel=len(jobs))
     try:
-        result = run_peer(server, job)
-    except (StackError, ServerError, OSError) as exc:
+        with serving(server):
+            paths.stream_sse(server.port, paths.request_body(jobs[0], None, WARM_TOKENS))
+            bodies = [paths.request_body(spec, None) for spec in jobs]
+            batch = paths.server_batch(f"llama-server -np {len(jobs)}", server.port, bodies)
+    except (StackError, paths.ServerError, OSError) as exc:
         print_tail(log)
         say(f"skipped llama-server: {exc}")
         return None
-    say(result.describe())
-    first_s = [ms / 1000 for ms in result.first_token_ms]
-    return Batch(f"llama-server -np {len(jobs)}", result.tokens, result.wall_s, first_s)
+    say(f"{server.command_line()}: {batch.tokens_per_s:,.1f} tok/s aggregate")
+    return batch
 
 
 def _summary(n: int, rounds: Rounds, one: Batch) -> None:
@@ -314,8 +220,6 @@ def _breakdown(rounds: Rounds, tokens: int) -> None:
     """Where a step's time goes, from the bare loop to genq (a step: a token of every job)."""
     limit, inv = rounds.loop("limit"), rounds.loop("invariant")
     step = {key: rounds.median(key).wall_s * 1000 / tokens for key in rounds.batches}
-    _phases(rounds, step)
-    per_token = 1000 / limit.steps / (limit.tokens // tokens)  # ms per token from s per run
     base, flash_off = rounds.loop("llama.cpp"), rounds.loop("llama-cpp-python")
     costs = {
         "the sampler chain instead of an argmax": base.pick_s - limit.pick_s,
@@ -333,26 +237,7 @@ def _breakdown(rounds: Rounds, tokens: int) -> None:
         f"  {step[GENQ] - step['invariant']:+7.1f}  genq's worker around the same decode (job "
         "threads, text, chunks, Redis and the relay on the same cores)",
         f"  {step[GENQ]:7.1f}  genq --slots {limit.tokens // tokens}",
-        f"the chain: {inv.pick_s * per_token:.2f} ms a token, of which "
-        f"{inv.greedy_chain_s * 1000:.2f} ms copying the row's logits into candidates (a greedy "
-        f"chain alone); an argmax in place: {limit.pick_s * per_token:.2f} ms",
     )
-    cpu = rounds.cpu_s[rounds.batches[GENQ].index(rounds.median(GENQ))]
-    say(
-        f"CPU ms per step, every thread: the in-process loop {inv.cpu_s * 1000 / inv.steps:.1f}; "
-        "genq's "
-        + ", ".join(f"{name} {used * 1000 / tokens:.1f}" for name, used in cpu.items())
-        + " (this client: the bench's submitting and waiting)"
-    )
-
-
-def _phases(rounds: Rounds, step: dict[str, float]) -> None:
-    say("", "ms per step, in-process (median round): decode   picks   batch   whole step")
-    for key in rounds.loops:
-        loop = rounds.loop(key)
-        parts = (loop.decode_s, loop.pick_s, loop.batch_s)
-        say(f"  {key:<37}" + "".join(f"{s * 1000 / loop.steps:8.2f}" for s in parts)
-            + f"{step[key]:11.2f}")  # fmt: skip
 
 
 def _lone(n: int, slots: Batch, lone_slots: Batch, lone_one: Batch) -> None:

@@ -1,27 +1,55 @@
-"""A private genq stack for one benchmark section: redis-server, a relay and `genq worker`s,
-with a registry and logs in a temporary directory, all stopped and removed on the way out
-(Ctrl-C included). Models are cached where genq caches them (GENQ_CACHE_DIR), so that a model
-assembled on first use (gemma-3-270m) is assembled once, not once per run.
-
-Readers read the job's Redis Stream, which only a relay writes, so the relay starts first.
+"""A private genq stack per section, started as a user starts one (redis-server, `genq relay`,
+`genq worker`s: ops/localstack.py), its registry and logs in the run's temporary directory;
+the benchmark's own processes (`python -m ops.bench.child`, `.load`); all stopped on the way
+out, Ctrl-C included, and swept by a marker in their environment. Models are cached where
+genq caches them (GENQ_CACHE_DIR).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
-from genq.common.settings import Settings
+import psutil
+
+from genq import Settings
+from genq.common.registry import LlamaModelConfig, ModelRegistry
 from genq.common.tinymodel import ensure_tiny_model
-from ops.bench.workload import BENCH_MODEL, BENCH_N_CTX
-from ops.localstack import GenqProcess, RedisServer, Relay, StackError, Worker, settings_for
+from ops.bench.report import BENCH_MODEL, BENCH_N_CTX
+from ops.localstack import (
+    GenqProcess,
+    RedisServer,
+    Relay,
+    StackError,
+    Worker,
+    settings_for,
+    stop_process,
+    wait_for,
+)
 
+
+class Server(Protocol):
+    log: Path
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Server)
 LOG_TAIL_LINES = 30
+READY_TIMEOUT_S = 60.0
+MARKER = "OPS_BENCH_RUN"  # in the environment of every process a run starts
+GRACE_S = 5.0
 
 
 @dataclass
@@ -42,45 +70,54 @@ class Stack:
         self.relay = Relay(env=self.env, log=self.cache / "relay.log")
         return self.relay.start()
 
-    def start_worker(self, name: str = "bench") -> Worker:
-        """A worker named `name` (its Celery node is `name@host`); replaces a stopped one."""
+    def start_worker(self, name: str = "bench", args: Sequence[str] = ()) -> Worker:
+        """`genq worker -n name@%h args`; replaces a stopped one of that name."""
         self.workers = [w for w in self.workers if w.name != name]
-        worker = Worker(env=self.env, log=self.cache / f"worker-{name}.log", name=name)
+        log = self.cache / f"worker-{name}.log"
+        worker = Worker(env=self.env, log=log, name=name, args=tuple(args))
         self.workers.append(worker)
         return worker.start()
+
+    def model(self, name: str) -> tuple[Path, LlamaModelConfig]:
+        """A registry model's file and options, as the stack's workers read them."""
+        registry = ModelRegistry.from_settings(self.settings)
+        return registry.local_path(name), registry.llama(name)
 
     def worker(self, name: str) -> Worker:
         return next(w for w in self.workers if w.name == name)
 
     def processes(self) -> list[GenqProcess]:
-        relay: list[GenqProcess] = [self.relay] if self.relay is not None else []
-        return [*self.workers, *relay]
+        return [*self.workers, *([self.relay] if self.relay is not None else [])]
+
+    def pid(self, proc: GenqProcess | RedisServer | BenchProcess | None) -> int:
+        if proc is None or proc.proc is None:
+            raise StackError("a process of the stack is not running")
+        return proc.proc.pid
+
+    def check_alive(self) -> None:
+        """StackError naming a genq process of it that has exited."""
+        for proc in self.processes():
+            if proc.proc is not None and proc.proc.poll() is not None:
+                print_tail(proc.log)
+                raise StackError(f"{proc.what} exited with {proc.proc.returncode} during the run")
 
     def stop(self) -> None:
         for proc in self.processes():
             proc.stop()
         self.redis.stop()
 
-    def check_alive(self) -> None:
-        """StackError naming a genq process of it that has exited (a dead relay leaves readers
-        waiting for the record fallback; a dead worker leaves jobs queued)."""
-        for proc in self.processes():
-            if proc.proc is not None and proc.proc.poll() is not None:
-                print_tail(proc.log)
-                raise StackError(
-                    f"genq {proc.command()[0]} exited with {proc.proc.returncode} during the "
-                    f"run; the end of its log is above ({proc.log.name})"
-                )
-
-    def print_logs(self) -> None:
-        for proc in self.processes():
-            print_tail(proc.log)
-
 
 @contextmanager
 def cache_dir() -> Iterator[Path]:
+    """The run's temporary directory; every process started inside carries its marker, and
+    any still running on the way out (a Popen a Ctrl-C interrupted) is stopped by pid."""
     with tempfile.TemporaryDirectory(prefix="genq-bench-") as path:
-        yield Path(path)
+        os.environ[MARKER] = path
+        try:
+            yield Path(path)
+        finally:
+            _stop_strays(path)
+            os.environ.pop(MARKER, None)
 
 
 @contextmanager
@@ -89,13 +126,12 @@ def local_stack(
 ) -> Iterator[Stack]:
     """redis-server, then the relay, then `workers` workers named bench, bench2, ...
     `overrides`: extra GENQ_* variables for every process (and this process's Settings)."""
-    server = RedisServer()  # its port is picked here, its process started below
+    server = RedisServer()
     env = {
         "GENQ_REDIS_URL": server.url,
         "GENQ_CACHE_DIR": str(Settings().cache_dir),
         "GENQ_MODELS_FILE": str(_registry(cache)),
-        # No metrics endpoints: a section's several workers would contend for one port.
-        "GENQ_METRICS_PORT": "0",
+        "GENQ_METRICS_PORT": "0",  # a section's several workers would contend for one port
         "GENQ_RELAY_METRICS_PORT": "0",
         **overrides,
     }
@@ -108,15 +144,16 @@ def local_stack(
             stack.start_worker("bench" if n == 0 else f"bench{n + 1}")
         yield stack
     except Exception:
-        stack.print_logs()
+        for proc in stack.processes():
+            print_tail(proc.log)
         raise
     finally:
         stack.stop()
 
 
 def _registry(cache: Path) -> Path:
-    """A registry naming the tiny model's file with a context that fits the whole job, and
-    the entries of the user's registry (GENQ_MODELS_FILE), which `--model` may name."""
+    """The tiny model's file with a context that fits the whole job, and the entries of the
+    user's registry (GENQ_MODELS_FILE), which `--model` may name."""
     path = cache / "models.toml"
     user = os.environ.get("GENQ_MODELS_FILE")
     path.write_text(
@@ -127,8 +164,129 @@ def _registry(cache: Path) -> Path:
     return path
 
 
+@contextmanager
+def serving(server: S) -> Iterator[S]:
+    """The server started, and stopped however the block ends; its last words if it fails."""
+    try:
+        server.start()
+        yield server
+    except Exception:
+        print_tail(server.log)
+        raise
+    finally:
+        server.stop()
+
+
+def processes(pid: int) -> list[psutil.Process]:
+    """The process and its children (a worker's: Celery's main process and its pool)."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def cpu_s(procs: Sequence[psutil.Process]) -> float:
+    """User and system CPU seconds so far, summed."""
+    return sum(sum(proc.cpu_times()[:2]) for proc in procs)
+
+
 def print_tail(log: Path) -> None:
-    if not log.is_file():
-        return
-    lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-    print(f"--- last lines of {log.name} ---", *lines, sep="\n", file=sys.stderr)
+    if log.is_file():
+        lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        print(f"--- last lines of {log.name} ---", *lines, sep="\n", file=sys.stderr)
+
+
+@dataclass
+class BenchProcess:
+    """`python -m <module> args` in a session of its own, its output in `log`; started once
+    `ready` is in its log (if given), with a pipe to its stdin (if asked)."""
+
+    module: str
+    args: Sequence[str]
+    log: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready: str | None = None
+    stdin: bool = False
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def what(self) -> str:
+        return " ".join([self.module, *self.args[:1]])
+
+    @property
+    def pid(self) -> int:
+        return self._proc().pid
+
+    def _proc(self) -> subprocess.Popen[bytes]:
+        if self.proc is None:
+            raise StackError(f"{self.what} is not running")
+        return self.proc
+
+    def start(self) -> BenchProcess:
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module, *self.args],
+                env={**os.environ, **self.env},
+                stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if self.ready is not None:
+            wait_for(self._ready, READY_TIMEOUT_S, f"{self.what} ({self.log})")
+        return self
+
+    def _ready(self) -> bool:
+        if not self.running():
+            raise StackError(f"{self.what} exited with {self._proc().returncode}; see {self.log}")
+        return str(self.ready) in self.output()
+
+    def send(self, line: str) -> None:
+        pipe = self._proc().stdin
+        if pipe is None:
+            raise StackError(f"{self.what} has no stdin")
+        pipe.write(f"{line}\n".encode())
+        pipe.flush()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.is_file() else ""
+
+    def printed(self, timeout_s: float) -> dict[str, Any]:
+        """The JSON line it printed last, once it has exited; StackError with its output
+        when it failed or printed none."""
+        try:
+            code = self._proc().wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise StackError(f"{self.what} did not end within {timeout_s:.0f}s") from exc
+        output = self.output()
+        try:
+            printed: dict[str, Any] = json.loads(output.splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            printed = {}
+        if code != 0 or not printed:
+            raise StackError(f"{self.what} exited with {code}; its output:\n{output[-2000:]}")
+        return printed
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            stop_process(self.proc, group=True, grace_s=GRACE_S)
+            self.proc = None
+
+
+def _stop_strays(run_id: str) -> None:
+    left = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != os.getpid() and proc.environ().get(MARKER) == run_id:
+                left.append(proc)
+    if left:
+        print(f"stopping {len(left)} process(es) left behind", file=sys.stderr)
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    for proc in psutil.wait_procs(left, timeout=GRACE_S)[1]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()

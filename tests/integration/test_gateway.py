@@ -90,7 +90,8 @@ def test_extension_fields_reach_the_job(api: openai.OpenAI, settings: Settings) 
         "top_k": 3,
         "min_p": 0.1,
         # 1.0: any other value fails the job in the worker's sampler today (llama.cpp's
-        # llama_sampler_init_penalties takes 5 arguments in this build; workers/sampling.py).
+        # llama_sampler_init_penalties takes 5 arguments in this build;
+        # workers/runtime/sampling.py).
         "repeat_penalty": 1.0,
         "deterministic": True,
         "priority": 7,

@@ -147,8 +147,7 @@ def test_parse_frame_rejects_text_that_is_not_json() -> None:
 def test_every_frame_is_written_with_the_header_fields_first_in_order(
     make_result: Callable[..., JobResult],
 ) -> None:
-    # ops/bench's frame templates cut frames at these fields, and the relay's fast path
-    # (workers/relay_shape.py) reads token frames in this order.
+    # The relay's fast path (workers/relay/shape.py) reads token frames in this order.
     for frame in every_frame(make_result()):
         assert tuple(json.loads(frame.model_dump_json()))[:-1] == HEADER_FIELDS
     assert {cls.model_fields["type"].default for cls in FRAME_CLASSES} == set(FrameType)

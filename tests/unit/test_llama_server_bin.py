@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.bench import llama_server_bin
-from ops.bench.llama_server_bin import BINARY, LlamaServerNotFound, find
+from ops import llamaserver_build
+from ops.llamaserver_build import BINARY, LlamaServerNotFound, find
 
 
 def executable(path: Path) -> Path:
@@ -68,10 +68,10 @@ def test_the_cache_gives_its_newest_version_in_numeric_order(cache: Path) -> Non
 def test_find_command_prints_the_path_or_says_how_to_build(
     cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert llama_server_bin.main(["find"]) == 1
+    assert llamaserver_build.main(["find"]) == 1
     assert "make llama-server" in capsys.readouterr().err
     built = executable(cache / "11434.0.0" / BINARY)
-    assert llama_server_bin.main(["find"]) == 0
+    assert llamaserver_build.main(["find"]) == 0
     assert capsys.readouterr().out.strip() == str(built)
 
 
@@ -79,12 +79,12 @@ def test_build_command_builds_nothing_when_one_is_found(
     cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     on_path = executable(tmp_path / "bin" / BINARY)
-    assert llama_server_bin.main(["build", "--sdist", str(tmp_path / "absent.tar.gz")]) == 0
+    assert llamaserver_build.main(["build", "--sdist", str(tmp_path / "absent.tar.gz")]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == str(on_path)
 
 
 def test_build_of_a_missing_sdist_fails_with_its_name(
     cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert llama_server_bin.main(["build", "--sdist", str(tmp_path / "absent.tar.gz")]) == 1
+    assert llamaserver_build.main(["build", "--sdist", str(tmp_path / "absent.tar.gz")]) == 1
     assert "absent.tar.gz: no such file" in capsys.readouterr().err

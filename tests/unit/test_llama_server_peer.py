@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from genq.common.registry import LlamaModelConfig
 from genq.common.schemas import JobSpec
-from ops.bench.llama_server_peer import LlamaCppServer, PeerJob, sampling
+from ops.bench.paths import request_body
+from ops.llamaserver import LlamaCppServer
 
 
 def test_each_slot_gets_the_workers_context_threads_and_batch(tmp_path: Path) -> None:
@@ -24,10 +24,18 @@ def test_each_slot_gets_the_workers_context_threads_and_batch(tmp_path: Path) ->
     assert str(tmp_path) not in server.command_line()
 
 
-def test_clients_cycle_the_prompts_with_a_seed_each_and_ignore_eos() -> None:
-    params = sampling(JobSpec(model="m", prompt="p", temperature=0.5))
-    bodies = [json.loads(b) for b in PeerJob(["a", "b"], 100, 7, params).bodies(3)]
-    assert [b["prompt"] for b in bodies] == ["a", "b", "a"]
-    assert [b["seed"] for b in bodies] == [7, 8, 9]
-    assert all(b["ignore_eos"] and b["stream"] and b["max_tokens"] == 100 for b in bodies)
-    assert all(b["temperature"] == 0.5 for b in bodies)
+def test_a_peer_without_eos_to_ban_is_asked_to_ignore_it_with_the_jobs_sampling() -> None:
+    spec = JobSpec(model="m", prompt="p", temperature=0.5, seed=7, max_tokens=100)
+    body = request_body(spec, None)
+    assert body["ignore_eos"] and body["stream"]
+    assert (body["prompt"], body["seed"], body["max_tokens"], body["temperature"]) == (
+        "p",
+        7,
+        100,
+        0.5,
+    )
+
+
+def test_a_peer_without_ignore_eos_gets_eos_banned_by_its_bias() -> None:
+    body = request_body(JobSpec(model="m", prompt="p"), 2)
+    assert body["logit_bias"] == {"2": float("-inf")} and "ignore_eos" not in body

@@ -8,8 +8,8 @@ CMake and installs the binary in the cache: what `make llama-server` runs, minut
 machine. It needs CMake and a C++ compiler, nothing else; the binary is linked statically,
 so that it runs after the build tree is gone.
 
-    python -m ops.bench.llama_server_bin find     # its path, or exit 1
-    python -m ops.bench.llama_server_bin build    # unless one is found (--force: anyway)
+    python -m ops.llamaserver_build find     # its path, or exit 1
+    python -m ops.llamaserver_build build    # unless one is found (--force: anyway)
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def _say(line: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ops.bench.llama_server_bin",
+        prog="python -m ops.llamaserver_build",
         description=f"find or build llama.cpp's {BINARY}",
     )
     parser.add_argument("action", choices=["find", "build"])

@@ -1,0 +1,391 @@
+"""Failover: stop the worker running a long windowed job while a second one idles; how long
+its stream goes without tokens (this process's wall clock at the signal against the frames'
+`ts_ms`), how much is computed twice, and whether its text is the uninterrupted run's.
+
+recovery: SIGKILL the worker's process group mid-window (a later window each run, 0 to 90 ms
+past the triggering frame so that kills do not all land just after a flush), per lease TTL,
+two workers; the killed one is restarted. Recomputed = what the killed attempt generated (its
+token frames, plus what its own rate made between its last frame and the kill) - the resume
+frame's `committed_tokens`.
+
+handoff: SIGTERM the worker's main process (a deploy) once three windows are checkpointed,
+workers a and b with --slots each, leases far past the section; the stopped worker restarted
+and warmed before the next run. The reference text is the job's on worker a beside
+`slots - 1` neighbours (other seeds); the signalled runs decode it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genq import Client, JobFailed, JobSpec, StreamTimeout
+from genq.common.frames import Frame, ResumeFrame, TokenFrame
+from ops.bench.report import TINY, job_model, met, say
+from ops.bench.stack import Stack, local_stack
+
+STREAM_TIMEOUT_S = 180.0
+REFERENCE_TIMEOUT_S = 600.0  # the handoff job and its neighbours, together
+EXIT_TIMEOUT_S = 60.0  # the SIGTERMed worker's exit, after its jobs handed off
+SLACK_S = 2.0  # recovery's target: next token within lease TTL + this
+HANDOFF_TARGET_S = 0.5  # SIGTERM -> first token of the new epoch, median
+HANDOFF_LEASE_TTL_S = 600.0  # far past the section: a reaped lease would be recovery
+FIRST_KILL_WINDOW, KILL_WINDOW_STEP = 5, 9
+WINDOWS_BEFORE_TERM = 3  # checkpointed windows before the SIGTERM
+INTO_WINDOW = 0.5  # share of the next window the reader has seen when the signal goes
+KILL_DELAYS_S = tuple(n / 100 for n in range(10))  # after the triggering frame, by run
+WARM_TOKENS, WARM_TRIES = 8, 30  # short jobs until one ran on the worker to warm
+# Job size and window (tokens) unless the command line says, on tiny and on a real model.
+SIZES = {"recovery": ((4000, 100), (240, 40)), "handoff": ((20_000, 100), (400, 40))}
+Signal = Callable[["Watch", str], "float | None"]  # called with what was seen, the job id
+
+
+@dataclass
+class Watch:
+    """What the reader saw of one stopped job. `signal` is called at each epoch-0 token frame
+    until it returns the wall clock (ms) it signalled at."""
+
+    signal: Callable[[Watch], float | None]
+    frames: list[Frame] = field(default_factory=list)
+    signalled_ms: float | None = None
+    resume_ms: int | None = None  # the new epoch's resume frame's ts_ms
+    token_ms: int | None = None  # the new epoch's first token frame's ts_ms
+    token_seen_ms: float | None = None  # when this reader got it
+    tokens: int = 0  # epoch 0's, streamed
+    windows: int = 0  # epoch 0's window frames: the relay checkpoints before it writes one
+
+    def see(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        self.windows += frame.type == "window" and frame.epoch == 0
+        if isinstance(frame, TokenFrame) and frame.epoch == 0:
+            self.tokens += len(frame.data.token_ids) or frame.data.count
+            if self.signalled_ms is None:
+                self.signalled_ms = self.signal(self)
+        elif isinstance(frame, ResumeFrame) and self.resume_ms is None:
+            self.resume_ms = frame.ts_ms
+        elif isinstance(frame, TokenFrame) and self.token_ms is None:
+            self.token_ms, self.token_seen_ms = frame.ts_ms, time.time_ns() / 1e6
+
+    def committed(self) -> int:
+        return next(f.data.committed_tokens for f in self.frames if isinstance(f, ResumeFrame))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    to_resume_s: float
+    to_token_s: float  # signal to the first token frame of the new epoch, by its ts_ms
+    seen_s: float  # signal to the reader receiving that frame
+    recomputed: int
+    same_text: bool  # the streamed text is the result's, and the reference's
+    exit_code: int | None = None  # the SIGTERMed worker's; None: still running
+    exit_s: float = 0.0  # signal to its exit
+    moved: bool = True  # the job ended on the other worker
+
+    @property
+    def clean(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass
+class Results:
+    runs: list[RunResult] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def median(self, name: str) -> float:
+        return float(statistics.median(getattr(run, name) for run in self.runs))
+
+    def count(self, name: str) -> str:
+        n = sum(bool(getattr(run, name)) for run in self.runs)
+        return f"{'yes' if n == len(self.runs) else 'NO'} ({n}/{len(self.runs)})"
+
+    def lines(self, head: str, what: str, target: str, ok: bool) -> list[str]:
+        """The figures both sections print; `target` and `ok` judge the signal -> token."""
+        to_token = [run.to_token_s for run in self.runs]
+        return [
+            f"{head}, {len(self.runs)} runs:",
+            *(f"  run FAILED: {failure}" for failure in self.failures),
+            *(
+                [
+                    f"  {what} -> first token of the new epoch (its ts_ms): median "
+                    f"{statistics.median(to_token):.2f} s, worst {max(to_token):.2f} s (target "
+                    f"{target}: {met(ok)}); {what} -> resume frame median "
+                    f"{self.median('to_resume_s'):.2f} s; as the reader got the token: median "
+                    f"{self.median('seen_s'):.2f} s",
+                ]
+                if self.runs
+                else []
+            ),
+        ]
+
+
+class FailoverFailed(RuntimeError):
+    """A stopped job did not resume as expected; the message says what was seen."""
+
+
+def _job(args: argparse.Namespace, name: str, model: str) -> tuple[JobSpec, int]:
+    """The section's job, and its window."""
+    tokens, window = SIZES[name][args.model != TINY]
+    window = getattr(args, f"{name}_window") or window
+    tokens = getattr(args, f"{name}_tokens") or tokens
+    spec = JobSpec(prompt=name, model=model, max_tokens=tokens, window_tokens=window, seed=77)
+    return spec.model_copy(update={"ignore_eos": True}), window
+
+
+def _describe(job: JobSpec) -> str:
+    return (
+        f"job: {job.max_tokens:,} tokens in windows of {job.window_tokens} on {job.model!r}, "
+        f"seed {job.seed}, EOS banned"
+    )
+
+
+def _runs(runs: int, one: Callable[[int], RunResult], stack: Stack) -> Results:
+    results = Results()
+    for run in range(runs):
+        try:
+            results.runs.append(one(run))
+        except (FailoverFailed, JobFailed, StreamTimeout) as exc:
+            results.failures.append(str(exc))
+        stack.check_alive()
+    return results
+
+
+def _watched(
+    client: Client, job: JobSpec, expected: str, signal_: Signal, after: Callable[[], None]
+) -> tuple[str, Watch, bool]:
+    """The job submitted and its stream read to the end, `signal_` called on the way, `after`
+    however it ends; whether its text is the result's and `expected`."""
+    job_id = client.submit(job).job_id
+    watch = Watch(lambda seen: signal_(seen, job_id))
+    try:
+        with client.job(job_id).stream(timeout=STREAM_TIMEOUT_S) as stream:
+            for frame in stream:
+                watch.see(frame)
+            return job_id, watch, stream.text == stream.result.text == expected
+    finally:
+        after()
+
+
+def _timed(job_id: str, watch: Watch, recomputed: float, same: bool, **more: Any) -> RunResult:
+    if watch.signalled_ms is None or watch.resume_ms is None or watch.token_ms is None:
+        raise FailoverFailed(
+            f"job {job_id}: signalled {watch.signalled_ms is not None}, resumed "
+            f"{watch.resume_ms is not None}, new-epoch token {watch.token_ms is not None}"
+        )
+    at = watch.signalled_ms
+    return RunResult(
+        (watch.resume_ms - at) / 1000,
+        (watch.token_ms - at) / 1000,
+        ((watch.token_seen_ms or watch.token_ms) - at) / 1000,
+        round(recomputed),
+        same,
+        **more,
+    )
+
+
+def holder(client: Client, job_id: str) -> str:
+    """The name of the worker running the job now (its node is `name@host`)."""
+    return client.record(job_id).worker.partition("@")[0]
+
+
+def recovery(args: argparse.Namespace, cache: Path) -> None:
+    """SIGKILL the worker of a long windowed job, a second worker idle, per lease TTL: kill ->
+    next token (target <= TTL + 2 s), tokens recomputed per resume (target: median <= 2
+    chunks), final text = uninterrupted."""
+    job, window = _job(args, "recovery", args.model)
+    kills = ", ".join(f"{_kill_after(job, window, run):,}" for run in range(args.recovery_runs))
+    say(
+        f"{_describe(job)}; two workers; the one running the job is SIGKILLed (its process "
+        f"group) when the reader has seen {kills} tokens, then restarted"
+    )
+    for ttl in args.lease_ttls:
+        env = {"GENQ_LEASE_TTL_S": str(ttl)}
+        with local_stack(cache, env, workers=2) as stack, Client(stack.settings) as client:
+            other = client.submit(job.model_copy(update={"max_tokens": window}))  # warm both
+            expected = client.submit(job).result(timeout=STREAM_TIMEOUT_S).text
+            other.result(timeout=STREAM_TIMEOUT_S)
+            one = _killer(stack, client, job, window, expected)
+            say(*_recovery_lines(_runs(args.recovery_runs, one, stack), window, ttl, stack))
+
+
+def _kill_after(job: JobSpec, window: int, run: int) -> int:
+    """Tokens of epoch 0 the reader sees before the kill: mid-window, later each run."""
+    n = (FIRST_KILL_WINDOW + KILL_WINDOW_STEP * run) % max(job.max_tokens // window - 2, 1)
+    return int((max(n, 1) + INTO_WINDOW) * window)
+
+
+def _killer(
+    stack: Stack, client: Client, job: JobSpec, window: int, expected: str
+) -> Callable[[int], RunResult]:
+    def one(run: int) -> RunResult:
+        killed: list[str] = []
+
+        def kill(watch: Watch, job_id: str) -> float | None:
+            if watch.tokens < _kill_after(job, window, run):
+                return None
+            time.sleep(KILL_DELAYS_S[run % len(KILL_DELAYS_S)])
+            killed.append(holder(client, job_id))
+            stack.worker(killed[0]).signal(signal.SIGKILL)
+            return time.time_ns() / 1e6
+
+        def restart() -> None:  # the next run has two workers again, whatever became of this
+            for name in killed:
+                stack.worker(name).stop()  # reaps it
+                stack.start_worker(name)
+
+        job_id, watch, same = _watched(client, job, expected, kill, restart)
+        made = _generated(watch.frames, watch.signalled_ms or 0.0)
+        return _timed(job_id, watch, made - watch.committed(), same)
+
+    return one
+
+
+def _generated(frames: Sequence[Frame], stopped_ms: float) -> float:
+    """Tokens epoch 0 generated until `stopped_ms`: those it streamed, and those its own rate
+    made between its last token frame and then."""
+    chunks = [f for f in frames if isinstance(f, TokenFrame) and f.epoch == 0]
+    streamed = sum(len(f.data.token_ids) for f in chunks)
+    span_ms = chunks[-1].ts_ms - chunks[0].ts_ms
+    rate = (streamed - len(chunks[0].data.token_ids)) / span_ms if span_ms > 0 else 0.0
+    return streamed + rate * max(stopped_ms - chunks[-1].ts_ms, 0.0)
+
+
+def _recovery_lines(results: Results, window: int, ttl: float, stack: Stack) -> list[str]:
+    reap, chunk = stack.settings.reap_interval_s, stack.settings.chunk_tokens
+    head = f"lease TTL {ttl:g} s (reap interval {reap:g} s)"
+    worst = max((run.to_token_s for run in results.runs), default=0.0)
+    target = f"<= TTL + {SLACK_S:g} s = {ttl + SLACK_S:g} s"
+    lines = results.lines(head, "kill", target, worst <= ttl + SLACK_S)
+    if not results.runs:
+        return lines
+    recomputed = [run.recomputed for run in results.runs]
+    median = statistics.median(recomputed)
+    return [
+        *lines,
+        f"  tokens recomputed per resume (generated by the killed attempt - committed_tokens): "
+        f"median {median:g} in windows of {window} (target <= the uncommitted tail, 2 chunks "
+        f"of {chunk}: {met(median <= 2 * chunk)}); each: {', '.join(map(str, recomputed))}",
+        f"  final text equals the uninterrupted run: {results.count('same_text')}",
+    ]
+
+
+def handoff(args: argparse.Namespace, cache: Path) -> None:
+    """SIGTERM the worker running a long windowed job past its third window, a second warm
+    worker idle, both --slots 8: SIGTERM -> first token of the new epoch (target: median <=
+    0.5 s), tokens recomputed, the old worker's exit, streamed text = result = the job
+    uninterrupted beside 7 others."""
+    (job, window), slots = _job(args, "handoff", job_model(args.model)), args.handoff_slots
+    after = int((WINDOWS_BEFORE_TERM + INTO_WINDOW) * window)
+    say(
+        f"{_describe(job)}; workers a and b, --slots {slots} each (GENQ_SLOTS), lease TTL "
+        f"{HANDOFF_LEASE_TTL_S:g} s; the main process of the worker running the job gets "
+        f"SIGTERM once {WINDOWS_BEFORE_TERM} windows are checkpointed and the reader has seen "
+        f"{after:,} tokens; then it is restarted and warmed"
+    )
+    env = {"GENQ_SLOTS": str(slots), "GENQ_LEASE_TTL_S": str(HANDOFF_LEASE_TTL_S)}
+    with local_stack(cache, env, workers=0) as stack, Client(stack.settings) as client:
+        _warm(stack, client, job, "a")
+        seeds = [(job.seed or 0) + 1 + n for n in range(slots - 1)]
+        others = [client.submit(job.model_copy(update={"seed": seed})) for seed in seeds]
+        expected = client.submit(job).result(timeout=REFERENCE_TIMEOUT_S).text
+        for other in others:
+            other.result(timeout=REFERENCE_TIMEOUT_S)
+        _warm(stack, client, job, "b")
+        one = _terminator(stack, client, job, expected, after)
+        results = _runs(args.handoff_runs, one, stack)
+    say(*_handoff_lines(results, window, slots - 1))
+
+
+def _warm(stack: Stack, client: Client, job: JobSpec, name: str) -> None:
+    """Worker `name` started, then short jobs until it ran one (its model loaded)."""
+    stack.start_worker(name)
+    warm = job.model_copy(update={"max_tokens": WARM_TOKENS, "window_tokens": WARM_TOKENS})
+    for _ in range(WARM_TRIES):
+        handle = client.submit(warm)
+        handle.result(timeout=STREAM_TIMEOUT_S)
+        if holder(client, handle.job_id) == name:
+            return
+    raise FailoverFailed(f"no warm-up job ran on worker {name}")
+
+
+def _terminator(
+    stack: Stack, client: Client, job: JobSpec, expected: str, after: int
+) -> Callable[[int], RunResult]:
+    def one(_: int) -> RunResult:
+        exited: dict[str, Any] = {}  # the worker, its exit status and when
+
+        def term(watch: Watch, job_id: str) -> float | None:
+            if watch.tokens < after or watch.windows < WINDOWS_BEFORE_TERM:
+                return None  # checked again at the next token frame
+            worker = stack.worker(holder(client, job_id))
+            if any(w.proc is None or w.proc.poll() is not None for w in stack.workers):
+                raise FailoverFailed("a worker is not running before the signal")
+            at = time.time_ns() / 1e6
+            assert worker.proc is not None  # checked just above
+            worker.proc.send_signal(signal.SIGTERM)  # the main process only, as a deploy does
+            exited["worker"] = worker
+            exited["thread"] = threading.Thread(target=_exit, args=(worker.proc, exited))
+            exited["thread"].start()
+            return at
+
+        def restart() -> None:  # the next run has two warm workers again
+            if exited:
+                exited["thread"].join()
+                exited["worker"].stop()
+                _warm(stack, client, job, exited["worker"].name)
+
+        job_id, watch, same = _watched(client, job, expected, term, restart)
+        if not exited:
+            raise FailoverFailed(f"job {job_id}: ended before its windows were checkpointed")
+        at = watch.signalled_ms or 0.0
+        return _timed(
+            job_id,
+            watch,
+            watch.tokens - watch.committed(),
+            same,
+            exit_code=exited.get("code"),
+            exit_s=(exited.get("at_ms", at) - at) / 1000,
+            moved=holder(client, job_id) != exited["worker"].name,
+        )
+
+    return one
+
+
+def _exit(proc: subprocess.Popen[bytes], exited: dict[str, Any]) -> None:
+    """The signalled worker's exit status and time, waited for while the stream goes on."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        exited["code"] = proc.wait(timeout=EXIT_TIMEOUT_S)
+        exited["at_ms"] = time.time_ns() / 1e6
+
+
+def _handoff_lines(results: Results, window: int, neighbours: int) -> list[str]:
+    median = results.median("to_token_s") if results.runs else 0.0
+    target = f"median <= {HANDOFF_TARGET_S:g} s"
+    lines = results.lines("hand-off", "SIGTERM", target, median <= HANDOFF_TARGET_S)
+    if not results.runs:
+        return lines
+    recomputed = [run.recomputed for run in results.runs]
+    exits = [run.exit_s for run in results.runs if run.exit_code is not None]
+    return [
+        *lines,
+        f"  tokens recomputed (epoch-0 tokens in the stream - committed_tokens): "
+        f"{', '.join(map(str, recomputed))} (at most one window, {window}: "
+        f"{met(max(recomputed) <= window)}); finished on the other worker: "
+        f"{results.count('moved')}",
+        f"  streamed text = result = the uninterrupted run's beside {neighbours} other jobs: "
+        f"{results.count('same_text')}",
+        f"  signalled worker exited 0: {results.count('clean')}; SIGTERM -> exit "
+        + (
+            f"median {statistics.median(exits):.2f} s, worst {max(exits):.2f} s"
+            if exits
+            else f"none within {EXIT_TIMEOUT_S:g} s"
+        ),
+    ]

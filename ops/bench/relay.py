@@ -1,0 +1,237 @@
+"""The relay section. The relay's progress is its own figure, `genq_relay_frames_total` on its
+metrics endpoint; its jobs are submitted with genq's client (no worker runs them: the relay
+moves frames only of jobs that have a record). The baselines run on the same redis-server;
+load and baselines: ops/bench/load.py. Every phase runs in two turns, alternating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import redis
+
+from genq import Client
+from ops.bench.load import COUNTER, frame
+from ops.bench.report import BENCH_MODEL, met, percentile, say, table
+from ops.bench.stack import BenchProcess, Stack, local_stack, serving
+from ops.localstack import Relay, free_port
+
+TARGET_FPS = 100_000
+TARGET_OF_XADD = 0.6  # of raw pipelined XADD in the same run, at least
+TURNS = 2
+SAMPLE_S = 0.25
+WARM_S = 1.0  # left out at the start of a turn
+DRAIN_TIMEOUT_S = 20.0
+HOP_FRAMES = 200
+CHANNEL = "%s:{%s}:tokens"  # a job's frames channel, as README's "Frames" names it
+RELAY, READ, XADD = "genq relay", "raw pub/sub subscriber (counts only)", "raw pipelined XADD"
+
+
+@dataclass
+class Figure:
+    """A phase's turns: frames moved, steady seconds, CPU seconds by process, all arrived."""
+
+    name: str
+    frames: float = 0.0
+    seconds: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    complete: bool = True
+
+    @property
+    def per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def add(self, frames: float, seconds: float, cpu: dict[str, float], complete: bool) -> None:
+        self.frames, self.seconds = self.frames + frames, self.seconds + seconds
+        self.cpu_s = {k: self.cpu_s.get(k, 0.0) + v for k, v in cpu.items()}
+        self.complete = self.complete and complete
+
+    def cpu_text(self) -> str:
+        return ", ".join(f"{k} {v / self.seconds:.0%}" for k, v in self.cpu_s.items())
+
+
+def section(args: argparse.Namespace, cache: Path) -> None:
+    """Frames/s `genq relay` moves from pub/sub into the jobs' streams, beside a raw pattern
+    subscriber that only counts and raw pipelined XADD of the same frames (targets: >= 100,000
+    frames/s and >= 0.6 x XADD); then the PUBLISH -> XREAD hop of one frame at a time."""
+    port = free_port()
+    env = {"GENQ_RELAY_METRICS_PORT": str(port)}
+    say(
+        f"load: {args.relay_jobs} jobs round-robin, {len(frame('0' * 32, 1, 1))}-byte token "
+        "frames, pipelines of 500 from one process, held back while subscribers are over 4 MB "
+        f"behind; {TURNS} turns a phase, alternating; the first {WARM_S:g} s of each left out"
+    )
+    with local_stack(cache, env, workers=0, relay=False) as stack:
+        figures = {name: Figure(name) for name in (READ, XADD, RELAY)}
+        for _ in range(TURNS):
+            _turn(stack, args, figures[READ], "subscribe", "bench:{%s}:tokens", port)
+            _turn(stack, args, figures[XADD], "xadd", "bench:{%s}:stream", port)
+            _turn(stack, args, figures[RELAY], "publish", _channel(stack), port)
+        _report(list(figures.values()))
+        _hop(stack)
+
+
+def _channel(stack: Stack) -> str:
+    return CHANNEL % (stack.settings.key_prefix, "%s")
+
+
+def _jobs(stack: Stack, count: int) -> list[str]:
+    with Client(stack.settings) as client:
+        return [
+            client.submit("relay", model=BENCH_MODEL, max_tokens=16).job_id for _ in range(count)
+        ]
+
+
+def _turn(
+    stack: Stack, args: argparse.Namespace, figure: Figure, mode: str, keys: str, port: int
+) -> None:
+    """One turn of a phase: its consumer, then the load for its share of the seconds."""
+    seconds = (args.relay_seconds if mode == "publish" else args.relay_baseline_seconds) / TURNS
+    url = stack.settings.redis_url
+    control = redis.Redis.from_url(url)
+    control.flushdb()  # the last turn's streams and counter
+    jobs = [f"{n:032x}" for n in range(args.relay_jobs)]
+    jobs = _jobs(stack, args.relay_jobs) if mode == "publish" else jobs
+    progress = _progress(control, mode, port)
+    with _consumer(stack, mode, keys) as consumer:
+        before = progress()
+        kind = "xadd" if mode == "xadd" else "publish"
+        args_ = [kind, url, keys, *jobs, "--seconds", str(seconds)]
+        with serving(
+            BenchProcess("ops.bench.load", args_, stack.cache / f"load-{mode}.log")
+        ) as load:
+            pids = {"load": load.pid, "redis-server": stack.pid(stack.redis), **consumer}
+            samples = _sample(load.running, progress, pids)
+            sent = int(load.printed(30.0)["published"])
+        complete = _wait_until(lambda: progress() - before >= sent)
+    figure.add(*_steady(samples), complete)
+    control.close()
+
+
+@contextmanager
+def _consumer(stack: Stack, mode: str, keys: str) -> Iterator[dict[str, int]]:
+    """Nothing for XADD; a raw subscriber; or `genq relay`: the pid of what consumes."""
+    if mode == "xadd":
+        yield {}
+        return
+    log = stack.cache / "subscriber.log"
+    args = ["subscribe", stack.settings.redis_url, keys]
+    subscriber = BenchProcess("ops.bench.load", args, log, ready="subscribed")
+    with serving(
+        subscriber if mode == "subscribe" else Relay(stack.env, stack.cache / "relay.log")
+    ) as proc:
+        yield {"subscriber" if mode == "subscribe" else "relay": stack.pid(proc)}
+
+
+def _progress(control: redis.Redis, mode: str, port: int) -> Callable[[], int]:
+    """The consumer's count so far: the relay's metric, the subscriber's counter, or XLEN."""
+    if mode == "publish":
+        return lambda: _relay_frames(port)
+    if mode == "subscribe":
+        return lambda: int(control.get(COUNTER) or 0)
+    return lambda: int(sum(control.xlen(key) for key in control.scan_iter("bench:*:stream")))
+
+
+def _relay_frames(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith("genq_relay_frames_total "):
+                return int(float(line.split()[1]))
+    return 0
+
+
+Sample = tuple[float, int, dict[str, float]]
+
+
+def _sample(
+    alive: Callable[[], bool], progress: Callable[[], int], pids: dict[str, int]
+) -> list[Sample]:
+    procs = {role: psutil.Process(pid) for role, pid in pids.items()}
+    samples: list[Sample] = []
+    while alive():
+        cpu = {}
+        for role, proc in procs.items():
+            try:
+                cpu[role] = sum(proc.cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                cpu[role] = samples[-1][2][role] if samples else 0.0
+        samples.append((time.monotonic(), progress(), cpu))
+        time.sleep(SAMPLE_S)
+    return samples
+
+
+def _steady(samples: list[Sample]) -> tuple[float, float, dict[str, float]]:
+    """Frames, seconds and CPU seconds from WARM_S after the first progress to the end."""
+    started = next((at for at, count, _ in samples if count > samples[0][1]), None)
+    steady = [s for s in samples if started is not None and s[0] >= started + WARM_S]
+    if len(steady) < 2:
+        return 0.0, 0.0, {}
+    (t0, n0, c0), (t1, n1, c1) = steady[0], steady[-1]
+    return n1 - n0, t1 - t0, {k: c1[k] - c0[k] for k in c0}
+
+
+def _wait_until(done: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(SAMPLE_S / 5)
+    return True
+
+
+def _report(figures: list[Figure]) -> None:
+    rows = [
+        [f.name, f"{f.per_s:,.0f}", f"{f.seconds:.1f}", "yes" if f.complete else "NO", f.cpu_text()]
+        for f in figures
+    ]
+    header = ("path", "frames/s", "seconds", "all arrived", "CPU (share of a core)")
+    read, xadd, relay = (f.per_s for f in figures)
+    cpu = figures[2].cpu_s.get("relay", 0.0)
+    say(
+        "",
+        table(header, rows),
+        "",
+        f"genq relay: {relay:,.0f} frames/s sustained (target >= {TARGET_FPS:,}: "
+        f"{met(relay >= TARGET_FPS)}); {figures[2].frames / max(cpu, 1e-9):,.0f} frames per "
+        "CPU-second of the relay",
+        f"  {_times(relay, xadd)} raw pipelined XADD in this run (target >= {TARGET_OF_XADD}: "
+        f"{met(relay >= TARGET_OF_XADD * xadd > 0)})",
+        f"  {_times(relay, read)} a raw subscriber that only counts",
+    )
+
+
+def _times(value: float, base: float) -> str:
+    return f"{value / base:.2f} x" if base else "(no figure: it moved nothing) x"
+
+
+def _hop(stack: Stack) -> None:
+    """Seconds from PUBLISH of one frame until XREAD returns it from its stream, one frame at
+    a time with the relay otherwise idle: the hop a reader pays for streams."""
+    job = _jobs(stack, 1)[0]
+    control = redis.Redis.from_url(stack.settings.redis_url)
+    channel, took = _channel(stack) % job, []
+    stream = channel.removesuffix(":tokens") + ":stream"  # README's "Frames": the job's stream
+    relay = stack.start_relay()
+    for seq in range(1, HOP_FRAMES + 1):
+        started = time.perf_counter()
+        control.publish(channel, frame(job, seq, time.time_ns() // 1_000_000))
+        if control.xread({stream: f"0-{seq - 1}"}, count=1, block=2000):
+            took.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.01)
+    relay.stop()
+    if not took:
+        say(f"one frame at a time: none of {HOP_FRAMES} reached its stream")
+        return
+    say(
+        f"one frame at a time, PUBLISH -> readable with XREAD: median {statistics.median(took):.2f}"
+        f" ms, p90 {percentile(sorted(took), 90):.2f} ms, max {max(took):.2f} ms over "
+        f"{len(took)} of {HOP_FRAMES} frames"
+    )

@@ -1,0 +1,268 @@
+"""One job on --model, EOS banned, streamed the ways a user might run it, measured job by job
+in turn (a shared machine's speed drifts by tens of percent, and so weighs on both alike).
+
+stream: in process with llama-cpp-python alone (the ceiling) against genq end to end.
+
+gateway: the `openai` SDK streaming /v1/completions through `genq serve` against genq's Python
+client; then the same SDK against llama_cpp.server and llama-server on the same model file;
+last, many SSE clients at once on one gateway process (the tiny model: the gateway's cost,
+not the model's): every stream must end complete, and its CPU time per token is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.client
+import importlib.util
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from genq import Client, JobSpec
+from genq.common.registry import LlamaModelConfig
+from ops.bench import paths, report
+from ops.bench.report import PathResult, Run, met, say
+from ops.bench.stack import Stack, cpu_s, local_stack, serving
+from ops.llamaserver import HOST, LlamaCppServer, LlamaServer, missing_modules
+from ops.llamaserver_build import find
+from ops.localstack import Gateway, StackError
+
+if TYPE_CHECKING:  # imported where used: the other sections run without the SDK installed
+    import openai
+
+TARGET_RATIO = 0.90  # genq tok/s over in-process tok/s, and the gateway's over the client's
+TARGET_ADDED_MS = 15.0  # first-token latency the queue adds, median, at most
+TARGET_GATEWAY_MS = 10.0  # first-token latency the gateway adds, median, at most
+SETTLE_S = 0.05  # between jobs: the worker acks its task after the done frame
+WARM_TOKENS = 16  # a peer's first request, unmeasured
+SDK_TIMEOUT_S = 300.0
+CONCURRENT_TOKENS = 256  # per stream of the gateway's concurrent part, on the tiny model
+PEER_ERRORS = (StackError, paths.ServerError, OSError, http.client.HTTPException)
+
+
+def section(args: argparse.Namespace, cache: Path) -> None:
+    """One job (2000 tokens on tiny, 128 on a real model) in process with `Llama.generate()`
+    and through genq, job by job in turn (--jobs). Targets: genq >= 0.90 x in-process tok/s;
+    <= 15 ms first-token latency added (median). (The servers: the gateway section.)"""
+    chunking = {"GENQ_CHUNK_TOKENS": args.chunk_tokens}
+    chunking["GENQ_CHUNK_INTERVAL_MS"] = args.chunk_interval_ms
+    env = {key: str(value) for key, value in chunking.items() if value is not None}
+    with local_stack(cache, env) as stack, Client(stack.settings) as client:
+        spec, described, _, path, config = workload_for(args, stack)
+        settings = stack.settings
+        say(
+            f"model {spec.model!r}: {path}",
+            described,
+            f"genq: 1 relay, 1 worker process, chunks of {settings.chunk_tokens} tokens / "
+            f"{settings.chunk_interval_ms} ms",
+            f"in-process and genq, {args.warmup} warm-up + {args.jobs} jobs each, in turn",
+        )
+        with paths.loaded(path, config) as llm:
+            local = report.paused(SETTLE_S, lambda: paths.generate(llm, spec))
+            queued = report.paused(SETTLE_S, lambda: paths.exact_genq(client, spec))
+            pairs = report.alternate(local, queued, args.warmup + args.jobs)[args.warmup :]
+        stack.check_alive()
+    inprocess = PathResult(paths.INPROCESS, [a for a, _ in pairs])
+    genq = PathResult(paths.GENQ, [b for _, b in pairs])
+    rows = [(inprocess, "1.00 x in-process"), (genq, report.ratio(genq, inprocess, "in-process"))]
+    rate, added = (
+        genq.tokens_per_s / inprocess.tokens_per_s,
+        genq.first_token_ms - inprocess.first_token_ms,
+    )
+    p90 = genq.ms(90, lambda run: run.first_token_s)
+    say(
+        "",
+        report.path_table(rows),
+        "",
+        f"genq / in-process tok/s: {rate:.2f} (target >= {TARGET_RATIO:.2f}: "
+        f"{met(rate >= TARGET_RATIO)})",
+        f"first-token latency added by the queue (submit to first token frame, minus "
+        f"in-process): median {added:.2f} ms, p90 {p90 - inprocess.first_token_ms:.2f} ms over "
+        f"{len(genq.runs)} jobs (target median <= {TARGET_ADDED_MS:.0f} ms: "
+        f"{met(added <= TARGET_ADDED_MS)})",
+    )
+
+
+def workload_for(
+    args: argparse.Namespace, stack: Stack
+) -> tuple[JobSpec, str, int, Path, LlamaModelConfig]:
+    """The job (`--max-tokens`, else 2000 tokens on tiny, 128 on a real model), its
+    description, the model's EOS id (for servers, which have no ignore_eos), its file and
+    options. Only the tiny model's stray bytes are banned: with them a server holds text back
+    and re-decodes it, quadratically."""
+    name, on_tiny = report.job_model(args.model), args.model == report.TINY
+    path, config = stack.model(name)
+    size = args.max_tokens or (2000 if on_tiny else 128)
+    with paths.loaded(path) as vocab:
+        banned = paths.non_utf8_tokens(vocab) if not args.allow_stray_bytes and on_tiny else []
+        count = len(paths.prompt_tokens(vocab, args.prompt))
+        spec, described = report.fit(
+            args.prompt, args.seed, size, banned, name, count, config.n_ctx
+        )
+        return spec, described, vocab.token_eos(), path, config
+
+
+def gateway(args: argparse.Namespace, cache: Path) -> None:
+    """One job streamed with the openai SDK through `genq serve` against genq's client, and
+    against llama_cpp.server and llama-server; then 64 SSE clients at once on one gateway
+    (tiny model). Targets: gateway >= 0.90 x client tok/s; <= 10 ms first token added."""
+    if importlib.util.find_spec("openai") is None:
+        say("skipped: the `openai` package is not installed (pip install openai)")
+        return
+    with local_stack(cache, {}) as stack, serving(Gateway(stack.env, cache / "gateway.log")) as gw:
+        spec, described, eos, path, config = workload_for(args, stack)
+        say(described, f"gateway {gw.url}: 1 uvicorn process; 1 relay, 1 worker")
+        say(f"gateway and client, {args.warmup} warm-up + {args.gateway_jobs} jobs each, in turn")
+        request = _request(spec, None)
+        with _sdk(gw.url) as sdk, Client(stack.settings) as client:
+            through = _exact(lambda: sdk_run(sdk, spec.model, request), spec)
+            client_run = functools.partial(paths.exact_genq, client, spec)
+            pairs = report.alternate(through, client_run, args.warmup + args.gateway_jobs)
+        concurrent = _concurrent(stack, gw, args.gateway_clients)
+        stack.check_alive()
+    via_gateway = PathResult("openai SDK via genq serve", [a for a, _ in pairs[args.warmup :]])
+    via_client = PathResult("genq Python client", [b for _, b in pairs[args.warmup :]])
+    rows = [(via_gateway, report.ratio(via_gateway, via_client, "client")), (via_client, "1.00 x")]
+    for peer in [] if args.no_server else _sdk_peers(path, config, spec, eos, cache, args):
+        rows.append((peer, f"gateway {via_gateway.tokens_per_s / peer.tokens_per_s:.2f} x"))
+    rate = via_gateway.tokens_per_s / via_client.tokens_per_s
+    pairs_ms = zip(via_gateway.runs, via_client.runs, strict=True)  # the same machine, in turn
+    added = statistics.median(
+        (g.first_token_s - c.first_token_s) * report.MS_PER_S for g, c in pairs_ms
+    )
+    say(
+        "",
+        report.path_table(rows),
+        f"gateway / client tok/s: {rate:.2f} (target >= {TARGET_RATIO:.2f}: "
+        f"{met(rate >= TARGET_RATIO)})",
+        f"first token added by the gateway: {added:+.1f} ms median, job by job (target <= "
+        f"{TARGET_GATEWAY_MS:.0f} ms: {met(added <= TARGET_GATEWAY_MS)})",
+        concurrent,
+    )
+
+
+def _request(spec: JobSpec, eos: int | None) -> dict[str, Any]:
+    """The job as SDK arguments: genq's own fields as extra body fields; a peer, which has
+    no ignore_eos, gets EOS banned by a logit bias instead (eos given)."""
+    extra: dict[str, Any] = {"top_k": spec.top_k, "min_p": spec.min_p}
+    extra["repeat_penalty"] = spec.repeat_penalty
+    bias = {str(token): int(value) for token, value in spec.logit_bias.items()}
+    if eos is None:
+        extra.update(ignore_eos=True, window_tokens=spec.window_tokens)
+    else:
+        bias[str(eos)] = int(report.BAN_BIAS)
+    return {
+        "prompt": spec.prompt,
+        "max_tokens": spec.max_tokens,
+        "temperature": spec.temperature,
+        "top_p": spec.top_p,
+        "seed": spec.seed,
+        "logit_bias": bias,
+        "stream_options": {"include_usage": True},  # llama_cpp.server ignores it
+        "extra_body": extra,
+    }
+
+
+def sdk_run(sdk: openai.OpenAI, model: str, request: dict[str, Any]) -> Run:
+    """One streamed completion: clock from the request to the first text, then to the end.
+    It must end by length (EOS is banned). Tokens by the usage chunk where the server sends
+    one, else one per chunk (llama_cpp.server streams a token per event)."""
+    started = time.perf_counter()
+    first: float | None = None
+    finish, usage, pieces = None, None, 0
+    for chunk in sdk.completions.create(model=model, stream=True, **request):
+        for choice in chunk.choices:
+            if first is None and choice.text:
+                first = time.perf_counter()
+            pieces += choice.finish_reason is None
+            finish = choice.finish_reason or finish
+        usage = chunk.usage.completion_tokens if chunk.usage else usage
+    ended = time.perf_counter()
+    if first is None or finish != "length":
+        raise paths.BenchJobFailed(f"an SDK stream ended with {finish!r}, no text: {first}")
+    return Run(pieces if usage is None else usage, first - started, ended - first)
+
+
+def _exact(run: Callable[[], Run], spec: JobSpec) -> Callable[[], Run]:
+    def exact() -> Run:
+        done = run()
+        if done.tokens != spec.max_tokens:
+            raise paths.BenchJobFailed(f"the gateway streamed {done.tokens} tokens")
+        return done
+
+    return exact
+
+
+def _sdk(base_url: str) -> openai.OpenAI:
+    import openai
+
+    # The SDK wants a key; the gateway on loopback has none.
+    return openai.OpenAI(
+        base_url=f"{base_url}/v1", api_key="genq-bench", max_retries=0, timeout=SDK_TIMEOUT_S
+    )
+
+
+def _concurrent(stack: Stack, gateway: Gateway, clients: int) -> str:
+    """`clients` SSE streams at once from one gateway process; its CPU time over the burst."""
+    process = psutil.Process(stack.pid(gateway))  # uvicorn with one worker: this very process
+    spec = JobSpec(model=report.BENCH_MODEL, prompt=report.DEFAULT_PROMPT, seed=1, ignore_eos=True)
+    body = {**paths.request_body(spec, None, CONCURRENT_TOKENS), "model": report.BENCH_MODEL}
+    body |= {"window_tokens": CONCURRENT_TOKENS, "stream_options": {"include_usage": True}}
+    before, started = cpu_s([process]), time.perf_counter()
+    counts = paths.at_once([functools.partial(_tokens, gateway.port, body)] * clients)
+    wall, cpu = time.perf_counter() - started, cpu_s([process]) - before
+    complete, tokens = sum(count == CONCURRENT_TOKENS for count in counts), sum(counts)
+    return (
+        f"{clients} SSE clients at once on one gateway process ({CONCURRENT_TOKENS} tokens "
+        f"each, tiny model): {complete}/{clients} streams complete "
+        f"({met(complete == clients)}); {tokens:,} tokens in {wall:.1f} s "
+        f"({tokens / wall:,.0f} tok/s); gateway CPU {cpu:.2f} s = "
+        f"{cpu / max(tokens, 1) * 1e6:.0f} us per token"
+    )
+
+
+def _tokens(port: int, body: dict[str, Any]) -> int:
+    """One stream's tokens; 0 unless it ended by length."""
+    try:
+        return paths.stream_sse(port, body).tokens
+    except PEER_ERRORS:
+        return 0
+
+
+def _sdk_peers(
+    path: Path,
+    config: LlamaModelConfig,
+    spec: JobSpec,
+    eos: int,
+    cache: Path,
+    args: argparse.Namespace,
+) -> list[PathResult]:
+    """The same SDK and job against llama_cpp.server and llama-server, one job at a time."""
+    servers: list[LlamaServer] = []
+    if missing_modules():
+        say(f"llama_cpp.server skipped: {', '.join(missing_modules())} missing")
+    else:
+        servers.append(LlamaServer(path, config, cache / "gateway-llama_cpp.server.log"))
+    binary = find()
+    if binary is None:
+        say("llama-server skipped: not built (`make llama-server`)")
+    else:
+        log = cache / "gateway-llama-server.log"
+        servers.append(LlamaCppServer(path, config, log, binary=binary, parallel=1))
+    request, results = _request(spec, eos), []
+    for server in servers:  # a new SDK client per server, kept for its jobs, as the gateway's
+        try:
+            with serving(server), _sdk(f"http://{HOST}:{server.port}") as sdk:
+                say(f"{server.name}: {server.command_line()}")
+                sdk_run(sdk, spec.model, {**request, "max_tokens": WARM_TOKENS})
+                runs = [sdk_run(sdk, spec.model, request) for _ in range(args.gateway_jobs)]
+        except PEER_ERRORS as exc:
+            say(f"skipped {server.name}: {exc}")
+            continue
+        results.append(PathResult(f"openai SDK via {server.name}", runs))
+    return results
