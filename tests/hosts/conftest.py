@@ -125,3 +125,17 @@ def stack(
         made.stop()
         for host in network.hosts.values():
             host.restore()
+
+
+NOTES: list[str] = []  # how the tier ran here (netem or its proxy), shown after the run
+
+
+def note(line: str) -> None:
+    NOTES.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if NOTES:
+        terminalreporter.section("hosts tier")
+        for line in NOTES:
+            terminalreporter.write_line(line)
