@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -13,15 +15,43 @@ from genq.common.settings import Settings
 
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_CHECK_INTERVAL_S = 30
+# Every reply is awaited at most this long. Without it (redis-py before 8 has none by
+# default) a call on a connection whose peer was cut off mid-call (a partitioned host, a
+# pulled cable) waits until the kernel stops retransmitting, about 15 minutes: a worker's
+# publishing and lease renewal, a reader, stuck that long (tests/hosts/test_partition.py).
+# With it the call fails as RedisUnavailable and its caller's retry or abandonment takes
+# over. It must exceed the longest blocking read genq issues: a stream reader's XREAD BLOCK
+# of at most 1 s (genq.producer.client.POLL_S).
+SOCKET_TIMEOUT_S = 5.0
+# TCP keepalive, so that an idle connection to a peer that vanished (a pooled one, a
+# subscriber's) is known dead within KEEPIDLE + KEEPCNT * KEEPINTVL = 30 s, not Linux's 2 h.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 10, 5, 4
+
+
+def keepalive_options() -> dict[int, int]:
+    """The keepalive timings, where the platform names them (macOS has no TCP_KEEPIDLE)."""
+    wanted = {
+        "TCP_KEEPIDLE": KEEPALIVE_IDLE_S,
+        "TCP_KEEPINTVL": KEEPALIVE_INTERVAL_S,
+        "TCP_KEEPCNT": KEEPALIVE_PROBES,
+    }
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+
+
+def connection_options() -> dict[str, Any]:
+    """redis-py's options for every connection genq makes to Redis."""
+    return {
+        "decode_responses": True,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_keepalive": True,
+        "socket_keepalive_options": keepalive_options(),
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+    }
 
 
 def connect(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
-    )
+    return redis.Redis.from_url(settings.redis_url, **connection_options())
 
 
 def connect_bytes(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
@@ -36,12 +66,7 @@ def connect_bytes(settings: Settings, timeout_s: float | None = None) -> redis.R
 
 
 def connect_async(settings: Settings) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
-    )
+    return redis.asyncio.Redis.from_url(settings.redis_url, **connection_options())
 
 
 def unavailable(settings: Settings, exc: Exception) -> RedisUnavailable:

@@ -61,9 +61,12 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
 class RedisServer:
     """A redis-server on a free loopback port. By default a throwaway one: its data in a
     temporary directory, removed on stop. With `persist`, an append-only file in `workdir`
-    that outlives it (the local stack's Redis)."""
+    that outlives it (the local stack's Redis). `host` and `prefix` put it elsewhere: on a
+    namespace host's address, started by `ip netns exec <ns>` (ops/netns.py)."""
 
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"  # the address it binds, and its URL's
+    prefix: Sequence[str] = ()  # what runs the command (`ip netns exec <ns>`)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="genq-redis-")))
     persist: bool = False
     password: str | None = None  # required of clients when set (--requirepass); in `url`
@@ -75,7 +78,7 @@ class RedisServer:
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     @property
     def log_path(self) -> Path:
@@ -89,8 +92,9 @@ class RedisServer:
                 "macOS: brew install redis) or set GENQ_REDIS_URL to a running Redis."
             )
         return [
+            *self.prefix,
             binary,
-            *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)),
+            *("--port", str(self.port), "--bind", self.host, "--dir", str(self.workdir)),
             *("--save", "", "--appendonly", "yes" if self.persist else "no"),
             *("--databases", "64"),  # the tests give each stack that kills things a database
             *("--logfile", str(self.log_path.absolute())),
@@ -126,7 +130,9 @@ class RedisServer:
                 f"redis-server exited with {self.proc.returncode}; see {self.log_path}"
             )
         try:
-            client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
+            client = redis.Redis(
+                self.host, self.port, password=self.password, socket_connect_timeout=0.5
+            )
             return bool(client.ping())
         except redis.ConnectionError:
             return False
@@ -146,6 +152,7 @@ class GenqProcess:
 
     env: Mapping[str, str]
     log: Path
+    prefix: Sequence[str] = field(default=(), kw_only=True)  # `ip netns exec <ns>` (ops/netns.py)
     proc: subprocess.Popen[bytes] | None = None
     _log_start: int = 0
     ready_marker: ClassVar[str] = ""
@@ -160,7 +167,7 @@ class GenqProcess:
 
     def argv(self) -> list[str]:
         """What runs: the genq command (ops/stack runs the relay under a supervisor)."""
-        return [str(genq_executable()), *self.command()]
+        return [*self.prefix, str(genq_executable()), *self.command()]
 
     def spawn(self) -> Self:
         """Started, not yet waited for (`wait_ready`), so that several start side by side."""
@@ -261,18 +268,19 @@ class Flower(GenqProcess):
 
 @dataclass
 class Gateway(GenqProcess):
-    """`genq serve` on a free loopback port; ready when GET /v1/models answers (any status:
-    with API keys it answers 401)."""
+    """`genq serve` on a free loopback port (or `host`'s); ready when GET /v1/models answers
+    (any status: with API keys it answers 401)."""
 
     args: tuple[str, ...] = ()
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        return ["serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        return ["serve", "--host", self.host, "--port", str(self.port), *self.args]
 
     def _ready(self) -> bool:
         self._check_running()

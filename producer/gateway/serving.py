@@ -50,6 +50,11 @@ from genq.producer.handles import AsyncJobHandle
 # later), then GENQ_REATTACH_GRACE_S: a client gone before its first byte never attaches.
 ATTACH_WITHIN_S = 2.0
 CLIENT_GONE = 499  # the status of an answer no one reads (nginx's "client closed request")
+# A stream whose client takes no byte for this long is ended, so that its client counts out
+# and the reattach grace starts. A client host cut off from the network never closes its
+# connection: without this, the send waits for the kernel to give up retransmitting (about
+# 15 minutes) and the job runs on for no one (tests/hosts/test_client_loss.py).
+SEND_TIMEOUT_S = 10.0
 
 log = logging.getLogger("genq.gateway")
 
@@ -84,7 +89,7 @@ class Serving:
         headers = {JOB_ID_HEADER: handle.job_id}
         if body.stream:
             events = streams.followed(self._records, self._client, handle.job_id, meta, None)
-            return EventSourceResponse(events, headers=headers)
+            return EventSourceResponse(events, headers=headers, send_timeout=SEND_TIMEOUT_S)
         result = await self._result(request, handle)
         if result is None:
             return Response(status_code=CLIENT_GONE)
@@ -155,7 +160,8 @@ class Serving:
         if after is not None:
             await self._check_position(job_id, after)
         events = streams.followed(records, self._client, job_id, meta, after)
-        return EventSourceResponse(events, headers={JOB_ID_HEADER: job_id})
+        headers = {JOB_ID_HEADER: job_id}
+        return EventSourceResponse(events, headers=headers, send_timeout=SEND_TIMEOUT_S)
 
     async def _check_position(self, job_id: str, after: streams.Position) -> None:
         """400 for an event id past the job's stream: no event of it was ever sent."""
