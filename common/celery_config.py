@@ -45,17 +45,12 @@ def broker_url(redis_url: str) -> str:
     return url + parts.path + (f"?{urlencode(query)}" if query else "")
 
 
-def broker_transport(url: str) -> str | None:
-    """genq's Redis transport for a redis:// or rediss:// broker (it keeps a worker alive when
-    Redis is lost: genq.common.adapters.kombu_redis); kombu's own for any other scheme."""
-    return kombu_redis.TRANSPORT if urlsplit(url).scheme in kombu_redis.SCHEMES else None
-
-
 def celery_config(settings: Settings) -> dict[str, Any]:
-    url = broker_url(settings.redis_url)
+    # A redis:// or rediss:// broker is served by genq's Redis transport, which keeps a worker
+    # alive when Redis is lost (genq.common.adapters.kombu_redis).
+    kombu_redis.install()
     return {
-        "broker_url": url,
-        "broker_transport": broker_transport(url),
+        "broker_url": broker_url(settings.redis_url),
         # No Celery result backend: a job's outcome is its record and stream. (A backend
         # would also make every send subscribe to, and later leave, a result channel.)
         "task_ignore_result": True,

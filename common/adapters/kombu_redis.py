@@ -14,21 +14,30 @@ any lost connection, the consumer reconnects, and the unacked messages stay in k
 unacked hash (restored after the visibility timeout; genq's own leases resume the jobs
 sooner, through the relay).
 
+Installed under kombu's own names (`install`): `redis` and `rediss` name this transport in a
+genq process, so a broker URL keeps its scheme. (Celery's `broker_transport` setting, naming
+the class by path, made kombu write that path as the URL's scheme: Flower, which picks its
+broker client by scheme, then answered its broker page with "broker is not supported".)
+
 Borrowed: `kombu.transport.redis.Channel._connparams(asynchronous=False)`, which every new
-client and pool of a channel is built from, and `Transport.Channel`. Fallback (the method
-gone): the subclass changes nothing and kombu behaves as it does. Contract:
-tests/unit/test_adapters.py detaches a channel's transport as Celery does and checks the
-ConnectionError; tests/faults/test_redis_restart.py kills Redis under running jobs.
+client and pool of a channel is built from; `Transport.Channel`; kombu's alias table
+`kombu.transport.TRANSPORT_ALIASES` and its cache of resolved names `_transport_cache`.
+Fallback (the method gone): the subclass changes nothing and kombu behaves as it does.
+Contract: tests/unit/test_adapters.py detaches a channel's transport as Celery does and checks
+the ConnectionError, and checks a genq Celery app's connection is this transport under its
+`redis://` URL; tests/faults/test_redis_restart.py kills Redis under running jobs;
+tests/integration/test_flower.py reads Flower's broker page.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import kombu.transport
 import redis
 from kombu.transport import redis as kombu_redis
 
-# Celery's `broker_transport`: the class, by kombu's "module:Class" path.
+# The class, by kombu's "module:Class" path.
 TRANSPORT = f"{__name__}:Transport"
 # The URL schemes this transport serves (kombu's own names for its Redis transport).
 SCHEMES = ("redis", "rediss")
@@ -48,3 +57,11 @@ class Transport(kombu_redis.Transport):
     """kombu's Redis transport with genq's channel."""
 
     Channel = Channel
+
+
+def install() -> None:
+    """From now on, in this process, kombu's `redis` and `rediss` are genq's transport.
+    Idempotent; a name kombu resolved before is resolved again."""
+    for scheme in SCHEMES:
+        kombu.transport.TRANSPORT_ALIASES[scheme] = TRANSPORT
+        kombu.transport._transport_cache.pop(scheme, None)

@@ -16,7 +16,6 @@ from prometheus_client import values
 from genq.common.adapters import ggml_invariance, kombu_priority, kombu_redis, prometheus_values
 from genq.common.celery_config import (
     BROKER_PRIORITY_STEPS,
-    broker_transport,
     broker_url,
     make_celery,
     priority_lists,
@@ -121,9 +120,10 @@ def test_kombu_s_own_channel_still_fails_as_the_adapter_says() -> None:
         detached_channel(Channel)._connparams()  # type: ignore[no-untyped-call]
 
 
-def test_celery_uses_genq_s_transport_for_redis_urls_only() -> None:
-    assert broker_transport(broker_url("rediss://h:6380/0")) == kombu_redis.TRANSPORT
-    assert broker_transport(broker_url("unix:///run/redis.sock?db=2")) is None
-    app = make_celery(Settings(redis_url="redis://127.0.0.1:6399/0"))
+@pytest.mark.parametrize("scheme", ["redis", "rediss"])
+def test_celery_uses_genq_s_transport_and_keeps_the_url_s_scheme(scheme: str) -> None:
+    app = make_celery(Settings(redis_url=f"{scheme}://:pw@127.0.0.1:6399/0"))
     with app.connection_for_read() as connection:  # not connected: kombu connects lazily
         assert isinstance(connection.transport, kombu_redis.Transport)
+        # Flower picks its broker client by this scheme.
+        assert connection.as_uri(include_password=True) == f"{scheme}://:pw@127.0.0.1:6399/0"
