@@ -6,6 +6,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
@@ -38,20 +39,22 @@ def keepalive_options() -> dict[int, int]:
     return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
 
 
-def connection_options() -> dict[str, Any]:
-    """redis-py's options for every connection genq makes to Redis."""
-    return {
+def connection_options(url: str) -> dict[str, Any]:
+    """redis-py's options for every connection genq makes to Redis at `url`. A Unix socket
+    has no TCP keepalive (redis-py's socket connection refuses the option)."""
+    options: dict[str, Any] = {
         "decode_responses": True,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "socket_timeout": SOCKET_TIMEOUT_S,
-        "socket_keepalive": True,
-        "socket_keepalive_options": keepalive_options(),
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
     }
+    if urlsplit(url).scheme != "unix":
+        options.update(socket_keepalive=True, socket_keepalive_options=keepalive_options())
+    return options
 
 
 def connect(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, **connection_options())
+    return redis.Redis.from_url(settings.redis_url, **connection_options(settings.redis_url))
 
 
 def connect_bytes(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
@@ -66,7 +69,9 @@ def connect_bytes(settings: Settings, timeout_s: float | None = None) -> redis.R
 
 
 def connect_async(settings: Settings) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(settings.redis_url, **connection_options())
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url, **connection_options(settings.redis_url)
+    )
 
 
 def unavailable(settings: Settings, exc: Exception) -> RedisUnavailable:
