@@ -27,6 +27,17 @@ SOCKET_TIMEOUT_S = 5.0
 # TCP keepalive, so that an idle connection to a peer that vanished (a pooled one, a
 # subscriber's) is known dead within KEEPIDLE + KEEPCNT * KEEPINTVL = 30 s, not Linux's 2 h.
 KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 10, 5, 4
+# Connection pools are blocking: a command that finds every connection of its pool in use
+# waits this long for one, then fails as RedisUnavailable (redis-py's default pool raises at
+# once, MaxConnectionsError, when it holds 100). Each process sizes its pool to what it holds
+# at once: `pool_size` for a client, `worker_pool_size`, the gateway's GENQ_GATEWAY_MAX_STREAMS.
+POOL_WAIT_S = 10.0
+# A client's (Client(pool_size=...) changes it): what its threads or tasks run at once, a
+# stream's blocking read among them; one more waits, rather than failing as it did at 100.
+POOL_SIZE = 128
+# A worker's job holds up to three at once: its thread publishing, its outbox's flusher and
+# its lease's renewal; the margin is the heartbeat, hand-off and the task's own reads.
+CONNECTIONS_PER_SLOT, WORKER_MARGIN = 3, 16
 
 
 def keepalive_options() -> dict[int, int]:
@@ -53,8 +64,19 @@ def connection_options(url: str) -> dict[str, Any]:
     return options
 
 
-def connect(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, **connection_options(settings.redis_url))
+def worker_pool_size(slots: int) -> int:
+    """The connections a worker process of `slots` slots (all its models') holds at most."""
+    return slots * CONNECTIONS_PER_SLOT + WORKER_MARGIN
+
+
+def connect(settings: Settings, pool_size: int = POOL_SIZE) -> redis.Redis:
+    """A client on a blocking pool of `pool_size` connections (opened as needed)."""
+    url = settings.redis_url
+    options = connection_options(url)
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=POOL_WAIT_S, **options
+    )
+    return redis.Redis.from_pool(pool)  # the client closes its pool
 
 
 def connect_bytes(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
@@ -68,10 +90,15 @@ def connect_bytes(settings: Settings, timeout_s: float | None = None) -> redis.R
     )
 
 
-def connect_async(settings: Settings) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(
-        settings.redis_url, **connection_options(settings.redis_url)
+def connect_async(settings: Settings, pool_size: int = POOL_SIZE) -> redis.asyncio.Redis:
+    """An asyncio client on a blocking pool of `pool_size` connections. A stream's reader
+    holds one for each blocking read: a process that follows many streams sizes for them."""
+    url = settings.redis_url
+    options = connection_options(url)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=POOL_WAIT_S, **options
     )
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 def unavailable(settings: Settings, exc: Exception) -> RedisUnavailable:

@@ -187,6 +187,14 @@ class Settings(BaseSettings):
         description="A gateway stream's job is cancelled when no client has reattached this "
         "long after its last one disconnected. 0: cancelled at once.",
     )
+    gateway_max_streams: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Requests one gateway follows at once: SSE streams, and non-streaming "
+        "requests waiting for their result. One more is answered 429 before its job is "
+        "queued. Each holds a Redis connection and two file descriptors.",
+    )
     file_bytes_max: int = Field(
         100 * 2**20,
         ge=1,
@@ -314,6 +322,7 @@ READ_BY: dict[str, tuple[Process, ...]] = {
     "api_keys": ("gateway",),
     "api_keys_file": ("gateway",),
     "reattach_grace_s": ("gateway",),
+    "gateway_max_streams": ("gateway",),
     "file_bytes_max": ("gateway",),
     "progress_interval_s": ("worker",),
     "log_format": ("worker", "relay"),

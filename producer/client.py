@@ -16,6 +16,9 @@ producer/reading.py, producer/submitter.py), a face says which store command to 
 (producer/handles.py), which open streams (producer/streams.py), and batch handles
 (producer/batches.py). tests/unit/test_faces.py keeps every sync/async pair of methods within
 10 lines.
+
+A client's Redis connections are a blocking pool of `pool_size` (POOL_SIZE): each stream read
+at once holds one; past that, a command waits for one (genq.common.connection).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any, Self
 import redis
 import redis.asyncio
 
-from genq.common.connection import connect, connect_async, redis_errors
+from genq.common.connection import POOL_SIZE, connect, connect_async, redis_errors
 from genq.common.errors import InvalidJob
 from genq.common.frames import Frame
 from genq.common.ids import check_batch_id, check_job_id, is_job_id
@@ -82,9 +85,9 @@ def _no_job(job_id: str) -> InvalidJob:
 
 
 class Client(_BaseClient):
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, pool_size: int = POOL_SIZE) -> None:
         super().__init__(settings)
-        self.redis: redis.Redis = connect(self.settings)
+        self.redis: redis.Redis = connect(self.settings, pool_size)
         self.transport = Transport(self.redis, self.settings)
 
     def submit(
@@ -206,9 +209,9 @@ class Client(_BaseClient):
 
 
 class AsyncClient(_BaseClient):
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, pool_size: int = POOL_SIZE) -> None:
         super().__init__(settings)
-        self.redis: redis.asyncio.Redis = connect_async(self.settings)
+        self.redis: redis.asyncio.Redis = connect_async(self.settings, pool_size)
         self.transport = AsyncTransport(self.redis, self.settings)
         self._submit_redis: redis.Redis | None = None  # made by the first submit_batch
 

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 
 from genq.common.handover import settings_from_environment
 from genq.common.settings import Settings
-from genq.producer.gateway import auth, errors, page, routes
+from genq.producer.gateway import auth, errors, followers, page, routes
 from genq.producer.gateway.serving import Serving
 
 
@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        followers.raise_fd_limit(settings.gateway_max_streams)
         serving = Serving(settings)
         app.state.serving = serving
         sweeper = asyncio.create_task(serving.sweep_forever())  # see streams.py

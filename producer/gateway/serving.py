@@ -11,7 +11,8 @@ be written, the job is cancelled (no one could follow or reattach to it) and the
 answered with the error, naming the job.
 
 A request that waits for its result is a client of its job: when it disconnects first, the
-job gets the reattach grace, as a stream's does (streams.py).
+job gets the reattach grace, as a stream's does (streams.py). Streams and waiting requests
+are counted (followers.py): past GENQ_GATEWAY_MAX_STREAMS, 429 before anything is queued.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from genq.producer.gateway.batches import Batches
 from genq.producer.gateway.completions import JOB_ID_HEADER, ApiRequest
 from genq.producer.gateway.errors import ApiError, api_error, shown
 from genq.producer.gateway.files import Files
+from genq.producer.gateway.followers import Followers, HeldStream, pool_size
 from genq.producer.gateway.models import ModelList
 from genq.producer.gateway.records import Records
 from genq.producer.handles import AsyncJobHandle
@@ -64,7 +66,8 @@ T = TypeVar("T")
 class Serving:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._client = AsyncClient(settings)
+        self.followers = Followers(settings.gateway_max_streams)
+        self._client = AsyncClient(settings, pool_size(settings.gateway_max_streams))
         self._records = Records(settings)
         self.models = ModelList(settings)
         self.files = Files(self._records)
@@ -82,15 +85,22 @@ class Serving:
     # -- completions ---------------------------------------------------------------------
 
     async def complete(self, body: ApiRequest, request: Request) -> Response:
-        """Submit the request's job; its SSE stream, or its answer once it ended."""
-        handle = await self._client.submit(body.spec(), priority=body.priority)
-        meta = StreamMeta(body.kind, body.model, int(time.time()), body.include_usage)
-        await self._record(handle.job_id, meta, body.stream)
-        headers = {JOB_ID_HEADER: handle.job_id}
-        if body.stream:
-            events = streams.followed(self._records, self._client, handle.job_id, meta, None)
-            return EventSourceResponse(events, headers=headers, send_timeout=SEND_TIMEOUT_S)
-        result = await self._result(request, handle)
+        """Submit the request's job; its SSE stream, or its answer once it ended. Refused
+        with 429 before the job is queued when the gateway follows its most requests."""
+        release = self.followers.admit()
+        try:
+            handle = await self._client.submit(body.spec(), priority=body.priority)
+            meta = StreamMeta(body.kind, body.model, int(time.time()), body.include_usage)
+            await self._record(handle.job_id, meta, body.stream)
+            headers = {JOB_ID_HEADER: handle.job_id}
+            if body.stream:
+                events = streams.followed(self._records, self._client, handle.job_id, meta, None)
+                return HeldStream(release, events, headers=headers, send_timeout=SEND_TIMEOUT_S)
+            result = await self._result(request, handle)
+        except BaseException:
+            release()
+            raise
+        release()
         if result is None:
             return Response(status_code=CLIENT_GONE)
         return JSONResponse(chunks.response(meta, result), headers=headers)
@@ -159,9 +169,10 @@ class Serving:
             )
         if after is not None:
             await self._check_position(job_id, after)
+        release = self.followers.admit()
         events = streams.followed(records, self._client, job_id, meta, after)
         headers = {JOB_ID_HEADER: job_id}
-        return EventSourceResponse(events, headers=headers, send_timeout=SEND_TIMEOUT_S)
+        return HeldStream(release, events, headers=headers, send_timeout=SEND_TIMEOUT_S)
 
     async def _check_position(self, job_id: str, after: streams.Position) -> None:
         """400 for an event id past the job's stream: no event of it was ever sent."""

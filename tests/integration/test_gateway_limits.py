@@ -2,8 +2,9 @@
 slow prompt check runs off the event loop, a bad logit_bias is refused before queueing, a
 submit the gateway cannot record leaves no job running, a reattach past the stream's end is
 answered, an unknown job is a 404, an upload is read no further than its limit, a request
-that waits for its result and disconnects gets the reattach grace, and /v1/models is read
-again only when the registry file changes."""
+that waits for its result and disconnects gets the reattach grace, past its most streams
+the gateway answers 429 and queues nothing, and /v1/models is read again only when the
+registry file changes."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ import redis
 
 from genq import Client
 from genq.common.registry import ModelRegistry
+from genq.common.routing import queue_name
 from genq.common.schemas import JobState
 from genq.common.settings import Settings
 from genq.common.store import gateway as gateway_store
-from genq.common.store import leases, run
+from genq.common.store import leases, queues, run
 from genq.common.store.keys import Keys
 from ops.localstack import Gateway, Relay, Worker, settings_for, wait_for
 
@@ -211,6 +213,46 @@ def test_a_dropped_request_waiting_for_its_result_is_cancelled_after_the_grace(
     wait_for(lambda: deadline(settings, job_id) is not None, TIMEOUT_S, "a reattach deadline")
     wait_for(lambda: record(settings, job_id).state == JobState.CANCELLED, TIMEOUT_S, "the cancel")
     assert time.time() - left_at >= GRACE_S  # not before the grace
+
+
+def test_past_its_most_streams_the_gateway_answers_429_and_queues_nothing(
+    make_stack: Callable[[], Stack],
+) -> None:
+    stack = make_stack()
+    stack.relay(), stack.worker("a")
+    gateway = start_gateway(
+        stack.env, stack.logs, GENQ_GATEWAY_MAX_STREAMS="2", GENQ_REATTACH_GRACE_S=str(GRACE_S)
+    )
+    stack.procs.append(gateway)
+    streamed = {**LONG, "stream": True}
+    short = {"model": "tiny", "prompt": "a", "max_tokens": 2}
+    with httpx.Client(base_url=gateway.url, timeout=TIMEOUT_S) as http:
+        with (
+            http.stream("POST", "/v1/completions", json=streamed) as first,
+            http.stream("POST", "/v1/completions", json=streamed) as second,
+        ):
+            assert (first.status_code, second.status_code) == (200, 200)
+            assert jobs_held(stack.settings) == 2
+            for body in (streamed, short):
+                refused = http.post("/v1/completions", json=body)
+                assert refused.status_code == 429
+                assert error_of(refused)["code"] == "too_many_streams"
+            job_id = first.headers["x-genq-job-id"]
+            assert http.get(f"/v1/jobs/{job_id}/stream").status_code == 429
+            assert jobs_held(stack.settings) == 2  # the refused requests queued nothing
+        # Both streams closed: they count out, and their jobs are cancelled after the grace.
+        wait_for(
+            lambda: http.post("/v1/completions", json=short).status_code == 200,
+            TIMEOUT_S,
+            "a request admitted once the streams closed",
+        )
+
+
+def jobs_held(settings: Settings) -> int:
+    """Jobs running (leased) or waiting in tiny's queue."""
+    with Client(settings) as client:
+        running = run(client.redis, leases.lapsed(client.keys, 2**53, 100))
+        return len(running) + run(client.redis, queues.depth(queue_name("cpu", "tiny")))
 
 
 def deadline(settings: Settings, job_id: str) -> float | None:

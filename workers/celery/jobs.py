@@ -12,13 +12,14 @@ from typing import Any
 
 import redis
 
-from genq.common.connection import connect
+from genq.common.connection import connect, worker_pool_size
 from genq.common.errors import GenerationError, GenqError
 from genq.common.frames import ResumeData
 from genq.common.lifecycle import Finish, end_unstarted, now_ms
 from genq.common.logs import fields as log_fields
 from genq.common.plan import resolve
 from genq.common.registry import ModelRegistry
+from genq.common.routing import worker_slots
 from genq.common.schemas import (
     FinishReason,
     GenerateRequest,
@@ -73,7 +74,7 @@ class WorkerContext:
         registry = ModelRegistry.from_settings(settings)
         return cls(
             settings,
-            connect(settings),
+            connect(settings, worker_pool_size(worker_slots(settings, registry))),
             Keys(settings.key_prefix),
             ModelCache(registry, resolve(settings, registry), int(settings.model_budget_mb * MB)),
         )
