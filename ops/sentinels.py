@@ -64,6 +64,7 @@ class SentinelServer:
             f"sentinel down-after-milliseconds {PRIMARY_NAME} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {PRIMARY_NAME} {FAILOVER_TIMEOUT_MS}",
             f"sentinel parallel-syncs {PRIMARY_NAME} 1",
+            "protected-mode no",  # bound to its host's address: the bridge reaches no further
         ]
         if self.password:
             lines.append(f"sentinel auth-pass {PRIMARY_NAME} {self.password}")
@@ -124,10 +125,12 @@ class ReplicatedRedis:
         replicas: Sequence[Place],
         sentinels: Sequence[Place],
         password: str | None = None,
+        args: Sequence[str] = (),
     ) -> ReplicatedRedis:
-        first = RedisServer(host=primary[0], prefix=primary[1], password=password)
+        """Each part on its place; `args` are more redis-server options for each server."""
+        first = RedisServer(host=primary[0], prefix=primary[1], password=password, args=args)
         auth = ("--masterauth", password) if password else ()
-        follow = ("--replicaof", first.host, str(first.port), *auth)
+        follow = (*args, "--replicaof", first.host, str(first.port), *auth)
         return cls(
             primary=first,
             replicas=[
