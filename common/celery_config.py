@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from genq.common import sentinel
 from genq.common.adapters import kombu_priority, kombu_redis
 from genq.common.settings import Settings
 
@@ -45,10 +46,31 @@ def broker_url(redis_url: str) -> str:
     return url + parts.path + (f"?{urlencode(query)}" if query else "")
 
 
+def sentinel_config(redis_url: str) -> dict[str, Any]:
+    """For a redis+sentinel:// URL, the broker settings of kombu's Sentinel transport (its
+    `sentinel://` URLs, the primary's name, TLS): merged over `celery_config`'s. Else {}."""
+    if not sentinel.is_sentinel_url(redis_url):
+        return {}
+    url = sentinel.parse(redis_url)
+    tls = sentinel.broker_tls(url)
+    return {
+        "broker_url": sentinel.broker_url(url),
+        **({"broker_use_ssl": tls} if tls is not None else {}),
+        "broker_transport_options": sentinel.transport_options(url),
+    }
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
-    # A redis:// or rediss:// broker is served by genq's Redis transport, which keeps a worker
-    # alive when Redis is lost (genq.common.adapters.kombu_redis).
+    # A redis://, rediss:// or sentinel:// broker is served by genq's Redis transport, which
+    # keeps a worker alive when Redis is lost (genq.common.adapters.kombu_redis).
     kombu_redis.install()
+    config = _config(settings)
+    ha = sentinel_config(settings.redis_url)
+    config["broker_transport_options"].update(ha.pop("broker_transport_options", {}))
+    return {**config, **ha}
+
+
+def _config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": broker_url(settings.redis_url),
         # No Celery result backend: a job's outcome is its record and stream. (A backend

@@ -10,9 +10,14 @@ from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 
-from genq.common.errors import RedisUnavailable
+from genq.common.errors import RedisNotPrimary, RedisUnavailable
+from genq.common.sentinel import SentinelUrl, is_sentinel_url, parse
 from genq.common.settings import Settings
+from genq.common.store.command import run
+from genq.common.store.replication import PRIMARY_ROLE, primary_address, role
 
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_CHECK_INTERVAL_S = 30
@@ -73,6 +78,8 @@ def connect(settings: Settings, pool_size: int = POOL_SIZE) -> redis.Redis:
     """A client on a blocking pool of `pool_size` connections (opened as needed)."""
     url = settings.redis_url
     options = connection_options(url)
+    if is_sentinel_url(url):
+        return sentinel_client(parse(url), options, pool_size)
     pool = redis.BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=POOL_WAIT_S, **options
     )
@@ -83,11 +90,13 @@ def connect_bytes(settings: Settings, timeout_s: float | None = None) -> redis.R
     """A client whose replies stay bytes (no decoding): the relay moves frames through as
     they came. `timeout_s` bounds a connect and each reply (None: a connect takes up to
     CONNECT_TIMEOUT_S, a reply as long as it takes)."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=timeout_s or CONNECT_TIMEOUT_S,
-        socket_timeout=timeout_s,
-    )
+    options = {
+        "socket_connect_timeout": timeout_s or CONNECT_TIMEOUT_S,
+        "socket_timeout": timeout_s,
+    }
+    if is_sentinel_url(settings.redis_url):
+        return sentinel_client(parse(settings.redis_url), options)
+    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 def connect_async(settings: Settings, pool_size: int = POOL_SIZE) -> redis.asyncio.Redis:
@@ -95,6 +104,8 @@ def connect_async(settings: Settings, pool_size: int = POOL_SIZE) -> redis.async
     holds one for each blocking read: a process that follows many streams sizes for them."""
     url = settings.redis_url
     options = connection_options(url)
+    if is_sentinel_url(url):
+        return sentinel_client_async(parse(url), options, pool_size)
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=POOL_WAIT_S, **options
     )
@@ -112,3 +123,88 @@ def redis_errors(settings: Settings) -> Iterator[None]:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise unavailable(settings, exc) from exc
+
+
+def sentinel_options(url: SentinelUrl, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of a connection to a Sentinel: the timeouts of `options` and the
+    Sentinels' own password (not Redis's)."""
+    sentinel = {name: value for name, value in options.items() if name.startswith("socket_")}
+    if url.sentinel_password:
+        sentinel["password"] = url.sentinel_password
+    return sentinel
+
+
+def sentinel_client(
+    url: SentinelUrl, options: dict[str, Any], pool_size: int = POOL_SIZE
+) -> redis.Redis:
+    """A client of the primary the Sentinels name: each new connection asks them where it
+    is, so that after a failover the client reaches the promoted replica by itself. Its pool
+    holds `pool_size` connections but does not wait for one (redis-py has no blocking
+    Sentinel pool): past them a command fails as MaxConnectionsError."""
+    sentinels = redis.sentinel.Sentinel(
+        url.sentinels, sentinel_kwargs=sentinel_options(url, options), **options
+    )
+    client: redis.Redis = sentinels.master_for(
+        url.primary, max_connections=pool_size, **url.redis_options()
+    )
+    return client
+
+
+def sentinel_client_async(
+    url: SentinelUrl, options: dict[str, Any], pool_size: int = POOL_SIZE
+) -> redis.asyncio.Redis:
+    """The async face of `sentinel_client`."""
+    sentinels = redis.asyncio.sentinel.Sentinel(
+        url.sentinels, sentinel_kwargs=sentinel_options(url, options), **options
+    )
+    client: redis.asyncio.Redis = sentinels.master_for(
+        url.primary, max_connections=pool_size, **url.redis_options()
+    )
+    return client
+
+
+ROLES = {"slave": "replica"}  # ROLE's words, as genq's messages say them
+
+
+def check_primary(settings: Settings) -> None:
+    """Before a command queues anything: RedisNotPrimary if GENQ_REDIS_URL leads to a replica,
+    or names a primary its Sentinels do not know; RedisUnavailable if none of its Sentinels
+    answers. A plain URL whose Redis does not answer passes (the command's own handling of
+    a lost Redis applies)."""
+    if is_sentinel_url(settings.redis_url):
+        address = _ask_sentinels(settings, parse(settings.redis_url))
+        where = f"{address[0]}:{address[1]}, named by the Sentinels as the primary"
+    else:
+        where = settings.redacted_redis_url
+    try:
+        with connect(settings) as client:
+            found = run(client, role())
+    except (redis.ConnectionError, redis.TimeoutError):
+        return
+    if found != PRIMARY_ROLE:
+        raise RedisNotPrimary(
+            f"Redis at {where} is a {ROLES.get(found, found)}, not a primary: genq writes "
+            "to the primary (a redis+sentinel:// URL finds it after a failover)"
+        )
+
+
+def _ask_sentinels(settings: Settings, url: SentinelUrl) -> tuple[str, int]:
+    """The primary's address, from the first Sentinel that answers."""
+    failures = []
+    for host, port in url.sentinels:
+        options = sentinel_options(url, connection_options(settings.redis_url))
+        try:
+            with redis.Redis(host, port, **options) as sentinel:
+                address = run(sentinel, primary_address(url.primary))
+        except redis.RedisError as exc:
+            failures.append(f"{host}:{port}: {exc}")
+            continue
+        if address is None:
+            raise RedisNotPrimary(
+                f"the Sentinel at {host}:{port} monitors no primary named {url.primary!r} "
+                f"({settings.redacted_redis_url})"
+            )
+        return address
+    raise RedisUnavailable(
+        f"no Sentinel answered for {settings.redacted_redis_url}: {'; '.join(failures)}"
+    )

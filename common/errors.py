@@ -9,6 +9,8 @@ GenqError
 │   └── WorkerConfigError a worker cannot serve the models it is asked to (unknown, other
 │                         device class, missing file or API key, no GPU)
 ├── RedisUnavailable      Redis cannot be reached (retryable)
+├── RedisNotPrimary       GENQ_REDIS_URL leads to a replica, or names a primary its Sentinels
+│                         do not know: found before anything is queued
 ├── JobFailed             the job ended with an error frame
 ├── StreamTimeout         no terminal frame within the timeout
 ├── ResultNotReady        a stream's result read before the stream was consumed
@@ -81,6 +83,11 @@ class WorkerConfigError(RegistryError):
 
 class RedisUnavailable(GenqError, ConnectionError):
     retryable = True
+
+
+class RedisNotPrimary(GenqError):
+    """GENQ_REDIS_URL leads to a replica (which refuses writes), or to Sentinels that monitor
+    no primary by the URL's name; the message names what was asked, its password masked."""
 
 
 class QueueFull(GenqError):

@@ -24,10 +24,10 @@ from typing import Any, Literal
 FIELDS = "genq_fields"  # the LogRecord attribute `fields()` sets
 LogFormat = Literal["text", "json"]
 
-# user:password@ in a URL, and ?password=: masked in every line.
+# user:password@ in a URL, and ?password= (?sentinel_password=): masked in every line.
 # The password runs to the last @ before the host: redis-py takes an unencoded @ as part of it.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^\s/]+(?=@)", re.I)
-QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.I)
+QUERY_PASSWORD = re.compile(r"([?&](?:sentinel_)?password=)[^&#\s]*", re.I)
 _BARE = re.compile(r"^[^\s=\"]+$")
 
 

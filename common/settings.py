@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, FieldSerializationInfo, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from genq.common import sentinel
 from genq.common.logs import QUERY_PASSWORD
 from genq.common.schemas import BUNDLE_JOBS_MAX, Device, ModelName
 
@@ -38,7 +39,10 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         DEFAULT_REDIS_URL,
         repr=False,  # may carry a password: shown only through `redacted_redis_url`
-        description="Redis URL for broker, results and streams (redis://, rediss:// or unix://).",
+        description="Redis URL for broker, results and streams (redis://, rediss:// or unix://), "
+        "or Sentinels that name the primary: redis+sentinel://[:password@]host:port[,host:port"
+        "…]/<primary name>/<db> (rediss+sentinel://: TLS to Redis; ?sentinel_password=: the "
+        "Sentinels' own).",
     )
     redis_retry_s: float = Field(
         30.0,
@@ -260,9 +264,12 @@ class Settings(BaseSettings):
     @classmethod
     def _known_scheme(cls, url: str) -> str:
         scheme = urlsplit(url).scheme
-        if scheme not in {"redis", "rediss", "unix"}:
+        if scheme in sentinel.SCHEMES:
+            sentinel.parse(url)  # its ValueError names the part, never the password
+        elif scheme not in {"redis", "rediss", "unix"}:
             raise ValueError(
-                f"redis_url must start with redis://, rediss:// or unix:// (got {scheme!r}:)"
+                "redis_url must start with redis://, rediss://, unix:// or redis+sentinel:// "
+                f"(got {scheme!r}:)"
             )
         return url
 

@@ -14,12 +14,18 @@ any lost connection, the consumer reconnects, and the unacked messages stay in k
 unacked hash (restored after the visibility timeout; genq's own leases resume the jobs
 sooner, through the relay).
 
-Installed under kombu's own names (`install`): `redis` and `rediss` name this transport in a
-genq process, so a broker URL keeps its scheme. (Celery's `broker_transport` setting, naming
-the class by path, made kombu write that path as the URL's scheme: Flower, which picks its
-broker client by scheme, then answered its broker page with "broker is not supported".)
+The same for kombu's Sentinel transport (a GENQ_REDIS_URL of redis+sentinel://, spelled
+`sentinel://…;sentinel://…` for kombu by genq.common.celery_config), whose channel is a Redis
+channel too.
 
-Borrowed: `kombu.transport.redis.Channel._connparams(asynchronous=False)`, which every new
+Installed under kombu's own names (`install`): `redis`, `rediss` and `sentinel` name these
+transports in a genq process, so a broker URL keeps its scheme. (Celery's `broker_transport`
+setting, naming the class by path, made kombu write that path as the URL's scheme: Flower,
+which picks its broker client by scheme, then answered its broker page with "broker is not
+supported".)
+
+Borrowed: `kombu.transport.redis.Channel._connparams(asynchronous=False)` (and
+`SentinelChannel`'s, the same method), which every new
 client and pool of a channel is built from; `Transport.Channel`; kombu's alias table
 `kombu.transport.TRANSPORT_ALIASES` and its cache of resolved names `_transport_cache`.
 Fallback (the method gone): the subclass changes nothing and kombu behaves as it does.
@@ -37,20 +43,28 @@ import kombu.transport
 import redis
 from kombu.transport import redis as kombu_redis
 
-# The class, by kombu's "module:Class" path.
-TRANSPORT = f"{__name__}:Transport"
-# The URL schemes this transport serves (kombu's own names for its Redis transport).
-SCHEMES = ("redis", "rediss")
+# The URL schemes genq's transports serve (kombu's own names), each with its class by kombu's
+# "module:Class" path.
+TRANSPORTS = {
+    "redis": f"{__name__}:Transport",
+    "rediss": f"{__name__}:Transport",
+    "sentinel": f"{__name__}:SentinelTransport",
+}
+
+
+def _connparams(channel: Any, asynchronous: bool, parent: Any) -> dict[str, Any]:
+    """kombu's `_connparams` of `parent`, or ConnectionError once the transport is detached."""
+    if channel.connection.client is None:
+        raise redis.ConnectionError("the broker connection is closed")
+    params: dict[str, Any] = parent._connparams(asynchronous=asynchronous)
+    return params
 
 
 class Channel(kombu_redis.Channel):
     """kombu's Redis channel, refusing to connect once its transport is detached."""
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
-        if self.connection.client is None:
-            raise redis.ConnectionError("the broker connection is closed")
-        params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
-        return params
+        return _connparams(self, asynchronous, super())
 
 
 class Transport(kombu_redis.Transport):
@@ -59,9 +73,23 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+class SentinelChannel(kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (a Redis channel whose pool asks Sentinels for the primary),
+    refusing to connect once its transport is detached."""
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        return _connparams(self, asynchronous, super())
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with genq's channel."""
+
+    Channel = SentinelChannel
+
+
 def install() -> None:
-    """From now on, in this process, kombu's `redis` and `rediss` are genq's transport.
-    Idempotent; a name kombu resolved before is resolved again."""
-    for scheme in SCHEMES:
-        kombu.transport.TRANSPORT_ALIASES[scheme] = TRANSPORT
+    """From now on, in this process, kombu's `redis`, `rediss` and `sentinel` are genq's
+    transports. Idempotent; a name kombu resolved before is resolved again."""
+    for scheme, transport in TRANSPORTS.items():
+        kombu.transport.TRANSPORT_ALIASES[scheme] = transport
         kombu.transport._transport_cache.pop(scheme, None)

@@ -11,6 +11,7 @@ from typing import IO, Any
 import click
 from rich.markup import escape
 
+from genq.common.connection import check_primary
 from genq.common.settings import Settings
 from genq.producer.batches import BatchHandle
 from genq.producer.cli.options import parse_duration, priority_option
@@ -71,6 +72,7 @@ def submit(
     """
     expires_s = parse_duration(expires_in) if expires_in else None
     fields = {name: value for name, value in defaults.items() if value is not None}
+    check_primary(settings)
     with Client(settings) as client, BatchProgress(stderr_console(), "submitting", None) as bar:
         batch = client.submit_batch(
             file,

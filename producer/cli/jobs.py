@@ -11,6 +11,7 @@ from typing import IO, Any
 import click
 from rich.markup import escape
 
+from genq.common.connection import check_primary
 from genq.common.errors import InvalidJob
 from genq.common.ids import check_batch_id, is_job_id
 from genq.common.presence import waiting_reason
@@ -122,6 +123,7 @@ def run(
     else:
         params["prompt"] = prompt
     params["stop"] = list(params["stop"])
+    check_primary(settings)
     with Client(settings) as client:
         job = client.submit(**{k: v for k, v in params.items() if v is not None})
         _warn_if_waiting(client, job.job_id)

@@ -5,7 +5,10 @@ then becomes the long-running process (exec) and hands the settings over in one 
 GENQ_PLAN (genq.common.handover): it writes no other GENQ_* variable.
 
 These are services: when Redis is unreachable they keep trying to connect (Celery's retries,
-the relay's reconnect loop) rather than exit, so that a stack rides through a Redis restart."""
+the relay's reconnect loop) rather than exit, so that a stack rides through a Redis restart.
+What they do exit on, with one line, before starting (`check_primary`): a GENQ_REDIS_URL that
+leads to a replica, Sentinels that know no primary by its name, or none of its Sentinels
+answering."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Any, NoReturn
 
 import click
 
+from genq.common.connection import check_primary
 from genq.common.errors import RegistryError
 from genq.common.handover import PLAN_ENV, ProcessPlan, child_environment
 from genq.common.registry import ModelRegistry
@@ -106,6 +110,7 @@ def worker(
     # With slots the app's configuration picks the threads pool (genq.workers.app.pool_config);
     # with one, Celery's prefork pool of -c processes, one unless asked.
     pool = [] if served.slots > 1 else ["-c", str(concurrency or 1)]
+    check_primary(settings)
     _exec_celery(
         settings,
         "worker",
@@ -134,6 +139,7 @@ def relay(settings: Settings) -> NoReturn:
 
     Run one or two per deployment; two relays never duplicate or double-act.
     """
+    check_primary(settings)
     argv = [sys.executable, "-m", "genq.workers.relay"]
     os.execve(sys.executable, argv, child_environment(settings))
 
@@ -246,6 +252,7 @@ def serve(settings: Settings, /, host: str, port: int, workers: int) -> None:
             "set GENQ_API_KEYS or GENQ_API_KEYS_FILE",
             EXIT_USAGE,
         )
+    check_primary(settings)
     if not keys:
         print(
             "genq serve: no API keys (GENQ_API_KEYS, GENQ_API_KEYS_FILE): accepting every "

@@ -1,5 +1,6 @@
 """Hosts tier: genq across hosts that are Linux network namespaces on one bridge
-(ops/netns.py): `redis`, `gw` (the relay and the gateway), `w1`, `w2` and `client`.
+(ops/netns.py): `redis`, `redis2` (a replica, for Sentinel failover), `gw` (the relay and the
+gateway), `w1`, `w2` and `client`.
 
 Every genq process runs inside its host's namespace and reaches Redis over real TCP at the
 `redis` host's address; the test process itself sits on the bridge (the root namespace) and
@@ -25,7 +26,7 @@ from genq.common.settings import Settings
 from ops import netns
 from ops.localstack import Gateway, GenqProcess, RedisServer, Relay, Worker, settings_for
 
-HOSTS = ("redis", "gw", "w1", "w2", "client")
+HOSTS = ("redis", "redis2", "gw", "w1", "w2", "client")
 P = TypeVar("P", bound=GenqProcess)
 
 

@@ -127,3 +127,32 @@ def test_celery_uses_genq_s_transport_and_keeps_the_url_s_scheme(scheme: str) ->
         assert isinstance(connection.transport, kombu_redis.Transport)
         # Flower picks its broker client by this scheme.
         assert connection.as_uri(include_password=True) == f"{scheme}://:pw@127.0.0.1:6399/0"
+
+
+def test_a_detached_sentinel_channel_refuses_with_a_connection_error_kombu_catches() -> None:
+    connection = Connection("sentinel://:secret@127.0.0.1:26399/3")  # type: ignore[no-untyped-call]
+    transport = kombu_redis.SentinelTransport(connection)  # type: ignore[no-untyped-call]
+    channel = kombu_redis.SentinelChannel.__new__(kombu_redis.SentinelChannel)
+    channel.connection = transport
+    assert channel._connparams()["port"] == 26399
+    transport.client = None
+    with pytest.raises(redis.ConnectionError):
+        channel._connparams()
+    assert issubclass(redis.ConnectionError, kombu_redis.SentinelTransport.connection_errors)
+
+
+def test_celery_uses_genq_s_sentinel_transport_for_a_sentinel_url() -> None:
+    url = "redis+sentinel://:pw@127.0.0.1:26399,127.0.0.1:26400/primary1/2?sentinel_password=sp"
+    app = make_celery(Settings(redis_url=url))
+    options = app.conf.broker_transport_options
+    assert options["master_name"] == "primary1"
+    assert options["sentinel_kwargs"] == {"password": "sp"}
+    assert options["priority_steps"] == list(range(10))  # genq's own options kept
+    with app.connection_for_read() as connection:
+        assert isinstance(connection.transport, kombu_redis.SentinelTransport)
+        # Flower picks its broker client by this scheme (its RedisSentinel).
+        assert connection.as_uri(include_password=True) == "sentinel://:pw@127.0.0.1:26399/2"
+        assert connection.alt == [
+            "sentinel://:pw@127.0.0.1:26399/2",
+            "sentinel://:pw@127.0.0.1:26400/2",
+        ]
