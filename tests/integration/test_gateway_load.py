@@ -27,8 +27,8 @@ MAX_TOKENS = 8
 
 
 async def follow(http: httpx.AsyncClient, n: int, seen: Counter[str], jobs: list[str]) -> None:
-    body = {"model": "tiny", "prompt": f"p{n}", "max_tokens": MAX_TOKENS, "stream": True}
-    async with http.stream("POST", "/v1/completions", json={**body, "seed": n}) as answer:
+    body = {"model": "tiny", "prompt": f"p{n}", "max_tokens": MAX_TOKENS, "ignore_eos": True}
+    async with http.stream("POST", "/v1/completions", json={**body, "seed": n, "stream": True}) as answer:
         if answer.status_code != 200:
             error = json.loads(await answer.aread())["error"]  # JSON, not plain text
             seen[f"{answer.status_code} {error['code']}"] += 1
@@ -37,7 +37,7 @@ async def follow(http: httpx.AsyncClient, n: int, seen: Counter[str], jobs: list
         lines = [line async for line in answer.aiter_lines() if line.startswith("data: ")]
         texts = [json.loads(line[6:])["choices"][0]["text"] for line in lines[:-1]]
         ended = lines[-1:] == ["data: [DONE]"] and bool("".join(texts))
-        seen["done" if ended else "cut"] += 1
+        seen["done" if ended else f"cut after {lines[-1:]}"] += 1
 
 
 async def follow_all(url: str) -> tuple[Counter[str], list[str]]:
