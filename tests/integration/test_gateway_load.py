@@ -28,7 +28,9 @@ MAX_TOKENS = 8
 
 async def follow(http: httpx.AsyncClient, n: int, seen: Counter[str], jobs: list[str]) -> None:
     body = {"model": "tiny", "prompt": f"p{n}", "max_tokens": MAX_TOKENS, "ignore_eos": True}
-    async with http.stream("POST", "/v1/completions", json={**body, "seed": n, "stream": True}) as answer:
+    async with http.stream(
+        "POST", "/v1/completions", json={**body, "seed": n, "stream": True}
+    ) as answer:
         if answer.status_code != 200:
             error = json.loads(await answer.aread())["error"]  # JSON, not plain text
             seen[f"{answer.status_code} {error['code']}"] += 1
