@@ -52,6 +52,22 @@ class Settings(BaseSettings):
         "Redis connection, with backoff, before raising RedisUnavailable; a Redis restart "
         "shorter than this goes unnoticed. 0: raise at the first failure.",
     )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Replicas that must hold a write before genq counts on it (Redis `WAIT`): "
+        "a submit returns, and a window is streamed after its checkpoint, only once this many "
+        "replicas have it, so that a failover cannot lose them. A submit not confirmed within "
+        "GENQ_REDIS_WAIT_MS raises RedisUnavailable (the job may exist). 0: no wait; "
+        "replication is asynchronous and a failover can lose the last writes.",
+    )
+    redis_wait_ms: int = Field(
+        1000,
+        ge=1,
+        le=60_000,
+        description="How long one replica wait (GENQ_REDIS_WAIT_REPLICAS) waits at most.",
+    )
     key_prefix: str = Field(
         "genq",
         min_length=1,
@@ -300,6 +316,8 @@ EVERY_PROCESS: tuple[Process, ...] = ("worker", "relay", "gateway", "client")
 READ_BY: dict[str, tuple[Process, ...]] = {
     "redis_url": EVERY_PROCESS,
     "redis_retry_s": ("gateway", "client"),
+    "redis_wait_replicas": ("relay", "gateway", "client"),
+    "redis_wait_ms": ("relay", "gateway", "client"),
     "key_prefix": EVERY_PROCESS,
     "models_file": EVERY_PROCESS,
     "cache_dir": EVERY_PROCESS,

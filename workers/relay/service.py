@@ -156,7 +156,11 @@ class Relay:
 
     def _writer(self) -> StreamWriter:
         if self._writes is None:
-            self._writes = StreamWriter(self.redis, self.keys, self.settings.job_ttl_s)
+            settings = self.settings
+            wait = (settings.redis_wait_replicas, settings.redis_wait_ms)
+            self._writes = StreamWriter(
+                self.redis, self.keys, settings.job_ttl_s, wait if wait[0] else None
+            )
         return self._writes
 
     def _close_writer(self) -> None:
