@@ -139,6 +139,7 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
         ],
         "scale": [
             ("--scale-jobs", _positive, scale.JOBS, "jobs per configuration"),
+            ("--scale-tokens", _positive, scale.TOKENS, "tokens per job"),
             ("--scale-workers", scale.worker_counts, list(scale.WORKERS), "worker processes, "
                 "comma-separated (1,2,4,8,16)"),
             ("--scale-relays", scale.worker_counts, list(scale.RELAYS), "relays, "

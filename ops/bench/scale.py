@@ -52,16 +52,17 @@ HOSTS = ("redis", "gw", *WORKER_HOSTS)
 WORKERS = (1, 2, 4, 8, 16)  # worker processes per configuration, unless --scale-workers
 RELAYS = (1, 2)
 JOBS = 10_000
-TOKENS = 8  # a short job
+TOKENS = 8  # a short job, unless --scale-tokens
 RELAY_PORT = 9541  # relay k's metrics port is RELAY_PORT + k - 1, on `gw`
 READ_CHUNK = 1000  # records read per round trip
 WAIT_TIMEOUT_S = 3600.0
 WARM_JOBS_PER_PROCESS = 2
+SETTLE_S, SETTLE_TIMEOUT_S = 0.5, 30.0  # the relays' frames unchanged for SETTLE_S: caught up
 FLAT = 1.1  # more workers that raise jobs/s by less than this factor: saturated
 FRAMES = "genq_relay_frames_total"
 # Commands only kombu's Redis transport sends here (genq's store never does): its queues
 # (LPUSH, BRPOP, RPOP), its unacked bookkeeping's MULTI/EXEC and HDEL, restoring unacked
-# messages (ZREVRANGEBYSCORE) and its exchange bindings (SMEMBERS, SADD). Kombu's unacked
+# messages (ZREVRANGEBYSCORE) and its exchange bindings (SMEMBERS). Kombu's unacked
 # index and hash take a ZADD and an HSET per delivery and a ZREM beside each HDEL, counted as
 # many as the HDELs; its task-event PUBLISHes are those left when the frames and FINISH's
 # announcement of each job's end on its batch's channel are taken away.
@@ -193,19 +194,20 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     say(describe(args))
     with topology(cache) as topo:
         for relays in args.scale_relays:
-            rows = [
-                measure(topo, relays, workers, args.scale_jobs) for workers in args.scale_workers
-            ]
+            rows = [measure(topo, relays, workers, args) for workers in args.scale_workers]
             report(rows)
 
 
 def describe(args: argparse.Namespace) -> str:
     cores = len(os.sched_getaffinity(0))
+    workers, relays = (
+        ", ".join(map(str, counts)) for counts in (args.scale_workers, args.scale_relays)
+    )
     return (
-        f"{args.scale_jobs:,} jobs of {TOKENS} tokens on {TINY!r} as one batch (bundled as a "
-        f"batch is by default), worker processes {', '.join(map(str, args.scale_workers))} "
-        f"over {', '.join(WORKER_HOSTS)}, relays {', '.join(map(str, args.scale_relays))}; "
-        f"every host shares this machine's {cores} cores"
+        f"{args.scale_jobs:,} jobs of {args.scale_tokens} tokens on {TINY!r} as one batch "
+        f"(bundled as a batch is by default), worker processes {workers} over "
+        f"{', '.join(WORKER_HOSTS)}, relays {relays}; every host shares this machine's {cores} "
+        "cores; per run: the table, then each run's checks, CPU cost and commands per job"
     )
 
 
@@ -234,17 +236,17 @@ def topology(cache: Path) -> Iterator[Topology]:
         yield topo
 
 
-def measure(topo: Topology, relays: int, workers: int, count: int) -> Row:
+def measure(topo: Topology, relays: int, workers: int, args: argparse.Namespace) -> Row:
     topo.start(relays, workers)
     try:
         with Client(settings_for(topo.env)) as client:
             warm_up(client, workers)
-            lines = batch_lines(count)
+            lines = batch_lines(args.scale_jobs, args.scale_tokens)
             before = snapshot(topo)
             handle = client.submit_batch(lines)
             submitted = time.monotonic()
             status = handle.wait(timeout=WAIT_TIMEOUT_S)
-            after = snapshot(topo)
+            after = dataclasses.replace(snapshot(topo), frames=settled_frames(topo))
             records = read_records(client, list(handle.job_ids()))
     except Exception:
         for proc in [*topo.relays, *topo.workers]:
@@ -256,9 +258,9 @@ def measure(topo: Topology, relays: int, workers: int, count: int) -> Row:
     return dataclasses.replace(measured, submit_s=submitted - before.at)
 
 
-def batch_lines(count: int) -> list[dict[str, Any]]:
+def batch_lines(count: int, tokens: int) -> list[dict[str, Any]]:
     return [
-        {"custom_id": f"s{n}", "prompt": f"Story {n}:", "model": TINY, "max_tokens": TOKENS,
+        {"custom_id": f"s{n}", "prompt": f"Story {n}:", "model": TINY, "max_tokens": tokens,
          "seed": n, "ignore_eos": True}
         for n in range(count)
     ]  # fmt: skip
@@ -300,6 +302,20 @@ def tree_cpu_s(pid: int) -> float:
         return cpu_s(processes(pid))
     except psutil.NoSuchProcess:
         return 0.0
+
+
+def settled_frames(topo: Topology) -> list[float]:
+    """Each relay's frames once they stop moving: the batch's last frames may still be on
+    their way when it ends (the relays run behind under load)."""
+    counts: list[float] = []
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        now = [relay_frames(topo.relay_url(k)) for k in range(len(topo.relays))]
+        if now == counts:
+            break
+        counts = now
+        time.sleep(SETTLE_S)
+    return counts
 
 
 def relay_frames(url: str) -> float:
