@@ -38,10 +38,8 @@ import psutil
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from genq import Client, Settings
+from genq import Client, JobRecord, Settings
 from genq.common.registry import ModelRegistry
-from genq.common.schemas import JobRecord
-from genq.common.store import jobs, run
 from ops import netns
 from ops.bench.report import MS_PER_S, TINY, percentile, say, table
 from ops.bench.stack import cpu_s, print_tail, processes
@@ -54,7 +52,6 @@ RELAYS = (1, 2)
 JOBS = 10_000
 TOKENS = 8  # a short job, unless --scale-tokens
 RELAY_PORT = 9541  # relay k's metrics port is RELAY_PORT + k - 1, on `gw`
-READ_CHUNK = 1000  # records read per round trip
 WAIT_TIMEOUT_S = 3600.0
 WARM_JOBS_PER_PROCESS = 2
 SETTLE_S, SETTLE_TIMEOUT_S = 0.5, 30.0  # the relays' frames unchanged for SETTLE_S: caught up
@@ -326,12 +323,8 @@ def relay_frames(url: str) -> float:
 
 
 def read_records(client: Client, job_ids: Sequence[str]) -> list[JobRecord]:
-    """Every job's record, READ_CHUNK a round trip, through the store."""
-    found: list[JobRecord] = []
-    for start in range(0, len(job_ids), READ_CHUNK):
-        chunk = job_ids[start : start + READ_CHUNK]
-        found += [r for r in run(client.redis, jobs.read_many(client.keys, chunk)) if r]
-    return found
+    """Every job's record, as a user reads one (after the run: not timed)."""
+    return [client.record(job_id) for job_id in job_ids]
 
 
 def row(
