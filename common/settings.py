@@ -15,6 +15,7 @@ from pydantic import Field, FieldSerializationInfo, SecretStr, field_serializer,
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from genq.common import sentinel
+from genq.common.ids import JOB_ID_ALPHABET
 from genq.common.logs import QUERY_PASSWORD
 from genq.common.schemas import BUNDLE_JOBS_MAX, Device, ModelName
 
@@ -22,6 +23,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 # A serialization context key: write secrets in the clear (only for genq.common.handover's
 # GENQ_PLAN); without it the API keys are masked, as in repr.
 REVEAL_SECRETS = "reveal_secrets"
+MAX_RELAY_SHARES = len(JOB_ID_ALPHABET)  # a share holds one character of an id at least
 
 
 def default_cache_dir() -> Path:
@@ -186,6 +188,14 @@ class Settings(BaseSettings):
     relay_metrics_port: int = Field(
         9541, ge=0, le=65535, description="The relay's Prometheus metrics port. 0: no endpoint."
     )
+    relay_shard: str = Field(
+        "1/1",
+        pattern=r"^[0-9]{1,2}/[0-9]{1,2}$",
+        description="`k/n`: this relay moves the frames of share k of n, the jobs whose id "
+        "starts with its share of the id's characters (n relays started 1/n to n/n share the "
+        "work, every job in exactly one share; n at most 16). Every relay reaps leases. "
+        "`1/1`: every job.",
+    )
     http_host: str = Field(
         "127.0.0.1",
         min_length=1,
@@ -289,6 +299,20 @@ class Settings(BaseSettings):
             )
         return url
 
+    @field_validator("relay_shard")
+    @classmethod
+    def _share_in_range(cls, text: str) -> str:
+        share, shares = (int(part) for part in text.split("/"))
+        if not 1 <= share <= shares <= MAX_RELAY_SHARES:
+            raise ValueError(f"relay_shard k/n needs 1 <= k <= n <= {MAX_RELAY_SHARES}: {text}")
+        return text
+
+    @property
+    def relay_share(self) -> tuple[int, int]:
+        """GENQ_RELAY_SHARD as (k, n)."""
+        share, shares = self.relay_shard.split("/")
+        return int(share), int(shares)
+
     @property
     def redacted_redis_url(self) -> str:
         return redact_url(self.redis_url)
@@ -342,6 +366,7 @@ READ_BY: dict[str, tuple[Process, ...]] = {
     "metrics_host": ("worker", "relay"),
     "metrics_port": ("worker",),
     "relay_metrics_port": ("relay",),
+    "relay_shard": ("relay",),
     "http_host": ("gateway",),
     "http_port": ("gateway",),
     "api_keys": ("gateway",),

@@ -21,6 +21,7 @@ from ops.bench import (
     relay,
     remote,
     report,
+    scale,
     slots,
     stream,
     submit,
@@ -43,7 +44,9 @@ SECTIONS: dict[str, Section] = {
     "remote": remote.section,
     "slots": slots.section,
     "gateway": stream.gateway,
+    "scale": scale.section,
 }
+OPT_IN = ("scale",)  # run only when named: it needs root and takes tens of minutes
 DESCRIPTION = """\
 genq's benchmark. Every section starts its own private stack the way a user does
 (redis-server, `genq relay`, `genq worker`; ops/localstack.py), drives it with genq's public
@@ -60,7 +63,8 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
     """Each section's options: flag, type (None: a switch), default, help."""
     return {
         "general": [
-            ("--suite", _suites, list(SECTIONS), "comma-separated sections (default: all)"),
+            ("--suite", _suites, [s for s in SECTIONS if s not in OPT_IN],
+                "comma-separated sections (default: all but scale)"),
             ("--model", str, default_model(), "registry model of the stream, recovery, handoff, "
                 f"overhead, slots and gateway sections (gemma-3-270m if installed, else {TINY})"),
             ("--omp-spin", None, False, "leave OpenMP's idle threads spinning (its default) in "
@@ -132,6 +136,14 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
         "gateway": [
             ("--gateway-jobs", _positive, 10, "measured jobs per path"),
             ("--gateway-clients", _positive, 64, "SSE clients at once"),
+        ],
+        "scale": [
+            ("--scale-jobs", _positive, scale.JOBS, "jobs per configuration"),
+            ("--scale-tokens", _positive, scale.TOKENS, "tokens per job"),
+            ("--scale-workers", scale.worker_counts, list(scale.WORKERS), "worker processes, "
+                "comma-separated (1,2,4,8,16)"),
+            ("--scale-relays", scale.worker_counts, list(scale.RELAYS), "relays, "
+                "comma-separated (1,2: one, then two sharded)"),
         ],
     }  # fmt: skip
 
