@@ -47,7 +47,7 @@ def ip(*args: str, check: bool = True) -> str:
 def unavailable() -> str | None:
     """Why hosts cannot be made here (not root, no `ip`, namespaces refused), or None."""
     if os.geteuid() != 0:
-        return "network namespaces need root (the hosts tier runs as root, as in CI)"
+        return "network namespaces (ip netns) need root"
     if shutil.which("ip") is None:
         return "no `ip` command (Debian: apt-get install iproute2)"
     probe = f"{PREFIX}{os.getpid():06x}probe"
@@ -102,8 +102,10 @@ class Network:
         return f"{self.subnet}.1"
 
     @classmethod
-    def create(cls, names: Sequence[str]) -> Network:
-        tag = f"{PREFIX}{os.getpid():06x}"
+    def create(cls, names: Sequence[str], owner_pid: int | None = None) -> Network:
+        """The hosts `names` on a new bridge, named after `owner_pid` (default: this process):
+        the network is another run's leftover, to `clean_leftovers`, once that pid has gone."""
+        tag = f"{PREFIX}{owner_pid or os.getpid():06x}"
         subnet = free_subnet()
         network = cls(tag, subnet, f"{tag}br")
         try:
