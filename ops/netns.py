@@ -23,6 +23,8 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ops.processes import DEAD_STATES, has_proc, proc_stat
+
 PREFIX = "gq"
 OWNED = re.compile(rf"^{PREFIX}([0-9a-f]{{6}})")
 RANGE = "198.18"  # 198.18.0.0/15, for benchmarking (RFC 2544); one /24 of it per network
@@ -191,7 +193,12 @@ def _tags(names: Iterable[str]) -> set[str]:
 
 
 def _alive(tag: str) -> bool:
+    """The run that made `tag` still runs. A killed one that nobody has reaped yet (a zombie:
+    its parent gone, and init slow or not reaping) has not."""
     pid = int(tag.removeprefix(PREFIX), 16)
+    if has_proc():
+        stat = proc_stat(pid)
+        return stat is not None and stat.state not in DEAD_STATES
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

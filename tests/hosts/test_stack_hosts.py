@@ -1,7 +1,8 @@
 """`ops/stack up --hosts` as an operator runs it: the whole topology on namespace hosts with
 one command (Redis on `redis`, the relay and Flower on `gw`, a worker on each of `w1`, `w2`),
-a job submitted from this machine over the bridge, `status` naming each process's host, and
-a `down` (or, after a crash, the next `up`) that leaves no namespace, veth or bridge behind.
+a job submitted from this machine over the bridge, `status`, `genq workers` and Flower naming
+each process's host, and a `down` (or, after a crash, the next `up`) that leaves no namespace,
+veth or bridge behind.
 
 These tests make their own network (ops/stackhosts.py), not the tier's session one."""
 
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,8 @@ from typing import Any
 import pytest
 
 from ops import netns
+from ops.localstack import wait_for
+from tests.integration.support import run_genq
 from tests.integration.test_stack import STACK, StackDir, ok, pids, running
 
 pytestmark = pytest.mark.timeout(300)
@@ -79,10 +85,45 @@ def test_up_hosts_runs_each_process_on_its_host_and_down_removes_the_hosts(
         job = client.submit("hosts", model="tiny", max_tokens=8, seed=1, ignore_eos=True)
         assert job.result(timeout=60).usage.completion_tokens == 8
     assert len(ours(tag)) == 4 + 4 + 1  # a namespace and a veth end per host, the bridge
+    workers_by_host(stack_dir, hosts)
+    flower_by_host(by_name["flower"]["url"], hosts)
 
     ok(stack_dir.run("down"))
     assert ours(tag) == []
     assert not [name for name, pid in pids(state).items() if running(pid)]
+
+
+def workers_by_host(stack: StackDir, hosts: dict[str, str]) -> None:
+    """`genq workers`: each worker with the address it reaches Redis from, its host's (the
+    hostname is this machine's for all of them: namespaces share it), sorted by host."""
+    env = {"GENQ_REDIS_URL": stack.state()["redis_url"], "GENQ_CACHE_DIR": str(stack.cache)}
+    found = json.loads(ok(run_genq(env, "workers", "--json")).stdout)
+    assert [(w["name"], w["hostname"], w["address"]) for w in found] == [
+        ("worker1@w1", socket.gethostname(), hosts["w1"]),
+        ("worker2@w2", socket.gethostname(), hosts["w2"]),
+    ]
+    table = ok(run_genq({**env, "COLUMNS": "200"}, "workers")).stdout.splitlines()
+    assert re.split(" {2,}", table[0])[:2] == ["host", "name"]
+    assert [re.split(" {2,}", line)[:2] for line in table[1:]] == [
+        [f"{socket.gethostname()} ({hosts['w1']})", "worker1@w1"],
+        [f"{socket.gethostname()} ({hosts['w2']})", "worker2@w2"],
+    ]
+
+
+def flower_by_host(url: str, hosts: dict[str, str]) -> None:
+    """Flower's workers, named after their hosts, each with its host in its Config tab."""
+    wanted = {"worker1@w1": hosts["w1"], "worker2@w2": hosts["w2"]}
+    wait_for(lambda: set(wanted) <= set(flower_workers(url)), 60, "Flower to list both workers")
+    conf = {name: worker["conf"] for name, worker in flower_workers(url).items()}
+    assert {name: conf[name]["genq_address"] for name in wanted} == wanted
+    assert {conf[name]["genq_host"] for name in wanted} == {socket.gethostname()}
+
+
+def flower_workers(url: str) -> dict[str, Any]:
+    """Flower's /api/workers, asking each worker afresh (its `conf` among the answers)."""
+    with urllib.request.urlopen(f"{url}/api/workers?refresh=1", timeout=30) as answer:
+        found: dict[str, Any] = json.load(answer)
+        return found
 
 
 def test_hosts_a_crashed_stack_left_are_removed_by_the_next_up(
