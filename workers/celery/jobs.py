@@ -115,7 +115,7 @@ def run_jobs(
     try:
         _run_jobs(ctx, requests, worker, observers)
     except (redis.ConnectionError, redis.TimeoutError):
-        ctx.take_back.watch(requests)
+        ctx.take_back.resend_later(requests)
         raise
 
 

@@ -41,7 +41,7 @@ class TakeBack:
         self._dispatcher: Dispatcher | None = None
         self._lock = threading.Lock()
 
-    def watch(self, requests: Sequence[GenerateRequest]) -> None:
+    def resend_later(self, requests: Sequence[GenerateRequest]) -> None:
         """In a thread: once Redis answers, send again those of `requests` still queued."""
         thread = threading.Thread(
             target=self._until_back, args=(list(requests),), name="genq-takeback", daemon=True
