@@ -156,7 +156,9 @@ class TokenLogprob(_Model):
 
     token: str = Field(description="The token's text (bytes of a split character as U+FFFD).")
     logprob: float | None = Field(
-        description="None where a remote server sent the token without its log probability."
+        None,
+        description="None where a remote server sent the token without its log probability "
+        "(a checkpoint entry leaves it out: it is written without its None fields).",
     )
     top: list[TopLogprob] = Field(default_factory=list)
 

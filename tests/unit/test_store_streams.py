@@ -58,6 +58,13 @@ def test_a_window_round_trips_through_its_checkpoint_entry() -> None:
     assert (entry.text, entry.logprobs, entry.finish_reason) == ("abcd", [logprob], "length")
 
 
+def test_a_token_a_remote_server_sent_without_its_logprob_round_trips() -> None:
+    """The entry is written without None fields; the token reads back with no logprob."""
+    bare = TokenLogprob(token="", logprob=None)
+    entry = CheckpointEntry(token_ids=[], text="x", tokens=1, logprobs=[bare])
+    assert streams.parse_entry(JOB, streams.encode_entry(entry)).logprobs == [bare]
+
+
 def test_a_window_counts_its_token_ids_when_it_has_no_token_count() -> None:
     assert CheckpointEntry(token_ids=[1, 2, 3], text="x").count == 3
 
