@@ -1,22 +1,11 @@
 """In-process batched decoding with llama-cpp-python alone: the slots section's baselines.
 
 N sequences of one prompt in one context (the worker's n_ctx per sequence, non-unified cache,
-n_ubatch = n_batch), the prompts in one batch, then one `llama_decode` per step for all of them
-and one token picked per sequence. Each variant runs in a process of its own, because ggml
-reads GGML_CPU_TILED_MM once per process (`python -m ops.bench.batched SPEC`, a JSON line back):
-
-- `limit`: llama.cpp's defaults, each sequence's argmax and nothing else (the machine's ceiling);
-- `llama.cpp`: llama.cpp's defaults (flash attention auto, weights repacked for the CPU, the
-  tiled K-quant product), the jobs' sampler chain: genq's engine before batch invariance;
-- `llama-cpp-python`: `Llama`'s defaults (the same with flash attention off), the jobs' chain;
-- `invariant`: genq's settings (flash attention off, `use_extra_bufts=False`,
-  GGML_CPU_TILED_MM=0), the jobs' chain.
-
-llamafile's sgemm is compiled out of genq's llama-cpp-python (-DGGML_LLAMAFILE=OFF), and no
-setting turns it back on at run time: every variant runs without it. The jobs' chain is
-genq's, built here from llama.cpp's samplers: EOS banned, top-k, top-p, min-p, temperature, a
-seeded draw. A step is timed in three parts: the decode, the picks, and the Python that
-builds the next batch.
+n_ubatch = n_batch), the prompts in one batch, then one `llama_decode` per step for all and a
+token picked per sequence: its argmax (`limit`, the machine's ceiling) or the jobs' sampler
+chain, genq's, from llama.cpp's samplers (EOS banned, top-k, top-p, min-p, temperature, a
+seeded draw). Each variant (VARIANTS) runs in a process of its own, because ggml reads
+GGML_CPU_TILED_MM once per process (`python -m ops.bench.batched SPEC`, a JSON line back).
 """
 
 from __future__ import annotations
@@ -50,6 +39,8 @@ class Variant:
 
 
 AUTO, OFF = lc.LLAMA_FLASH_ATTN_TYPE_AUTO, lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+# llama.cpp's defaults were genq's engine before batch invariance; Llama's turn flash attention
+# off; genq's invariant settings also keep the weights as stored and the tiled product off.
 VARIANTS = {
     "limit": Variant("bare llama_decode + argmax, llama.cpp defaults", AUTO, True, True, False),
     "llama.cpp": Variant("in-process, llama.cpp defaults (pre-invariance)", AUTO, True, True, True),
@@ -85,7 +76,6 @@ class Loop:
     first_token_s: float
     decode_s: float
     pick_s: float
-    batch_s: float
 
 
 def run(spec: Spec) -> Loop:
@@ -174,7 +164,7 @@ def _loop(
     rows = [[_add(batch, t, p, seq, p == n - 1) for p, t in enumerate(spec.prompt)][-1]
             for seq in range(spec.n_seq)]  # fmt: skip
     _decode(ctx, batch)
-    first = decode = pick = build = 0.0
+    first = decode = pick = 0.0
     for step in range(tokens):
         a = time.perf_counter()
         picked = [p(row) for p, row in zip(picks, rows, strict=True)]
@@ -185,9 +175,9 @@ def _loop(
         rows = [_add(batch, token, n + step, seq, True) for seq, token in enumerate(picked)]
         c = time.perf_counter()
         _decode(ctx, batch)
-        decode, build = decode + time.perf_counter() - c, build + c - b
+        decode += time.perf_counter() - c
     wall = time.perf_counter() - started
-    return Loop(tokens * spec.n_seq, tokens - 1, wall, first, decode, pick, build)
+    return Loop(tokens * spec.n_seq, tokens - 1, wall, first, decode, pick)
 
 
 def _add(batch: lc.llama_batch, token: int, pos: int, seq: int, output: bool) -> int:

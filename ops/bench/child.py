@@ -1,17 +1,5 @@
-"""The benchmark's helper processes, each a process of its own as a user's would be:
-`python -m ops.bench.child ROLE ARGS...` (GENQ_* settings from the environment). Each prints
-one JSON line at the end.
-
-- `reader`: prints `ready`, reads a job id on stdin and follows the job's stream counting
-  frames (keeping none): frames, tokens, and the size of the text the stream keeps by design.
-- `batch FILE` / `single FILE N`: times one `Client.submit_batch(FILE)`, or `Client.submit()`
-  for each of FILE's first N lines; its RSS after imports, with the client connected, and its
-  peak: VmHWM, the process's own (ru_maxrss, printed too, carries the parent's peak across
-  fork and exec on Linux).
-- `generate MODEL FIRST JOBS TOKENS PROMPT`: loads the model with llama-cpp-python alone,
-  prints `ready`, waits for a line on stdin (the parent starts every such process at once),
-  then runs JOBS jobs back to back, seeds FIRST, FIRST + 1, ...: its span in wall-clock
-  seconds (comparable across processes), jobs and tokens.
+"""The benchmark's helper processes, each a process of its own as a user's would be: `python -m
+ops.bench.child ROLE ARGS...` (GENQ_* settings from the environment), one JSON line at the end.
 """
 
 from __future__ import annotations
@@ -33,6 +21,8 @@ TIMEOUT_S = 1800.0
 
 
 def reader(client: Client) -> dict[str, Any]:
+    """Prints `ready`, reads a job id on stdin and follows the job's stream counting frames
+    (keeping none); the text's size is what the stream keeps by design."""
     print(READY, flush=True)
     frames = tokens = 0
     with client.job(sys.stdin.readline().strip()).stream(timeout=TIMEOUT_S) as stream:
@@ -50,6 +40,7 @@ def reader(client: Client) -> dict[str, Any]:
 
 
 def batch(client: Client, path: str) -> dict[str, Any]:
+    """One `Client.submit_batch(FILE)`, timed."""
     started = time.perf_counter()
     handle = client.submit_batch(path)
     seconds = time.perf_counter() - started
@@ -57,7 +48,7 @@ def batch(client: Client, path: str) -> dict[str, Any]:
 
 
 def single(client: Client, path: str, count: str) -> dict[str, Any]:
-    """The lines are parsed before the clock starts: only the submits are timed."""
+    """`Client.submit()` for each of FILE's first N lines, parsed before the clock starts."""
     with Path(path).open() as file:
         lines = [json.loads(line) for _, line in zip(range(int(count)), file, strict=False)]
     jobs = [{k: v for k, v in line.items() if k != "custom_id"} for line in lines]
@@ -68,12 +59,16 @@ def single(client: Client, path: str, count: str) -> dict[str, Any]:
 
 
 def generate(model: str, first: str, jobs: str, tokens: str, prompt: str) -> dict[str, Any]:
+    """Loads the model with llama-cpp-python alone, prints `ready`, waits for a line on stdin
+    (the parent starts every such process at once), then runs JOBS jobs back to back, seeds
+    FIRST, FIRST + 1, ...: its span in wall-clock seconds (comparable across processes)."""
     from ops.bench import paths  # llama_cpp: this role alone loads it
 
     registry = ModelRegistry.from_settings(Settings())
-    seeds = range(int(first), int(first) + int(jobs))
     job = JobSpec(model=model, prompt=prompt, max_tokens=int(tokens), ignore_eos=True)
-    specs = [job.model_copy(update={"seed": seed}) for seed in seeds]
+    specs = [
+        job.model_copy(update={"seed": seed}) for seed in range(int(first), int(first) + int(jobs))
+    ]
     with paths.loaded(registry.local_path(model), registry.llama(model)) as llm:
         print(READY, flush=True)
         sys.stdin.readline()
@@ -92,6 +87,9 @@ def status_kib(field: str) -> int:
 
 
 def main(role: str, args: list[str]) -> int:
+    """A producer's RSS is printed after imports, with the client connected, and at its peak:
+    VmHWM, the process's own (ru_maxrss, printed too, carries the parent's peak across fork
+    and exec on Linux)."""
     if role == "generate":
         print(json.dumps(generate(*args)), flush=True)
         return 0
@@ -99,12 +97,8 @@ def main(role: str, args: list[str]) -> int:
     with Client(Settings()) as client:
         client.workers()  # connected before the clock starts, as a long-lived producer is
         ready_kib = status_kib("VmRSS")
-        roles: dict[str, Callable[..., dict[str, Any]]] = {
-            "reader": reader,
-            "batch": batch,
-            "single": single,
-        }
-        done = roles[role](client, *args)
+        roles: dict[str, Callable[..., dict[str, Any]]] = {"reader": reader, "batch": batch}
+        done = (roles | {"single": single})[role](client, *args)
     if role != "reader":
         done |= {
             "imports_kib": imports_kib,

@@ -45,12 +45,8 @@ SECTIONS: dict[str, Section] = {
     "gateway": stream.gateway,
 }
 DESCRIPTION = """\
-genq's benchmark. Every section starts its own private stack the way a user does
-(redis-server, `genq relay`, `genq worker`; ops/localstack.py), drives it with genq's public
-client, prints figures with ratios against baselines measured in the same run, and stops
-everything it started on the way out (Ctrl-C included). Targets are printed as met or
-MISSED; it asserts nothing. In-process baselines are llama-cpp-python alone (its `Llama`, or
-its low-level API in ops/bench/batched.py), never genq's internals.
+genq's benchmark (README: Benchmark). Each section starts a private stack as a user does,
+prints figures with ratios against baselines of the same run, and targets as met or MISSED.
 
 sections (--suite, in this order):
 """
@@ -63,13 +59,10 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
             ("--suite", _suites, list(SECTIONS), "comma-separated sections (default: all)"),
             ("--model", str, default_model(), "registry model of the stream, recovery, handoff, "
                 f"overhead, slots and gateway sections (gemma-3-270m if installed, else {TINY})"),
-            ("--omp-spin", None, False, "leave OpenMP's idle threads spinning (its default) in "
-                "every process of the run, not OMP_WAIT_POLICY=passive (the default here unless "
-                "set): with no core to spare, a spinning thread waits for a peer that is not "
-                "running, and jobs take many times longer"),
-            ("--allow-stray-bytes", None, False, "do not ban the tiny model's byte tokens that "
-                "are not valid UTF-8 alone (banned by default on every path: with them "
-                "llama_cpp.server re-decodes its whole stream, quadratically)"),
+            ("--omp-spin", None, False, "leave OpenMP's idle threads spinning, not "
+                "OMP_WAIT_POLICY=passive: with no core to spare, jobs take many times longer"),
+            ("--allow-stray-bytes", None, False, "do not ban the tiny model's non-UTF-8 byte "
+                "tokens (with them llama_cpp.server re-decodes its stream, quadratically)"),
         ],
         "stream": [
             ("--jobs", _positive, 30, "measured jobs, in-process and genq"),
@@ -82,8 +75,8 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
             ("--chunk-interval-ms", _milliseconds, None, "worker's GENQ_CHUNK_INTERVAL_MS"),
         ],
         "relay": [
-            ("--relay-seconds", _seconds, 12.0, "load on the relay, in two turns alternating "
-                "with the other phases; the first second of each turn is warm-up"),
+            ("--relay-seconds", _seconds, 12.0, "load on the relay, in two turns; the first "
+                "second of each is warm-up"),
             ("--relay-baseline-seconds", _seconds, 6.0, "load per baseline"),
             ("--relay-jobs", _positive, 50, "concurrent job ids published"),
         ],
@@ -113,15 +106,13 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
             ("--overhead-tokens", _positive, 16, "tokens per job"),
             ("--overhead-rounds", _positive, 3, "rounds of both sides"),
             ("--overhead-processes", _positive, overhead.PROCESSES, "worker processes, and "
-                "in-process ones; fewer than the cores leaves Redis, the relay and Celery's "
-                "main processes a core"),
+                "in-process ones"),
         ],
         "remote": [
             ("--remote-jobs", _positive, 5, "jobs per path per round"),
             ("--remote-tokens", _positive, 200, "tokens per job"),
             ("--remote-rounds", _positive, 20, "rounds of both paths"),
-            ("--remote-concurrent-jobs", _positive, 16, "jobs at once per path, and the "
-                "worker's --slots, in the concurrent part"),
+            ("--remote-concurrent-jobs", _positive, 16, "jobs at once per path (and --slots)"),
             ("--remote-concurrent-rounds", _positive, 5, "rounds of both concurrent bursts"),
         ],
         "slots": [
@@ -218,8 +209,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _prepare_model(model: str) -> None:
-    """Refuse an unknown or remote model before anything starts, and write a model file made
-    on first use (the tiny model, gemma-3-270m's assembled GGUF) before the workers race to."""
+    """Refuse an unknown or remote model before anything starts; make a model file made on
+    first use before the workers race to."""
     registry = ModelRegistry.from_settings(Settings())
     config = registry.llama(model)
     began = time.monotonic()

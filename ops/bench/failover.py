@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import signal
 import statistics
 import subprocess
@@ -75,8 +76,25 @@ class Watch:
         elif isinstance(frame, TokenFrame) and self.token_ms is None:
             self.token_ms, self.token_seen_ms = frame.ts_ms, time.time_ns() / 1e6
 
-    def committed(self) -> int:
-        return next(f.data.committed_tokens for f in self.frames if isinstance(f, ResumeFrame))
+    def result(self, job_id: str, generated: float, same: bool, **more: Any) -> RunResult:
+        """The run's figures; `generated`: tokens epoch 0 made, less the resume frame's
+        `committed_tokens` is what was computed twice."""
+        at, resume, token = self.signalled_ms, self.resume_ms, self.token_ms
+        if at is None or resume is None or token is None:
+            raise FailoverFailed(
+                f"job {job_id}: signalled {at is not None}, resumed {resume is not None}, "
+                f"new-epoch token {token is not None}"
+            )
+        committed = next(f.data.committed_tokens for f in self.frames if isinstance(f, ResumeFrame))
+        seen = (self.token_seen_ms or token) - at
+        return RunResult(
+            (resume - at) / 1000,
+            (token - at) / 1000,
+            seen / 1000,
+            round(generated - committed),
+            same,
+            **more,
+        )
 
 
 @dataclass(frozen=True)
@@ -86,13 +104,9 @@ class RunResult:
     seen_s: float  # signal to the reader receiving that frame
     recomputed: int
     same_text: bool  # the streamed text is the result's, and the reference's
-    exit_code: int | None = None  # the SIGTERMed worker's; None: still running
-    exit_s: float = 0.0  # signal to its exit
+    clean: bool = True  # the SIGTERMed worker exited 0
+    exit_s: float | None = None  # signal to its exit; None: it did not exit
     moved: bool = True  # the job ended on the other worker
-
-    @property
-    def clean(self) -> bool:
-        return self.exit_code == 0
 
 
 @dataclass
@@ -109,22 +123,16 @@ class Results:
 
     def lines(self, head: str, what: str, target: str, ok: bool) -> list[str]:
         """The figures both sections print; `target` and `ok` judge the signal -> token."""
-        to_token = [run.to_token_s for run in self.runs]
-        return [
-            f"{head}, {len(self.runs)} runs:",
-            *(f"  run FAILED: {failure}" for failure in self.failures),
-            *(
-                [
-                    f"  {what} -> first token of the new epoch (its ts_ms): median "
-                    f"{statistics.median(to_token):.2f} s, worst {max(to_token):.2f} s (target "
-                    f"{target}: {met(ok)}); {what} -> resume frame median "
-                    f"{self.median('to_resume_s'):.2f} s; as the reader got the token: median "
-                    f"{self.median('seen_s'):.2f} s",
-                ]
-                if self.runs
-                else []
-            ),
-        ]
+        lines = [f"{head}, {len(self.runs)} runs:", *(f"  run FAILED: {f}" for f in self.failures)]
+        if self.runs:
+            worst = max(run.to_token_s for run in self.runs)
+            lines.append(
+                f"  {what} -> first token of the new epoch (its ts_ms): median "
+                f"{self.median('to_token_s'):.2f} s, worst {worst:.2f} s (target {target}: "
+                f"{met(ok)}); {what} -> resume frame median {self.median('to_resume_s'):.2f} s; "
+                f"as the reader got the token: median {self.median('seen_s'):.2f} s"
+            )
+        return lines
 
 
 class FailoverFailed(RuntimeError):
@@ -174,23 +182,6 @@ def _watched(
         after()
 
 
-def _timed(job_id: str, watch: Watch, recomputed: float, same: bool, **more: Any) -> RunResult:
-    if watch.signalled_ms is None or watch.resume_ms is None or watch.token_ms is None:
-        raise FailoverFailed(
-            f"job {job_id}: signalled {watch.signalled_ms is not None}, resumed "
-            f"{watch.resume_ms is not None}, new-epoch token {watch.token_ms is not None}"
-        )
-    at = watch.signalled_ms
-    return RunResult(
-        (watch.resume_ms - at) / 1000,
-        (watch.token_ms - at) / 1000,
-        ((watch.token_seen_ms or watch.token_ms) - at) / 1000,
-        round(recomputed),
-        same,
-        **more,
-    )
-
-
 def holder(client: Client, job_id: str) -> str:
     """The name of the worker running the job now (its node is `name@host`)."""
     return client.record(job_id).worker.partition("@")[0]
@@ -212,7 +203,7 @@ def recovery(args: argparse.Namespace, cache: Path) -> None:
             other = client.submit(job.model_copy(update={"max_tokens": window}))  # warm both
             expected = client.submit(job).result(timeout=STREAM_TIMEOUT_S).text
             other.result(timeout=STREAM_TIMEOUT_S)
-            one = _killer(stack, client, job, window, expected)
+            one = functools.partial(_kill_run, stack, client, job, window, expected)
             say(*_recovery_lines(_runs(args.recovery_runs, one, stack), window, ttl, stack))
 
 
@@ -222,30 +213,26 @@ def _kill_after(job: JobSpec, window: int, run: int) -> int:
     return int((max(n, 1) + INTO_WINDOW) * window)
 
 
-def _killer(
-    stack: Stack, client: Client, job: JobSpec, window: int, expected: str
-) -> Callable[[int], RunResult]:
-    def one(run: int) -> RunResult:
-        killed: list[str] = []
+def _kill_run(
+    stack: Stack, client: Client, job: JobSpec, window: int, expected: str, run: int
+) -> RunResult:
+    killed: list[str] = []
 
-        def kill(watch: Watch, job_id: str) -> float | None:
-            if watch.tokens < _kill_after(job, window, run):
-                return None
-            time.sleep(KILL_DELAYS_S[run % len(KILL_DELAYS_S)])
-            killed.append(holder(client, job_id))
-            stack.worker(killed[0]).signal(signal.SIGKILL)
-            return time.time_ns() / 1e6
+    def kill(watch: Watch, job_id: str) -> float | None:
+        if watch.tokens < _kill_after(job, window, run):
+            return None
+        time.sleep(KILL_DELAYS_S[run % len(KILL_DELAYS_S)])
+        killed.append(holder(client, job_id))
+        stack.worker(killed[0]).signal(signal.SIGKILL)
+        return time.time_ns() / 1e6
 
-        def restart() -> None:  # the next run has two workers again, whatever became of this
-            for name in killed:
-                stack.worker(name).stop()  # reaps it
-                stack.start_worker(name)
+    def restart() -> None:  # the next run has two workers again, whatever became of this
+        for name in killed:
+            stack.worker(name).stop()  # reaps it
+            stack.start_worker(name)
 
-        job_id, watch, same = _watched(client, job, expected, kill, restart)
-        made = _generated(watch.frames, watch.signalled_ms or 0.0)
-        return _timed(job_id, watch, made - watch.committed(), same)
-
-    return one
+    job_id, watch, same = _watched(client, job, expected, kill, restart)
+    return watch.result(job_id, _generated(watch.frames, watch.signalled_ms or 0.0), same)
 
 
 def _generated(frames: Sequence[Frame], stopped_ms: float) -> float:
@@ -299,7 +286,7 @@ def handoff(args: argparse.Namespace, cache: Path) -> None:
         for other in others:
             other.result(timeout=REFERENCE_TIMEOUT_S)
         _warm(stack, client, job, "b")
-        one = _terminator(stack, client, job, expected, after)
+        one = functools.partial(_term_run, stack, client, job, expected, after)
         results = _runs(args.handoff_runs, one, stack)
     say(*_handoff_lines(results, window, slots - 1))
 
@@ -316,47 +303,39 @@ def _warm(stack: Stack, client: Client, job: JobSpec, name: str) -> None:
     raise FailoverFailed(f"no warm-up job ran on worker {name}")
 
 
-def _terminator(
-    stack: Stack, client: Client, job: JobSpec, expected: str, after: int
-) -> Callable[[int], RunResult]:
-    def one(_: int) -> RunResult:
-        exited: dict[str, Any] = {}  # the worker, its exit status and when
+def _term_run(
+    stack: Stack, client: Client, job: JobSpec, expected: str, after: int, _: int
+) -> RunResult:
+    exited: dict[str, Any] = {}  # the worker, its exit status and when
 
-        def term(watch: Watch, job_id: str) -> float | None:
-            if watch.tokens < after or watch.windows < WINDOWS_BEFORE_TERM:
-                return None  # checked again at the next token frame
-            worker = stack.worker(holder(client, job_id))
-            if any(w.proc is None or w.proc.poll() is not None for w in stack.workers):
-                raise FailoverFailed("a worker is not running before the signal")
-            at = time.time_ns() / 1e6
-            assert worker.proc is not None  # checked just above
-            worker.proc.send_signal(signal.SIGTERM)  # the main process only, as a deploy does
-            exited["worker"] = worker
-            exited["thread"] = threading.Thread(target=_exit, args=(worker.proc, exited))
-            exited["thread"].start()
-            return at
+    def term(watch: Watch, job_id: str) -> float | None:
+        if watch.tokens < after or watch.windows < WINDOWS_BEFORE_TERM:
+            return None  # checked again at the next token frame
+        worker = stack.worker(holder(client, job_id))
+        if any(w.proc is None or w.proc.poll() is not None for w in stack.workers):
+            raise FailoverFailed("a worker is not running before the signal")
+        at = time.time_ns() / 1e6
+        assert worker.proc is not None  # checked just above
+        worker.proc.send_signal(signal.SIGTERM)  # the main process only, as a deploy does
+        exited["worker"] = worker
+        exited["thread"] = threading.Thread(target=_exit, args=(worker.proc, exited))
+        exited["thread"].start()
+        return at
 
-        def restart() -> None:  # the next run has two warm workers again
-            if exited:
-                exited["thread"].join()
-                exited["worker"].stop()
-                _warm(stack, client, job, exited["worker"].name)
+    def restart() -> None:  # the next run has two warm workers again
+        if exited:
+            exited["thread"].join()
+            exited["worker"].stop()
+            _warm(stack, client, job, exited["worker"].name)
 
-        job_id, watch, same = _watched(client, job, expected, term, restart)
-        if not exited:
-            raise FailoverFailed(f"job {job_id}: ended before its windows were checkpointed")
-        at = watch.signalled_ms or 0.0
-        return _timed(
-            job_id,
-            watch,
-            watch.tokens - watch.committed(),
-            same,
-            exit_code=exited.get("code"),
-            exit_s=(exited.get("at_ms", at) - at) / 1000,
-            moved=holder(client, job_id) != exited["worker"].name,
-        )
-
-    return one
+    job_id, watch, same = _watched(client, job, expected, term, restart)
+    if not exited:
+        raise FailoverFailed(f"job {job_id}: ended before its windows were checkpointed")
+    at, moved = watch.signalled_ms or 0.0, holder(client, job_id) != exited["worker"].name
+    exit_s = (exited["at_ms"] - at) / 1000 if "at_ms" in exited else None
+    return watch.result(
+        job_id, watch.tokens, same, clean=exited.get("code") == 0, exit_s=exit_s, moved=moved
+    )
 
 
 def _exit(proc: subprocess.Popen[bytes], exited: dict[str, Any]) -> None:
@@ -373,7 +352,8 @@ def _handoff_lines(results: Results, window: int, neighbours: int) -> list[str]:
     if not results.runs:
         return lines
     recomputed = [run.recomputed for run in results.runs]
-    exits = [run.exit_s for run in results.runs if run.exit_code is not None]
+    exits = [run.exit_s for run in results.runs if run.exit_s is not None]
+    exit_s = f"median {statistics.median(exits):.2f} s, worst {max(exits):.2f} s" if exits else ""
     return [
         *lines,
         f"  tokens recomputed (epoch-0 tokens in the stream - committed_tokens): "
@@ -383,9 +363,5 @@ def _handoff_lines(results: Results, window: int, neighbours: int) -> list[str]:
         f"  streamed text = result = the uninterrupted run's beside {neighbours} other jobs: "
         f"{results.count('same_text')}",
         f"  signalled worker exited 0: {results.count('clean')}; SIGTERM -> exit "
-        + (
-            f"median {statistics.median(exits):.2f} s, worst {max(exits):.2f} s"
-            if exits
-            else f"none within {EXIT_TIMEOUT_S:g} s"
-        ),
+        f"{exit_s or f'none within {EXIT_TIMEOUT_S:g} s'}",
     ]

@@ -1,7 +1,5 @@
-"""Memory over a long job: RSS of the relay, of a reader following the job's stream (`python
--m ops.bench.child reader`) and of the worker's pool process, from before the job starts until
-the reader has read its last frame, after a short job (model loading is not growth).
-"""
+"""Memory over a long job, from before it starts until the reader has read its last frame,
+after a short job (model loading is not growth)."""
 
 from __future__ import annotations
 
@@ -16,8 +14,7 @@ import redis
 from genq import Client
 from ops.bench.child import READY
 from ops.bench.report import mb, met, say
-from ops.bench.stack import BenchProcess, Stack, local_stack, serving
-from ops.localstack import StackError
+from ops.bench.stack import local_stack, pid, serving
 
 FLAT_BYTES = 10_000_000  # target: relay and reader within 10 MB of where they started
 FLAT = ("relay", "reader")
@@ -28,14 +25,8 @@ JOB_TIMEOUT_S = 1800.0
 def section(args: argparse.Namespace, cache: Path) -> None:
     """RSS of the relay, a reader process and the worker over a 100,000-token job on the tiny
     model (target: relay and reader flat within 10 MB)."""
-    job = {
-        "prompt": "Once upon a time",
-        "model": "tiny",
-        "max_tokens": args.memory_tokens,
-        "window_tokens": args.memory_window,
-        "seed": 5,
-        "ignore_eos": True,
-    }
+    job = {"prompt": "Once upon a time", "model": "tiny", "max_tokens": args.memory_tokens,
+           "window_tokens": args.memory_window, "seed": 5, "ignore_eos": True}  # fmt: skip
     say(
         f"job: {args.memory_tokens:,} tokens in windows of {args.memory_window} on 'tiny', EOS "
         f"banned; resident memory every {args.memory_interval_s:g} s from before submit until "
@@ -43,11 +34,13 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     )
     with local_stack(cache, {}, workers=1) as stack, Client(stack.settings) as client:
         client.submit(**{**job, "max_tokens": WARM_TOKENS}).result(timeout=JOB_TIMEOUT_S)
-        reader = BenchProcess(
-            "ops.bench.child", ["reader"], cache / "reader.log", stack.env, READY, True
-        )
-        with serving(reader):
-            procs = _processes(stack, reader)
+        with serving(stack.bench("child", ["reader"], "reader", READY, stdin=True)) as reader:
+            worker = psutil.Process(pid(stack.workers[0]))
+            procs = {
+                "relay": psutil.Process(pid(stack.relay)),
+                "reader": psutil.Process(pid(reader)),
+                "worker pool process": (worker.children() or [worker])[0],
+            }
             samples: dict[str, list[int]] = {role: [] for role in procs}
             _sample(procs, samples)
             started = time.monotonic()
@@ -71,18 +64,6 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         f"  redis-server used_memory at the end: {mb(used)} (the job's stream, checkpoint and "
         "record)",
     )
-
-
-def _processes(stack: Stack, reader: BenchProcess) -> dict[str, psutil.Process]:
-    if stack.relay is None or not stack.workers:
-        raise StackError("the memory section needs a relay and a worker")
-    worker = psutil.Process(stack.pid(stack.workers[0]))
-    pool = worker.children()
-    return {
-        "relay": psutil.Process(stack.pid(stack.relay)),
-        "reader": psutil.Process(reader.pid),
-        "worker pool process": pool[0] if pool else worker,
-    }
 
 
 def _sample(procs: dict[str, psutil.Process], samples: dict[str, list[int]]) -> None:

@@ -1,9 +1,6 @@
-"""Per-job overhead: one batch of short jobs (EOS banned, fixed seeds) through genq's workers
-with a relay running, from the submit call until `BatchHandle.wait()` returns, against the
-same generations run back to back by as many `python -m ops.bench.child generate` processes
-(llama-cpp-python alone, a fresh context each job), from the first start to the last end.
-Model loading is excluded on both sides. Rounds alternate which side goes first; the figure
-is the median round's ratio.
+"""Per-job overhead: genq timed from the submit call until `BatchHandle.wait()` returns; the
+in-process processes (`python -m ops.bench.child generate`) from the first start to the last
+end. Model loading is excluded on both sides; the figure is the median round's ratio.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ from typing import Any
 from genq import Client
 from ops.bench.child import READY
 from ops.bench.report import alternate, job_model, met, say
-from ops.bench.stack import BenchProcess, Stack, local_stack, serving
+from ops.bench.stack import Stack, local_stack, serving
 from ops.localstack import StackError
 
 PROCESSES = 2  # worker processes, and baseline processes, unless --overhead-processes
@@ -34,18 +31,15 @@ WARM_JOBS, WARM_ROUNDS = 10, 10  # warm-up batches until every worker has run a 
 
 
 @dataclass(frozen=True)
-class Baseline:
-    seconds: float  # earliest start to latest end over the processes
+class Side:
+    """One side of a round: its wall seconds (genq's from the submit call; in-process from the
+    earliest start to the latest end), jobs and tokens."""
+
+    seconds: float
     jobs: int
-    tokens: int
-
-
-@dataclass(frozen=True)
-class GenqRun:
-    seconds: float  # submit call until wait() returned
-    submit_s: float  # the submit_batch call alone
-    succeeded: int
-    exact: int  # jobs whose usage says exactly the tokens asked for
+    tokens: int = 0
+    submit_s: float = 0.0  # genq's submit_batch call alone
+    exact: int = 0  # genq's jobs whose usage says exactly the tokens asked for
 
 
 def batch_lines(model: str, jobs: int, tokens: int, first: int = FIRST_SEED) -> list[Any]:
@@ -56,25 +50,21 @@ def batch_lines(model: str, jobs: int, tokens: int, first: int = FIRST_SEED) -> 
     ]  # fmt: skip
 
 
-def measure_baseline(stack: Stack, model: str, jobs: int, tokens: int, processes: int) -> Baseline:
+def measure_baseline(stack: Stack, model: str, jobs: int, tokens: int, processes: int) -> Side:
     """The processes load the model, then start together on a line sent to each."""
     shares = [jobs // processes + (n < jobs % processes) for n in range(processes)]
     with ExitStack() as started:
         children = []
         for n, share in enumerate(shares):
             args = ["generate", model, str(FIRST_SEED + sum(shares[:n])), str(share)]
-            log = stack.cache / f"overhead-inprocess-{n}.log"
-            args += [str(tokens), PROMPT]
-            child = BenchProcess("ops.bench.child", args, log, stack.env, READY, stdin=True)
+            child = stack.bench("child", [*args, str(tokens), PROMPT], f"overhead-inprocess-{n}",
+                                READY, stdin=True)  # fmt: skip
             children.append(started.enter_context(serving(child)))
         for child in children:
             child.send("go")
         printed = [child.printed(TIMEOUT_S) for child in children]
-    return Baseline(
-        seconds=max(p["end"] for p in printed) - min(p["start"] for p in printed),
-        jobs=sum(p["jobs"] for p in printed),
-        tokens=sum(p["tokens"] for p in printed),
-    )
+    seconds = max(p["end"] for p in printed) - min(p["start"] for p in printed)
+    return Side(seconds, sum(p["jobs"] for p in printed), sum(p["tokens"] for p in printed))
 
 
 def warm_up(client: Client, model: str, tokens: int, processes: int) -> None:
@@ -87,7 +77,7 @@ def warm_up(client: Client, model: str, tokens: int, processes: int) -> None:
     raise StackError(f"not every worker ran a warm-up job in {WARM_ROUNDS} rounds")
 
 
-def measure_genq(client: Client, model: str, jobs: int, tokens: int) -> GenqRun:
+def measure_genq(client: Client, model: str, jobs: int, tokens: int) -> Side:
     lines = batch_lines(model, jobs, tokens)  # built before the clock starts, as a file would be
     started = time.perf_counter()
     handle = client.submit_batch(lines)
@@ -96,7 +86,7 @@ def measure_genq(client: Client, model: str, jobs: int, tokens: int) -> GenqRun:
     seconds = time.perf_counter() - started
     results = list(handle.results(wait=False))
     exact = sum(1 for r in results if r.usage is not None and r.usage.completion_tokens == tokens)
-    return GenqRun(seconds, submit_s, status.succeeded, exact)
+    return Side(seconds, status.succeeded, submit_s=submit_s, exact=exact)
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
@@ -120,28 +110,19 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         )
         stack.check_alive()
     ratios = [b.seconds / g.seconds for b, g in rounds]
+    base, genq = rounds[ratios.index(statistics.median_low(ratios))]
+    ratio, ok = base.seconds / genq.seconds, genq.jobs == jobs and genq.exact == jobs
+    per_job_ms = (genq.seconds - base.seconds) / jobs * processes * 1000
     say(
         "  rounds (in-process wall / genq wall; even rounds ran genq first): "
         + ", ".join(f"{r:.2f}" for r in ratios),
         "  the median round:",
-    )
-    baseline, genq = rounds[ratios.index(statistics.median_low(ratios))]
-    say(*describe(baseline, genq, jobs, tokens, processes))
-
-
-def describe(
-    baseline: Baseline, genq: GenqRun, jobs: int, tokens: int, processes: int
-) -> list[str]:
-    ratio = baseline.seconds / genq.seconds
-    per_job_ms = (genq.seconds - baseline.seconds) / jobs * processes * 1000
-    return [
-        f"  in-process, {processes} processes back to back: {baseline.jobs:,} jobs, "
-        f"{baseline.tokens:,} tokens in {baseline.seconds:.2f} s = "
-        f"{baseline.jobs / baseline.seconds:,.0f} jobs/s",
+        f"  in-process, {processes} processes back to back: {base.jobs:,} jobs, "
+        f"{base.tokens:,} tokens in {base.seconds:.2f} s = {base.jobs / base.seconds:,.0f} jobs/s",
         f"  genq, one batch on {processes} worker processes: {jobs:,} jobs in "
         f"{genq.seconds:.2f} s = {jobs / genq.seconds:,.0f} jobs/s (submit_batch itself "
-        f"{genq.submit_s:.2f} s); succeeded {genq.succeeded:,}/{jobs:,}, exactly {tokens} "
-        f"tokens {genq.exact:,}/{jobs:,} ({met(genq.succeeded == jobs and genq.exact == jobs)})",
+        f"{genq.submit_s:.2f} s); succeeded {genq.jobs:,}/{jobs:,}, exactly {tokens} "
+        f"tokens {genq.exact:,}/{jobs:,} ({met(ok)})",
         f"  in-process wall / genq wall: {ratio:.2f} (target >= {TARGET_RATIO:.2f}: "
         f"{met(ratio >= TARGET_RATIO)}); overhead per job per process: {per_job_ms:.2f} ms",
-    ]
+    )

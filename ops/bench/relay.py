@@ -10,8 +10,8 @@ import argparse
 import statistics
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +21,8 @@ import redis
 from genq import Client
 from ops.bench.load import COUNTER, frame
 from ops.bench.report import BENCH_MODEL, met, percentile, say, table
-from ops.bench.stack import BenchProcess, Stack, local_stack, serving
-from ops.localstack import Relay, free_port
+from ops.bench.stack import Stack, cpu_s, local_stack, pid, serving
+from ops.localstack import Relay, StackError, free_port, wait_for
 
 TARGET_FPS = 100_000
 TARGET_OF_XADD = 0.6  # of raw pipelined XADD in the same run, at least
@@ -33,6 +33,7 @@ DRAIN_TIMEOUT_S = 20.0
 HOP_FRAMES = 200
 CHANNEL = "%s:{%s}:tokens"  # a job's frames channel, as README's "Frames" names it
 RELAY, READ, XADD = "genq relay", "raw pub/sub subscriber (counts only)", "raw pipelined XADD"
+Sample = tuple[float, int, dict[str, float]]  # when, frames moved so far, CPU s by process
 
 
 @dataclass
@@ -49,13 +50,15 @@ class Figure:
     def per_s(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
 
-    def add(self, frames: float, seconds: float, cpu: dict[str, float], complete: bool) -> None:
-        self.frames, self.seconds = self.frames + frames, self.seconds + seconds
-        self.cpu_s = {k: self.cpu_s.get(k, 0.0) + v for k, v in cpu.items()}
+    def add(self, samples: list[Sample], complete: bool) -> None:
+        """The turn's steady part: from WARM_S after the first progress to the end."""
+        started = next((at for at, count, _ in samples if count > samples[0][1]), None)
+        steady = [s for s in samples if started is not None and s[0] >= started + WARM_S]
         self.complete = self.complete and complete
-
-    def cpu_text(self) -> str:
-        return ", ".join(f"{k} {v / self.seconds:.0%}" for k, v in self.cpu_s.items())
+        if len(steady) >= 2:
+            (t0, n0, c0), (t1, n1, c1) = steady[0], steady[-1]
+            self.frames, self.seconds = self.frames + n1 - n0, self.seconds + t1 - t0
+            self.cpu_s = {k: self.cpu_s.get(k, 0.0) + c1[k] - c0[k] for k in c0}
 
 
 def section(args: argparse.Namespace, cache: Path) -> None:
@@ -63,19 +66,19 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     subscriber that only counts and raw pipelined XADD of the same frames (targets: >= 100,000
     frames/s and >= 0.6 x XADD); then the PUBLISH -> XREAD hop of one frame at a time."""
     port = free_port()
-    env = {"GENQ_RELAY_METRICS_PORT": str(port)}
     say(
         f"load: {args.relay_jobs} jobs round-robin, {len(frame('0' * 32, 1, 1))}-byte token "
         "frames, pipelines of 500 from one process, held back while subscribers are over 4 MB "
         f"behind; {TURNS} turns a phase, alternating; the first {WARM_S:g} s of each left out"
     )
+    env = {"GENQ_RELAY_METRICS_PORT": str(port)}
     with local_stack(cache, env, workers=0, relay=False) as stack:
         figures = {name: Figure(name) for name in (READ, XADD, RELAY)}
         for _ in range(TURNS):
             _turn(stack, args, figures[READ], "subscribe", "bench:{%s}:tokens", port)
             _turn(stack, args, figures[XADD], "xadd", "bench:{%s}:stream", port)
             _turn(stack, args, figures[RELAY], "publish", _channel(stack), port)
-        _report(list(figures.values()))
+        _report(*figures.values())
         _hop(stack)
 
 
@@ -93,42 +96,44 @@ def _jobs(stack: Stack, count: int) -> list[str]:
 def _turn(
     stack: Stack, args: argparse.Namespace, figure: Figure, mode: str, keys: str, port: int
 ) -> None:
-    """One turn of a phase: its consumer, then the load for its share of the seconds."""
+    """One turn of a phase: its consumer (a raw subscriber, `genq relay`, none for XADD), then
+    the load for its share of the seconds."""
     seconds = (args.relay_seconds if mode == "publish" else args.relay_baseline_seconds) / TURNS
     url = stack.settings.redis_url
     control = redis.Redis.from_url(url)
     control.flushdb()  # the last turn's streams and counter
-    jobs = [f"{n:032x}" for n in range(args.relay_jobs)]
-    jobs = _jobs(stack, args.relay_jobs) if mode == "publish" else jobs
+    jobs = (
+        _jobs(stack, args.relay_jobs)
+        if mode == "publish"
+        else [f"{n:032x}" for n in range(args.relay_jobs)]
+    )
     progress = _progress(control, mode, port)
-    with _consumer(stack, mode, keys) as consumer:
+    load_args = [
+        "xadd" if mode == "xadd" else "publish",
+        url,
+        keys,
+        *jobs,
+        "--seconds",
+        str(seconds),
+    ]
+    with ExitStack() as started:
+        pids = {"redis-server": pid(stack.redis)}
+        if mode == "subscribe":
+            subscriber = stack.bench("load", ["subscribe", url, keys], "subscriber", "subscribed")
+            pids["subscriber"] = pid(started.enter_context(serving(subscriber)))
+        elif mode == "publish":
+            relay = Relay(stack.env, stack.cache / "relay.log")
+            pids["relay"] = pid(started.enter_context(serving(relay)))
         before = progress()
-        kind = "xadd" if mode == "xadd" else "publish"
-        args_ = [kind, url, keys, *jobs, "--seconds", str(seconds)]
-        with serving(
-            BenchProcess("ops.bench.load", args_, stack.cache / f"load-{mode}.log")
-        ) as load:
-            pids = {"load": load.pid, "redis-server": stack.pid(stack.redis), **consumer}
-            samples = _sample(load.running, progress, pids)
+        with serving(stack.bench("load", load_args, f"load-{mode}")) as load:
+            samples = _sample(load.running, progress, {"load": pid(load), **pids})
             sent = int(load.printed(30.0)["published"])
-        complete = _wait_until(lambda: progress() - before >= sent)
-    figure.add(*_steady(samples), complete)
+        try:
+            wait_for(lambda: progress() - before >= sent, DRAIN_TIMEOUT_S, "the last frames")
+            figure.add(samples, complete=True)
+        except StackError:
+            figure.add(samples, complete=False)
     control.close()
-
-
-@contextmanager
-def _consumer(stack: Stack, mode: str, keys: str) -> Iterator[dict[str, int]]:
-    """Nothing for XADD; a raw subscriber; or `genq relay`: the pid of what consumes."""
-    if mode == "xadd":
-        yield {}
-        return
-    log = stack.cache / "subscriber.log"
-    args = ["subscribe", stack.settings.redis_url, keys]
-    subscriber = BenchProcess("ops.bench.load", args, log, ready="subscribed")
-    with serving(
-        subscriber if mode == "subscribe" else Relay(stack.env, stack.cache / "relay.log")
-    ) as proc:
-        yield {"subscriber" if mode == "subscribe" else "relay": stack.pid(proc)}
 
 
 def _progress(control: redis.Redis, mode: str, port: int) -> Callable[[], int]:
@@ -148,9 +153,6 @@ def _relay_frames(port: int) -> int:
     return 0
 
 
-Sample = tuple[float, int, dict[str, float]]
-
-
 def _sample(
     alive: Callable[[], bool], progress: Callable[[], int], pids: dict[str, int]
 ) -> list[Sample]:
@@ -160,7 +162,7 @@ def _sample(
         cpu = {}
         for role, proc in procs.items():
             try:
-                cpu[role] = sum(proc.cpu_times()[:2])
+                cpu[role] = cpu_s([proc])
             except psutil.NoSuchProcess:
                 cpu[role] = samples[-1][2][role] if samples else 0.0
         samples.append((time.monotonic(), progress(), cpu))
@@ -168,43 +170,24 @@ def _sample(
     return samples
 
 
-def _steady(samples: list[Sample]) -> tuple[float, float, dict[str, float]]:
-    """Frames, seconds and CPU seconds from WARM_S after the first progress to the end."""
-    started = next((at for at, count, _ in samples if count > samples[0][1]), None)
-    steady = [s for s in samples if started is not None and s[0] >= started + WARM_S]
-    if len(steady) < 2:
-        return 0.0, 0.0, {}
-    (t0, n0, c0), (t1, n1, c1) = steady[0], steady[-1]
-    return n1 - n0, t1 - t0, {k: c1[k] - c0[k] for k in c0}
-
-
-def _wait_until(done: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(SAMPLE_S / 5)
-    return True
-
-
-def _report(figures: list[Figure]) -> None:
+def _report(read: Figure, xadd: Figure, relay: Figure) -> None:
     rows = [
-        [f.name, f"{f.per_s:,.0f}", f"{f.seconds:.1f}", "yes" if f.complete else "NO", f.cpu_text()]
-        for f in figures
-    ]
+        [f.name, f"{f.per_s:,.0f}", f"{f.seconds:.1f}", "yes" if f.complete else "NO",
+         ", ".join(f"{k} {v / f.seconds:.0%}" for k, v in f.cpu_s.items())]
+        for f in (read, xadd, relay)
+    ]  # fmt: skip
     header = ("path", "frames/s", "seconds", "all arrived", "CPU (share of a core)")
-    read, xadd, relay = (f.per_s for f in figures)
-    cpu = figures[2].cpu_s.get("relay", 0.0)
+    rate, cpu = relay.per_s, relay.cpu_s.get("relay", 0.0)
     say(
         "",
         table(header, rows),
         "",
-        f"genq relay: {relay:,.0f} frames/s sustained (target >= {TARGET_FPS:,}: "
-        f"{met(relay >= TARGET_FPS)}); {figures[2].frames / max(cpu, 1e-9):,.0f} frames per "
+        f"genq relay: {rate:,.0f} frames/s sustained (target >= {TARGET_FPS:,}: "
+        f"{met(rate >= TARGET_FPS)}); {relay.frames / max(cpu, 1e-9):,.0f} frames per "
         "CPU-second of the relay",
-        f"  {_times(relay, xadd)} raw pipelined XADD in this run (target >= {TARGET_OF_XADD}: "
-        f"{met(relay >= TARGET_OF_XADD * xadd > 0)})",
-        f"  {_times(relay, read)} a raw subscriber that only counts",
+        f"  {_times(rate, xadd.per_s)} raw pipelined XADD in this run (target >= "
+        f"{TARGET_OF_XADD}: {met(rate >= TARGET_OF_XADD * xadd.per_s > 0)})",
+        f"  {_times(rate, read.per_s)} a raw subscriber that only counts",
     )
 
 
@@ -219,14 +202,13 @@ def _hop(stack: Stack) -> None:
     control = redis.Redis.from_url(stack.settings.redis_url)
     channel, took = _channel(stack) % job, []
     stream = channel.removesuffix(":tokens") + ":stream"  # README's "Frames": the job's stream
-    relay = stack.start_relay()
-    for seq in range(1, HOP_FRAMES + 1):
-        started = time.perf_counter()
-        control.publish(channel, frame(job, seq, time.time_ns() // 1_000_000))
-        if control.xread({stream: f"0-{seq - 1}"}, count=1, block=2000):
-            took.append((time.perf_counter() - started) * 1000)
-        time.sleep(0.01)
-    relay.stop()
+    with serving(Relay(stack.env, stack.cache / "relay.log")):
+        for seq in range(1, HOP_FRAMES + 1):
+            started = time.perf_counter()
+            control.publish(channel, frame(job, seq, time.time_ns() // 1_000_000))
+            if control.xread({stream: f"0-{seq - 1}"}, count=1, block=2000):
+                took.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.01)
     if not took:
         say(f"one frame at a time: none of {HOP_FRAMES} reached its stream")
         return

@@ -14,15 +14,14 @@ goes first, as the machine's speed drifts.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 
 from genq import Client, JobSpec
-from genq.common.registry import LlamaModelConfig
 from ops.bench import paths, report
 from ops.bench.report import Batch, Run, met, say
 from ops.bench.stack import Stack, local_stack, serving
@@ -42,58 +41,47 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     if missing_modules():
         say(f"skipped: missing {', '.join(missing_modules())} (llama-cpp-python[server])")
         return
-    with ExitStack() as resources:
-        stack = resources.enter_context(local_stack(cache, {}, workers=0))
+    with local_stack(cache, {}, workers=0) as stack:
         path, config = stack.model(report.BENCH_MODEL)
-        spec, described, eos = _workload(args, path, config)
-        server = LlamaServer(path, config, cache / "remote-server.log")
-        resources.enter_context(serving(server))
-        _add_remote_model(stack, server.port, spec.max_tokens)
-        stack.start_worker()
-        client = resources.enter_context(Client(stack.settings))
-        say(f"llama_cpp.server: {server.command_line()}", described)
-        body = paths.request_body(spec, eos)
-        warm = _warm(spec)
-        paths.stream_sse(server.port, paths.request_body(warm, eos))  # the server's graph
-        paths.stream_genq(client, warm)  # the worker's first task
-        jobs = args.remote_jobs
-        say(f"one job at a time, {jobs} per path a round; genq: 1 relay, 1 worker process")
-        _compare(
-            lambda: _one_by_one(DIRECT, lambda: paths.stream_sse(server.port, body), jobs),
-            lambda: _one_by_one(GENQ, lambda: paths.stream_genq(client, spec), jobs),
-            args.remote_rounds,
-            spec.max_tokens,
+        job = JobSpec(
+            model=REMOTE_MODEL, prompt=args.prompt, seed=args.seed, max_tokens=args.remote_tokens
         )
-        _concurrent(args, stack, client, spec, server.port, body)
-        stack.check_alive()
+        stray = not args.allow_stray_bytes
+        spec, described, eos = paths.workload(job, path, config.n_ctx, stray, eos=True)
+        with serving(LlamaServer(path, config, cache / "remote-server.log")) as server:
+            _add_remote_model(stack, server.port, spec.max_tokens)
+            say(f"llama_cpp.server: {server.command_line()}", described)
+            body, port, tokens = paths.request_body(spec, eos), server.port, spec.max_tokens
+            paths.stream_sse(port, paths.request_body(spec, eos, WARM_TOKENS))  # its graph
+            with Client(stack.settings) as client:
+                _worker(stack, client, spec, 1)
+                n = args.remote_jobs
+                say(f"one job at a time, {n} per path a round; genq: 1 relay, 1 worker process")
+                direct = functools.partial(
+                    _one_by_one, DIRECT, lambda: paths.stream_sse(port, body), n
+                )
+                genq = functools.partial(
+                    _one_by_one, GENQ, lambda: paths.stream_genq(client, spec), n
+                )
+                _compare(direct, genq, args.remote_rounds, tokens)
+                slots = args.remote_concurrent_jobs
+                _worker(stack, client, spec, slots)
+                say(f"\n{slots} jobs at once per path; genq: 1 worker process with --slots {slots}")
+                direct = functools.partial(paths.server_batch, DIRECT, port, [body] * slots)
+                genq = functools.partial(paths.genq_batch, GENQ, client, [spec] * slots)
+                _compare(direct, genq, args.remote_concurrent_rounds, tokens)
+                stack.check_alive()
 
 
-def _concurrent(
-    args: argparse.Namespace,
-    stack: Stack,
-    client: Client,
-    spec: JobSpec,
-    port: int,
-    body: dict[str, object],
-) -> None:
-    """The same job --remote-concurrent-jobs at once on each path: the worker restarted with
-    as many slots (one process, its jobs' threads), against as many direct clients."""
-    jobs = args.remote_concurrent_jobs
-    stack.worker("bench").stop()
-    stack.env["GENQ_SLOTS"] = str(jobs)
+def _worker(stack: Stack, client: Client, spec: JobSpec, slots: int) -> None:
+    """One worker process of `slots` slots (the jobs' threads) in place of the last, and its
+    first task run."""
+    if stack.workers:
+        stack.worker("bench").stop()
+    stack.env["GENQ_SLOTS"] = str(slots)
     stack.start_worker()
-    paths.stream_genq(client, _warm(spec))  # the new worker's first task
-    say("", f"{jobs} jobs at once per path; genq: 1 worker process with --slots {jobs}")
-    _compare(
-        lambda: paths.server_batch(DIRECT, port, [body] * jobs),
-        lambda: paths.genq_batch(GENQ, client, [spec] * jobs),
-        args.remote_concurrent_rounds,
-        spec.max_tokens,
-    )
-
-
-def _warm(spec: JobSpec) -> JobSpec:
-    return spec.model_copy(update={"max_tokens": WARM_TOKENS, "window_tokens": WARM_TOKENS})
+    warm = {"max_tokens": WARM_TOKENS, "window_tokens": WARM_TOKENS}
+    paths.stream_genq(client, spec.model_copy(update=warm))
 
 
 def _one_by_one(name: str, run: Callable[[], Run], jobs: int) -> Batch:
@@ -148,25 +136,6 @@ def _pooled(genq: list[Batch], direct: list[Batch]) -> float:
     """Tokens over summed walls, genq's over the direct client's."""
     rate = [sum(b.tokens for b in p) / sum(b.wall_s for b in p) for p in (genq, direct)]
     return rate[0] / rate[1]
-
-
-def _workload(
-    args: argparse.Namespace, path: Path, config: LlamaModelConfig
-) -> tuple[JobSpec, str, int]:
-    """The job, EOS biased away (the server has no ignore_eos), and the EOS token id."""
-    with paths.loaded(path) as vocab:
-        banned = paths.non_utf8_tokens(vocab) if not args.allow_stray_bytes else []
-        eos, count = vocab.token_eos(), len(paths.prompt_tokens(vocab, args.prompt))
-        spec, described = report.fit(
-            args.prompt,
-            args.seed,
-            args.remote_tokens,
-            [*banned, eos],
-            REMOTE_MODEL,
-            count,
-            config.n_ctx,
-        )
-        return spec.model_copy(update={"ignore_eos": False}), described, eos
 
 
 def _add_remote_model(stack: Stack, port: int, window_tokens: int) -> None:

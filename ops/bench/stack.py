@@ -1,8 +1,6 @@
-"""A private genq stack per section, started as a user starts one (redis-server, `genq relay`,
-`genq worker`s: ops/localstack.py), its registry and logs in the run's temporary directory;
-the benchmark's own processes (`python -m ops.bench.child`, `.load`); all stopped on the way
-out, Ctrl-C included, and swept by a marker in their environment. Models are cached where
-genq caches them (GENQ_CACHE_DIR).
+"""A private genq stack per section, started as a user starts one (ops/localstack.py), its
+registry and logs in the run's temporary directory, and the benchmark's own processes; all
+stopped on the way out, Ctrl-C included, and swept by a marker in their environment.
 """
 
 from __future__ import annotations
@@ -25,16 +23,7 @@ from genq import Settings
 from genq.common.registry import LlamaModelConfig, ModelRegistry
 from genq.common.tinymodel import ensure_tiny_model
 from ops.bench.report import BENCH_MODEL, BENCH_N_CTX
-from ops.localstack import (
-    GenqProcess,
-    RedisServer,
-    Relay,
-    StackError,
-    Worker,
-    settings_for,
-    stop_process,
-    wait_for,
-)
+from ops.localstack import GenqProcess, RedisServer, Relay, StackError, Worker, settings_for
 
 
 class Server(Protocol):
@@ -47,7 +36,6 @@ class Server(Protocol):
 
 S = TypeVar("S", bound=Server)
 LOG_TAIL_LINES = 30
-READY_TIMEOUT_S = 60.0
 MARKER = "OPS_BENCH_RUN"  # in the environment of every process a run starts
 GRACE_S = 5.0
 
@@ -70,13 +58,21 @@ class Stack:
         self.relay = Relay(env=self.env, log=self.cache / "relay.log")
         return self.relay.start()
 
-    def start_worker(self, name: str = "bench", args: Sequence[str] = ()) -> Worker:
-        """`genq worker -n name@%h args`; replaces a stopped one of that name."""
+    def start_worker(self, name: str = "bench") -> Worker:
+        """`genq worker -n name@%h`; replaces a stopped one of that name."""
         self.workers = [w for w in self.workers if w.name != name]
-        log = self.cache / f"worker-{name}.log"
-        worker = Worker(env=self.env, log=log, name=name, args=tuple(args))
-        self.workers.append(worker)
-        return worker.start()
+        self.workers.append(Worker(self.env, self.cache / f"worker-{name}.log", name=name))
+        return self.workers[-1].start()
+
+    def bench(
+        self, module: str, args: Sequence[str], log: str, ready: str = "", stdin: bool = False
+    ) -> BenchProcess:
+        """`python -m ops.bench.<module> args`, not started, its output in `<log>.log`."""
+        pipe = subprocess.PIPE if stdin else None
+        path = self.cache / f"{log}.log"
+        return BenchProcess(
+            self.env, path, stdin=pipe, module=f"ops.bench.{module}", args=args, ready=ready
+        )
 
     def model(self, name: str) -> tuple[Path, LlamaModelConfig]:
         """A registry model's file and options, as the stack's workers read them."""
@@ -89,11 +85,6 @@ class Stack:
     def processes(self) -> list[GenqProcess]:
         return [*self.workers, *([self.relay] if self.relay is not None else [])]
 
-    def pid(self, proc: GenqProcess | RedisServer | BenchProcess | None) -> int:
-        if proc is None or proc.proc is None:
-            raise StackError("a process of the stack is not running")
-        return proc.proc.pid
-
     def check_alive(self) -> None:
         """StackError naming a genq process of it that has exited."""
         for proc in self.processes():
@@ -101,10 +92,11 @@ class Stack:
                 print_tail(proc.log)
                 raise StackError(f"{proc.what} exited with {proc.proc.returncode} during the run")
 
-    def stop(self) -> None:
-        for proc in self.processes():
-            proc.stop()
-        self.redis.stop()
+
+def pid(proc: GenqProcess | RedisServer | None) -> int:
+    if proc is None or proc.proc is None:
+        raise StackError("a process of the stack is not running")
+    return proc.proc.pid
 
 
 @contextmanager
@@ -148,7 +140,9 @@ def local_stack(
             print_tail(proc.log)
         raise
     finally:
-        stack.stop()
+        for proc in stack.processes():
+            proc.stop()
+        server.stop()
 
 
 def _registry(cache: Path) -> Path:
@@ -195,56 +189,31 @@ def print_tail(log: Path) -> None:
 
 
 @dataclass
-class BenchProcess:
-    """`python -m <module> args` in a session of its own, its output in `log`; started once
-    `ready` is in its log (if given), with a pipe to its stdin (if asked)."""
+class BenchProcess(GenqProcess):
+    """`python -m <module> args`, started as a genq process is; ready once `ready` is in its
+    log. With `stdin=subprocess.PIPE`, `send` writes it one line."""
 
-    module: str
-    args: Sequence[str]
-    log: Path
-    env: Mapping[str, str] = field(default_factory=dict)
-    ready: str | None = None
-    stdin: bool = False
-    proc: subprocess.Popen[bytes] | None = None
+    module: str = ""
+    args: Sequence[str] = ()
+    ready: str = ""
 
     @property
     def what(self) -> str:
         return " ".join([self.module, *self.args[:1]])
 
-    @property
-    def pid(self) -> int:
-        return self._proc().pid
-
-    def _proc(self) -> subprocess.Popen[bytes]:
-        if self.proc is None:
-            raise StackError(f"{self.what} is not running")
-        return self.proc
-
-    def start(self) -> BenchProcess:
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, *self.args],
-                env={**os.environ, **self.env},
-                stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        if self.ready is not None:
-            wait_for(self._ready, READY_TIMEOUT_S, f"{self.what} ({self.log})")
-        return self
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", self.module, *self.args]
 
     def _ready(self) -> bool:
-        if not self.running():
-            raise StackError(f"{self.what} exited with {self._proc().returncode}; see {self.log}")
-        return str(self.ready) in self.output()
+        self._check_running()
+        return self.ready in self.output()
 
     def send(self, line: str) -> None:
-        pipe = self._proc().stdin
-        if pipe is None:
+        """`line`, then end of input (each child reads one line)."""
+        if self.proc is None or self.proc.stdin is None:
             raise StackError(f"{self.what} has no stdin")
-        pipe.write(f"{line}\n".encode())
-        pipe.flush()
+        self.proc.stdin.write(f"{line}\n".encode())
+        self.proc.stdin.close()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.is_file() else ""
@@ -253,7 +222,7 @@ class BenchProcess:
         """The JSON line it printed last, once it has exited; StackError with its output
         when it failed or printed none."""
         try:
-            code = self._proc().wait(timeout=timeout_s)
+            code = self.proc.wait(timeout=timeout_s) if self.proc else None
         except subprocess.TimeoutExpired as exc:
             raise StackError(f"{self.what} did not end within {timeout_s:.0f}s") from exc
         output = self.output()
@@ -267,13 +236,6 @@ class BenchProcess:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-            stop_process(self.proc, group=True, grace_s=GRACE_S)
-            self.proc = None
 
 
 def _stop_strays(run_id: str) -> None:

@@ -17,7 +17,6 @@ import http.client
 import importlib.util
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from genq import Client, JobSpec
 from genq.common.registry import LlamaModelConfig
 from ops.bench import paths, report
 from ops.bench.report import PathResult, Run, met, say
-from ops.bench.stack import Stack, cpu_s, local_stack, serving
+from ops.bench.stack import Stack, cpu_s, local_stack, pid, serving
 from ops.llamaserver import HOST, LlamaCppServer, LlamaServer, missing_modules
 from ops.llamaserver_build import find
 from ops.localstack import Gateway, StackError
@@ -53,7 +52,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     chunking["GENQ_CHUNK_INTERVAL_MS"] = args.chunk_interval_ms
     env = {key: str(value) for key, value in chunking.items() if value is not None}
     with local_stack(cache, env) as stack, Client(stack.settings) as client:
-        spec, described, _, path, config = workload_for(args, stack)
+        spec, described, _, path, config = _workload(args, stack)
         settings = stack.settings
         say(
             f"model {spec.model!r}: {path}",
@@ -64,16 +63,14 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         )
         with paths.loaded(path, config) as llm:
             local = report.paused(SETTLE_S, lambda: paths.generate(llm, spec))
-            queued = report.paused(SETTLE_S, lambda: paths.exact_genq(client, spec))
+            queued = report.paused(SETTLE_S, lambda: paths.stream_genq(client, spec))
             pairs = report.alternate(local, queued, args.warmup + args.jobs)[args.warmup :]
         stack.check_alive()
     inprocess = PathResult(paths.INPROCESS, [a for a, _ in pairs])
     genq = PathResult(paths.GENQ, [b for _, b in pairs])
     rows = [(inprocess, "1.00 x in-process"), (genq, report.ratio(genq, inprocess, "in-process"))]
-    rate, added = (
-        genq.tokens_per_s / inprocess.tokens_per_s,
-        genq.first_token_ms - inprocess.first_token_ms,
-    )
+    rate = genq.tokens_per_s / inprocess.tokens_per_s
+    added = genq.first_token_ms - inprocess.first_token_ms
     p90 = genq.ms(90, lambda run: run.first_token_s)
     say(
         "",
@@ -88,23 +85,22 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     )
 
 
-def workload_for(
+def _workload(
     args: argparse.Namespace, stack: Stack
 ) -> tuple[JobSpec, str, int, Path, LlamaModelConfig]:
     """The job (`--max-tokens`, else 2000 tokens on tiny, 128 on a real model), its
-    description, the model's EOS id (for servers, which have no ignore_eos), its file and
-    options. Only the tiny model's stray bytes are banned: with them a server holds text back
-    and re-decodes it, quadratically."""
+    description, the model's EOS id, its file and options. Only the tiny model's stray bytes
+    are banned."""
     name, on_tiny = report.job_model(args.model), args.model == report.TINY
     path, config = stack.model(name)
-    size = args.max_tokens or (2000 if on_tiny else 128)
-    with paths.loaded(path) as vocab:
-        banned = paths.non_utf8_tokens(vocab) if not args.allow_stray_bytes and on_tiny else []
-        count = len(paths.prompt_tokens(vocab, args.prompt))
-        spec, described = report.fit(
-            args.prompt, args.seed, size, banned, name, count, config.n_ctx
-        )
-        return spec, described, vocab.token_eos(), path, config
+    job = JobSpec(
+        model=name,
+        prompt=args.prompt,
+        seed=args.seed,
+        max_tokens=args.max_tokens or (2000 if on_tiny else 128),
+    )
+    stray = on_tiny and not args.allow_stray_bytes
+    return *paths.workload(job, path, config.n_ctx, stray, eos=False), path, config
 
 
 def gateway(args: argparse.Namespace, cache: Path) -> None:
@@ -115,20 +111,21 @@ def gateway(args: argparse.Namespace, cache: Path) -> None:
         say("skipped: the `openai` package is not installed (pip install openai)")
         return
     with local_stack(cache, {}) as stack, serving(Gateway(stack.env, cache / "gateway.log")) as gw:
-        spec, described, eos, path, config = workload_for(args, stack)
+        spec, described, eos, path, config = _workload(args, stack)
         say(described, f"gateway {gw.url}: 1 uvicorn process; 1 relay, 1 worker")
         say(f"gateway and client, {args.warmup} warm-up + {args.gateway_jobs} jobs each, in turn")
-        request = _request(spec, None)
+        body = {**paths.request_body(spec, None), "window_tokens": spec.window_tokens}
         with _sdk(gw.url) as sdk, Client(stack.settings) as client:
-            through = _exact(lambda: sdk_run(sdk, spec.model, request), spec)
-            client_run = functools.partial(paths.exact_genq, client, spec)
-            pairs = report.alternate(through, client_run, args.warmup + args.gateway_jobs)
-        concurrent = _concurrent(stack, gw, args.gateway_clients)
+            through, direct = lambda: sdk_run(sdk, body), lambda: paths.stream_genq(client, spec)
+            pairs = report.alternate(through, direct, args.warmup + args.gateway_jobs)
+        concurrent = _concurrent(gw, args.gateway_clients)
         stack.check_alive()
     via_gateway = PathResult("openai SDK via genq serve", [a for a, _ in pairs[args.warmup :]])
     via_client = PathResult("genq Python client", [b for _, b in pairs[args.warmup :]])
     rows = [(via_gateway, report.ratio(via_gateway, via_client, "client")), (via_client, "1.00 x")]
-    for peer in [] if args.no_server else _sdk_peers(path, config, spec, eos, cache, args):
+    for peer in (
+        [] if args.no_server else _sdk_peers(path, config, spec, eos, cache, args.gateway_jobs)
+    ):
         rows.append((peer, f"gateway {via_gateway.tokens_per_s / peer.tokens_per_s:.2f} x"))
     rate = via_gateway.tokens_per_s / via_client.tokens_per_s
     pairs_ms = zip(via_gateway.runs, via_client.runs, strict=True)  # the same machine, in turn
@@ -146,36 +143,18 @@ def gateway(args: argparse.Namespace, cache: Path) -> None:
     )
 
 
-def _request(spec: JobSpec, eos: int | None) -> dict[str, Any]:
-    """The job as SDK arguments: genq's own fields as extra body fields; a peer, which has
-    no ignore_eos, gets EOS banned by a logit bias instead (eos given)."""
-    extra: dict[str, Any] = {"top_k": spec.top_k, "min_p": spec.min_p}
-    extra["repeat_penalty"] = spec.repeat_penalty
-    bias = {str(token): int(value) for token, value in spec.logit_bias.items()}
-    if eos is None:
-        extra.update(ignore_eos=True, window_tokens=spec.window_tokens)
-    else:
-        bias[str(eos)] = int(report.BAN_BIAS)
-    return {
-        "prompt": spec.prompt,
-        "max_tokens": spec.max_tokens,
-        "temperature": spec.temperature,
-        "top_p": spec.top_p,
-        "seed": spec.seed,
-        "logit_bias": bias,
-        "stream_options": {"include_usage": True},  # llama_cpp.server ignores it
-        "extra_body": extra,
-    }
-
-
-def sdk_run(sdk: openai.OpenAI, model: str, request: dict[str, Any]) -> Run:
-    """One streamed completion: clock from the request to the first text, then to the end.
-    It must end by length (EOS is banned). Tokens by the usage chunk where the server sends
-    one, else one per chunk (llama_cpp.server streams a token per event)."""
+def sdk_run(sdk: openai.OpenAI, body: dict[str, Any]) -> Run:
+    """One streamed completion of a request body (genq's and llama.cpp's own fields go as the
+    SDK's extra body): clock from the request to the first text, then to the end. It must end
+    by length (EOS is banned), with ignore_eos exactly that long. Tokens by the usage chunk
+    where the server sends one, else one per chunk (llama_cpp.server streams one per event)."""
+    extra = {k: v for k, v in body.items() if k not in {"model", "prompt", "stream"}}
     started = time.perf_counter()
     first: float | None = None
     finish, usage, pieces = None, None, 0
-    for chunk in sdk.completions.create(model=model, stream=True, **request):
+    for chunk in sdk.completions.create(
+        model=body["model"], prompt=body["prompt"], stream=True, extra_body=extra
+    ):
         for choice in chunk.choices:
             if first is None and choice.text:
                 first = time.perf_counter()
@@ -185,17 +164,9 @@ def sdk_run(sdk: openai.OpenAI, model: str, request: dict[str, Any]) -> Run:
     ended = time.perf_counter()
     if first is None or finish != "length":
         raise paths.BenchJobFailed(f"an SDK stream ended with {finish!r}, no text: {first}")
-    return Run(pieces if usage is None else usage, first - started, ended - first)
-
-
-def _exact(run: Callable[[], Run], spec: JobSpec) -> Callable[[], Run]:
-    def exact() -> Run:
-        done = run()
-        if done.tokens != spec.max_tokens:
-            raise paths.BenchJobFailed(f"the gateway streamed {done.tokens} tokens")
-        return done
-
-    return exact
+    return paths.exact(
+        Run(pieces if usage is None else usage, first - started, ended - first), body
+    )
 
 
 def _sdk(base_url: str) -> openai.OpenAI:
@@ -207,12 +178,11 @@ def _sdk(base_url: str) -> openai.OpenAI:
     )
 
 
-def _concurrent(stack: Stack, gateway: Gateway, clients: int) -> str:
+def _concurrent(gateway: Gateway, clients: int) -> str:
     """`clients` SSE streams at once from one gateway process; its CPU time over the burst."""
-    process = psutil.Process(stack.pid(gateway))  # uvicorn with one worker: this very process
+    process = psutil.Process(pid(gateway))  # uvicorn with one worker: this very process
     spec = JobSpec(model=report.BENCH_MODEL, prompt=report.DEFAULT_PROMPT, seed=1, ignore_eos=True)
-    body = {**paths.request_body(spec, None, CONCURRENT_TOKENS), "model": report.BENCH_MODEL}
-    body |= {"window_tokens": CONCURRENT_TOKENS, "stream_options": {"include_usage": True}}
+    body = {**paths.request_body(spec, None, CONCURRENT_TOKENS), "window_tokens": CONCURRENT_TOKENS}
     before, started = cpu_s([process]), time.perf_counter()
     counts = paths.at_once([functools.partial(_tokens, gateway.port, body)] * clients)
     wall, cpu = time.perf_counter() - started, cpu_s([process]) - before
@@ -235,32 +205,27 @@ def _tokens(port: int, body: dict[str, Any]) -> int:
 
 
 def _sdk_peers(
-    path: Path,
-    config: LlamaModelConfig,
-    spec: JobSpec,
-    eos: int,
-    cache: Path,
-    args: argparse.Namespace,
+    path: Path, config: LlamaModelConfig, spec: JobSpec, eos: int, cache: Path, jobs: int
 ) -> list[PathResult]:
-    """The same SDK and job against llama_cpp.server and llama-server, one job at a time."""
+    """The same SDK and job against llama_cpp.server and llama-server, one job at a time; EOS
+    banned by a bias (they have no ignore_eos)."""
     servers: list[LlamaServer] = []
     if missing_modules():
         say(f"llama_cpp.server skipped: {', '.join(missing_modules())} missing")
     else:
         servers.append(LlamaServer(path, config, cache / "gateway-llama_cpp.server.log"))
-    binary = find()
-    if binary is None:
+    if (binary := find()) is None:
         say("llama-server skipped: not built (`make llama-server`)")
     else:
         log = cache / "gateway-llama-server.log"
         servers.append(LlamaCppServer(path, config, log, binary=binary, parallel=1))
-    request, results = _request(spec, eos), []
+    body, results = paths.request_body(spec, eos, ban=report.BAN_BIAS), []
     for server in servers:  # a new SDK client per server, kept for its jobs, as the gateway's
         try:
             with serving(server), _sdk(f"http://{HOST}:{server.port}") as sdk:
                 say(f"{server.name}: {server.command_line()}")
-                sdk_run(sdk, spec.model, {**request, "max_tokens": WARM_TOKENS})
-                runs = [sdk_run(sdk, spec.model, request) for _ in range(args.gateway_jobs)]
+                sdk_run(sdk, {**body, "max_tokens": WARM_TOKENS})
+                runs = [sdk_run(sdk, body) for _ in range(jobs)]
         except PEER_ERRORS as exc:
             say(f"skipped {server.name}: {exc}")
             continue

@@ -12,7 +12,7 @@ from typing import Any
 
 from genq import Client
 from ops.bench.report import BENCH_MODEL, mb, met, say
-from ops.bench.stack import BenchProcess, Stack, local_stack, serving
+from ops.bench.stack import Stack, local_stack, serving
 
 TARGET_JOBS_PER_S = 2_000.0
 TARGET_PEAK_RSS = 150_000_000  # bytes, decimal MB as report.mb prints them
@@ -60,6 +60,5 @@ def section(args: argparse.Namespace, cache: Path) -> None:
 
 
 def _child(stack: Stack, args: list[str]) -> dict[str, Any]:
-    log = stack.cache / f"submit-{args[0]}.log"
-    with serving(BenchProcess("ops.bench.child", args, log, stack.env)) as child:
+    with serving(stack.bench("child", args, f"submit-{args[0]}")) as child:
         return child.printed(CHILD_TIMEOUT_S)
