@@ -13,24 +13,13 @@ from typing import Any
 
 from genq import GenqError, Settings
 from genq.common.registry import ModelRegistry
-from ops.bench import (
-    failover,
-    memory,
-    overhead,
-    paths,
-    relay,
-    remote,
-    report,
-    slots,
-    stream,
-    submit,
-)
+from ops.bench import failover, memory, overhead, relay, remote, report, slots, stream, submit
+from ops.bench.paths import BenchJobFailed
 from ops.bench.report import DEFAULT_PROMPT, DEFAULT_SEED, TINY, default_model, say
 from ops.bench.stack import cache_dir
 from ops.localstack import StackError
 
 EXIT_INTERRUPTED = 130
-MAX_MS = 10_000.0  # GENQ_CHUNK_INTERVAL_MS's bound in common/settings.py
 Section = Callable[[argparse.Namespace, Path], None]
 SECTIONS: dict[str, Section] = {
     "stream": stream.section,
@@ -57,8 +46,8 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
     return {
         "general": [
             ("--suite", _suites, list(SECTIONS), "comma-separated sections (default: all)"),
-            ("--model", str, default_model(), "registry model of the stream, recovery, handoff, "
-                f"overhead, slots and gateway sections (gemma-3-270m if installed, else {TINY})"),
+            ("--model", str, default_model(), "registry model of the sections that take one "
+                f"(gemma-3-270m if installed, else {TINY})"),
             ("--omp-spin", None, False, "leave OpenMP's idle threads spinning, not "
                 "OMP_WAIT_POLICY=passive: with no core to spare, jobs take many times longer"),
             ("--allow-stray-bytes", None, False, "do not ban the tiny model's non-UTF-8 byte "
@@ -71,8 +60,6 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
             ("--max-tokens", _positive, None, "job size (2000 on tiny, 128 on a real model)"),
             ("--prompt", str, DEFAULT_PROMPT, "prompt"),
             ("--seed", _natural, DEFAULT_SEED, "sampler seed"),
-            ("--chunk-tokens", _positive, None, "worker's GENQ_CHUNK_TOKENS (default: settings)"),
-            ("--chunk-interval-ms", _milliseconds, None, "worker's GENQ_CHUNK_INTERVAL_MS"),
         ],
         "relay": [
             ("--relay-seconds", _seconds, 12.0, "load on the relay, in two turns; the first "
@@ -179,7 +166,7 @@ def _bounded(kind: type[int] | type[float], low: float, high: float, above: bool
 
 
 _natural, _positive = _bounded(int, 0, math.inf), _bounded(int, 1, math.inf)
-_seconds, _milliseconds = _bounded(float, 0, math.inf, above=True), _bounded(float, 0, MAX_MS)
+_seconds = _bounded(float, 0, math.inf, above=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; everything the benchmark started is stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (StackError, GenqError, paths.BenchJobFailed, failover.FailoverFailed) as exc:
+    except (StackError, GenqError, BenchJobFailed, failover.FailoverFailed) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,5 +1,6 @@
 """The relay section's load and raw baselines: `python -m ops.bench.load MODE URL KEY_FORMAT
-JOB_ID... [--seconds S]`, speaking RESP over a plain socket (little CPU per frame).
+SECONDS JOB_ID...`, speaking RESP over a plain socket (little CPU per frame); one JSON line at
+the end.
 
 - `publish`: 16-token frames of every job round-robin (seq counting up from 1), PUBLISHed in
   pipelines on `KEY_FORMAT % job_id`, held back while redis-server buffers over 4 MB for
@@ -8,12 +9,11 @@ JOB_ID... [--seconds S]`, speaking RESP over a plain socket (little CPU per fram
 - `subscribe`: PSUBSCRIBE `KEY_FORMAT` and count the messages into the key `bench:counted`.
 
 A frame is what a worker publishes (genq.common.frames), built once per job by pydantic and
-cut around its `seq` and `ts_ms`. Prints one JSON line at the end.
+cut around its `seq` and `ts_ms`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import socket
@@ -68,9 +68,11 @@ def batch(cut: list[tuple[bytes, ...]], seq: int, rounds: int) -> bytes:
     return b"".join(out)
 
 
-def connect(url: str) -> socket.socket:
-    parts = urlsplit(url)  # the stack's own redis-server: db 0, no password
-    return socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379))
+def connect(url: str) -> tuple[redis.Redis, socket.socket]:
+    """A client for control, and a plain socket (the stack's own redis-server: db 0)."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379))
+    return redis.Redis.from_url(url), sock
 
 
 def drain(sock: socket.socket, lines: int) -> None:
@@ -82,19 +84,20 @@ def drain(sock: socket.socket, lines: int) -> None:
         lines -= data.count(b"\r\n")
 
 
-def produce(args: argparse.Namespace, stopped: list[bool]) -> dict[str, float]:
-    cut = commands(args.mode, args.key_format, args.job_ids)
-    control, sock = redis.Redis.from_url(args.url), connect(args.url)
-    rounds = max(1, BATCH // len(args.job_ids))
+def produce(
+    mode: str, url: str, keys: str, seconds: float, jobs: Sequence[str], stopped: list[bool]
+) -> dict[str, float]:
+    cut, (control, sock) = commands(mode, keys, jobs), connect(url)
+    rounds = max(1, BATCH // len(jobs))
     seq, sent, held = 1, 0, 0.0
     started = time.monotonic()
-    while not stopped and time.monotonic() - started < args.seconds:
+    while not stopped and time.monotonic() - started < seconds:
         sock.sendall(batch(cut, seq, rounds))
-        drain(sock, rounds * len(cut) * (1 if args.mode == "publish" else 2))
+        drain(sock, rounds * len(cut) * (1 if mode == "publish" else 2))
         seq, sent = seq + rounds, sent + rounds * len(cut)
-        if args.mode == "publish" and seq % (4 * rounds) == 1:
+        if mode == "publish" and seq % (4 * rounds) == 1:
             began = time.monotonic()
-            while _buffered(control) > MAX_BUFFERED and time.monotonic() - started < args.seconds:
+            while _buffered(control) > MAX_BUFFERED and time.monotonic() - started < seconds:
                 time.sleep(0.002)
             held += time.monotonic() - began
     return {"published": sent, "seconds": time.monotonic() - started, "held_s": held}
@@ -104,10 +107,10 @@ def _buffered(control: redis.Redis) -> int:
     return sum(int(c.get("omem", 0)) for c in control.client_list(_type="pubsub"))
 
 
-def subscribe(args: argparse.Namespace, stopped: list[bool]) -> dict[str, float]:
+def subscribe(url: str, keys: str, stopped: list[bool]) -> dict[str, float]:
     """Count messages by their `pmessage` header; the count into COUNTER every 0.1 s."""
-    control, sock = redis.Redis.from_url(args.url), connect(args.url)
-    sock.sendall(bulk(b"PSUBSCRIBE", args.key_format.replace("%s", "*").encode()))
+    control, sock = connect(url)
+    sock.sendall(bulk(b"PSUBSCRIBE", keys.replace("%s", "*").encode()))
     sock.settimeout(0.1)
     counted, told, tail = 0, 0, b""
     print("subscribed", flush=True)
@@ -124,20 +127,12 @@ def subscribe(args: argparse.Namespace, stopped: list[bool]) -> dict[str, float]
     return {"counted": counted}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.bench.load", description=__doc__)
-    parser.add_argument("mode", choices=("publish", "xadd", "subscribe"))
-    parser.add_argument("url")
-    parser.add_argument("key_format", help="a key with %%s for the job id")
-    parser.add_argument("job_ids", nargs="*")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    args = parser.parse_args(argv)
+if __name__ == "__main__":
     stopped: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
-    run = subscribe if args.mode == "subscribe" else produce
-    print(json.dumps(run(args, stopped)), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    mode, url, keys, seconds, *jobs = sys.argv[1:]
+    if mode == "subscribe":
+        done = subscribe(url, keys, stopped)
+    else:
+        done = produce(mode, url, keys, float(seconds), jobs, stopped)
+    print(json.dumps(done), flush=True)

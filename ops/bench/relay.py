@@ -102,29 +102,20 @@ def _turn(
     url = stack.settings.redis_url
     control = redis.Redis.from_url(url)
     control.flushdb()  # the last turn's streams and counter
-    jobs = (
-        _jobs(stack, args.relay_jobs)
-        if mode == "publish"
-        else [f"{n:032x}" for n in range(args.relay_jobs)]
-    )
+    jobs = [f"{n:032x}" for n in range(args.relay_jobs)]
+    jobs = _jobs(stack, len(jobs)) if mode == "publish" else jobs
     progress = _progress(control, mode, port)
-    load_args = [
-        "xadd" if mode == "xadd" else "publish",
-        url,
-        keys,
-        *jobs,
-        "--seconds",
-        str(seconds),
-    ]
+    consumers = {
+        "subscribe": stack.bench("load", ["subscribe", url, keys, "0"], "subscriber", "subscribed"),
+        "publish": Relay(stack.env, stack.cache / "relay.log"),
+    }
     with ExitStack() as started:
         pids = {"redis-server": pid(stack.redis)}
-        if mode == "subscribe":
-            subscriber = stack.bench("load", ["subscribe", url, keys], "subscriber", "subscribed")
-            pids["subscriber"] = pid(started.enter_context(serving(subscriber)))
-        elif mode == "publish":
-            relay = Relay(stack.env, stack.cache / "relay.log")
-            pids["relay"] = pid(started.enter_context(serving(relay)))
+        if mode in consumers:
+            role = "relay" if mode == "publish" else "subscriber"
+            pids[role] = pid(started.enter_context(serving(consumers[mode])))
         before = progress()
+        load_args = ["xadd" if mode == "xadd" else "publish", url, keys, str(seconds), *jobs]
         with serving(stack.bench("load", load_args, f"load-{mode}")) as load:
             samples = _sample(load.running, progress, {"load": pid(load), **pids})
             sent = int(load.printed(30.0)["published"])
@@ -162,7 +153,7 @@ def _sample(
         cpu = {}
         for role, proc in procs.items():
             try:
-                cpu[role] = cpu_s([proc])
+                cpu[role] = cpu_s(proc)
             except psutil.NoSuchProcess:
                 cpu[role] = samples[-1][2][role] if samples else 0.0
         samples.append((time.monotonic(), progress(), cpu))

@@ -14,12 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import llama_cpp as lc
+import psutil
 
 from genq import Client, JobSpec
 from genq.common.registry import LlamaModelConfig
 from ops.bench import batched, paths
 from ops.bench.report import BENCH_MODEL, TINY, Batch, Run, job_model, mb, met, say, table
-from ops.bench.stack import Stack, local_stack, pid, print_tail, processes, serving
+from ops.bench.stack import Stack, local_stack, pid, print_tail, serving
 from ops.llamaserver import LlamaCppServer
 from ops.llamaserver_build import find
 from ops.localstack import StackError, Worker
@@ -132,7 +133,8 @@ def _genq(
             if before:
                 before()
             rounds.setdefault(GENQ, []).append(_submit_all(client, jobs, f"genq {label}"))
-        infos = [p.memory_full_info() for p in processes(pid(worker))]
+        root = psutil.Process(pid(worker))  # Celery's main process and its pool
+        infos = [p.memory_full_info() for p in [root, *root.children(recursive=True)]]
         memory = f"RSS {mb(sum(i.rss for i in infos))}, PSS {mb(sum(i.pss for i in infos))}"
     batch = _median(rounds[GENQ])
     say(

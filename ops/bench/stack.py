@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import psutil
 
@@ -23,18 +23,10 @@ from genq import Settings
 from genq.common.registry import LlamaModelConfig, ModelRegistry
 from genq.common.tinymodel import ensure_tiny_model
 from ops.bench.report import BENCH_MODEL, BENCH_N_CTX
+from ops.llamaserver import LlamaServer
 from ops.localstack import GenqProcess, RedisServer, Relay, StackError, Worker, settings_for
 
-
-class Server(Protocol):
-    log: Path
-
-    def start(self) -> Any: ...
-
-    def stop(self) -> None: ...
-
-
-S = TypeVar("S", bound=Server)
+S = TypeVar("S", bound=GenqProcess | LlamaServer)
 LOG_TAIL_LINES = 30
 MARKER = "OPS_BENCH_RUN"  # in the environment of every process a run starts
 GRACE_S = 5.0
@@ -70,6 +62,7 @@ class Stack:
         """`python -m ops.bench.<module> args`, not started, its output in `<log>.log`."""
         pipe = subprocess.PIPE if stdin else None
         path = self.cache / f"{log}.log"
+        path.unlink(missing_ok=True)  # a fresh log: its ready line and JSON are this run's
         return BenchProcess(
             self.env, path, stdin=pipe, module=f"ops.bench.{module}", args=args, ready=ready
         )
@@ -171,15 +164,9 @@ def serving(server: S) -> Iterator[S]:
         server.stop()
 
 
-def processes(pid: int) -> list[psutil.Process]:
-    """The process and its children (a worker's: Celery's main process and its pool)."""
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
-
-
-def cpu_s(procs: Sequence[psutil.Process]) -> float:
-    """User and system CPU seconds so far, summed."""
-    return sum(sum(proc.cpu_times()[:2]) for proc in procs)
+def cpu_s(proc: psutil.Process) -> float:
+    """User and system CPU seconds so far."""
+    return sum(proc.cpu_times()[:2])
 
 
 def print_tail(log: Path) -> None:
@@ -226,24 +213,19 @@ class BenchProcess(GenqProcess):
         except subprocess.TimeoutExpired as exc:
             raise StackError(f"{self.what} did not end within {timeout_s:.0f}s") from exc
         output = self.output()
-        try:
+        with contextlib.suppress(IndexError, json.JSONDecodeError):
             printed: dict[str, Any] = json.loads(output.splitlines()[-1])
-        except (IndexError, json.JSONDecodeError):
-            printed = {}
-        if code != 0 or not printed:
-            raise StackError(f"{self.what} exited with {code}; its output:\n{output[-2000:]}")
-        return printed
+            if code == 0 and printed:
+                return printed
+        raise StackError(f"{self.what} exited with {code}; its output:\n{output[-2000:]}")
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
 
 def _stop_strays(run_id: str) -> None:
-    left = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if proc.pid != os.getpid() and proc.environ().get(MARKER) == run_id:
-                left.append(proc)
+    procs = [p for p in psutil.process_iter(["environ"]) if p.pid != os.getpid()]
+    left = [p for p in procs if (p.info["environ"] or {}).get(MARKER) == run_id]  # None: unread
     if left:
         print(f"stopping {len(left)} process(es) left behind", file=sys.stderr)
     for proc in left:

@@ -48,10 +48,7 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     """One job (2000 tokens on tiny, 128 on a real model) in process with `Llama.generate()`
     and through genq, job by job in turn (--jobs). Targets: genq >= 0.90 x in-process tok/s;
     <= 15 ms first-token latency added (median). (The servers: the gateway section.)"""
-    chunking = {"GENQ_CHUNK_TOKENS": args.chunk_tokens}
-    chunking["GENQ_CHUNK_INTERVAL_MS"] = args.chunk_interval_ms
-    env = {key: str(value) for key, value in chunking.items() if value is not None}
-    with local_stack(cache, env) as stack, Client(stack.settings) as client:
+    with local_stack(cache, {}) as stack, Client(stack.settings) as client:
         spec, described, _, path, config = _workload(args, stack)
         settings = stack.settings
         say(
@@ -183,9 +180,9 @@ def _concurrent(gateway: Gateway, clients: int) -> str:
     process = psutil.Process(pid(gateway))  # uvicorn with one worker: this very process
     spec = JobSpec(model=report.BENCH_MODEL, prompt=report.DEFAULT_PROMPT, seed=1, ignore_eos=True)
     body = {**paths.request_body(spec, None, CONCURRENT_TOKENS), "window_tokens": CONCURRENT_TOKENS}
-    before, started = cpu_s([process]), time.perf_counter()
+    before, started = cpu_s(process), time.perf_counter()
     counts = paths.at_once([functools.partial(_tokens, gateway.port, body)] * clients)
-    wall, cpu = time.perf_counter() - started, cpu_s([process]) - before
+    wall, cpu = time.perf_counter() - started, cpu_s(process) - before
     complete, tokens = sum(count == CONCURRENT_TOKENS for count in counts), sum(counts)
     return (
         f"{clients} SSE clients at once on one gateway process ({CONCURRENT_TOKENS} tokens "
