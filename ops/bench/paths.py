@@ -31,6 +31,7 @@ INPROCESS = "in-process (llama-cpp-python's Llama)"
 GENQ = "genq end to end"
 TIMEOUT_S = 120.0  # a genq stream's, or a request's
 LOAD_OPTIONS = {"n_ctx", "n_batch", "n_threads", "n_gpu_layers"}
+SAMPLING = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty"}
 BUDGET_S = 90.0  # longest a measured server job may run before it is cut off
 
 
@@ -172,20 +173,10 @@ def request_body(
     the bias `ban` (json.dumps writes -inf as -Infinity, which its Python parser reads; the
     openai SDK's JSON refuses it); without `eos`, ignore_eos (llama-server's and genq's)."""
     bias = {str(k): v for k, v in spec.logit_bias.items()}
-    body: dict[str, Any] = {
-        "model": spec.model,
-        "prompt": spec.prompt,
-        "max_tokens": tokens or spec.max_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},  # llama_cpp.server ignores it
-        "temperature": spec.temperature,
-        "top_p": spec.top_p,
-        "top_k": spec.top_k,
-        "min_p": spec.min_p,
-        "repeat_penalty": spec.repeat_penalty,
-        "seed": spec.seed,
-        "logit_bias": bias if eos is None else {**bias, str(eos): ban},
-    }
+    body = spec.model_dump(include={"model", "prompt", "seed", *SAMPLING})
+    body |= {"max_tokens": tokens or spec.max_tokens, "stream": True}
+    body["stream_options"] = {"include_usage": True}  # llama_cpp.server ignores it
+    body["logit_bias"] = bias if eos is None else {**bias, str(eos): ban}
     return body if eos is not None else {**body, "ignore_eos": True}
 
 

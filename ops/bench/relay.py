@@ -1,7 +1,7 @@
 """The relay section. The relay's progress is its own figure, `genq_relay_frames_total` on its
 metrics endpoint; its jobs are submitted with genq's client (no worker runs them: the relay
 moves frames only of jobs that have a record). The baselines run on the same redis-server;
-load and baselines: ops/bench/load.py. Every phase runs in two turns, alternating.
+load and baselines: ops/bench/child.py. Every phase runs in two turns, alternating.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import redis
 
-from genq import Client
-from ops.bench.load import COUNTER, frame
+from genq import Client, JobSpec
+from ops.bench.child import COUNTER, frame
 from ops.bench.report import BENCH_MODEL, met, percentile, say, table
 from ops.bench.stack import Stack, cpu_s, local_stack, pid, serving
 from ops.localstack import Relay, StackError, free_port, wait_for
@@ -87,10 +87,9 @@ def _channel(stack: Stack) -> str:
 
 
 def _jobs(stack: Stack, count: int) -> list[str]:
+    spec = JobSpec(prompt="relay", model=BENCH_MODEL, max_tokens=16)
     with Client(stack.settings) as client:
-        return [
-            client.submit("relay", model=BENCH_MODEL, max_tokens=16).job_id for _ in range(count)
-        ]
+        return [client.submit(spec).job_id for _ in range(count)]
 
 
 def _turn(
@@ -106,7 +105,7 @@ def _turn(
     jobs = _jobs(stack, len(jobs)) if mode == "publish" else jobs
     progress = _progress(control, mode, port)
     consumers = {
-        "subscribe": stack.bench("load", ["subscribe", url, keys, "0"], "subscriber", "subscribed"),
+        "subscribe": stack.bench("child", ["subscribe", url, keys], "subscriber", "subscribed"),
         "publish": Relay(stack.env, stack.cache / "relay.log"),
     }
     with ExitStack() as started:
@@ -116,7 +115,7 @@ def _turn(
             pids[role] = pid(started.enter_context(serving(consumers[mode])))
         before = progress()
         load_args = ["xadd" if mode == "xadd" else "publish", url, keys, str(seconds), *jobs]
-        with serving(stack.bench("load", load_args, f"load-{mode}")) as load:
+        with serving(stack.bench("child", load_args, f"load-{mode}")) as load:
             samples = _sample(load.running, progress, {"load": pid(load), **pids})
             sent = int(load.printed(30.0)["published"])
         try:

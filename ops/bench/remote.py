@@ -1,14 +1,8 @@
-"""The remote section: what genq's remote backend costs over streaming the same server
-directly. One llama_cpp.server on loopback serves the tiny model; each job is one request to
-it on both paths (the registry's and the job's window hold the whole job), so both ask the
-server for the same work: a direct SSE client (a new connection per job), and genq (submit ->
-worker streaming from the server -> pub/sub -> relay -> stream -> reader).
-
-First one job at a time, genq on one worker process; then the same job many at once on each
-path (threads of direct clients; one worker restarted with as many slots). The server runs one
-request at a time (interrupt_requests=false), so both paths queue on it: what this measures is
-what genq adds to a busy server, not the server's parallelism. Rounds alternate which path
-goes first, as the machine's speed drifts.
+"""The remote section: what genq's remote backend costs over streaming the same
+llama_cpp.server directly. Each job is one request to it on both paths (the registry's and the
+job's window hold the whole job), so both ask the server for the same work. The server runs
+one request at a time (interrupt_requests=false), so both paths queue on it: what this
+measures is what genq adds to a busy server, not the server's parallelism.
 """
 
 from __future__ import annotations

@@ -33,7 +33,6 @@ TARGET_FIRST_TOKEN = 2.0  # median first token of the batch, at most this many l
 TARGET_LONE = 0.95  # a lone job with slots over one slot, at least
 JOB_TIMEOUT_S = 600.0
 WARM_TOKENS = 8  # one short request to the peer first: its first request's one-off costs
-SAMPLING = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty"}
 GENQ, PEER = "genq", "llama-server"
 Rounds = dict[str, list[Batch]]  # each path's batches, a round each
 
@@ -97,7 +96,7 @@ def _spec(prompt: str, config: LlamaModelConfig, path: Path, jobs: list[JobSpec]
     return batched.Spec(
         "", str(path), config.n_gpu_layers, config.n_ctx, config.n_batch,
         config.n_threads or os.cpu_count() or 1, tokens, len(jobs), first.max_tokens,
-        {**first.model_dump(include=SAMPLING), "seed": first.seed or 0},
+        {**first.model_dump(include=paths.SAMPLING), "seed": first.seed or 0},
     )  # fmt: skip
 
 

@@ -1,13 +1,7 @@
-"""One job on --model, EOS banned, streamed the ways a user might run it, measured job by job
-in turn (a shared machine's speed drifts by tens of percent, and so weighs on both alike).
-
-stream: in process with llama-cpp-python alone (the ceiling) against genq end to end.
-
-gateway: the `openai` SDK streaming /v1/completions through `genq serve` against genq's Python
-client; then the same SDK against llama_cpp.server and llama-server on the same model file;
-last, many SSE clients at once on one gateway process (the tiny model: the gateway's cost,
-not the model's): every stream must end complete, and its CPU time per token is reported.
-"""
+"""The stream and gateway sections: one job on --model, EOS banned, streamed the ways a user
+might run it, measured job by job in turn (a shared machine's speed drifts by tens of percent,
+and so weighs on both alike). The gateway's many clients run on the tiny model: the gateway's
+cost, not the model's."""
 
 from __future__ import annotations
 
@@ -90,12 +84,8 @@ def _workload(
     are banned."""
     name, on_tiny = report.job_model(args.model), args.model == report.TINY
     path, config = stack.model(name)
-    job = JobSpec(
-        model=name,
-        prompt=args.prompt,
-        seed=args.seed,
-        max_tokens=args.max_tokens or (2000 if on_tiny else 128),
-    )
+    tokens = args.max_tokens or (2000 if on_tiny else 128)
+    job = JobSpec(model=name, prompt=args.prompt, seed=args.seed, max_tokens=tokens)
     stray = on_tiny and not args.allow_stray_bytes
     return *paths.workload(job, path, config.n_ctx, stray, eos=False), path, config
 
@@ -120,9 +110,7 @@ def gateway(args: argparse.Namespace, cache: Path) -> None:
     via_gateway = PathResult("openai SDK via genq serve", [a for a, _ in pairs[args.warmup :]])
     via_client = PathResult("genq Python client", [b for _, b in pairs[args.warmup :]])
     rows = [(via_gateway, report.ratio(via_gateway, via_client, "client")), (via_client, "1.00 x")]
-    for peer in (
-        [] if args.no_server else _sdk_peers(path, config, spec, eos, cache, args.gateway_jobs)
-    ):
+    for peer in _sdk_peers(path, config, spec, eos, cache, args):
         rows.append((peer, f"gateway {via_gateway.tokens_per_s / peer.tokens_per_s:.2f} x"))
     rate = via_gateway.tokens_per_s / via_client.tokens_per_s
     pairs_ms = zip(via_gateway.runs, via_client.runs, strict=True)  # the same machine, in turn
@@ -202,10 +190,12 @@ def _tokens(port: int, body: dict[str, Any]) -> int:
 
 
 def _sdk_peers(
-    path: Path, config: LlamaModelConfig, spec: JobSpec, eos: int, cache: Path, jobs: int
+    path: Path, config: LlamaModelConfig, spec: JobSpec, eos: int, cache: Path, args: Any
 ) -> list[PathResult]:
     """The same SDK and job against llama_cpp.server and llama-server, one job at a time; EOS
     banned by a bias (they have no ignore_eos)."""
+    if args.no_server:
+        return []
     servers: list[LlamaServer] = []
     if missing_modules():
         say(f"llama_cpp.server skipped: {', '.join(missing_modules())} missing")
@@ -222,7 +212,7 @@ def _sdk_peers(
             with serving(server), _sdk(f"http://{HOST}:{server.port}") as sdk:
                 say(f"{server.name}: {server.command_line()}")
                 sdk_run(sdk, {**body, "max_tokens": WARM_TOKENS})
-                runs = [sdk_run(sdk, body) for _ in range(jobs)]
+                runs = [sdk_run(sdk, body) for _ in range(args.gateway_jobs)]
         except PEER_ERRORS as exc:
             say(f"skipped {server.name}: {exc}")
             continue
