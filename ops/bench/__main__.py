@@ -3,11 +3,9 @@
 import os
 import sys
 
+# Before llama_cpp loads OpenMP, which reads it once; every process of the run inherits it.
 if "--omp-spin" not in sys.argv[1:]:
-    # Set before llama_cpp loads OpenMP, which reads it once; every process the run starts
-    # (workers, baselines) inherits it, so that both sides of a ratio share it.
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
-from ops.bench.cli import main  # after the variable: it loads llama_cpp
+from ops.bench.cli import main
 
 raise SystemExit(main())

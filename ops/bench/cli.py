@@ -13,9 +13,9 @@ from typing import Any
 
 from genq import GenqError, Settings
 from genq.common.registry import ModelRegistry
-from ops.bench import failover, memory, overhead, relay, remote, report, slots, stream, submit
+from ops.bench import batches, failover, memory, relay, report, slots, stream
 from ops.bench.paths import BenchJobFailed
-from ops.bench.report import DEFAULT_PROMPT, DEFAULT_SEED, TINY, default_model, say
+from ops.bench.report import DEFAULT_PROMPT, DEFAULT_SEED, default_model, say
 from ops.bench.stack import cache_dir
 from ops.localstack import StackError
 
@@ -27,9 +27,9 @@ SECTIONS: dict[str, Section] = {
     "recovery": failover.recovery,
     "handoff": failover.handoff,
     "memory": memory.section,
-    "submit": submit.section,
-    "overhead": overhead.section,
-    "remote": remote.section,
+    "submit": batches.submit,
+    "overhead": batches.overhead,
+    "remote": stream.remote,
     "slots": slots.section,
     "gateway": stream.gateway,
 }
@@ -46,10 +46,8 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
     return {
         "general": [
             ("--suite", _suites, list(SECTIONS), "comma-separated sections (default: all)"),
-            ("--model", str, default_model(), "registry model of the sections that take one "
-                f"(gemma-3-270m if installed, else {TINY})"),
-            ("--omp-spin", None, False, "leave OpenMP's idle threads spinning, not "
-                "OMP_WAIT_POLICY=passive: with no core to spare, jobs take many times longer"),
+            ("--model", str, default_model(), "registry model (gemma-3-270m if there, else tiny)"),
+            ("--omp-spin", None, False, "leave OpenMP's idle threads spinning (README: Benchmark)"),
             ("--allow-stray-bytes", None, False, "do not ban the tiny model's non-UTF-8 byte "
                 "tokens (with them llama_cpp.server re-decodes its stream, quadratically)"),
         ],
@@ -62,8 +60,7 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
             ("--seed", _natural, DEFAULT_SEED, "sampler seed"),
         ],
         "relay": [
-            ("--relay-seconds", _seconds, 12.0, "load on the relay, in two turns; the first "
-                "second of each is warm-up"),
+            ("--relay-seconds", _seconds, 12.0, "relay load, two turns (1 s warm-up each)"),
             ("--relay-baseline-seconds", _seconds, 6.0, "load per baseline"),
             ("--relay-jobs", _positive, 50, "concurrent job ids published"),
         ],
@@ -89,11 +86,10 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
             ("--submit-single-jobs", _positive, 1_000, "Client.submit() calls, the baseline"),
         ],
         "overhead": [
-            ("--overhead-jobs", _positive, overhead.JOBS, "jobs"),
+            ("--overhead-jobs", _positive, batches.JOBS, "jobs"),
             ("--overhead-tokens", _positive, 16, "tokens per job"),
             ("--overhead-rounds", _positive, 3, "rounds of both sides"),
-            ("--overhead-processes", _positive, overhead.PROCESSES, "worker processes, and "
-                "in-process ones"),
+            ("--overhead-processes", _positive, batches.PROCESSES, "processes on each side"),
         ],
         "remote": [
             ("--remote-jobs", _positive, 5, "jobs per path per round"),

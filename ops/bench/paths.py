@@ -27,6 +27,7 @@ from ops.bench.report import BAN_BIAS, Batch, Run
 from ops.llamaserver import HOST
 
 T = TypeVar("T")
+JSON = {"Content-Type": "application/json"}
 INPROCESS = "in-process (llama-cpp-python's Llama)"
 GENQ = "genq end to end"
 TIMEOUT_S = 120.0  # a genq stream's, or a request's
@@ -98,18 +99,13 @@ def _utf8(vocab: Llama, token: int) -> bool:
 def generate(llm: Llama, spec: JobSpec) -> Run:
     """`spec.max_tokens` tokens from a fresh context, timed from the call (prompt evaluation
     included); the job's sampling parameters, whatever it samples (EOS included)."""
+    sampling = spec.model_dump(include={"top_k", "top_p", "min_p", "repeat_penalty"})
     started = time.perf_counter()
     llm.reset()  # type: ignore[no-untyped-call]  # no prompt prefix kept from the last job: each evaluates its prompt
     llm.set_seed(spec.seed or 0)
     made, first = 0, started
-    for _ in llm.generate(
-        prompt_tokens(llm, spec.prompt or ""),
-        top_k=spec.top_k,
-        top_p=spec.top_p,
-        min_p=spec.min_p,
-        temp=spec.temperature,
-        repeat_penalty=spec.repeat_penalty,
-    ):
+    tokens = prompt_tokens(llm, spec.prompt or "")
+    for _ in llm.generate(tokens, temp=spec.temperature, **sampling):
         first = time.perf_counter() if not made else first
         made += 1
         if made == spec.max_tokens:
@@ -206,9 +202,7 @@ def stream_sse(port: int, body: dict[str, Any]) -> Run:
     conn = http.client.HTTPConnection(HOST, port, timeout=TIMEOUT_S)
     try:
         started = time.perf_counter()
-        conn.request(
-            "POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"}
-        )
+        conn.request("POST", "/v1/completions", json.dumps(body), JSON)
         resp = conn.getresponse()
         if resp.status != 200:
             raise ServerError(f"HTTP {resp.status}: {resp.read(500)!r}")

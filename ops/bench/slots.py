@@ -34,6 +34,10 @@ TARGET_LONE = 0.95  # a lone job with slots over one slot, at least
 JOB_TIMEOUT_S = 600.0
 WARM_TOKENS = 8  # one short request to the peer first: its first request's one-off costs
 GENQ, PEER = "genq", "llama-server"
+LLAMAFILE = {
+    False: "compiled out of this llama-cpp-python (-DGGML_LLAMAFILE=OFF)",
+    True: "COMPILED INTO this llama-cpp-python (batched jobs are not invariant)",
+}
 Rounds = dict[str, list[Batch]]  # each path's batches, a round each
 
 
@@ -63,7 +67,9 @@ def section(args: argparse.Namespace, cache: Path) -> None:
             f"model {name!r}: {n} jobs of {tokens} tokens after the prompt {args.prompt!r}, EOS "
             f"banned; {config.n_threads or 'all'} threads, n_batch {config.n_batch}; {k} rounds, "
             f"each path once a round in turn",
-            f"llamafile's sgemm: {_llamafile()}",
+            f"llamafile's sgemm: {LLAMAFILE[b'LLAMAFILE = 1' in lc.llama_print_system_info()]}; "
+            "no setting switches it at run time, so every in-process variant runs without it; "
+            "llama-server is built with llama.cpp's defaults (llamafile on)",
         )
         rounds: Rounds = {}
         spec = _spec(args.prompt, config, path, jobs)
@@ -74,17 +80,15 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         lone_one, one_memory = _genq(stack, one, f"-c {n} (one slot each)", jobs, args_one, k)
     _summary(rounds, one[GENQ][0])
     _breakdown(rounds, tokens)
-    _lone(n, _median(rounds[GENQ]), lone_slots, lone_one)
-    say(f"memory, one worker with --slots {n}: {slots_memory}; {n} one-slot: {one_memory}")
-
-
-def _llamafile() -> str:
-    build = "compiled out of this llama-cpp-python (-DGGML_LLAMAFILE=OFF)"
-    if b"LLAMAFILE = 1" in bytes(lc.llama_print_system_info()):
-        build = "COMPILED INTO this llama-cpp-python (batched jobs are not invariant)"
-    return (
-        f"{build}; no setting switches it at run time, so every in-process variant runs "
-        "without it; llama-server is built with llama.cpp's defaults (llamafile on)"
+    first = _median(rounds[GENQ]).first_token_ms
+    ratio, lone = first / lone_slots.first_token_ms, lone_slots.tokens_per_s / lone_one.tokens_per_s
+    say(
+        f"first token, median of {n} jobs submitted at once / a lone job's: {ratio:.2f} "
+        f"({first:.0f} vs {lone_slots.first_token_ms:.0f} ms; target <= "
+        f"{TARGET_FIRST_TOKEN}: {met(ratio <= TARGET_FIRST_TOKEN)})",
+        f"lone job tok/s, --slots {n} / one slot: {lone:.2f} ({lone_slots.tokens_per_s:.1f} vs "
+        f"{lone_one.tokens_per_s:.1f}; target >= {TARGET_LONE}: {met(lone >= TARGET_LONE)})",
+        f"memory, one worker with --slots {n}: {slots_memory}; {n} one-slot: {one_memory}",
     )
 
 
@@ -222,16 +226,4 @@ def _breakdown(rounds: Rounds, tokens: int) -> None:
         f"  {step[GENQ] - step['invariant']:+7.1f}  genq's worker around the same decode (job "
         "threads, text, chunks, Redis and the relay on the same cores)",
         f"  {step[GENQ]:7.1f}  genq --slots {limit.tokens // tokens}",
-    )
-
-
-def _lone(n: int, slots: Batch, lone_slots: Batch, lone_one: Batch) -> None:
-    first = slots.first_token_ms / lone_slots.first_token_ms
-    lone = lone_slots.tokens_per_s / lone_one.tokens_per_s
-    say(
-        f"first token, median of {n} jobs submitted at once / a lone job's: {first:.2f} "
-        f"({slots.first_token_ms:.0f} vs {lone_slots.first_token_ms:.0f} ms; target <= "
-        f"{TARGET_FIRST_TOKEN}: {met(first <= TARGET_FIRST_TOKEN)})",
-        f"lone job tok/s, --slots {n} / one slot: {lone:.2f} ({lone_slots.tokens_per_s:.1f} vs "
-        f"{lone_one.tokens_per_s:.1f}; target >= {TARGET_LONE}: {met(lone >= TARGET_LONE)})",
     )

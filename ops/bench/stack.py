@@ -46,10 +46,6 @@ class Stack:
     def settings(self) -> Settings:
         return settings_for(self.env)
 
-    def start_relay(self) -> Relay:
-        self.relay = Relay(env=self.env, log=self.cache / "relay.log")
-        return self.relay.start()
-
     def start_worker(self, name: str = "bench") -> Worker:
         """`genq worker -n name@%h`; replaces a stopped one of that name."""
         self.workers = [w for w in self.workers if w.name != name]
@@ -124,7 +120,7 @@ def local_stack(
     try:
         server.start()
         if relay:
-            stack.start_relay()
+            stack.relay = Relay(env, cache / "relay.log").start()
         for n in range(workers):
             stack.start_worker("bench" if n == 0 else f"bench{n + 1}")
         yield stack
