@@ -89,10 +89,8 @@ def generate(model: str, first: str, jobs: str, tokens: str, prompt: str) -> dic
 
 def status_kib(field: str) -> int:
     """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise LookupError(f"no {field} in /proc/self/status")
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(status[field].split()[0])
 
 
 def frame(job_id: str, seq: int, ts_ms: int) -> bytes:

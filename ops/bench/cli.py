@@ -13,7 +13,7 @@ from typing import Any
 
 from genq import GenqError, Settings
 from genq.common.registry import ModelRegistry
-from ops.bench import batches, failover, memory, relay, report, slots, stream
+from ops.bench import batches, failover, relay, report, slots, stream
 from ops.bench.paths import BenchJobFailed
 from ops.bench.report import DEFAULT_PROMPT, DEFAULT_SEED, default_model, say
 from ops.bench.stack import cache_dir
@@ -26,7 +26,7 @@ SECTIONS: dict[str, Section] = {
     "relay": relay.section,
     "recovery": failover.recovery,
     "handoff": failover.handoff,
-    "memory": memory.section,
+    "memory": relay.memory,
     "submit": batches.submit,
     "overhead": batches.overhead,
     "remote": stream.remote,

@@ -158,9 +158,8 @@ def sdk_run(sdk: openai.OpenAI, body: dict[str, Any]) -> Run:
     ended = time.perf_counter()
     if first is None or finish != "length":
         raise paths.BenchJobFailed(f"an SDK stream ended with {finish!r}, no text: {first}")
-    return paths.exact(
-        Run(pieces if usage is None else usage, first - started, ended - first), body
-    )
+    tokens = pieces if usage is None else usage
+    return paths.exact(Run(tokens, first - started, ended - first), body)
 
 
 def _sdk(base_url: str) -> openai.OpenAI:
