@@ -68,9 +68,9 @@ def measure_baseline(stack: Stack, model: str, jobs: int, tokens: int, processes
     with ExitStack() as started:
         children = []
         for n, share in enumerate(shares):
-            args = ["generate", model, str(FIRST_SEED + sum(shares[:n])), str(share)]
-            child = stack.bench("child", [*args, str(tokens), PROMPT], f"overhead-inprocess-{n}",
-                                READY, stdin=True)  # fmt: skip
+            first = str(FIRST_SEED + sum(shares[:n]))
+            args = ["generate", model, first, str(share), str(tokens), PROMPT]
+            child = stack.child(args, f"overhead-inprocess-{n}", READY, stdin=True)
             children.append(started.enter_context(serving(child)))
         for child in children:
             child.send("go")
@@ -179,5 +179,5 @@ def submit(args: argparse.Namespace, cache: Path) -> None:
 
 
 def _child(stack: Stack, args: list[str]) -> dict[str, Any]:
-    with serving(stack.bench("child", args, f"submit-{args[0]}")) as child:
+    with serving(stack.child(args, f"submit-{args[0]}")) as child:
         return child.printed(TIMEOUT_S)

@@ -71,7 +71,8 @@ def workload(
     re-decodes it, quadratically); EOS by it where `eos` (a server with no ignore_eos)."""
     with loaded(path) as vocab:
         count, eos_id = len(prompt_tokens(vocab, job.prompt or "")), vocab.token_eos()
-        banned = [t for t in range(vocab.n_vocab() if stray else 0) if not _utf8(vocab, t)]
+        pieces = [vocab.detokenize([t]) for t in range(vocab.n_vocab() if stray else 0)]
+        banned = [t for t, piece in enumerate(pieces) if "\ufffd" in piece.decode(errors="replace")]
     banned += [eos_id] if eos else []
     size, asked = min(job.max_tokens, n_ctx - count), job.max_tokens
     if size < 2:
@@ -86,14 +87,6 @@ def workload(
         + (f", {len(banned)} tokens banned" if banned else "")
     )
     return spec, described, eos_id
-
-
-def _utf8(vocab: Llama, token: int) -> bool:
-    try:
-        vocab.detokenize([token]).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def generate(llm: Llama, spec: JobSpec) -> Run:

@@ -84,13 +84,10 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         for _ in range(TURNS):
             _turn(stack, args, figures[READ], "subscribe", "bench:{%s}:tokens", port)
             _turn(stack, args, figures[XADD], "xadd", "bench:{%s}:stream", port)
-            _turn(stack, args, figures[RELAY], "publish", _channel(stack), port)
+            channel = CHANNEL % (stack.settings.key_prefix, "%s")
+            _turn(stack, args, figures[RELAY], "publish", channel, port)
         _report(*figures.values())
         _hop(stack)
-
-
-def _channel(stack: Stack) -> str:
-    return CHANNEL % (stack.settings.key_prefix, "%s")
 
 
 def _jobs(stack: Stack, count: int) -> list[str]:
@@ -112,7 +109,7 @@ def _turn(
     jobs = _jobs(stack, len(jobs)) if mode == "publish" else jobs
     progress = _progress(control, mode, port)
     consumers = {
-        "subscribe": stack.bench("child", ["subscribe", url, keys], "subscriber", "subscribed"),
+        "subscribe": stack.child(["subscribe", url, keys], "subscriber", "subscribed"),
         "publish": Relay(stack.env, stack.cache / "relay.log"),
     }
     with ExitStack() as started:
@@ -122,7 +119,7 @@ def _turn(
             pids[role] = pid(started.enter_context(serving(consumers[mode])))
         before = progress()
         load_args = ["xadd" if mode == "xadd" else "publish", url, keys, str(seconds), *jobs]
-        with serving(stack.bench("child", load_args, f"load-{mode}")) as load:
+        with serving(stack.child(load_args, f"load-{mode}")) as load:
             samples = _sample(load.running, progress, {"load": pid(load), **pids})
             sent = int(load.printed(30.0)["published"])
         try:
@@ -197,7 +194,7 @@ def _hop(stack: Stack) -> None:
     a time with the relay otherwise idle: the hop a reader pays for streams."""
     job = _jobs(stack, 1)[0]
     control = redis.Redis.from_url(stack.settings.redis_url)
-    channel, took = _channel(stack) % job, []
+    channel, took = CHANNEL % (stack.settings.key_prefix, job), []
     stream = channel.removesuffix(":tokens") + ":stream"  # README's "Frames": the job's stream
     with serving(Relay(stack.env, stack.cache / "relay.log")):
         for seq in range(1, HOP_FRAMES + 1):
@@ -228,7 +225,7 @@ def memory(args: argparse.Namespace, cache: Path) -> None:
     )
     with local_stack(cache, {}, workers=1) as stack, Client(stack.settings) as client:
         client.submit(**{**job, "max_tokens": WARM_TOKENS}).result(timeout=JOB_TIMEOUT_S)
-        with serving(stack.bench("child", ["reader"], "reader", READY, stdin=True)) as reader:
+        with serving(stack.child(["reader"], "reader", READY, stdin=True)) as reader:
             worker = psutil.Process(pid(stack.workers[0]))
             procs = {
                 "relay": psutil.Process(pid(stack.relay)),

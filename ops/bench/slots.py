@@ -43,6 +43,7 @@ LLAMAFILE = {
     True: "COMPILED INTO this llama-cpp-python (batched jobs are not invariant)",
 }
 Rounds = dict[str, list[Batch]]  # each path's batches, a round each
+Before = Callable[[], None] | None  # what runs before each of genq's batches
 
 
 RUN_TIMEOUT_S = 900.0
@@ -89,22 +90,13 @@ class Spec:
 
 
 @dataclass(frozen=True)
-class Loop:
-    """One measured run: seconds in all and per part, from the prompts' batch on."""
-
-    tokens: int
-    steps: int  # decodes after the prompts'
-    wall_s: float
-    first_token_s: float
-    decode_s: float
-    pick_s: float
-
-
-@dataclass(frozen=True)
 class Decoded(Batch):
-    """An in-process variant's batch, with where its time went."""
+    """An in-process variant's run, from the prompts' batch on: a Run per sequence, and where
+    the time went (`steps`: the decodes after the prompts')."""
 
-    loop: Loop
+    steps: int = 0
+    decode_s: float = 0.0
+    pick_s: float = 0.0
 
 
 def _median(batches: list[Batch]) -> Batch:
@@ -133,12 +125,10 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         rounds: Rounds = {}
         spec = _spec(args.prompt, config, path, jobs)
         before = functools.partial(_baselines, stack, rounds, spec, config, jobs)
-        lone_slots, slots_memory = _genq(stack, rounds, f"--slots {n}", jobs, [], k, before)
-        one: Rounds = {}
+        lone_slots, rounds[GENQ], slots_memory = _genq(stack, f"--slots {n}", jobs, [], k, before)
         args_one = ["--slots", "1", "-c", str(n)]
-        lone_one, one_memory = _genq(stack, one, f"-c {n} (one slot each)", jobs, args_one, k)
-    _summary(rounds, one[GENQ][0])
-    _breakdown(rounds, tokens)
+        lone_one, one, one_memory = _genq(stack, f"-c {n} (one slot each)", jobs, args_one, k)
+    _summary(rounds, one[0], tokens)
     first = _median(rounds[GENQ]).first_token_ms
     ratio, lone = first / lone_slots.first_token_ms, lone_slots.tokens_per_s / lone_one.tokens_per_s
     say(
@@ -168,43 +158,42 @@ def _baselines(
 ) -> None:
     """One round of the in-process variants and the peer, between genq's batches."""
     for key, variant in VARIANTS.items():
-        loop = decoded(replace(spec, variant=key))
-        runs = [Run(loop.tokens // len(jobs), loop.first_token_s, 0.0)] * len(jobs)
-        rounds.setdefault(key, []).append(Decoded(variant.label, runs, loop.wall_s, loop))
+        rounds.setdefault(key, []).append(decoded(replace(spec, variant=key), variant.label))
     peer = _llama_server(stack.cache, Path(spec.model), config, jobs)
     if peer is not None:
         rounds.setdefault(PEER, []).append(peer)
 
 
 def _genq(
-    stack: Stack,
-    rounds: Rounds,
-    label: str,
-    jobs: list[JobSpec],
-    args: list[str],
-    lone: int,
-    before: Callable[[], None] | None = None,
-) -> tuple[Batch, str]:
-    """A warm-up, `lone` jobs alone (the median's), then the jobs at once: with `before` each
-    time, `lone` rounds, else one."""
+    stack: Stack, label: str, jobs: list[JobSpec], args: list[str], lone: int, before: Before = None
+) -> tuple[Batch, list[Batch], str]:
+    """A warm-up, `lone` jobs alone (the median's), then the jobs at once: with `before` (a
+    call) each time, `lone` rounds, else one. The lone job, the batches, the memory."""
     worker = Worker(env=stack.env, log=stack.cache / "worker-slots.log", args=tuple(args))
     with serving(worker), Client(stack.settings) as client:
         _submit_all(client, jobs)  # warm-up: every process loads the model
         alone = _median([_submit_all(client, jobs[:1]) for _ in range(lone)])
+        batches = []
         for _ in range(lone if before else 1):
             if before:
                 before()
-            rounds.setdefault(GENQ, []).append(_submit_all(client, jobs, f"genq {label}"))
+            batches.append(_submit_all(client, jobs, f"genq {label}"))
         root = psutil.Process(pid(worker))  # Celery's main process and its pool
         infos = [p.memory_full_info() for p in [root, *root.children(recursive=True)]]
         memory = f"RSS {mb(sum(i.rss for i in infos))}, PSS {mb(sum(i.pss for i in infos))}"
-    batch = _median(rounds[GENQ])
+    batch = _median(batches)
     say(
         f"genq, {label}: lone job {alone.tokens_per_s:,.1f} tok/s, first token "
         f"{alone.first_token_ms:.0f} ms; {len(jobs)} at once {batch.tokens_per_s:,.1f} tok/s "
         f"aggregate (median round), first token median {batch.first_token_ms:.0f} ms"
     )
-    return alone, memory
+    return alone, batches, memory
+
+
+def _loop(rounds: Rounds, key: str) -> Decoded:
+    median = _median(rounds[key])
+    assert isinstance(median, Decoded)  # the in-process variants' rounds
+    return median
 
 
 def _submit_all(client: Client, jobs: list[JobSpec], name: str = GENQ) -> Batch:
@@ -239,7 +228,7 @@ def _llama_server(
     return batch
 
 
-def _summary(rounds: Rounds, one: Batch) -> None:
+def _summary(rounds: Rounds, one: Batch, tokens: int) -> None:
     genq, rows = _median(rounds[GENQ]), []
     for key, batches in [*rounds.items(), ("one", [one])]:
         b, goal = _median(batches), TARGETS.get(key)
@@ -256,16 +245,7 @@ def _summary(rounds: Rounds, one: Batch) -> None:
         f"engine settings: genq's invariant / llama.cpp's defaults, the same in-process loop: "
         f"{settings:.2f} (target >= {TARGET_SETTINGS}: {met(settings >= TARGET_SETTINGS)})",
     )
-
-
-def _loop(rounds: Rounds, key: str) -> Loop:
-    decoded = _median(rounds[key])
-    assert isinstance(decoded, Decoded)  # the in-process variants' rounds
-    return decoded.loop
-
-
-def _breakdown(rounds: Rounds, tokens: int) -> None:
-    """Where a step's time goes, from the bare loop to genq (a step: a token of every job)."""
+    # Where a step's time goes, from the bare loop to genq (a step: a token of every job).
     limit, inv = _loop(rounds, "limit"), _loop(rounds, "invariant")
     step = {key: _median(batches).wall_s * 1000 / tokens for key, batches in rounds.items()}
     base, flash_off = _loop(rounds, "llama.cpp"), _loop(rounds, "llama-cpp-python")
@@ -288,7 +268,7 @@ def _breakdown(rounds: Rounds, tokens: int) -> None:
     )
 
 
-def decoded(spec: Spec) -> Loop:
+def decoded(spec: Spec, label: str) -> Decoded:
     """`spec` decoded in a process of its own."""
     env = {k: v for k, v in os.environ.items() if k != TILED_MM}
     if not VARIANTS[spec.variant].tiled:
@@ -299,10 +279,11 @@ def decoded(spec: Spec) -> Loop:
     )
     if out.returncode != 0:
         raise StackError(f"{spec.variant} run failed ({out.returncode}): {out.stderr[-2000:]}")
-    return Loop(**json.loads(out.stdout.splitlines()[-1]))
+    tokens, first_s, wall_s, *parts = json.loads(out.stdout.splitlines()[-1])
+    return Decoded(label, [Run(tokens, first_s, 0.0)] * spec.n_seq, wall_s, *parts)
 
 
-def measure(spec: Spec) -> Loop:
+def measure(spec: Spec) -> tuple[int, float, float, int, float, float]:
     variant = VARIANTS[spec.variant]
     lc.llama_backend_init()
     params = lc.llama_model_default_params()
@@ -366,7 +347,8 @@ def _argmax(ctx: lc.llama_context_p, n_vocab: int) -> Pick:
 
 def _decode_loop(
     ctx: lc.llama_context_p, batch: lc.llama_batch, spec: Spec, picks: Sequence[Pick], tokens: int
-) -> Loop:
+) -> tuple[int, float, float, int, float, float]:
+    """Tokens per sequence, first-token and wall seconds, steps, decode and pick seconds."""
     started = time.perf_counter()
     n = len(spec.prompt)
     if n * spec.n_seq > spec.n_batch:
@@ -387,7 +369,7 @@ def _decode_loop(
         _decode(ctx, batch)
         decode += time.perf_counter() - c
     wall = time.perf_counter() - started
-    return Loop(tokens * spec.n_seq, tokens - 1, wall, first, decode, pick)
+    return tokens, first, wall, tokens - 1, decode, pick
 
 
 def _add(batch: lc.llama_batch, token: int, pos: int, seq: int, output: bool) -> int:
@@ -409,5 +391,4 @@ def _decode(ctx: lc.llama_context_p, batch: lc.llama_batch) -> None:
 
 
 if __name__ == "__main__":
-    loop = measure(Spec(**json.loads(sys.argv[1])))
-    print(json.dumps(asdict(loop)), flush=True)
+    print(json.dumps(measure(Spec(**json.loads(sys.argv[1])))), flush=True)

@@ -52,15 +52,12 @@ class Stack:
         self.workers.append(Worker(self.env, self.cache / f"worker-{name}.log", name=name))
         return self.workers[-1].start()
 
-    def bench(
-        self, module: str, args: Sequence[str], log: str, ready: str = "", stdin: bool = False
-    ) -> BenchProcess:
-        """`python -m ops.bench.<module> args`, not started, its output in `<log>.log`."""
-        pipe = subprocess.PIPE if stdin else None
+    def child(self, args: Sequence[str], log: str, ready: str = "", stdin: bool = False) -> Child:
+        """`python -m ops.bench.child args`, not started, its output in `<log>.log`."""
         path = self.cache / f"{log}.log"
         path.unlink(missing_ok=True)  # a fresh log: its ready line and JSON are this run's
-        return BenchProcess(
-            self.env, path, stdin=pipe, module=f"ops.bench.{module}", args=args, ready=ready
+        return Child(
+            self.env, path, stdin=subprocess.PIPE if stdin else None, args=args, ready=ready
         )
 
     def model(self, name: str) -> tuple[Path, LlamaModelConfig]:
@@ -172,20 +169,19 @@ def print_tail(log: Path) -> None:
 
 
 @dataclass
-class BenchProcess(GenqProcess):
-    """`python -m <module> args`, started as a genq process is; ready once `ready` is in its
-    log. With `stdin=subprocess.PIPE`, `send` writes it one line."""
+class Child(GenqProcess):
+    """`python -m ops.bench.child args` (a helper process), started as a genq process is; ready
+    once `ready` is in its log. With `stdin=subprocess.PIPE`, `send` writes it one line."""
 
-    module: str = ""
     args: Sequence[str] = ()
     ready: str = ""
 
     @property
     def what(self) -> str:
-        return " ".join([self.module, *self.args[:1]])
+        return " ".join(["ops.bench.child", *self.args[:1]])
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", self.module, *self.args]
+        return [sys.executable, "-m", "ops.bench.child", *self.args]
 
     def _ready(self) -> bool:
         self._check_running()
