@@ -10,6 +10,9 @@ from genq.common.errors import InvalidJob
 
 JOB_ID_BYTES = 16  # 128 random bits: unguessable
 BATCH_ID_BYTES = 12  # generated batch ids: 96 random bits
+# The characters of a job id (token_hex's), in the order relay shares split them
+# (genq.common.store.streams.channel_pattern).
+JOB_ID_ALPHABET = "0123456789abcdef"
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 BATCH_ID_CHARS = r"[A-Za-z0-9_.-]{1,64}"  # a whole batch id (a pattern's body, no anchors)
 _JOB_ID = re.compile(JOB_ID_PATTERN)

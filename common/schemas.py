@@ -404,3 +404,8 @@ class WorkerInfo(_Model):
     started_ms: int
     heartbeat_ms: int = Field(description="Wall-clock time of its latest heartbeat.")
     heartbeat_interval_s: float
+    # Defaults: a record of a worker from before these fields still reads (genq.common.host).
+    hostname: str = Field("", description="The host's name (hosts may share one).")
+    address: str | None = Field(
+        None, description="The address it reaches Redis from: tells apart hosts of one name."
+    )

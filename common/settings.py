@@ -15,6 +15,7 @@ from pydantic import Field, FieldSerializationInfo, SecretStr, field_serializer,
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from genq.common import sentinel
+from genq.common.ids import JOB_ID_ALPHABET
 from genq.common.logs import QUERY_PASSWORD
 from genq.common.schemas import BUNDLE_JOBS_MAX, Device, ModelName
 
@@ -22,6 +23,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 # A serialization context key: write secrets in the clear (only for genq.common.handover's
 # GENQ_PLAN); without it the API keys are masked, as in repr.
 REVEAL_SECRETS = "reveal_secrets"
+MAX_RELAY_SHARES = len(JOB_ID_ALPHABET)  # a share holds one character of an id at least
 
 
 def default_cache_dir() -> Path:
@@ -51,6 +53,22 @@ class Settings(BaseSettings):
         description="How long a client's reads (streams, results, batch waits) retry a lost "
         "Redis connection, with backoff, before raising RedisUnavailable; a Redis restart "
         "shorter than this goes unnoticed. 0: raise at the first failure.",
+    )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Replicas that must hold a write before genq counts on it (Redis `WAIT`): "
+        "a submit returns, and a window is streamed after its checkpoint, only once this many "
+        "replicas have it, so that a failover cannot lose them. A submit not confirmed within "
+        "GENQ_REDIS_WAIT_MS raises RedisUnavailable (the job may exist). 0: no wait; "
+        "replication is asynchronous and a failover can lose the last writes.",
+    )
+    redis_wait_ms: int = Field(
+        1000,
+        ge=1,
+        le=60_000,
+        description="How long one replica wait (GENQ_REDIS_WAIT_REPLICAS) waits at most.",
     )
     key_prefix: str = Field(
         "genq",
@@ -170,6 +188,14 @@ class Settings(BaseSettings):
     relay_metrics_port: int = Field(
         9541, ge=0, le=65535, description="The relay's Prometheus metrics port. 0: no endpoint."
     )
+    relay_shard: str = Field(
+        "1/1",
+        pattern=r"^[0-9]{1,2}/[0-9]{1,2}$",
+        description="`k/n`: this relay moves the frames of share k of n, the jobs whose id "
+        "starts with its share of the id's characters (n relays started 1/n to n/n share the "
+        "work, every job in exactly one share; n at most 16). Every relay reaps leases. "
+        "`1/1`: every job.",
+    )
     http_host: str = Field(
         "127.0.0.1",
         min_length=1,
@@ -273,6 +299,20 @@ class Settings(BaseSettings):
             )
         return url
 
+    @field_validator("relay_shard")
+    @classmethod
+    def _share_in_range(cls, text: str) -> str:
+        share, shares = (int(part) for part in text.split("/"))
+        if not 1 <= share <= shares <= MAX_RELAY_SHARES:
+            raise ValueError(f"relay_shard k/n needs 1 <= k <= n <= {MAX_RELAY_SHARES}: {text}")
+        return text
+
+    @property
+    def relay_share(self) -> tuple[int, int]:
+        """GENQ_RELAY_SHARD as (k, n)."""
+        share, shares = self.relay_shard.split("/")
+        return int(share), int(shares)
+
     @property
     def redacted_redis_url(self) -> str:
         return redact_url(self.redis_url)
@@ -300,6 +340,8 @@ EVERY_PROCESS: tuple[Process, ...] = ("worker", "relay", "gateway", "client")
 READ_BY: dict[str, tuple[Process, ...]] = {
     "redis_url": EVERY_PROCESS,
     "redis_retry_s": ("gateway", "client"),
+    "redis_wait_replicas": ("relay", "gateway", "client"),
+    "redis_wait_ms": ("relay", "gateway", "client"),
     "key_prefix": EVERY_PROCESS,
     "models_file": EVERY_PROCESS,
     "cache_dir": EVERY_PROCESS,
@@ -324,6 +366,7 @@ READ_BY: dict[str, tuple[Process, ...]] = {
     "metrics_host": ("worker", "relay"),
     "metrics_port": ("worker",),
     "relay_metrics_port": ("relay",),
+    "relay_shard": ("relay",),
     "http_host": ("gateway",),
     "http_port": ("gateway",),
     "api_keys": ("gateway",),

@@ -221,10 +221,11 @@ class Worker(GenqProcess):
 
     args: tuple[str, ...] = ()
     name: str = "genq"
+    node_host: str = "%h"  # its node name's host part: this machine's name, or a namespace host's
     ready_marker: ClassVar[str] = " ready."
 
     def command(self) -> list[str]:
-        return ["worker", "-n", f"{self.name}@%h", *self.args]
+        return ["worker", "-n", f"{self.name}@{self.node_host}", *self.args]
 
 
 @dataclass
@@ -239,17 +240,19 @@ class Relay(GenqProcess):
 
 @dataclass
 class Flower(GenqProcess):
-    """`genq flower` on a free loopback port; ready when its HTTP server answers."""
+    """`genq flower` on a free loopback port (or `host`'s); ready when its HTTP server
+    answers."""
 
     args: tuple[str, ...] = ()
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        return ["flower", "--address", "127.0.0.1", "--port", str(self.port), *self.args]
+        return ["flower", "--address", self.host, "--port", str(self.port), *self.args]
 
     def get(self, path: str, timeout_s: float = 10.0) -> bytes:
         """GET `path` (e.g. /api/workers); urllib's errors as they are."""

@@ -23,6 +23,8 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ops.processes import DEAD_STATES, has_proc, proc_stat
+
 PREFIX = "gq"
 OWNED = re.compile(rf"^{PREFIX}([0-9a-f]{{6}})")
 RANGE = "198.18"  # 198.18.0.0/15, for benchmarking (RFC 2544); one /24 of it per network
@@ -47,7 +49,7 @@ def ip(*args: str, check: bool = True) -> str:
 def unavailable() -> str | None:
     """Why hosts cannot be made here (not root, no `ip`, namespaces refused), or None."""
     if os.geteuid() != 0:
-        return "network namespaces need root (the hosts tier runs as root, as in CI)"
+        return "network namespaces (ip netns) need root"
     if shutil.which("ip") is None:
         return "no `ip` command (Debian: apt-get install iproute2)"
     probe = f"{PREFIX}{os.getpid():06x}probe"
@@ -102,8 +104,10 @@ class Network:
         return f"{self.subnet}.1"
 
     @classmethod
-    def create(cls, names: Sequence[str]) -> Network:
-        tag = f"{PREFIX}{os.getpid():06x}"
+    def create(cls, names: Sequence[str], owner_pid: int | None = None) -> Network:
+        """The hosts `names` on a new bridge, named after `owner_pid` (default: this process):
+        the network is another run's leftover, to `clean_leftovers`, once that pid has gone."""
+        tag = f"{PREFIX}{owner_pid or os.getpid():06x}"
         subnet = free_subnet()
         network = cls(tag, subnet, f"{tag}br")
         try:
@@ -189,7 +193,12 @@ def _tags(names: Iterable[str]) -> set[str]:
 
 
 def _alive(tag: str) -> bool:
+    """The run that made `tag` still runs. A killed one that nobody has reaped yet (a zombie:
+    its parent gone, and init slow or not reaping) has not."""
     pid = int(tag.removeprefix(PREFIX), 16)
+    if has_proc():
+        stat = proc_stat(pid)
+        return stat is not None and stat.state not in DEAD_STATES
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -24,6 +24,7 @@ PROC = Path("/proc")
 STOP_GRACE_S = 10.0  # Celery's warm shutdown finishes the current chunk of work within this
 KILL_WAIT_S = 10.0
 POLL_S = 0.1
+DEAD_STATES = frozenset("ZXx")  # zombie (dead, not reaped yet), dead
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def _any_alive(processes: Iterable[Recorded]) -> bool:
 
 
 def _running(stat: ProcStat) -> bool:
-    return stat.state not in {"Z", "X", "x"}
+    return stat.state not in DEAD_STATES
 
 
 def _running_groups() -> set[int]:

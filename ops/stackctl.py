@@ -6,6 +6,9 @@ session of its own so that they outlive the command, and waits until each is rea
 runs under a supervisor (ops/supervisor.py) that starts it again whenever it exits: every job's
 streams, checkpoints and resumes depend on it, and `up` has exited by then; `status` counts its
 restarts.
+With `--hosts` every process runs on a host of its own, a network namespace
+(ops/stackhosts.py): Redis on `redis`, the relay, gateway and Flower on `gw`, workers on `w1`,
+`w2` ...; `down` removes the hosts with the processes.
 Everything it knows lives in one run directory (ops/stackstate.py); `status` and `down` read
 it from there. `make demo` runs its
 jobs against a stack it brings up and down with `up` and `down` below.
@@ -29,6 +32,7 @@ from typing import Any, NoReturn
 import click
 
 from genq.common.settings import redact_url
+from ops import netns, stackhosts
 from ops.localstack import (
     Flower,
     Gateway,
@@ -51,6 +55,7 @@ STOP_ORDER: tuple[tuple[Role, ...], ...] = (
     ("gateway", "worker"),
     ("relay", "flower"),
     ("redis",),
+    ("network",),  # the keeper that names the hosts (--hosts): they are removed after it
 )
 EXIT_ALL_RUNNING = 0
 EXIT_SOME_DEAD = 1
@@ -58,6 +63,7 @@ EXIT_NONE_RUNNING = 3
 
 Say = Callable[[str], None]
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
+Started = GenqProcess | RedisServer | stackhosts.Keeper
 
 
 class PartlyRunning(StackError):
@@ -81,6 +87,7 @@ class StackOptions:
     workers: int = 1
     flower: bool = False
     gateway: bool = False  # `genq serve` on loopback (GENQ_HTTP_PORT, else a free port)
+    hosts: bool = False  # each process on a namespace host (ops/stackhosts.py)
     env: Mapping[str, str] = field(default_factory=dict)  # for every process, e.g. a cache dir
 
 
@@ -88,7 +95,7 @@ class StackOptions:
 class UpResult:
     state: StackState
     already_running: bool
-    procs: list[GenqProcess | RedisServer] = field(default_factory=list)  # started by this call
+    procs: list[Started] = field(default_factory=list)  # started by this call
 
     def reap(self) -> None:
         """After `down`, in a process that keeps running (the demo): collect the exit status
@@ -99,6 +106,8 @@ class UpResult:
 def up(run: RunDir, options: StackOptions, say: Say = lambda _line: None) -> UpResult:
     """The stack in `run`, started unless it already runs there whole. PartlyRunning if some
     of it runs; a start that fails (or Ctrl-C) stops what it started and forgets it."""
+    if options.hosts:
+        _check_hosts(options)
     with run.locked():
         state = _existing(run)
         if state is not None:
@@ -124,6 +133,22 @@ def shared_env(state: StackState, options_env: Mapping[str, str]) -> dict[str, s
     given = {**_genq_vars(os.environ), **_genq_vars(options_env)}
     given.pop("GENQ_REDIS_URL", None)  # an external Redis's URL is the state's
     return {"GENQ_REDIS_URL": state.redis_url, **given}
+
+
+def _check_hosts(options: StackOptions) -> None:
+    """--hosts can run here, as asked: StackError with one line if not."""
+    stackhosts.check_possible()
+    given = {**os.environ, **options.env}
+    if given.get("GENQ_REDIS_URL"):
+        raise StackError(
+            "--hosts starts its own Redis on the `redis` host: unset GENQ_REDIS_URL "
+            "(the hosts reach nothing beyond this machine)"
+        )
+    if options.gateway and not (given.get("GENQ_API_KEYS") or given.get("GENQ_API_KEYS_FILE")):
+        raise StackError(
+            "--hosts --gateway: the gateway listens on the `gw` host's address, not loopback, "
+            "and so needs API keys: set GENQ_API_KEYS or GENQ_API_KEYS_FILE"
+        )
 
 
 def _existing(run: RunDir) -> StackState | None:
@@ -181,7 +206,9 @@ class _Starting:
             external_redis=bool(external),
             started_at=time.time(),
         )
-        self.procs: list[GenqProcess | RedisServer] = []
+        self.procs: list[Started] = []
+        self.network: netns.Network | None = None  # with --hosts
+        self.redis_host: netns.Host | None = None
         # Metrics on loopback unless the caller says otherwise: a local stack is for this host.
         metrics_host = options.env.get("GENQ_METRICS_HOST") or os.environ.get(
             "GENQ_METRICS_HOST", "127.0.0.1"
@@ -194,12 +221,14 @@ class _Starting:
         }
 
     def start(self) -> None:
+        if self.options.hosts:
+            self._make_hosts()
         if self.redis is None:
             self.say(f"using the Redis in GENQ_REDIS_URL: {redact_url(self.state.redis_url)}")
         else:
-            self._record(self.redis.spawn(), "redis", "redis", port=self.redis.port)
+            self._record(self.redis, "redis", "redis", self.redis.port, host=self.redis_host)
             self.redis.wait_ready()
-            self.say(f"started redis-server on port {self.redis.port}")
+            self.say(f"started redis-server on {self.redis.host}:{self.redis.port}")
         genq = self._genq_processes()
         self.say(f"starting {_describe(genq)} ...")
         for proc in genq:
@@ -208,34 +237,83 @@ class _Starting:
         self.run.save(self.state)
         self.run.write_env(shared_env(self.state, self.options.env))
 
+    def _make_hosts(self) -> None:
+        """The namespace hosts, recorded before any process starts on them; Redis on its
+        own host, reached at that host's address (and not protected mode, which answers
+        loopback only: its clients are the other hosts, on a bridge that leads nowhere else)."""
+        keeper = stackhosts.Keeper(env={RUN_ID_VAR: self.state.run_id}, log=self.run.log("network"))
+        self._record(keeper, "network", "network", port=None)
+        self.network = stackhosts.create_network(self.options.workers, keeper)
+        self.state.network = stackhosts.record(self.network)
+        self.run.save(self.state)
+        self.say(f"made hosts {', '.join(self.network.hosts)} on {self.network.bridge}")
+        assert self.redis is not None  # --hosts refuses an external Redis (_check_hosts)
+        self.redis_host = host = self.network[stackhosts.REDIS_HOST]
+        stackhosts.place(self.redis, host)
+        self.redis.host = host.address
+        self.redis.args = ("--protected-mode", "no")
+        self.state.redis_url = self.env["GENQ_REDIS_URL"] = self.redis.url
+
     def _genq_processes(self) -> list[GenqProcess]:
+        gw = stackhosts.GATEWAY_HOST
         relay_port = self._metrics_port("GENQ_RELAY_METRICS_PORT")
-        relay_env = {**self.env, "GENQ_RELAY_METRICS_PORT": str(relay_port)}
+        relay_env = {**self._env(gw), "GENQ_RELAY_METRICS_PORT": str(relay_port)}
         record = self.run.supervisor_record("relay")
         record.unlink(missing_ok=True)  # a stale one's counts are not this relay's
         relay = SupervisedRelay(env=relay_env, log=self.run.log("relay"), record=record)
-        url = _metrics_url(relay_port)
-        started = [self._spawn(relay, "relay", "relay", relay_port, url, supervisor=record)]
+        url = self._metrics_url(relay_port, gw)
+        started = [self._spawn(relay, "relay", "relay", relay_port, url, gw, record)]
         for n in range(1, self.options.workers + 1):
-            port = self._metrics_port("GENQ_METRICS_PORT")
-            env = {**self.env, "GENQ_METRICS_PORT": str(port)}
-            worker = Worker(env=env, log=self.run.log(f"worker{n}"), name=f"worker{n}")
-            started.append(self._spawn(worker, f"worker{n}", "worker", port, _metrics_url(port)))
+            started.append(self._worker(n))
         if self.options.flower:
-            # Loopback only: its API answers without a login, as its dashboard does.
-            env = {**self.env, "FLOWER_UNAUTHENTICATED_API": "true"}
-            flower = Flower(env=env, log=self.run.log("flower"), port=self._free_port())
-            started.append(self._spawn(flower, "flower", "flower", flower.port, flower.url))
+            started.append(self._flower())
         if self.options.gateway:
             started.append(self._gateway())
         return started
 
+    def _worker(self, n: int) -> GenqProcess:
+        """worker<n>@HOST; with --hosts on host w<n>, as worker<n>@w<n>."""
+        host = stackhosts.worker_host(n)
+        port = self._metrics_port("GENQ_METRICS_PORT")
+        env = {**self._env(host), "GENQ_METRICS_PORT": str(port)}
+        worker = Worker(env=env, log=self.run.log(f"worker{n}"), name=f"worker{n}")
+        if self.network is not None:
+            worker.node_host = host
+        return self._spawn(
+            worker, f"worker{n}", "worker", port, self._metrics_url(port, host), host
+        )
+
+    def _flower(self) -> GenqProcess:
+        # Loopback only (or the gw host's address): its API answers without a login, as its
+        # dashboard does.
+        gw = stackhosts.GATEWAY_HOST
+        env = {**self._env(gw), "FLOWER_UNAUTHENTICATED_API": "true"}
+        flower = Flower(env=env, log=self.run.log("flower"), port=self._free_port())
+        flower.host = self._address(gw)
+        return self._spawn(flower, "flower", "flower", flower.port, flower.url, gw)
+
     def _gateway(self) -> GenqProcess:
-        """`genq serve` on loopback; ready once GET /v1/models answers."""
+        """`genq serve` on loopback (or the gw host's address); ready once GET /v1/models
+        answers."""
+        gw = stackhosts.GATEWAY_HOST
         given = self.options.env.get("GENQ_HTTP_PORT", os.environ.get("GENQ_HTTP_PORT"))
         port = int(given) if given else self._free_port()
-        gateway = Gateway(env=self.env, log=self.run.log("gateway"), port=port)
-        return self._spawn(gateway, "gateway", "gateway", port, gateway.url)
+        gateway = Gateway(env=self._env(gw), log=self.run.log("gateway"), port=port)
+        gateway.host = self._address(gw)
+        return self._spawn(gateway, "gateway", "gateway", port, gateway.url, gw)
+
+    def _env(self, host: str) -> dict[str, str]:
+        """A process's environment; on a namespace host, its metrics on that host's address
+        (its loopback is reached from nowhere else)."""
+        if self.network is None:
+            return dict(self.env)
+        return {**self.env, "GENQ_METRICS_HOST": self._address(host)}
+
+    def _address(self, host: str) -> str:
+        return "127.0.0.1" if self.network is None else self.network[host].address
+
+    def _metrics_url(self, port: int, host: str) -> str | None:
+        return f"http://{self._address(host)}:{port}/metrics" if port else None
 
     def _spawn(
         self,
@@ -244,22 +322,28 @@ class _Starting:
         role: Role,
         port: int,
         url: str | None,
+        host: str,
         supervisor: Path | None = None,
     ) -> GenqProcess:
-        spawned = proc.spawn()
-        self._record(spawned, name, role, port or None, url, proc.log, supervisor)
+        placed = None
+        if self.network is not None:
+            placed = self.network[host]
+            stackhosts.place(proc, placed)
+        self._record(proc, name, role, port or None, url, supervisor, placed)
         return proc
 
     def _record(
         self,
-        proc: GenqProcess | RedisServer,
+        proc: Started,
         name: str,
         role: Role,
         port: int | None,
         url: str | None = None,
-        log: Path | None = None,
         supervisor: Path | None = None,
+        host: netns.Host | None = None,
     ) -> None:
+        """Start `proc` and record it at once (with the host it runs on)."""
+        proc.spawn()
         assert proc.proc is not None
         pid = proc.proc.pid
         record = ProcessRecord(
@@ -269,8 +353,10 @@ class _Starting:
             start_time=start_time(pid),
             port=port,
             url=url,
-            log=log or self.run.log(name),
+            log=proc.log_path if isinstance(proc, RedisServer) else proc.log,
             supervisor=supervisor,
+            host=None if host is None else host.name,
+            address=None if host is None else host.address,
         )
         self.procs.append(proc)
         self.state.processes.append(record)
@@ -287,7 +373,7 @@ class _Starting:
         return next(port for port in iter(free_port, None) if port not in taken)
 
 
-def _reap(procs: list[GenqProcess | RedisServer]) -> None:
+def _reap(procs: list[Started]) -> None:
     for proc in procs:
         proc.stop()  # each has exited (`down`): this only collects its exit status
 
@@ -296,10 +382,6 @@ def _describe(procs: list[GenqProcess]) -> str:
     """`genq relay, 2 genq workers, genq flower`"""
     counts = Counter(proc.what for proc in procs)
     return ", ".join(f"{n} {what}s" if n > 1 else what for what, n in counts.items())
-
-
-def _metrics_url(port: int) -> str | None:
-    return f"http://127.0.0.1:{port}/metrics" if port else None
 
 
 def _stop(state: StackState, say: Say) -> None:
@@ -311,6 +393,9 @@ def _stop(state: StackState, say: Say) -> None:
     if has_proc():  # anything of this run that left its process group (none should)
         for pid in with_environment(RUN_ID_VAR, state.run_id):
             _kill(pid)
+    if state.network is not None:
+        say(f"removing hosts {', '.join(state.network.hosts)}")
+        stackhosts.remove(state.network)
 
 
 def _kill(pid: int) -> None:
@@ -367,6 +452,7 @@ def cli() -> None:
     \b
       ops/stack up --workers 2 --flower   start it (once ready, it runs until `down`)
       ops/stack up --gateway              with the OpenAI-compatible gateway (genq serve)
+      ops/stack up --hosts                each process on a host of its own (root: netns)
       source .genq-stack/env              GENQ_REDIS_URL and the rest, for genq commands
       genq run "hi"
       ops/stack status                    what runs (exit 0 all, 1 some, 3 none)
@@ -384,9 +470,7 @@ def cli() -> None:
     "-w",
     "--workers",
     type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="`genq worker` processes.",
+    help="`genq worker` processes [default: 1; with --hosts 2, one per host].",
 )
 @click.option("--flower", is_flag=True, help="Also Flower, Celery's dashboard, on loopback.")
 @click.option(
@@ -395,7 +479,16 @@ def cli() -> None:
     help="Also `genq serve`, the OpenAI-compatible gateway and its page, on loopback "
     "(GENQ_HTTP_PORT, else a free port; GENQ_API_KEYS as for `genq serve`).",
 )
-def up_command(run_dir: Path, workers: int, flower: bool, gateway: bool) -> None:
+@click.option(
+    "--hosts",
+    is_flag=True,
+    help="Each process on a host of its own, a network namespace on a bridge in "
+    "198.18.0.0/15: Redis on `redis`, the relay (gateway, Flower) on `gw`, workers on "
+    "`w1`, `w2` ... Needs root and `ip`; `down` removes the hosts.",
+)
+def up_command(
+    run_dir: Path, workers: int | None, flower: bool, gateway: bool, hosts: bool
+) -> None:
     """Start the stack and wait until every process is ready.
 
     Starts redis-server with append-only persistence (data in DIR/redis) unless GENQ_REDIS_URL
@@ -404,12 +497,20 @@ def up_command(run_dir: Path, workers: int, flower: bool, gateway: bool) -> None
     --gateway `genq serve`. Writes
     DIR/env to source.
 
+    With --hosts, Redis runs on the host `redis`, the relay, Flower and the gateway on `gw`
+    and worker N on `wN` (node name workerN@wN), each reached at its host's address, which
+    this machine reaches too: DIR/env names Redis there. The gateway then needs API keys
+    (GENQ_API_KEYS), as any gateway off loopback does.
+
     Run again: exits 0 if the stack in DIR runs whole, refuses (exit 1) if only part of it
     runs (run `down` first), and starts afresh if all of it has gone.
     """
     run = RunDir(run_dir)
     with _errors():
-        options = StackOptions(workers=workers, flower=flower, gateway=gateway)
+        default_workers = stackhosts.DEFAULT_WORKERS if hosts else 1
+        options = StackOptions(
+            workers=workers or default_workers, flower=flower, gateway=gateway, hosts=hosts
+        )
         result = up(run, options, say=click.echo)
     if result.already_running:
         click.echo(f"the stack in {run.path} is already running")
@@ -432,7 +533,11 @@ def _note_differences(state: StackState, options: StackOptions) -> None:
 
 def _print_summary(run: RunDir, state: StackState) -> None:
     where = "external" if state.external_redis else f"data in {run.path / 'redis'}"
-    click.echo(f"\nredis    {redact_url(state.redis_url)} ({where})")
+    click.echo()
+    if state.network is not None:
+        hosts = ", ".join(f"{name} {address}" for name, address in state.network.hosts.items())
+        click.echo(f"hosts    {hosts} (bridge {state.network.bridge})")
+    click.echo(f"redis    {redact_url(state.redis_url)} ({where})")
     for record in state.processes:
         if record.role == "flower":
             click.echo(f"flower   {record.url}")
@@ -457,9 +562,10 @@ def _shown_path(path: Path) -> str:
 @_run_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status_command(run_dir: Path, as_json: bool) -> None:
-    """Each process of the stack: pid, running or dead, port, log; for the relay, which runs
-    under a supervisor that starts it again whenever it exits, how often it was restarted
-    (JSON: `restarts`, and `supervised_pid`, the relay's own pid; null for the others).
+    """Each process of the stack: its host and address (with --hosts), pid, running or dead,
+    port, log; for the relay, which runs under a supervisor that starts it again whenever it
+    exits, how often it was restarted (JSON: `restarts`, and `supervised_pid`, the relay's own
+    pid; null for the others).
 
     Exit status: 0 when every process runs, 1 when some have died (run `down`, then `up`),
     3 when none runs or there is no stack in DIR.
@@ -512,7 +618,8 @@ def _print_status(run: RunDir, state: StackState | None, alive: dict[str, bool])
         state_word = "running" if alive[r.name] else "DEAD"
         restarts = _supervised(r)["restarts"]
         more = "" if restarts is None else f"  (supervised; restarts: {restarts})"
-        click.echo(f"  {r.name:9s} pid {r.pid:<8d} {state_word:8s} {port:6s} {r.log}{more}")
+        where = "" if state.network is None else f"{r.host or '-':6s} {r.address or '-':15s} "
+        click.echo(f"  {r.name:9s} {where}pid {r.pid:<8d} {state_word:8s} {port:6s} {r.log}{more}")
 
 
 def _status_code(alive: dict[str, bool]) -> int:

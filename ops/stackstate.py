@@ -1,6 +1,7 @@
 """What `ops/stack up` leaves in its run directory for `status` and `down`: the state file
 (every process it started: name, pid, start time, port, log), a pid file per process, the
 `env` file to source, and the lock that keeps two commands off one directory at a time.
+With `up --hosts`, also the network of namespace hosts the processes run on (ops/netns.py).
 
     <run dir>/state.json   stack.lock   env   <name>.pid   <name>.log   redis/ (append-only file)
               relay.supervisor.json (the relay's supervisor: its pid, restarts; ops/supervisor.py)
@@ -27,7 +28,7 @@ LOCK_FILE = "stack.lock"
 ENV_FILE = "env"
 LOCK_TIMEOUT_S = 180.0  # another `up` waits for its processes to be ready: a minute or two
 
-Role = Literal["redis", "relay", "worker", "flower", "gateway"]
+Role = Literal["redis", "relay", "worker", "flower", "gateway", "network"]
 
 
 class ProcessRecord(BaseModel):
@@ -51,10 +52,21 @@ class ProcessRecord(BaseModel):
         description="The record its supervisor keeps (ops/supervisor.py), when `pid` is a "
         "supervisor that starts the process again whenever it exits.",
     )
+    host: str | None = Field(None, description="Its namespace host (`up --hosts`): w1, gw ...")
+    address: str | None = Field(None, description="That host's address on the bridge.")
 
     @property
     def process(self) -> Recorded:
         return Recorded(self.pid, self.start_time)
+
+
+class NetworkRecord(BaseModel):
+    """The namespace hosts of `up --hosts` (ops/netns.py): what `down` removes."""
+
+    tag: str = Field(description="gq<pid>: the prefix of every namespace and link of it.")
+    bridge: str
+    subnet: str = Field(description="198.18.N: hosts at .2 and up, this machine at .1.")
+    hosts: dict[str, str] = Field(description="Each host's name and address.")
 
 
 class StackState(BaseModel):
@@ -67,6 +79,7 @@ class StackState(BaseModel):
     started_at: float
     complete: bool = Field(False, description="Every process started and ready.")
     processes: list[ProcessRecord] = []
+    network: NetworkRecord | None = Field(None, description="With `up --hosts`.")
 
     def alive(self) -> dict[str, bool]:
         return {record.name: record.process.alive() for record in self.processes}

@@ -124,6 +124,9 @@ class Client(_BaseClient):
         except Exception:  # not queued: leave no record behind
             self.transport.call(jobs.delete(self.keys, job.job_id))
             raise
+        ids = [job.job_id]
+        if ops := self.submitter.confirm_ops(ids):
+            self.submitter.replicated(ids, self.transport.call_all(ops))
 
     def job(self, job_id: str, check: bool = True) -> JobHandle:
         """A handle on a job submitted earlier (by any process), while its record is kept."""
@@ -248,6 +251,9 @@ class AsyncClient(_BaseClient):
         except Exception:  # not queued: leave no record behind
             await self.transport.call(jobs.delete(self.keys, job.job_id))
             raise
+        ids = [job.job_id]
+        if ops := self.submitter.confirm_ops(ids):
+            self.submitter.replicated(ids, await self.transport.call_all(ops))
 
     async def job(self, job_id: str, check: bool = True) -> AsyncJobHandle:
         """A handle on a job submitted earlier (see Client.job)."""

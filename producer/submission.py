@@ -18,7 +18,7 @@ from genq.common.lifecycle import now_ms
 from genq.common.schemas import DEFAULT_PRIORITY, JobState
 from genq.common.store import batches as batch_store
 from genq.common.store import jobs as job_store
-from genq.common.store import run, run_transaction
+from genq.common.store import run, run_all, run_transaction
 from genq.common.store.batches import NewJob, Opening
 from genq.producer.batchfile import BatchLine, Reject, Source, scan, valid_lines
 from genq.producer.bundles import dispatches
@@ -166,8 +166,11 @@ class BatchSubmitter:
         settings = submitter.settings
         # Not queued (RedisUnavailable): a resubmission with this batch id resumes.
         submitter.send(dispatches(jobs, settings.bundle_tokens, settings.bundle_jobs))
+        job_ids = [job.job_id for job in jobs]
+        ops = [job_store.mark_dispatched(submitter.keys, job_ids), *submitter.replica_wait()]
         with redis_errors(settings):
-            run(self.redis, job_store.mark_dispatched(submitter.keys, [job.job_id for job in jobs]))
+            replies = run_all(self.redis, ops)
+        submitter.replicated(job_ids, replies)
 
 
 def _pairs(rejects: Sequence[Reject]) -> list[tuple[int, str]]:

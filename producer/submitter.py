@@ -20,13 +20,13 @@ import redis.asyncio
 
 from genq.common.connection import redis_errors, unavailable
 from genq.common.dispatch import Dispatch, Dispatcher
-from genq.common.errors import QueueFull
+from genq.common.errors import QueueFull, RedisUnavailable
 from genq.common.lifecycle import Finish, unstarted_finish
 from genq.common.prompts import PromptCounter
 from genq.common.registry import ModelRegistry
 from genq.common.schemas import JobSpec, JobState
 from genq.common.settings import Settings
-from genq.common.store import arun_all, queues, run_all
+from genq.common.store import arun_all, queues, replication, run_all
 from genq.common.store import jobs as job_store
 from genq.common.store.command import Command
 from genq.common.store.keys import Keys
@@ -106,6 +106,33 @@ class Submitter:
         """Publish one job's task message (see `send`)."""
         record = job.record
         self.send([Dispatch(job.request, record.queue, record.priority, record.spec.model)])
+
+    def replica_wait(self) -> list[Command[Any]]:
+        """With GENQ_REDIS_WAIT_REPLICAS, the WAIT to run in one pipeline after a write that
+        follows the jobs' task messages (sent on the broker's connection): it covers the
+        records and the messages. Without, nothing."""
+        settings = self.settings
+        if not settings.redis_wait_replicas:
+            return []
+        return [replication.wait(settings.redis_wait_replicas, settings.redis_wait_ms)]
+
+    def confirm_ops(self, job_ids: Sequence[str]) -> list[Command[Any]]:
+        """After a job's task message is sent, with GENQ_REDIS_WAIT_REPLICAS: its record says
+        it was dispatched (the write the WAIT follows), and the WAIT. Without, nothing."""
+        wait = self.replica_wait()
+        return [job_store.mark_dispatched(self.keys, job_ids), *wait] if wait else []
+
+    def replicated(self, job_ids: Sequence[str], replies: Sequence[Any]) -> None:
+        """RedisUnavailable when fewer replicas confirmed the jobs than GENQ_REDIS_WAIT_REPLICAS
+        asks (the replies of a pipeline ending with `replica_wait`)."""
+        wanted = self.settings.redis_wait_replicas
+        if wanted and replies[-1] < wanted:
+            first = job_ids[0] + (f" and {len(job_ids) - 1} more" if len(job_ids) > 1 else "")
+            raise RedisUnavailable(
+                f"job {first}: written, but {replies[-1]} of the {wanted} replicas "
+                f"GENQ_REDIS_WAIT_REPLICAS asks confirmed it within {self.settings.redis_wait_ms}"
+                " ms; a failover now could lose it"
+            )
 
     def cancel(self, client: redis.Redis, job_ids: Sequence[str]) -> CancelReport:
         """Cancel jobs: queued ones never start, running ones stop within a chunk, ended ones

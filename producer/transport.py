@@ -5,19 +5,21 @@ by `await`, as httpx's clients differ only by their transport.
 
     read   a read: a lost connection is retried for GENQ_REDIS_RETRY_S (see producer/retry.py)
     call   a write, or a read that must not wait: once, its failure as RedisUnavailable
+    call_all  several such, in one pipeline
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
 
 from genq.common.connection import redis_errors
 from genq.common.settings import Settings
-from genq.common.store import Command, arun, run
+from genq.common.store import Command, arun, arun_all, run, run_all
 from genq.producer.retry import retrying, retrying_async
 
 T = TypeVar("T")
@@ -36,6 +38,10 @@ class Transport:
         with redis_errors(self.settings):
             return run(self.redis, command)
 
+    def call_all(self, commands: Sequence[Command[Any]]) -> list[Any]:
+        with redis_errors(self.settings):
+            return run_all(self.redis, commands)
+
 
 class AsyncTransport:
     """Runs commands on an async Redis client."""
@@ -49,3 +55,7 @@ class AsyncTransport:
     async def call(self, command: Command[T]) -> T:
         with redis_errors(self.settings):
             return await arun(self.redis, command)
+
+    async def call_all(self, commands: Sequence[Command[Any]]) -> list[Any]:
+        with redis_errors(self.settings):
+            return await arun_all(self.redis, commands)

@@ -24,6 +24,7 @@ from genq.common.celery_config import celery_config
 from genq.common.connection import connect
 from genq.common.errors import RegistryError
 from genq.common.handover import settings_from_environment
+from genq.common.host import Host, this_host
 from genq.common.logs import configure, fields, use_formatter
 from genq.common.registry import ModelRegistry
 from genq.common.routing import Serving, serving, worker_slots
@@ -78,6 +79,7 @@ class GenqCelery(Celery):  # type: ignore[misc]
         self.steps["consumer"].add(QueueGate)
         self._heartbeat: Heartbeat | None = None
         self._node = "unknown"  # the worker's node name, on every log line
+        self._host: Host | None = None  # where it runs, found at start
         self._metrics_dir: MetricsDir | None = None
         self._metrics: Endpoint | None = None
         signals.celeryd_init.connect(self._on_worker_init)
@@ -117,10 +119,14 @@ class GenqCelery(Celery):  # type: ignore[misc]
             raise SystemExit(EXIT_CONFIG) from None
         self.amqp.queues.select(self.genq_serving.queues)
         self.genq_admission = Admission(self.genq_serving.queue_slots)
-        # What this worker serves, in the configuration Celery's `conf` inspect command
-        # returns: Flower's worker page (Config tab) and /api/workers show it.
+        self._host = this_host(settings)
+        # What this worker serves and where, in the configuration Celery's `conf` inspect
+        # command returns: Flower's worker page (Config tab) and /api/workers show it.
         self.conf.update(
-            genq_device=self.genq_serving.device, genq_models=list(self.genq_serving.models)
+            genq_device=self.genq_serving.device,
+            genq_models=list(self.genq_serving.models),
+            genq_host=self._host.hostname,
+            genq_address=self._host.address,
         )
         if settings.metrics_port:  # before the pool processes fork
             self._metrics_dir = MetricsDir.create()
@@ -171,6 +177,7 @@ class GenqCelery(Celery):  # type: ignore[misc]
                 served.queues,
             )
         now_ms = time.time_ns() // 10**6
+        host = self._host or this_host(self.genq_settings)
         return WorkerInfo(
             name=name,
             device=served.device,
@@ -181,6 +188,8 @@ class GenqCelery(Celery):  # type: ignore[misc]
             started_ms=now_ms,
             heartbeat_ms=now_ms,
             heartbeat_interval_s=self.genq_settings.heartbeat_interval_s,
+            hostname=host.hostname,
+            address=host.address,
         )
 
     def _on_shutting_down(self, sender: str, sig: str, how: str, **_: Any) -> None:

@@ -72,11 +72,13 @@ class StreamWriter:
     """Batches of frames written on a connection taken from `client`'s pool (a client
     without decode_responses), until `close`."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, ttl_s: int) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, ttl_s: int, wait: tuple[int, int] | None = None
+    ) -> None:
         self._pool = client.connection_pool
         self._connection: Connection = self._pool.get_connection()
         self._replies = Replies(self._connection)
-        self._commands = FrameCommands(keys, ttl_s)
+        self._commands = FrameCommands(keys, ttl_s, wait)
         self._owed: deque[int] = deque()  # replies owed, per batch sent
 
     def close(self) -> None:
@@ -109,27 +111,34 @@ def _unexpected(replies: list[object]) -> list[redis.ResponseError]:
 
 
 class FrameCommands:
-    """A batch's frames as the commands that write them (RESP, no I/O)."""
+    """A batch's frames as the commands that write them (RESP, no I/O). With `wait` (a
+    replica count and a timeout in ms: GENQ_REDIS_WAIT_REPLICAS), a batch holding window
+    frames checkpoints them all first, then WAITs for the replicas, then streams: a window
+    readable in a stream is then checkpointed on the replicas too, and a failover keeps it."""
 
-    def __init__(self, keys: Keys, ttl_s: int) -> None:
+    def __init__(self, keys: Keys, ttl_s: int, wait: tuple[int, int] | None = None) -> None:
         self._keys = keys
         self._ttl_s = ttl_s
         self._heads: dict[str, bytes] = {}  # job id -> `XADD <its stream>`
+        self._wait = [command(b"WAIT", b"%d" % wait[0], b"%d" % wait[1])] if wait else []
 
     def encode(self, frames: Sequence[FrameWrite]) -> list[bytes]:
         """One command per element, in the order they must run."""
         parts: list[bytes] = []
+        checkpoints = parts if not self._wait else []
         heads = self._heads
         for job_id, entry, _ts, raw, checkpoint, terminal in frames:
             if checkpoint is not None:  # checkpointed before it is readable
-                parts.append(self._checkpoint(job_id, checkpoint))
+                checkpoints.append(self._checkpoint(job_id, checkpoint))
             if entry is None:  # a window sent again for the checkpoint only
                 continue
             head = heads.get(job_id) or self._head(job_id)
             parts.append(XADD % (head, len(entry), entry, len(raw), raw))
             if terminal:
                 parts += self._retain(job_id)
-        return parts
+        if checkpoints is parts or not checkpoints:
+            return parts
+        return [*checkpoints, *self._wait, *parts]
 
     def _head(self, job_id: str) -> bytes:
         """`XADD <the job's stream>` as RESP, cached per job."""

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genq.common.errors import InvalidEntry
 from genq.common.frames import WindowData
+from genq.common.ids import JOB_ID_ALPHABET
 from genq.common.schemas import FinishReason, TokenLogprob, describe_validation
 from genq.common.store import jobs
 from genq.common.store.command import Command
@@ -109,9 +110,29 @@ def channel(keys: Keys, job_id: str) -> str:
     return keys.per_job(job_id, "tokens")
 
 
-def channel_pattern(keys: Keys) -> str:
-    """Every job's live channel, as the relay subscribes to them."""
-    return f"{keys.prefix}:{{*}}:tokens"
+def channel_pattern(keys: Keys, share: int = 1, shares: int = 1) -> str:
+    """The live channels of share `share` of `shares` (1-based), as a relay subscribes to
+    them (GENQ_RELAY_SHARD); all of them when `shares` is 1.
+
+    A share is a glob class on the job id's first character: shares 1 to n-1 name their
+    characters of the generated ids' alphabet, and share n takes every other character
+    (`[^...]`), so that an id starting with anything at all falls in exactly one share."""
+    if shares == 1:
+        return f"{keys.prefix}:{{*}}:tokens"
+    if share < shares:
+        first = f"[{share_characters(share, shares)}]"
+    else:
+        others = "".join(share_characters(k, shares) for k in range(1, shares))
+        first = f"[^{others}]"
+    return f"{keys.prefix}:{{{first}*}}:tokens"
+
+
+def share_characters(share: int, shares: int) -> str:
+    """The characters of the job id alphabet that begin share `share` of `shares`: the
+    alphabet cut into `shares` runs that differ in length by one at most."""
+    size, extra = divmod(len(JOB_ID_ALPHABET), shares)
+    start = (share - 1) * size + min(share - 1, extra)
+    return JOB_ID_ALPHABET[start : start + size + (share <= extra)]
 
 
 def _count(replies: list[Any]) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 from genq import GenqError, Settings
 from genq.common.registry import ModelRegistry
-from ops.bench import batches, failover, relay, report, slots, stream
+from ops.bench import batches, failover, relay, report, scale, slots, stream
 from ops.bench.paths import BenchJobFailed
 from ops.bench.report import DEFAULT_PROMPT, DEFAULT_SEED, default_model, say
 from ops.bench.stack import cache_dir
@@ -32,7 +32,9 @@ SECTIONS: dict[str, Section] = {
     "remote": stream.remote,
     "slots": slots.section,
     "gateway": stream.gateway,
+    "scale": scale.section,
 }
+OPT_IN = ("scale",)  # run only when named: it needs root and takes tens of minutes
 DESCRIPTION = """\
 genq's benchmark (README: Benchmark). Each section starts a private stack as a user does,
 prints figures with ratios against baselines of the same run, and targets as met or MISSED.
@@ -45,7 +47,8 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
     """Each section's options: flag, type (None: a switch), default, help."""
     return {
         "general": [
-            ("--suite", _suites, list(SECTIONS), "comma-separated sections (default: all)"),
+            ("--suite", _suites, [s for s in SECTIONS if s not in OPT_IN],
+                "comma-separated sections (default: all but scale)"),
             ("--model", str, default_model(), "registry model (gemma-3-270m if there, else tiny)"),
             ("--omp-spin", None, False, "leave OpenMP's idle threads spinning (README: Benchmark)"),
             ("--allow-stray-bytes", None, False, "do not ban the tiny model's non-UTF-8 byte "
@@ -106,6 +109,14 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
         "gateway": [
             ("--gateway-jobs", _positive, 10, "measured jobs per path"),
             ("--gateway-clients", _positive, 64, "SSE clients at once"),
+        ],
+        "scale": [
+            ("--scale-jobs", _positive, scale.JOBS, "jobs per configuration"),
+            ("--scale-tokens", _positive, scale.TOKENS, "tokens per job"),
+            ("--scale-workers", scale.worker_counts, list(scale.WORKERS), "worker processes, "
+                "comma-separated (1,2,4,8,16)"),
+            ("--scale-relays", scale.worker_counts, list(scale.RELAYS), "relays, "
+                "comma-separated (1,2: one, then two sharded)"),
         ],
     }  # fmt: skip
 

@@ -183,7 +183,8 @@ def flower(
     genq.workers.app flower`, with the Redis of GENQ_REDIS_URL (its password never shown).
 
     Workers: each one's queues (`cpu.tiny`: device class and model) and, in its Config tab,
-    `genq_device` and `genq_models`. Tasks: `genq.generate` (one job) and `genq.generate_bundle`
+    `genq_device`, `genq_models`, and where it runs: `genq_host` and `genq_address` (the
+    address it reaches Redis from). Tasks: `genq.generate` (one job) and `genq.generate_bundle`
     (short jobs of a batch); args name the job, epoch and model, never the prompt; a running
     job is in state PROGRESS with its tokens so far as its result (GENQ_PROGRESS_INTERVAL_S on
     the worker), and a finished one shows its summary. Prometheus metrics at /metrics.

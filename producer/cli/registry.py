@@ -11,8 +11,10 @@ from typing import Any
 
 import click
 
+from genq.common.host import Host
 from genq.common.registry import AnyModelConfig, ModelRegistry, RemoteModelConfig, chat_rendering
 from genq.common.routing import queue_name
+from genq.common.schemas import WorkerInfo
 from genq.common.settings import Settings, redact_url
 from genq.common.tinymodel import write_tiny_model
 from genq.producer.cli.output import note, print_table
@@ -85,13 +87,15 @@ def _missing_row(name: str, command: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_obj
 def workers(settings: Settings, /, as_json: bool) -> None:
-    """List the running workers: name, device class, models served, last heartbeat.
+    """List the running workers by host: host (its name, and the address it reaches Redis
+    from, which tells apart hosts of one name), worker name, device class, models served,
+    last heartbeat.
 
     A worker records itself when ready and refreshes that every GENQ_HEARTBEAT_INTERVAL_S; one
     that misses three heartbeats (killed, host gone) is no longer listed.
     """
     with Client(settings) as client:
-        found = client.workers()
+        found = sorted(client.workers(), key=_by_host)
     if as_json:
         click.echo(json.dumps([info.model_dump(mode="json") for info in found], indent=2))
         return
@@ -100,10 +104,21 @@ def workers(settings: Settings, /, as_json: bool) -> None:
         return
     now_ms = time.time_ns() // 10**6
     rows = [
-        (info.name, info.device, ", ".join(info.models), _ago(now_ms - info.heartbeat_ms))
+        (
+            str(Host(info.hostname, info.address)),
+            info.name,
+            info.device,
+            ", ".join(info.models),
+            _ago(now_ms - info.heartbeat_ms),
+        )
         for info in found
     ]
-    print_table(("name", "device", "models", "last seen"), rows)
+    print_table(("host", "name", "device", "models", "last seen"), rows)
+
+
+def _by_host(info: WorkerInfo) -> tuple[str, str, str]:
+    """A host's workers together, hosts by name, then address."""
+    return info.hostname, info.address or "", info.name
 
 
 def _ago(ms: int) -> str:

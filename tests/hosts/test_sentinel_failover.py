@@ -8,14 +8,16 @@ ends with its job's exact result."""
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from genq import JobHandle
+from genq import Client, JobHandle, RedisUnavailable
 from genq.common.schemas import JobState
+from genq.common.store import run, streams
 from ops import netns
 from ops.localstack import wait_for
 from ops.sentinels import Place, ReplicatedRedis
@@ -27,6 +29,7 @@ BATCH = 200  # short jobs of the tiny model, as the issue asks
 STREAMS = 3  # long jobs the test reads as they run
 LONG = {"max_tokens": 600, "ignore_eos": True}
 SLOTS = ("--slots", "8", "--models", "tiny")
+SUBMIT_EVERY_S = 0.02
 
 
 def place(network: netns.Network, name: str) -> Place:
@@ -98,3 +101,57 @@ def test_a_primary_killed_mid_batch_and_mid_stream_loses_no_accepted_job(
     followed = record(stack.settings, follower.job_id)
     assert followed.state == JobState.SUCCEEDED and followed.result is not None
     assert "".join(event.text for event in events) == followed.result.text
+
+
+def all_succeeded(client: Client, job_ids: list[str]) -> bool:
+    return all(client.record(job_id).state == JobState.SUCCEEDED for job_id in job_ids)
+
+
+def windows_streamed(client: Client, job_id: str) -> int:
+    """Window frames readable in the job's stream (each was checkpointed first)."""
+    frames = run(client.redis, streams.raw_frames(client.keys, job_id))
+    return sum(1 for _, frame in frames if '"type":"window"' in frame)
+
+
+@pytest.mark.timeout(600)
+def test_with_the_replica_wait_no_acknowledged_submit_or_checkpoint_is_lost(
+    network: netns.Network,
+    genq_env: dict[str, str],
+    replicated: ReplicatedRedis,
+    tmp_path: Path,
+) -> None:
+    waiting = {"GENQ_REDIS_WAIT_REPLICAS": "1", "GENQ_REDIS_WAIT_MS": "2000"}
+    env = {**genq_env, "GENQ_REDIS_URL": replicated.url, **waiting}
+    stack = HostStack(network, env, tmp_path)
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def submit_until_stopped(client: Client) -> None:
+        while not stop.wait(SUBMIT_EVERY_S):  # a bounded number of jobs, across the kill
+            try:
+                acknowledged.append(client.submit(prompt="ack", max_tokens=8).job_id)
+            except RedisUnavailable:  # not acknowledged: nothing is promised of it
+                continue
+
+    try:
+        stack.relay()
+        stack.worker("w1", *SLOTS), stack.worker("w2", *SLOTS)
+        with stack.client() as client, ThreadPoolExecutor(1) as pool:
+            long = [client.submit(prompt=f"long {i}", seed=i, **LONG) for i in range(STREAMS)]
+            submitting = pool.submit(submit_until_stopped, client)
+            wait_for(lambda: len(acknowledged) >= 20, 120, "submits to be under way")
+            wait_for(lambda: windows_streamed(client, long[0].job_id) >= 2, 120, "windows")
+            seen = [windows_streamed(client, job.job_id) for job in long]
+            old = replicated.primary_address()
+            replicated.primary.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+            replicated.wait_failover(old)
+            stop.set()
+            submitting.result(timeout=300)
+            # A lost job has no record (client.record raises InvalidJob). One a worker had
+            # just taken is sent again by that worker (workers.celery.takeback).
+            wait_for(lambda: all_succeeded(client, acknowledged), 300, "the acknowledged jobs")
+            kept = [run(client.redis, streams.checkpointed(client.keys, j.job_id)) for j in long]
+            assert all(k >= s for k, s in zip(kept, seen, strict=True)), (kept, seen)
+            assert [job.result(timeout=600).finish_reason for job in long] == ["length"] * STREAMS
+    finally:
+        stack.stop()

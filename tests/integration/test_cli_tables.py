@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import re
+import socket
 import struct
 import subprocess
 import termios
@@ -114,17 +115,23 @@ def test_models_piped_prints_one_whole_record_per_line(
     assert "http://gpu-box:8000/v1" in lines[0]  # sorted: the long remote name comes first
 
 
-def test_workers_on_a_narrow_terminal_and_piped_shows_the_name_and_models_whole(
+def test_workers_on_a_narrow_terminal_and_piped_shows_the_host_name_and_models_whole(
     genq_env: dict[str, str], worker: Worker
 ) -> None:
     found = json.loads(run_genq(genq_env, "workers", "--json").stdout)
     names = [info["name"] for info in found]
     models = [", ".join(info["models"]) for info in found]
+    # The session's Redis is on loopback: every worker reaches it from there.
+    hosts = [f"{socket.gethostname()} (127.0.0.1)"] * len(found)
     output = on_terminal(genq_env, "workers", columns=40)
-    assert (fields(output, "name"), fields(output, "models")) == (names, models)
-    piped = run_genq({**genq_env, "COLUMNS": "40"}, "workers").stdout.splitlines()[1:]
-    assert [line.split()[0] for line in piped] == names
-    assert all(model in line for model, line in zip(models, piped, strict=True))
+    shown = (fields(output, "host"), fields(output, "name"), fields(output, "models"))
+    assert shown == (hosts, names, models)
+    piped = run_genq({**genq_env, "COLUMNS": "40"}, "workers").stdout.splitlines()
+    assert re.split(" {2,}", piped[0]) == ["host", "name", "device", "models", "last seen"]
+    rows = [re.split(" {2,}", line) for line in piped[1:]]
+    assert [(row[0], row[1], row[3]) for row in rows] == list(
+        zip(hosts, names, models, strict=True)
+    )
 
 
 def test_status_on_a_narrow_terminal_shows_the_job_id_and_worker_whole(

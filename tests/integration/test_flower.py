@@ -9,6 +9,7 @@ import json
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 import urllib.error
@@ -97,6 +98,9 @@ def test_flower_lists_the_worker_with_its_queue_device_class_and_models(flower: 
     assert [queue["name"] for queue in worker["active_queues"]] == ["cpu.tiny"]
     assert worker["conf"]["genq_device"] == "cpu"
     assert worker["conf"]["genq_models"] == ["tiny"]
+    # Where it runs: the address it reaches Redis from (the session's, on loopback).
+    assert worker["conf"]["genq_host"] == socket.gethostname()
+    assert worker["conf"]["genq_address"] == "127.0.0.1"
     assert worker["conf"]["task_serializer"] == "json"  # the rest of Celery's conf is there too
 
 

@@ -88,3 +88,18 @@ def test_no_command_names_keys_of_two_hash_slots() -> None:
     frames = [token(A, 1), window(A, 2, 0), done(A, 3), token(B, 1), window(B, 0, 1)]
     for command in decoded(FrameCommands(Keys("tenant"), TTL_S).encode(admitted(*frames))):
         assert len({key_slot(key) for key in keys_of(command)}) == 1, command
+
+
+def test_with_a_replica_wait_a_batch_checkpoints_waits_then_streams() -> None:
+    frames = [token(A, 1), window(A, 2, 0), token(B, 1), done(A, 3)]
+    commands = decoded(FrameCommands(Keys(), TTL_S, wait=(1, 250)).encode(admitted(*frames)))
+    names = [c[0] for c in commands]
+    assert names == [b"EVAL", b"WAIT", b"XADD", b"XADD", b"XADD", b"XADD", b"EXPIRE", b"EXPIRE"]
+    assert commands[1] == [b"WAIT", b"1", b"250"]
+    assert [c[2] for c in commands if c[0] == b"XADD"] == [b"1-1", b"1-2", b"1-1", b"1-3"]
+
+
+def test_a_batch_of_tokens_only_does_not_wait() -> None:
+    frames = [token(A, 1), token(B, 1)]
+    commands = decoded(FrameCommands(Keys(), TTL_S, wait=(1, 250)).encode(admitted(*frames)))
+    assert [c[0] for c in commands] == [b"XADD", b"XADD"]

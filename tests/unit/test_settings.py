@@ -72,6 +72,10 @@ def test_out_of_range_environment_value_is_rejected_naming_the_field(
         ("device", "tpu"),
         ("heartbeat_interval_s", 0.0),
         ("heartbeat_interval_s", 301),
+        ("relay_shard", "0/2"),
+        ("relay_shard", "3/2"),
+        ("relay_shard", "1/17"),
+        ("relay_shard", "1-2"),
     ],
 )
 def test_rejects_out_of_bounds_values(field: str, value: object) -> None:
@@ -83,6 +87,14 @@ def test_rejects_out_of_bounds_values(field: str, value: object) -> None:
 @pytest.mark.parametrize(("field", "value"), [("chunk_tokens", 1), ("chunk_tokens", 4096)])
 def test_accepts_values_on_the_bounds(field: str, value: int) -> None:
     assert getattr(Settings.model_validate({field: value}), field) == value
+
+
+def test_a_relay_shard_reads_as_its_share_and_share_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().relay_share == (1, 1)
+    monkeypatch.setenv("GENQ_RELAY_SHARD", "16/16")
+    assert Settings().relay_share == (16, 16)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import pytest
 
 from genq.common.errors import InvalidEntry
 from genq.common.frames import WindowData
+from genq.common.ids import JOB_ID_ALPHABET
 from genq.common.schemas import FinishReason, TokenLogprob
 from genq.common.store import channels, streams
 from genq.common.store.keys import Keys
@@ -147,3 +148,31 @@ def test_length_counts_the_jobs_stream_and_live_frames_go_to_its_channel() -> No
     published = channels.publish(streams.channel(KEYS, JOB), "{}")
     assert published.calls == (("PUBLISH", f"genq:{{{JOB}}}:tokens", "{}"),)
     assert published.reply([2]) == 2  # subscribers that received it
+
+
+@pytest.mark.parametrize("shares", range(1, 17))
+def test_relay_shares_split_the_job_id_alphabet_into_runs_each_character_once(
+    shares: int,
+) -> None:
+    parts = [streams.share_characters(k, shares) for k in range(1, shares + 1)]
+    assert "".join(parts) == JOB_ID_ALPHABET
+    assert all(parts) and max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def _class_of(pattern: str) -> tuple[bool, str]:
+    """A share pattern's class on the id's first character: (negated, characters)."""
+    body = pattern.removeprefix(f"{KEYS.prefix}:{{[").removesuffix("]*}:tokens")
+    return body.startswith("^"), body.removeprefix("^")
+
+
+@pytest.mark.parametrize("shares", [2, 3, 7, 16])
+def test_every_first_character_falls_in_exactly_one_relay_share(shares: int) -> None:
+    classes = [_class_of(streams.channel_pattern(KEYS, k, shares)) for k in range(1, shares + 1)]
+    for first in [chr(code) for code in range(256)] + ["中", "{", "}"]:
+        holders = [k for k, (negated, chars) in enumerate(classes) if (first in chars) != negated]
+        assert len(holders) == 1, (first, holders)
+
+
+def test_one_share_is_every_channel() -> None:
+    assert streams.channel_pattern(KEYS) == streams.channel_pattern(KEYS, 1, 1) == "genq:{*}:tokens"
+    assert streams.channel_pattern(KEYS, 2, 2) == "genq:{[^01234567]*}:tokens"

@@ -37,6 +37,7 @@ from genq.common.store.leases import ClaimOutcome
 from genq.workers.backends.models import MB, ModelCache
 from genq.workers.celery.handoff import DRAINING, HandBack, HandOff
 from genq.workers.celery.lease import Lease, LeaseLost, Leases
+from genq.workers.celery.takeback import TakeBack
 from genq.workers.generation.chunks import Chunker
 from genq.workers.generation.loop import Generated, generate
 from genq.workers.generation.resume import Committed, committed
@@ -62,6 +63,13 @@ class WorkerContext:
     # One outbox per job thread (a worker with slots runs a task message per thread).
     _outboxes: threading.local = field(default_factory=threading.local)
     _hand_back: HandBack | None = None
+    _take_back: TakeBack | None = None
+
+    @property
+    def take_back(self) -> TakeBack:
+        if self._take_back is None:
+            self._take_back = TakeBack(self.redis, self.keys, self.settings)
+        return self._take_back
 
     @property
     def hand_back(self) -> HandBack:
@@ -102,7 +110,21 @@ def run_jobs(
     """Run a task message's jobs (one, or a bundle of short ones) one after another. They
     are all claimed at once, in one round trip; one job's failure does not stop the others.
     Raises the first job's GenqError after publishing it, so Celery (and Flower) see it.
-    `observers` hear each attempt, after the context's own."""
+    `observers` hear each attempt, after the context's own. When Redis was lost under them,
+    those left queued are sent again once it is back (workers.celery.takeback)."""
+    try:
+        _run_jobs(ctx, requests, worker, observers)
+    except (redis.ConnectionError, redis.TimeoutError):
+        ctx.take_back.resend_later(requests)
+        raise
+
+
+def _run_jobs(
+    ctx: WorkerContext,
+    requests: Sequence[GenerateRequest],
+    worker: str,
+    observers: Sequence[ObserverFactory],
+) -> None:
     claimed = claim(ctx, requests, worker)
     if not claimed:
         return

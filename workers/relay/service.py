@@ -2,9 +2,11 @@
 whose worker died are resumed elsewhere. Run it with `genq relay`
 (or `python -m genq.workers.relay`).
 
-- It pattern-subscribes to every job's token channel. Only valid frames of existing jobs are
-  moved (genq.workers.relay.admission): anything else that arrives is counted, logged once per job
-  and dropped, and never stops the relay.
+- It pattern-subscribes to every job's token channel, or with GENQ_RELAY_SHARD `k/n` to
+  share k of n (by the job id's first character: genq.common.store.streams.channel_pattern),
+  so that n relays share the work, each job's frames moved by one of them. Only valid frames
+  of existing jobs are moved (genq.workers.relay.admission): anything else that arrives is
+  counted, logged once per job and dropped, and never stops the relay.
 - It writes each frame to the job's stream with entry id `<epoch>-<seq>`: one XADD per frame,
   a batch per pipeline, one job's keys per command (Redis Cluster ready:
   genq.common.store.stream_writes).
@@ -122,7 +124,7 @@ class Relay:
 
     @contextmanager
     def _subscription(self) -> Iterator[PatternMessages]:
-        pattern = streams.channel_pattern(self.keys)
+        pattern = streams.channel_pattern(self.keys, *self.settings.relay_share)
         frames = channels.psubscribe(self.redis, pattern)
         try:
             log.info("relay: moving frames of %s, reaping leases", pattern)
@@ -156,7 +158,11 @@ class Relay:
 
     def _writer(self) -> StreamWriter:
         if self._writes is None:
-            self._writes = StreamWriter(self.redis, self.keys, self.settings.job_ttl_s)
+            settings = self.settings
+            wait = (settings.redis_wait_replicas, settings.redis_wait_ms)
+            self._writes = StreamWriter(
+                self.redis, self.keys, settings.job_ttl_s, wait if wait[0] else None
+            )
         return self._writes
 
     def _close_writer(self) -> None:
