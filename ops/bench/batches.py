@@ -54,9 +54,12 @@ class Side:
     exact: int = 0  # genq's jobs whose usage says exactly the tokens asked for
 
 
-def batch_lines(model: str, jobs: int, tokens: int, first: int = FIRST_SEED) -> list[Any]:
+def batch_lines(
+    model: str, jobs: int, tokens: int, first: int = FIRST_SEED, prompt: str = PROMPT
+) -> list[dict[str, Any]]:
+    """A batch's lines, seeds from `first`, EOS banned; `prompt` may name the line's `{n}`."""
     return [
-        {"custom_id": f"o{n}", "prompt": PROMPT, "model": model, "max_tokens": tokens,
+        {"custom_id": f"s{n}", "prompt": prompt.format(n=n), "model": model, "max_tokens": tokens,
          "seed": first + n, "ignore_eos": True}
         for n in range(jobs)
     ]  # fmt: skip
@@ -144,11 +147,7 @@ def submit(args: argparse.Namespace, cache: Path) -> None:
     """A 10,000-line batch queued with Client.submit_batch() by a producer process, no worker,
     against Client.submit() calls. Targets: >= 2,000 jobs/s; RSS <= 150 MB."""
     jobs, path = args.submit_jobs, cache / "submit-batch.jsonl"
-    lines = [
-        {"custom_id": f"s{n}", "prompt": f"Story {n}: once upon a time", "model": BENCH_MODEL,
-         "max_tokens": TOKENS, "seed": n, "ignore_eos": True}
-        for n in range(jobs)
-    ]  # fmt: skip
+    lines = batch_lines(BENCH_MODEL, jobs, TOKENS, 0, "Story {n}: once upon a time")
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     say(
         f"batch: {jobs:,} lines ({path.stat().st_size / 1e6:.1f} MB of JSONL), {TOKENS} tokens "

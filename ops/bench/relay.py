@@ -133,14 +133,15 @@ def _turn(
 def _progress(control: redis.Redis, mode: str, port: int) -> Callable[[], int]:
     """The consumer's count so far: the relay's metric, the subscriber's counter, or XLEN."""
     if mode == "publish":
-        return lambda: _relay_frames(port)
+        return lambda: relay_frames(f"http://127.0.0.1:{port}/metrics")
     if mode == "subscribe":
         return lambda: int(control.get(COUNTER) or 0)
     return lambda: int(sum(control.xlen(key) for key in control.scan_iter("bench:*:stream")))
 
 
-def _relay_frames(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+def relay_frames(url: str) -> int:
+    """A relay's `genq_relay_frames_total`, from its metrics endpoint."""
+    with urllib.request.urlopen(url, timeout=10) as reply:
         for line in reply.read().decode().splitlines():
             if line.startswith("genq_relay_frames_total "):
                 return int(float(line.split()[1]))

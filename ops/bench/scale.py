@@ -27,7 +27,6 @@ import dataclasses
 import itertools
 import os
 import time
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -36,11 +35,12 @@ from typing import Any
 
 import psutil
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
-from genq import Client, JobRecord, Settings
+from genq import Client, JobRecord, JobSpec, Settings
 from genq.common.registry import ModelRegistry
 from ops import netns
+from ops.bench.batches import batch_lines
+from ops.bench.relay import relay_frames
 from ops.bench.report import MS_PER_S, TINY, percentile, say, table
 from ops.bench.stack import cpu_s, print_tail
 from ops.localstack import RedisServer, Relay, Worker, settings_for
@@ -53,10 +53,8 @@ JOBS = 10_000
 TOKENS = 8  # a short job, unless --scale-tokens
 RELAY_PORT = 9541  # relay k's metrics port is RELAY_PORT + k - 1, on `gw`
 WAIT_TIMEOUT_S = 3600.0
-WARM_JOBS_PER_PROCESS = 2
 SETTLE_S, SETTLE_TIMEOUT_S = 0.5, 30.0  # the relays' frames unchanged for SETTLE_S: caught up
 FLAT = 1.1  # more workers that raise jobs/s by less than this factor: saturated
-FRAMES = "genq_relay_frames_total"
 # Commands only kombu's Redis transport sends here (genq's store never does): its queues
 # (LPUSH, BRPOP, RPOP), its unacked bookkeeping's MULTI/EXEC and HDEL, restoring unacked
 # messages (ZREVRANGEBYSCORE) and its exchange bindings (SMEMBERS). Kombu's unacked
@@ -188,24 +186,18 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     if reason is not None:
         say(f"  skipped: {reason}")
         return
-    say(describe(args))
-    with topology(cache) as topo:
-        for relays in args.scale_relays:
-            rows = [measure(topo, relays, workers, args) for workers in args.scale_workers]
-            report(rows)
-
-
-def describe(args: argparse.Namespace) -> str:
-    cores = len(os.sched_getaffinity(0))
-    workers, relays = (
-        ", ".join(map(str, counts)) for counts in (args.scale_workers, args.scale_relays)
-    )
-    return (
+    cores, counts = len(os.sched_getaffinity(0)), (args.scale_workers, args.scale_relays)
+    workers, relays = (", ".join(map(str, each)) for each in counts)
+    say(
         f"{args.scale_jobs:,} jobs of {args.scale_tokens} tokens on {TINY!r} as one batch "
         f"(bundled as a batch is by default), worker processes {workers} over "
         f"{', '.join(WORKER_HOSTS)}, relays {relays}; every host shares this machine's {cores} "
         "cores; per run: the table, then each run's checks, CPU cost and commands per job"
     )
+    with topology(cache) as topo:
+        for relays in args.scale_relays:
+            rows = [measure(topo, relays, workers, args) for workers in args.scale_workers]
+            report(rows)
 
 
 @contextmanager
@@ -238,13 +230,13 @@ def measure(topo: Topology, relays: int, workers: int, args: argparse.Namespace)
     try:
         with Client(settings_for(topo.env)) as client:
             warm_up(client, workers)
-            lines = batch_lines(args.scale_jobs, args.scale_tokens)
+            lines = batch_lines(TINY, args.scale_jobs, args.scale_tokens, 0, "Story {n}:")
             before = snapshot(topo)
             handle = client.submit_batch(lines)
             submitted = time.monotonic()
             status = handle.wait(timeout=WAIT_TIMEOUT_S)
             after = dataclasses.replace(snapshot(topo), frames=settled_frames(topo))
-            records = read_records(client, list(handle.job_ids()))
+            records = [client.record(job) for job in handle.job_ids()]  # as a user reads them
     except Exception:
         for proc in [*topo.relays, *topo.workers]:
             print_tail(proc.log)
@@ -255,20 +247,10 @@ def measure(topo: Topology, relays: int, workers: int, args: argparse.Namespace)
     return dataclasses.replace(measured, submit_s=submitted - before.at)
 
 
-def batch_lines(count: int, tokens: int) -> list[dict[str, Any]]:
-    return [
-        {"custom_id": f"s{n}", "prompt": f"Story {n}:", "model": TINY, "max_tokens": tokens,
-         "seed": n, "ignore_eos": True}
-        for n in range(count)
-    ]  # fmt: skip
-
-
 def warm_up(client: Client, workers: int) -> None:
     """A few lone jobs, so that the worker processes have loaded the model."""
-    handles = [
-        client.submit(prompt="warm", model=TINY, max_tokens=TOKENS, seed=n)
-        for n in range(workers * WARM_JOBS_PER_PROCESS)
-    ]
+    warm = JobSpec(prompt="warm", model=TINY, max_tokens=TOKENS)
+    handles = [client.submit(warm.model_copy(update={"seed": n})) for n in range(workers * 2)]
     for handle in handles:
         handle.result(timeout=WAIT_TIMEOUT_S)
 
@@ -302,10 +284,10 @@ def tree_cpu_s(pid: int) -> float:
         return 0.0
 
 
-def settled_frames(topo: Topology) -> list[float]:
+def settled_frames(topo: Topology) -> list[int]:
     """Each relay's frames once they stop moving: the batch's last frames may still be on
     their way when it ends (the relays run behind under load)."""
-    counts: list[float] = []
+    counts: list[int] = []
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while time.monotonic() < deadline:
         now = [relay_frames(topo.relay_url(k)) for k in range(len(topo.relays))]
@@ -314,18 +296,6 @@ def settled_frames(topo: Topology) -> list[float]:
         counts = now
         time.sleep(SETTLE_S)
     return counts
-
-
-def relay_frames(url: str) -> float:
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        text = reply.read().decode()
-    families = text_string_to_metric_families(text)
-    return sum(s.value for f in families for s in f.samples if s.name == FRAMES)
-
-
-def read_records(client: Client, job_ids: Sequence[str]) -> list[JobRecord]:
-    """Every job's record, as a user reads one (after the run: not timed)."""
-    return [client.record(job_id) for job_id in job_ids]
 
 
 def row(
