@@ -36,7 +36,7 @@ from typing import Any
 import psutil
 import redis
 
-from genq import Client, JobRecord, JobSpec, Settings
+from genq import Client, JobSpec, Settings
 from genq.common.registry import ModelRegistry
 from ops import netns
 from ops.bench.batches import batch_lines
@@ -100,15 +100,11 @@ class Row:
     load: Mapping[str, float]  # role: share of its ceiling
     cpu_s: Mapping[str, float]  # role: CPU seconds, all its processes
     machine_busy: float
-    submit_s: float = 0.0  # the submit_batch call
+    submit_s: float  # the submit_batch call
 
     @property
     def jobs_per_s(self) -> float:
         return self.jobs / self.seconds
-
-    @property
-    def frames_per_s(self) -> float:
-        return sum(self.frames) / self.seconds
 
     def per_job(self, count: float) -> float:
         return count / self.jobs
@@ -147,19 +143,14 @@ class Topology:
     def start(self, relays: int, workers: int) -> None:
         self.control.flushall()
         for k in range(relays):
-            env = {
-                "GENQ_RELAY_SHARD": f"{k + 1}/{relays}",
-                "GENQ_RELAY_METRICS_PORT": str(RELAY_PORT + k),
-            }
-            relay = Relay(env={**self.env, **env}, log=self.logs / f"scale-relay{k + 1}.log")
-            relay.prefix = self.net["gw"].exec_prefix()
-            self.relays.append(relay.spawn())
+            env = {**self.env, "GENQ_RELAY_SHARD": f"{k + 1}/{relays}"}
+            env["GENQ_RELAY_METRICS_PORT"] = str(RELAY_PORT + k)
+            log, prefix = self.logs / f"scale-relay{k + 1}.log", self.net["gw"].exec_prefix()
+            self.relays.append(Relay(env, log, prefix=prefix).spawn())
         for host, count in spread(workers):
             args = ("--models", TINY, "-c", str(count))
-            log = self.logs / f"scale-worker-{host}.log"
-            worker = Worker(env=self.env, log=log, args=args, name=host)
-            worker.prefix = self.net[host].exec_prefix()
-            self.workers.append(worker.spawn())
+            log, prefix = self.logs / f"scale-worker-{host}.log", self.net[host].exec_prefix()
+            self.workers.append(Worker(self.env, log, prefix=prefix, args=args, name=host).spawn())
         for proc in [*self.relays, *self.workers]:
             proc.wait_ready()
 
@@ -243,8 +234,9 @@ def measure(topo: Topology, relays: int, workers: int, args: argparse.Namespace)
         raise
     finally:
         topo.stop()
-    measured = row(relays, workers, status.succeeded, before, after, records)
-    return dataclasses.replace(measured, submit_s=submitted - before.at)
+    waits = [(r.started_ms - r.submitted_ms) / MS_PER_S for r in records if r.started_ms]
+    more = {"jobs": len(records), "succeeded": status.succeeded, "waits_s": waits}
+    return row(relays, workers, before, after, **more, submit_s=submitted - before.at)
 
 
 def warm_up(client: Client, workers: int) -> None:
@@ -298,43 +290,30 @@ def settled_frames(topo: Topology) -> list[int]:
     return counts
 
 
-def row(
-    relays: int,
-    workers: int,
-    succeeded: int,
-    before: Snapshot,
-    after: Snapshot,
-    records: Sequence[JobRecord],
-) -> Row:
+def row(relays: int, workers: int, before: Snapshot, after: Snapshot, **more: Any) -> Row:
+    """The run between two snapshots; `more`: its jobs, succeeded, waits and submit_s."""
     seconds = after.at - before.at
     commands = {n: c - before.commands.get(n, 0) for n, c in after.commands.items()}
     used = {
         role: [a - b for a, b in zip(after.cpu[role], before.cpu[role], strict=True)]
         for role in after.cpu
     }
-    ceilings = {
-        "redis": 1,
-        "relay": 1,
-        "workers": min(workers, len(os.sched_getaffinity(0))),
-        "producer": 1,
-    }
+    ceiling = {"workers": min(workers, len(os.sched_getaffinity(0)))}  # 1 core for the others
     load = {
-        role: (max(used[role]) if role == "relay" else sum(used[role])) / seconds / ceilings[role]
-        for role in used
+        r: (max(u) if r == "relay" else sum(u)) / seconds / ceiling.get(r, 1)
+        for r, u in used.items()
     }
     return Row(
         relays=relays,
         workers=workers,
-        jobs=len(records),
-        succeeded=succeeded,
         seconds=seconds,
         frames=[a - b for a, b in zip(after.frames, before.frames, strict=True)],
         redis_cpu_s=after.redis_cpu_s - before.redis_cpu_s,
         commands={n: c for n, c in commands.items() if c},
-        waits_s=[(r.started_ms - r.submitted_ms) / MS_PER_S for r in records if r.started_ms],
         load=load,
         cpu_s={role: sum(spent) for role, spent in used.items()},
         machine_busy=busy_share(before.machine, after.machine),
+        **more,
     )
 
 
@@ -350,8 +329,18 @@ def report(rows: Sequence[Row]) -> None:
               "broker/job", "wait p50 s", "p99 s", "CPU redis/relay/workers", "machine",
               "nearest ceiling")  # fmt: skip
     say("", table(header, [cells(r) for r in rows]), "")
-    for r in rows:
-        say(*details(r))
+    for r in rows:  # the run's checks, what a core of each part carries, commands per job
+        top = sorted(r.commands.items(), key=lambda item: -item[1])[:10]
+        say(
+            f"  {r.relays} x {r.workers}: {r.succeeded:,}/{r.jobs:,} succeeded in "
+            f"{r.seconds:.1f} s (submit_batch {r.submit_s:.1f} s, producer CPU "
+            f"{r.load['producer']:.0%}); frames {' + '.join(f'{f:,.0f}' for f in r.frames)}",
+            f"    per CPU-second: Redis {r.per_core('redis', r.jobs):,.0f} jobs, relays "
+            f"{r.per_core('relay', sum(r.frames)):,.0f} frames, workers "
+            f"{r.per_core('workers', r.jobs):,.0f} jobs",
+            "    commands per job: "
+            + ", ".join(f"{name} {r.per_job(calls):.2f}" for name, calls in top),
+        )
     say(saturation(rows))
 
 
@@ -360,7 +349,7 @@ def cells(r: Row) -> list[str]:
     return [
         f"{r.relays} x {r.workers}",
         f"{r.jobs_per_s:,.0f}",
-        f"{r.frames_per_s:,.0f}",
+        f"{frames / r.seconds:,.0f}",
         f"{r.redis_cpu_s * MS_PER_S / (frames / 1000):.1f}" if frames else "-",
         f"{r.per_job(sum(r.commands.values())):.1f}",
         f"{r.per_job(r.broker_commands):.2f}",
@@ -368,24 +357,6 @@ def cells(r: Row) -> list[str]:
         "/".join(f"{r.load[role]:.0%}" for role in ("redis", "relay", "workers")),
         f"{r.machine_busy:.0%}",
         r.busiest,
-    ]
-
-
-def details(r: Row) -> list[str]:
-    """The run's checks, what a core of each part carries, and the commands per job (the
-    most frequent first)."""
-    top = sorted(r.commands.items(), key=lambda item: -item[1])[:10]
-    split = " + ".join(f"{f:,.0f}" for f in r.frames)
-    frames = sum(r.frames)
-    return [
-        f"  {r.relays} x {r.workers}: {r.succeeded:,}/{r.jobs:,} succeeded in {r.seconds:.1f} s "
-        f"(submit_batch {r.submit_s:.1f} s, producer CPU {r.load['producer']:.0%}); frames "
-        f"{split}",
-        f"    per CPU-second: Redis {r.per_core('redis', r.jobs):,.0f} jobs, relays "
-        f"{r.per_core('relay', frames):,.0f} frames, workers {r.per_core('workers', r.jobs):,.0f}"
-        " jobs",
-        "    commands per job: "
-        + ", ".join(f"{name} {r.per_job(calls):.2f}" for name, calls in top),
     ]
 
 
