@@ -106,9 +106,6 @@ class Row:
     def jobs_per_s(self) -> float:
         return self.jobs / self.seconds
 
-    def per_job(self, count: float) -> float:
-        return count / self.jobs
-
     @property
     def broker_commands(self) -> float:
         c = self.commands
@@ -339,7 +336,7 @@ def report(rows: Sequence[Row]) -> None:
             f"{r.per_core('relay', sum(r.frames)):,.0f} frames, workers "
             f"{r.per_core('workers', r.jobs):,.0f} jobs",
             "    commands per job: "
-            + ", ".join(f"{name} {r.per_job(calls):.2f}" for name, calls in top),
+            + ", ".join(f"{name} {calls / r.jobs:.2f}" for name, calls in top),
         )
     say(saturation(rows))
 
@@ -351,8 +348,8 @@ def cells(r: Row) -> list[str]:
         f"{r.jobs_per_s:,.0f}",
         f"{frames / r.seconds:,.0f}",
         f"{r.redis_cpu_s * MS_PER_S / (frames / 1000):.1f}" if frames else "-",
-        f"{r.per_job(sum(r.commands.values())):.1f}",
-        f"{r.per_job(r.broker_commands):.2f}",
+        f"{sum(r.commands.values()) / r.jobs:.1f}",
+        f"{r.broker_commands / r.jobs:.2f}",
         *(f"{percentile(r.waits_s, pct):.1f}" if r.waits_s else "-" for pct in (50, 99)),
         "/".join(f"{r.load[role]:.0%}" for role in ("redis", "relay", "workers")),
         f"{r.machine_busy:.0%}",
