@@ -153,6 +153,7 @@ class GenqProcess:
     env: Mapping[str, str]
     log: Path
     prefix: Sequence[str] = field(default=(), kw_only=True)  # `ip netns exec <ns>` (ops/netns.py)
+    stdin: int | None = field(default=None, kw_only=True)  # subprocess.PIPE: the caller writes it
     proc: subprocess.Popen[bytes] | None = None
     _log_start: int = 0
     ready_marker: ClassVar[str] = ""
@@ -176,6 +177,7 @@ class GenqProcess:
             self.proc = subprocess.Popen(
                 self.argv(),
                 env={**os.environ, **self.env},
+                stdin=self.stdin,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -13,47 +13,31 @@ from typing import Any
 
 from genq import GenqError, Settings
 from genq.common.registry import ModelRegistry
-from ops.bench import (
-    failover,
-    memory,
-    overhead,
-    paths,
-    relay,
-    remote,
-    report,
-    scale,
-    slots,
-    stream,
-    submit,
-)
-from ops.bench.report import DEFAULT_PROMPT, DEFAULT_SEED, TINY, default_model, say
+from ops.bench import batches, failover, relay, report, scale, slots, stream
+from ops.bench.paths import BenchJobFailed
+from ops.bench.report import DEFAULT_PROMPT, DEFAULT_SEED, default_model, say
 from ops.bench.stack import cache_dir
 from ops.localstack import StackError
 
 EXIT_INTERRUPTED = 130
-MAX_MS = 10_000.0  # GENQ_CHUNK_INTERVAL_MS's bound in common/settings.py
 Section = Callable[[argparse.Namespace, Path], None]
 SECTIONS: dict[str, Section] = {
     "stream": stream.section,
     "relay": relay.section,
     "recovery": failover.recovery,
     "handoff": failover.handoff,
-    "memory": memory.section,
-    "submit": submit.section,
-    "overhead": overhead.section,
-    "remote": remote.section,
+    "memory": relay.memory,
+    "submit": batches.submit,
+    "overhead": batches.overhead,
+    "remote": stream.remote,
     "slots": slots.section,
     "gateway": stream.gateway,
     "scale": scale.section,
 }
 OPT_IN = ("scale",)  # run only when named: it needs root and takes tens of minutes
 DESCRIPTION = """\
-genq's benchmark. Every section starts its own private stack the way a user does
-(redis-server, `genq relay`, `genq worker`; ops/localstack.py), drives it with genq's public
-client, prints figures with ratios against baselines measured in the same run, and stops
-everything it started on the way out (Ctrl-C included). Targets are printed as met or
-MISSED; it asserts nothing. In-process baselines are llama-cpp-python alone (its `Llama`, or
-its low-level API in ops/bench/batched.py), never genq's internals.
+genq's benchmark (README: Benchmark). Each section starts a private stack as a user does,
+prints figures with ratios against baselines of the same run, and targets as met or MISSED.
 
 sections (--suite, in this order):
 """
@@ -65,15 +49,10 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
         "general": [
             ("--suite", _suites, [s for s in SECTIONS if s not in OPT_IN],
                 "comma-separated sections (default: all but scale)"),
-            ("--model", str, default_model(), "registry model of the stream, recovery, handoff, "
-                f"overhead, slots and gateway sections (gemma-3-270m if installed, else {TINY})"),
-            ("--omp-spin", None, False, "leave OpenMP's idle threads spinning (its default) in "
-                "every process of the run, not OMP_WAIT_POLICY=passive (the default here unless "
-                "set): with no core to spare, a spinning thread waits for a peer that is not "
-                "running, and jobs take many times longer"),
-            ("--allow-stray-bytes", None, False, "do not ban the tiny model's byte tokens that "
-                "are not valid UTF-8 alone (banned by default on every path: with them "
-                "llama_cpp.server re-decodes its whole stream, quadratically)"),
+            ("--model", str, default_model(), "registry model (gemma-3-270m if there, else tiny)"),
+            ("--omp-spin", None, False, "leave OpenMP's idle threads spinning (README: Benchmark)"),
+            ("--allow-stray-bytes", None, False, "do not ban the tiny model's non-UTF-8 byte "
+                "tokens (with them llama_cpp.server re-decodes its stream, quadratically)"),
         ],
         "stream": [
             ("--jobs", _positive, 30, "measured jobs, in-process and genq"),
@@ -82,12 +61,9 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
             ("--max-tokens", _positive, None, "job size (2000 on tiny, 128 on a real model)"),
             ("--prompt", str, DEFAULT_PROMPT, "prompt"),
             ("--seed", _natural, DEFAULT_SEED, "sampler seed"),
-            ("--chunk-tokens", _positive, None, "worker's GENQ_CHUNK_TOKENS (default: settings)"),
-            ("--chunk-interval-ms", _milliseconds, None, "worker's GENQ_CHUNK_INTERVAL_MS"),
         ],
         "relay": [
-            ("--relay-seconds", _seconds, 12.0, "load on the relay, in two turns alternating "
-                "with the other phases; the first second of each turn is warm-up"),
+            ("--relay-seconds", _seconds, 12.0, "relay load, two turns (1 s warm-up each)"),
             ("--relay-baseline-seconds", _seconds, 6.0, "load per baseline"),
             ("--relay-jobs", _positive, 50, "concurrent job ids published"),
         ],
@@ -113,19 +89,16 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
             ("--submit-single-jobs", _positive, 1_000, "Client.submit() calls, the baseline"),
         ],
         "overhead": [
-            ("--overhead-jobs", _positive, overhead.JOBS, "jobs"),
+            ("--overhead-jobs", _positive, batches.JOBS, "jobs"),
             ("--overhead-tokens", _positive, 16, "tokens per job"),
             ("--overhead-rounds", _positive, 3, "rounds of both sides"),
-            ("--overhead-processes", _positive, overhead.PROCESSES, "worker processes, and "
-                "in-process ones; fewer than the cores leaves Redis, the relay and Celery's "
-                "main processes a core"),
+            ("--overhead-processes", _positive, batches.PROCESSES, "processes on each side"),
         ],
         "remote": [
             ("--remote-jobs", _positive, 5, "jobs per path per round"),
             ("--remote-tokens", _positive, 200, "tokens per job"),
             ("--remote-rounds", _positive, 20, "rounds of both paths"),
-            ("--remote-concurrent-jobs", _positive, 16, "jobs at once per path, and the "
-                "worker's --slots, in the concurrent part"),
+            ("--remote-concurrent-jobs", _positive, 16, "jobs at once per path (and --slots)"),
             ("--remote-concurrent-rounds", _positive, 5, "rounds of both concurrent bursts"),
         ],
         "slots": [
@@ -200,7 +173,7 @@ def _bounded(kind: type[int] | type[float], low: float, high: float, above: bool
 
 
 _natural, _positive = _bounded(int, 0, math.inf), _bounded(int, 1, math.inf)
-_seconds, _milliseconds = _bounded(float, 0, math.inf, above=True), _bounded(float, 0, MAX_MS)
+_seconds = _bounded(float, 0, math.inf, above=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; everything the benchmark started is stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (StackError, GenqError, paths.BenchJobFailed, failover.FailoverFailed) as exc:
+    except (StackError, GenqError, BenchJobFailed, failover.FailoverFailed) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -230,8 +203,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _prepare_model(model: str) -> None:
-    """Refuse an unknown or remote model before anything starts, and write a model file made
-    on first use (the tiny model, gemma-3-270m's assembled GGUF) before the workers race to."""
+    """Refuse an unknown or remote model before anything starts; make a model file made on
+    first use before the workers race to."""
     registry = ModelRegistry.from_settings(Settings())
     config = registry.llama(model)
     began = time.monotonic()

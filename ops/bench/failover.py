@@ -1,23 +1,16 @@
 """Failover: stop the worker running a long windowed job while a second one idles; how long
 its stream goes without tokens (this process's wall clock at the signal against the frames'
 `ts_ms`), how much is computed twice, and whether its text is the uninterrupted run's.
-
-recovery: SIGKILL the worker's process group mid-window (a later window each run, 0 to 90 ms
-past the triggering frame so that kills do not all land just after a flush), per lease TTL,
-two workers; the killed one is restarted. Recomputed = what the killed attempt generated (its
-token frames, plus what its own rate made between its last frame and the kill) - the resume
-frame's `committed_tokens`.
-
-handoff: SIGTERM the worker's main process (a deploy) once three windows are checkpointed,
-workers a and b with --slots each, leases far past the section; the stopped worker restarted
-and warmed before the next run. The reference text is the job's on worker a beside
-`slots - 1` neighbours (other seeds); the signalled runs decode it alone.
+recovery kills 0 to 90 ms past the triggering frame, so that kills do not all land just after
+a flush. handoff's reference text is the job's beside `slots - 1` neighbours (other seeds);
+the signalled runs decode it alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import signal
 import statistics
 import subprocess
@@ -46,14 +39,14 @@ KILL_DELAYS_S = tuple(n / 100 for n in range(10))  # after the triggering frame,
 WARM_TOKENS, WARM_TRIES = 8, 30  # short jobs until one ran on the worker to warm
 # Job size and window (tokens) unless the command line says, on tiny and on a real model.
 SIZES = {"recovery": ((4000, 100), (240, 40)), "handoff": ((20_000, 100), (400, 40))}
-Signal = Callable[["Watch", str], "float | None"]  # called with what was seen, the job id
 
 
 @dataclass
 class Watch:
-    """What the reader saw of one stopped job. `signal` is called at each epoch-0 token frame
-    until it returns the wall clock (ms) it signalled at."""
+    """What the reader saw of one stopped job, and its figures. `signal` is called at each
+    epoch-0 token frame until it returns the wall clock (ms) it signalled at."""
 
+    job_id: str
     signal: Callable[[Watch], float | None]
     frames: list[Frame] = field(default_factory=list)
     signalled_ms: float | None = None
@@ -62,6 +55,12 @@ class Watch:
     token_seen_ms: float | None = None  # when this reader got it
     tokens: int = 0  # epoch 0's, streamed
     windows: int = 0  # epoch 0's window frames: the relay checkpoints before it writes one
+    same_text: bool = False  # the streamed text is the result's, and the reference's
+    to_resume_s = to_token_s = seen_s = 0.0  # from the signal, by the frames' ts_ms; as read
+    recomputed: int = 0
+    clean: bool = True  # the SIGTERMed worker exited 0
+    exit_s: float | None = None  # signal to its exit; None: it did not exit
+    moved: bool = True  # the job ended on the other worker
 
     def see(self, frame: Frame) -> None:
         self.frames.append(frame)
@@ -75,29 +74,26 @@ class Watch:
         elif isinstance(frame, TokenFrame) and self.token_ms is None:
             self.token_ms, self.token_seen_ms = frame.ts_ms, time.time_ns() / 1e6
 
-    def committed(self) -> int:
-        return next(f.data.committed_tokens for f in self.frames if isinstance(f, ResumeFrame))
-
-
-@dataclass(frozen=True)
-class RunResult:
-    to_resume_s: float
-    to_token_s: float  # signal to the first token frame of the new epoch, by its ts_ms
-    seen_s: float  # signal to the reader receiving that frame
-    recomputed: int
-    same_text: bool  # the streamed text is the result's, and the reference's
-    exit_code: int | None = None  # the SIGTERMed worker's; None: still running
-    exit_s: float = 0.0  # signal to its exit
-    moved: bool = True  # the job ended on the other worker
-
-    @property
-    def clean(self) -> bool:
-        return self.exit_code == 0
+    def finish(self, generated: float, **more: Any) -> Watch:
+        """The run's figures; `generated`: tokens epoch 0 made, less the resume frame's
+        `committed_tokens` is what was computed twice."""
+        at, resume, token = self.signalled_ms, self.resume_ms, self.token_ms
+        if at is None or resume is None or token is None:
+            raise FailoverFailed(
+                f"job {self.job_id}: signalled {at is not None}, resumed {resume is not None}, "
+                f"new-epoch token {token is not None}"
+            )
+        committed = next(f.data.committed_tokens for f in self.frames if isinstance(f, ResumeFrame))
+        self.to_resume_s, self.to_token_s = (resume - at) / 1000, (token - at) / 1000
+        self.seen_s = ((self.token_seen_ms or token) - at) / 1000
+        self.recomputed = round(generated - committed)
+        vars(self).update(more)
+        return self
 
 
 @dataclass
 class Results:
-    runs: list[RunResult] = field(default_factory=list)
+    runs: list[Watch] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def median(self, name: str) -> float:
@@ -109,45 +105,33 @@ class Results:
 
     def lines(self, head: str, what: str, target: str, ok: bool) -> list[str]:
         """The figures both sections print; `target` and `ok` judge the signal -> token."""
-        to_token = [run.to_token_s for run in self.runs]
-        return [
-            f"{head}, {len(self.runs)} runs:",
-            *(f"  run FAILED: {failure}" for failure in self.failures),
-            *(
-                [
-                    f"  {what} -> first token of the new epoch (its ts_ms): median "
-                    f"{statistics.median(to_token):.2f} s, worst {max(to_token):.2f} s (target "
-                    f"{target}: {met(ok)}); {what} -> resume frame median "
-                    f"{self.median('to_resume_s'):.2f} s; as the reader got the token: median "
-                    f"{self.median('seen_s'):.2f} s",
-                ]
-                if self.runs
-                else []
-            ),
-        ]
+        lines = [f"{head}, {len(self.runs)} runs:", *(f"  run FAILED: {f}" for f in self.failures)]
+        if self.runs:
+            worst = max(run.to_token_s for run in self.runs)
+            lines.append(
+                f"  {what} -> first token of the new epoch (its ts_ms): median "
+                f"{self.median('to_token_s'):.2f} s, worst {worst:.2f} s (target {target}: "
+                f"{met(ok)}); {what} -> resume frame median {self.median('to_resume_s'):.2f} s; "
+                f"as the reader got the token: median {self.median('seen_s'):.2f} s"
+            )
+        return lines
 
 
 class FailoverFailed(RuntimeError):
     """A stopped job did not resume as expected; the message says what was seen."""
 
 
-def _job(args: argparse.Namespace, name: str, model: str) -> tuple[JobSpec, int]:
-    """The section's job, and its window."""
+def _job(args: argparse.Namespace, name: str, model: str) -> tuple[JobSpec, int, str]:
+    """The section's job, its window and its description."""
     tokens, window = SIZES[name][args.model != TINY]
     window = getattr(args, f"{name}_window") or window
     tokens = getattr(args, f"{name}_tokens") or tokens
     spec = JobSpec(prompt=name, model=model, max_tokens=tokens, window_tokens=window, seed=77)
-    return spec.model_copy(update={"ignore_eos": True}), window
+    described = f"job: {tokens:,} tokens in windows of {window} on {model!r}, seed 77, EOS banned"
+    return spec.model_copy(update={"ignore_eos": True}), window, described
 
 
-def _describe(job: JobSpec) -> str:
-    return (
-        f"job: {job.max_tokens:,} tokens in windows of {job.window_tokens} on {job.model!r}, "
-        f"seed {job.seed}, EOS banned"
-    )
-
-
-def _runs(runs: int, one: Callable[[int], RunResult], stack: Stack) -> Results:
+def _runs(runs: int, one: Callable[[int], Watch], stack: Stack) -> Results:
     results = Results()
     for run in range(runs):
         try:
@@ -159,36 +143,23 @@ def _runs(runs: int, one: Callable[[int], RunResult], stack: Stack) -> Results:
 
 
 def _watched(
-    client: Client, job: JobSpec, expected: str, signal_: Signal, after: Callable[[], None]
-) -> tuple[str, Watch, bool]:
+    client: Client,
+    job: JobSpec,
+    expected: str,
+    signal_: Callable[[Watch], float | None],
+    after: Callable[[], None],
+) -> Watch:
     """The job submitted and its stream read to the end, `signal_` called on the way, `after`
-    however it ends; whether its text is the result's and `expected`."""
-    job_id = client.submit(job).job_id
-    watch = Watch(lambda seen: signal_(seen, job_id))
+    however it ends."""
+    watch = Watch(client.submit(job).job_id, signal_)
     try:
-        with client.job(job_id).stream(timeout=STREAM_TIMEOUT_S) as stream:
+        with client.job(watch.job_id).stream(timeout=STREAM_TIMEOUT_S) as stream:
             for frame in stream:
                 watch.see(frame)
-            return job_id, watch, stream.text == stream.result.text == expected
+            watch.same_text = stream.text == stream.result.text == expected
+            return watch
     finally:
         after()
-
-
-def _timed(job_id: str, watch: Watch, recomputed: float, same: bool, **more: Any) -> RunResult:
-    if watch.signalled_ms is None or watch.resume_ms is None or watch.token_ms is None:
-        raise FailoverFailed(
-            f"job {job_id}: signalled {watch.signalled_ms is not None}, resumed "
-            f"{watch.resume_ms is not None}, new-epoch token {watch.token_ms is not None}"
-        )
-    at = watch.signalled_ms
-    return RunResult(
-        (watch.resume_ms - at) / 1000,
-        (watch.token_ms - at) / 1000,
-        ((watch.token_seen_ms or watch.token_ms) - at) / 1000,
-        round(recomputed),
-        same,
-        **more,
-    )
 
 
 def holder(client: Client, job_id: str) -> str:
@@ -200,10 +171,10 @@ def recovery(args: argparse.Namespace, cache: Path) -> None:
     """SIGKILL the worker of a long windowed job, a second worker idle, per lease TTL: kill ->
     next token (target <= TTL + 2 s), tokens recomputed per resume (target: median <= 2
     chunks), final text = uninterrupted."""
-    job, window = _job(args, "recovery", args.model)
+    job, window, described = _job(args, "recovery", args.model)
     kills = ", ".join(f"{_kill_after(job, window, run):,}" for run in range(args.recovery_runs))
     say(
-        f"{_describe(job)}; two workers; the one running the job is SIGKILLed (its process "
+        f"{described}; two workers; the one running the job is SIGKILLed (its process "
         f"group) when the reader has seen {kills} tokens, then restarted"
     )
     for ttl in args.lease_ttls:
@@ -212,8 +183,23 @@ def recovery(args: argparse.Namespace, cache: Path) -> None:
             other = client.submit(job.model_copy(update={"max_tokens": window}))  # warm both
             expected = client.submit(job).result(timeout=STREAM_TIMEOUT_S).text
             other.result(timeout=STREAM_TIMEOUT_S)
-            one = _killer(stack, client, job, window, expected)
-            say(*_recovery_lines(_runs(args.recovery_runs, one, stack), window, ttl, stack))
+            one = functools.partial(_kill_run, stack, client, job, window, expected)
+            results = _runs(args.recovery_runs, one, stack)
+        reap, chunk = stack.settings.reap_interval_s, stack.settings.chunk_tokens
+        worst = max((run.to_token_s for run in results.runs), default=0.0)
+        target = f"<= TTL + {SLACK_S:g} s = {ttl + SLACK_S:g} s"
+        head = f"lease TTL {ttl:g} s (reap interval {reap:g} s)"
+        say(*results.lines(head, "kill", target, worst <= ttl + SLACK_S))
+        if results.runs:
+            recomputed = [run.recomputed for run in results.runs]
+            median = statistics.median(recomputed)
+            say(
+                f"  tokens recomputed per resume (generated by the killed attempt - "
+                f"committed_tokens): median {median:g} in windows of {window} (target <= the "
+                f"uncommitted tail, 2 chunks of {chunk}: {met(median <= 2 * chunk)}); each: "
+                f"{', '.join(map(str, recomputed))}",
+                f"  final text equals the uninterrupted run: {results.count('same_text')}",
+            )
 
 
 def _kill_after(job: JobSpec, window: int, run: int) -> int:
@@ -222,30 +208,26 @@ def _kill_after(job: JobSpec, window: int, run: int) -> int:
     return int((max(n, 1) + INTO_WINDOW) * window)
 
 
-def _killer(
-    stack: Stack, client: Client, job: JobSpec, window: int, expected: str
-) -> Callable[[int], RunResult]:
-    def one(run: int) -> RunResult:
-        killed: list[str] = []
+def _kill_run(
+    stack: Stack, client: Client, job: JobSpec, window: int, expected: str, run: int
+) -> Watch:
+    killed: list[str] = []
 
-        def kill(watch: Watch, job_id: str) -> float | None:
-            if watch.tokens < _kill_after(job, window, run):
-                return None
-            time.sleep(KILL_DELAYS_S[run % len(KILL_DELAYS_S)])
-            killed.append(holder(client, job_id))
-            stack.worker(killed[0]).signal(signal.SIGKILL)
-            return time.time_ns() / 1e6
+    def kill(watch: Watch) -> float | None:
+        if watch.tokens < _kill_after(job, window, run):
+            return None
+        time.sleep(KILL_DELAYS_S[run % len(KILL_DELAYS_S)])
+        killed.append(holder(client, watch.job_id))
+        stack.worker(killed[0]).signal(signal.SIGKILL)
+        return time.time_ns() / 1e6
 
-        def restart() -> None:  # the next run has two workers again, whatever became of this
-            for name in killed:
-                stack.worker(name).stop()  # reaps it
-                stack.start_worker(name)
+    def restart() -> None:  # the next run has two workers again, whatever became of this
+        for name in killed:
+            stack.worker(name).stop()  # reaps it
+            stack.start_worker(name)
 
-        job_id, watch, same = _watched(client, job, expected, kill, restart)
-        made = _generated(watch.frames, watch.signalled_ms or 0.0)
-        return _timed(job_id, watch, made - watch.committed(), same)
-
-    return one
+    watch = _watched(client, job, expected, kill, restart)
+    return watch.finish(_generated(watch.frames, watch.signalled_ms or 0.0))
 
 
 def _generated(frames: Sequence[Frame], stopped_ms: float) -> float:
@@ -258,34 +240,16 @@ def _generated(frames: Sequence[Frame], stopped_ms: float) -> float:
     return streamed + rate * max(stopped_ms - chunks[-1].ts_ms, 0.0)
 
 
-def _recovery_lines(results: Results, window: int, ttl: float, stack: Stack) -> list[str]:
-    reap, chunk = stack.settings.reap_interval_s, stack.settings.chunk_tokens
-    head = f"lease TTL {ttl:g} s (reap interval {reap:g} s)"
-    worst = max((run.to_token_s for run in results.runs), default=0.0)
-    target = f"<= TTL + {SLACK_S:g} s = {ttl + SLACK_S:g} s"
-    lines = results.lines(head, "kill", target, worst <= ttl + SLACK_S)
-    if not results.runs:
-        return lines
-    recomputed = [run.recomputed for run in results.runs]
-    median = statistics.median(recomputed)
-    return [
-        *lines,
-        f"  tokens recomputed per resume (generated by the killed attempt - committed_tokens): "
-        f"median {median:g} in windows of {window} (target <= the uncommitted tail, 2 chunks "
-        f"of {chunk}: {met(median <= 2 * chunk)}); each: {', '.join(map(str, recomputed))}",
-        f"  final text equals the uninterrupted run: {results.count('same_text')}",
-    ]
-
-
 def handoff(args: argparse.Namespace, cache: Path) -> None:
     """SIGTERM the worker running a long windowed job past its third window, a second warm
     worker idle, both --slots 8: SIGTERM -> first token of the new epoch (target: median <=
     0.5 s), tokens recomputed, the old worker's exit, streamed text = result = the job
     uninterrupted beside 7 others."""
-    (job, window), slots = _job(args, "handoff", job_model(args.model)), args.handoff_slots
+    job, window, described = _job(args, "handoff", job_model(args.model))
+    slots = args.handoff_slots
     after = int((WINDOWS_BEFORE_TERM + INTO_WINDOW) * window)
     say(
-        f"{_describe(job)}; workers a and b, --slots {slots} each (GENQ_SLOTS), lease TTL "
+        f"{described}; workers a and b, --slots {slots} each (GENQ_SLOTS), lease TTL "
         f"{HANDOFF_LEASE_TTL_S:g} s; the main process of the worker running the job gets "
         f"SIGTERM once {WINDOWS_BEFORE_TERM} windows are checkpointed and the reader has seen "
         f"{after:,} tokens; then it is restarted and warmed"
@@ -299,9 +263,27 @@ def handoff(args: argparse.Namespace, cache: Path) -> None:
         for other in others:
             other.result(timeout=REFERENCE_TIMEOUT_S)
         _warm(stack, client, job, "b")
-        one = _terminator(stack, client, job, expected, after)
+        one = functools.partial(_term_run, stack, client, job, expected, after)
         results = _runs(args.handoff_runs, one, stack)
-    say(*_handoff_lines(results, window, slots - 1))
+    median = results.median("to_token_s") if results.runs else 0.0
+    target = f"median <= {HANDOFF_TARGET_S:g} s"
+    say(*results.lines("hand-off", "SIGTERM", target, median <= HANDOFF_TARGET_S))
+    if results.runs:
+        recomputed = [run.recomputed for run in results.runs]
+        exits = [run.exit_s for run in results.runs if run.exit_s is not None]
+        exit_s = (
+            f"median {statistics.median(exits):.2f} s, worst {max(exits):.2f} s" if exits else ""
+        )
+        say(
+            f"  tokens recomputed (epoch-0 tokens in the stream - committed_tokens): "
+            f"{', '.join(map(str, recomputed))} (at most one window, {window}: "
+            f"{met(max(recomputed) <= window)}); finished on the other worker: "
+            f"{results.count('moved')}",
+            f"  streamed text = result = the uninterrupted run's beside {slots - 1} other jobs: "
+            f"{results.count('same_text')}",
+            f"  signalled worker exited 0: {results.count('clean')}; SIGTERM -> exit "
+            f"{exit_s or f'none within {EXIT_TIMEOUT_S:g} s'}",
+        )
 
 
 def _warm(stack: Stack, client: Client, job: JobSpec, name: str) -> None:
@@ -316,47 +298,37 @@ def _warm(stack: Stack, client: Client, job: JobSpec, name: str) -> None:
     raise FailoverFailed(f"no warm-up job ran on worker {name}")
 
 
-def _terminator(
-    stack: Stack, client: Client, job: JobSpec, expected: str, after: int
-) -> Callable[[int], RunResult]:
-    def one(_: int) -> RunResult:
-        exited: dict[str, Any] = {}  # the worker, its exit status and when
+def _term_run(
+    stack: Stack, client: Client, job: JobSpec, expected: str, after: int, _: int
+) -> Watch:
+    exited: dict[str, Any] = {}  # the worker, its exit status and when
 
-        def term(watch: Watch, job_id: str) -> float | None:
-            if watch.tokens < after or watch.windows < WINDOWS_BEFORE_TERM:
-                return None  # checked again at the next token frame
-            worker = stack.worker(holder(client, job_id))
-            if any(w.proc is None or w.proc.poll() is not None for w in stack.workers):
-                raise FailoverFailed("a worker is not running before the signal")
-            at = time.time_ns() / 1e6
-            assert worker.proc is not None  # checked just above
-            worker.proc.send_signal(signal.SIGTERM)  # the main process only, as a deploy does
-            exited["worker"] = worker
-            exited["thread"] = threading.Thread(target=_exit, args=(worker.proc, exited))
-            exited["thread"].start()
-            return at
+    def term(watch: Watch) -> float | None:
+        if watch.tokens < after or watch.windows < WINDOWS_BEFORE_TERM:
+            return None  # checked again at the next token frame
+        worker = stack.worker(holder(client, watch.job_id))
+        if any(w.proc is None or w.proc.poll() is not None for w in stack.workers):
+            raise FailoverFailed("a worker is not running before the signal")
+        at = time.time_ns() / 1e6
+        assert worker.proc is not None  # checked just above
+        worker.proc.send_signal(signal.SIGTERM)  # the main process only, as a deploy does
+        exited["worker"] = worker
+        exited["thread"] = threading.Thread(target=_exit, args=(worker.proc, exited))
+        exited["thread"].start()
+        return at
 
-        def restart() -> None:  # the next run has two warm workers again
-            if exited:
-                exited["thread"].join()
-                exited["worker"].stop()
-                _warm(stack, client, job, exited["worker"].name)
+    def restart() -> None:  # the next run has two warm workers again
+        if exited:
+            exited["thread"].join()
+            exited["worker"].stop()
+            _warm(stack, client, job, exited["worker"].name)
 
-        job_id, watch, same = _watched(client, job, expected, term, restart)
-        if not exited:
-            raise FailoverFailed(f"job {job_id}: ended before its windows were checkpointed")
-        at = watch.signalled_ms or 0.0
-        return _timed(
-            job_id,
-            watch,
-            watch.tokens - watch.committed(),
-            same,
-            exit_code=exited.get("code"),
-            exit_s=(exited.get("at_ms", at) - at) / 1000,
-            moved=holder(client, job_id) != exited["worker"].name,
-        )
-
-    return one
+    watch = _watched(client, job, expected, term, restart)
+    if not exited:
+        raise FailoverFailed(f"job {watch.job_id}: ended before its windows were checkpointed")
+    at, moved = watch.signalled_ms or 0.0, holder(client, watch.job_id) != exited["worker"].name
+    exit_s = (exited["at_ms"] - at) / 1000 if "at_ms" in exited else None
+    return watch.finish(watch.tokens, clean=exited.get("code") == 0, exit_s=exit_s, moved=moved)
 
 
 def _exit(proc: subprocess.Popen[bytes], exited: dict[str, Any]) -> None:
@@ -364,28 +336,3 @@ def _exit(proc: subprocess.Popen[bytes], exited: dict[str, Any]) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         exited["code"] = proc.wait(timeout=EXIT_TIMEOUT_S)
         exited["at_ms"] = time.time_ns() / 1e6
-
-
-def _handoff_lines(results: Results, window: int, neighbours: int) -> list[str]:
-    median = results.median("to_token_s") if results.runs else 0.0
-    target = f"median <= {HANDOFF_TARGET_S:g} s"
-    lines = results.lines("hand-off", "SIGTERM", target, median <= HANDOFF_TARGET_S)
-    if not results.runs:
-        return lines
-    recomputed = [run.recomputed for run in results.runs]
-    exits = [run.exit_s for run in results.runs if run.exit_code is not None]
-    return [
-        *lines,
-        f"  tokens recomputed (epoch-0 tokens in the stream - committed_tokens): "
-        f"{', '.join(map(str, recomputed))} (at most one window, {window}: "
-        f"{met(max(recomputed) <= window)}); finished on the other worker: "
-        f"{results.count('moved')}",
-        f"  streamed text = result = the uninterrupted run's beside {neighbours} other jobs: "
-        f"{results.count('same_text')}",
-        f"  signalled worker exited 0: {results.count('clean')}; SIGTERM -> exit "
-        + (
-            f"median {statistics.median(exits):.2f} s, worst {max(exits):.2f} s"
-            if exits
-            else f"none within {EXIT_TIMEOUT_S:g} s"
-        ),
-    ]

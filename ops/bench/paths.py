@@ -1,11 +1,8 @@
-"""The ways one job runs, each timed as a reader sees it (ops/bench/report.py's `Run`):
-
-- in process: llama-cpp-python alone (`Llama.generate()`, a fresh context each job), the
-  ceiling with no queue around it;
-- genq: `Client.submit`, then the job's stream (producer -> Celery -> worker -> pub/sub ->
-  relay -> Redis Stream -> reader);
-- an OpenAI-compatible server (llama_cpp.server, llama-server, `genq serve`): the same job
-  streamed over SSE from /v1/completions with the stdlib only.
+"""The ways one job runs, each timed as a reader sees it (ops/bench/report.py's `Run`): in
+process with llama-cpp-python alone (`Llama.generate()`, a fresh context each job), the
+ceiling with no queue around it; genq (`Client.submit`, then the job's stream); and an
+OpenAI-compatible server (llama_cpp.server, llama-server, `genq serve`) streaming the same job
+over SSE from /v1/completions, read with the stdlib only.
 """
 
 from __future__ import annotations
@@ -24,19 +21,18 @@ from typing import Any, TypeVar
 
 from llama_cpp import Llama
 
-from genq import Client, JobHandle, JobSpec
+from genq import Client, JobHandle, JobSpec, PromptTooLong
 from genq.common.registry import LlamaModelConfig
-from ops.bench.report import Batch, Run
+from ops.bench.report import BAN_BIAS, Batch, Run
 from ops.llamaserver import HOST
 
 T = TypeVar("T")
 JSON = {"Content-Type": "application/json"}
-
 INPROCESS = "in-process (llama-cpp-python's Llama)"
 GENQ = "genq end to end"
-STREAM_TIMEOUT_S = 120.0
-REQUEST_TIMEOUT_S = 120.0
+TIMEOUT_S = 120.0  # a genq stream's, or a request's
 LOAD_OPTIONS = {"n_ctx", "n_batch", "n_threads", "n_gpu_layers"}
+SAMPLING = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty"}
 BUDGET_S = 90.0  # longest a measured server job may run before it is cut off
 
 
@@ -52,17 +48,6 @@ def prompt_tokens(vocab: Llama, prompt: str) -> list[int]:
     return vocab.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
 
 
-def non_utf8_tokens(vocab: Llama) -> list[int]:
-    """Tokens whose bytes are not valid UTF-8 on their own (the tiny model's stray bytes)."""
-    banned = []
-    for token in range(vocab.n_vocab()):
-        try:
-            vocab.detokenize([token]).decode("utf-8")
-        except UnicodeDecodeError:
-            banned.append(token)
-    return banned
-
-
 @contextmanager
 def loaded(path: Path, config: LlamaModelConfig | None = None) -> Iterator[Llama]:
     """The model loaded by llama-cpp-python with the registry entry's options; without them,
@@ -76,21 +61,44 @@ def loaded(path: Path, config: LlamaModelConfig | None = None) -> Iterator[Llama
         llm.close()
 
 
+def workload(
+    job: JobSpec, path: Path, n_ctx: int, stray: bool, eos: bool
+) -> tuple[JobSpec, str, int]:
+    """The largest job of at most `job.max_tokens` that fits one context, run by genq as one
+    window (its default window would split it: another prompt evaluation), its description
+    and the model's EOS id. Every path bans the same tokens by the same bias: where `stray`,
+    those whose bytes are not valid UTF-8 alone (with them a server holds text back and
+    re-decodes it, quadratically); EOS by it where `eos` (a server with no ignore_eos)."""
+    with loaded(path) as vocab:
+        count, eos_id = len(prompt_tokens(vocab, job.prompt or "")), vocab.token_eos()
+        pieces = [vocab.detokenize([t]) for t in range(vocab.n_vocab() if stray else 0)]
+        banned = [t for t, piece in enumerate(pieces) if "\ufffd" in piece.decode(errors="replace")]
+    banned += [eos_id] if eos else []
+    size, asked = min(job.max_tokens, n_ctx - count), job.max_tokens
+    if size < 2:
+        raise PromptTooLong(f"a {count}-token prompt leaves no room in n_ctx {n_ctx}")
+    bias = dict.fromkeys(banned, BAN_BIAS)
+    update = {"max_tokens": size, "window_tokens": size, "ignore_eos": not eos, "logit_bias": bias}
+    spec = job.model_copy(update=update)
+    described = (
+        f"job: {size} tokens{'' if size == asked else f' (asked {asked})'} after a {count}-token "
+        f"prompt, one window in genq; temperature {spec.temperature}, top_k {spec.top_k}, "
+        f"top_p {spec.top_p}, min_p {spec.min_p}, seed {spec.seed}, EOS banned"
+        + (f", {len(banned)} tokens banned" if banned else "")
+    )
+    return spec, described, eos_id
+
+
 def generate(llm: Llama, spec: JobSpec) -> Run:
     """`spec.max_tokens` tokens from a fresh context, timed from the call (prompt evaluation
     included); the job's sampling parameters, whatever it samples (EOS included)."""
+    sampling = spec.model_dump(include={"top_k", "top_p", "min_p", "repeat_penalty"})
     started = time.perf_counter()
     llm.reset()  # type: ignore[no-untyped-call]  # no prompt prefix kept from the last job: each evaluates its prompt
     llm.set_seed(spec.seed or 0)
     made, first = 0, started
-    for _ in llm.generate(
-        prompt_tokens(llm, spec.prompt or ""),
-        top_k=spec.top_k,
-        top_p=spec.top_p,
-        min_p=spec.min_p,
-        temp=spec.temperature,
-        repeat_penalty=spec.repeat_penalty,
-    ):
+    tokens = prompt_tokens(llm, spec.prompt or "")
+    for _ in llm.generate(tokens, temp=spec.temperature, **sampling):
         first = time.perf_counter() if not made else first
         made += 1
         if made == spec.max_tokens:
@@ -100,9 +108,9 @@ def generate(llm: Llama, spec: JobSpec) -> Run:
 
 def stream_genq(client: Client, spec: JobSpec) -> Run:
     """Clock from before submit (the queue's cost is in first-token latency) to the done
-    frame."""
+    frame; with ignore_eos, exactly `max_tokens` long."""
     started = time.perf_counter()
-    return read_genq(client.submit(spec), started)
+    return exact(read_genq(client.submit(spec), started), spec.model_dump())
 
 
 def read_genq(job: JobHandle, started: float) -> Run:
@@ -110,7 +118,7 @@ def read_genq(job: JobHandle, started: float) -> Run:
     `count` (a remote model's frames have no ids)."""
     first: float | None = None
     tokens = 0
-    with job.stream(timeout=STREAM_TIMEOUT_S) as stream:
+    with job.stream(timeout=TIMEOUT_S) as stream:
         for frame in stream:
             if frame.type == "token":
                 first = time.perf_counter() if first is None else first
@@ -123,11 +131,10 @@ def read_genq(job: JobHandle, started: float) -> Run:
     return Run(tokens, first - started, ended - first)
 
 
-def exact_genq(client: Client, spec: JobSpec) -> Run:
-    """A genq job that must come out exactly `spec.max_tokens` tokens long."""
-    run = stream_genq(client, spec)
-    if run.tokens != spec.max_tokens:
-        raise BenchJobFailed(f"a genq job made {run.tokens} tokens, not {spec.max_tokens}")
+def exact(run: Run, job: dict[str, Any]) -> Run:
+    """The run of a job (its fields) that ignores EOS: exactly `max_tokens` long."""
+    if job.get("ignore_eos") and run.tokens != job["max_tokens"]:
+        raise BenchJobFailed(f"a job made {run.tokens} tokens, not {job['max_tokens']}")
     return run
 
 
@@ -148,39 +155,18 @@ def at_once(calls: Sequence[Callable[[], T]]) -> list[T]:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def request_body(spec: JobSpec, eos: int | None, tokens: int | None = None) -> dict[str, Any]:
+def request_body(
+    spec: JobSpec, eos: int | None, tokens: int | None = None, ban: float = -math.inf
+) -> dict[str, Any]:
     """`spec` as an OpenAI completion request. llama_cpp.server has no ignore_eos: `eos` gets
-    a bias of -inf (json.dumps writes -Infinity, which its Python parser reads); without
-    `eos`, ignore_eos (llama-server's, whose parser rejects -Infinity)."""
-    bias: dict[str, Any] = {str(k): v for k, v in spec.logit_bias.items()}
-    body = {
-        "prompt": spec.prompt,
-        "max_tokens": tokens or spec.max_tokens,
-        "stream": True,
-        "temperature": spec.temperature,
-        "top_p": spec.top_p,
-        "top_k": spec.top_k,
-        "min_p": spec.min_p,
-        "repeat_penalty": spec.repeat_penalty,
-        "seed": spec.seed,
-        "logit_bias": bias,
-    }
-    if eos is None:
-        body["ignore_eos"] = True
-    else:
-        bias[str(eos)] = -math.inf
-    return body
-
-
-def sse_data(resp: http.client.HTTPResponse) -> Iterator[bytes]:
-    """An OpenAI-style SSE stream's `data:` payloads, up to `[DONE]`."""
-    for raw in resp:
-        line = raw.strip()
-        if line.startswith(b"data:"):
-            data = line.removeprefix(b"data:").strip()
-            if data == b"[DONE]":
-                return
-            yield data
+    the bias `ban` (json.dumps writes -inf as -Infinity, which its Python parser reads; the
+    openai SDK's JSON refuses it); without `eos`, ignore_eos (llama-server's and genq's)."""
+    bias = {str(k): v for k, v in spec.logit_bias.items()}
+    body = spec.model_dump(include={"model", "prompt", "seed", *SAMPLING})
+    body |= {"max_tokens": tokens or spec.max_tokens, "stream": True}
+    body["stream_options"] = {"include_usage": True}  # llama_cpp.server ignores it
+    body["logit_bias"] = bias if eos is None else {**bias, str(eos): ban}
+    return body if eos is not None else {**body, "ignore_eos": True}
 
 
 @dataclass
@@ -206,7 +192,7 @@ def stream_sse(port: int, body: dict[str, Any]) -> Run:
     """A new connection per job, as a client opens one; clock from the request to [DONE], or
     to BUDGET_S for a job that would run for minutes (the run then counts what arrived).
     Tokens by the server's usage where it sends one, else an event each."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_S)
+    conn = http.client.HTTPConnection(HOST, port, timeout=TIMEOUT_S)
     try:
         started = time.perf_counter()
         conn.request("POST", "/v1/completions", json.dumps(body), JSON)
@@ -214,8 +200,12 @@ def stream_sse(port: int, body: dict[str, Any]) -> Run:
         if resp.status != 200:
             raise ServerError(f"HTTP {resp.status}: {resp.read(500)!r}")
         reading = _Reading()
-        for data in sse_data(resp):
-            reading.add(json.loads(data))
+        for raw in resp:
+            data = raw.strip().removeprefix(b"data:").strip()
+            if data == b"[DONE]":
+                break
+            if data and raw.startswith(b"data:"):
+                reading.add(json.loads(data))
             if time.perf_counter() - started > BUDGET_S:
                 reading.finish = "budget"
                 break

@@ -1,10 +1,7 @@
-"""What every section shares: the job it runs, what a streamed job looked like (`Run`, and
-`PathResult` or `Batch` for many), and how figures are printed (machine, versions, tables).
-
-Every path is timed alike: `first_token_s` from the start (a call, a submit, a request) to
-the first token, `span_s` from there to the end. Decode rate is `(tokens - 1) / span_s`, so
-prompt evaluation and first-token latency stay out of it.
-"""
+"""What every section shares: the job, a streamed job's timing (`Run`; `PathResult`, `Batch`
+for many) and how figures are printed. Every path is timed alike: `first_token_s` from the
+start (a call, a submit, a request) to the first token, `span_s` from there to the end; decode
+rate is `(tokens - 1) / span_s`, leaving prompt evaluation and first-token latency out."""
 
 from __future__ import annotations
 
@@ -19,7 +16,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import TypeVar
 
-from genq import JobSpec, PromptTooLong
 from genq.common import gemma
 
 T = TypeVar("T")
@@ -41,40 +37,8 @@ def default_model() -> str:
 
 
 def job_model(model: str) -> str:
-    """The registry entry jobs name: BENCH_MODEL for `tiny`, the model itself otherwise."""
+    """The registry entry jobs name: BENCH_MODEL for `tiny`."""
     return BENCH_MODEL if model == TINY else model
-
-
-def fit(
-    prompt: str,
-    seed: int,
-    tokens: int,
-    banned: Sequence[int],
-    model: str,
-    prompt_tokens: int,
-    n_ctx: int,
-) -> tuple[JobSpec, str]:
-    """The largest job of at most `tokens` that fits one context, run by genq as one window
-    (its default window would split it: another prompt evaluation), and its description.
-    `banned`: token ids every path bans with the same logit bias, besides EOS."""
-    size = min(tokens, n_ctx - prompt_tokens)
-    if size < 2:
-        raise PromptTooLong(f"a {prompt_tokens}-token prompt leaves no room in n_ctx {n_ctx}")
-    spec = JobSpec(
-        model=model,
-        prompt=prompt,
-        seed=seed,
-        max_tokens=size,
-        window_tokens=size,
-        ignore_eos=True,
-        logit_bias=dict.fromkeys(banned, BAN_BIAS),
-    )
-    return spec, (
-        f"job: {size} tokens{'' if size == tokens else f' (asked {tokens})'} after a "
-        f"{prompt_tokens}-token prompt, one window in genq; temperature {spec.temperature}, "
-        f"top_k {spec.top_k}, top_p {spec.top_p}, min_p {spec.min_p}, seed {seed}, EOS banned"
-        + (f", {len(banned)} tokens banned" if banned else "")
-    )
 
 
 @dataclass(frozen=True)
@@ -166,17 +130,19 @@ def machine() -> str:
 
 
 def versions() -> str:
-    found = [f"Python {platform.python_version()}"]
-    for name in DISTRIBUTIONS:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
+    found = [f"Python {platform.python_version()}", *map(_version, DISTRIBUTIONS)]
     command = [shutil.which("redis-server") or "false", "--version"]
     out = subprocess.run(command, capture_output=True, text=True, check=False).stdout
     found += [w.replace("v=", "redis-server ") for w in out.split() if w.startswith("v=")]
     policy = os.environ.get("OMP_WAIT_POLICY", "spin (OpenMP's default)")
     return f"versions: {', '.join(found)}\nOpenMP idle threads (OMP_WAIT_POLICY): {policy}"
+
+
+def _version(name: str) -> str:
+    try:
+        return f"{name} {metadata.version(name)}"
+    except metadata.PackageNotFoundError:
+        return f"{name} (not installed)"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

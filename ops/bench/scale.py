@@ -27,7 +27,6 @@ import dataclasses
 import itertools
 import os
 import time
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -36,13 +35,14 @@ from typing import Any
 
 import psutil
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
-from genq import Client, JobRecord, Settings
+from genq import Client, JobSpec, Settings
 from genq.common.registry import ModelRegistry
 from ops import netns
+from ops.bench.batches import batch_lines
+from ops.bench.relay import relay_frames
 from ops.bench.report import MS_PER_S, TINY, percentile, say, table
-from ops.bench.stack import cpu_s, print_tail, processes
+from ops.bench.stack import cpu_s, print_tail
 from ops.localstack import RedisServer, Relay, Worker, settings_for
 
 WORKER_HOSTS = ("w1", "w2", "w3", "w4")
@@ -53,10 +53,8 @@ JOBS = 10_000
 TOKENS = 8  # a short job, unless --scale-tokens
 RELAY_PORT = 9541  # relay k's metrics port is RELAY_PORT + k - 1, on `gw`
 WAIT_TIMEOUT_S = 3600.0
-WARM_JOBS_PER_PROCESS = 2
 SETTLE_S, SETTLE_TIMEOUT_S = 0.5, 30.0  # the relays' frames unchanged for SETTLE_S: caught up
 FLAT = 1.1  # more workers that raise jobs/s by less than this factor: saturated
-FRAMES = "genq_relay_frames_total"
 # Commands only kombu's Redis transport sends here (genq's store never does): its queues
 # (LPUSH, BRPOP, RPOP), its unacked bookkeeping's MULTI/EXEC and HDEL, restoring unacked
 # messages (ZREVRANGEBYSCORE) and its exchange bindings (SMEMBERS). Kombu's unacked
@@ -102,18 +100,11 @@ class Row:
     load: Mapping[str, float]  # role: share of its ceiling
     cpu_s: Mapping[str, float]  # role: CPU seconds, all its processes
     machine_busy: float
-    submit_s: float = 0.0  # the submit_batch call
+    submit_s: float  # the submit_batch call
 
     @property
     def jobs_per_s(self) -> float:
         return self.jobs / self.seconds
-
-    @property
-    def frames_per_s(self) -> float:
-        return sum(self.frames) / self.seconds
-
-    def per_job(self, count: float) -> float:
-        return count / self.jobs
 
     @property
     def broker_commands(self) -> float:
@@ -149,19 +140,14 @@ class Topology:
     def start(self, relays: int, workers: int) -> None:
         self.control.flushall()
         for k in range(relays):
-            env = {
-                "GENQ_RELAY_SHARD": f"{k + 1}/{relays}",
-                "GENQ_RELAY_METRICS_PORT": str(RELAY_PORT + k),
-            }
-            relay = Relay(env={**self.env, **env}, log=self.logs / f"scale-relay{k + 1}.log")
-            relay.prefix = self.net["gw"].exec_prefix()
-            self.relays.append(relay.spawn())
+            env = {**self.env, "GENQ_RELAY_SHARD": f"{k + 1}/{relays}"}
+            env["GENQ_RELAY_METRICS_PORT"] = str(RELAY_PORT + k)
+            log, prefix = self.logs / f"scale-relay{k + 1}.log", self.net["gw"].exec_prefix()
+            self.relays.append(Relay(env, log, prefix=prefix).spawn())
         for host, count in spread(workers):
             args = ("--models", TINY, "-c", str(count))
-            log = self.logs / f"scale-worker-{host}.log"
-            worker = Worker(env=self.env, log=log, args=args, name=host)
-            worker.prefix = self.net[host].exec_prefix()
-            self.workers.append(worker.spawn())
+            log, prefix = self.logs / f"scale-worker-{host}.log", self.net[host].exec_prefix()
+            self.workers.append(Worker(self.env, log, prefix=prefix, args=args, name=host).spawn())
         for proc in [*self.relays, *self.workers]:
             proc.wait_ready()
 
@@ -188,24 +174,18 @@ def section(args: argparse.Namespace, cache: Path) -> None:
     if reason is not None:
         say(f"  skipped: {reason}")
         return
-    say(describe(args))
-    with topology(cache) as topo:
-        for relays in args.scale_relays:
-            rows = [measure(topo, relays, workers, args) for workers in args.scale_workers]
-            report(rows)
-
-
-def describe(args: argparse.Namespace) -> str:
-    cores = len(os.sched_getaffinity(0))
-    workers, relays = (
-        ", ".join(map(str, counts)) for counts in (args.scale_workers, args.scale_relays)
-    )
-    return (
+    cores, counts = len(os.sched_getaffinity(0)), (args.scale_workers, args.scale_relays)
+    workers, relays = (", ".join(map(str, each)) for each in counts)
+    say(
         f"{args.scale_jobs:,} jobs of {args.scale_tokens} tokens on {TINY!r} as one batch "
         f"(bundled as a batch is by default), worker processes {workers} over "
         f"{', '.join(WORKER_HOSTS)}, relays {relays}; every host shares this machine's {cores} "
         "cores; per run: the table, then each run's checks, CPU cost and commands per job"
     )
+    with topology(cache) as topo:
+        for relays in args.scale_relays:
+            rows = [measure(topo, relays, workers, args) for workers in args.scale_workers]
+            report(rows)
 
 
 @contextmanager
@@ -238,37 +218,28 @@ def measure(topo: Topology, relays: int, workers: int, args: argparse.Namespace)
     try:
         with Client(settings_for(topo.env)) as client:
             warm_up(client, workers)
-            lines = batch_lines(args.scale_jobs, args.scale_tokens)
+            lines = batch_lines(TINY, args.scale_jobs, args.scale_tokens, 0, "Story {n}:")
             before = snapshot(topo)
             handle = client.submit_batch(lines)
             submitted = time.monotonic()
             status = handle.wait(timeout=WAIT_TIMEOUT_S)
             after = dataclasses.replace(snapshot(topo), frames=settled_frames(topo))
-            records = read_records(client, list(handle.job_ids()))
+            records = [client.record(job) for job in handle.job_ids()]  # as a user reads them
     except Exception:
         for proc in [*topo.relays, *topo.workers]:
             print_tail(proc.log)
         raise
     finally:
         topo.stop()
-    measured = row(relays, workers, status.succeeded, before, after, records)
-    return dataclasses.replace(measured, submit_s=submitted - before.at)
-
-
-def batch_lines(count: int, tokens: int) -> list[dict[str, Any]]:
-    return [
-        {"custom_id": f"s{n}", "prompt": f"Story {n}:", "model": TINY, "max_tokens": tokens,
-         "seed": n, "ignore_eos": True}
-        for n in range(count)
-    ]  # fmt: skip
+    waits = [(r.started_ms - r.submitted_ms) / MS_PER_S for r in records if r.started_ms]
+    more = {"jobs": len(records), "succeeded": status.succeeded, "waits_s": waits}
+    return row(relays, workers, before, after, **more, submit_s=submitted - before.at)
 
 
 def warm_up(client: Client, workers: int) -> None:
     """A few lone jobs, so that the worker processes have loaded the model."""
-    handles = [
-        client.submit(prompt="warm", model=TINY, max_tokens=TOKENS, seed=n)
-        for n in range(workers * WARM_JOBS_PER_PROCESS)
-    ]
+    warm = JobSpec(prompt="warm", model=TINY, max_tokens=TOKENS)
+    handles = [client.submit(warm.model_copy(update={"seed": n})) for n in range(workers * 2)]
     for handle in handles:
         handle.result(timeout=WAIT_TIMEOUT_S)
 
@@ -288,7 +259,7 @@ def snapshot(topo: Topology) -> Snapshot:
         commands={name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()},
         frames=[relay_frames(topo.relay_url(k)) for k in range(len(topo.relays))],
         cpu={role: [tree_cpu_s(pid) for pid in pids] for role, pids in roles.items()}
-        | {"producer": [cpu_s([psutil.Process()])]},  # itself: the others are its children
+        | {"producer": [cpu_s(psutil.Process())]},  # itself: the others are its children
         machine=psutil.cpu_times(),
     )
 
@@ -296,15 +267,16 @@ def snapshot(topo: Topology) -> Snapshot:
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds of a process and its children (a worker's pool); 0 when it is gone."""
     try:
-        return cpu_s(processes(pid))
+        root = psutil.Process(pid)
+        return sum(map(cpu_s, [root, *root.children(recursive=True)]))
     except psutil.NoSuchProcess:
         return 0.0
 
 
-def settled_frames(topo: Topology) -> list[float]:
+def settled_frames(topo: Topology) -> list[int]:
     """Each relay's frames once they stop moving: the batch's last frames may still be on
     their way when it ends (the relays run behind under load)."""
-    counts: list[float] = []
+    counts: list[int] = []
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while time.monotonic() < deadline:
         now = [relay_frames(topo.relay_url(k)) for k in range(len(topo.relays))]
@@ -315,55 +287,30 @@ def settled_frames(topo: Topology) -> list[float]:
     return counts
 
 
-def relay_frames(url: str) -> float:
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        text = reply.read().decode()
-    families = text_string_to_metric_families(text)
-    return sum(s.value for f in families for s in f.samples if s.name == FRAMES)
-
-
-def read_records(client: Client, job_ids: Sequence[str]) -> list[JobRecord]:
-    """Every job's record, as a user reads one (after the run: not timed)."""
-    return [client.record(job_id) for job_id in job_ids]
-
-
-def row(
-    relays: int,
-    workers: int,
-    succeeded: int,
-    before: Snapshot,
-    after: Snapshot,
-    records: Sequence[JobRecord],
-) -> Row:
+def row(relays: int, workers: int, before: Snapshot, after: Snapshot, **more: Any) -> Row:
+    """The run between two snapshots; `more`: its jobs, succeeded, waits and submit_s."""
     seconds = after.at - before.at
     commands = {n: c - before.commands.get(n, 0) for n, c in after.commands.items()}
     used = {
         role: [a - b for a, b in zip(after.cpu[role], before.cpu[role], strict=True)]
         for role in after.cpu
     }
-    ceilings = {
-        "redis": 1,
-        "relay": 1,
-        "workers": min(workers, len(os.sched_getaffinity(0))),
-        "producer": 1,
-    }
+    ceiling = {"workers": min(workers, len(os.sched_getaffinity(0)))}  # 1 core for the others
     load = {
-        role: (max(used[role]) if role == "relay" else sum(used[role])) / seconds / ceilings[role]
-        for role in used
+        r: (max(u) if r == "relay" else sum(u)) / seconds / ceiling.get(r, 1)
+        for r, u in used.items()
     }
     return Row(
         relays=relays,
         workers=workers,
-        jobs=len(records),
-        succeeded=succeeded,
         seconds=seconds,
         frames=[a - b for a, b in zip(after.frames, before.frames, strict=True)],
         redis_cpu_s=after.redis_cpu_s - before.redis_cpu_s,
         commands={n: c for n, c in commands.items() if c},
-        waits_s=[(r.started_ms - r.submitted_ms) / MS_PER_S for r in records if r.started_ms],
         load=load,
         cpu_s={role: sum(spent) for role, spent in used.items()},
         machine_busy=busy_share(before.machine, after.machine),
+        **more,
     )
 
 
@@ -379,8 +326,18 @@ def report(rows: Sequence[Row]) -> None:
               "broker/job", "wait p50 s", "p99 s", "CPU redis/relay/workers", "machine",
               "nearest ceiling")  # fmt: skip
     say("", table(header, [cells(r) for r in rows]), "")
-    for r in rows:
-        say(*details(r))
+    for r in rows:  # the run's checks, what a core of each part carries, commands per job
+        top = sorted(r.commands.items(), key=lambda item: -item[1])[:10]
+        say(
+            f"  {r.relays} x {r.workers}: {r.succeeded:,}/{r.jobs:,} succeeded in "
+            f"{r.seconds:.1f} s (submit_batch {r.submit_s:.1f} s, producer CPU "
+            f"{r.load['producer']:.0%}); frames {' + '.join(f'{f:,.0f}' for f in r.frames)}",
+            f"    per CPU-second: Redis {r.per_core('redis', r.jobs):,.0f} jobs, relays "
+            f"{r.per_core('relay', sum(r.frames)):,.0f} frames, workers "
+            f"{r.per_core('workers', r.jobs):,.0f} jobs",
+            "    commands per job: "
+            + ", ".join(f"{name} {calls / r.jobs:.2f}" for name, calls in top),
+        )
     say(saturation(rows))
 
 
@@ -389,32 +346,14 @@ def cells(r: Row) -> list[str]:
     return [
         f"{r.relays} x {r.workers}",
         f"{r.jobs_per_s:,.0f}",
-        f"{r.frames_per_s:,.0f}",
+        f"{frames / r.seconds:,.0f}",
         f"{r.redis_cpu_s * MS_PER_S / (frames / 1000):.1f}" if frames else "-",
-        f"{r.per_job(sum(r.commands.values())):.1f}",
-        f"{r.per_job(r.broker_commands):.2f}",
+        f"{sum(r.commands.values()) / r.jobs:.1f}",
+        f"{r.broker_commands / r.jobs:.2f}",
         *(f"{percentile(r.waits_s, pct):.1f}" if r.waits_s else "-" for pct in (50, 99)),
         "/".join(f"{r.load[role]:.0%}" for role in ("redis", "relay", "workers")),
         f"{r.machine_busy:.0%}",
         r.busiest,
-    ]
-
-
-def details(r: Row) -> list[str]:
-    """The run's checks, what a core of each part carries, and the commands per job (the
-    most frequent first)."""
-    top = sorted(r.commands.items(), key=lambda item: -item[1])[:10]
-    split = " + ".join(f"{f:,.0f}" for f in r.frames)
-    frames = sum(r.frames)
-    return [
-        f"  {r.relays} x {r.workers}: {r.succeeded:,}/{r.jobs:,} succeeded in {r.seconds:.1f} s "
-        f"(submit_batch {r.submit_s:.1f} s, producer CPU {r.load['producer']:.0%}); frames "
-        f"{split}",
-        f"    per CPU-second: Redis {r.per_core('redis', r.jobs):,.0f} jobs, relays "
-        f"{r.per_core('relay', frames):,.0f} frames, workers {r.per_core('workers', r.jobs):,.0f}"
-        " jobs",
-        "    commands per job: "
-        + ", ".join(f"{name} {r.per_job(calls):.2f}" for name, calls in top),
     ]
 
 

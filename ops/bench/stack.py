@@ -1,8 +1,6 @@
-"""A private genq stack per section, started as a user starts one (redis-server, `genq relay`,
-`genq worker`s: ops/localstack.py), its registry and logs in the run's temporary directory;
-the benchmark's own processes (`python -m ops.bench.child`, `.load`); all stopped on the way
-out, Ctrl-C included, and swept by a marker in their environment. Models are cached where
-genq caches them (GENQ_CACHE_DIR).
+"""A private genq stack per section, started as a user starts one (ops/localstack.py), its
+registry and logs in the run's temporary directory, and the benchmark's own processes; all
+stopped on the way out, Ctrl-C included, and swept by a marker in their environment.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import psutil
 
@@ -25,29 +23,11 @@ from genq import Settings
 from genq.common.registry import LlamaModelConfig, ModelRegistry
 from genq.common.tinymodel import ensure_tiny_model
 from ops.bench.report import BENCH_MODEL, BENCH_N_CTX
-from ops.localstack import (
-    GenqProcess,
-    RedisServer,
-    Relay,
-    StackError,
-    Worker,
-    settings_for,
-    stop_process,
-    wait_for,
-)
+from ops.llamaserver import LlamaServer
+from ops.localstack import GenqProcess, RedisServer, Relay, StackError, Worker, settings_for
 
-
-class Server(Protocol):
-    log: Path
-
-    def start(self) -> Any: ...
-
-    def stop(self) -> None: ...
-
-
-S = TypeVar("S", bound=Server)
+S = TypeVar("S", bound=GenqProcess | LlamaServer)
 LOG_TAIL_LINES = 30
-READY_TIMEOUT_S = 60.0
 MARKER = "OPS_BENCH_RUN"  # in the environment of every process a run starts
 GRACE_S = 5.0
 
@@ -66,17 +46,19 @@ class Stack:
     def settings(self) -> Settings:
         return settings_for(self.env)
 
-    def start_relay(self) -> Relay:
-        self.relay = Relay(env=self.env, log=self.cache / "relay.log")
-        return self.relay.start()
-
-    def start_worker(self, name: str = "bench", args: Sequence[str] = ()) -> Worker:
-        """`genq worker -n name@%h args`; replaces a stopped one of that name."""
+    def start_worker(self, name: str = "bench") -> Worker:
+        """`genq worker -n name@%h`; replaces a stopped one of that name."""
         self.workers = [w for w in self.workers if w.name != name]
-        log = self.cache / f"worker-{name}.log"
-        worker = Worker(env=self.env, log=log, name=name, args=tuple(args))
-        self.workers.append(worker)
-        return worker.start()
+        self.workers.append(Worker(self.env, self.cache / f"worker-{name}.log", name=name))
+        return self.workers[-1].start()
+
+    def child(self, args: Sequence[str], log: str, ready: str = "", stdin: bool = False) -> Child:
+        """`python -m ops.bench.child args`, not started, its output in `<log>.log`."""
+        path = self.cache / f"{log}.log"
+        path.unlink(missing_ok=True)  # a fresh log: its ready line and JSON are this run's
+        return Child(
+            self.env, path, stdin=subprocess.PIPE if stdin else None, args=args, ready=ready
+        )
 
     def model(self, name: str) -> tuple[Path, LlamaModelConfig]:
         """A registry model's file and options, as the stack's workers read them."""
@@ -89,11 +71,6 @@ class Stack:
     def processes(self) -> list[GenqProcess]:
         return [*self.workers, *([self.relay] if self.relay is not None else [])]
 
-    def pid(self, proc: GenqProcess | RedisServer | BenchProcess | None) -> int:
-        if proc is None or proc.proc is None:
-            raise StackError("a process of the stack is not running")
-        return proc.proc.pid
-
     def check_alive(self) -> None:
         """StackError naming a genq process of it that has exited."""
         for proc in self.processes():
@@ -101,10 +78,11 @@ class Stack:
                 print_tail(proc.log)
                 raise StackError(f"{proc.what} exited with {proc.proc.returncode} during the run")
 
-    def stop(self) -> None:
-        for proc in self.processes():
-            proc.stop()
-        self.redis.stop()
+
+def pid(proc: GenqProcess | RedisServer | None) -> int:
+    if proc is None or proc.proc is None:
+        raise StackError("a process of the stack is not running")
+    return proc.proc.pid
 
 
 @contextmanager
@@ -139,7 +117,7 @@ def local_stack(
     try:
         server.start()
         if relay:
-            stack.start_relay()
+            stack.relay = Relay(env, cache / "relay.log").start()
         for n in range(workers):
             stack.start_worker("bench" if n == 0 else f"bench{n + 1}")
         yield stack
@@ -148,7 +126,9 @@ def local_stack(
             print_tail(proc.log)
         raise
     finally:
-        stack.stop()
+        for proc in stack.processes():
+            proc.stop()
+        server.stop()
 
 
 def _registry(cache: Path) -> Path:
@@ -177,15 +157,9 @@ def serving(server: S) -> Iterator[S]:
         server.stop()
 
 
-def processes(pid: int) -> list[psutil.Process]:
-    """The process and its children (a worker's: Celery's main process and its pool)."""
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
-
-
-def cpu_s(procs: Sequence[psutil.Process]) -> float:
-    """User and system CPU seconds so far, summed."""
-    return sum(sum(proc.cpu_times()[:2]) for proc in procs)
+def cpu_s(proc: psutil.Process) -> float:
+    """User and system CPU seconds so far."""
+    return sum(proc.cpu_times()[:2])
 
 
 def print_tail(log: Path) -> None:
@@ -195,56 +169,30 @@ def print_tail(log: Path) -> None:
 
 
 @dataclass
-class BenchProcess:
-    """`python -m <module> args` in a session of its own, its output in `log`; started once
-    `ready` is in its log (if given), with a pipe to its stdin (if asked)."""
+class Child(GenqProcess):
+    """`python -m ops.bench.child args` (a helper process), started as a genq process is; ready
+    once `ready` is in its log. With `stdin=subprocess.PIPE`, `send` writes it one line."""
 
-    module: str
-    args: Sequence[str]
-    log: Path
-    env: Mapping[str, str] = field(default_factory=dict)
-    ready: str | None = None
-    stdin: bool = False
-    proc: subprocess.Popen[bytes] | None = None
+    args: Sequence[str] = ()
+    ready: str = ""
 
     @property
     def what(self) -> str:
-        return " ".join([self.module, *self.args[:1]])
+        return " ".join(["ops.bench.child", *self.args[:1]])
 
-    @property
-    def pid(self) -> int:
-        return self._proc().pid
-
-    def _proc(self) -> subprocess.Popen[bytes]:
-        if self.proc is None:
-            raise StackError(f"{self.what} is not running")
-        return self.proc
-
-    def start(self) -> BenchProcess:
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, *self.args],
-                env={**os.environ, **self.env},
-                stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        if self.ready is not None:
-            wait_for(self._ready, READY_TIMEOUT_S, f"{self.what} ({self.log})")
-        return self
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "ops.bench.child", *self.args]
 
     def _ready(self) -> bool:
-        if not self.running():
-            raise StackError(f"{self.what} exited with {self._proc().returncode}; see {self.log}")
-        return str(self.ready) in self.output()
+        self._check_running()
+        return self.ready in self.output()
 
     def send(self, line: str) -> None:
-        pipe = self._proc().stdin
-        if pipe is None:
+        """`line`, then end of input (each child reads one line)."""
+        if self.proc is None or self.proc.stdin is None:
             raise StackError(f"{self.what} has no stdin")
-        pipe.write(f"{line}\n".encode())
-        pipe.flush()
+        self.proc.stdin.write(f"{line}\n".encode())
+        self.proc.stdin.close()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.is_file() else ""
@@ -253,35 +201,23 @@ class BenchProcess:
         """The JSON line it printed last, once it has exited; StackError with its output
         when it failed or printed none."""
         try:
-            code = self._proc().wait(timeout=timeout_s)
+            code = self.proc.wait(timeout=timeout_s) if self.proc else None
         except subprocess.TimeoutExpired as exc:
             raise StackError(f"{self.what} did not end within {timeout_s:.0f}s") from exc
         output = self.output()
-        try:
+        with contextlib.suppress(IndexError, json.JSONDecodeError):
             printed: dict[str, Any] = json.loads(output.splitlines()[-1])
-        except (IndexError, json.JSONDecodeError):
-            printed = {}
-        if code != 0 or not printed:
-            raise StackError(f"{self.what} exited with {code}; its output:\n{output[-2000:]}")
-        return printed
+            if code == 0 and printed:
+                return printed
+        raise StackError(f"{self.what} exited with {code}; its output:\n{output[-2000:]}")
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-            stop_process(self.proc, group=True, grace_s=GRACE_S)
-            self.proc = None
-
 
 def _stop_strays(run_id: str) -> None:
-    left = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if proc.pid != os.getpid() and proc.environ().get(MARKER) == run_id:
-                left.append(proc)
+    procs = [p for p in psutil.process_iter(["environ"]) if p.pid != os.getpid()]
+    left = [p for p in procs if (p.info["environ"] or {}).get(MARKER) == run_id]  # None: unread
     if left:
         print(f"stopping {len(left)} process(es) left behind", file=sys.stderr)
     for proc in left:
