@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import signal
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -103,10 +102,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--lease-ttl-s", type=float, default=LEASE_TTL_S)
     args = parser.parse_args()
-    reason = netns.unavailable()
-    if reason is not None:
-        raise SystemExit(f"ops.failover: {reason}")
-    logs = Path(tempfile.mkdtemp(prefix="genq-failover-"))
+    logs = netns.figure_logs("ops.failover")
     netns.clean_leftovers()
     net = netns.Network.create(HOSTS)
     try:

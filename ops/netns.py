@@ -20,8 +20,10 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ops.processes import DEAD_STATES, has_proc, proc_stat
 
@@ -59,6 +61,15 @@ def unavailable() -> str | None:
         return f"cannot create a network namespace: {exc}"
     ip("netns", "del", probe, check=False)
     return None
+
+
+def figure_logs(program: str) -> Path:
+    """A fresh directory for the logs of a figure measured on hosts (ops.partition …); exits
+    with one line naming `program` and the reason where hosts cannot be made here."""
+    reason = unavailable()
+    if reason is not None:
+        raise SystemExit(f"{program}: {reason}")
+    return Path(tempfile.mkdtemp(prefix=f"genq-{program.rpartition('.')[2]}-"))
 
 
 @dataclass(frozen=True)

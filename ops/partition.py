@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -101,10 +100,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--lease-ttl-s", type=float, default=2.0)
     args = parser.parse_args()
-    reason = netns.unavailable()
-    if reason is not None:
-        raise SystemExit(f"ops.partition: {reason}")
-    logs = Path(tempfile.mkdtemp(prefix="genq-partition-"))
+    logs = netns.figure_logs("ops.partition")
     times = measure(args.rounds, args.lease_ttl_s, logs)
     median = statistics.median(times)
     target = args.lease_ttl_s + 1.0

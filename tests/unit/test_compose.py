@@ -1,5 +1,6 @@
 """compose/docker-compose.yml, read without Docker: the services it promises, and a command line
-in each that the genq CLI (or Celery, for `celery -A genq.workers.app`) accepts."""
+in each that the genq CLI (or Celery, for `celery -A genq.workers.app`) accepts; and its Sentinel
+override, compose/docker-compose.sentinel.yml."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import click
 import pytest
 import yaml
 
+from genq.common import sentinel
 from genq.common.settings import Settings
 from genq.producer.cli import cli
 
@@ -139,3 +141,56 @@ def test_gateway_serves_every_interface_with_the_api_keys_given_to_compose(
     # `genq serve` refuses another interface than loopback without keys: compose passes them.
     assert gateway["environment"]["GENQ_API_KEYS"] == "${GENQ_API_KEYS:-}"
     assert f"{params['port']}:{params['port']}" in gateway["ports"]
+
+
+@pytest.fixture(scope="module")
+def sentinel_services() -> dict[str, dict[str, Any]]:
+    """The Sentinel override's services (merged over the base file's by compose)."""
+    loaded = yaml.safe_load((COMPOSE / "docker-compose.sentinel.yml").read_text())
+    found: dict[str, dict[str, Any]] = loaded["services"]
+    return found
+
+
+def sentinel_config(service: dict[str, Any]) -> dict[str, list[str]]:
+    """The `sentinel …` lines of the configuration a Sentinel service writes at start, by
+    directive: {"monitor": ["genq", "redis", "6379", "2"], …}."""
+    script = service["command"][-1]
+    assert service["command"][:2] == ["sh", "-c"] and "--sentinel" in script
+    lines = re.findall(r"^\s*'sentinel (\S+) (.*)'", script, re.MULTILINE)
+    return {directive: rest.split() for directive, rest in lines}
+
+
+def test_sentinel_variant_points_every_genq_service_at_the_sentinels(
+    services: dict[str, dict[str, Any]], sentinel_services: dict[str, dict[str, Any]]
+) -> None:
+    sentinels = sorted(name for name in sentinel_services if name.startswith("sentinel-"))
+    assert len(sentinels) == 3
+    settings = {f"GENQ_{name.upper()}" for name in Settings.model_fields}
+    for name in GENQ_SERVICES:
+        environment = sentinel_services[name]["environment"]
+        url = sentinel.parse(environment["GENQ_REDIS_URL"])
+        assert url.sentinels == tuple((host, 26379) for host in sentinels)
+        assert url.primary == "genq" and url.db == 0
+        assert set(environment) <= settings
+        assert set(sentinel_services[name]["depends_on"]) == set(sentinels)
+    # Every genq service of the base file, and no other, is given the Sentinels.
+    genq = {n for n, s in sentinel_services.items() if "GENQ_REDIS_URL" in s.get("environment", {})}
+    assert genq == set(GENQ_SERVICES) <= set(services)
+
+
+def test_sentinels_monitor_the_redis_service_and_the_replica_follows_it(
+    services: dict[str, dict[str, Any]], sentinel_services: dict[str, dict[str, Any]]
+) -> None:
+    sentinels = [s for name, s in sentinel_services.items() if name.startswith("sentinel-")]
+    for service in sentinels:
+        config = sentinel_config(service)
+        name, host, port, quorum = config["monitor"]
+        assert (name, host, port) == ("genq", "redis", "6379") and host in services
+        assert 1 < int(quorum) <= len(sentinels)  # a majority agrees before a failover
+        assert config["down-after-milliseconds"] == ["genq", "5000"]
+        assert service["healthcheck"]["test"][1:] == ["redis-cli", "-p", "26379", "ping"]
+    replica = sentinel_services["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    # The primary keeps its append-only file, as in the base file.
+    redis = sentinel_services["redis"]["command"]
+    assert redis[redis.index("--appendonly") + 1] == "yes"
