@@ -95,6 +95,22 @@ def test_interval_counts_from_the_last_flush(make_chunker: MakeChunker, clock: F
     assert not chunker.due()
 
 
+def test_interval_counts_from_when_the_chunk_was_sent(
+    make_chunker: MakeChunker, clock: FakeClock
+) -> None:
+    """A publish slower than the interval does not make the next token due at once."""
+    chunker = make_chunker(max_tokens=100, interval_s=0.02)
+    chunker.add(1, "a")
+    chunker.take()
+    clock.advance(0.12)  # the publish's round trip
+    chunker.sent()
+    chunker.add(2, "b")
+    clock.advance(0.019)
+    assert not chunker.due()
+    clock.advance(0.002)
+    assert chunker.due()
+
+
 def test_elapsed_interval_without_tokens_is_not_due(
     make_chunker: MakeChunker, clock: FakeClock
 ) -> None:

@@ -2,7 +2,10 @@
 
 The first token of a job goes out at once (first-token latency), unless `eager` is off (a
 bundle's jobs, run for throughput); after that a chunk is flushed when it holds `max_tokens`
-tokens or `interval_s` has passed since the last flush (or since the first token).
+tokens or `interval_s` has passed since the last chunk was sent (or since the first token).
+The interval counts from when the publish returned (`sent`), not from `take`: on a link
+whose round trip outlasts the interval (a worker far from Redis), counting from `take` made
+every next token due at once, and every chunk held one token (ops/slowlink_cost.py).
 """
 
 from __future__ import annotations
@@ -63,3 +66,7 @@ class Chunker:
         self._count, self._token_ids, self._text, self._logprobs = 0, [], [], []
         self._last_flush = self.clock()
         return data
+
+    def sent(self) -> None:
+        """The chunk taken last is published: the interval counts from now."""
+        self._last_flush = self.clock()

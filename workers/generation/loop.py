@@ -228,6 +228,7 @@ class _Run:
                     return
                 if self.chunker.due():
                     self.sink.token(self.chunker.take())
+                    self.chunker.sent()
                     if self.sink.cancelled:
                         self.finish = FinishReason.CANCELLED
                         return
