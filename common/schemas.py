@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from genq.common.ids import BATCH_ID_CHARS, JOB_ID_PATTERN
+from genq.common.tenants import DEFAULT_TENANT, TenantName
 
 SEED_MAX = 2**32 - 1
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
@@ -327,6 +328,7 @@ class JobRecord(_Model):
     priority: Priority = DEFAULT_PRIORITY
     batch_id: str = ""
     custom_id: str = ""
+    tenant: TenantName = Field(DEFAULT_TENANT, description="Who the job belongs to.")
     dispatched: bool = Field(True, description="Its task message was sent to the broker.")
     worker: str = ""
     submitted_ms: int

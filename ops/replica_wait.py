@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -65,7 +66,11 @@ def checkpoints(env: dict[str, str], root: Path, jobs: int, window_tokens: int) 
     procs[1].start()
     try:
         with Client(settings_for(env)) as client:
-            spec = {"max_tokens": TOKENS, "window_tokens": window_tokens, "ignore_eos": True}
+            spec: dict[str, Any] = {
+                "max_tokens": TOKENS,
+                "window_tokens": window_tokens,
+                "ignore_eos": True,
+            }
             started = time.perf_counter()
             handles = [client.submit("a", model="tiny", seed=n, **spec) for n in range(jobs)]
             for handle in handles:

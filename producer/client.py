@@ -41,6 +41,7 @@ from genq.common.schemas import DEFAULT_PRIORITY, JobRecord, JobSpec, WorkerInfo
 from genq.common.settings import Settings
 from genq.common.store import Command, arun_transaction, jobs, leases, run_transaction
 from genq.common.store.keys import Keys
+from genq.common.tenants import DEFAULT_TENANT
 from genq.producer.batches import AsyncBatchHandle, BatchHandle
 from genq.producer.batchfile import Source
 from genq.producer.core import Placement, PreparedJob
@@ -76,7 +77,9 @@ class _BaseClient:
         self, connection: redis.Redis, batch_id: str | None, place: Placement, **options: Any
     ) -> BatchSubmitter:
         """A batch's submission, checked and placed as a job's is (see Client.submit_batch)."""
-        batch_options = BatchOptions(batch_id, place.priority, place.expires_in_s, **options)
+        batch_options = BatchOptions(
+            batch_id, place.priority, place.expires_in_s, tenant=place.tenant, **options
+        )
         return BatchSubmitter(self.submitter, batch_options, connection)
 
 
@@ -97,13 +100,15 @@ class Client(_BaseClient):
         *,
         priority: int = DEFAULT_PRIORITY,
         expires_in: float | None = None,
+        tenant: str = DEFAULT_TENANT,
         **fields: Any,
     ) -> JobHandle:
         """Validate and queue a job. `priority` 0-9 (9 is served first); `expires_in` seconds
-        after which a job not started yet ends as `expired`. Raises InvalidJob (nothing
+        after which a job not started yet ends as `expired`; `tenant` whose job it is (its fair
+        share and quotas). Raises InvalidJob (nothing
         queued) or RedisUnavailable."""
         submitted = time.monotonic()
-        job = self.submitter.prepare(prompt, fields, Placement(priority, expires_in))
+        job = self.submitter.prepare(prompt, fields, Placement(priority, expires_in, tenant))
         self._admit(job)
         self._write(job)
         self._dispatch(job)
@@ -150,6 +155,7 @@ class Client(_BaseClient):
         batch_id: str | None = None,
         priority: int = DEFAULT_PRIORITY,
         expires_in: float | None = None,
+        tenant: str = DEFAULT_TENANT,
         defaults: dict[str, Any] | None = None,
         skip_invalid: bool = False,
         progress: Callable[[int], None] | None = None,
@@ -159,7 +165,7 @@ class Client(_BaseClient):
         raises InvalidBatch naming each bad line, and nothing is submitted, unless
         `skip_invalid` (then the handle's `rejects` lists them). Submitting again with the same
         `batch_id` adds only the custom_ids the batch does not have."""
-        place = Placement(priority, expires_in)  # checks them before anything is read
+        place = Placement(priority, expires_in, tenant)  # checks them before anything is read
         submitter = self._batch_submitter(
             self.redis, batch_id, place, defaults=defaults or {}, skip_invalid=skip_invalid
         )
@@ -225,9 +231,10 @@ class AsyncClient(_BaseClient):
         *,
         priority: int = DEFAULT_PRIORITY,
         expires_in: float | None = None,
+        tenant: str = DEFAULT_TENANT,
         **fields: Any,
     ) -> AsyncJobHandle:
-        submitted, place = time.monotonic(), Placement(priority, expires_in)
+        submitted, place = time.monotonic(), Placement(priority, expires_in, tenant)
         # Checking renders the prompt and may load a vocabulary and tokenize: not on the loop.
         job = await asyncio.to_thread(self.submitter.prepare, prompt, fields, place)
         await self._admit(job)
@@ -276,6 +283,7 @@ class AsyncClient(_BaseClient):
         batch_id: str | None = None,
         priority: int = DEFAULT_PRIORITY,
         expires_in: float | None = None,
+        tenant: str = DEFAULT_TENANT,
         defaults: dict[str, Any] | None = None,
         skip_invalid: bool = False,
         progress: Callable[[int], None] | None = None,
@@ -283,7 +291,7 @@ class AsyncClient(_BaseClient):
         """Submit a batch (see Client.submit_batch). The submission is Client's own, run in a
         thread (reading the source and publishing to the broker block), so that the event
         loop stays free; `progress` is called on the event loop."""
-        place = Placement(priority, expires_in)
+        place = Placement(priority, expires_in, tenant)
         submitter = self._batch_submitter(
             self._sync_redis(), batch_id, place, defaults=defaults or {}, skip_invalid=skip_invalid
         )

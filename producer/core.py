@@ -43,6 +43,7 @@ from genq.common.schemas import (
 )
 from genq.common.settings import Settings
 from genq.common.store import jobs, streams
+from genq.common.tenants import DEFAULT_TENANT, check_tenant
 
 
 def parse_spec(prompt: str | JobSpec | None, fields: Mapping[str, Any]) -> JobSpec:
@@ -73,13 +74,15 @@ class PreparedJob:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a job stands in the queue: its priority (0-9, 9 first) and how long it may wait
-    before it expires unstarted."""
+    """Where a job stands in the queue: its priority (0-9, 9 first), how long it may wait
+    before it expires unstarted, and whose it is (its tenant's fair share and quotas)."""
 
     priority: int = DEFAULT_PRIORITY
     expires_in_s: float | None = None
+    tenant: str = DEFAULT_TENANT
 
     def __post_init__(self) -> None:
+        check_tenant(self.tenant)
         priority, expires = self.priority, self.expires_in_s
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise InvalidJob(f"priority must be an integer, got {json_kind(priority)}")
@@ -131,6 +134,7 @@ def prepare_job(
         state=JobState.QUEUED,
         queue=model_queue(registry, spec.model),
         priority=placement.priority,
+        tenant=placement.tenant,
         submitted_ms=submitted,
         expires_ms=placement.expires_ms(submitted),
     )

@@ -20,6 +20,7 @@ from genq.common.store import batches as batch_store
 from genq.common.store import jobs as job_store
 from genq.common.store import run, run_all, run_transaction
 from genq.common.store.batches import NewJob, Opening
+from genq.common.tenants import DEFAULT_TENANT
 from genq.producer.batchfile import BatchLine, Reject, Source, scan, valid_lines
 from genq.producer.bundles import dispatches
 from genq.producer.core import PreparedJob
@@ -39,6 +40,7 @@ class BatchOptions:
     expires_in_s: float | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     skip_invalid: bool = False
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ class BatchSubmitter:
                 "batch_id": self.batch_id,
                 "custom_id": line.custom_id,
                 "priority": self.options.priority,
+                "tenant": self.options.tenant,
                 "expires_ms": self.expires_ms,
                 "dispatched": False,
             }

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ from tests.integration.gateway_support import record
 
 BATCH = 200  # short jobs of the tiny model, as the issue asks
 STREAMS = 3  # long jobs the test reads as they run
-LONG = {"max_tokens": 600, "ignore_eos": True}
+LONG: dict[str, Any] = {"max_tokens": 600, "ignore_eos": True}
 SLOTS = ("--slots", "8", "--models", "tiny")
 SUBMIT_EVERY_S = 0.02
 
