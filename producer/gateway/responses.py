@@ -110,18 +110,22 @@ class Responses:
                 await self._quietly_cancel(job_id)
             raise
 
-    async def get(self, ident: str, principal: Principal) -> dict[str, Any]:
-        """The response object as it is now: queued, in progress (its text so far) or ended."""
+    async def retrieve(
+        self,
+        ident: str,
+        principal: Principal,
+        stream: bool,
+        starting_after: int | None,
+        last_event_id: int | None = None,
+    ) -> dict[str, Any] | HeldStream:
+        """The response object as it is now: queued, in progress (its text so far) or ended.
+        `stream`: its events after `starting_after` (else `last_event_id`, a browser's
+        EventSource reconnecting; neither: all of them), then its new ones to its end;
+        following a response that is not background counts as its client."""
         job_id, record = await self._find(ident, principal)
-        return await self._object(job_id, record)
-
-    async def stream(
-        self, ident: str, principal: Principal, starting_after: int | None
-    ) -> HeldStream:
-        """The response's events after `starting_after` (None: all of them), then its new
-        ones to its end. Following a response that is not background counts as its client."""
-        job_id, record = await self._find(ident, principal)
-        after = -1 if starting_after is None else starting_after
+        if not stream:
+            return await self._object(job_id, record)
+        after = next((n for n in (starting_after, last_event_id) if n is not None), -1)
         release = self._followers.admit()
         return self._held(job_id, record, after, release, {JOB_ID_HEADER: job_id})
 

@@ -66,10 +66,9 @@ async def get_response(
 ) -> Response | dict[str, Any]:
     """The response object; with `stream=true`, its events after `starting_after` (or the
     `Last-Event-ID` header: a browser's EventSource reconnecting)."""
-    if not stream:
-        return await serving.responses.get(response_id, principal)
-    after = starting_after if starting_after is not None else last_event_id
-    return await serving.responses.stream(response_id, principal, after)
+    return await serving.responses.retrieve(
+        response_id, principal, stream, starting_after, last_event_id
+    )
 
 
 @router.post("/v1/responses/{response_id}/cancel")

@@ -119,7 +119,7 @@ def test_a_background_stream_resumed_on_another_gateway_misses_and_repeats_nothi
     assert before[0].response.status == "queued" and before[1].type == "response.queued"
     last = before[-1].sequence_number
     with other.responses.retrieve(response_id, stream=True, starting_after=last) as stream:
-        after = list(stream)
+        after: list[Any] = list(stream)
     assert numbers(before + after) == list(range(len(before) + len(after)))
     final = other.responses.retrieve(response_id)
     assert texts(before + after) == final.output_text == after[-1].response.output_text
@@ -141,7 +141,8 @@ def test_a_non_background_response_waits_for_its_object(api: openai.OpenAI) -> N
     )
     assert response.status in {"completed", "incomplete"} and response.output_text
     assert response.metadata == {"run": "one"} and response.instructions == "Answer briefly."
-    logprobs = response.output[0].content[0].logprobs
+    item: Any = response.output[0]
+    logprobs = item.content[0].logprobs
     assert logprobs and all(len(p.top_logprobs) == 2 for p in logprobs)
     assert api.responses.retrieve(response.id).output_text == response.output_text
 
