@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import redis
@@ -21,7 +22,7 @@ from genq.common.store import run
 from genq.common.store.responses import ResponseRecord
 from ops.localstack import Gateway, Relay, Worker, wait_for
 
-from .gateway_support import TIMEOUT_S, record, sdk, start_gateway
+from .gateway_support import TIMEOUT_S, record, sdk, sse, start_gateway
 
 KEY = "responses-test-key"
 BASE: dict[str, Any] = {"model": "tiny", "input": "Say something long.", "max_output_tokens": 48}
@@ -127,6 +128,18 @@ def test_a_background_stream_resumed_on_another_gateway_misses_and_repeats_nothi
     with api.responses.retrieve(response_id, stream=True) as stream:
         again = list(stream)
     assert [e.model_dump() for e in again] == [e.model_dump() for e in before + after]
+
+
+def test_a_browsers_last_event_id_resumes_after_that_sequence_number(
+    api: openai.OpenAI, gateways: tuple[Gateway, Gateway]
+) -> None:
+    response_id = api.responses.create(**BASE, background=True).id
+    headers = {"Authorization": f"Bearer {KEY}", "Last-Event-ID": "3"}
+    url = f"{gateways[1].url}/v1/responses/{response_id}?stream=true"
+    with httpx.Client(timeout=TIMEOUT_S) as http, http.stream("GET", url, headers=headers) as got:
+        rest = list(sse(got))
+    assert [int(e.id) for e in rest] == [e.json["sequence_number"] for e in rest]
+    assert rest[0].id == "4" and rest[-1].json["type"] == "response.incomplete"
 
 
 def test_a_non_background_response_waits_for_its_object(api: openai.OpenAI) -> None:
