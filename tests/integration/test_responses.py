@@ -200,7 +200,7 @@ def test_unknown_deleted_and_other_tenants_responses_answer_404(
     for call in (api.responses.retrieve, api.responses.cancel, api.responses.delete):
         with pytest.raises(openai.NotFoundError) as caught:
             call(f"resp_{handle.job_id}")
-        assert "not found" in caught.value.message
+        assert "No such Response object" in caught.value.message
 
 
 def job_count(redis_client: redis.Redis) -> int:
@@ -214,10 +214,12 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"reasoning": {"effort": "low"}}, "reasoning"),
     ({"include": ["file_search_call.results"]}, "include[0]"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, ""),
+    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, "input[0]"),
+    ({"input": []}, "input"),
 ]
 
 
-@pytest.mark.parametrize(("fields", "param"), REFUSED, ids=[p or "input" for _, p in REFUSED])
+@pytest.mark.parametrize(("fields", "param"), REFUSED, ids=[p or "input_image" for _, p in REFUSED])
 def test_each_unsupported_field_is_refused_naming_it_with_nothing_queued(
     api: openai.OpenAI, redis_client: redis.Redis, fields: dict[str, Any], param: str
 ) -> None:
