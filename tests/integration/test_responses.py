@@ -243,3 +243,17 @@ def test_a_lost_non_background_stream_is_cancelled_after_the_grace(
     finally:
         gateway.stop()
     assert final.status == "cancelled"
+
+
+def test_a_read_keeps_a_response_as_long_as_its_job(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    with Client(settings) as client:
+        handle = client.submit("kept", model="tiny", max_tokens=4)
+        handle.result(timeout=TIMEOUT_S)
+        mine = ResponseRecord(created_at=int(time.time()), model="tiny")
+        run(client.redis, response_store.create(client.keys, handle.job_id, mine, 60))
+        assert run(client.redis, response_store.read(client.keys, handle.job_id)) == mine
+    job_ms = redis_client.pttl(f"genq:{{{handle.job_id}}}:job")
+    assert job_ms > 60_000
+    assert redis_client.pttl(f"genq:{{{handle.job_id}}}:resp") > 60_000
