@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from genq.common.tenants import TenantPolicy
 from ops.localstack import Gateway, Relay, Worker, wait_for
 
 from .gateway_support import TIMEOUT_S, record, sdk, sse, start_gateway
+from .support import run_genq
 
 A_KEY, B_KEY, ADMIN_KEY = "sk-team-a", "sk-team-b-hashed", "sk-root"
 A_POLICY = TenantPolicy(weight=2, max_queued=100_000)
@@ -212,3 +214,19 @@ def test_batches_are_read_listed_and_cancelled_by_their_tenant_only(
     assert output is not None and len(a.files.content(output).text.splitlines()) == 2
     hidden_as_unknown(b.files.content, output, new_file_id())
     assert admin.batches.retrieve(mine.id).output_file_id == output
+
+
+def test_the_cli_submits_as_the_tenant_it_is_given(
+    genq_env: dict[str, str], worker: Worker, settings: Settings, tmp_path: Path
+) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"custom_id": "c1", "model": "tiny", "prompt": "Hi", "max_tokens": 2}\n')
+    submitted = run_genq(genq_env, "submit", str(jobs), "--tenant", "team-c", "--wait")
+    assert submitted.returncode == 0, submitted.stderr
+    batch_id = submitted.stdout.split()[0]
+    with Client(settings) as client:
+        batch = client.batch(batch_id)
+        assert batch.status().tenant == "team-c"
+        assert {record(settings, job_id).tenant for job_id in batch.job_ids()} == {"team-c"}
+    refused = run_genq(genq_env, "run", "Hi", "-n", "2", "--tenant", "team:c")
+    assert refused.returncode == 2 and "tenant must be" in refused.stderr
