@@ -188,6 +188,10 @@ return out
 """
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value  # a client of either kind
+
+
 def tenants(keys: Keys, queue: str) -> Command[dict[str, tuple[int, float]]]:
     """Every tenant the queue has served or holds: its waiting jobs and its virtual counter,
     for the metrics and the benchmark."""
@@ -195,7 +199,7 @@ def tenants(keys: Keys, queue: str) -> Command[dict[str, tuple[int, float]]]:
     def decode(replies: list[Any]) -> dict[str, tuple[int, float]]:
         flat = replies[0]
         return {
-            str(t): (int(n), float(c))
+            _text(t): (int(n), float(c))
             for t, n, c in zip(flat[::3], flat[1::3], flat[2::3], strict=True)
         }
 

@@ -17,21 +17,24 @@ running at either end of it: N slots at each end. Hence
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from genq import Client
 from genq.common.schemas import JobRecord, JobState
 from genq.common.store import fair, jobs, run, tenants
 from genq.common.tenants import TenantPolicy
-from ops.localstack import wait_for
+from ops.localstack import free_port, wait_for
 
 from .conftest import Stack, new_stack
 
 SLOTS = 4
 TIMEOUT_S = 240
 MAX_TOKENS = 16
+WORKER, RELAY = free_port(), free_port()  # their /metrics ports
 
 
 def _spec(n: int) -> dict[str, object]:
@@ -47,7 +50,8 @@ def stack(genq_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
     logs = tmp_path_factory.mktemp("fair")
     # Databases of their own, far above the other tests' (conftest counts up from 1).
     made = new_stack(genq_env, logs, iter(range(14, 16)))
-    made.worker("fair", "--models", "tiny", "--slots", str(SLOTS))
+    made.worker("fair", "--models", "tiny", "--slots", str(SLOTS), GENQ_METRICS_PORT=str(WORKER))
+    made.relay(GENQ_RELAY_METRICS_PORT=str(RELAY))
     yield made
     made.stop()
 
@@ -58,6 +62,18 @@ def client(stack: Stack) -> Iterator[Client]:
     settings = stack.settings.model_copy(update={"bundle_tokens": 0})
     with Client(settings) as made:
         yield made
+
+
+def _scrape(port: int) -> dict[tuple[str, str], float]:
+    """Per-tenant samples of a /metrics endpoint: (sample name, tenant) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        (s.name, s.labels["tenant"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if "tenant" in s.labels
+    }
 
 
 def _records(client: Client, ids: list[str]) -> list[JobRecord]:
@@ -111,6 +127,7 @@ def _settle(client: Client, ids: list[str], until_ms: int) -> None:
 def test_a_small_tenant_starts_within_a_slots_turnover_behind_a_flood(client: Client) -> None:
     flood_batch, flood = _flood(client, "flood", 300)
     wait_for(lambda: _started(client, flood) >= 2 * SLOTS, TIMEOUT_S, "the flood to start")
+    queued = _scrape(RELAY)[("genq_tenant_queued", "flood")]
     _, small = _flood(client, "small", 10)  # its ten jobs wait from one moment on
     wait_for(lambda: _ended(client, small), TIMEOUT_S, "the small tenant's jobs to end")
     _settle(client, flood, max(r.started_ms for r in _records(client, small)))
@@ -123,6 +140,10 @@ def test_a_small_tenant_starts_within_a_slots_turnover_behind_a_flood(client: Cl
     ahead = sorted(r.started_ms for r in theirs if arrived <= r.started_ms < first)
     print(f"flood jobs started between the small tenant's arrival and its first start: {ahead}")
     assert len(ahead) < SLOTS  # within one slot's turnover, let alone ten of the flood's
+    assert 0 < queued <= 300 - 2 * SLOTS
+    metrics = _scrape(WORKER)
+    assert metrics[("genq_tenant_tokens_total", "small")] == 10 * MAX_TOKENS
+    assert metrics[("genq_tenant_queue_wait_seconds_count", "small")] == 10
 
     # Both backlogged from the small tenant's arrival until its last job was claimed.
     last = max(r.started_ms for r in mine)
