@@ -62,6 +62,11 @@ def reservation(spec: JobSpec) -> int:
     return W_IN * -(-prompt_bytes // CHARS_PER_TOKEN) + W_OUT * spec.max_tokens
 
 
+def waiting_tenants(keys: Keys, queue: str) -> Command[int]:
+    """How many tenants have jobs waiting in the queue (0: none waits)."""
+    return Command((("ZCARD", backlog_key(keys, queue)),), lambda replies: int(replies[0]))
+
+
 def waiting_count(keys: Keys, queues: Sequence[str], tenant: str) -> Command[int]:
     """The tenant's waiting jobs over these model queues."""
     calls = tuple(("ZCARD", waiting_key(keys, queue, tenant)) for queue in queues)
