@@ -25,7 +25,7 @@ from genq.common.dispatch import Dispatch, Dispatcher
 from genq.common.logs import fields
 from genq.common.schemas import GenerateRequest, JobRecord, JobState
 from genq.common.settings import Settings
-from genq.common.store import jobs, run
+from genq.common.store import fair, jobs, run
 from genq.common.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,17 @@ class TakeBack:
         lost = [
             (request, record)
             for request, record in zip(requests, records, strict=True)
-            if record is not None and _left_queued(request, record)
+            if record is not None and self._lost(request, record)
         ]
         if lost:
             with self._lock:  # job threads share the process's producer
                 if self._dispatcher is None:
                     self._dispatcher = Dispatcher(self._settings, main="genq-worker")
                 self._dispatcher.send(
-                    [Dispatch(rq, rc.queue, rc.priority, rc.spec.model) for rq, rc in lost]
+                    [
+                        Dispatch(rq, rc.queue, rc.priority, rc.spec.model, rc.tenant)
+                        for rq, rc in lost
+                    ]
                 )
             for request, _ in lost:
                 log.warning(
@@ -80,6 +83,13 @@ class TakeBack:
                 )
         return len(lost)
 
-
-def _left_queued(request: GenerateRequest, record: JobRecord) -> bool:
-    return record.state == JobState.QUEUED and record.epoch == request.epoch
+    def _lost(self, request: GenerateRequest, record: JobRecord) -> bool:
+        """Whether to send the message again: its job is still queued at its epoch, or, with
+        the fair share, it is a ticket (epoch 0) and jobs wait in its queue: another ticket
+        may have run its own job, and its claim may have been lost. A spare ticket claims
+        nothing; a ticket too few would leave a waiting job without one."""
+        if record.state == JobState.QUEUED and record.epoch == request.epoch:
+            return True
+        if not (self._settings.fair_share and request.epoch == 0):
+            return False
+        return run(self._redis, fair.waiting_tenants(self._keys, record.queue)) > 0
