@@ -24,6 +24,7 @@ runs. A batch is charged whole, before its first job is queued.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from genq.common.errors import InvalidJob, QueueFull, QuotaExceeded
@@ -78,10 +79,9 @@ class Admission:
     tokens to take), `took` what the bucket answered; `refund` when it queued nothing after
     all. Does no I/O: a client face runs its commands."""
 
-    def __init__(self, settings: Settings, registry: ModelRegistry, charge: Charge) -> None:
-        self.settings, self.charge = settings, charge
+    def __init__(self, settings: Settings, queues: Sequence[str], charge: Charge) -> None:
+        self.settings, self.queues, self.charge = settings, queues, charge
         self.keys = Keys(settings.key_prefix)
-        self.queues = sorted({model_queue(registry, name) for name in registry.names()})
         self.policy: TenantPolicy | None = None  # once checked
         self.taken = False
 
@@ -165,6 +165,11 @@ class Admission:
                 "started",
                 QUEUED_RETRY_S,
             )
+
+
+def model_queues(registry: ModelRegistry) -> list[str]:
+    """Every model queue of the registry: where a tenant's waiting jobs are counted."""
+    return sorted({model_queue(registry, name) for name in registry.names()})
 
 
 def _smaller(charge: Charge) -> str:

@@ -31,7 +31,7 @@ from genq.common.store import jobs as job_store
 from genq.common.store.command import Command
 from genq.common.store.keys import Keys
 from genq.producer.core import Placement, PreparedJob, check_job, parse_spec, prepare_job
-from genq.producer.quotas import Admission, Charge, job_cost
+from genq.producer.quotas import Admission, Charge, job_cost, model_queues
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class Submitter:
         self.keys = Keys(settings.key_prefix)
         self.registry = registry
         self._prompts = PromptCounter(registry)
+        self._queues = model_queues(registry)
         self._dispatcher = Dispatcher(settings, main="genq-producer")
 
     def check(self, spec: JobSpec) -> None:
@@ -85,11 +86,11 @@ class Submitter:
         """The limits one job is held to before it is queued (see producer/quotas.py)."""
         record = job.record
         charge = Charge(record.tenant, 1, job_cost(record.spec), record.queue)
-        return Admission(self.settings, self.registry, charge)
+        return Admission(self.settings, self._queues, charge)
 
     def batch_admission(self, tenant: str, jobs: int, tokens: int) -> Admission:
         """The limits a batch is held to, whole, before its first job is queued."""
-        return Admission(self.settings, self.registry, Charge(tenant, jobs, tokens))
+        return Admission(self.settings, self._queues, Charge(tenant, jobs, tokens))
 
     def send(self, dispatches: Iterable[Dispatch]) -> None:
         """Publish task messages; RedisUnavailable when the broker did not take them."""

@@ -14,12 +14,12 @@ from genq.common.schemas import JobSpec
 from genq.common.settings import Settings
 from genq.common.store.quotas import TAKE, Take
 from genq.common.tenants import TenantPolicy
-from genq.producer.quotas import Admission, Charge, Standing, job_cost
+from genq.producer.quotas import Admission, Charge, Standing, job_cost, model_queues
 
 
 def admission(charge: Charge, tmp_path: Path, max_queued: int = 0) -> Admission:
     settings = Settings(cache_dir=tmp_path, max_queued=max_queued)
-    return Admission(settings, ModelRegistry.from_settings(settings), charge)
+    return Admission(settings, model_queues(ModelRegistry.from_settings(settings)), charge)
 
 
 def standing(waiting: int = 0, depth: int = 0, **policy: int) -> Standing:
