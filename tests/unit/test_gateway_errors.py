@@ -11,14 +11,8 @@ import inspect
 import redis
 from fastapi.routing import APIRoute
 
-from genq.common.errors import (
-    InvalidJob,
-    JobFailed,
-    QueueFull,
-    QuotaExceeded,
-    RedisUnavailable,
-    UnknownModel,
-)
+from genq import QuotaExceeded
+from genq.common.errors import InvalidJob, JobFailed, QueueFull, RedisUnavailable, UnknownModel
 from genq.common.settings import Settings
 from genq.producer.gateway import routes
 from genq.producer.gateway.errors import ID_SHOWN, api_error, not_found, shown
