@@ -118,7 +118,7 @@ class Admission:
         if take.taken:
             return
         charge, per_minute = self.charge, self.policy.tokens_per_minute if self.policy else 0
-        retry_s = take.wait_ms / 1000
+        retry_s = math.ceil(take.wait_ms / 100) / 10  # shown to a tenth: never "0.0 s"
         raise QuotaExceeded(
             f"tenant {charge.tenant!r}: {charge.what} costs {charge.tokens} tokens and its "
             f"bucket holds {take.held} of its tokens_per_minute ({per_minute}); nothing was "
