@@ -9,6 +9,7 @@ waiting."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -147,6 +148,16 @@ def test_max_queued_refuses_past_the_limit_until_jobs_leave_the_queue(client: Cl
     client.submit(PROMPT, max_tokens=4, tenant="acme")
 
 
+BATCH_LINE = json.dumps(
+    {
+        "custom_id": "r1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9},
+    }
+).encode()
+
+
 def test_the_gateway_answers_429_with_retry_after(
     env: dict[str, str], client: Client, tmp_path: Path
 ) -> None:
@@ -164,6 +175,17 @@ def test_the_gateway_answers_429_with_retry_after(
         assert "tokens_per_minute (600)" in body["message"]
         retry_after = caught.value.response.headers["retry-after"]
         assert retry_after.isdigit() and 1 <= int(retry_after) <= math.ceil(400 / 10)
+        assert queued(client) == before
+        with sdk(gateway) as api:  # an OpenAI batch refused so leaves no batch behind
+            batches_before = [b.id for b in api.batches.list()]
+            upload = api.files.create(file=("b.jsonl", BATCH_LINE), purpose="batch")
+            with pytest.raises(openai.RateLimitError):
+                api.batches.create(
+                    input_file_id=upload.id,
+                    endpoint="/v1/chat/completions",
+                    completion_window="24h",
+                )
+            assert [b.id for b in api.batches.list()] == batches_before
         assert queued(client) == before
     finally:
         gateway.stop()
