@@ -89,7 +89,7 @@ class ApiRequest(BaseModel):
 
     def spec(self) -> JobSpec:
         """The job this request asks for; 400 naming the first field genq refuses."""
-        return _spec(self.spec_fields())
+        return validated_spec(self.spec_fields())
 
 
 class CompletionRequest(ApiRequest):
@@ -156,7 +156,7 @@ def _refuse_unsupported(request: ApiRequest) -> None:
             )
 
 
-def _spec(fields: dict[str, Any]) -> JobSpec:
+def validated_spec(fields: dict[str, Any]) -> JobSpec:
     """The job, or 400 naming the first field JobSpec refuses."""
     try:
         return JobSpec.model_validate(fields)

@@ -9,9 +9,11 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from genq.producer.gateway import batches, files
+from genq.producer.gateway import auth, batches, files
+from genq.producer.gateway.auth import Principal
 from genq.producer.gateway.batches import CreateBatch
 from genq.producer.gateway.completions import ChatRequest, CompletionRequest
+from genq.producer.gateway.response_shapes import ResponseRequest
 from genq.producer.gateway.serving import Serving
 
 router = APIRouter()
@@ -23,6 +25,7 @@ def _serving(request: Request) -> Serving:
 
 
 Serve = Annotated[Serving, Depends(_serving)]
+Who = Annotated[Principal, Depends(auth.principal)]
 
 
 @router.get("/v1/models")
@@ -43,6 +46,39 @@ async def completions(body: CompletionRequest, request: Request, serving: Serve)
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatRequest, request: Request, serving: Serve) -> Response:
     return await serving.complete(body, request)
+
+
+@router.post("/v1/responses", response_model=None)
+async def create_response(
+    body: ResponseRequest, request: Request, serving: Serve, principal: Who
+) -> Response:
+    return await serving.respond(body, request, principal)
+
+
+@router.get("/v1/responses/{response_id}", response_model=None)
+async def get_response(
+    response_id: str,
+    serving: Serve,
+    principal: Who,
+    stream: bool = False,
+    starting_after: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+) -> Response | dict[str, Any]:
+    """The response object; with `stream=true`, its events after `starting_after` (or the
+    `Last-Event-ID` header: a browser's EventSource reconnecting)."""
+    return await serving.responses.retrieve(
+        response_id, principal, stream, starting_after, last_event_id
+    )
+
+
+@router.post("/v1/responses/{response_id}/cancel")
+async def cancel_response(response_id: str, serving: Serve, principal: Who) -> dict[str, Any]:
+    return await serving.responses.cancel(response_id, principal)
+
+
+@router.delete("/v1/responses/{response_id}")
+async def delete_response(response_id: str, serving: Serve, principal: Who) -> dict[str, Any]:
+    return await serving.responses.delete(response_id, principal)
 
 
 @router.get("/v1/jobs/{job_id}/stream", response_model=None)
