@@ -114,9 +114,9 @@ def compare(
 def reattach(stack: Stack, sdk: openai.OpenAI, prompt: str) -> str:
     """A background response of REATTACH_TOKENS tokens on the tiny model, one token a chunk
     (the worker replaced by one with GENQ_CHUNK_TOKENS=1: a text delta a token), read to its
-    end, then reattached after event REATTACH_AFTER, REATTACHES times: the time to the first
-    replayed event. That event must be the next one, and the text before it plus the text
-    replayed the final text."""
+    end, then reattached after event REATTACH_AFTER, once to check that the first event
+    replayed is the next one and that the text before it plus the text replayed is the final
+    text, then REATTACHES times for the time to the first replayed event."""
     stack.worker("bench").stop()
     stack.env["GENQ_CHUNK_TOKENS"] = "1"
     stack.start_worker()
@@ -127,14 +127,15 @@ def reattach(stack: Stack, sdk: openai.OpenAI, prompt: str) -> str:
     response_id = kept[0].response.id  # type: ignore[union-attr]  # response.created
     deltas = [e for e in kept if e.type == DELTA]
     before = _text(e for e in deltas if e.sequence_number <= REATTACH_AFTER)
-    runs = [_replay(sdk, response_id) for _ in range(REATTACHES)]
-    ms, after, replayed = statistics.median(r[0] for r in runs), runs[0][1], runs[0][2]
+    _, after, replayed = _replay(sdk, response_id)  # unmeasured: it checks what is replayed
+    times = [_replay(sdk, response_id)[0] for _ in range(REATTACHES)]
     exact = after == REATTACH_AFTER + 1 and before + replayed == _final(sdk, response_id)
+    ms = statistics.median(times)
     return (
         f"reattach after event {REATTACH_AFTER} of a finished background response of "
         f"{len(kept):,} events ({len(deltas):,} text deltas: "
         f"{met(len(deltas) >= REATTACH_DELTAS)}), {REATTACHES} times: first replayed event in "
-        f"{ms:.1f} ms median (max {max(r[0] for r in runs):.1f}; target <= "
+        f"{ms:.1f} ms median (max {max(times):.1f}; target <= "
         f"{TARGET_REATTACH_MS:.0f} ms: {met(ms <= TARGET_REATTACH_MS)}); it is event {after}, "
         f"and the text before it plus the text replayed is the final output_text: {met(exact)}"
     )
