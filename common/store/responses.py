@@ -2,7 +2,8 @@
 echoed fields and whose it is (`ResponseRecord`).
 
 Keys: `genq:{<job id>}:resp`, a string holding a ResponseRecord as JSON (version 1), in the
-job's slot and kept as long as the job (GENQ_JOB_TTL_S). A response that is not background
+job's slot, kept GENQ_JOB_TTL_S from its creation and, once read, as long as its job's record
+(`read`: a job is kept GENQ_JOB_TTL_S from its end). A response that is not background
 is a client of its job as a chat stream is: `create` also counts its waiting client in the
 job's gateway hash, or sets the deadline by which one must attach (common/store/gateway.py).
 """
@@ -13,10 +14,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from genq.common.store import gateway
+from genq.common.store import gateway, jobs
 from genq.common.store.command import Command
 from genq.common.store.keys import Keys
 from genq.common.tenants import DEFAULT_TENANT
+
+# KEYS: the response's record, its job's record. -> the response's record (or nil).
+# A job that ends is kept GENQ_JOB_TTL_S from its end, later than its response's record made at
+# its submit: each read extends the response's expiry to its job's, never shortens it.
+READ = """
+local job_ms = redis.call('PTTL', KEYS[2])
+if job_ms > 0 and job_ms > redis.call('PTTL', KEYS[1]) then
+  redis.call('PEXPIRE', KEYS[1], job_ms)
+end
+return redis.call('GET', KEYS[1])
+"""
 
 
 class ResponseRecord(BaseModel):
@@ -69,13 +81,15 @@ def create(
 
 
 def read(keys: Keys, job_id: str) -> Command[ResponseRecord | None]:
-    """A response's record; None when the gateway keeps none (never made, deleted, expired)."""
+    """A response's record; None when the gateway keeps none (never made, deleted, expired).
+    Read, it is kept at least as long as its job's record (see READ)."""
 
     def decode(replies: list[Any]) -> ResponseRecord | None:
         raw = replies[0]
         return None if raw is None else ResponseRecord.model_validate_json(raw)
 
-    return Command((("GET", record_key(keys, job_id)),), decode)
+    call = ("EVAL", READ, 2, record_key(keys, job_id), jobs.record_key(keys, job_id))
+    return Command((call,), decode)
 
 
 def delete(keys: Keys, job_id: str) -> Command[bool]:

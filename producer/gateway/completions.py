@@ -41,10 +41,25 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
-class ApiRequest(BaseModel):
-    """What both endpoints take. Sampling fields are `Any` here: JobSpec checks them."""
+class GenqFields(BaseModel):
+    """genq's own JobSpec fields, taken as extra body fields (`Any`: JobSpec checks them)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    seed: Any = None
+    logit_bias: Any = None
+    window_tokens: Any = None
+    max_windows: Any = None
+    ignore_eos: Any = None
+    top_k: Any = None
+    min_p: Any = None
+    repeat_penalty: Any = None
+    deterministic: Any = None
+
+
+class ApiRequest(GenqFields):
+    """What both endpoints take. Sampling fields are `Any` here: JobSpec checks them."""
+
     kind: ClassVar[Kind]  # the endpoint's: the shape of its answer
 
     model: str
@@ -61,15 +76,6 @@ class ApiRequest(BaseModel):
     max_tokens: Any = None
     temperature: Any = None
     top_p: Any = None
-    seed: Any = None
-    logit_bias: Any = None
-    window_tokens: Any = None
-    max_windows: Any = None
-    ignore_eos: Any = None
-    top_k: Any = None
-    min_p: Any = None
-    repeat_penalty: Any = None
-    deterministic: Any = None
 
     def fields(self) -> dict[str, Any]:
         """JobSpec fields of what every request has."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import Field, StrictBool, StrictInt
 
 from genq.common.ids import is_job_id
 from genq.common.schemas import (
@@ -32,7 +32,7 @@ from genq.common.schemas import (
     TokenLogprob,
 )
 from genq.common.store.responses import ResponseRecord
-from genq.producer.gateway.completions import PASSED, validated_spec
+from genq.producer.gateway.completions import PASSED, GenqFields, validated_spec
 from genq.producer.gateway.errors import ApiError
 
 RESPONSE_PREFIX = "resp_"
@@ -56,10 +56,8 @@ STATUS = {
 }
 
 
-class ResponseRequest(BaseModel):
+class ResponseRequest(GenqFields):
     """What POST /v1/responses takes. Sampling fields are `Any` here: JobSpec checks them."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str
     input: str | list[Any]
@@ -81,15 +79,6 @@ class ResponseRequest(BaseModel):
     tools: Any = None
     tool_choice: Any = None
     previous_response_id: Any = None
-    seed: Any = None
-    logit_bias: Any = None
-    window_tokens: Any = None
-    max_windows: Any = None
-    ignore_eos: Any = None
-    top_k: Any = None
-    min_p: Any = None
-    repeat_penalty: Any = None
-    deterministic: Any = None
 
     @property
     def logprobs(self) -> bool:
@@ -123,6 +112,8 @@ class ResponseRequest(BaseModel):
         first = [] if self.instructions is None else [_msg("system", self.instructions)]
         if isinstance(self.input, str):
             return [*first, _msg("user", self.input)]
+        if not self.input:
+            raise ApiError(400, "input: give a string or at least one message", param="input")
         return [*first, *(_message(item, f"input[{i}]") for i, item in enumerate(self.input))]
 
     def record(self, spec: JobSpec, tenant: str, created_at: int) -> ResponseRecord:

@@ -46,7 +46,7 @@ from genq.producer.gateway import response_shapes as shapes
 from genq.producer.gateway import streams
 from genq.producer.gateway.auth import Principal
 from genq.producer.gateway.completions import JOB_ID_HEADER
-from genq.producer.gateway.errors import ApiError, api_error, shown
+from genq.producer.gateway.errors import ApiError, api_error, not_found
 from genq.producer.gateway.followers import CLIENT_GONE, SEND_TIMEOUT_S, Followers, HeldStream
 from genq.producer.gateway.records import Records
 from genq.producer.gateway.response_events import Event, ResponseEvents
@@ -247,9 +247,4 @@ def _sse(event: Event) -> ServerSentEvent:
 
 
 def _not_found(ident: str) -> ApiError:
-    return ApiError(
-        404,
-        f"Response with id '{shown(ident)}' not found.",
-        kind="invalid_request_error",
-        param="response_id",
-    )
+    return not_found("Response object", ident, "response_id")

@@ -15,8 +15,9 @@ from genq import Client
 from genq.common.frames import ResumeFrame
 from ops.localstack import Gateway, wait_for
 from tests.integration.conftest import Stack
-from tests.integration.gateway_support import TIMEOUT_S, sdk, start_gateway
+from tests.integration.gateway_support import TIMEOUT_S, sdk
 from tests.integration.test_failover import JOB, entries
+from tests.integration.test_gateway_reattach import gateway_of
 from tests.integration.test_responses import ended, numbers, texts
 
 BODY: dict[str, Any] = {
@@ -28,10 +29,13 @@ BODY: dict[str, Any] = {
 EXTRA = {"seed": JOB["seed"], "window_tokens": JOB["window_tokens"], "ignore_eos": True}
 
 
-def gateway_of(stack: Stack, name: str) -> Gateway:
-    proc = start_gateway(stack.env, stack.logs, name)
-    stack.procs.append(proc)
-    return proc
+def stack_of(make_stack: Callable[[], Stack], *workers: str) -> tuple[Stack, Gateway]:
+    """A stack of its own with a relay, the named workers and a gateway, `first`."""
+    stack = make_stack()
+    stack.relay()
+    for name in workers:
+        stack.worker(name)
+    return stack, gateway_of(stack, "first")
 
 
 def stream_some(api: openai.OpenAI, deltas: int, then: Callable[[str], None]) -> list[Any]:
@@ -64,10 +68,7 @@ def check_whole(api: openai.OpenAI, events: list[Any], expected: str) -> None:
 def test_a_background_stream_resumes_on_another_gateway_after_a_gateway_sigkill(
     make_stack: Callable[[], Stack],
 ) -> None:
-    stack = make_stack()
-    stack.relay()
-    stack.worker("a")
-    first = gateway_of(stack, "first")
+    stack, first = stack_of(make_stack, "a")
     with sdk(first) as api:
         uninterrupted = ended(api, api.responses.create(**BODY, extra_body=EXTRA).id)
         before = stream_some(api, 10, lambda _job: first.signal(signal.SIGKILL))
@@ -80,10 +81,7 @@ def test_a_background_stream_resumes_on_another_gateway_after_a_gateway_sigkill(
 def test_a_background_stream_resumes_after_its_worker_is_sigkilled(
     make_stack: Callable[[], Stack],
 ) -> None:
-    stack = make_stack()
-    stack.relay()
-    stack.worker("a"), stack.worker("b")
-    gateway = gateway_of(stack, "gateway")
+    stack, gateway = stack_of(make_stack, "a", "b")
     with Client(stack.settings) as client, sdk(gateway) as api:
         uninterrupted = ended(api, api.responses.create(**BODY, extra_body=EXTRA).id)
 

@@ -24,7 +24,21 @@ from ops.localstack import Gateway, Relay, Worker, wait_for
 
 from .gateway_support import TIMEOUT_S, record, sdk, sse, start_gateway
 
-KEY = "responses-test-key"
+KEY, OTHER_KEY, ADMIN_KEY = "sk-responses-a", "sk-responses-b", "sk-responses-root"
+KEYS_FILE = f"""
+[[keys]]
+key = "{KEY}"
+tenant = "team-a"
+
+[[keys]]
+key = "{OTHER_KEY}"
+tenant = "team-b"
+
+[[keys]]
+key = "{ADMIN_KEY}"
+tenant = "ops"
+admin = true
+"""
 BASE: dict[str, Any] = {"model": "tiny", "input": "Say something long.", "max_output_tokens": 48}
 SEEDED = {"seed": 11, "temperature": 0.9}
 LONG: dict[str, Any] = {"model": "tiny", "input": "a", "max_output_tokens": 1_000_000}
@@ -38,8 +52,10 @@ def gateways(
 ) -> Iterator[tuple[Gateway, Gateway]]:
     """Two gateway processes on one stack: a response made on one is followed on the other."""
     logs = tmp_path_factory.mktemp("logs")
-    first = start_gateway(genq_env, logs, "first", GENQ_API_KEYS=KEY)
-    second = start_gateway(genq_env, logs, "second", GENQ_API_KEYS=KEY)
+    keys = logs / "keys.toml"
+    keys.write_text(KEYS_FILE)
+    first = start_gateway(genq_env, logs, "first", GENQ_API_KEYS_FILE=str(keys))
+    second = start_gateway(genq_env, logs, "second", GENQ_API_KEYS_FILE=str(keys))
     yield first, second
     second.stop()
     first.stop()
@@ -180,9 +196,7 @@ def test_cancel_mid_stream_keeps_the_partial_output_and_answers_again_the_same(
     assert record(settings, job_id).state == JobState.CANCELLED
 
 
-def test_unknown_deleted_and_other_tenants_responses_answer_404(
-    api: openai.OpenAI, settings: Settings
-) -> None:
+def test_unknown_and_deleted_responses_answer_404(api: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         api.responses.retrieve("resp_0123456789abcdef0123456789abcdef")
     response = api.responses.create(**BASE, background=True)
@@ -190,17 +204,30 @@ def test_unknown_deleted_and_other_tenants_responses_answer_404(
     for call in (api.responses.retrieve, api.responses.cancel, api.responses.delete):
         with pytest.raises(openai.NotFoundError):
             call(response.id)
-    # Another tenant's response: its record names tenant `other`, which the key's principal
-    # (tenant `default`, not admin) does not see.
-    with Client(settings) as client:
-        handle = client.submit("hidden", model="tiny", max_tokens=4, tenant="other")
-        theirs = ResponseRecord(tenant="other", created_at=int(time.time()), model="tiny")
-        run(client.redis, response_store.create(client.keys, handle.job_id, theirs, 600))
-        handle.result(timeout=TIMEOUT_S)
-    for call in (api.responses.retrieve, api.responses.cancel, api.responses.delete):
-        with pytest.raises(openai.NotFoundError) as caught:
-            call(f"resp_{handle.job_id}")
-        assert "not found" in caught.value.message
+
+
+def test_another_tenants_response_answers_as_an_unknown_one(
+    api: openai.OpenAI, gateways: tuple[Gateway, Gateway], settings: Settings
+) -> None:
+    response = api.responses.create(**BASE, background=True)
+    assert record(settings, response.id.removeprefix("resp_")).tenant == "team-a"
+    unknown = "resp_0123456789abcdef0123456789abcdef"
+    with sdk(gateways[1], OTHER_KEY) as theirs:
+        bodies = []
+        for ident in (response.id, unknown):
+            for call in (theirs.responses.retrieve, theirs.responses.cancel):
+                with pytest.raises(openai.NotFoundError) as caught:
+                    call(ident)
+                bodies.append(caught.value.body)
+            with pytest.raises(openai.NotFoundError):
+                theirs.responses.retrieve(ident, stream=True)
+        with pytest.raises(openai.NotFoundError):
+            theirs.responses.delete(response.id)
+    assert [str(b).replace(response.id, unknown) for b in bodies[:2]] == [
+        str(b) for b in bodies[2:]
+    ]
+    with sdk(gateways[1], ADMIN_KEY) as admin:
+        assert ended(admin, response.id).output_text == ended(api, response.id).output_text
 
 
 def job_count(redis_client: redis.Redis) -> int:
@@ -214,10 +241,12 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"reasoning": {"effort": "low"}}, "reasoning"),
     ({"include": ["file_search_call.results"]}, "include[0]"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, ""),
+    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, "input[0]"),
+    ({"input": []}, "input"),
 ]
 
 
-@pytest.mark.parametrize(("fields", "param"), REFUSED, ids=[p or "input" for _, p in REFUSED])
+@pytest.mark.parametrize(("fields", "param"), REFUSED, ids=[p or "input_image" for _, p in REFUSED])
 def test_each_unsupported_field_is_refused_naming_it_with_nothing_queued(
     api: openai.OpenAI, redis_client: redis.Redis, fields: dict[str, Any], param: str
 ) -> None:
@@ -241,3 +270,17 @@ def test_a_lost_non_background_stream_is_cancelled_after_the_grace(
     finally:
         gateway.stop()
     assert final.status == "cancelled"
+
+
+def test_a_read_keeps_a_response_as_long_as_its_job(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    with Client(settings) as client:
+        handle = client.submit("kept", model="tiny", max_tokens=4)
+        handle.result(timeout=TIMEOUT_S)
+        mine = ResponseRecord(created_at=int(time.time()), model="tiny")
+        run(client.redis, response_store.create(client.keys, handle.job_id, mine, 60))
+        assert run(client.redis, response_store.read(client.keys, handle.job_id)) == mine
+    job_ms = redis_client.pttl(f"genq:{{{handle.job_id}}}:job")
+    assert job_ms > 60_000
+    assert redis_client.pttl(f"genq:{{{handle.job_id}}}:resp") > 60_000

@@ -55,7 +55,12 @@ def test_every_prefix_of_the_stream_numbers_its_events_as_the_whole_stream_does(
 
 
 def test_a_regeneration_that_differs_ends_with_an_error_event() -> None:
-    frames = [token(0, 1, "Hello"), token(0, 2, " wor"), resume(1, 5), token(1, 2, " sky")]
+    frames: list[Frame] = [
+        token(0, 1, "Hello"),
+        token(0, 2, " wor"),
+        resume(1, 5),
+        token(1, 2, " sky"),
+    ]
     out = events(frames)
     assert out[-1]["type"] == "error" and out[-1]["code"] == DIVERGED
 
