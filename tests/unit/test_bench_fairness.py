@@ -9,11 +9,11 @@ import pytest
 from ops.bench.fairness import (
     Span,
     backlog,
+    backlogged,
     jain,
     max_difference,
     overlap,
     served,
-    throughout,
     windows,
 )
 
@@ -37,8 +37,9 @@ def test_backlog_merges_waiting_intervals_and_skips_jobs_that_never_waited() -> 
     jobs.append(span("a", 10, 12, 13, 1))
     assert backlog(jobs) == [(0, 6), (10, 12)]
     assert overlap([(0, 6), (10, 12)], [(5, 11)]) == [(5, 6), (10, 11)]
-    assert throughout([(0, 6), (10, 20)], 10, 20)
-    assert not throughout([(0, 6), (10, 20)], 5, 15)
+    assert backlogged([(0, 6), (10, 20)], 10, 20)
+    assert backlogged([(0, 3), (8, 20)], 0, 10)  # 3 s, then 2 s: half
+    assert not backlogged([(0, 6), (12, 20)], 5, 15)  # 1 s, then 3 s
 
 
 def test_jain_is_one_for_equal_shares_and_one_over_n_for_one_taker() -> None:
