@@ -24,6 +24,7 @@ class Dispatch:
     queue: str
     priority: int
     model: str
+    tenant: str = ""  # whose job it is, for Flower (a ticket may run another's: progress.py)
 
     @property
     def task(self) -> str:
@@ -38,7 +39,8 @@ class Dispatch:
         else:
             r, count = self.request, "job="
         batch = f" batch={r.batch_id}" if r.batch_id else ""
-        return f"{count}{r.job_id} epoch={r.epoch} model={self.model}{batch}"
+        tenant = f" tenant={self.tenant}" if self.tenant else ""
+        return f"{count}{r.job_id} epoch={r.epoch} model={self.model}{batch}{tenant}"
 
 
 def broker_priority(priority: int) -> int:

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         "registry "
         "entry's `slots` overrides it for that model.",
     )
+    fair_share: bool = Field(
+        True,
+        description="Each model's slots are shared fairly between tenants (README: Fair share): "
+        "a free slot takes the waiting job of the tenant with the least weighted tokens served "
+        "(VTC). False: first come, first served, by priority.",
+    )
     max_queued: int = Field(
         0,
         ge=0,
@@ -351,6 +357,7 @@ READ_BY: dict[str, tuple[Process, ...]] = {
     "bundle_tokens": ("gateway", "client"),
     "bundle_jobs": ("gateway", "client"),
     "slots": ("worker",),
+    "fair_share": ("worker",),
     "max_queued": ("gateway", "client"),
     "model_budget_mb": ("worker",),
     "job_ttl_s": EVERY_PROCESS,

@@ -41,12 +41,13 @@ def dispatches(jobs: Sequence[PreparedJob], tokens: int, most: int) -> Iterator[
     """One task message per group: a plain job message for a group of one."""
     for group in bundles(jobs, tokens, most):
         queue, priority, model = _route(group[0])
+        tenant = group[0].record.tenant  # a batch's jobs are its tenant's
         request = (
             group[0].request
             if len(group) == 1
             else BundleRequest(jobs=[job.request for job in group])
         )
-        yield Dispatch(request, queue, priority, model)
+        yield Dispatch(request, queue, priority, model, tenant)
 
 
 def _route(job: PreparedJob) -> tuple[str, int, str]:

@@ -39,7 +39,7 @@ from genq.common.presence import live_workers, live_workers_async
 from genq.common.registry import ModelRegistry
 from genq.common.schemas import DEFAULT_PRIORITY, JobRecord, JobSpec, WorkerInfo
 from genq.common.settings import Settings
-from genq.common.store import Command, arun_transaction, jobs, leases, run_transaction
+from genq.common.store import Command, arun_transaction, fair, jobs, leases, run_transaction
 from genq.common.store.keys import Keys
 from genq.common.tenants import DEFAULT_TENANT
 from genq.producer.batches import AsyncBatchHandle, BatchHandle
@@ -68,10 +68,17 @@ class _BaseClient:
     def _write_ops(self, job: PreparedJob) -> list[Command[Any]]:
         """The commands that store a new job's record (one transaction, of either face)."""
         record, ttl_s = job.record, self.settings.job_ttl_s
-        ops: list[Command[Any]] = [jobs.write(self.keys, job.job_id, record, ttl_s)]
+        ops: list[Command[Any]] = [
+            jobs.write(self.keys, job.job_id, record, ttl_s),
+            fair.enter(self.keys, job.job_id, record),  # its fair share: genq.common.store.fair
+        ]
         if record.expires_ms:
             ops.append(leases.add_expiry(self.keys, job.job_id, record.expires_ms))
         return ops
+
+    def _unwrite_ops(self, job: PreparedJob) -> list[Command[Any]]:
+        """What `_write_ops` stored, removed: the job was not queued."""
+        return [jobs.delete(self.keys, job.job_id), fair.forget(self.keys, job.job_id, job.record)]
 
     def _batch_submitter(
         self, connection: redis.Redis, batch_id: str | None, place: Placement, **options: Any
@@ -127,7 +134,7 @@ class Client(_BaseClient):
         try:
             self.submitter.dispatch(job)
         except Exception:  # not queued: leave no record behind
-            self.transport.call(jobs.delete(self.keys, job.job_id))
+            self.transport.call_all(self._unwrite_ops(job))
             raise
         ids = [job.job_id]
         if ops := self.submitter.confirm_ops(ids):
@@ -256,7 +263,7 @@ class AsyncClient(_BaseClient):
             # kombu publishes synchronously; a thread keeps the event loop free meanwhile.
             await asyncio.to_thread(self.submitter.dispatch, job)
         except Exception:  # not queued: leave no record behind
-            await self.transport.call(jobs.delete(self.keys, job.job_id))
+            await self.transport.call_all(self._unwrite_ops(job))
             raise
         ids = [job.job_id]
         if ops := self.submitter.confirm_ops(ids):

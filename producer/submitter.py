@@ -105,7 +105,8 @@ class Submitter:
     def dispatch(self, job: PreparedJob) -> None:
         """Publish one job's task message (see `send`)."""
         record = job.record
-        self.send([Dispatch(job.request, record.queue, record.priority, record.spec.model)])
+        model = record.spec.model
+        self.send([Dispatch(job.request, record.queue, record.priority, model, record.tenant)])
 
     def replica_wait(self) -> list[Command[Any]]:
         """With GENQ_REDIS_WAIT_REPLICAS, the WAIT to run in one pipeline after a write that

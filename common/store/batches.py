@@ -21,6 +21,7 @@ from typing import Any
 
 from genq.common.errors import ErrorCode
 from genq.common.schemas import BatchStatus, JobRecord, JobState, ResultError, ResultLine
+from genq.common.store import fair
 from genq.common.store import jobs as job_store
 from genq.common.store.command import Command
 from genq.common.store.indexes import expiries_key
@@ -29,18 +30,23 @@ from genq.common.store.keys import Keys
 CANCEL_FLAG = "1"  # how the record's `cancel_requested` is written
 
 # KEYS: the record, the jobs list, the index, the expiries sorted set, then one job hash per
-# job. ARGV: the retention (s), then per job its custom_id, job id, expiry (ms, 0 for none)
-# and its job hash fields as a JSON object. Returns the ids of the jobs it created (a custom_id
-# the index has is skipped), or false when the batch was cancelled (it takes no new jobs).
-SUBMIT = """
+# job. ARGV: the retention (s), the key prefix, then per job its custom_id, job id, expiry (ms,
+# 0 for none) and its job hash fields as a JSON object. Each job created enters its tenant's
+# fair-share waiting set (common/store/fair.py). Returns the ids of the jobs it created (a
+# custom_id the index has is skipped), or false when the batch was cancelled (it takes no new
+# jobs).
+SUBMIT = f"""
+local P = ARGV[2]
+{fair.LUA}
 local flag = redis.call('HGET', KEYS[1], 'cancel_requested')
 if flag == '1' or flag == 'True' then return false end
-local created = {}
+local created = {{}}
 for i = 5, #KEYS do
-  local a = (i - 5) * 4
+  local a = (i - 5) * 4 + 1
   if redis.call('HSETNX', KEYS[3], ARGV[a + 2], ARGV[a + 3]) == 1 then
-    local flat = {}
-    for name, value in pairs(cjson.decode(ARGV[a + 5])) do
+    local fields = cjson.decode(ARGV[a + 5])
+    local flat = {{}}
+    for name, value in pairs(fields) do
       flat[#flat + 1] = name
       flat[#flat + 1] = value
     end
@@ -48,6 +54,7 @@ for i = 5, #KEYS do
     redis.call('EXPIRE', KEYS[i], ARGV[1])
     redis.call('RPUSH', KEYS[2], ARGV[a + 3])
     if tonumber(ARGV[a + 4]) > 0 then redis.call('ZADD', KEYS[4], ARGV[a + 4], ARGV[a + 3]) end
+    fair_enter(fields.queue, fields.tenant, ARGV[a + 3], fields.priority)
     created[#created + 1] = ARGV[a + 3]
   end
 end
@@ -135,7 +142,7 @@ def submit(
         expiries_key(keys),
         *(job_store.record_key(keys, job.job_id) for job in jobs),
     ]
-    args: list[Any] = [ttl_s]
+    args: list[Any] = [ttl_s, keys.prefix]
     for job in jobs:
         encoded = json.dumps(job_store.encode(job.record))
         args += [job.custom_id, job.job_id, job.record.expires_ms, encoded]

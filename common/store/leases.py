@@ -33,30 +33,42 @@ from enum import StrEnum
 from typing import Any
 
 from genq.common.schemas import JobRecord, JobState
-from genq.common.store import batches, jobs, streams
+from genq.common.store import batches, fair, jobs, streams
 from genq.common.store.command import Call, Command
 from genq.common.store.indexes import expiries_key, leases_key
 from genq.common.store.keys import Keys
 
-# KEYS: leases, expiries, [batch hash], then per job: job hash, cancel key.
-# ARGV: now_ms, lease_ms, worker, has_batch (1 or 0), then per job: job_id, epoch.
-# -> per job: an outcome (claimed | missing | finished | stale | held | cancelled | expired),
-# then the job's hash when claimed (else an empty list). One call claims a bundle's jobs, each
-# under its own lease, and reads their records. A queued job whose cancel was asked for, or
-# that was not started before its expiry, is not started: the caller ends it
-# (genq.common.lifecycle). A job that started once never expires.
-CLAIM = """
-local now, lease_ms, worker = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local batch, first = nil, 3
-if ARGV[4] == '1' then batch, first = KEYS[3], 4 end
-local flag = batch and redis.call('HGET', batch, 'cancel_requested')
-local batch_cancelled = flag == '1' or flag == 'True'  -- 'True': genq's earlier spelling
+# KEYS: leases, expiries, then per task-message job: job hash, cancel key.
+# ARGV: now_ms, lease_ms, worker, key prefix, fair (1 or 0), then per job: job_id, epoch.
+# -> per job: an outcome (claimed | missing | finished | stale | held | cancelled | expired |
+# idle), the id of the job it concerns, that job's hash when claimed (else an empty list), and
+# the flat (job id, outcome) pairs of waiting jobs a ticket found cancelled or expired. One call
+# claims a bundle's jobs, each under its own lease, and reads their records. A queued job whose
+# cancel was asked for, or that was not started before its expiry, is not started: the caller
+# ends it (genq.common.lifecycle). A job that started once never expires.
+#
+# With fair (GENQ_FAIR_SHARE), a message at epoch 0 is a ticket for its job's queue: it claims
+# the fairest waiting job (common/store/fair.py), whichever that is, or nothing (idle) when
+# none waits. A job at a later epoch (requeued) claims its own job, as without. A claimed job
+# leaves its waiting set and is charged its reservation either way.
+CLAIM = f"""
+local P = ARGV[4]
+{fair.LUA}
+local now, lease_ms, worker, fair = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[5] == '1'
+
+local function cancelled_batch(batch)
+  local flag = batch and redis.call('HGET', batch, 'cancel_requested')
+  return flag == '1' or flag == 'True'  -- 'True': genq's earlier spelling
+end
 
 local function claim(job, cancel, id, epoch)
-  local st = redis.call('HMGET', job, 'state', 'epoch', 'expires_ms')
+  local st = redis.call('HMGET', job, 'state', 'epoch', 'expires_ms', 'batch_id', 'queue',
+                        'tenant')
   if not st[1] then return 'missing' end
   if st[1] ~= 'queued' and st[1] ~= 'running' then return 'finished' end
   if tonumber(st[2]) ~= epoch then return 'stale' end
+  local batch = st[4] and st[4] ~= '' and batch_key(st[4])
+  local batch_cancelled = cancelled_batch(batch)
   if st[1] == 'running' then
     local lease = redis.call('ZSCORE', KEYS[1], id)
     if lease and tonumber(lease) > now then return 'held' end
@@ -75,6 +87,11 @@ local function claim(job, cancel, id, epoch)
       redis.call('HINCRBY', batch, 'queued', -1)
       redis.call('HINCRBY', batch, 'running', 1)
     end
+    if epoch == 0 and st[5] then
+      local tenant = st[6] or 'default'
+      fair_leave(st[5], tenant, id)
+      fair_charge(st[5], tenant, fair_reserved(redis.call('HGET', job, 'spec')))
+    end
   end
   redis.call('HSET', job, 'state', 'running', 'worker', worker, 'started_ms', ARGV[1])
   redis.call('HINCRBY', job, 'attempts', 1)
@@ -83,12 +100,42 @@ local function claim(job, cancel, id, epoch)
   return 'claimed'
 end
 
-local out = {}
-for i = first, #KEYS, 2 do
-  local n = 5 + (i - first)
-  local outcome = claim(KEYS[i], KEYS[i + 1], ARGV[n], tonumber(ARGV[n + 1]))
+-- A ticket: the fairest waiting job of the message's queue. A message whose own job waits
+-- in no set (queued before the fair share) claims that job.
+local function ticket(job, cancel, id, dropped)
+  local own = redis.call('HMGET', job, 'state', 'epoch', 'queue', 'tenant')
+  local q = own[3]
+  if not q then return 'idle', id end
+  if own[1] == 'queued' and own[2] == '0'
+     and not redis.call('ZSCORE', waiting_key(q, own[4] or 'default'), id) then
+    return claim(job, cancel, id, 0), id
+  end
+  while true do
+    local pick = fair_pop(q)
+    if not pick then return 'idle', id end
+    local outcome = claim(job_key(pick), cancel_key(pick), pick, 0)
+    if outcome == 'claimed' then return outcome, pick end
+    if outcome == 'cancelled' or outcome == 'expired' then
+      dropped[#dropped + 1] = pick
+      dropped[#dropped + 1] = outcome
+    end
+  end
+end
+
+local out = {{}}
+for i = 3, #KEYS, 2 do
+  local n = 6 + (i - 3)
+  local id, epoch = ARGV[n], tonumber(ARGV[n + 1])
+  local outcome, dropped = nil, {{}}
+  if fair and epoch == 0 then
+    outcome, id = ticket(KEYS[i], KEYS[i + 1], id, dropped)
+  else
+    outcome = claim(KEYS[i], KEYS[i + 1], id, epoch)
+  end
   out[#out + 1] = outcome
-  out[#out + 1] = outcome == 'claimed' and redis.call('HGETALL', KEYS[i]) or {}
+  out[#out + 1] = id
+  out[#out + 1] = outcome == 'claimed' and redis.call('HGETALL', job_key(id)) or {{}}
+  out[#out + 1] = dropped
 end
 return out
 """
@@ -104,15 +151,19 @@ class ClaimOutcome(StrEnum):
     HELD = "held"  # a live attempt holds its lease
     CANCELLED = "cancelled"  # queued, and its cancel was asked for: the caller ends it
     EXPIRED = "expired"  # queued past its expiry: the caller ends it
+    IDLE = "idle"  # a ticket (fair share) that found no job waiting: nothing to run
 
 
 @dataclass(frozen=True)
 class Claimed:
-    """One job's CLAIM outcome, with its record when claimed."""
+    """One task-message job's CLAIM outcome: the job it concerns (with the fair share, the job
+    a ticket picked), its record when claimed, and the waiting jobs a ticket found cancelled
+    or expired on its way (the caller ends them)."""
 
     job_id: str
     outcome: ClaimOutcome
     record: JobRecord | None = None
+    dropped: tuple[tuple[str, ClaimOutcome], ...] = ()
 
 
 def _eval(script: str, names: Sequence[str], args: Sequence[Any]) -> Call:
@@ -121,41 +172,36 @@ def _eval(script: str, names: Sequence[str], args: Sequence[Any]) -> Call:
 
 def claim(
     keys: Keys,
-    batch_id: str,
     jobs_epochs: Sequence[tuple[str, int]],
     worker: str,
     now_ms: int,
     lease_ms: int,
+    fair: bool = False,
 ) -> Command[list[Claimed]]:
-    """Claim a bundle's jobs (of one batch, or none: `batch_id` empty) at their epochs, each
-    under its own lease of `lease_ms`; their outcomes in order. InvalidEntry when a claimed
-    job's record does not validate."""
-    names = [
-        leases_key(keys),
-        expiries_key(keys),
-        *([batches.record_key(keys, batch_id)] if batch_id else []),
-    ]
-    args: list[str | int] = [now_ms, lease_ms, worker, int(bool(batch_id))]
+    """Claim a task message's jobs at their epochs, each under its own lease of `lease_ms`;
+    their outcomes in order. With `fair`, a job at epoch 0 is a ticket: the job claimed is the
+    fairest waiting one of its queue (see CLAIM). InvalidEntry when a claimed job's record
+    does not validate."""
+    names = [leases_key(keys), expiries_key(keys)]
+    args: list[str | int] = [now_ms, lease_ms, worker, keys.prefix, int(fair)]
     for job_id, epoch in jobs_epochs:
         names += [jobs.record_key(keys, job_id), jobs.cancel_key(keys, job_id)]
         args += [job_id, epoch]
-    ids = [job_id for job_id, _ in jobs_epochs]
 
     def decode(replies: list[Any]) -> list[Claimed]:
         flat = replies[0]
-        return [
-            _claimed(job_id, outcome, raw)
-            for job_id, outcome, raw in zip(ids, flat[::2], flat[1::2], strict=True)
-        ]
+        return [_claimed(*flat[at : at + 4]) for at in range(0, len(flat), 4)]
 
     return Command((_eval(CLAIM, names, args),), decode)
 
 
-def _claimed(job_id: str, outcome: str, raw: list[str]) -> Claimed:
+def _claimed(outcome: str, job_id: str, raw: list[str], dropped: list[str]) -> Claimed:
+    pairs = zip(dropped[::2], dropped[1::2], strict=True)
+    passed = tuple((str(j), ClaimOutcome(o)) for j, o in pairs)
     if outcome != ClaimOutcome.CLAIMED:
-        return Claimed(job_id, ClaimOutcome(outcome))
+        return Claimed(job_id, ClaimOutcome(outcome), None, passed)
     fields = dict(zip(raw[::2], raw[1::2], strict=True))
-    return Claimed(job_id, ClaimOutcome.CLAIMED, jobs.parse(job_id, fields))
+    return Claimed(job_id, ClaimOutcome.CLAIMED, jobs.parse(job_id, fields), passed)
 
 
 # KEYS: leases, then one job hash per job. ARGV: deadline_ms, then per job: job_id, epoch.
@@ -187,17 +233,30 @@ def renew(
 
 
 # KEYS: job hash, leases, expiries, [batch hash, batch jobs, batch index, batch ended channel].
-# ARGV: job_id, epoch, from_state, ttl_s, channel, frame, tokens, now_ms, then field/value
-# pairs (`state` among them). The final record and the terminal frame together, only while the
-# job is still in `from_state` at this epoch; the batch's counts move with it, and the job id
-# goes out on the batch's channel (a channel, listed in KEYS for its slot). -> 1 or 0
-FINISH = """
-local st = redis.call('HMGET', KEYS[1], 'state', 'epoch')
+# ARGV: job_id, epoch, from_state, ttl_s, channel, frame, tokens, now_ms, key prefix,
+# prompt_tokens, then field/value pairs (`state` among them). The final record and the
+# terminal frame together, only while the job is still in `from_state` at this epoch; the
+# batch's counts move with it, and the job id goes out on the batch's channel (a channel,
+# listed in KEYS for its slot). The job leaves its fair-share waiting set (an unstarted one is
+# in it), and a job that was claimed (charged its reservation) is charged the rest of its
+# actual cost, or given back what it did not use (common/store/fair.py). -> 1 or 0
+FINISH = f"""
+local P = ARGV[9]
+{fair.LUA}
+local st = redis.call('HMGET', KEYS[1], 'state', 'epoch', 'queue', 'tenant', 'spec')
 if st[1] ~= ARGV[3] or tonumber(st[2]) ~= tonumber(ARGV[2]) then return 0 end
-for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+if st[3] then
+  local tenant = st[4] or 'default'
+  fair_leave(st[3], tenant, ARGV[1])
+  if st[1] == 'running' or tonumber(st[2]) > 0 then
+    local cost = W_IN * tonumber(ARGV[10]) + W_OUT * tonumber(ARGV[7])
+    fair_charge(st[3], tenant, cost - fair_reserved(st[5]))
+  end
+end
 if KEYS[4] then
   redis.call('HINCRBY', KEYS[4], st[1], -1)
   redis.call('HINCRBY', KEYS[4], redis.call('HGET', KEYS[1], 'state'), 1)
@@ -221,7 +280,8 @@ class Ending:
     from_state: JobState
     fields: Mapping[str, Any]  # `state` among them
     frame: str
-    tokens: int = 0
+    tokens: int = 0  # completion tokens
+    prompt_tokens: int = 0  # with `tokens`, what the job is charged (fair share)
 
 
 def finish(keys: Keys, ending: Ending, ttl_s: int, now_ms: int) -> Command[bool]:
@@ -247,6 +307,8 @@ def finish(keys: Keys, ending: Ending, ttl_s: int, now_ms: int) -> Command[bool]
         ending.frame,
         ending.tokens,
         now_ms,
+        keys.prefix,
+        ending.prompt_tokens,
         *pairs,
     ]
     return Command((_eval(FINISH, names, args),), lambda replies: bool(replies[0]))

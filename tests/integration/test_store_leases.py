@@ -35,7 +35,7 @@ def _claim_async(settings: Settings, job_id: str, epoch: int) -> Claimed:
     async def main() -> Claimed:
         r = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
         try:
-            command = leases.claim(KEYS, "", [(job_id, epoch)], "w2", NOW + 10_000, LEASE_MS)
+            command = leases.claim(KEYS, [(job_id, epoch)], "w2", NOW + 10_000, LEASE_MS)
             [claimed] = await arun(r, command)
             return claimed
         finally:
@@ -52,7 +52,7 @@ def test_a_job_is_claimed_renewed_reaped_reclaimed_and_finished_once(
     run(redis_client, leases.add_expiry(KEYS, job_id, NOW + 60_000))
 
     [first, again] = run(
-        redis_client, leases.claim(KEYS, "", [(job_id, 0), (job_id, 0)], "w1", NOW, LEASE_MS)
+        redis_client, leases.claim(KEYS, [(job_id, 0), (job_id, 0)], "w1", NOW, LEASE_MS)
     )
     assert first.outcome is ClaimOutcome.CLAIMED and first.record is not None
     assert (first.record.state, first.record.worker, first.record.attempts) == ("running", "w1", 1)

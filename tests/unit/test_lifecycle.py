@@ -156,6 +156,8 @@ def test_finish_call_argv_is_the_fence_the_frame_the_tokens_then_field_pairs() -
         '{"frame": 1}',
         9,
         NOW_MS,
+        "genq",  # the key prefix (fair share)
+        0,  # prompt tokens
         "state",
         "cancelled",
         "finished_ms",
@@ -163,13 +165,13 @@ def test_finish_call_argv_is_the_fence_the_frame_the_tokens_then_field_pairs() -
         "error",
         "",
     ]
-    assert all(isinstance(arg, str) for arg in args[8:])
+    assert all(isinstance(arg, str) for arg in args[10:])
 
 
 def test_unstarted_finish_argv_carries_the_frame_and_the_committed_token_count() -> None:
     finish = unstarted_finish(JOB, record(batch_id="b1"), JobState.CANCELLED, COMMITTED)
     _, args = call_parts(finish, Keys(), 60)
     assert args[:8] == [JOB, 2, "queued", 60, streams.channel(Keys(), JOB), finish.frame, 5, NOW_MS]
-    pairs = dict(zip(args[8::2], args[9::2], strict=True))
+    pairs = dict(zip(args[10::2], args[11::2], strict=True))
     assert pairs["state"] == "cancelled"
     assert pairs["finished_ms"] == str(NOW_MS)

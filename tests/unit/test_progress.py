@@ -34,7 +34,7 @@ class Events:
 
 
 def info(job_id: str = JOB, epoch: int = 0) -> AttemptInfo:
-    return AttemptInfo(job_id, epoch, "tiny", "", "w@host")
+    return AttemptInfo(job_id, epoch, "tiny", "", "w@host", "acme")
 
 
 def started(interval_s: float = 1.0) -> tuple[Clock, Events, TaskProgress, JobObserver]:
@@ -71,7 +71,7 @@ def test_a_job_shorter_than_the_interval_sends_no_event_and_sums_up_its_tokens()
     attempt.ended(JobState.SUCCEEDED, 1)
     assert events.sent == []
     summary = task.summary([GenerateRequest(job_id=JOB)])
-    assert summary == f"job {JOB}: 16 tokens, 1 window, succeeded"
+    assert summary == f"job {JOB} (tenant acme): 16 tokens, 1 window, succeeded"
 
 
 def test_a_long_job_reports_tokens_and_windows_at_most_once_per_interval() -> None:
@@ -85,12 +85,13 @@ def test_a_long_job_reports_tokens_and_windows_at_most_once_per_interval() -> No
     assert [e["tokens"] for e in events.sent] == [64, 128, 192, 256]  # at 1, 2, 3 and 4 s
     first = events.sent[0]
     assert first["type"] == PROGRESS_EVENT
-    assert first["result"] == f"running: 64 tokens, 0 windows done, job {JOB}"
+    assert first["result"] == f"running: 64 tokens, 0 windows done, job {JOB} (tenant acme)"
     assert (first["job_id"], first["epoch"], first["model"]) == (JOB, 0, "tiny")
+    assert first["tenant"] == "acme"
     assert [e["windows"] for e in events.sent] == [0, 1, 2, 3]
     assert all(e["retry"] is False for e in events.sent)  # never stalls generation
     summary = task.summary([GenerateRequest(job_id=JOB)])
-    assert summary == f"job {JOB}: 256 tokens, 4 windows, succeeded"
+    assert summary == f"job {JOB} (tenant acme): 256 tokens, 4 windows, succeeded"
 
 
 def test_a_job_that_fails_after_reporting_progress_says_so_in_its_last_event() -> None:
@@ -138,13 +139,13 @@ def test_a_resumed_attempt_counts_the_committed_windows_and_names_its_attempt() 
     attempt.window_ended(2, 250)  # the third window ends the job: 250 tokens in all
     attempt.ended(JobState.SUCCEEDED, 1)
     summary = task.summary([GenerateRequest(job_id=JOB, epoch=1)])
-    assert summary == f"job {JOB}: 250 tokens, 3 windows, succeeded (epoch 1)"
+    assert summary == f"job {JOB} (tenant acme): 250 tokens, 3 windows, succeeded (epoch 1)"
 
 
 def test_a_job_with_nothing_to_run_says_so() -> None:
     task = TaskProgress(Events(), 1.0, Clock())
     assert task.summary([GenerateRequest(job_id=JOB)]) == (
-        f"job {JOB}: not run (already ended, or running elsewhere)"
+        f"job {JOB}: not run (already ended, running elsewhere, or no job waiting)"
     )
 
 
@@ -158,5 +159,5 @@ def test_a_bundle_sums_up_its_jobs() -> None:
         attempt.window_ended(0, 8)
         attempt.ended(outcome, 1)
     assert task.summary(requests) == (
-        f"3 jobs, first {'a' * 32}: 16 tokens; 1 succeeded, 1 cancelled, 1 not run"
+        f"3 jobs, first {'a' * 32} (tenants acme): 16 tokens; 1 succeeded, 1 cancelled, 1 not run"
     )

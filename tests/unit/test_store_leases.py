@@ -43,7 +43,7 @@ def running(**update: object) -> JobRecord:
 
 
 def test_a_claim_names_both_indexes_then_each_jobs_hash_and_cancel_key() -> None:
-    command = leases.claim(KEYS, "", [(JOB, 0), (OTHER, 2)], "w1", 1000, 30_000)
+    command = leases.claim(KEYS, [(JOB, 0), (OTHER, 2)], "w1", 1000, 30_000)
     names, args = parts(command, leases.CLAIM)
     assert names == [
         "staging:leases",
@@ -53,43 +53,41 @@ def test_a_claim_names_both_indexes_then_each_jobs_hash_and_cancel_key() -> None
         jobs.record_key(KEYS, OTHER),
         jobs.cancel_key(KEYS, OTHER),
     ]
-    assert args == [1000, 30_000, "w1", 0, JOB, 0, OTHER, 2]
+    assert args == [1000, 30_000, "w1", "staging", 0, JOB, 0, OTHER, 2]
 
 
-def test_a_claim_of_a_batchs_jobs_names_the_batch_hash_after_the_indexes() -> None:
-    names, args = parts(leases.claim(KEYS, "b1", [(JOB, 1)], "w1", 5, 10), leases.CLAIM)
-    assert names[:4] == [
-        "staging:leases",
-        "staging:expiries",
-        batches.record_key(KEYS, "b1"),
-        jobs.record_key(KEYS, JOB),
-    ]
-    assert args[3] == 1  # has_batch
+def test_a_fair_claim_says_so_after_the_key_prefix() -> None:
+    _, args = parts(leases.claim(KEYS, [(JOB, 0)], "w1", 5, 10, fair=True), leases.CLAIM)
+    assert args[3:5] == ["staging", 1]
 
 
 def test_claim_replies_become_outcomes_with_the_claimed_jobs_records() -> None:
-    command = leases.claim(KEYS, "", [(JOB, 0), (OTHER, 0)], "w1", 5, 10)
+    command = leases.claim(KEYS, [(JOB, 0), (OTHER, 0)], "w1", 5, 10)
     record = running(worker="w1", attempts=1)
-    [first, second] = command.reply([["claimed", flat(record), "held", []]])
-    assert (first.job_id, first.outcome, first.record) == (JOB, ClaimOutcome.CLAIMED, record)
+    [first, second] = command.reply(
+        [["claimed", OTHER, flat(record), [JOB, "cancelled"], "held", OTHER, [], []]]
+    )
+    assert (first.job_id, first.outcome, first.record) == (OTHER, ClaimOutcome.CLAIMED, record)
+    assert first.dropped == ((JOB, ClaimOutcome.CANCELLED),)
     assert (second.job_id, second.outcome, second.record) == (OTHER, ClaimOutcome.HELD, None)
 
 
 @pytest.mark.parametrize("outcome", [o for o in ClaimOutcome if o is not ClaimOutcome.CLAIMED])
 def test_every_outcome_but_claimed_carries_no_record(outcome: ClaimOutcome) -> None:
-    [claim] = leases.claim(KEYS, "", [(JOB, 0)], "w1", 5, 10).reply([[outcome.value, []]])
+    reply: list[Any] = [[outcome.value, JOB, [], []]]
+    [claim] = leases.claim(KEYS, [(JOB, 0)], "w1", 5, 10).reply(reply)
     assert (claim.outcome, claim.record) == (outcome, None)
 
 
 def test_a_claimed_record_genq_did_not_write_is_an_invalid_entry() -> None:
-    command = leases.claim(KEYS, "", [(JOB, 0)], "w1", 5, 10)
+    command = leases.claim(KEYS, [(JOB, 0)], "w1", 5, 10)
     with pytest.raises(InvalidEntry, match=f"job {JOB}"):
-        command.reply([["claimed", ["state", "running"]]])
+        command.reply([["claimed", JOB, ["state", "running"], []]])
 
 
 def test_an_outcome_genq_does_not_know_is_refused() -> None:
     with pytest.raises(ValueError, match="grabbed"):
-        leases.claim(KEYS, "", [(JOB, 0)], "w1", 5, 10).reply([["grabbed", []]])
+        leases.claim(KEYS, [(JOB, 0)], "w1", 5, 10).reply([["grabbed", JOB, [], []]])
 
 
 # RENEW
@@ -112,7 +110,8 @@ def test_a_finish_names_the_job_and_both_indexes_and_its_argv_is_the_fence_first
     names, args = parts(command, leases.FINISH)
     assert names == [jobs.record_key(KEYS, JOB), "staging:leases", "staging:expiries"]
     assert args[:8] == [JOB, 4, "running", 600, streams.channel(KEYS, JOB), "{}", 7, 123]
-    assert args[8:] == ["state", "succeeded", "tokens", "7"]
+    assert args[8:10] == ["staging", 0]  # the key prefix, prompt tokens
+    assert args[10:] == ["state", "succeeded", "tokens", "7"]
     assert (command.reply([1]), command.reply([0])) == (True, False)
 
 

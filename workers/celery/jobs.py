@@ -140,7 +140,13 @@ def _run_jobs(
             try:
                 lease = leases.lease(request.job_id)
                 info = AttemptInfo(
-                    lease.job_id, lease.epoch, record.spec.model, record.batch_id, worker
+                    lease.job_id,
+                    lease.epoch,
+                    record.spec.model,
+                    record.batch_id,
+                    worker,
+                    record.tenant,
+                    max(record.started_ms - record.submitted_ms, 0) / 1000,
                 )
                 observer = Observers([make(info) for make in (*ctx.observers, *observers)])
                 if DRAINING.is_set():  # a bundle's later jobs, when the worker shuts down
@@ -219,28 +225,40 @@ def _run(
 def claim(
     ctx: WorkerContext, requests: Sequence[GenerateRequest], worker: str
 ) -> list[tuple[GenerateRequest, JobRecord]]:
-    """The records of the jobs now running under this worker's leases, in order. A job is
-    left out when there is nothing to run: finished, a message of another epoch, held by a
-    live attempt (Celery may deliver a message twice), or cancelled or expired while queued
-    (then ended here)."""
-    batch_id = requests[0].batch_id  # a bundle's jobs are of one batch (BundleRequest)
+    """The jobs now running under this worker's leases, in order, each with the request it
+    runs as: with the fair share (GENQ_FAIR_SHARE) a message at epoch 0 is a ticket, and the
+    job it claimed is the fairest waiting one of its queue, often not the message's own. A
+    message claims nothing when there is nothing to run: its job finished, a message of
+    another epoch, held by a live attempt (Celery may deliver a message twice), cancelled or
+    expired while queued (then ended here, as are those a ticket passed), or a ticket that
+    found no job waiting."""
     pairs = [(r.job_id, r.epoch) for r in requests]
     lease_ms = int(ctx.settings.lease_ttl_s * 1000)
-    command = lease_store.claim(ctx.keys, batch_id, pairs, worker, now_ms(), lease_ms)
+    fair = ctx.settings.fair_share
+    command = lease_store.claim(ctx.keys, pairs, worker, now_ms(), lease_ms, fair)
     outcomes = run(ctx.redis, command)
     claimed = []
     for request, claim in zip(requests, outcomes, strict=True):
+        for job_id, outcome in claim.dropped:
+            _end_unstarted(ctx, job_id, outcome)
         if claim.record is not None:
-            claimed.append((request, claim.record))
+            record = claim.record
+            ran = GenerateRequest(job_id=claim.job_id, epoch=record.epoch, batch_id=record.batch_id)
+            claimed.append((ran, record))
             continue
-        if claim.outcome in {ClaimOutcome.CANCELLED, ClaimOutcome.EXPIRED}:
-            state = JobState(claim.outcome.value)
-            end_unstarted(ctx.redis, ctx.keys, ctx.settings.job_ttl_s, request.job_id, state)
+        _end_unstarted(ctx, claim.job_id, claim.outcome)
         log.info(
             "job not started",
-            extra=log_fields(job=request.job_id, epoch=request.epoch, outcome=claim.outcome),
+            extra=log_fields(job=claim.job_id, epoch=request.epoch, outcome=claim.outcome),
         )
     return claimed
+
+
+def _end_unstarted(ctx: WorkerContext, job_id: str, outcome: ClaimOutcome) -> None:
+    """End a queued job the claim found cancelled or expired (other outcomes: nothing to do)."""
+    if outcome in {ClaimOutcome.CANCELLED, ClaimOutcome.EXPIRED}:
+        state = JobState(outcome.value)
+        end_unstarted(ctx.redis, ctx.keys, ctx.settings.job_ttl_s, job_id, state)
 
 
 def _hand_off(
@@ -290,7 +308,7 @@ def _succeed(ctx: WorkerContext, pub: FramePublisher, record: JobRecord, out: Ge
         "finished_ms": finished,
         "result": result.model_dump_json(),
     }
-    _end(ctx, pub, record, fields, pub.done(result), out.completion_tokens)
+    _end(ctx, pub, record, fields, pub.done(result), out.completion_tokens, out.prompt_tokens)
     pub.observer.ended(state, pub.first_token_ms)
     log.info(
         "job ended",
@@ -331,11 +349,15 @@ def _end(
     fields: dict[str, Any],
     frame: str,
     tokens: int,
+    prompt_tokens: int = 0,
 ) -> None:
     """Final record and terminal frame in one script, for the current epoch only: whoever sees
     the frame can read the final record, and a superseded attempt writes neither. They go out
     with the frames held back for this round trip, through the outbox (at once for a lone job)."""
-    finish = Finish(pub.job_id, pub.epoch, record.batch_id, JobState.RUNNING, fields, frame, tokens)
+    running = JobState.RUNNING
+    finish = Finish(
+        pub.job_id, pub.epoch, record.batch_id, running, fields, frame, tokens, prompt_tokens
+    )
 
     def superseded() -> None:
         log.warning("job superseded before it ended", extra=_fields(pub, record))

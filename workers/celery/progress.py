@@ -93,8 +93,9 @@ class AttemptProgress(JobObserver):
     def fields(self, status: str) -> dict[str, Any]:
         """A progress event's fields: readable in `result`, structured beside it."""
         return {
-            "result": f"{status}: {self._counts()} done, job {self.info.job_id}{self._attempt()}",
+            "result": f"{status}: {self._counts()} done, {self._job()}{self._attempt()}",
             "job_id": self.info.job_id,
+            "tenant": self.info.tenant,
             "epoch": self.info.epoch,
             "model": self.info.model,
             "tokens": self.total_tokens,
@@ -104,7 +105,12 @@ class AttemptProgress(JobObserver):
     def summary(self) -> str:
         """The ended attempt, as the task's result."""
         outcome = self.outcome or "unfinished"
-        return f"job {self.info.job_id}: {self._counts()}, {outcome}{self._attempt()}"
+        return f"{self._job()}: {self._counts()}, {outcome}{self._attempt()}"
+
+    def _job(self) -> str:
+        """The job this attempt ran (with the fair share, not always the message's own: a
+        ticket runs the fairest waiting job) and its tenant."""
+        return f"job {self.info.job_id} (tenant {self.info.tenant})"
 
     def _counts(self) -> str:
         return f"{_plural(self.total_tokens, 'token')}, {_plural(self.windows, 'window')}"
@@ -154,12 +160,12 @@ class TaskProgress:
         bundle's totals."""
         if len(requests) > 1:
             return _bundle_summary(requests, self.attempts)
-        ran = [p for p in self.attempts if p.info.job_id == requests[0].job_id]
-        return ran[-1].summary() if ran else _not_run(requests[0].job_id)
+        # The attempt the message ran: its own job's, or (a ticket) the fairest waiting job's.
+        return self.attempts[-1].summary() if self.attempts else _not_run(requests[0].job_id)
 
 
 def _not_run(job_id: str) -> str:
-    return f"job {job_id}: not run (already ended, or running elsewhere)"
+    return f"job {job_id}: not run (already ended, running elsewhere, or no job waiting)"
 
 
 def _bundle_summary(requests: Sequence[GenerateRequest], ran: Sequence[AttemptProgress]) -> str:
@@ -171,4 +177,7 @@ def _bundle_summary(requests: Sequence[GenerateRequest], ran: Sequence[AttemptPr
         outcomes["not run"] = len(requests) - len(ran)
     counts = ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items())
     tokens = sum(p.total_tokens for p in ran)
-    return f"{len(requests)} jobs, first {requests[0].job_id}: {_plural(tokens, 'token')}; {counts}"
+    tenants = ", ".join(sorted({p.info.tenant for p in ran}))  # a ticket's jobs: any tenant's
+    whose = f" (tenants {tenants})" if tenants else ""
+    first = requests[0].job_id
+    return f"{len(requests)} jobs, first {first}{whose}: {_plural(tokens, 'token')}; {counts}"

@@ -64,14 +64,17 @@ class TakeBack:
         lost = [
             (request, record)
             for request, record in zip(requests, records, strict=True)
-            if record is not None and _left_queued(request, record)
+            if record is not None and self._lost(request, record)
         ]
         if lost:
             with self._lock:  # job threads share the process's producer
                 if self._dispatcher is None:
                     self._dispatcher = Dispatcher(self._settings, main="genq-worker")
                 self._dispatcher.send(
-                    [Dispatch(rq, rc.queue, rc.priority, rc.spec.model) for rq, rc in lost]
+                    [
+                        Dispatch(rq, rc.queue, rc.priority, rc.spec.model, rc.tenant)
+                        for rq, rc in lost
+                    ]
                 )
             for request, _ in lost:
                 log.warning(
@@ -80,6 +83,11 @@ class TakeBack:
                 )
         return len(lost)
 
-
-def _left_queued(request: GenerateRequest, record: JobRecord) -> bool:
-    return record.state == JobState.QUEUED and record.epoch == request.epoch
+    def _lost(self, request: GenerateRequest, record: JobRecord) -> bool:
+        """Whether to send the message again: its job is still queued at its epoch, or, with
+        the fair share, it is a ticket (epoch 0), whose claim may have been lost whatever
+        became of its own job, which another ticket may have run. A spare ticket claims
+        nothing; a ticket too few would leave a waiting job without one."""
+        if self._settings.fair_share and request.epoch == 0:
+            return True
+        return record.state == JobState.QUEUED and record.epoch == request.epoch

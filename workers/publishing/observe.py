@@ -21,6 +21,8 @@ class AttemptInfo:
     model: str
     batch_id: str
     worker: str
+    tenant: str = "default"  # whose job it is (genq.common.tenants)
+    queue_wait_s: float = 0.0  # submitted until this attempt's claim
 
 
 class JobObserver:
