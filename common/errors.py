@@ -8,6 +8,7 @@ GenqError
 ├── RegistryError         the model registry file is wrong
 │   └── WorkerConfigError a worker cannot serve the models it is asked to (unknown, other
 │                         device class, missing file or API key, no GPU)
+├── KeyFileError          GENQ_API_KEYS_FILE is wrong (names the line or entry, never a key)
 ├── RedisUnavailable      Redis cannot be reached (retryable)
 ├── RedisNotPrimary       GENQ_REDIS_URL leads to a replica, or names a primary its Sentinels
 │                         do not know: found before anything is queued
@@ -79,6 +80,11 @@ class WorkerConfigError(RegistryError):
     """A worker cannot start as configured: its models are unknown or of another device class,
     a model's file or API key is missing, or a gpu worker has no GPU. Found at start, before
     any job is taken."""
+
+
+class KeyFileError(GenqError, ValueError):
+    """The gateway's keys file (GENQ_API_KEYS_FILE) cannot be used; the message names the line
+    or entry, never a key."""
 
 
 class RedisUnavailable(GenqError, ConnectionError):

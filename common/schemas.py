@@ -359,6 +359,7 @@ class BatchStatus(_Model):
     finished_ms: int = Field(0, description="When the latest job ended.")
     expires_ms: int = 0
     cancel_requested: bool = False
+    tenant: TenantName = Field(DEFAULT_TENANT, description="Who the batch belongs to.")
 
     @property
     def ended(self) -> int:

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, FieldSerializationInfo, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from genq.common import sentinel
+from genq.common import apikeys, sentinel
+from genq.common.apikeys import ApiKeys
 from genq.common.ids import JOB_ID_ALPHABET
 from genq.common.logs import QUERY_PASSWORD
 from genq.common.schemas import BUNDLE_JOBS_MAX, Device, ModelName
@@ -211,10 +212,14 @@ class Settings(BaseSettings):
     http_port: int = Field(8000, ge=1, le=65535, description="`genq serve`'s HTTP port.")
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (),
-        description="Bearer API keys the gateway accepts, comma-separated. Never logged.",
+        description="Bearer API keys the gateway accepts, comma-separated, for tenant "
+        "`default`. Never logged; the gateway keeps only their SHA-256 digests.",
     )
     api_keys_file: Path | None = Field(
-        None, description="A file of API keys the gateway accepts, one per line (# comments)."
+        None,
+        description="The gateway's keys file: TOML `[[keys]]` tables (`key` or `sha256`, "
+        "`tenant`, `weight`, `max_queued`, `tokens_per_minute`, `admin`), or bare keys one per "
+        "line (# comments) for tenant `default`. See the README's Tenants.",
     )
     reattach_grace_s: float = Field(
         30.0,
@@ -280,17 +285,14 @@ class Settings(BaseSettings):
         are (`worker_models="a,b"` is split)."""
         return type(self).model_validate({**dict(self), **options})
 
-    def gateway_keys(self) -> frozenset[str]:
-        """The API keys the gateway accepts: GENQ_API_KEYS and the lines of
-        GENQ_API_KEYS_FILE (blank lines and # comments skipped). OSError if the file is
-        unreadable."""
-        keys = {key.get_secret_value() for key in self.api_keys}
-        if self.api_keys_file is not None:
-            for line in self.api_keys_file.read_text(encoding="utf-8").splitlines():
-                key = line.split("#", 1)[0].strip()
-                if key:
-                    keys.add(key)
-        return frozenset(keys)
+    def api_key_table(self) -> ApiKeys:
+        """The keys the gateway accepts, by digest, with their tenants and the tenants'
+        policies: GENQ_API_KEYS (tenant `default`) and GENQ_API_KEYS_FILE (genq.common.apikeys).
+        OSError if the file is unreadable, KeyFileError if it is wrong."""
+        clear = [key.get_secret_value() for key in self.api_keys]
+        path = self.api_keys_file
+        text = path.read_text(encoding="utf-8") if path is not None else None
+        return apikeys.load(clear, text, f"GENQ_API_KEYS_FILE {path}")
 
     @field_validator("redis_url")
     @classmethod

@@ -107,7 +107,8 @@ class BatchSubmitter:
         submitter = self.submitter
         opening = None
         if not self._opened:
-            opening = Opening(now_ms(), self.options.priority, self.expires_ms)
+            options = self.options
+            opening = Opening(now_ms(), options.priority, self.expires_ms, options.tenant)
         command = batch_store.submit(
             submitter.keys, self.batch_id, jobs, submitter.settings.job_ttl_s, opening
         )

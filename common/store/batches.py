@@ -3,10 +3,10 @@
 which FINISH publishes the id of each job of the batch as it ends.
 
 Encoding of the record (version 1): integer fields as text (`total` and the counts by state,
-`tokens`, `priority`, `created_ms`, `finished_ms`, `expires_ms`) and the flag
-`cancel_requested` as `1`. Records written before the flag was `1` hold `True`, which still
-reads here (pydantic's lax bool parsing) and in the CLAIM and SUBMIT scripts. Fields genq
-does not know are ignored.
+`tokens`, `priority`, `created_ms`, `finished_ms`, `expires_ms`), `tenant` (a record without
+it is `default`'s), and the flag `cancel_requested` as `1`. Records written before the flag
+was `1` hold `True`, which still reads here (pydantic's lax bool parsing) and in the CLAIM
+and SUBMIT scripts. Fields genq does not know are ignored.
 
 SUBMIT (below) writes a chunk of the batch's jobs; the other scripts that keep the counts
 (FINISH, REAP, CLAIM) are in common/store/leases.py.
@@ -26,6 +26,7 @@ from genq.common.store import jobs as job_store
 from genq.common.store.command import Command
 from genq.common.store.indexes import expiries_key
 from genq.common.store.keys import Keys
+from genq.common.tenants import DEFAULT_TENANT
 
 CANCEL_FLAG = "1"  # how the record's `cancel_requested` is written
 
@@ -77,6 +78,7 @@ class Opening:
     created_ms: int
     priority: int
     expires_ms: int
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ def submit(
             ("HSETNX", record, "created_ms", opening.created_ms),
             ("HSETNX", record, "priority", opening.priority),
             ("HSETNX", record, "expires_ms", opening.expires_ms),
+            ("HSETNX", record, "tenant", opening.tenant),
         ]
     calls.append(("EVAL", SUBMIT, len(names), *names, *args))
     return Command(tuple(calls), _created)

@@ -2,10 +2,13 @@
 and error files of the gateway's batches.
 
 Keys: `genq:file:{<file id>}`, a hash of the file's description (version 1: `v`, `bytes`,
-`created_ms`, `filename`, `purpose`, as text); `genq:file:{<file id>}:content`, a string (the
-file's UTF-8 text); `genq:files`, a sorted set of file ids by creation time (ms), which
-listings read. Both keys of a file share its hash tag and expire together; the index, whose
-members cannot expire, is pruned of files older than the retention as it is read.
+`created_ms`, `filename`, `purpose`, `tenant`, as text; a file without `tenant` is
+`default`'s); `genq:file:{<file id>}:content`, a string (the file's UTF-8 text); `genq:files`,
+a sorted set of file ids by creation time (ms), and `genq:files:tenant:<tenant>`, the same of
+one tenant's files, which listings read. Both keys of a file share its hash tag and expire
+together; the indexes, whose members cannot expire, are pruned of files older than the
+retention as they are read (every listing prunes `genq:files`), and a tenant's index expires
+a retention after its newest file.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from genq.common.store.command import Command
 from genq.common.store.keys import Keys
+from genq.common.tenants import DEFAULT_TENANT
 
 FILE_ID_BYTES = 16  # 128 random bits: unguessable
 _FILE_ID = re.compile(r"^file-[0-9a-f]{32}$")
@@ -42,6 +46,7 @@ class StoredFile:
     created_ms: int
     filename: str
     purpose: str
+    tenant: str = DEFAULT_TENANT
 
 
 def _meta_key(keys: Keys, file_id: str) -> str:
@@ -52,8 +57,10 @@ def _content_key(keys: Keys, file_id: str) -> str:
     return f"{keys.prefix}:file:{{{file_id}}}:content"
 
 
-def _index_key(keys: Keys) -> str:
-    return f"{keys.prefix}:files"
+def _index_key(keys: Keys, tenant: str | None = None) -> str:
+    """Every file's index; with `tenant`, that tenant's files' only."""
+    every = f"{keys.prefix}:files"
+    return every if tenant is None else f"{every}:tenant:{tenant}"
 
 
 def _none(replies: list[Any]) -> None:
@@ -69,6 +76,7 @@ def put(keys: Keys, file: StoredFile, content: str, ttl_s: int) -> Command[None]
         "created_ms": str(file.created_ms),
         "filename": file.filename,
         "purpose": file.purpose,
+        "tenant": file.tenant,
     }
     pairs = [part for item in fields.items() for part in item]
     return Command(
@@ -77,6 +85,8 @@ def put(keys: Keys, file: StoredFile, content: str, ttl_s: int) -> Command[None]
             ("HSET", meta, *pairs),
             ("EXPIRE", meta, ttl_s),
             ("ZADD", _index_key(keys), file.created_ms, file.file_id),
+            ("ZADD", _index_key(keys, file.tenant), file.created_ms, file.file_id),
+            ("EXPIRE", _index_key(keys, file.tenant), ttl_s),  # all past retention by then
         ),
         _none,
     )
@@ -86,7 +96,12 @@ def _decode(file_id: str, raw: Mapping[Any, Any]) -> StoredFile | None:
     if not raw:
         return None
     return StoredFile(
-        file_id, int(raw["bytes"]), int(raw["created_ms"]), raw["filename"], raw["purpose"]
+        file_id,
+        int(raw["bytes"]),
+        int(raw["created_ms"]),
+        raw["filename"],
+        raw["purpose"],
+        raw.get("tenant", DEFAULT_TENANT),
     )
 
 
@@ -113,23 +128,26 @@ def content(keys: Keys, file_id: str) -> Command[str | None]:
     return Command((("GET", _content_key(keys, file_id)),), lambda replies: replies[0])
 
 
-def delete(keys: Keys, file_id: str) -> Command[bool]:
+def delete(keys: Keys, file: StoredFile) -> Command[bool]:
     """Delete a file; whether there was one."""
+    file_id = file.file_id
     return Command(
         (
             ("DEL", _meta_key(keys, file_id), _content_key(keys, file_id)),
             ("ZREM", _index_key(keys), file_id),
+            ("ZREM", _index_key(keys, file.tenant), file_id),
         ),
         lambda replies: bool(replies[0]),
     )
 
 
-def ids(keys: Keys, kept_since_ms: int, newest_first: bool) -> Command[list[str]]:
-    """Every listed file id in creation order, after pruning those created before
-    `kept_since_ms` (their retention has passed)."""
-    index = _index_key(keys)
+def ids(
+    keys: Keys, kept_since_ms: int, newest_first: bool, tenant: str | None = None
+) -> Command[list[str]]:
+    """Every listed file id (of `tenant`, or of all when None) in creation order, after
+    pruning those created before `kept_since_ms` (their retention has passed)."""
+    index = _index_key(keys, tenant)
     order = ("ZREVRANGE", index, 0, -1) if newest_first else ("ZRANGE", index, 0, -1)
-    return Command(
-        (("ZREMRANGEBYSCORE", index, "-inf", f"({kept_since_ms}"), order),
-        lambda replies: [str(file_id) for file_id in replies[1]],
-    )
+    pruned = dict.fromkeys((_index_key(keys), index))
+    prune = [("ZREMRANGEBYSCORE", i, "-inf", f"({kept_since_ms}") for i in pruned]
+    return Command((*prune, order), lambda replies: [str(file_id) for file_id in replies[-1]])

@@ -1,8 +1,9 @@
 """The gateway's state for streams that survive (producer/gateway): per job, the hash
 `genq:{id}:gw` (what a reattach needs to render the same SSE: the request kind, model,
-creation time, include_usage; and `attached`, how many clients stream it now), kept as long as
-the job (GENQ_JOB_TTL_S); and the sorted set `genq:gw:detach`, job id -> the time (ms) by which
-a client must reattach, or the job is cancelled.
+creation time, include_usage; whose job it is, `tenant`; and `attached`, how many clients
+stream it now), kept as long as the job (GENQ_JOB_TTL_S); and the sorted set
+`genq:gw:detach`, job id -> the time (ms) by which a client must reattach, or the job is
+cancelled.
 
 Encoding (version 1): hash fields as text, `include_usage` as `1`/`0`. The detach index names
 many jobs (like the lease index), so it needs one Redis node, not a cluster slot per job.
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 from genq.common.store.command import Command
 from genq.common.store.keys import Keys
+from genq.common.tenants import DEFAULT_TENANT
 
 Kind = Literal["chat", "completion"]
 
@@ -42,6 +44,7 @@ class StreamMeta:
     model: str
     created: int  # Unix seconds, OpenAI's `created`
     include_usage: bool
+    tenant: str = DEFAULT_TENANT  # whose job it is: only they (or an admin) reattach
 
 
 def meta_key(keys: Keys, job_id: str) -> str:
@@ -61,7 +64,7 @@ def save(keys: Keys, job_id: str, meta: StreamMeta, ttl_s: int) -> Command[None]
     key = meta_key(keys, job_id)
     fields = (
         *("v", "1", "kind", meta.kind, "model", meta.model, "created", str(meta.created)),
-        *("include_usage", "1" if meta.include_usage else "0"),
+        *("include_usage", "1" if meta.include_usage else "0", "tenant", meta.tenant),
     )
     return Command((("HSET", key, *fields), ("EXPIRE", key, ttl_s)), _none)
 
@@ -90,7 +93,11 @@ def _meta(raw: dict[str, str]) -> StreamMeta | None:
         return None
     kind: Kind = "chat" if raw["kind"] == "chat" else "completion"
     return StreamMeta(
-        kind, raw.get("model", ""), int(raw.get("created", "0")), raw.get("include_usage") == "1"
+        kind,
+        raw.get("model", ""),
+        int(raw.get("created", "0")),
+        raw.get("include_usage") == "1",
+        raw.get("tenant", DEFAULT_TENANT),
     )
 
 

@@ -6,8 +6,9 @@ One module per command group, each on the public client API (`genq.producer.Clie
 - producer/cli/batches.py    `genq submit`, `genq wait`, `genq results`
 - producer/cli/processes.py  `genq worker`, `genq relay`, `genq flower`, `genq serve`
 - producer/cli/registry.py   `genq models`, `genq workers`, `genq make-tiny-model`
+- producer/cli/keys.py       `genq keys hash`
 - producer/cli/output.py     exit codes, the one-line error, stderr notes, tables
-- producer/cli/options.py    options several commands take (durations, priority)
+- producer/cli/options.py    options several commands take (durations, priority, tenant)
 
 Every command reads its settings from GENQ_* environment variables (see
 `common/settings.py`); `--redis-url` overrides GENQ_REDIS_URL. A GenqError (bad input, an
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 from genq.common.errors import GenqError, InvalidJob
 from genq.common.schemas import describe_validation
 from genq.common.settings import Settings
-from genq.producer.cli import batches, jobs, processes, registry
+from genq.producer.cli import batches, jobs, keys, processes, registry
 from genq.producer.cli.output import EXIT_FAILED, EXIT_USAGE, fail, terminal_safe
 
 __all__ = ["cli", "main", "terminal_safe"]
@@ -50,6 +51,7 @@ COMMANDS = (
     *(batches.submit, batches.wait, batches.results),
     *(processes.worker, processes.relay, processes.flower, processes.serve),
     *(registry.models, registry.workers, registry.make_tiny_model),
+    keys.keys,
 )
 
 

@@ -14,7 +14,7 @@ from rich.markup import escape
 from genq.common.connection import check_primary
 from genq.common.settings import Settings
 from genq.producer.batches import BatchHandle
-from genq.producer.cli.options import parse_duration, priority_option
+from genq.producer.cli.options import parse_duration, priority_option, tenant_option
 from genq.producer.cli.output import EXIT_FAILED, fail, note, stderr_console
 from genq.producer.client import Client
 from genq.producer.handles import JobHandle
@@ -27,6 +27,7 @@ from genq.producer.progress import BatchProgress
 @click.option("-n", "--max-tokens", type=int, help="max_tokens of the lines that set none.")
 @click.option("-t", "--temperature", type=float, help="temperature of the lines that set none.")
 @priority_option
+@tenant_option
 @click.option(
     "--batch-id",
     help="Name the batch (default: a new random id). Submitting again with the same id "
@@ -54,6 +55,7 @@ def submit(
     /,
     file: Path,
     priority: int,
+    tenant: str,
     batch_id: str | None,
     expires_in: str | None,
     skip_invalid: bool,
@@ -78,6 +80,7 @@ def submit(
             file,
             batch_id=batch_id,
             priority=priority,
+            tenant=tenant,
             expires_in=expires_s,
             defaults=fields,
             skip_invalid=skip_invalid,

@@ -17,7 +17,7 @@ from genq.common.ids import check_batch_id, is_job_id
 from genq.common.presence import waiting_reason
 from genq.common.schemas import LOGPROBS_MAX, BatchStatus, JobRecord, JobSpec
 from genq.common.settings import Settings
-from genq.producer.cli.options import priority_option, seconds
+from genq.producer.cli.options import priority_option, seconds, tenant_option
 from genq.producer.cli.output import note, show, terminal_safe
 from genq.producer.client import Client
 from genq.producer.core import TextFeed
@@ -83,6 +83,7 @@ def _default(field: str) -> object:
     "alternatives, in the frames (see --json) and the result.",
 )
 @priority_option
+@tenant_option
 @click.option(
     "--expires-in",
     metavar="DURATION",
@@ -273,6 +274,7 @@ def _job_rows(job_id: str, record: JobRecord) -> list[tuple[str, str]]:
         ("state", record.state),
         ("model", f"{record.spec.model} (queue {record.queue}, priority {record.priority})"),
         ("batch", f"{record.batch_id} / {record.custom_id}" if record.batch_id else "-"),
+        ("tenant", record.tenant),
         ("attempts", f"{record.attempts} (epoch {record.epoch}) {record.worker}".rstrip()),
         ("submitted", _when(record.submitted_ms)),
         ("started", _when(record.started_ms)),
@@ -297,6 +299,7 @@ def _batch_rows(batch: BatchStatus) -> list[tuple[str, str]]:
         ("jobs", f"{batch.ended} of {batch.total} ended: {counts}"),
         ("tokens", f"{batch.tokens:,}"),
         ("priority", str(batch.priority)),
+        ("tenant", batch.tenant),
         ("created", _when(batch.created_ms)),
         ("last ended", _when(batch.finished_ms)),
         ("expires", _when(batch.expires_ms)),

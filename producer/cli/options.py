@@ -1,5 +1,5 @@
-"""Option values more than one command group takes: durations (`--expires-in`) and the job
-priority (`--priority`)."""
+"""Option values more than one command group takes: durations (`--expires-in`), the job
+priority (`--priority`) and the tenant (`--tenant`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from genq.common.schemas import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN
+from genq.common.tenants import DEFAULT_TENANT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,4 +38,15 @@ def priority_option(command: F) -> F:
         default=DEFAULT_PRIORITY,
         show_default=True,
         help="0-9; a job of higher priority is started before waiting jobs of lower priority.",
+    )(command)
+
+
+def tenant_option(command: F) -> F:
+    """`--tenant`, as every command that submits takes it."""
+    return click.option(
+        "--tenant",
+        default=DEFAULT_TENANT,
+        show_default=True,
+        help="Whose work this is: its fair share and quotas are the tenant's (1-64 letters, "
+        "digits, '.', '_' or '-').",
     )(command)

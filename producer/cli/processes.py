@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from genq.common.connection import check_primary
-from genq.common.errors import RegistryError
+from genq.common.errors import KeyFileError, RegistryError
 from genq.common.handover import PLAN_ENV, ProcessPlan, child_environment
 from genq.common.registry import ModelRegistry
 from genq.common.routing import serving
@@ -237,16 +237,21 @@ def serve(settings: Settings, /, host: str, port: int, workers: int) -> None:
     survive disconnects (/v1/jobs/ID/stream with Last-Event-ID), and a page at /.
 
     It is a producer: it queues jobs for genq's workers and never loads a model. Clients
-    authenticate with `Authorization: Bearer KEY`, one of GENQ_API_KEYS or the lines of
-    GENQ_API_KEYS_FILE; without any key configured it listens on loopback only.
+    authenticate with `Authorization: Bearer KEY`, one of GENQ_API_KEYS or of
+    GENQ_API_KEYS_FILE (TOML `[[keys]]` tables that map each key to a tenant, or bare keys
+    one per line; `genq keys hash` makes an entry that holds no key in clear); a key sees only
+    its tenant's jobs, files and batches. Without any key configured it listens on loopback
+    only.
     """
     import uvicorn
 
     settings = settings.with_options(http_host=host, http_port=port)
     try:
-        keys = settings.gateway_keys()
-    except OSError as exc:
+        keys = settings.api_key_table()
+    except (OSError, UnicodeDecodeError) as exc:
         fail(f"GENQ_API_KEYS_FILE: cannot read {settings.api_keys_file}: {exc}", EXIT_USAGE)
+    except KeyFileError as exc:
+        fail(str(exc), EXIT_USAGE)
     if not keys and host not in LOOPBACK:
         fail(
             f"no API keys: the gateway listens on loopback only without them, not on {host}; "

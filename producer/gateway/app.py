@@ -26,14 +26,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         serving = Serving(settings)
         app.state.serving = serving
         sweeper = asyncio.create_task(serving.sweep_forever())  # see streams.py
+        policies = asyncio.create_task(serving.publish_policies(app.state.keys.policies))
         try:
             yield
         finally:
+            policies.cancel()
             sweeper.cancel()
             await serving.aclose()
 
     app = FastAPI(title="genq", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.state.keys = settings.gateway_keys()
+    app.state.keys = settings.api_key_table()
     errors.install(app)
     app.include_router(routes.router, dependencies=[Depends(auth.check)])
     app.include_router(page.router)  # the page itself; what it calls needs a key

@@ -1,7 +1,8 @@
 """Bearer API keys: every /v1 route needs one of the keys of GENQ_API_KEYS or
-GENQ_API_KEYS_FILE, compared in constant time. With no keys configured the gateway accepts any
-request, and listens on loopback only (`genq serve` refuses another interface). Keys are never
-logged.
+GENQ_API_KEYS_FILE (genq.common.apikeys). The gateway holds only their SHA-256 digests; a
+request's key is hashed and compared with each in constant time. With no keys configured the
+gateway accepts any request, and listens on loopback only (`genq serve` refuses another
+interface). Keys are never logged.
 
 A request's key decides its `Principal`: the tenant whose work it may see, and whether it may
 see every tenant's (an admin key; a gateway without keys is one open tenant, `default`, that
@@ -9,11 +10,11 @@ sees everything). Routes take it with `Depends(auth.principal)`."""
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 
 from fastapi import Request
 
+from genq.common.apikeys import ApiKeys
 from genq.common.tenants import DEFAULT_TENANT
 from genq.producer.gateway.errors import ApiError
 
@@ -47,13 +48,14 @@ def principal(request: Request) -> Principal:
 
 
 def _authenticate(request: Request) -> Principal:
-    keys: frozenset[str] = request.app.state.keys
+    keys: ApiKeys = request.app.state.keys
     if not keys:
         return OPEN
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() == "bearer" and any(hmac.compare_digest(given, key) for key in keys):
-        return Principal(DEFAULT_TENANT)
+    found = keys.match(given) if scheme.lower() == "bearer" else None
+    if found is not None:
+        return Principal(found.tenant, found.admin)
     raise ApiError(
         401,
         "Incorrect API key provided: give one of the gateway's keys as `Authorization: Bearer KEY`",

@@ -7,6 +7,10 @@ Statuses: `validating` while the input file is checked and submitted (within the
 `in_progress`, then `completed`, or `expired` when some job did not start within the
 completion window; `cancelling` then `cancelled` after a cancel. The output and error files
 are written when a read finds the batch ended (OpenAI's `finalizing` is never seen).
+
+A batch is its creator's tenant's, and so are its jobs and its output and error files; its
+input file must be the same tenant's. Another tenant's batch is not found, and lists hold only
+the principal's tenant's (an admin's: every tenant's).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from genq.common.store.openai_batches import ApiBatch, LineErrorInfo
 from genq.producer.batchfile import scan
 from genq.producer.client import AsyncClient
 from genq.producer.gateway import chunks
+from genq.producer.gateway.auth import Principal
 from genq.producer.gateway.errors import ApiError, shown
 from genq.producer.gateway.errors import not_found as _not_found
 from genq.producer.gateway.files import Files
@@ -215,10 +220,10 @@ class Batches:
 
     # -- creating a batch ----------------------------------------------------------------
 
-    async def create(self, body: CreateBatch) -> dict[str, Any]:
+    async def create(self, body: CreateBatch, principal: Principal) -> dict[str, Any]:
         seconds = window_s(body.completion_window)
         _check_metadata(body.metadata)
-        lines = await self._input_lines(body.input_file_id)
+        lines = await self._input_lines(body.input_file_id, principal)
         batch = ApiBatch(
             batch_id=new_batch_id(),
             endpoint=body.endpoint,
@@ -227,22 +232,23 @@ class Batches:
             window_s=seconds,
             metadata=body.metadata,
             created_ms=now_ms(),
+            tenant=principal.tenant,
             output_file_id=file_store.new_file_id(),
             error_file_id=file_store.new_file_id(),
         )
         await self._save(batch)  # seen as `validating` meanwhile
         return await self.describe(await self._submit(batch, lines))
 
-    async def _input_lines(self, file_id: str) -> list[str]:
-        file = await self._input_file(file_id)
+    async def _input_lines(self, file_id: str, principal: Principal) -> list[str]:
+        file = await self._input_file(file_id, principal)
         if file.purpose != "batch":
             message = f"input_file_id: {file_id} has purpose {file.purpose!r}, not 'batch'"
             raise ApiError(400, message, param="input_file_id")
-        return (await self._files.text_of(file_id)).split("\n")
+        return (await self._files.text_of(file_id, principal)).split("\n")
 
-    async def _input_file(self, file_id: str) -> StoredFile:
+    async def _input_file(self, file_id: str, principal: Principal) -> StoredFile:
         try:
-            return await self._files.find(file_id)
+            return await self._files.find(file_id, principal)
         except ApiError as exc:
             exc.param = "input_file_id"
             raise
@@ -279,7 +285,7 @@ class Batches:
             return await self._fail(batch, errors)
         try:
             await self._client.submit_batch(
-                lines, batch_id=batch.batch_id, expires_in=batch.window_s
+                lines, batch_id=batch.batch_id, expires_in=batch.window_s, tenant=batch.tenant
             )
         except InvalidBatch as exc:
             return await self._fail(batch, _rejects(exc))
@@ -310,31 +316,34 @@ class Batches:
             batch = await self._write_files(batch)
         return batch_object(batch, status)
 
-    async def find(self, batch_id: str) -> ApiBatch:
+    async def find(self, batch_id: str, principal: Principal) -> ApiBatch:
+        """The gateway's record of a batch; 404 when there is none the principal sees."""
         if not _BATCH_ID.fullmatch(batch_id):
             raise not_found(batch_id)
         batch = await self._records.run(batch_store.read(self._records.keys, batch_id))
-        if batch is None:
+        if batch is None or not principal.sees(batch.tenant):
             raise not_found(batch_id)
         return batch
 
-    async def get(self, batch_id: str) -> dict[str, Any]:
-        return await self.describe(await self.find(batch_id))
+    async def get(self, batch_id: str, principal: Principal) -> dict[str, Any]:
+        return await self.describe(await self.find(batch_id, principal))
 
-    async def page(self, limit: int, after: str | None) -> dict[str, Any]:
+    async def page(self, principal: Principal, limit: int, after: str | None) -> dict[str, Any]:
         records = self._records
         since = now_ms() - records.settings.job_ttl_s * 1000
-        ids = await records.run(batch_store.ids_page(records.keys, since, after, limit + 1))
+        tenant = None if principal.admin else principal.tenant
+        page = batch_store.ids_page(records.keys, since, after, limit + 1, tenant)
+        ids = await records.run(page)
         data = []
         for batch_id in ids[:limit]:
             try:
-                data.append(await self.describe(await self.find(batch_id)))
+                data.append(await self.describe(await self.find(batch_id, principal)))
             except ApiError:  # its retention passed since the index was read
                 continue
         return chunks.list_page(data, has_more=len(ids) > limit)
 
-    async def cancel(self, batch_id: str) -> dict[str, Any]:
-        batch = await self.find(batch_id)
+    async def cancel(self, batch_id: str, principal: Principal) -> dict[str, Any]:
+        batch = await self.find(batch_id, principal)
         state = status_of(batch, await self._genq_status(batch))
         if state not in ("in_progress", "cancelling"):
             message = f"Cannot cancel a batch with status {state!r}"
@@ -370,19 +379,20 @@ class Batches:
             ok, line = output_line(job_id, record, batch.endpoint)
             (into[0] if ok else into[1]).append(line)
 
-    async def _write_file(self, file_id: str, name: str, lines: list[str]) -> None:
+    async def _write_file(self, batch: ApiBatch, file_id: str, kind: str, lines: list[str]) -> None:
         if not lines:
             return
         text = "".join(line + "\n" for line in lines)
-        file = StoredFile(file_id, len(text.encode("utf-8")), now_ms(), name, "batch_output")
+        size, name = len(text.encode("utf-8")), f"{batch.batch_id}_{kind}.jsonl"
+        file = StoredFile(file_id, size, now_ms(), name, "batch_output", batch.tenant)
         await self._files.store(file, text)
 
     async def _write_files(self, batch: ApiBatch) -> ApiBatch:
         """Write an ended batch's output and error files (two gateways that do it at once
         write the same files under the same ids)."""
         outputs, errors = await self._lines(batch)
-        await self._write_file(batch.output_file_id, f"{batch.batch_id}_output.jsonl", outputs)
-        await self._write_file(batch.error_file_id, f"{batch.batch_id}_error.jsonl", errors)
+        await self._write_file(batch, batch.output_file_id, "output", outputs)
+        await self._write_file(batch, batch.error_file_id, "error", errors)
         update = {"files_written": True, "output_lines": len(outputs), "error_lines": len(errors)}
         written = batch.model_copy(update=update)
         await self._save(written)

@@ -1,5 +1,7 @@
 """/v1/files: JSONL uploads for batches (`purpose=batch`), kept in Redis for GENQ_JOB_TTL_S,
-and the output and error files of batches (`batch_output`), in OpenAI's File shape."""
+and the output and error files of batches (`batch_output`), in OpenAI's File shape. A file is
+its uploader's tenant's (a batch's files, its batch's): another tenant's file is not found,
+and lists hold only the principal's tenant's (an admin's: every tenant's)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from genq.common.lifecycle import now_ms
 from genq.common.store import files as file_store
 from genq.common.store.files import StoredFile
 from genq.producer.gateway import chunks
+from genq.producer.gateway.auth import Principal
 from genq.producer.gateway.errors import ApiError
 from genq.producer.gateway.errors import not_found as _not_found
 from genq.producer.gateway.records import Records
@@ -54,53 +57,60 @@ class Files:
         ttl_s = records.settings.job_ttl_s
         await records.run(file_store.put(records.keys, file, text, ttl_s))
 
-    async def find(self, file_id: str) -> StoredFile:
-        """A kept file's description; 404 when there is none."""
+    async def find(self, file_id: str, principal: Principal) -> StoredFile:
+        """A kept file's description; 404 when there is none the principal sees."""
         if not file_store.is_file_id(file_id):
             raise not_found(file_id)
         file = await self._records.run(file_store.read(self._records.keys, file_id))
-        if file is None:
+        if file is None or not principal.sees(file.tenant):
             raise not_found(file_id)
         return file
 
-    async def text_of(self, file_id: str) -> str:
-        """A kept file's text; 404 when there is none."""
-        await self.find(file_id)
+    async def text_of(self, file_id: str, principal: Principal) -> str:
+        """A kept file's text; 404 when there is none the principal sees."""
+        await self.find(file_id, principal)
         text = await self._records.run(file_store.content(self._records.keys, file_id))
         if text is None:  # expired between the two reads
             raise not_found(file_id)
         return text
 
-    async def create(self, request: Request) -> dict[str, Any]:
-        """POST /v1/files: keep an upload (see uploads.py)."""
+    async def create(self, request: Request, principal: Principal) -> dict[str, Any]:
+        """POST /v1/files: keep an upload (see uploads.py), as the principal's tenant's."""
         upload = await read_upload(request, self._records.settings.file_bytes_max)
         new_id = file_store.new_file_id()
-        stored = StoredFile(new_id, upload.size, now_ms(), upload.filename, upload.purpose)
+        stored = StoredFile(
+            new_id, upload.size, now_ms(), upload.filename, upload.purpose, principal.tenant
+        )
         await self.store(stored, upload.text)
         return file_object(stored)
 
     async def page(
-        self, purpose: str | None, limit: int, newest_first: bool, after: str | None
+        self,
+        principal: Principal,
+        purpose: str | None,
+        limit: int,
+        newest_first: bool,
+        after: str | None,
     ) -> dict[str, Any]:
         records = self._records
         since = now_ms() - records.settings.job_ttl_s * 1000
-        ids = await records.run(file_store.ids(records.keys, since, newest_first))
+        tenant = None if principal.admin else principal.tenant
+        ids = await records.run(file_store.ids(records.keys, since, newest_first, tenant))
         wanted = _after(ids, after) if purpose else _after(ids, after)[: limit + 1]
         listed = await records.run(file_store.read_many(records.keys, wanted))
         matching = [f for f in listed if purpose is None or f.purpose == purpose]
         data = [file_object(f) for f in matching[:limit]]
         return chunks.list_page(data, has_more=len(matching) > limit)
 
-    async def get(self, file_id: str) -> dict[str, Any]:
-        return file_object(await self.find(file_id))
+    async def get(self, file_id: str, principal: Principal) -> dict[str, Any]:
+        return file_object(await self.find(file_id, principal))
 
-    async def content(self, file_id: str) -> Response:
-        text = await self.text_of(file_id)
+    async def content(self, file_id: str, principal: Principal) -> Response:
+        text = await self.text_of(file_id, principal)
         return Response(text.encode("utf-8"), media_type="application/octet-stream")
 
-    async def delete(self, file_id: str) -> dict[str, Any]:
-        if not file_store.is_file_id(file_id):
-            raise not_found(file_id)
-        if not await self._records.run(file_store.delete(self._records.keys, file_id)):
+    async def delete(self, file_id: str, principal: Principal) -> dict[str, Any]:
+        file = await self.find(file_id, principal)
+        if not await self._records.run(file_store.delete(self._records.keys, file)):
             raise not_found(file_id)
         return {"id": file_id, "object": "file", "deleted": True}

@@ -1,5 +1,7 @@
 """The gateway's /v1 routes. Each takes the one `Serving` (serving.py) from the app's state
-and returns what it answers; errors are errors.py's. Every route needs an API key (auth.py)."""
+and returns what it answers; errors are errors.py's. Every route needs an API key (auth.py),
+and one that touches a job, file or batch is handed its principal (`Who`): another tenant's
+id answers as an unknown one does."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from genq.producer.gateway import batches, files
+from genq.producer.gateway import auth, batches, files
+from genq.producer.gateway.auth import Principal
 from genq.producer.gateway.batches import CreateBatch
 from genq.producer.gateway.completions import ChatRequest, CompletionRequest
 from genq.producer.gateway.serving import Serving
@@ -23,6 +26,7 @@ def _serving(request: Request) -> Serving:
 
 
 Serve = Annotated[Serving, Depends(_serving)]
+Who = Annotated[Principal, Depends(auth.principal)]  # whose work the request may see
 
 
 @router.get("/v1/models")
@@ -36,82 +40,89 @@ async def get_model(model: str, serving: Serve) -> dict[str, Any]:
 
 
 @router.post("/v1/completions", response_model=None)
-async def completions(body: CompletionRequest, request: Request, serving: Serve) -> Response:
-    return await serving.complete(body, request)
+async def completions(
+    body: CompletionRequest, request: Request, serving: Serve, who: Who
+) -> Response:
+    return await serving.complete(body, request, who)
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(body: ChatRequest, request: Request, serving: Serve) -> Response:
-    return await serving.complete(body, request)
+async def chat_completions(
+    body: ChatRequest, request: Request, serving: Serve, who: Who
+) -> Response:
+    return await serving.complete(body, request, who)
 
 
 @router.get("/v1/jobs/{job_id}/stream", response_model=None)
 async def reattach(
     job_id: str,
     serving: Serve,
+    who: Who,
     last_event_id: Annotated[str | None, Query()] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """Reattach after the last event received: the `Last-Event-ID` header, or the
     `last_event_id` query parameter (a browser's EventSource)."""
-    return await serving.reattach(job_id, last_event_id_header or last_event_id)
+    return await serving.reattach(job_id, last_event_id_header or last_event_id, who)
 
 
 @router.post("/v1/jobs/{job_id}/cancel")
-async def cancel(job_id: str, serving: Serve) -> dict[str, Any]:
-    return await serving.cancel(job_id)
+async def cancel(job_id: str, serving: Serve, who: Who) -> dict[str, Any]:
+    return await serving.cancel(job_id, who)
 
 
 @router.post("/v1/files")
-async def create_file(request: Request, serving: Serve) -> dict[str, Any]:
-    return await serving.files.create(request)  # the multipart body, read up to its limit
+async def create_file(request: Request, serving: Serve, who: Who) -> dict[str, Any]:
+    return await serving.files.create(request, who)  # the multipart body, read up to its limit
 
 
 @router.get("/v1/files")
 async def list_files(
     serving: Serve,
+    who: Who,
     purpose: str | None = None,
     limit: Annotated[int, Query(ge=1, le=files.LIST_MAX)] = files.LIST_MAX,
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> dict[str, Any]:
-    return await serving.files.page(purpose, limit, order == "desc", after)
+    return await serving.files.page(who, purpose, limit, order == "desc", after)
 
 
 @router.get("/v1/files/{file_id}")
-async def get_file(file_id: str, serving: Serve) -> dict[str, Any]:
-    return await serving.files.get(file_id)
+async def get_file(file_id: str, serving: Serve, who: Who) -> dict[str, Any]:
+    return await serving.files.get(file_id, who)
 
 
 @router.get("/v1/files/{file_id}/content")
-async def get_file_content(file_id: str, serving: Serve) -> Response:
-    return await serving.files.content(file_id)
+async def get_file_content(file_id: str, serving: Serve, who: Who) -> Response:
+    return await serving.files.content(file_id, who)
 
 
 @router.delete("/v1/files/{file_id}")
-async def delete_file(file_id: str, serving: Serve) -> dict[str, Any]:
-    return await serving.files.delete(file_id)
+async def delete_file(file_id: str, serving: Serve, who: Who) -> dict[str, Any]:
+    return await serving.files.delete(file_id, who)
 
 
 @router.post("/v1/batches")
-async def create_batch(body: CreateBatch, serving: Serve) -> dict[str, Any]:
-    return await serving.batches.create(body)
+async def create_batch(body: CreateBatch, serving: Serve, who: Who) -> dict[str, Any]:
+    return await serving.batches.create(body, who)
 
 
 @router.get("/v1/batches/{batch_id}")
-async def get_batch(batch_id: str, serving: Serve) -> dict[str, Any]:
-    return await serving.batches.get(batch_id)
+async def get_batch(batch_id: str, serving: Serve, who: Who) -> dict[str, Any]:
+    return await serving.batches.get(batch_id, who)
 
 
 @router.get("/v1/batches")
 async def list_batches(
     serving: Serve,
+    who: Who,
     limit: Annotated[int, Query(ge=1, le=batches.LIST_MAX)] = 20,
     after: str | None = None,
 ) -> dict[str, Any]:
-    return await serving.batches.page(limit, after)
+    return await serving.batches.page(who, limit, after)
 
 
 @router.post("/v1/batches/{batch_id}/cancel")
-async def cancel_batch(batch_id: str, serving: Serve) -> dict[str, Any]:
-    return await serving.batches.cancel(batch_id)
+async def cancel_batch(batch_id: str, serving: Serve, who: Who) -> dict[str, Any]:
+    return await serving.batches.cancel(batch_id, who)

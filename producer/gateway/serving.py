@@ -17,9 +17,10 @@ are counted (followers.py): past GENQ_GATEWAY_MAX_STREAMS, 429 before anything i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import asdict
 from typing import Any, TypeVar
 
@@ -36,9 +37,12 @@ from genq.common.schemas import JobResult
 from genq.common.settings import Settings
 from genq.common.store import gateway as store
 from genq.common.store import streams as stream_store
+from genq.common.store import tenants as tenant_store
 from genq.common.store.gateway import StreamMeta
+from genq.common.tenants import TenantPolicy
 from genq.producer.client import AsyncClient
 from genq.producer.gateway import chunks, streams
+from genq.producer.gateway.auth import Principal
 from genq.producer.gateway.batches import Batches
 from genq.producer.gateway.completions import JOB_ID_HEADER, ApiRequest
 from genq.producer.gateway.errors import ApiError, api_error, shown
@@ -57,6 +61,7 @@ CLIENT_GONE = 499  # the status of an answer no one reads (nginx's "client close
 # connection: without this, the send waits for the kernel to give up retransmitting (about
 # 15 minutes) and the job runs on for no one (tests/hosts/test_client_loss.py).
 SEND_TIMEOUT_S = 10.0
+POLICY_RETRY_S = 5.0  # how often a gateway started while Redis was down retries its policies
 
 log = logging.getLogger("genq.gateway")
 
@@ -78,19 +83,34 @@ class Serving:
         """Cancel the jobs no client reattached to in time (streams.sweep_forever)."""
         await streams.sweep_forever(self._records, self._client)
 
+    async def publish_policies(self, policies: Mapping[str, TenantPolicy]) -> None:
+        """Store the keys file's tenant policies where every producer and worker reads them
+        (genq.common.store.tenants). While Redis cannot take them, the gateway serves on (its
+        requests answer 503 meanwhile) and tries again every POLICY_RETRY_S."""
+        while policies:
+            try:
+                await self._records.run(tenant_store.write_policies(self._records.keys, policies))
+                return
+            except GenqError as exc:
+                log.warning("tenant policies not stored yet, retrying: %s", exc)
+            await asyncio.sleep(POLICY_RETRY_S)
+
     async def aclose(self) -> None:
         await self._client.aclose()
         await self._records.aclose()
 
     # -- completions ---------------------------------------------------------------------
 
-    async def complete(self, body: ApiRequest, request: Request) -> Response:
-        """Submit the request's job; its SSE stream, or its answer once it ended. Refused
-        with 429 before the job is queued when the gateway follows its most requests."""
+    async def complete(self, body: ApiRequest, request: Request, principal: Principal) -> Response:
+        """Submit the request's job, as its principal's tenant's; its SSE stream, or its answer
+        once it ended. Refused with 429 before the job is queued when the gateway follows its
+        most requests."""
         release = self.followers.admit()
+        tenant = principal.tenant
         try:
-            handle = await self._client.submit(body.spec(), priority=body.priority)
-            meta = StreamMeta(body.kind, body.model, int(time.time()), body.include_usage)
+            handle = await self._client.submit(body.spec(), priority=body.priority, tenant=tenant)
+            created = int(time.time())
+            meta = StreamMeta(body.kind, body.model, created, body.include_usage, tenant)
             await self._record(handle.job_id, meta, body.stream)
             headers = {JOB_ID_HEADER: handle.job_id}
             if body.stream:
@@ -154,12 +174,15 @@ class Serving:
 
     # -- jobs ----------------------------------------------------------------------------
 
-    async def reattach(self, job_id: str, last_event_id: str | None) -> EventSourceResponse:
-        """A job's SSE stream after `last_event_id` (None: from the start)."""
+    async def reattach(
+        self, job_id: str, last_event_id: str | None, principal: Principal
+    ) -> EventSourceResponse:
+        """A job's SSE stream after `last_event_id` (None: from the start); 404 for a job
+        of a tenant the principal does not see, as for an unknown one."""
         after = _position(last_event_id)
         records = self._records
         meta = await records.run(store.read(records.keys, job_id)) if is_job_id(job_id) else None
-        if meta is None:
+        if meta is None or not principal.sees(meta.tenant):
             raise ApiError(
                 404,
                 f"no stream for job {shown(job_id)}: not started by a gateway, or its "
@@ -186,12 +209,19 @@ class Serving:
         )
         raise ApiError(400, message, param="last_event_id")
 
-    async def cancel(self, job_id: str) -> dict[str, Any]:
-        """Cancel a job (see AsyncClient.cancel); 404 for one genq does not keep."""
+    async def cancel(self, job_id: str, principal: Principal) -> dict[str, Any]:
+        """Cancel a job (see AsyncClient.cancel); 404 for one genq does not keep, or of a
+        tenant the principal does not see."""
         if is_job_id(job_id):
             try:
-                report = await (await self._client.job(job_id)).cancel()
-                return {"id": job_id, "object": "job.cancel", "cancelled": True, **asdict(report)}
+                if principal.sees((await self._client.record(job_id)).tenant):
+                    report = await (await self._client.job(job_id, check=False)).cancel()
+                    return {
+                        "id": job_id,
+                        "object": "job.cancel",
+                        "cancelled": True,
+                        **asdict(report),
+                    }
             except InvalidJob:  # not kept (or no longer, since the check)
                 pass
         raise ApiError(

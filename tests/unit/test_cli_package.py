@@ -16,6 +16,7 @@ GROUPS = {
     "batches": {"submit", "wait", "results"},
     "processes": {"worker", "relay", "flower", "serve"},
     "registry": {"models", "workers", "make-tiny-model"},
+    "keys": {"keys"},
 }
 MODULES = [*GROUPS, "output", "options"]
 

@@ -30,7 +30,8 @@ def test_a_plan_round_trips_every_setting_secrets_included(monkeypatch: pytest.M
     handed(monkeypatch, settings)
     read = settings_from_environment()
     assert dict(read) == dict(settings)
-    assert read.gateway_keys() == {"k1", "k2"}
+    assert {key.tenant for key in read.api_key_table().keys} == {"default"}
+    assert read.api_key_table().match("k2") is not None
 
 
 def test_a_handed_plan_wins_over_every_genq_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,14 +47,15 @@ def test_submit_names_the_batch_keys_then_each_job_and_passes_four_args_per_job(
 
 def test_the_first_chunk_opens_the_record_before_its_script_runs() -> None:
     new = [NewJob("line-1", JOB, _record())]
-    command = batches.submit(KEYS, "b1", new, ttl_s=60, opening=Opening(5, 7, 0))
-    assert command.calls[:3] == (
+    command = batches.submit(KEYS, "b1", new, ttl_s=60, opening=Opening(5, 7, 0, "acme"))
+    assert command.calls[:4] == (
         ("HSETNX", "genq:batch:{b1}", "created_ms", 5),
         ("HSETNX", "genq:batch:{b1}", "priority", 7),
         ("HSETNX", "genq:batch:{b1}", "expires_ms", 0),
+        ("HSETNX", "genq:batch:{b1}", "tenant", "acme"),
     )
-    assert command.calls[3][0] == "EVAL"
-    assert command.reply([True, True, True, [JOB]]) == {JOB}
+    assert command.calls[4][0] == "EVAL"
+    assert command.reply([True, True, True, True, [JOB]]) == {JOB}
 
 
 def test_submit_answers_none_when_the_batch_was_cancelled() -> None:
