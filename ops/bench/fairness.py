@@ -276,12 +276,15 @@ def report_run(mode: str, spans: Sequence[Span]) -> None:
         for t, mine in by_tenant.items()
     ]))  # fmt: skip
     gap, pair = max_difference(by_tenant, WEIGHTS)
+    even = max_difference(by_tenant, dict.fromkeys(WEIGHTS, 1.0))  # were the weights applied?
     bound = 2 * max(s.cost for s in spans)
     verdict = f"target <= bound: {met(gap <= bound)}" if MODES[mode] == "true" else "no target"
     jains = f"mean {statistics.mean(indexes):.3f}, min {min(indexes):.3f}" if indexes else "-"
     say(f"  largest service difference (weighted): {gap:,.0f} ({pair}) = {gap / bound:.2f} x "
-        f"VTC's bound 2U = {bound:,.0f} ({verdict}); Jain's index over {len(indexes)} "
-        f"backlogged windows: {jains}")  # fmt: skip
+        f"VTC's bound 2U = {bound:,.0f}, U the largest job's cost ({verdict}); beside "
+        f"{WORKERS * SLOTS} slots' work in flight, 2 x {WORKERS * SLOTS}U = "
+        f"{bound * WORKERS * SLOTS:,.0f}; with weights all 1: {even[0]:,.0f} ({even[1]})",
+        f"  Jain's index over {len(indexes)} backlogged windows: {jains}")  # fmt: skip
 
 
 def window_rows(
