@@ -23,7 +23,9 @@ What is measured, from the job records as a user reads them (`Client.record`):
   backlogged, |S_f/w_f - S_g/w_g|, against VTC's bound 2U, U the run's largest job cost;
 - queue wait (`Timings.queue_wait_ms`), p50 and p99 per tenant.
 Cost, on both idle stacks in alternating turns: 1-token jobs one at a time (submit to start,
-`Timings.queue_wait_ms`), and a batch of them (jobs/s from the first submit to the last start).
+`Timings.queue_wait_ms`), and a batch of them: jobs/s from the first submit to the last start,
+and per job the CPU of the workers and redis-server and Redis's time in scripts (INFO
+commandstats), which a shared machine's contention moves far less than wall time.
 """
 
 from __future__ import annotations
@@ -36,13 +38,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from genq import Client, JobRecord, JobSpec, Settings
 from ops.bench.batches import batch_lines
 from ops.bench.report import MS_PER_S, TINY, alternate, job_model, met, percentile, say, table
-from ops.bench.stack import Stack, local_stack, serving
+from ops.bench.scale import tree_cpu_s
+from ops.bench.stack import Stack, local_stack, pid, serving
 from ops.localstack import Gateway, StackError
 
 WEIGHTS = {"alpha": 1.0, "beta": 1.0, "gamma": 2.0}
@@ -56,6 +62,8 @@ CALIBRATION_ROUNDS = 3  # calibration jobs: this many per slot of the stack
 LATENCY_JOBS, COST_ROUNDS = 10, 5  # 1-token jobs one at a time per round; rounds
 TARGET_RATIO = 0.9  # fair share's submit-to-start jobs/s over first-come's
 MODES = {"first-come": "false", "fair share": "true"}
+SCRIPTS = ("eval", "evalsha")  # INFO commandstats' names of what runs genq's Lua scripts
+COST_PER_JOB = (attrgetter("cpu_ms"), attrgetter("script_us"))
 TIMEOUT_S, POLL_S = 1800.0, 0.1
 Interval = tuple[float, float]
 
@@ -179,7 +187,8 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         }
         clients = [started.enter_context(Client(s.settings)) for s in stacks.values()]
         jobs_per_s = statistics.mean(calibrate(c, model, long_tokens) for c in clients)
-        fifo, fair = (partial(cost_round, c, model, args.fairness_cost_jobs) for c in clients)
+        fifo, fair = (partial(cost_round, s, c, model, args.fairness_cost_jobs)
+                      for s, c in zip(stacks.values(), clients, strict=True))  # fmt: skip
         costs = alternate(fifo, fair, COST_ROUNDS)
         for (mode, stack), client in zip(stacks.items(), clients, strict=True):
             spans = workload(client, model, long_tokens, jobs_per_s, args.fairness_seconds)
@@ -249,16 +258,31 @@ def workload(
 class Cost:
     waits_ms: list[float]  # 1-token jobs one at a time, submit to start
     jobs_per_s: float  # a batch of them, first submit to last start
+    cpu_ms: float  # the batch's CPU per job: the workers' and Redis's
+    script_us: float  # the batch's Redis time in scripts (EVAL, EVALSHA) per job
 
 
-def cost_round(client: Client, model: str, jobs: int) -> Cost:
+def cost_round(stack: Stack, client: Client, model: str, jobs: int) -> Cost:
     spec, waits = JobSpec(prompt="Hi", model=model, max_tokens=1), []
     for n in range(LATENCY_JOBS):
         result = client.submit(spec.model_copy(update={"seed": n})).result(timeout=TIMEOUT_S)
         waits.append(result.timings.queue_wait_ms)
+    before = usage(stack)
     records = finished(client, [client.submit_batch(batch_lines(model, jobs, 1))])
+    cpu_s, script_s = (b - a for a, b in zip(before, usage(stack), strict=True))
     first, last = min(r.submitted_ms for r in records), max(r.started_ms for r in records)
-    return Cost(waits, len(records) / max(last - first, 1) * MS_PER_S)
+    rate = len(records) / max(last - first, 1) * MS_PER_S
+    return Cost(waits, rate, cpu_s / jobs * MS_PER_S, script_s / jobs * 1e6)
+
+
+def usage(stack: Stack) -> tuple[float, float]:
+    """CPU seconds of the workers and redis-server so far, and Redis's seconds in scripts:
+    figures a shared machine's contention barely moves, unlike wall time."""
+    with redis.Redis.from_url(stack.redis.url) as control:
+        stats = control.info("commandstats")
+    script_us = sum(stats.get(f"cmdstat_{name}", {}).get("usec", 0) for name in SCRIPTS)
+    cpu_s = tree_cpu_s(pid(stack.redis)) + sum(tree_cpu_s(pid(w)) for w in stack.workers)
+    return cpu_s, script_us / 1e6
 
 
 def report_run(mode: str, spans: Sequence[Span]) -> None:
@@ -309,12 +333,14 @@ def report_cost(rounds: Sequence[tuple[Cost, Cost]]) -> None:
     for n, mode in enumerate(MODES):
         waits = [w for r in rounds for w in r[n].waits_ms]
         rate = statistics.median(r[n].jobs_per_s for r in rounds)
+        cpu, script = (statistics.median(of(r[n]) for r in rounds) for of in COST_PER_JOB)
         say(f"  {mode}: submit to start, one at a time, p50 {percentile(waits, 50):.1f} ms, "
             f"p99 {percentile(waits, 99):.1f} ms ({len(waits)} jobs); a batch: {rate:,.0f} "
-            f"jobs/s submit to start (median of {len(rounds)} rounds)")  # fmt: skip
+            f"jobs/s submit to start, per job {cpu:.2f} ms CPU (workers and Redis) and "
+            f"{script:.0f} us in Redis's scripts (medians of {len(rounds)} rounds)")  # fmt: skip
     ratios = [fair.jobs_per_s / fifo.jobs_per_s for fifo, fair in rounds]
     ratio = statistics.median(ratios)
-    say(
-        f"  fair share / first-come jobs/s, per round: {', '.join(f'{r:.2f}' for r in ratios)}; "
-        f"median {ratio:.2f} (target >= {TARGET_RATIO:.2f}: {met(ratio >= TARGET_RATIO)})"
-    )
+    per_cpu = statistics.median(fifo.cpu_ms / fair.cpu_ms for fifo, fair in rounds)
+    say(f"  fair share / first-come jobs/s, per round: {', '.join(f'{r:.2f}' for r in ratios)}; "
+        f"median {ratio:.2f} (target >= {TARGET_RATIO:.2f}: {met(ratio >= TARGET_RATIO)}); "
+        f"jobs per CPU-second, fair share / first-come: {per_cpu:.2f}")  # fmt: skip
