@@ -25,7 +25,8 @@ list `genq:{id}:ckpt`, with the CHECKPOINT script); `queues` (the broker's queue
 `genq:{id}:gw`, attach count and the detach index `genq:gw:detach`); `files` (the gateway's
 files `genq:file:{id}`, their content and the `genq:files` index); `openai_batches` (the
 gateway's record of an OpenAI batch, `genq:openai-batch:{bid}`, and the
-`genq:openai-batches` index).
+`genq:openai-batches` index); `responses` (the gateway's record of a response,
+`genq:{id}:resp`).
 """
 
 from genq.common.store.command import (

@@ -27,8 +27,10 @@ def keys() -> None:
 @click.option("--admin", is_flag=True, help="The key sees every tenant's work.")
 @click.option("--new", is_flag=True, help="Make a new random key; it is printed once, on stderr.")
 def hash_(tenant: str, admin: bool, new: bool) -> None:
-    """Print the keys-file entry of a key, by its SHA-256 digest: append it to the file that
-    GENQ_API_KEYS_FILE names (add `weight`, `max_queued`, `tokens_per_minute` as wanted).
+    """Print a key's keys-file entry, by its SHA-256 digest.
+
+    Append it to the file that GENQ_API_KEYS_FILE names (add `weight`, `max_queued`,
+    `tokens_per_minute` as wanted): the file then holds no key in clear.
 
     The key is read from stdin, one per line (several keys: several entries), or asked for
     without echo on a terminal; it is never an argument, which would leave it in the shell's

@@ -41,10 +41,25 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
-class ApiRequest(BaseModel):
-    """What both endpoints take. Sampling fields are `Any` here: JobSpec checks them."""
+class GenqFields(BaseModel):
+    """genq's own JobSpec fields, taken as extra body fields (`Any`: JobSpec checks them)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    seed: Any = None
+    logit_bias: Any = None
+    window_tokens: Any = None
+    max_windows: Any = None
+    ignore_eos: Any = None
+    top_k: Any = None
+    min_p: Any = None
+    repeat_penalty: Any = None
+    deterministic: Any = None
+
+
+class ApiRequest(GenqFields):
+    """What both endpoints take. Sampling fields are `Any` here: JobSpec checks them."""
+
     kind: ClassVar[Kind]  # the endpoint's: the shape of its answer
 
     model: str
@@ -61,15 +76,6 @@ class ApiRequest(BaseModel):
     max_tokens: Any = None
     temperature: Any = None
     top_p: Any = None
-    seed: Any = None
-    logit_bias: Any = None
-    window_tokens: Any = None
-    max_windows: Any = None
-    ignore_eos: Any = None
-    top_k: Any = None
-    min_p: Any = None
-    repeat_penalty: Any = None
-    deterministic: Any = None
 
     def fields(self) -> dict[str, Any]:
         """JobSpec fields of what every request has."""
@@ -89,7 +95,7 @@ class ApiRequest(BaseModel):
 
     def spec(self) -> JobSpec:
         """The job this request asks for; 400 naming the first field genq refuses."""
-        return _spec(self.spec_fields())
+        return validated_spec(self.spec_fields())
 
 
 class CompletionRequest(ApiRequest):
@@ -156,7 +162,7 @@ def _refuse_unsupported(request: ApiRequest) -> None:
             )
 
 
-def _spec(fields: dict[str, Any]) -> JobSpec:
+def validated_spec(fields: dict[str, Any]) -> JobSpec:
     """The job, or 400 naming the first field JobSpec refuses."""
     try:
         return JobSpec.model_validate(fields)

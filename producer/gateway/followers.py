@@ -24,6 +24,12 @@ from genq.producer.gateway.errors import ApiError
 # Descriptors beside the followers': the listening socket, the records' pool, files, logs.
 FD_MARGIN = 256
 FDS_PER_FOLLOWER = 2
+CLIENT_GONE = 499  # the status of an answer no one reads (nginx's "client closed request")
+# A stream whose client takes no byte for this long is ended, so that its client counts out
+# and the reattach grace starts. A client host cut off from the network never closes its
+# connection: without this, the send waits for the kernel to give up retransmitting (about
+# 15 minutes) and the job runs on for no one (tests/hosts/test_client_loss.py).
+SEND_TIMEOUT_S = 10.0
 
 log = logging.getLogger("genq.gateway")
 

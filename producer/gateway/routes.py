@@ -15,6 +15,7 @@ from genq.producer.gateway import auth, batches, files
 from genq.producer.gateway.auth import Principal
 from genq.producer.gateway.batches import CreateBatch
 from genq.producer.gateway.completions import ChatRequest, CompletionRequest
+from genq.producer.gateway.response_shapes import ResponseRequest
 from genq.producer.gateway.serving import Serving
 
 router = APIRouter()
@@ -51,6 +52,37 @@ async def chat_completions(
     body: ChatRequest, request: Request, serving: Serve, who: Who
 ) -> Response:
     return await serving.complete(body, request, who)
+
+
+@router.post("/v1/responses", response_model=None)
+async def create_response(
+    body: ResponseRequest, request: Request, serving: Serve, who: Who
+) -> Response:
+    return await serving.respond(body, request, who)
+
+
+@router.get("/v1/responses/{response_id}", response_model=None)
+async def get_response(
+    response_id: str,
+    serving: Serve,
+    who: Who,
+    stream: bool = False,
+    starting_after: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+) -> Response | dict[str, Any]:
+    """The response object; with `stream=true`, its events after `starting_after` (or the
+    `Last-Event-ID` header: a browser's EventSource reconnecting)."""
+    return await serving.responses.retrieve(response_id, who, stream, starting_after, last_event_id)
+
+
+@router.post("/v1/responses/{response_id}/cancel")
+async def cancel_response(response_id: str, serving: Serve, who: Who) -> dict[str, Any]:
+    return await serving.responses.cancel(response_id, who)
+
+
+@router.delete("/v1/responses/{response_id}")
+async def delete_response(response_id: str, serving: Serve, who: Who) -> dict[str, Any]:
+    return await serving.responses.delete(response_id, who)
 
 
 @router.get("/v1/jobs/{job_id}/stream", response_model=None)

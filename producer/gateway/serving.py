@@ -47,20 +47,19 @@ from genq.producer.gateway.batches import Batches
 from genq.producer.gateway.completions import JOB_ID_HEADER, ApiRequest
 from genq.producer.gateway.errors import ApiError, api_error, shown
 from genq.producer.gateway.files import Files
-from genq.producer.gateway.followers import Followers, HeldStream, pool_size
+from genq.producer.gateway.followers import (
+    CLIENT_GONE,
+    SEND_TIMEOUT_S,
+    Followers,
+    HeldStream,
+    pool_size,
+)
 from genq.producer.gateway.models import ModelList
 from genq.producer.gateway.records import Records
+from genq.producer.gateway.response_shapes import ResponseRequest
+from genq.producer.gateway.responses import Responses
 from genq.producer.handles import AsyncJobHandle
 
-# A new stream's job is counted as abandoned until its response starts and attaches (ms
-# later), then GENQ_REATTACH_GRACE_S: a client gone before its first byte never attaches.
-ATTACH_WITHIN_S = 2.0
-CLIENT_GONE = 499  # the status of an answer no one reads (nginx's "client closed request")
-# A stream whose client takes no byte for this long is ended, so that its client counts out
-# and the reattach grace starts. A client host cut off from the network never closes its
-# connection: without this, the send waits for the kernel to give up retransmitting (about
-# 15 minutes) and the job runs on for no one (tests/hosts/test_client_loss.py).
-SEND_TIMEOUT_S = 10.0
 POLICY_RETRY_S = 5.0  # how often a gateway started while Redis was down retries its policies
 
 log = logging.getLogger("genq.gateway")
@@ -78,6 +77,7 @@ class Serving:
         self.files = Files(self._records)
         check = self._client.submitter.check
         self.batches = Batches(self._records, self._client, self.files, check)
+        self.responses = Responses(self._records, self._client, self.followers)
 
     async def sweep_forever(self) -> None:
         """Cancel the jobs no client reattached to in time (streams.sweep_forever)."""
@@ -125,10 +125,19 @@ class Serving:
             return Response(status_code=CLIENT_GONE)
         return JSONResponse(chunks.response(meta, result), headers=headers)
 
+    async def respond(
+        self, body: ResponseRequest, request: Request, principal: Principal
+    ) -> Response:
+        """POST /v1/responses (see responses.py); a response that waits for its job's end is
+        a client of it, as a completion's request is (`_result`)."""
+        return await self.responses.create(
+            body, principal, lambda handle: self._result(request, handle)
+        )
+
     async def _record(self, job_id: str, meta: StreamMeta, streamed: bool) -> None:
         """The gateway's records of a job it just submitted (see the module's docstring)."""
         records = self._records
-        within_ms = int((self.settings.reattach_grace_s + ATTACH_WITHIN_S) * 1000)
+        within_ms = streams.attach_within_ms(self.settings)
         command = store.start(
             records.keys,
             job_id,

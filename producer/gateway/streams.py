@@ -32,6 +32,7 @@ from sse_starlette import ServerSentEvent
 
 from genq.common.errors import GenqError, InvalidJob
 from genq.common.frames import Frame
+from genq.common.settings import Settings
 from genq.common.store import gateway as store
 from genq.common.store.gateway import StreamMeta
 from genq.producer.client import AsyncClient
@@ -41,6 +42,9 @@ from genq.producer.gateway.records import Records
 
 SWEEP_INTERVAL_S = 0.25  # how often each gateway process looks for due deadlines
 SWEEP_BATCH = 100  # due jobs handled per look
+# A new stream's job is counted as abandoned until its response starts and attaches (ms
+# later), then GENQ_REATTACH_GRACE_S: a client gone before its first byte never attaches.
+ATTACH_WITHIN_S = 2.0
 
 log = logging.getLogger("genq.gateway")
 
@@ -96,10 +100,23 @@ async def events(
         await stream.aclose()
 
 
+def attach_within_ms(settings: Settings) -> int:
+    """How long a new stream's job waits for its client to attach (see ATTACH_WITHIN_S)."""
+    return int((settings.reattach_grace_s + ATTACH_WITHIN_S) * 1000)
+
+
 async def followed(
     records: Records, client: AsyncClient, job_id: str, meta: StreamMeta, after: Position | None
 ) -> AsyncIterator[ServerSentEvent]:
     """`events`, counted as one attached client of the job while it is sent."""
+    async for event in counted(records, client, job_id, events(client, job_id, meta, after)):
+        yield event
+
+
+async def counted(
+    records: Records, client: AsyncClient, job_id: str, source: AsyncIterator[ServerSentEvent]
+) -> AsyncIterator[ServerSentEvent]:
+    """`source`'s events, counted as one attached client of the job while they are sent."""
     try:
         await records.run(store.attach(records.keys, job_id))
     except GenqError as exc:
@@ -107,7 +124,7 @@ async def followed(
         return
     ended = False
     try:
-        async for event in events(client, job_id, meta, after):
+        async for event in source:
             yield event
         ended = True
     finally:

@@ -23,7 +23,7 @@ from genq.common.store import tenants as tenant_store
 from genq.common.store.files import new_file_id
 from genq.common.store.keys import Keys
 from genq.common.tenants import TenantPolicy
-from ops.localstack import Gateway, Relay, Worker, wait_for
+from ops.localstack import Gateway, RedisServer, Relay, Worker, wait_for
 
 from .gateway_support import TIMEOUT_S, record, sdk, sse, start_gateway
 from .support import run_genq
@@ -130,9 +130,7 @@ def test_a_wrong_or_missing_key_is_401_and_a_key_given_by_digest_authenticates(
     assert "tiny" in {model.id for model in b.models.list()}
 
 
-def test_the_keys_files_policies_are_stored_for_every_producer(
-    gateway: Gateway, settings: Settings
-) -> None:
+def wait_for_policies(settings: Settings) -> None:
     keys = Keys(settings.key_prefix)
     with Client(settings) as client:
 
@@ -141,6 +139,31 @@ def test_the_keys_files_policies_are_stored_for_every_producer(
 
         wait_for(stored, TIMEOUT_S, "team-a's policy in Redis")
         assert run(client.redis, tenant_store.read_policy(keys, "team-b")) == TenantPolicy()
+
+
+def test_the_keys_files_policies_are_stored_for_every_producer(
+    gateway: Gateway, settings: Settings
+) -> None:
+    wait_for_policies(settings)
+
+
+def test_a_gateway_started_while_redis_is_down_stores_the_policies_once_it_answers(
+    genq_env: dict[str, str], tmp_path: Path
+) -> None:
+    redis_server = RedisServer()  # not started yet
+    keys = tmp_path / "keys.toml"
+    keys.write_text(KEYS_FILE)
+    env = {**genq_env, "GENQ_REDIS_URL": redis_server.url, "GENQ_API_KEYS_FILE": str(keys)}
+    gateway = start_gateway(env, tmp_path)
+    try:
+        with sdk(gateway, A_KEY) as api, pytest.raises(openai.APIStatusError) as caught:
+            api.files.list()
+        assert caught.value.status_code == 503
+        redis_server.start()
+        wait_for_policies(Settings(redis_url=redis_server.url))
+    finally:
+        gateway.stop()
+        redis_server.stop()
 
 
 def test_a_job_is_streamed_reattached_and_cancelled_by_its_tenant_only(
