@@ -21,7 +21,10 @@ channel and the SUBMIT script); `leases` (the lease and expiry indexes, named in
 and the CLAIM, RENEW, FINISH and REAP scripts); `streams` (a job's live channel
 `genq:{id}:tokens`, its stream `genq:{id}:stream` with the entry codec, and its checkpoint
 list `genq:{id}:ckpt`, with the CHECKPOINT script); `queues` (the broker's queue depths);
-`presence` (the workers' set `genq:{workers}` and records); `gateway` (a gateway stream's meta
+`fair` (each model queue's fair share: tenants' waiting sets `genq:fair:<queue>:<tenant>`,
+virtual counters and backlog, and the Lua the claim, finish and submit scripts share);
+`tenants` (tenants' policies, `genq:tenants`); `presence` (the workers' set `genq:{workers}`
+and records); `gateway` (a gateway stream's meta
 `genq:{id}:gw`, attach count and the detach index `genq:gw:detach`); `files` (the gateway's
 files `genq:file:{id}`, their content and the `genq:files` index); `openai_batches` (the
 gateway's record of an OpenAI batch, `genq:openai-batch:{bid}`, and the

@@ -19,7 +19,7 @@ node: leases.py).
 
 Cost of a job (VTC's weights): W_IN per prompt token plus W_OUT per completion token, divided
 by the tenant's weight (common/store/tenants.py). At claim a job is charged its reservation,
-W_IN * (its spec's JSON length / CHARS_PER_TOKEN) + W_OUT * max_tokens, so that the next
+W_IN * (its prompt's bytes / CHARS_PER_TOKEN) + W_OUT * max_tokens (`reservation`), so that the next
 claims, a millisecond later, already see it; when it ends, FINISH charges the difference
 between its actual cost and that reservation. A tenant that becomes backlogged is lifted to
 the least counter of the backlogged tenants (the last one picked when none is): an idle tenant
@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from genq.common.schemas import PRIORITY_MAX, JobRecord
+from genq.common.schemas import PRIORITY_MAX, JobRecord, JobSpec
 from genq.common.store import jobs
 from genq.common.store.command import Command
 from genq.common.store.keys import Keys
@@ -52,6 +52,19 @@ def counters_key(keys: Keys, queue: str) -> str:
 
 def backlog_key(keys: Keys, queue: str) -> str:
     return f"{keys.prefix}:fair-backlog:{queue}"
+
+
+def reservation(spec: JobSpec) -> int:
+    """What CLAIM charges a job (as the Lua `fair_reserved` does)."""
+    prompt_bytes = len((spec.prompt or "").encode()) + sum(
+        len(m.content.encode()) for m in spec.messages or []
+    )
+    return W_IN * -(-prompt_bytes // CHARS_PER_TOKEN) + W_OUT * spec.max_tokens
+
+
+def waiting_tenants(keys: Keys, queue: str) -> Command[int]:
+    """How many tenants have jobs waiting in the queue (0: none waits)."""
+    return Command((("ZCARD", backlog_key(keys, queue)),), lambda replies: int(replies[0]))
 
 
 def waiting_count(keys: Keys, queues: Sequence[str], tenant: str) -> Command[int]:
@@ -110,8 +123,14 @@ end
 -- What a job is charged when claimed, from its spec (JSON): see the module's docstring.
 local function fair_reserved(spec)
   local ok, s = pcall(cjson.decode, spec or '')
-  local out = ok and type(s) == 'table' and tonumber(s.max_tokens) or 0
-  return W_IN * math.ceil(#(spec or '') / CHARS_PER_TOKEN) + W_OUT * out
+  if not ok or type(s) ~= 'table' then return 0 end
+  local bytes = type(s.prompt) == 'string' and #s.prompt or 0
+  if type(s.messages) == 'table' then
+    for _, m in ipairs(s.messages) do
+      if type(m) == 'table' and type(m.content) == 'string' then bytes = bytes + #m.content end
+    end
+  end
+  return W_IN * math.ceil(bytes / CHARS_PER_TOKEN) + W_OUT * (tonumber(s.max_tokens) or 0)
 end
 
 -- The fairest waiting job of queue q, out of its waiting set: the head of the backlogged
@@ -174,6 +193,10 @@ return out
 """
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value  # a client of either kind
+
+
 def tenants(keys: Keys, queue: str) -> Command[dict[str, tuple[int, float]]]:
     """Every tenant the queue has served or holds: its waiting jobs and its virtual counter,
     for the metrics and the benchmark."""
@@ -181,7 +204,7 @@ def tenants(keys: Keys, queue: str) -> Command[dict[str, tuple[int, float]]]:
     def decode(replies: list[Any]) -> dict[str, tuple[int, float]]:
         flat = replies[0]
         return {
-            str(t): (int(n), float(c))
+            _text(t): (int(n), float(c))
             for t, n, c in zip(flat[::3], flat[1::3], flat[2::3], strict=True)
         }
 

@@ -19,7 +19,7 @@ QUEUE = "cpu.tiny"
 NOW = 1_000_000
 LEASE_MS = 60_000
 SPEC = JobSpec(prompt="x" * 40, max_tokens=10)
-RESERVED = fair.W_IN * -(-len(SPEC.model_dump_json()) // fair.CHARS_PER_TOKEN) + fair.W_OUT * 10
+RESERVED = fair.W_IN * 10 + fair.W_OUT * 10  # 40 bytes of prompt, 10 tokens at most
 
 
 def _record(tenant: str, priority: int = 5, **more: object) -> JobRecord:

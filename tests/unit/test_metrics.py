@@ -87,7 +87,7 @@ def test_an_attempt_that_fails_before_it_starts_was_never_active(
     assert value(registry, "genq_jobs_total", outcome="failed") == 1
 
 
-def test_labels_are_models_devices_and_outcomes_never_ids(registry: CollectorRegistry) -> None:
+def test_labels_are_models_devices_outcomes_tenants_never_ids(registry: CollectorRegistry) -> None:
     metrics = WorkerMetrics("gpu", registry)
     metrics.prime(["tiny", "other"])
     observer = metrics.observer(attempt())
@@ -104,7 +104,8 @@ def test_labels_are_models_devices_and_outcomes_never_ids(registry: CollectorReg
     outcomes = {
         ("outcome", o) for o in ("succeeded", "cancelled", "failed", "superseded", "abandoned")
     }
-    assert labels == {("model", "tiny"), ("model", "other"), ("device", "gpu"), *outcomes}
+    tenant = ("tenant", "default")
+    assert labels == {("model", "tiny"), ("model", "other"), ("device", "gpu"), tenant, *outcomes}
 
 
 POOL_PROCESS = """

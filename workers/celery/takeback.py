@@ -25,7 +25,7 @@ from genq.common.dispatch import Dispatch, Dispatcher
 from genq.common.logs import fields
 from genq.common.schemas import GenerateRequest, JobRecord, JobState
 from genq.common.settings import Settings
-from genq.common.store import jobs, run
+from genq.common.store import fair, jobs, run
 from genq.common.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,11 @@ class TakeBack:
 
     def _lost(self, request: GenerateRequest, record: JobRecord) -> bool:
         """Whether to send the message again: its job is still queued at its epoch, or, with
-        the fair share, it is a ticket (epoch 0), whose claim may have been lost whatever
-        became of its own job, which another ticket may have run. A spare ticket claims
+        the fair share, it is a ticket (epoch 0) and jobs wait in its queue: another ticket
+        may have run its own job, and its claim may have been lost. A spare ticket claims
         nothing; a ticket too few would leave a waiting job without one."""
-        if self._settings.fair_share and request.epoch == 0:
+        if record.state == JobState.QUEUED and record.epoch == request.epoch:
             return True
-        return record.state == JobState.QUEUED and record.epoch == request.epoch
+        if not (self._settings.fair_share and request.epoch == 0):
+            return False
+        return run(self._redis, fair.waiting_tenants(self._keys, record.queue)) > 0

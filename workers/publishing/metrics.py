@@ -3,7 +3,7 @@
 Pool processes update them through a job observer (observe.py), each into its own files
 (prometheus_client's multiprocess mode) in a private directory of the worker (MetricsDir); the
 main process serves their sum on GENQ_METRICS_PORT. Labels are bounded: models of the
-registry, device classes, outcomes; never job or batch ids.
+registry, device classes, outcomes, tenants (the keys file's); never job or batch ids.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 30
 STOP_WAIT_S = 5.0
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LABELS = ("model", "device")
+_TENANT_LABELS = (*_LABELS, "tenant")
+QUEUE_WAIT_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
 class MetricsDir:
@@ -163,10 +165,35 @@ class WorkerMetrics:
             _LABELS,
             registry=registry,
         )
+        self._tenant_tokens = Counter(
+            "genq_tenant_tokens",
+            "Tokens generated for each tenant (its fair share's service: README, Fair share).",
+            _TENANT_LABELS,
+            registry=registry,
+        )
+        self._queue_wait = Histogram(
+            "genq_tenant_queue_wait_seconds",
+            "Seconds a tenant's jobs waited from submit to their first claim.",
+            _TENANT_LABELS,
+            buckets=QUEUE_WAIT_BUCKETS_S,
+            registry=registry,
+        )
         self._series: dict[str, _Series] = {}
+        self._tenants: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def observer(self, info: AttemptInfo) -> JobObserver:
-        return MetricsObserver(self, info.model)
+        return MetricsObserver(self, info.model, self.tenant(info.model, info.tenant))
+
+    def tenant(self, model: str, tenant: str) -> tuple[Counter, Histogram]:
+        """A tenant's tokens counter and queue wait histogram for `model`."""
+        found = self._tenants.get((model, tenant))
+        if found is None:
+            labels = (model, self.device, tenant)
+            found = self._tenants[model, tenant] = (
+                self._tenant_tokens.labels(*labels),
+                self._queue_wait.labels(*labels),
+            )
+        return found
 
     def series(self, model: str) -> _Series:
         found = self._series.get(model)
@@ -204,10 +231,13 @@ class WorkerMetrics:
 class MetricsObserver(JobObserver):
     """One attempt, measured from when it was created (as the attempt starts)."""
 
-    def __init__(self, metrics: WorkerMetrics, model: str) -> None:
+    def __init__(
+        self, metrics: WorkerMetrics, model: str, tenant: tuple[Counter, Histogram]
+    ) -> None:
         self._metrics = metrics
         self._model = model
         self._series = metrics.series(model)
+        self._tenant_tokens, self._queue_wait = tenant
         self._start_s = time.time()
         self._running = False  # an attempt that fails before it starts was never active
 
@@ -216,9 +246,12 @@ class MetricsObserver(JobObserver):
         self._running = True
         if info.epoch > 0:
             self._series.resumes.inc()
+        else:
+            self._queue_wait.observe(info.queue_wait_s)
 
     def tokens(self, count: int) -> None:
         self._series.tokens.inc(count)
+        self._tenant_tokens.inc(count)
 
     def window_ended(self, window: int, tokens_total: int) -> None:
         self._series.windows.inc()

@@ -29,8 +29,9 @@ from genq.common.errors import RegistryError
 from genq.common.registry import ModelRegistry
 from genq.common.routing import queue_name
 from genq.common.settings import Settings
+from genq.common.store import fair, run
 from genq.common.store import queues as queue_store
-from genq.common.store import run
+from genq.common.store.keys import Keys
 from genq.workers.publishing.metrics import Endpoint, serve
 
 log = logging.getLogger("genq.relay")
@@ -117,8 +118,13 @@ class RelayCounts(Protocol):
 
 class RelayCollector(Collector):
     def __init__(
-        self, relay: RelayCounts, queues: Sequence[ModelQueue], client: redis.Redis
+        self,
+        relay: RelayCounts,
+        queues: Sequence[ModelQueue],
+        client: redis.Redis,
+        keys: Keys | None = None,
     ) -> None:
+        self._keys = keys or Keys()
         self._relay = relay
         self._queues = tuple(queues)
         self._redis = client
@@ -154,6 +160,32 @@ class RelayCollector(Collector):
             stats.expired,
         )
         yield from self._queue_depth()
+
+    def _tenants(self) -> Iterable[Metric]:
+        """Each tenant's waiting jobs and virtual counter, per model queue (the fair share:
+        common/store/fair.py), when Redis answers."""
+        queued = GaugeMetricFamily(
+            "genq_tenant_queued",
+            "Jobs of a tenant waiting in a model's fair-share queue (read at scrape time).",
+            labels=("queue", "model", "tenant"),
+        )
+        counter = GaugeMetricFamily(
+            "genq_tenant_virtual_tokens",
+            "A tenant's virtual token counter in a model's queue: weighted tokens served over "
+            "its weight (VTC); the fair share serves the least one first.",
+            labels=("queue", "model", "tenant"),
+        )
+        try:
+            for q in self._queues if self._redis_up else ():
+                for tenant, (count, vtc) in run(
+                    self._redis, fair.tenants(self._keys, q.queue)
+                ).items():
+                    queued.add_metric([q.queue, q.model, tenant], count)
+                    counter.add_metric([q.queue, q.model, tenant], vtc)
+        except redis.RedisError as exc:
+            log.warning("relay: metrics: cannot read the tenants' queues: %s", exc)
+        yield queued
+        yield counter
 
     @staticmethod
     def _dropped(stats: RelayStats) -> Metric:
@@ -199,6 +231,7 @@ class RelayCollector(Collector):
             for q, count in zip(self._queues, counts, strict=True):
                 depth.add_metric([q.queue, q.model, q.device], count)
         yield depth
+        yield from self._tenants()
         yield GaugeMetricFamily(
             "genq_relay_redis_up",
             "1 when this scrape could read the queue depths from Redis, else 0.",
@@ -222,7 +255,8 @@ def serve_relay(relay: RelayCounts, settings: Settings) -> Endpoint | None:
         return None
     client = connect_bytes(settings, SCRAPE_TIMEOUT_S)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RelayCollector(relay, registry_queues(settings), client))
+    keys = Keys(settings.key_prefix)
+    registry.register(RelayCollector(relay, registry_queues(settings), client, keys))
     ProcessCollector(registry=registry)  # the relay's CPU and memory
     host, port = settings.metrics_host, settings.relay_metrics_port
     return serve(registry, host, port, "GENQ_RELAY_METRICS_PORT")
