@@ -46,7 +46,7 @@ from typing import Any
 
 import redis
 
-from genq import Client, JobRecord, JobSpec, Settings
+from genq import BatchHandle, Client, JobHandle, JobRecord, JobSpec
 from ops.bench.batches import batch_lines
 from ops.bench.report import MS_PER_S, TINY, alternate, job_model, met, percentile, say, table
 from ops.bench.scale import tree_cpu_s
@@ -182,8 +182,6 @@ def section(args: argparse.Namespace, cache: Path) -> None:
         f"{SHORT_TOKENS} tokens to 1 of {long_tokens}, EOS banned; {WORKERS} workers of "
         f"--slots {SLOTS}; about {args.fairness_seconds:g} s a run"
     )
-    if "fair_share" not in Settings.model_fields:
-        say("  (this genq has no GENQ_FAIR_SHARE: both runs are first-come)")
     with ExitStack() as started:
         stacks = {
             mode: started.enter_context(tenant_stack(cache, on)) for mode, on in MODES.items()
@@ -232,7 +230,7 @@ def calibrate(client: Client, model: str, long_tokens: int) -> float:
     return len(records) / busy_ms * MS_PER_S
 
 
-def finished(client: Client, handles: Sequence[Any]) -> list[JobRecord]:
+def finished(client: Client, handles: Sequence[BatchHandle[JobHandle]]) -> list[JobRecord]:
     """The handles' batches waited for, then every job's record; StackError if one failed."""
     for handle in handles:
         status = handle.wait(timeout=TIMEOUT_S, poll_s=POLL_S)
