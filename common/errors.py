@@ -9,6 +9,8 @@ GenqError
 │   └── WorkerConfigError a worker cannot serve the models it is asked to (unknown, other
 │                         device class, missing file or API key, no GPU)
 ├── KeyFileError          GENQ_API_KEYS_FILE is wrong (names the line or entry, never a key)
+├── QueueFull             a model's queue holds GENQ_MAX_QUEUED jobs (retryable)
+├── QuotaExceeded         a submit over its tenant's quota (retryable, after `retry_after_s`)
 ├── RedisUnavailable      Redis cannot be reached (retryable)
 ├── RedisNotPrimary       GENQ_REDIS_URL leads to a replica, or names a primary its Sentinels
 │                         do not know: found before anything is queued
@@ -41,6 +43,7 @@ class ErrorCode(StrEnum):
     EXPIRED = "expired"
     NOT_RETAINED = "not_retained"
     QUEUE_FULL = "queue_full"
+    QUOTA_EXCEEDED = "quota_exceeded"
     INTERNAL = "internal"
 
 
@@ -102,6 +105,19 @@ class QueueFull(GenqError):
 
     code = ErrorCode.QUEUE_FULL
     retryable = True
+
+
+class QuotaExceeded(GenqError):
+    """A submit over its tenant's quota (its waiting jobs, its tokens per minute): refused,
+    nothing queued. `retry_after_s`: when the same submit may pass, as far as is known now.
+    The message names the tenant, the limit and the current figure, never a prompt or key."""
+
+    code = ErrorCode.QUOTA_EXCEEDED
+    retryable = True
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class JobFailed(GenqError):

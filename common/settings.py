@@ -121,9 +121,10 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=100_000_000,
-        description="Jobs waiting in one model's queue at most: a job submitted beyond it is "
-        "refused (QueueFull; the gateway answers 429), nothing queued. Batches are not "
-        "counted against it. 0: no limit.",
+        description="Jobs waiting in one model's queue at most, every tenant's together: the "
+        "model's ceiling above each tenant's own max_queued (README: Quotas). A job submitted "
+        "beyond it is refused (QueueFull; the gateway answers 429), nothing queued. Batches "
+        "are not counted against it. 0: no limit.",
     )
     model_budget_mb: float = Field(
         0.0,

@@ -26,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import suppress
 from typing import Any, Self
 
 import redis
 import redis.asyncio
 
 from genq.common.connection import POOL_SIZE, connect, connect_async, redis_errors
-from genq.common.errors import InvalidJob
+from genq.common.errors import GenqError, InvalidJob
 from genq.common.frames import Frame
 from genq.common.ids import check_batch_id, check_job_id, is_job_id
 from genq.common.presence import live_workers, live_workers_async
@@ -46,6 +47,7 @@ from genq.producer.batches import AsyncBatchHandle, BatchHandle
 from genq.producer.batchfile import Source
 from genq.producer.core import Placement, PreparedJob
 from genq.producer.handles import AsyncJobHandle, JobHandle
+from genq.producer.quotas import Admission
 from genq.producer.reading import Merge
 from genq.producer.streams import AsyncJobStream, JobStream
 from genq.producer.submission import BatchOptions, BatchSubmitter
@@ -113,18 +115,31 @@ class Client(_BaseClient):
         """Validate and queue a job. `priority` 0-9 (9 is served first); `expires_in` seconds
         after which a job not started yet ends as `expired`; `tenant` whose job it is (its fair
         share and quotas). Raises InvalidJob (nothing
-        queued) or RedisUnavailable."""
+        queued), QueueFull or QuotaExceeded (nothing queued; retryable) or RedisUnavailable."""
         submitted = time.monotonic()
         job = self.submitter.prepare(prompt, fields, Placement(priority, expires_in, tenant))
-        self._admit(job)
-        self._write(job)
-        self._dispatch(job)
+        self._queue(job, self._admit(job))
+        self._confirm(job)
         return JobHandle(self, job.job_id, submitted)
 
-    def _admit(self, job: PreparedJob) -> None:
-        depth = self.submitter.queue_depth(job)
-        if depth is not None:
-            self.submitter.admit(job, self.transport.read(depth))
+    def _admit(self, job: PreparedJob) -> Admission:
+        """Hold the job to its model's ceiling and its tenant's quotas (producer/quotas.py)."""
+        admission = self.submitter.admission(job)
+        take = admission.check(self.transport.read(admission.read))
+        if take is not None:
+            admission.took(self.transport.call(take))
+        return admission
+
+    def _queue(self, job: PreparedJob, admission: Admission) -> None:
+        """Write the job and send its task message; not queued, its tokens go back."""
+        try:
+            self._write(job)
+            self._dispatch(job)
+        except BaseException:
+            if (refund := admission.refund()) is not None:
+                with suppress(GenqError):  # the submit's own error is the one to raise
+                    self.transport.call(refund)
+            raise
 
     def _write(self, job: PreparedJob) -> None:
         with redis_errors(self.settings):
@@ -136,6 +151,8 @@ class Client(_BaseClient):
         except Exception:  # not queued: leave no record behind
             self.transport.call_all(self._unwrite_ops(job))
             raise
+
+    def _confirm(self, job: PreparedJob) -> None:
         ids = [job.job_id]
         if ops := self.submitter.confirm_ops(ids):
             self.submitter.replicated(ids, self.transport.call_all(ops))
@@ -244,15 +261,26 @@ class AsyncClient(_BaseClient):
         submitted, place = time.monotonic(), Placement(priority, expires_in, tenant)
         # Checking renders the prompt and may load a vocabulary and tokenize: not on the loop.
         job = await asyncio.to_thread(self.submitter.prepare, prompt, fields, place)
-        await self._admit(job)
-        await self._write(job)
-        await self._dispatch(job)
+        await self._queue(job, await self._admit(job))
+        await self._confirm(job)
         return AsyncJobHandle(self, job.job_id, submitted)
 
-    async def _admit(self, job: PreparedJob) -> None:
-        depth = self.submitter.queue_depth(job)
-        if depth is not None:
-            self.submitter.admit(job, await self.transport.read(depth))
+    async def _admit(self, job: PreparedJob) -> Admission:
+        admission = self.submitter.admission(job)
+        take = admission.check(await self.transport.read(admission.read))
+        if take is not None:
+            admission.took(await self.transport.call(take))
+        return admission
+
+    async def _queue(self, job: PreparedJob, admission: Admission) -> None:
+        try:
+            await self._write(job)
+            await self._dispatch(job)
+        except BaseException:
+            if (refund := admission.refund()) is not None:
+                with suppress(GenqError):
+                    await self.transport.call(refund)
+            raise
 
     async def _write(self, job: PreparedJob) -> None:
         with redis_errors(self.settings):
@@ -265,6 +293,8 @@ class AsyncClient(_BaseClient):
         except Exception:  # not queued: leave no record behind
             await self.transport.call_all(self._unwrite_ops(job))
             raise
+
+    async def _confirm(self, job: PreparedJob) -> None:
         ids = [job.job_id]
         if ops := self.submitter.confirm_ops(ids):
             self.submitter.replicated(ids, await self.transport.call_all(ops))

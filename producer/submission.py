@@ -1,29 +1,32 @@
-"""Submitting a batch: `BatchSubmitter` checks every line first (producer/batchfile.py), then
-writes and dispatches the batch's jobs in chunks; `Submission` says what it did. Both client
+"""Submitting a batch: `BatchSubmitter` checks every line first (producer/batchfile.py), holds
+the whole batch to its tenant's quotas (producer/quotas.py), then writes and dispatches the
+batch's jobs in chunks; `Submission` says what it did. Both client
 faces run it as it is: `AsyncClient.submit_batch` in a thread, as reading the source and
 publishing to the broker block."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
 
 from genq.common.connection import redis_errors
-from genq.common.errors import InvalidBatch
+from genq.common.errors import GenqError, InvalidBatch
 from genq.common.ids import check_batch_id, new_batch_id
 from genq.common.lifecycle import now_ms
-from genq.common.schemas import DEFAULT_PRIORITY, JobState
+from genq.common.schemas import DEFAULT_PRIORITY, JobSpec, JobState
 from genq.common.store import batches as batch_store
 from genq.common.store import jobs as job_store
 from genq.common.store import run, run_all, run_transaction
 from genq.common.store.batches import NewJob, Opening
 from genq.common.tenants import DEFAULT_TENANT
-from genq.producer.batchfile import BatchLine, Reject, Source, scan, valid_lines
+from genq.producer.batchfile import BatchLine, Reject, Scan, Source, scan, valid_lines
 from genq.producer.bundles import dispatches
 from genq.producer.core import PreparedJob
+from genq.producer.quotas import Admission, job_cost
 from genq.producer.submitter import Submitter
 
 SUBMIT_CHUNK = 500  # jobs written and dispatched per round
@@ -78,12 +81,13 @@ class BatchSubmitter:
         expires_in = options.expires_in_s
         self.expires_ms = now_ms() + int(expires_in * 1000) if expires_in else 0
         self._opened = False  # the batch's record is written with its first chunk
+        self._spent = 0  # tokens of the jobs written so far
 
     def submit(self, source: Source, progress: Callable[[int], None] | None = None) -> Submission:
         if not isinstance(source, str) and not hasattr(source, "open"):
             source = list(source)  # read twice: once to check, once to submit
-        defaults = self.options.defaults
-        found = scan(source, defaults, self.submitter.check)
+        defaults, tally = self.options.defaults, _Tally(self.submitter.check)
+        found = scan(source, defaults, tally.check)
         name = str(source) if isinstance(source, str) or hasattr(source, "open") else "batch"
         if found.valid == 0 and not found.rejects:
             raise InvalidBatch(f"{name}: no jobs in it (it is empty)", [])
@@ -91,14 +95,39 @@ class BatchSubmitter:
             raise InvalidBatch(describe_rejects(name, found.rejects), _pairs(found.rejects))
         if found.valid == 0:
             raise InvalidBatch(f"{name}: every line is invalid; nothing was submitted", [])
+        admission = self._admit(found.valid, tally.tokens)
+        try:
+            return self._submit_lines(
+                valid_lines(source, defaults, found.rejected_lines), found, progress
+            )
+        finally:  # tokens of jobs not queued (already in the batch, or a failure) go back
+            self._refund(admission, tally.tokens - self._spent)
+
+    def _submit_lines(
+        self, lines: Iterable[BatchLine], found: Scan, progress: Callable[[int], None] | None
+    ) -> Submission:
         created = existing = 0
-        lines = valid_lines(source, defaults, found.rejected_lines)
         for chunk in _chunks(lines, SUBMIT_CHUNK, first=FIRST_CHUNK):
             made = self._submit_chunk(chunk)
             created, existing = created + made, existing + len(chunk) - made
             if progress is not None:
                 progress(created + existing)
         return Submission(created, existing, found.rejects)
+
+    def _admit(self, jobs: int, tokens: int) -> Admission:
+        """Hold the whole batch to its tenant's quotas before any job of it is queued."""
+        admission = self.submitter.batch_admission(self.options.tenant, jobs, tokens)
+        with redis_errors(self.submitter.settings):
+            take = admission.check(run(self.redis, admission.read))
+            if take is not None:
+                admission.took(run(self.redis, take))
+        return admission
+
+    def _refund(self, admission: Admission, tokens: int) -> None:
+        refund = admission.refund(tokens)
+        if refund is not None:
+            with suppress(GenqError), redis_errors(self.submitter.settings):
+                run(self.redis, refund)
 
     def _write(self, jobs: list[NewJob]) -> set[str]:
         """Run SUBMIT for a chunk; the first chunk opens the batch's record in the same
@@ -128,6 +157,9 @@ class BatchSubmitter:
         jobs = [self._prepare(line) for line in chunk]
         with redis_errors(self.submitter.settings):
             created = self._write([NewJob(cid, job.job_id, job.record) for cid, job in jobs])
+            self._spent += sum(
+                job_cost(job.record.spec) for _, job in jobs if job.job_id in created
+            )
             pending = [job for _, job in jobs if job.job_id in created]
             if len(created) < len(jobs):
                 pending += self._undispatched(
@@ -175,6 +207,17 @@ class BatchSubmitter:
         with redis_errors(settings):
             replies = run_all(self.redis, ops)
         submitter.replicated(job_ids, replies)
+
+
+class _Tally:
+    """Adds up the cost of the lines a check accepts (see producer/quotas.py)."""
+
+    def __init__(self, check: Callable[[JobSpec], None]) -> None:
+        self._check, self.tokens = check, 0
+
+    def check(self, spec: JobSpec) -> None:
+        self._check(spec)
+        self.tokens += job_cost(spec)
 
 
 def _pairs(rejects: Sequence[Reject]) -> list[tuple[int, str]]:

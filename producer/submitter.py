@@ -1,7 +1,7 @@
 """`Submitter`: what a job goes through on its way in and out of the queue, whoever submits it
 (`Client.submit`, a batch's `BatchSubmitter`) or cancels it (a job handle, a batch handle):
-checking it against its model, preparing its record, sending its task messages, and
-cancelling it.
+checking it against its model, preparing its record, admitting it (its model's ceiling and its
+tenant's quotas: producer/quotas.py), sending its task messages, and cancelling it.
 
 Checking and preparing do no I/O; sending blocks on the broker (kombu publishes
 synchronously: an async caller runs it in a thread). Cancelling has a sync face (`cancel`) and
@@ -20,17 +20,18 @@ import redis.asyncio
 
 from genq.common.connection import redis_errors, unavailable
 from genq.common.dispatch import Dispatch, Dispatcher
-from genq.common.errors import QueueFull, RedisUnavailable
+from genq.common.errors import RedisUnavailable
 from genq.common.lifecycle import Finish, unstarted_finish
 from genq.common.prompts import PromptCounter
 from genq.common.registry import ModelRegistry
 from genq.common.schemas import JobSpec, JobState
 from genq.common.settings import Settings
-from genq.common.store import arun_all, queues, replication, run_all
+from genq.common.store import arun_all, replication, run_all
 from genq.common.store import jobs as job_store
 from genq.common.store.command import Command
 from genq.common.store.keys import Keys
 from genq.producer.core import Placement, PreparedJob, check_job, parse_spec, prepare_job
+from genq.producer.quotas import Admission, Charge, job_cost, model_queues
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Submitter:
         self.keys = Keys(settings.key_prefix)
         self.registry = registry
         self._prompts = PromptCounter(registry)
+        self._queues = model_queues(registry)
         self._dispatcher = Dispatcher(settings, main="genq-producer")
 
     def check(self, spec: JobSpec) -> None:
@@ -80,20 +82,15 @@ class Submitter:
         place = placement or Placement()
         return prepare_job(spec, self.settings, self.registry, self._prompts, place)
 
-    def queue_depth(self, job: PreparedJob) -> Command[int] | None:
-        """What `admit` needs to know (the job's queue depth), when a limit is set."""
-        return queues.depth(job.record.queue) if self.settings.max_queued else None
+    def admission(self, job: PreparedJob) -> Admission:
+        """The limits one job is held to before it is queued (see producer/quotas.py)."""
+        record = job.record
+        charge = Charge(record.tenant, 1, job_cost(record.spec), record.queue)
+        return Admission(self.settings, self._queues, charge)
 
-    def admit(self, job: PreparedJob, depth: int) -> None:
-        """QueueFull when the job's queue already holds GENQ_MAX_QUEUED waiting jobs. A soft
-        limit: submitters racing may pass it by as many jobs as they are."""
-        limit = self.settings.max_queued
-        if limit and depth >= limit:
-            raise QueueFull(
-                f"model {job.record.spec.model!r}: {depth} jobs are waiting in queue "
-                f"{job.record.queue}, the most GENQ_MAX_QUEUED allows ({limit}); nothing was "
-                "queued, try again later"
-            )
+    def batch_admission(self, tenant: str, jobs: int, tokens: int) -> Admission:
+        """The limits a batch is held to, whole, before its first job is queued."""
+        return Admission(self.settings, self._queues, Charge(tenant, jobs, tokens))
 
     def send(self, dispatches: Iterable[Dispatch]) -> None:
         """Publish task messages; RedisUnavailable when the broker did not take them."""

@@ -80,6 +80,19 @@ def write(keys: Keys, batch: ApiBatch, ttl_s: int) -> Command[None]:
     )
 
 
+def forget(keys: Keys, batch: ApiBatch) -> Command[None]:
+    """Remove a batch's record and its index entries (a batch refused before any job of it
+    was queued)."""
+    return Command(
+        (
+            ("DEL", _key(keys, batch.batch_id)),
+            ("ZREM", _index_key(keys), batch.batch_id),
+            ("ZREM", _index_key(keys, batch.tenant), batch.batch_id),
+        ),
+        lambda replies: None,
+    )
+
+
 def _decode(raw: Any) -> ApiBatch | None:
     return None if raw is None else ApiBatch.model_validate_json(raw)
 

@@ -23,7 +23,7 @@ import psutil
 
 from genq import Client, JobSpec
 from genq.common.registry import LlamaModelConfig
-from ops.bench import paths, report
+from ops.bench import paths, report, responses
 from ops.bench.report import Batch, PathResult, Run, met, say
 from ops.bench.stack import Stack, cpu_s, local_stack, pid, serving
 from ops.llamaserver import HOST, LlamaCppServer, LlamaServer, missing_modules
@@ -102,7 +102,9 @@ def _workload(
 def gateway(args: argparse.Namespace, cache: Path) -> None:
     """One job streamed with the openai SDK through `genq serve` against genq's client, and
     against llama_cpp.server and llama-server; then 64 SSE clients at once on one gateway
-    (tiny model). Targets: gateway >= 0.90 x client tok/s; <= 10 ms first token added."""
+    (tiny model); then the Responses API against chat completions, a reattach, and the peers'
+    /v1/responses. Targets: gateway >= 0.90 x client tok/s; <= 10 ms first token added;
+    Responses >= 0.95 x chat tok/s; <= 5 ms first token added; reattach <= 20 ms."""
     if importlib.util.find_spec("openai") is None:
         say("skipped: the `openai` package is not installed (pip install openai)")
         return
@@ -114,12 +116,15 @@ def gateway(args: argparse.Namespace, cache: Path) -> None:
         with _sdk(gw.url) as sdk, Client(stack.settings) as client:
             through, direct = lambda: sdk_run(sdk, body), lambda: paths.stream_genq(client, spec)
             pairs = report.alternate(through, direct, args.warmup + args.gateway_jobs)
-        concurrent = _concurrent(gw, args.gateway_clients)
+            api, versus_chat = responses.compare(sdk, body, args.warmup, args.gateway_jobs)
+            concurrent = _concurrent(gw, args.gateway_clients)
+            reattached = responses.reattach(stack, sdk, args.prompt)
         stack.check_alive()
     via_gateway = PathResult("openai SDK via genq serve", [a for a, _ in pairs[args.warmup :]])
     via_client = PathResult("genq Python client", [b for _, b in pairs[args.warmup :]])
     rows = [(via_gateway, report.ratio(via_gateway, via_client, "client")), (via_client, "1.00 x")]
-    for peer in _sdk_peers(path, config, spec, eos, cache, args):
+    peers, peer_apis = _sdk_peers(path, config, spec, eos, cache, args)
+    for peer in peers:
         rows.append((peer, f"gateway {via_gateway.tokens_per_s / peer.tokens_per_s:.2f} x"))
     rate = via_gateway.tokens_per_s / via_client.tokens_per_s
     pairs_ms = zip(via_gateway.runs, via_client.runs, strict=True)  # the same machine, in turn
@@ -134,7 +139,19 @@ def gateway(args: argparse.Namespace, cache: Path) -> None:
         f"first token added by the gateway: {added:+.1f} ms median, job by job (target <= "
         f"{TARGET_GATEWAY_MS:.0f} ms: {met(added <= TARGET_GATEWAY_MS)})",
         concurrent,
+        "",
+        *versus_chat,
+        reattached,
+        *_versus_peers(api, peer_apis),
     )
+
+
+def _versus_peers(api: PathResult, peers: list[PathResult | str]) -> list[str]:
+    """The Responses stream of the peers that serve it beside genq's; a line for the others."""
+    served = [p for p in peers if isinstance(p, PathResult)]
+    rows = [(p, f"genq {api.tokens_per_s / p.tokens_per_s:.2f} x") for p in served]
+    table = [report.path_table([(api, "1.00 x"), *rows])] if rows else []
+    return [p for p in peers if isinstance(p, str)] + table
 
 
 def sdk_run(sdk: openai.OpenAI, body: dict[str, Any]) -> Run:
@@ -199,11 +216,12 @@ def _tokens(port: int, body: dict[str, Any]) -> int:
 
 def _sdk_peers(
     path: Path, config: LlamaModelConfig, spec: JobSpec, eos: int, cache: Path, args: Any
-) -> list[PathResult]:
-    """The same SDK and job against llama_cpp.server and llama-server, one job at a time; EOS
-    banned by a bias (they have no ignore_eos)."""
+) -> tuple[list[PathResult], list[PathResult | str]]:
+    """The same SDK and job against llama_cpp.server and llama-server, one job at a time, as
+    a completion, then on /v1/responses (or "not served"); EOS banned by a bias (they have no
+    ignore_eos)."""
     if args.no_server:
-        return []
+        return [], []
     servers: list[LlamaServer] = []
     if missing_modules():
         say(f"llama_cpp.server skipped: {', '.join(missing_modules())} missing")
@@ -215,17 +233,19 @@ def _sdk_peers(
         log = cache / "gateway-llama-server.log"
         servers.append(LlamaCppServer(path, config, log, binary=binary, parallel=1))
     body, results = paths.request_body(spec, eos, ban=report.BAN_BIAS), []
+    apis: list[PathResult | str] = []
     for server in servers:  # a new SDK client per server, kept for its jobs, as the gateway's
         try:
             with serving(server), _sdk(f"http://{HOST}:{server.port}") as sdk:
                 say(f"{server.name}: {server.command_line()}")
                 sdk_run(sdk, {**body, "max_tokens": WARM_TOKENS})
                 runs = [sdk_run(sdk, body) for _ in range(args.gateway_jobs)]
+                apis.append(responses.peer(sdk, server.name, body, args.gateway_jobs))
         except PEER_ERRORS as exc:
             say(f"skipped {server.name}: {exc}")
             continue
         results.append(PathResult(f"openai SDK via {server.name}", runs))
-    return results
+    return results, apis
 
 
 def remote(args: argparse.Namespace, cache: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genq.common.errors import GenqError, InvalidBatch, InvalidJob
+from genq.common.errors import GenqError, InvalidBatch, InvalidJob, QuotaExceeded
 from genq.common.ids import is_job_id, new_batch_id
 from genq.common.lifecycle import now_ms
 from genq.common.schemas import BatchStatus, JobRecord, JobSpec, JobState
@@ -289,6 +289,10 @@ class Batches:
             )
         except InvalidBatch as exc:
             return await self._fail(batch, _rejects(exc))
+        except QuotaExceeded:  # refused before anything was queued: a retry makes it anew
+            records = self._records
+            await records.run(batch_store.forget(records.keys, batch))
+            raise
         except GenqError as exc:  # nothing or part submitted: reported, and the batch failed
             error = LineErrorInfo(code="submission_failed", message=str(exc))
             await self._fail(batch, [error])

@@ -2,7 +2,8 @@
 `{"error": {"message", "type", "param", "code"}}`, and the HTTP status of its kind: 400 bad
 input (naming the field), 401 no valid key, 404 an unknown model or object, 413 an upload
 past GENQ_FILE_BYTES_MAX, 429 load genq refuses (a model's queue holds GENQ_MAX_QUEUED
-jobs), 500 a job that failed (400 when it failed for its input), 503 any Redis failure.
+jobs; a submit over its tenant's quota, with `Retry-After`), 500 a job that failed (400 when it
+failed for its input), 503 any Redis failure.
 
 `api_error` is the one mapping, used by the app's exception handlers (`install`) and by a
 stream that fails after its response started (an error event). Ids a client sent are echoed
@@ -12,6 +13,7 @@ cut to ID_SHOWN characters (`shown`).
 from __future__ import annotations
 
 import logging
+import math
 
 import redis
 from fastapi import FastAPI, Request
@@ -25,6 +27,7 @@ from genq.common.errors import (
     InvalidJob,
     JobFailed,
     QueueFull,
+    QuotaExceeded,
     RedisUnavailable,
     UnknownModel,
 )
@@ -85,14 +88,23 @@ def from_genq(exc: GenqError) -> ApiError:
         return ApiError(404, str(exc), param="model", code="model_not_found")
     if isinstance(exc, InvalidJob):
         return ApiError(400, str(exc), code=str(exc.code))
-    if isinstance(exc, QueueFull):
-        return ApiError(429, str(exc), kind="requests", code="queue_full")
+    if isinstance(exc, QueueFull | QuotaExceeded):
+        return _refused(exc)
     if isinstance(exc, RedisUnavailable):
         return ApiError(503, str(exc), kind="service_unavailable", code="redis_unavailable")
     if isinstance(exc, JobFailed) and exc.error_code in INPUT_CODES:
         return ApiError(400, str(exc), code=exc.error_code)
     code = exc.error_code if isinstance(exc, JobFailed) else str(exc.code)
     return ApiError(500, str(exc), kind="server_error", code=code)
+
+
+def _refused(exc: QueueFull | QuotaExceeded) -> ApiError:
+    """429; over a quota, with `Retry-After` in whole seconds, rounded up (at least 1: the
+    OpenAI SDK retries at once on 0)."""
+    error = ApiError(429, str(exc), kind="requests", code=str(exc.code))
+    if isinstance(exc, QuotaExceeded):
+        error.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    return error
 
 
 def api_error(exc: BaseException) -> ApiError:

@@ -1,13 +1,15 @@
 """GET /: one small page, HTML and inline JavaScript, no build step, nothing loaded from
 elsewhere. A person types a prompt, picks a model (GET /v1/models), optionally gives an API
 key (kept in sessionStorage, for this tab only), and watches the tokens stream: fetch() POSTs
-/v1/chat/completions with `stream: true` and reads the SSE body as it arrives.
+/v1/responses with `background: true, stream: true` and reads the SSE body as it arrives.
 
-After every event the page keeps, together in sessionStorage, the job id (the
-`X-Genq-Job-Id` header), the event's `id` and the text so far. A reload mid-stream shows that
-text again and continues with GET /v1/jobs/{job_id}/stream and `Last-Event-ID`: the events
-after that one only, so the text has no gap and no repeat. A connection lost mid-stream is
-resumed the same way. Text is only ever set with textContent, never parsed as HTML.
+In the background, the response runs to its end whatever the page does. After every event the
+page keeps, together in sessionStorage, the response id, the event's `sequence_number` and the
+text so far. A reload mid-stream shows that text again and reattaches with
+GET /v1/responses/{id}?stream=true&starting_after=N: the events after that one only, so the
+text has no gap and no repeat. A connection lost mid-stream is reattached the same way. Stop
+is POST /v1/responses/{id}/cancel. Text is only ever set with textContent, never parsed as
+HTML.
 
 The page itself needs no key (it holds no data); everything it calls under /v1 does.
 """
@@ -34,10 +36,12 @@ label { margin-right: 1rem; }
 
 SCRIPT = r"""
 "use strict";
-const STATE = "genq.stream", KEY = "genq.key", RETRIES = 5, RETRY_MS = 1000;
+const STATE = "genq.response", KEY = "genq.key", RETRIES = 5, RETRY_MS = 1000;
+const ENDED = {"response.completed": "done", "response.incomplete": "done",
+               "response.cancelled": "cancelled", "response.failed": "error"};
 const $ = (id) => document.getElementById(id);
-let state = null;  // kept: {job, model, lastId, text, done}; text = the events up to lastId
-let shown = "", group = null;  // the text shown, and the id of the events read last
+let state = null;  // kept: {response, model, seq, text, done}; text = the deltas up to seq
+let shown = "";  // the text shown
 let leaving = false;  // a reload or navigation cuts the stream off: not an error to show
 addEventListener("pagehide", () => { leaving = true; });
 
@@ -62,7 +66,7 @@ function show(phase, message) {
 
 function render() {
   $("out").textContent = shown;
-  $("job").textContent = state && state.job ? state.job : "";
+  $("response").textContent = state && state.response ? state.response : "";
 }
 
 async function failure(response) {
@@ -85,33 +89,33 @@ async function loadModels() {
   if (!document.body.dataset.state) show("idle", "ready");
 }
 
-// One SSE event. Several events may share an id (one stream entry: its last token, the finish
-// chunk, [DONE]), and a resume sends what follows that id: so the text is kept with an id only
-// once an event with the next id shows that every event of the id has arrived.
-function apply(event) {
-  if (event.id !== null && event.id !== group) {
-    if (group !== null) { state.lastId = group; state.text = shown; save(); }
-    group = event.id;
-  }
-  if (event.data === "[DONE]") {
-    state.text = shown; state.done = true; save(); show("done", "done");
-    return true;
-  }
-  const chunk = JSON.parse(event.data);
-  if (chunk.error) throw new Error(chunk.error.message || "the stream failed");
-  for (const choice of chunk.choices || []) {
-    const delta = choice.delta ? choice.delta.content : choice.text;
-    if (delta) shown += delta;
+// One event of the Responses API. Each has a sequence_number of its own, and a reattach sends
+// the events after it: so the text is kept with every event's number, and a reload resumes
+// exactly after the last event kept. True once the response has ended.
+function apply(data) {
+  if (data === "[DONE]") return true;
+  const event = JSON.parse(data);
+  if (event.type === "error") throw new Error(event.message || "the stream failed");
+  if (event.response && event.response.id && !state.response) state.response = event.response.id;
+  if (event.type === "response.output_text.delta") shown += event.delta;
+  if (typeof event.sequence_number === "number") {
+    state.seq = event.sequence_number; state.text = shown; save();
   }
   render();
-  return false;
+  const ended = ENDED[event.type];
+  if (!ended) return false;
+  state.done = true; save();
+  const error = event.response && event.response.error;
+  show(ended, ended === "error" ? (error && error.message) || "the response failed"
+    : event.type.slice("response.".length));
+  return true;
 }
 
 // The SSE wire format, read incrementally: lines end with \n, \r\n or \r; a blank line ends
 // an event. A \r at the end of what has arrived may be half of a \r\n: wait for more.
 async function readEvents(response, onEvent) {
   const reader = response.body.getReader(), decoder = new TextDecoder();
-  let buffer = "", data = [], id = null;
+  let buffer = "", data = [];
   for (;;) {
     const {value, done} = await reader.read();
     if (done) return false;
@@ -122,22 +126,18 @@ async function readEvents(response, onEvent) {
       const line = buffer.slice(0, match.index);
       buffer = buffer.slice(match.index + match[0].length);
       if (line === "") {
-        if (data.length && onEvent({id, data: data.join("\n")})) return true;
-        data = []; id = null;
+        if (data.length && onEvent(data.join("\n"))) return true;
+        data = [];
         continue;
       }
-      const colon = line.indexOf(":");
-      if (colon === 0) continue;  // a comment: keep-alive
-      const field = colon < 0 ? line : line.slice(0, colon);
-      let value2 = colon < 0 ? "" : line.slice(colon + 1);
-      if (value2.startsWith(" ")) value2 = value2.slice(1);
-      if (field === "data") data.push(value2);
-      else if (field === "id") id = value2;
+      if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      // anything else (event:, id:, a comment as keep-alive) tells the page nothing more
     }
   }
 }
 
-// Reads a stream to its [DONE]; a connection lost on the way is resumed after the last event.
+// Reads a stream to the response's end; a connection lost on the way reattaches after the
+// last event kept.
 async function follow(response) {
   for (let attempt = 0; ; attempt++) {
     try {
@@ -147,47 +147,50 @@ async function follow(response) {
       // fetch() fails with a TypeError when the connection is lost; anything else is final.
       if (!(error instanceof TypeError)) { show("error", String(error.message || error)); return; }
     }
+    if (!state.response) { show("error", "the stream was lost before the response began"); return; }
     if (attempt >= RETRIES) { show("error", "the stream was lost; reload to resume"); return; }
     await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
-    response = await resume().catch(() => null);
+    response = await reattach().catch(() => null);
   }
 }
 
-function resume() {
-  const h = headers(false);
-  if (state.lastId) h["Last-Event-ID"] = state.lastId;
+function url(suffix) {
+  return "/v1/responses/" + encodeURIComponent(state.response) + suffix;
+}
+
+function reattach() {
+  let query = "?stream=true";
+  if (state.seq !== null) query += "&starting_after=" + state.seq;
   else state.text = "";  // nothing kept yet: from the start
-  shown = state.text; group = state.lastId;
+  shown = state.text;
   render();
-  return fetch("/v1/jobs/" + encodeURIComponent(state.job) + "/stream", {headers: h});
+  return fetch(url(query), {headers: headers(false)});
 }
 
 async function send(event) {
   event.preventDefault();
   const prompt = $("prompt").value, model = $("model").value, most = $("max").value;
   if (!prompt.trim() || !model) { show("error", "type a prompt and pick a model"); return; }
-  const request = {model, stream: true, messages: [{role: "user", content: prompt}]};
-  if (most) request.max_tokens = Number(most);
+  // In the background: the response runs to its end whether or not this page stays.
+  const request = {model, input: prompt, stream: true, background: true};
+  if (most) request.max_output_tokens = Number(most);
   if ($("temperature").value) request.temperature = Number($("temperature").value);
-  state = {job: null, model, lastId: null, text: "", done: false};
-  shown = ""; group = null;
+  state = {response: null, model, seq: null, text: "", done: false};
+  shown = "";
   save(); render();
   show("streaming", "submitting");
-  const response = await fetch("/v1/chat/completions", {
+  const response = await fetch("/v1/responses", {
     method: "POST", headers: headers(true),
     body: JSON.stringify(request),
   });
   if (!response.ok) { show("error", await failure(response)); return; }
-  state.job = response.headers.get("X-Genq-Job-Id");
-  save(); render();
   show("streaming", "streaming");
   await follow(response);
 }
 
 async function stop() {
-  if (!state || !state.job) return;
-  const url = "/v1/jobs/" + encodeURIComponent(state.job) + "/cancel";
-  const response = await fetch(url, {method: "POST", headers: headers(false)});
+  if (!state || !state.response) return;
+  const response = await fetch(url("/cancel"), {method: "POST", headers: headers(false)});
   if (!response.ok) show("error", "cancel: " + await failure(response));
 }
 
@@ -202,11 +205,11 @@ async function start() {
   state = JSON.parse(sessionStorage.getItem(STATE) || "null");
   shown = state ? state.text : "";
   render();
-  if (state && state.job && !state.done) {
-    show("streaming", "resuming after event " + (state.lastId || "(none)"));
-    document.body.dataset.resumedFrom = state.lastId || "";
+  if (state && state.response && !state.done) {
+    show("streaming", "resuming after event " + (state.seq === null ? "(none)" : state.seq));
+    document.body.dataset.resumedFrom = state.seq === null ? "" : String(state.seq);
     document.body.dataset.resumedAt = String(state.text.length);
-    follow(await resume().catch(() => null));
+    follow(await reattach().catch(() => null));
   } else if (state && state.done) {
     show("done", "done");
   }
@@ -240,7 +243,7 @@ BODY = """<!doctype html>
 </form>
 <p id="status"></p>
 <pre id="out"></pre>
-<p>Job <code id="job"></code></p>
+<p>Response <code id="response"></code></p>
 <script>{script}</script>
 </body>
 </html>

@@ -12,6 +12,7 @@ from genq.common.errors import (
     JobFailed,
     ModelLoadError,
     PromptTooLong,
+    QuotaExceeded,
     RedisUnavailable,
     RegistryError,
     StreamTimeout,
@@ -32,6 +33,7 @@ from genq.common.errors import (
         (RedisUnavailable, (GenqError, ConnectionError)),
         (StreamTimeout, (GenqError, TimeoutError)),
         (JobFailed, (GenqError,)),
+        (QuotaExceeded, (GenqError,)),
         (ModelLoadError, (WorkerError, GenqError)),
         (GenerationError, (WorkerError, GenqError)),
     ],
@@ -65,6 +67,12 @@ def test_permanent_errors_are_not_retryable(error: type[GenqError]) -> None:
 )
 def test_error_code_names_the_error_on_the_wire(error: type[GenqError], code: ErrorCode) -> None:
     assert error.code is code
+
+
+def test_a_quota_refusal_is_retryable_and_says_when() -> None:
+    refused = QuotaExceeded("tenant 'acme': over its tokens_per_minute (60)", 1.5)
+    assert refused.retryable and refused.retry_after_s == 1.5
+    assert refused.code is ErrorCode.QUOTA_EXCEEDED
 
 
 def test_bad_input_is_caught_as_value_error() -> None:

@@ -11,6 +11,7 @@ import inspect
 import redis
 from fastapi.routing import APIRoute
 
+from genq import QuotaExceeded
 from genq.common.errors import InvalidJob, JobFailed, QueueFull, RedisUnavailable, UnknownModel
 from genq.common.settings import Settings
 from genq.producer.gateway import routes
@@ -46,6 +47,7 @@ def test_each_genq_error_has_its_status() -> None:
         InvalidJob("bad"): 400,
         UnknownModel("no such model"): 404,
         QueueFull("full"): 429,
+        QuotaExceeded("over", 2.0): 429,
         JobFailed("0" * 32, "invalid_job", "logit_bias names a token id outside", False): 400,
         JobFailed("0" * 32, "generation_failed", "decode failed", False): 500,
     }
@@ -53,6 +55,16 @@ def test_each_genq_error_has_its_status() -> None:
     assert api_error(JobFailed("0" * 32, "generation_failed", "x", False)).code == (
         "generation_failed"
     )
+
+
+def test_a_quota_refusal_says_when_to_retry_in_whole_seconds_rounded_up() -> None:
+    """Retry-After is an integer (RFC 9110): 2.1 s is 3, and never 0 (a client would retry at
+    once)."""
+    waits = {2.1: "3", 2.0: "2", 0.0: "1", 0.004: "1"}
+    for wait_s, header in waits.items():
+        error = api_error(QuotaExceeded("tenant 'a': over", wait_s))
+        assert (error.status, error.code) == (429, "quota_exceeded")
+        assert error.headers == {"Retry-After": header}, wait_s
 
 
 def test_an_unexpected_error_is_a_500_that_shows_no_internals() -> None:

@@ -38,8 +38,8 @@ def test_submit_names_the_batch_keys_then_each_job_and_passes_four_args_per_job(
         jobs.record_key(KEYS, JOB),
         jobs.record_key(KEYS, OTHER),
     ]
-    ttl, *per_job = rest[6:]
-    assert ttl == 60
+    ttl, prefix, *per_job = rest[6:]
+    assert (ttl, prefix) == (60, "genq")
     assert per_job[:3] == ["line-1", JOB, 9]
     assert json.loads(per_job[3]) == jobs.encode(_record(expires_ms=9))
     assert per_job[4:7] == ["line-2", OTHER, 0]
