@@ -123,7 +123,7 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
             ("--fairness-seconds", _seconds, 60.0, "each run's planned length"),
             ("--fairness-long-tokens", _positive, None, "a long job's tokens (256 on tiny, 64 "
                 "otherwise)"),
-            ("--fairness-cost-jobs", _positive, 500, "1-token jobs per batch of the cost rounds"),
+            ("--fairness-cost-jobs", _positive, 1000, "1-token jobs per batch of the cost rounds"),
         ],
     }  # fmt: skip
 
