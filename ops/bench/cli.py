@@ -13,7 +13,7 @@ from typing import Any
 
 from genq import GenqError, Settings
 from genq.common.registry import ModelRegistry
-from ops.bench import batches, failover, relay, report, scale, slots, stream
+from ops.bench import batches, failover, fairness, relay, report, scale, slots, stream
 from ops.bench.paths import BenchJobFailed
 from ops.bench.report import DEFAULT_PROMPT, DEFAULT_SEED, default_model, say
 from ops.bench.stack import cache_dir
@@ -33,8 +33,9 @@ SECTIONS: dict[str, Section] = {
     "slots": slots.section,
     "gateway": stream.gateway,
     "scale": scale.section,
+    "fairness": fairness.section,
 }
-OPT_IN = ("scale",)  # run only when named: it needs root and takes tens of minutes
+OPT_IN = ("scale", "fairness")  # run only when named: minutes each (scale needs root)
 DESCRIPTION = """\
 genq's benchmark (README: Benchmark). Each section starts a private stack as a user does,
 prints figures with ratios against baselines of the same run, and targets as met or MISSED.
@@ -48,7 +49,7 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
     return {
         "general": [
             ("--suite", _suites, [s for s in SECTIONS if s not in OPT_IN],
-                "comma-separated sections (default: all but scale)"),
+                "comma-separated sections (default: all but scale and fairness)"),
             ("--model", str, default_model(), "registry model (gemma-3-270m if there, else tiny)"),
             ("--omp-spin", None, False, "leave OpenMP's idle threads spinning (README: Benchmark)"),
             ("--allow-stray-bytes", None, False, "do not ban the tiny model's non-UTF-8 byte "
@@ -117,6 +118,12 @@ def _options() -> dict[str, list[tuple[str, Callable[[str], Any] | None, Any, st
                 "comma-separated (1,2,4,8,16)"),
             ("--scale-relays", scale.worker_counts, list(scale.RELAYS), "relays, "
                 "comma-separated (1,2: one, then two sharded)"),
+        ],
+        "fairness": [
+            ("--fairness-seconds", _seconds, 60.0, "each run's planned length"),
+            ("--fairness-long-tokens", _positive, None, "a long job's tokens (256 on tiny, 64 "
+                "otherwise)"),
+            ("--fairness-cost-jobs", _positive, 1000, "1-token jobs per batch of the cost rounds"),
         ],
     }  # fmt: skip
 
