@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from genq.common.schemas import ChatMessage, JobSpec
+from genq.common.store import fair
 from ops.bench.fairness import (
     Span,
     backlog,
@@ -13,6 +15,7 @@ from ops.bench.fairness import (
     jain,
     max_difference,
     overlap,
+    reserved,
     served,
     windows,
 )
@@ -66,3 +69,16 @@ def test_difference_is_the_largest_change_within_an_interval() -> None:
     gap, pair = max_difference({"a": a, "b": b}, {"a": 1, "b": 1})
     assert gap == pytest.approx(60)
     assert pair == "a/b"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        JobSpec(prompt="Hi", max_tokens=1),
+        JobSpec(prompt="héllo wörld, fair share", max_tokens=256),
+        JobSpec(messages=[ChatMessage(role="user", content="a question?")], max_tokens=16),
+    ],
+)
+def test_the_reservation_is_the_one_the_claim_charges(spec: JobSpec) -> None:
+    # genq's bound 2(R + ND) is reported from it: it must be the scheduler's own figure.
+    assert reserved(spec) == fair.reservation(spec)
