@@ -96,7 +96,7 @@ class RedisServer:
             binary,
             *("--port", str(self.port), "--bind", self.host, "--dir", str(self.workdir)),
             *("--save", "", "--appendonly", "yes" if self.persist else "no"),
-            *("--databases", "64"),  # the tests give each stack that kills things a database
+            *("--databases", "1024"),  # the tests give each stack that kills things a database
             *("--logfile", str(self.log_path.absolute())),
             *(["--requirepass", self.password] if self.password else []),
             *self.args,

@@ -51,10 +51,11 @@ def _line(tenant: str, n: int) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def stack(genq_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    genq_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, databases: Iterator[int]
+) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("fair")
-    # Databases of their own, far above the other tests' (conftest counts up from 1).
-    made = new_stack(genq_env, logs, iter(range(14, 16)))
+    made = new_stack(genq_env, logs, databases)
     made.worker("fair", "--models", "tiny", "--slots", str(SLOTS), GENQ_METRICS_PORT=str(WORKER))
     made.relay(GENQ_RELAY_METRICS_PORT=str(RELAY))
     yield made
