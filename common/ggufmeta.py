@@ -1,5 +1,5 @@
 """What a GGUF file's metadata says, read without loading the model: whether it holds a key,
-and the size of its vocabulary.
+the size of its vocabulary, and the context it was trained with.
 
 `genq models` asks whether each model's file has a chat template, and a producer checks a
 job's `logit_bias` ids and the length of its prompt against the model's vocabulary (see
@@ -19,9 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TOKENS_KEY = "tokenizer.ggml.tokens"  # the vocabulary: an array of strings, by token id
+ARCHITECTURE_KEY = "general.architecture"  # its value names the keys of the model's shape
 _SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # by type id
+_INTEGERS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 10: "<Q", 11: "<q"}
 _STRING, _ARRAY = 8, 9
 _HEADER = struct.Struct("<4sIQQ")  # magic, version, tensor count, key-value count
+
+
+@dataclass(frozen=True)
+class TrainingContext:
+    """The context a model was trained with, and the key that says it."""
+
+    key: str  # `<architecture>.context_length`
+    length: int  # tokens
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,22 @@ def vocabulary(path: Path) -> Vocabulary | None:
         if pos > len(data):
             raise struct.error("the token list runs past the end of the file")
         return Vocabulary(count, longest)
+
+
+def training_context(path: Path) -> TrainingContext | None:
+    """The file's training context (None when it names no architecture, or the architecture
+    no context length); ValueError as `has_key`."""
+    with _metadata(path) as (data, n_kv):
+        pos = _value_at(data, n_kv, ARCHITECTURE_KEY.encode())
+        if pos is None or _u32(data, pos) != _STRING:
+            return None
+        size = _u64(data, pos + 4)
+        key = f"{bytes(data[pos + 12 : pos + 12 + size]).decode()}.context_length"
+        pos = _value_at(data, n_kv, key.encode())
+        if pos is None or _u32(data, pos) not in _INTEGERS:
+            return None
+        length: int = struct.unpack_from(_INTEGERS[_u32(data, pos)], data, pos + 4)[0]
+        return TrainingContext(key, length)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Self
 
+from genq.common import ggufmeta
 from genq.common.registry import LlamaModelConfig
 from ops.localstack import StackError, free_port, stop_process, wait_for
 
@@ -108,8 +109,18 @@ class LlamaCppServer(LlamaServer):
             "-ngl": self.config.n_gpu_layers,
             "--host": HOST,
             "--port": self.port,
+            **self._context_override(),
         }
         return [str(self.binary), *(str(a) for opt in opts.items() for a in opt)]
+
+    def _context_override(self) -> dict[str, str]:
+        """llama-server caps a slot's context at the model's training context (the tiny
+        model's is 256), where llama-cpp-python, the worker, runs the n_ctx it is given: the
+        file's value is overridden, so that the peer runs the worker's jobs whole."""
+        trained = ggufmeta.training_context(self.model)
+        if trained is None or trained.length >= self.config.n_ctx:
+            return {}
+        return {"--override-kv": f"{trained.key}=int:{self.config.n_ctx}"}
 
     def command_line(self) -> str:
         """The command without the binary's and the model's paths."""

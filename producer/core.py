@@ -189,7 +189,8 @@ class StreamState:
     later attempt can take back (checkpointed windows, or the final text).
 
     The text is kept in parts and joined only when read whole: `length` counts it, and a
-    printer reads what is new with `text_between`, at the cost of the new text alone.
+    printer reads what is new with `text_between`, at the cost of the new text alone (with
+    `tail_from`, at none, when it is what the last token frame added).
     `rewrites` counts the times the text was replaced rather than added to (a resume that
     cut it back, a repair): only then does a printer need to compare whole texts.
     """
@@ -221,6 +222,12 @@ class StreamState:
         if len(self._parts) > 1:  # joined once: reading it again costs nothing
             self._parts, self._ends = ["".join(self._parts)], [self.length]
         return self._parts[0] if self._parts else ""
+
+    def tail_from(self, start: int) -> str | None:
+        """`text[start:]` when it is the text's last part (what the last token frame added),
+        at no cost; else None (then `text_between` reads it)."""
+        last = self._parts[-1] if self._parts else ""
+        return last if self.length - len(last) == start else None
 
     def text_between(self, start: int, end: int) -> str:
         """`text[start:end]` (0 <= start), joining only the parts it spans."""
@@ -367,7 +374,15 @@ class TextFeed:
         if state.rewrites != self._rewrites:  # text was replaced, not added to: compare it all
             self._rewrites = state.rewrites
             self._agreed = _common_prefix(state.text, self.written)
-        return self._step(state.text_between, state.shown_length(eager), state.done)
+        shown = state.shown_length(eager)
+        if shown == state.length and self._agreed == self._length:
+            # All written agrees, all is shown: when what is new is the state's last part (a
+            # token frame added in order), `_step` would write it, at the cost of reading it.
+            added = state.tail_from(self._length)
+            if added is not None:
+                self.diverged_at, self.stale = None, 0
+                return self._write(added)
+        return self._step(state.text_between, shown, state.done)
 
     def advance(self, text: str, final: bool = False) -> str:
         """What to write now, given the whole text that may be shown now (`final`: the stream

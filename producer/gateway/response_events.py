@@ -32,6 +32,8 @@ from genq.producer.gateway.chunks import DIVERGED
 
 Event = dict[str, Any]
 
+_TERMINAL = (DoneFrame, ErrorFrame)
+
 
 @dataclass
 class ResponseEvents:
@@ -45,6 +47,9 @@ class ResponseEvents:
     opened: bool = False  # the output item and its content part were added
     ended: bool = False
     logprobs: list[dict[str, Any]] = field(default_factory=list)
+    # Text deltas numbered up to this are counted, not made: a reader that resumed after it
+    # is not sent them (a replay's cost is then the folding of the frames before it).
+    unsent_through: int = -1
 
     def start(self) -> list[Event]:
         """The events before any frame: created, then queued (background) or in_progress."""
@@ -58,7 +63,7 @@ class ResponseEvents:
     def render(self, frame: Frame, state: StreamState) -> list[Event]:
         """The events `frame` adds, once `state` has applied it."""
         out: list[Event] = []
-        terminal = isinstance(frame, DoneFrame | ErrorFrame)
+        terminal = isinstance(frame, _TERMINAL)
         if not self.in_progress and not terminal:
             self.in_progress = True
             out.append(self._emit("response.in_progress", response=self._running("in_progress")))
@@ -105,6 +110,9 @@ class ResponseEvents:
         if self.record.logprobs and whole and isinstance(frame, TokenFrame):
             items = [shapes.logprob(t) for t in frame.data.logprobs or []]
             self.logprobs.extend(items)
+        if self.number <= self.unsent_through:  # counted, not made (see the field)
+            self.number += 1
+            return out
         delta = self._emit("response.output_text.delta", **self._where(), delta=new, logprobs=items)
         return [*out, delta]
 

@@ -204,7 +204,7 @@ class Responses:
         self, job_id: str, record: ResponseRecord, after: int
     ) -> AsyncIterator[ServerSentEvent]:
         """The response's events numbered past `after`, to its end."""
-        mapper = ResponseEvents(job_id, record)
+        mapper = ResponseEvents(job_id, record, unsent_through=after)
         for event in mapper.start():
             if event["sequence_number"] > after:
                 yield _sse(event)

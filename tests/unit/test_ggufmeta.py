@@ -8,7 +8,13 @@ from pathlib import Path
 import gguf
 import pytest
 
-from genq.common.ggufmeta import Vocabulary, has_key, vocabulary
+from genq.common.ggufmeta import (
+    TrainingContext,
+    Vocabulary,
+    has_key,
+    training_context,
+    vocabulary,
+)
 from genq.common.tinymodel import write_tiny_model
 
 TEMPLATE = "tokenizer.chat_template"
@@ -76,3 +82,9 @@ def test_a_token_list_cut_short_raises_value_error(tmp_path: Path) -> None:
     cut.write_bytes(write_tiny_model(tmp_path / "tiny.gguf").read_bytes()[:2000])
     with pytest.raises(ValueError, match="cut short"):
         vocabulary(cut)
+
+
+def test_the_training_context_is_read_under_the_files_architecture(tmp_path: Path) -> None:
+    tiny = write_tiny_model(tmp_path / "tiny.gguf")
+    assert training_context(tiny) == TrainingContext("llama.context_length", 256)
+    assert training_context(metadata_only(tmp_path / "m.gguf")) is None  # no context length

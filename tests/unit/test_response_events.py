@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from genq.common.frames import Frame
 from genq.common.store.responses import ResponseRecord
-from genq.producer.core import StreamState
+from genq.producer.core import StreamState, TextFeed
 from genq.producer.gateway.chunks import DIVERGED
 from genq.producer.gateway.response_events import ResponseEvents
 
 from .test_gateway_chunks import JOB, done, resume, token
+from .test_text_feed import winding
 
 BACKGROUND = ResponseRecord(created_at=1, model="tiny", background=True)
 RESUMED: list[Frame] = [
@@ -25,12 +28,28 @@ RESUMED: list[Frame] = [
 ]
 
 
-def events(frames: list[Frame], record: ResponseRecord = BACKGROUND) -> list[dict[str, Any]]:
-    state, mapper = StreamState(JOB), ResponseEvents(JOB, record)
+class WholeTexts(TextFeed):
+    """A feed that compares whole texts at every frame, never reading only what one added."""
+
+    def follow(self, state: StreamState, eager: bool = False) -> str:
+        return self.advance(state.shown_text(eager), state.done)
+
+
+def events(
+    frames: list[Frame],
+    record: ResponseRecord = BACKGROUND,
+    feed: TextFeed | None = None,
+    unsent_through: int = -1,
+) -> list[dict[str, Any]]:
+    """The events of `frames` to the mapper's end, as the gateway makes them."""
+    state = StreamState(JOB)
+    mapper = ResponseEvents(JOB, record, feed or TextFeed(), unsent_through=unsent_through)
     out = mapper.start()
     for frame in frames:
         state.apply(frame)
         out.extend(mapper.render(frame, state))
+        if mapper.ended:
+            break
     return out
 
 
@@ -69,3 +88,18 @@ def test_a_response_that_is_not_background_is_in_progress_at_once() -> None:
     record = BACKGROUND.model_copy(update={"background": False})
     kinds = [e["type"] for e in events([], record)]
     assert kinds == ["response.created", "response.in_progress"]
+
+
+@pytest.mark.parametrize(
+    "regenerated", ["upon", "once", "upXn a"], ids=["alike", "differently", "as-long"]
+)
+def test_a_replay_makes_the_events_of_one_that_compares_whole_texts(regenerated: str) -> None:
+    """The events read only what each token frame added, and a reader resuming after event N
+    is spared the making of the deltas up to N: yet it is sent, one by one, the events after N
+    of a mapper that compares whole texts at every frame and makes every event."""
+    frames = winding(regenerated)
+    whole = events(frames, feed=WholeTexts())
+    assert events(frames) == whole
+    for after in range(-1, len(whole)):
+        replayed = events(frames, unsent_through=after)
+        assert [e for e in replayed if e["sequence_number"] > after] == whole[after + 1 :]

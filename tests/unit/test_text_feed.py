@@ -12,6 +12,7 @@ import pytest
 from genq.common.errors import GenqError, InvalidEntry
 from genq.common.frames import (
     DoneFrame,
+    Frame,
     ResumeData,
     ResumeFrame,
     TokenData,
@@ -21,6 +22,8 @@ from genq.common.frames import (
 )
 from genq.common.schemas import JobResult
 from genq.producer.core import StreamState, TextFeed, parse_entry, parse_record
+
+from .test_gateway_chunks import done
 
 JOB = "ab" * 16
 MakeResult = Callable[..., JobResult]
@@ -155,6 +158,11 @@ class CountingState(StreamState):
         self.touched += len(text)
         return text
 
+    def tail_from(self, start: int) -> str | None:
+        text = super().tail_from(start)
+        self.touched += len(text or "")
+        return text
+
 
 @pytest.mark.parametrize("eager", [True, False], ids=["terminal", "pipe"])
 def test_following_a_stream_reads_each_character_of_its_text_once(eager: bool) -> None:
@@ -202,6 +210,44 @@ def test_following_a_regeneration_that_differs_says_where() -> None:
     assert (feed.diverged_at, feed.stale) == (5, 6)
     state.apply(token(1, 3, " was"))
     assert feed.follow(state, eager=True) == " was" and feed.diverged_at is None
+
+
+def winding(regenerated: str) -> list[Frame]:
+    """A stream whose text changes every way it can: added in order, cut back by a resume
+    and `regenerated` ("upon": alike; else differently, "upXn a" to where the text cut back
+    ended), an empty chunk, held back after a hole and mended by the done frame."""
+    return [
+        token(0, 1, "Once "),
+        window(0, 2, 0, "Once "),
+        token(0, 3, "upon a"),
+        resume(1, 5),
+        token(1, 2, regenerated),
+        token(1, 3, ""),
+        token(1, 4, " a time"),
+        token(1, 6, " there"),  # after a hole (seq 5): held back until mended
+        token(1, 7, " was"),
+        done(1, 8, f"Once {regenerated} a time, there was"),
+    ]
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["terminal", "pipe"])
+@pytest.mark.parametrize(
+    "regenerated", ["upon", "once", "upXn a"], ids=["alike", "differently", "as-long"]
+)
+def test_following_writes_what_comparing_whole_texts_writes(eager: bool, regenerated: str) -> None:
+    """`follow` reads only what a token frame added where it can: it writes exactly what
+    `advance` writes comparing whole texts, whichever frames it is called after."""
+    frames = winding(regenerated)
+    for calls in range(2 ** (len(frames) - 1)):  # after the last frame, and any others
+        state, fast, whole = StreamState(JOB), TextFeed(), TextFeed()
+        for at, frame in enumerate(frames):
+            state.apply(frame)
+            if at < len(frames) - 1 and not calls >> at & 1:
+                continue
+            written = fast.follow(state, eager)
+            assert written == whole.advance(state.shown_text(eager), state.done), (calls, at)
+            assert (fast.diverged_at, fast.stale) == (whole.diverged_at, whole.stale)
+        assert fast.written == whole.written
 
 
 def test_text_between_reads_across_parts() -> None:
