@@ -237,9 +237,10 @@ def renew(
 # prompt_tokens, then field/value pairs (`state` among them). The final record and the
 # terminal frame together, only while the job is still in `from_state` at this epoch; the
 # batch's counts move with it, and the job id goes out on the batch's channel (a channel,
-# listed in KEYS for its slot). The job leaves its fair-share waiting set (an unstarted one is
-# in it), and a job that was claimed (charged its reservation) is charged the rest of its
-# actual cost, or given back what it did not use (common/store/fair.py). -> 1 or 0
+# listed in KEYS for its slot); a response's record of the job is kept as long as the job.
+# The job leaves its fair-share waiting set (an unstarted one is in it), and a job that was
+# claimed (charged its reservation) is charged the rest of its actual cost, or given back what
+# it did not use (common/store/fair.py). -> 1 or 0
 FINISH = f"""
 local P = ARGV[9]
 {fair.LUA}
@@ -247,6 +248,8 @@ local st = redis.call('HMGET', KEYS[1], 'state', 'epoch', 'queue', 'tenant', 'sp
 if st[1] ~= ARGV[3] or tonumber(st[2]) ~= tonumber(ARGV[2]) then return 0 end
 for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+-- A response's record (store/responses.py) is kept as long as its job's, from the job's end.
+redis.call('EXPIRE', P .. ':{{' .. ARGV[1] .. '}}:resp', ARGV[4])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 if st[3] then

@@ -2,8 +2,9 @@
 echoed fields and whose it is (`ResponseRecord`).
 
 Keys: `genq:{<job id>}:resp`, a string holding a ResponseRecord as JSON (version 1), in the
-job's slot, kept GENQ_JOB_TTL_S from its creation and, once read, as long as its job's record
-(`read`: a job is kept GENQ_JOB_TTL_S from its end). A response that is not background
+job's slot, kept GENQ_JOB_TTL_S from its creation and, once its job ended, as long as its
+job's record (a job is kept GENQ_JOB_TTL_S from its end: FINISH in leases.py extends the
+response's record with it, and `read` does too). A response that is not background
 is a client of its job as a chat stream is: `create` also counts its waiting client in the
 job's gateway hash, or sets the deadline by which one must attach (common/store/gateway.py).
 """

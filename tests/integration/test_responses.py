@@ -20,7 +20,7 @@ from genq.common.settings import Settings
 from genq.common.store import responses as response_store
 from genq.common.store import run
 from genq.common.store.responses import ResponseRecord
-from ops.localstack import Gateway, Relay, Worker, wait_for
+from ops.localstack import Gateway, Relay, Worker, settings_for, wait_for
 
 from .gateway_support import TIMEOUT_S, record, sdk, sse, start_gateway
 
@@ -286,3 +286,20 @@ def test_a_read_keeps_a_response_as_long_as_its_job(
     job_ms = redis_client.pttl(f"genq:{{{handle.job_id}}}:job")
     assert job_ms > 60_000
     assert redis_client.pttl(f"genq:{{{handle.job_id}}}:resp") > 60_000
+
+
+def test_a_response_is_kept_as_long_as_its_job_from_the_jobs_end(
+    genq_env: dict[str, str], databases: Iterator[int]
+) -> None:
+    """No worker serves this database: the job waits until its cancel ends it."""
+    url = genq_env["GENQ_REDIS_URL"].rsplit("/", 1)[0] + f"/{next(databases)}"
+    with Client(settings_for({**genq_env, "GENQ_REDIS_URL": url})) as client:
+        handle = client.submit("kept", model="tiny", max_tokens=4)
+        mine = ResponseRecord(created_at=int(time.time()), model="tiny")
+        run(client.redis, response_store.create(client.keys, handle.job_id, mine, 60))
+        handle.cancel()  # its end, FINISH, keeps the response's record with the job's
+        assert client.record(handle.job_id).state == JobState.CANCELLED
+        key = response_store.record_key(client.keys, handle.job_id)
+        with redis.Redis.from_url(url) as direct:  # before any read, which extends it too
+            assert direct.pttl(key) > 60_000
+        assert run(client.redis, response_store.read(client.keys, handle.job_id)) == mine
