@@ -17,8 +17,8 @@ nothing retries it for ever. Like GENQ_MAX_QUEUED the counts are soft limits: su
 racing may pass `max_queued` by as many jobs as they submit at once; the bucket is exact.
 
 A job's cost is its prompt's tokens, estimated from its characters as OpenAI's rate limits
-estimate them (CHARS_PER_TOKEN), plus its `max_tokens`: what it may cost, known before it
-runs. A batch is charged whole, before its first job is queued.
+estimate them (fair.CHARS_PER_TOKEN, the fair share's estimate too), plus its `max_tokens`:
+what it may cost, known before it runs. A batch is charged whole, before its first job is queued.
 """
 
 from __future__ import annotations
@@ -39,14 +39,13 @@ from genq.common.store.command import Command
 from genq.common.store.keys import Keys
 from genq.common.tenants import TenantPolicy
 
-CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb for English text, as its rate limiter counts
 QUEUED_RETRY_S = 1.0  # retry-after for a full queue: jobs leave it as workers start them
 _NONE: Command[int] = Command((), lambda replies: 0)  # a count not asked for
 
 
 def job_cost(spec: JobSpec) -> int:
     """The tokens a job is charged: its prompt's, estimated, and the most it may generate."""
-    return math.ceil(spec.prompt_chars / CHARS_PER_TOKEN) + spec.max_tokens
+    return math.ceil(spec.prompt_chars / fair.CHARS_PER_TOKEN) + spec.max_tokens
 
 
 @dataclass(frozen=True)

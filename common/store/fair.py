@@ -37,7 +37,7 @@ from genq.common.store.keys import Keys
 
 W_IN = 1  # cost of a prompt token
 W_OUT = 2  # cost of a completion token
-CHARS_PER_TOKEN = 4  # a prompt's tokens, estimated at claim from its spec's length
+CHARS_PER_TOKEN = 4  # a prompt's tokens, estimated from its length (OpenAI's rule of thumb)
 FLOOR = "_floor"
 
 
@@ -168,9 +168,19 @@ def enter(keys: Keys, job_id: str, record: JobRecord) -> Command[None]:
     return Command((call,), lambda replies: None)
 
 
+# KEYS: none. ARGV: prefix, queue, tenant, job id. A job leaves its tenant's waiting set, and
+# the tenant the backlog when it was its last waiting job (as a claim's leaving does).
+LEAVE = f"""
+local P = ARGV[1]
+{LUA}
+fair_leave(ARGV[2], ARGV[3], ARGV[4])
+return 1
+"""
+
+
 def forget(keys: Keys, job_id: str, record: JobRecord) -> Command[None]:
     """A job whose task message could not be sent leaves its waiting set (with its record)."""
-    call = ("ZREM", waiting_key(keys, record.queue, record.tenant), job_id)
+    call = ("EVAL", LEAVE, 0, keys.prefix, record.queue, record.tenant, job_id)
     return Command((call,), lambda replies: None)
 
 

@@ -65,6 +65,17 @@ def test_a_new_job_waits_in_its_tenants_set_and_counts(redis_client: redis.Redis
     assert run(redis_client, fair.tenants(KEYS, QUEUE)) == {"acme": (2, 0.0), "other": (1, 0.0)}
 
 
+def test_a_job_never_dispatched_leaves_its_set_and_its_tenant_the_backlog(
+    redis_client: redis.Redis,
+) -> None:
+    _clean(redis_client)
+    kept, lost = _submit(redis_client, "acme"), _submit(redis_client, "other")
+    run(redis_client, fair.forget(KEYS, lost, _record("other")))
+    assert run(redis_client, fair.waiting_count(KEYS, [QUEUE], "other")) == 0
+    assert redis_client.zrange(fair.backlog_key(KEYS, QUEUE), 0, -1) == ["acme"]
+    assert [c.job_id for c in _tickets(redis_client, [kept])] == [kept]
+
+
 def test_a_batchs_new_jobs_wait_in_the_batchs_tenants_set(redis_client: redis.Redis) -> None:
     _clean(redis_client)
     batch_id = new_batch_id()
